@@ -1,0 +1,151 @@
+//! Command-line interface: every subcommand's options, each also settable by a
+//! `TCP_HELLO_*` environment variable.
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use crate::protocol::{Framing, Mode};
+
+/// The default address for `serve --bind` and `client --connect`.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:9999";
+
+/// tcp-hello: a thread-per-connection TCP greeting and echo server, its client and its load generator.
+#[derive(Debug, Parser)]
+#[command(name = "tcp-hello", version, about, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace). `RUST_LOG` overrides both flags.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Less log output (-q warnings and errors only, -qq errors only).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub quiet: u8,
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: a welcome, `Hello, <name>!` for each line, `exit` to leave.
+    Serve(ServeArgs),
+    /// Talk to a server: names as arguments, lines from stdin, or an interactive session.
+    Client(ClientArgs),
+    /// Load-test a greeting server and report messages/s and latency percentiles.
+    Bench(BenchArgs),
+}
+
+/// Options of `tcp-hello serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; repeat for several (IPv6: `[::1]:9999`; port 0 picks a free port).
+    #[arg(
+        short,
+        long = "bind",
+        value_name = "ADDR",
+        env = "TCP_HELLO_BIND",
+        value_delimiter = ',',
+        default_value = DEFAULT_ADDR
+    )]
+    pub bind: Vec<SocketAddr>,
+    /// Greet clients, or echo their bytes back (RFC 862).
+    #[arg(long, value_enum, env = "TCP_HELLO_MODE", default_value_t = Mode::Greet)]
+    pub mode: Mode,
+    /// Line-delimited messages, or one message per read with no line endings.
+    #[arg(long, value_enum, env = "TCP_HELLO_FRAMING", default_value_t = Framing::Line)]
+    pub framing: Framing,
+    /// The first thing a client receives.
+    #[arg(long, value_name = "TEXT", env = "TCP_HELLO_WELCOME", default_value = "Welcome!")]
+    pub welcome: String,
+    /// Reply template; every `{}` is replaced by the client's line.
+    #[arg(long, value_name = "TEMPLATE", env = "TCP_HELLO_REPLY", default_value = "Hello, {}!")]
+    pub reply: String,
+    /// Sent before closing when a client says `exit` or `quit`; empty sends nothing.
+    #[arg(long, value_name = "TEXT", env = "TCP_HELLO_FAREWELL", default_value = "Bye!")]
+    pub farewell: String,
+    /// Most connections served at once; the next one gets `ERROR server busy` and is closed.
+    /// Lowered, with a warning, to what the open-file limit allows.
+    #[arg(long, value_name = "N", env = "TCP_HELLO_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Close a connection that sends nothing for this long, after a notice (0 = never).
+    #[arg(long, value_name = "SECS", env = "TCP_HELLO_IDLE_TIMEOUT", default_value_t = 300)]
+    pub idle_timeout: u64,
+    /// Close a connection whose client does not read its replies for this long (0 = never).
+    #[arg(long, value_name = "SECS", env = "TCP_HELLO_WRITE_TIMEOUT", default_value_t = 30)]
+    pub write_timeout: u64,
+    /// Longest line accepted, in bytes; a longer one gets an error line and is skipped.
+    #[arg(long, value_name = "BYTES", env = "TCP_HELLO_MAX_LINE", default_value_t = 8192,
+          value_parser = clap::value_parser!(u32).range(1..=16 * 1024 * 1024))]
+    pub max_line: u32,
+    /// Wait this long before each reply, like the tutorial's `time.sleep(1)`.
+    #[arg(long, value_name = "MS", env = "TCP_HELLO_DELAY", default_value_t = 0)]
+    pub delay: u64,
+    /// Listen backlog: connections the kernel queues before `accept` (capped by net.core.somaxconn).
+    #[arg(long, value_name = "N", env = "TCP_HELLO_BACKLOG", default_value_t = 1024)]
+    pub backlog: i32,
+    /// On SIGINT/SIGTERM, how long connections get to finish before the process exits anyway.
+    #[arg(long, value_name = "SECS", env = "TCP_HELLO_SHUTDOWN_TIMEOUT", default_value_t = 10)]
+    pub shutdown_timeout: u64,
+}
+
+/// Options of `tcp-hello client`.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Server address; a host name is resolved and every address tried in turn.
+    #[arg(short, long, value_name = "HOST:PORT", env = "TCP_HELLO_CONNECT", default_value = DEFAULT_ADDR)]
+    pub connect: String,
+    /// Names to send; without any, every line of stdin is a name.
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+    /// Give up connecting to one address after this many seconds.
+    #[arg(long, value_name = "SECS", env = "TCP_HELLO_CONNECT_TIMEOUT", default_value_t = 5.0)]
+    pub connect_timeout: f64,
+    /// Give up when the server sends nothing for this many seconds while a reply is due.
+    #[arg(long, value_name = "SECS", env = "TCP_HELLO_REPLY_TIMEOUT", default_value_t = 10.0)]
+    pub reply_timeout: f64,
+    /// The server's framing: `chunk` for servers that send no line endings (the Python tutorial's).
+    #[arg(long, value_enum, env = "TCP_HELLO_FRAMING", default_value_t = Framing::Line)]
+    pub framing: Framing,
+    /// A plain byte pipe like nc: stdin to the socket, the socket to stdout.
+    #[arg(long, conflicts_with = "names")]
+    pub raw: bool,
+}
+
+/// Options of `tcp-hello bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Server address to load.
+    #[arg(short, long, value_name = "HOST:PORT", env = "TCP_HELLO_CONNECT", default_value = DEFAULT_ADDR)]
+    pub connect: String,
+    /// Connections held open at once.
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 64)]
+    pub connections: usize,
+    /// Run for this many seconds (the default, 5, unless --messages is given).
+    #[arg(short, long, value_name = "SECS", conflicts_with = "messages")]
+    pub duration: Option<f64>,
+    /// Stop after this many replies in total instead of after a duration.
+    #[arg(short, long, value_name = "N")]
+    pub messages: Option<u64>,
+    /// Names in flight per connection.
+    #[arg(short, long, value_name = "K", default_value_t = 1)]
+    pub pipeline: usize,
+    /// Bytes per name sent.
+    #[arg(short, long, value_name = "BYTES", default_value_t = 8)]
+    pub size: usize,
+    /// New connections opened per second while ramping up (0 = as fast as possible).
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    pub connect_rate: u64,
+    /// Worker threads driving the connections (default: the number of CPUs).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Seconds to wait for any one reply before counting a timeout.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub timeout: f64,
+    /// Reply template the server is expected to use; `{}` is the name sent.
+    #[arg(long, value_name = "TEMPLATE", default_value = "Hello, {}!")]
+    pub expect: String,
+    /// Print the results as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,543 @@
+//! One connection's I/O: reads bytes, lets [`crate::protocol`] decide, writes replies.
+//!
+//! [`serve`] works over any `Read + Write` stream (a `TcpStream`, a TLS stream, a test
+//! double) and learns everything else (peer, timeouts, shutdown) from its caller.
+//! Replies to everything one read brought are sent in one write, and nothing is
+//! allocated per line.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use log::debug;
+
+use crate::pool::{BigBuffers, BufferPool};
+use crate::protocol::{
+    self, Framing, LogText, Mode, Notice, Request, Settings, TelnetFilter, chunk_message,
+    find_line_end, partial_len,
+};
+
+/// Bytes of input kept on the thread's stack. Together with [`SMALL_OUTPUT`] it fits in
+/// the stack pages every thread touches anyway (see the README's memory figures).
+pub const SMALL_INPUT: usize = 1024;
+/// Bytes of output kept on the thread's stack.
+pub const SMALL_OUTPUT: usize = 1024;
+
+/// What every connection shares: settings, buffers, and the server's shutdown flag.
+#[derive(Debug)]
+pub struct Context {
+    /// The protocol's settings.
+    pub settings: Settings,
+    /// Large buffers for bursts.
+    pub pool: BufferPool,
+    /// Set when the server is shutting down; reads then end once buffered input is used up.
+    pub shutting_down: AtomicBool,
+    /// The idle timeout the caller set on streams, for the notice; `None` if there is none.
+    pub idle_timeout: Option<Duration>,
+    /// Wait before each reply.
+    pub delay: Duration,
+}
+
+impl Context {
+    /// A context whose buffer pool fits `settings`.
+    pub fn new(settings: Settings, idle_timeout: Option<Duration>, delay: Duration) -> Self {
+        let input = (64 * 1024).max(settings.max_message() + 1 + 16 * 1024);
+        let output = (64 * 1024).max(2 * settings.max_answer());
+        Context {
+            pool: BufferPool::new(input, output, 64),
+            settings,
+            shutting_down: AtomicBool::new(false),
+            idle_timeout,
+            delay,
+        }
+    }
+}
+
+/// Who is on the other end, for log lines.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// The server's number for this connection.
+    pub id: u64,
+    /// The client's address, as the caller knows it.
+    pub addr: SocketAddr,
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client said `exit` or `quit`.
+    Exit,
+    /// The client closed (or half-closed) its side.
+    ClientClosed,
+    /// The client sent nothing for the idle timeout.
+    Idle,
+    /// The server is shutting down.
+    Shutdown,
+    /// Reading failed (reset, ...).
+    ReadError(ErrorKind),
+    /// Writing failed: the client is gone or does not read (write timeout).
+    WriteError(ErrorKind),
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::Exit => f.write_str("client said exit"),
+            CloseReason::ClientClosed => f.write_str("client closed"),
+            CloseReason::Idle => f.write_str("idle timeout"),
+            CloseReason::Shutdown => f.write_str("server shutdown"),
+            CloseReason::ReadError(kind) => write!(f, "read error: {kind}"),
+            CloseReason::WriteError(kind) => write!(f, "write error: {kind}"),
+        }
+    }
+}
+
+/// What happened on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Messages answered.
+    pub replies: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Why it ended.
+    pub reason: CloseReason,
+}
+
+/// Runs the protocol on `stream` until it ends. Never panics on any input; every
+/// error ends up in the summary's reason.
+pub fn serve<S: Read + Write>(stream: S, ctx: &Context, peer: Peer) -> Summary {
+    let mut small_input = [0u8; SMALL_INPUT];
+    let mut small_output = [0u8; SMALL_OUTPUT];
+    let mut conn = Connection {
+        stream,
+        ctx,
+        peer,
+        buf: Buffers {
+            small_input: &mut small_input,
+            small_output: &mut small_output,
+            big: None,
+            start: 0,
+            end: 0,
+            out_len: 0,
+        },
+        telnet: TelnetFilter::default(),
+        answers: Vec::new(),
+        drained: true,
+        replies: 0,
+        bytes_in: 0,
+        bytes_out: 0,
+    };
+    let reason = match (ctx.settings.mode, ctx.settings.framing) {
+        (Mode::Echo, _) => conn.echo(),
+        (Mode::Greet, Framing::Line) => conn.lines(),
+        (Mode::Greet, Framing::Chunk) => conn.chunks(),
+    };
+    let reason = reason.unwrap_or_else(|failure| match failure {
+        Failure::Write(e) => CloseReason::WriteError(e.kind()),
+        Failure::Read(e) => CloseReason::ReadError(e.kind()),
+    });
+    if let Some(big) = conn.buf.big.take() {
+        ctx.pool.give(big);
+    }
+    Summary {
+        replies: conn.replies,
+        bytes_in: conn.bytes_in,
+        bytes_out: conn.bytes_out,
+        reason,
+    }
+}
+
+/// An I/O error, by the direction that failed.
+enum Failure {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+type Step<T = CloseReason> = Result<T, Failure>;
+
+/// Where a read left the connection.
+enum Got {
+    Bytes(usize),
+    Eof,
+    Idle,
+}
+
+/// Input and output buffers: small ones on the stack, a large pair from the pool
+/// while a burst lasts.
+struct Buffers<'s> {
+    small_input: &'s mut [u8],
+    small_output: &'s mut [u8],
+    big: Option<BigBuffers>,
+    /// Unprocessed input is `input()[start..end]`.
+    start: usize,
+    end: usize,
+    /// Output waiting to be written is `output()[..out_len]`.
+    out_len: usize,
+}
+
+impl Buffers<'_> {
+    fn input(&mut self) -> &mut [u8] {
+        match &mut self.big {
+            Some(big) => &mut big.input,
+            None => self.small_input,
+        }
+    }
+
+    fn output(&mut self) -> &mut [u8] {
+        match &mut self.big {
+            Some(big) => &mut big.output,
+            None => self.small_output,
+        }
+    }
+
+    /// The input buffer, read-only, beside the output buffer, writable.
+    fn split(&mut self) -> (&[u8], &mut [u8]) {
+        match &mut self.big {
+            Some(big) => (&big.input, &mut big.output),
+            None => (self.small_input, self.small_output),
+        }
+    }
+
+    fn is_big(&self) -> bool {
+        self.big.is_some()
+    }
+
+    /// Moves to a large pair from the pool; pending bytes keep their offsets, so
+    /// indices into the input stay valid.
+    fn grow(&mut self, pool: &BufferPool) {
+        if self.big.is_some() {
+            return;
+        }
+        let mut big = pool.take();
+        big.input[..self.end].copy_from_slice(&self.small_input[..self.end]);
+        big.output[..self.out_len].copy_from_slice(&self.small_output[..self.out_len]);
+        self.big = Some(big);
+    }
+
+    /// Goes back to the stack buffers, if what is pending fits there.
+    fn shrink(&mut self, pool: &BufferPool) {
+        if self.big.is_none() {
+            return;
+        }
+        self.compact();
+        if self.end > self.small_input.len() / 2 || self.out_len > self.small_output.len() {
+            return;
+        }
+        if let Some(big) = self.big.take() {
+            self.small_input[..self.end].copy_from_slice(&big.input[..self.end]);
+            self.small_output[..self.out_len].copy_from_slice(&big.output[..self.out_len]);
+            pool.give(big);
+        }
+    }
+
+    /// Moves pending input to the front of the buffer.
+    fn compact(&mut self) {
+        let (start, end) = (self.start, self.end);
+        if start > 0 {
+            self.input().copy_within(start..end, 0);
+            (self.start, self.end) = (0, end - start);
+        }
+    }
+}
+
+struct Connection<'c, 's, S> {
+    stream: S,
+    ctx: &'c Context,
+    peer: Peer,
+    buf: Buffers<'s>,
+    telnet: TelnetFilter,
+    /// Telnet refusals waiting to be queued for output; empty (unallocated) for non-telnet clients.
+    answers: Vec<u8>,
+    /// The last read found the socket drained: the burst, if any, is over.
+    drained: bool,
+    replies: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+impl<S: Read + Write> Connection<'_, '_, S> {
+    /// Line framing: the welcome, then one reply per line.
+    fn lines(&mut self) -> Step {
+        let ctx = self.ctx;
+        let max_line = ctx.settings.max_line;
+        self.send_line(&ctx.settings.welcome)?;
+        self.flush()?;
+        // Set after an over-long line's notice: its bytes are dropped up to the next line end.
+        let mut skipping = false;
+        loop {
+            let fresh = match self.read(true)? {
+                Got::Bytes(n) => n,
+                Got::Eof => {
+                    let (start, end) = (self.buf.start, self.buf.end);
+                    if !skipping && start < end {
+                        // A last line without a newline still counts (half-close, `printf Bob | nc -N`).
+                        let content = start + partial_len(&self.buf.input()[start..end]);
+                        self.buf.start = end;
+                        if self.line(start, content)? == Request::Exit {
+                            return Ok(CloseReason::Exit);
+                        }
+                    }
+                    return self.closed();
+                }
+                Got::Idle => return self.idle(),
+            };
+            // Only the fresh bytes can hold a line end; a long partial line is searched once.
+            let mut scan = self.buf.end - fresh;
+            loop {
+                let start = self.buf.start;
+                let Some((content, next)) = find_line_end(self.buf.split().0, start, scan) else {
+                    break;
+                };
+                (self.buf.start, scan) = (next, next);
+                if skipping {
+                    skipping = false;
+                } else if self.line(start, content)? == Request::Exit {
+                    return Ok(CloseReason::Exit);
+                }
+            }
+            let (start, end) = (self.buf.start, self.buf.end);
+            let partial = partial_len(&self.buf.input()[start..end]);
+            if skipping || partial > max_line {
+                if !skipping {
+                    self.too_long()?;
+                    skipping = true;
+                }
+                // Keep only a trailing CR, which may begin the line ending.
+                self.buf.start = start + partial;
+            }
+            self.flush()?;
+            self.settle();
+        }
+    }
+
+    /// Chunk framing: every read is one message, as in the Python tutorial.
+    fn chunks(&mut self) -> Step {
+        let ctx = self.ctx;
+        self.write_out(&ctx.settings.welcome)?;
+        self.flush()?;
+        loop {
+            (self.buf.start, self.buf.end) = (0, 0);
+            match self.read(true)? {
+                Got::Bytes(_) => {}
+                Got::Eof => return self.closed(),
+                Got::Idle => return self.idle(),
+            }
+            let end = self.buf.end;
+            let end = chunk_message(&self.buf.split().0[..end]).len();
+            if self.message(0, end)? == Request::Exit {
+                return Ok(CloseReason::Exit);
+            }
+            self.flush()?;
+            self.settle();
+        }
+    }
+
+    /// Echo mode (RFC 862): every byte back, nothing else.
+    fn echo(&mut self) -> Step {
+        loop {
+            (self.buf.start, self.buf.end) = (0, 0);
+            let n = match self.read(false)? {
+                Got::Bytes(n) => n,
+                Got::Eof => return Ok(CloseReason::ClientClosed),
+                Got::Idle => return Ok(CloseReason::Idle),
+            };
+            let (input, _) = self.buf.split();
+            self.stream.write_all(&input[..n]).map_err(Failure::Write)?;
+            self.bytes_out += n as u64;
+            self.settle();
+        }
+    }
+
+    /// Reads once into the free end of the input buffer. Moves to the large buffers when
+    /// a read fills the small ones (a burst), and marks the burst over when a read finds
+    /// the socket drained. With `telnet`, removes telnet commands from what arrived and
+    /// queues the refusals. Returns how many bytes were added.
+    fn read(&mut self, telnet: bool) -> Step<Got> {
+        let ctx = self.ctx;
+        self.buf.compact();
+        if self.buf.end == self.buf.input().len() {
+            self.buf.grow(&ctx.pool);
+        }
+        let limit = match (ctx.settings.mode, ctx.settings.framing) {
+            (Mode::Greet, Framing::Chunk) => ctx.settings.max_message(),
+            _ => usize::MAX,
+        };
+        let end = self.buf.end;
+        let (n, offered) = loop {
+            let input = self.buf.input();
+            let room_end = end.saturating_add(limit).min(input.len());
+            let room = &mut input[end..room_end];
+            match self.stream.read(room) {
+                Ok(0) => return Ok(Got::Eof),
+                Ok(n) => break (n, room_end - end),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return Ok(Got::Idle);
+                }
+                Err(e) => return Err(Failure::Read(e)),
+            }
+        };
+        self.bytes_in += n as u64;
+        let mut kept = n;
+        if telnet {
+            let mut answers = std::mem::take(&mut self.answers);
+            kept = self
+                .telnet
+                .filter(&mut self.buf.input()[end..end + n], &mut answers);
+            self.buf.end = end + kept;
+            if !answers.is_empty() {
+                self.write_out(&answers)?;
+                answers.clear();
+            }
+            self.answers = answers;
+        }
+        self.buf.end = end + kept;
+        self.drained = n < offered;
+        if !self.drained && limit == usize::MAX {
+            self.buf.grow(&ctx.pool);
+        }
+        Ok(Got::Bytes(kept))
+    }
+
+    /// After a burst, gives the large buffers back.
+    fn settle(&mut self) {
+        if self.drained {
+            self.buf.shrink(&self.ctx.pool);
+        }
+    }
+
+    /// Answers one complete line, `input[start..end]`.
+    fn line(&mut self, start: usize, end: usize) -> Step<Request> {
+        if end - start > self.ctx.settings.max_line {
+            self.too_long()?;
+            return Ok(Request::Name);
+        }
+        self.message(start, end)
+    }
+
+    /// Answers one message, `input[start..end]`, which is no longer than `max_message`.
+    fn message(&mut self, start: usize, end: usize) -> Step<Request> {
+        let ctx = self.ctx;
+        let settings = &ctx.settings;
+        let (input, _) = self.buf.split();
+        let request = protocol::classify(&input[start..end]);
+        match request {
+            Request::Blank => {}
+            Request::Exit => {
+                if !settings.farewell.is_empty() {
+                    self.send_line(&settings.farewell)?;
+                }
+                self.flush()?;
+            }
+            Request::Name => {
+                if log::log_enabled!(log::Level::Trace) {
+                    let (input, _) = self.buf.split();
+                    log::trace!("conn {}: name {}", self.peer.id, LogText(&input[start..end]));
+                }
+                if !ctx.delay.is_zero() {
+                    self.flush()?;
+                    std::thread::sleep(ctx.delay);
+                }
+                let eol = settings.eol();
+                self.reserve(settings.reply.len_for(end - start) + eol.len())?;
+                let at = self.buf.out_len;
+                let (input, output) = self.buf.split();
+                let n = settings.reply.render(&input[start..end], &mut output[at..]);
+                output[at + n..at + n + eol.len()].copy_from_slice(eol);
+                self.buf.out_len = at + n + eol.len();
+                self.replies += 1;
+                if !ctx.delay.is_zero() {
+                    self.flush()?;
+                }
+            }
+        }
+        Ok(request)
+    }
+
+    fn too_long(&mut self) -> Step<()> {
+        debug!(
+            "conn {} ({}): line longer than {} bytes, skipped",
+            self.peer.id, self.peer.addr, self.ctx.settings.max_line
+        );
+        self.notice(Notice::LineTooLong)
+    }
+
+    /// The connection ended from the client's side, or the server's shutdown ended reading.
+    fn closed(&mut self) -> Step {
+        if self.ctx.shutting_down.load(Ordering::Acquire) {
+            self.notice(Notice::ShuttingDown)?;
+            self.flush()?;
+            return Ok(CloseReason::Shutdown);
+        }
+        self.flush()?;
+        Ok(CloseReason::ClientClosed)
+    }
+
+    fn idle(&mut self) -> Step {
+        let secs = self.ctx.idle_timeout.map_or(0, |t| t.as_secs());
+        self.notice(Notice::Idle { secs })?;
+        self.flush()?;
+        Ok(CloseReason::Idle)
+    }
+
+    fn notice(&mut self, notice: Notice) -> Step<()> {
+        let text = self.ctx.settings.notice(notice);
+        self.write_out(&text)
+    }
+
+    fn send_line(&mut self, text: &[u8]) -> Step<()> {
+        self.write_out(text)?;
+        self.write_out(self.ctx.settings.eol())
+    }
+
+    fn room(&mut self) -> usize {
+        self.buf.output().len() - self.buf.out_len
+    }
+
+    /// Makes room for `n` bytes of output (at most the large buffer's size): moves to
+    /// the large buffers, or writes what is queued.
+    fn reserve(&mut self, n: usize) -> Step<()> {
+        if self.room() >= n {
+            return Ok(());
+        }
+        if !self.buf.is_big() {
+            self.buf.grow(&self.ctx.pool);
+            if self.room() >= n {
+                return Ok(());
+            }
+        }
+        self.flush()
+    }
+
+    /// Queues any number of bytes for output.
+    fn write_out(&mut self, mut bytes: &[u8]) -> Step<()> {
+        let most = self.ctx.pool.output_size();
+        while !bytes.is_empty() {
+            self.reserve(bytes.len().min(most))?;
+            let take = self.room().min(bytes.len());
+            let at = self.buf.out_len;
+            self.buf.output()[at..at + take].copy_from_slice(&bytes[..take]);
+            self.buf.out_len += take;
+            bytes = &bytes[take..];
+        }
+        Ok(())
+    }
+
+    /// Writes everything queued.
+    fn flush(&mut self) -> Step<()> {
+        let n = self.buf.out_len;
+        if n == 0 {
+            return Ok(());
+        }
+        let Connection { stream, buf, .. } = self;
+        let (_, output) = buf.split();
+        stream.write_all(&output[..n]).map_err(Failure::Write)?;
+        stream.flush().map_err(Failure::Write)?;
+        self.buf.out_len = 0;
+        self.bytes_out += n as u64;
+        Ok(())
+    }
+}

@@ -1,0 +1,17 @@
+//! tcp-hello: a thread-per-connection TCP greeting and echo server, its client and
+//! its load generator.
+//!
+//! - [`protocol`]: the protocol's decisions, pure and without sockets;
+//! - [`connection`]: one connection's I/O over any `Read + Write` stream;
+//! - [`server`]: listeners, the accept loop, connection limits and shutdown;
+//! - [`client`], [`bench`]: the bundled client and load generator;
+//! - [`cli`]: the command line.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod connection;
+pub mod pool;
+pub mod protocol;
+pub mod server;
+pub mod client;
+pub mod bench;

@@ -1,0 +1,153 @@
+//! The `tcp-hello` binary: parses the command line, sets up logging, runs the
+//! subcommand, and turns errors into one-line messages and exit codes.
+
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use log::{info, warn};
+
+use tcp_hello::cli::{Cli, Command, ServeArgs};
+use tcp_hello::connection::Context;
+use tcp_hello::protocol::{ReplyTemplate, Settings};
+use tcp_hello::server::{Server, ServerConfig, ShutdownHandle};
+
+/// File descriptors kept for everything but connections: stdio, listeners, logs.
+const FD_RESERVE: u64 = 32;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Client(args) => Ok(tcp_hello::client::run(&args)),
+        Command::Bench(args) => match tcp_hello::bench::run(&args) {
+            Ok(true) => Ok(ExitCode::SUCCESS),
+            Ok(false) => Ok(ExitCode::from(1)),
+            Err(e) => Err(e.into()),
+        },
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tcp-hello: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `RUST_LOG` wins when set; otherwise info, moved by -v and -q.
+fn init_logging(verbose: u8, quiet: u8) {
+    let level = match i16::from(verbose) - i16::from(quiet) {
+        ..=-2 => "error",
+        -1 => "warn",
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp_millis()
+        .init();
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let settings = Settings {
+        mode: args.mode,
+        framing: args.framing,
+        welcome: args.welcome.into_bytes(),
+        reply: ReplyTemplate::new(&args.reply),
+        farewell: args.farewell.into_bytes(),
+        max_line: args.max_line as usize,
+    };
+    let seconds = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+    let idle_timeout = seconds(args.idle_timeout);
+    let ctx = Context::new(settings, idle_timeout, Duration::from_millis(args.delay));
+    let config = ServerConfig {
+        max_connections: connection_limit(args.max_connections, args.bind.len()),
+        bind: args.bind,
+        backlog: args.backlog,
+        idle_timeout,
+        write_timeout: seconds(args.write_timeout),
+        shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+    };
+    let server = Server::bind(config.clone(), ctx).map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "; is another server running there? Pick another port with --bind"
+            }
+            std::io::ErrorKind::PermissionDenied => "; ports below 1024 need root: use a higher port",
+            std::io::ErrorKind::AddrNotAvailable => {
+                "; that address is not on this machine: try 127.0.0.1 or 0.0.0.0"
+            }
+            _ => "",
+        };
+        anyhow::anyhow!("{e}{hint}")
+    })?;
+    let mut stdout = std::io::stdout().lock();
+    for addr in server.local_addrs()? {
+        writeln!(stdout, "listening on {addr}")?;
+        info!(
+            "listening on {addr} (max {} connections)",
+            config.max_connections
+        );
+    }
+    stdout.flush().context("cannot write to stdout")?;
+    drop(stdout);
+    stop_on_signals(server.shutdown_handle())?;
+    let left = server.run()?;
+    info!("stopped ({left} connections cut off)");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Raises the soft open-file limit to the hard one, as nginx and Go do, and lowers
+/// `wanted` to what that limit allows so that the server says "busy" before it runs out.
+fn connection_limit(wanted: usize, listeners: usize) -> usize {
+    let files = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            warn!("cannot read the open-file limit ({e}); keeping --max-connections {wanted}");
+            return wanted;
+        }
+    };
+    let allowed = files.saturating_sub(FD_RESERVE + listeners as u64).max(1);
+    let allowed = usize::try_from(allowed).unwrap_or(usize::MAX);
+    if wanted > allowed {
+        warn!(
+            "--max-connections {wanted} lowered to {allowed}: the open-file limit is {files} \
+             (raise it with `ulimit -n`)"
+        );
+        return allowed;
+    }
+    wanted
+}
+
+/// First SIGINT or SIGTERM: graceful shutdown. Second: exit at once.
+fn stop_on_signals(handle: ShutdownHandle) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("cannot install signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for signal in signals.forever() {
+                seen += 1;
+                if seen == 1 {
+                    info!("signal {signal}: stopping; a second signal exits at once");
+                    handle.shutdown();
+                } else {
+                    warn!(
+                        "signal {signal} again: exiting with {} connections open",
+                        handle.connections()
+                    );
+                    std::process::exit(128 + signal);
+                }
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
+}

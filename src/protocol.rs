@@ -1,0 +1,460 @@
+//! The greeting protocol's decisions, without sockets: how lines are found in a byte
+//! stream, which lines get which reply, and how telnet commands are removed.
+//!
+//! Everything here is pure and works on byte slices; [`crate::connection`] does the I/O.
+
+use memchr::{memchr, memchr2};
+
+/// What the server does with the bytes it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Mode {
+    /// Welcome, one reply per name, `exit` or `quit` ends the session.
+    #[default]
+    Greet,
+    /// RFC 862 echo: every byte back unchanged, no welcome, until the client closes.
+    Echo,
+}
+
+/// How messages are delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Framing {
+    /// One message per line (LF, CRLF or telnet's CR NUL); lines sent end with CRLF.
+    #[default]
+    Line,
+    /// One message per read from the socket; nothing sent carries a line ending
+    /// (the classic Python tutorial's behaviour).
+    Chunk,
+}
+
+/// The most bytes of one message in chunk framing: one `recv(1024)`, as in the tutorial.
+pub const CHUNK_MAX: usize = 1024;
+
+/// A reply template such as `Hello, {}!`, split once at start-up so that rendering a
+/// reply is a few copies and no allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyTemplate {
+    /// Literal pieces; the client's line goes between each neighbouring pair.
+    pieces: Vec<Vec<u8>>,
+}
+
+impl ReplyTemplate {
+    /// Parses a template where every `{}` stands for the client's line.
+    pub fn new(template: &str) -> Self {
+        let pieces = template
+            .split("{}")
+            .map(|p| p.as_bytes().to_vec())
+            .collect();
+        ReplyTemplate { pieces }
+    }
+
+    /// The length of the reply to `line`, without the line ending.
+    pub fn len_for(&self, line_len: usize) -> usize {
+        let literal: usize = self.pieces.iter().map(Vec::len).sum();
+        literal + line_len * (self.pieces.len() - 1)
+    }
+
+    /// Appends the reply to `line` (without line ending) to `out`, which must have
+    /// room for [`ReplyTemplate::len_for`] bytes; returns the bytes written.
+    pub fn render(&self, line: &[u8], out: &mut [u8]) -> usize {
+        let mut at = 0;
+        for (i, piece) in self.pieces.iter().enumerate() {
+            if i > 0 {
+                out[at..at + line.len()].copy_from_slice(line);
+                at += line.len();
+            }
+            out[at..at + piece.len()].copy_from_slice(piece);
+            at += piece.len();
+        }
+        at
+    }
+}
+
+/// The server's fixed protocol settings, shared by every connection.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Greet or echo.
+    pub mode: Mode,
+    /// Line or chunk framing.
+    pub framing: Framing,
+    /// Sent on connect (greet mode).
+    pub welcome: Vec<u8>,
+    /// The reply to each name.
+    pub reply: ReplyTemplate,
+    /// Sent before closing on `exit`; empty sends nothing.
+    pub farewell: Vec<u8>,
+    /// Longest line accepted, in bytes, without its ending.
+    pub max_line: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            mode: Mode::Greet,
+            framing: Framing::Line,
+            welcome: b"Welcome!".to_vec(),
+            reply: ReplyTemplate::new("Hello, {}!"),
+            farewell: b"Bye!".to_vec(),
+            max_line: 8192,
+        }
+    }
+}
+
+impl Settings {
+    /// The line ending of everything the server sends: CRLF in line framing, none in chunk framing.
+    pub fn eol(&self) -> &'static [u8] {
+        match self.framing {
+            Framing::Line => b"\r\n",
+            Framing::Chunk => b"",
+        }
+    }
+
+    /// The most bytes one message can hold under these settings.
+    pub fn max_message(&self) -> usize {
+        match self.framing {
+            Framing::Line => self.max_line,
+            Framing::Chunk => self.max_line.min(CHUNK_MAX),
+        }
+    }
+
+    /// The longest thing the server can send in answer to one message, ending included.
+    pub fn max_answer(&self) -> usize {
+        let notice = Notice::LineTooLong.render(self).len();
+        self.reply
+            .len_for(self.max_message())
+            .max(self.farewell.len())
+            .max(notice)
+            + self.eol().len()
+    }
+
+    /// The text sent for a notice, with its line ending.
+    pub fn notice(&self, notice: Notice) -> Vec<u8> {
+        let mut text = notice.render(self).into_bytes();
+        text.extend_from_slice(self.eol());
+        text
+    }
+}
+
+/// Lines the server sends on its own account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// A line was longer than `--max-line` and was skipped.
+    LineTooLong,
+    /// The client sent nothing for the idle timeout.
+    Idle {
+        /// The idle timeout, in seconds.
+        secs: u64,
+    },
+    /// The server is stopping.
+    ShuttingDown,
+    /// The connection limit is reached.
+    Busy {
+        /// The limit.
+        limit: usize,
+    },
+}
+
+impl Notice {
+    fn render(self, settings: &Settings) -> String {
+        match self {
+            Notice::LineTooLong => format!(
+                "ERROR line too long (max {} bytes), skipped",
+                settings.max_line
+            ),
+            Notice::Idle { secs } => format!("ERROR idle for {secs} s, closing"),
+            Notice::ShuttingDown => "server shutting down".to_string(),
+            Notice::Busy { limit } => {
+                format!("ERROR server busy ({limit} connections), try again later")
+            }
+        }
+    }
+}
+
+/// What a received message asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// Empty or only whitespace: no reply.
+    Blank,
+    /// `exit` or `quit` (any case, surrounding whitespace ignored): farewell, then close.
+    Exit,
+    /// Anything else: one reply built from the message, verbatim.
+    Name,
+}
+
+/// Decides what a message (a line without its ending, or one chunk) asks for.
+pub fn classify(message: &[u8]) -> Request {
+    let trimmed = message.trim_ascii();
+    if trimmed.is_empty() {
+        Request::Blank
+    } else if trimmed.eq_ignore_ascii_case(b"exit") || trimmed.eq_ignore_ascii_case(b"quit") {
+        Request::Exit
+    } else {
+        Request::Name
+    }
+}
+
+/// Strips the trailing line ending (any run of CR and LF) from a chunk-framed message.
+pub fn chunk_message(chunk: &[u8]) -> &[u8] {
+    let end = chunk
+        .iter()
+        .rposition(|&b| b != b'\n' && b != b'\r')
+        .map_or(0, |i| i + 1);
+    &chunk[..end]
+}
+
+/// Where the next line ends in `buf[scan..]`, for lines starting at `buf[start]`.
+///
+/// A line ends at LF or at telnet's CR NUL; a CR just before either is part of the
+/// ending. Returns `(content_end, next_start)`: the line is `buf[start..content_end]`
+/// and the next one starts at `next_start`.
+pub fn find_line_end(buf: &[u8], start: usize, scan: usize) -> Option<(usize, usize)> {
+    let mut from = scan.max(start);
+    while let Some(i) = memchr2(b'\n', 0, &buf[from..]) {
+        let pos = from + i;
+        let cr_before = pos > start && buf[pos - 1] == b'\r';
+        if buf[pos] == b'\n' {
+            return Some((if cr_before { pos - 1 } else { pos }, pos + 1));
+        }
+        if cr_before {
+            return Some((pos - 1, pos + 1));
+        }
+        // A NUL on its own is data.
+        from = pos + 1;
+    }
+    None
+}
+
+/// The length of a partial line's content: a trailing CR may yet be part of a CRLF.
+pub fn partial_len(partial: &[u8]) -> usize {
+    match partial.last() {
+        Some(b'\r') => partial.len() - 1,
+        _ => partial.len(),
+    }
+}
+
+const IAC: u8 = 255;
+const DONT: u8 = 254;
+const DO: u8 = 253;
+const WONT: u8 = 252;
+const WILL: u8 = 251;
+const SB: u8 = 250;
+const SE: u8 = 240;
+
+/// Where a [`TelnetFilter`] is within a telnet command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum TelnetState {
+    #[default]
+    Data,
+    /// After IAC.
+    Command,
+    /// After IAC and one of WILL, WONT, DO, DONT (the byte kept), awaiting the option.
+    Option(u8),
+    /// Inside a subnegotiation (IAC SB ... IAC SE), whose bytes are dropped.
+    Sub,
+    /// After IAC inside a subnegotiation.
+    SubCommand,
+}
+
+/// Removes telnet command sequences (RFC 854) from a byte stream, across reads, and
+/// refuses every option the client offers or asks for, so that a telnet client's
+/// Ctrl-C (IAC IP, IAC DO TIMING-MARK) neither reaches the protocol nor leaves the
+/// client waiting for an answer. `IAC IAC` is a literal 0xFF byte.
+#[derive(Debug, Clone, Default)]
+pub struct TelnetFilter {
+    state: TelnetState,
+}
+
+impl TelnetFilter {
+    /// Filters `data` in place and returns the length of the data left at its start.
+    /// Refusals to send back to the client are appended to `answers`, three bytes each.
+    pub fn filter(&mut self, data: &mut [u8], answers: &mut Vec<u8>) -> usize {
+        if self.state == TelnetState::Data && memchr(IAC, data).is_none() {
+            return data.len();
+        }
+        let mut kept = 0;
+        for i in 0..data.len() {
+            let byte = data[i];
+            self.state = match (self.state, byte) {
+                (TelnetState::Data, IAC) => TelnetState::Command,
+                (TelnetState::Data, _) => {
+                    data[kept] = byte;
+                    kept += 1;
+                    TelnetState::Data
+                }
+                (TelnetState::Command, IAC) => {
+                    data[kept] = IAC;
+                    kept += 1;
+                    TelnetState::Data
+                }
+                (TelnetState::Command, WILL..=DONT) => TelnetState::Option(byte),
+                (TelnetState::Command, SB) => TelnetState::Sub,
+                (TelnetState::Command, _) => TelnetState::Data,
+                (TelnetState::Option(verb), option) => {
+                    // Refuse what is offered or asked; never answer a refusal (RFC 1143).
+                    match verb {
+                        WILL => answers.extend_from_slice(&[IAC, DONT, option]),
+                        DO => answers.extend_from_slice(&[IAC, WONT, option]),
+                        _ => {}
+                    }
+                    TelnetState::Data
+                }
+                (TelnetState::Sub, IAC) => TelnetState::SubCommand,
+                (TelnetState::Sub, _) => TelnetState::Sub,
+                (TelnetState::SubCommand, SE) => TelnetState::Data,
+                (TelnetState::SubCommand, _) => TelnetState::Sub,
+            };
+        }
+        kept
+    }
+}
+
+/// Escapes client bytes for a log line: printable text stays, control characters,
+/// escapes and invalid UTF-8 are written as `\n`, `\u{1b}`, `\xff`, so a client
+/// cannot forge or corrupt log lines.
+pub struct LogText<'a>(pub &'a [u8]);
+
+impl std::fmt::Display for LogText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        for chunk in self.0.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                if c.is_control() || c == '\\' {
+                    write!(f, "{}", c.escape_default())?;
+                } else {
+                    f.write_char(c)?;
+                }
+            }
+            for b in chunk.invalid() {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_renders_every_placeholder() {
+        let t = ReplyTemplate::new("Hello, {}!");
+        let mut out = [0u8; 64];
+        let n = t.render("张三".as_bytes(), &mut out);
+        assert_eq!(&out[..n], "Hello, 张三!".as_bytes());
+        assert_eq!(t.len_for(6), n);
+
+        let t = ReplyTemplate::new("{} and {}");
+        let n = t.render(b"x", &mut out);
+        assert_eq!(&out[..n], b"x and x");
+        assert_eq!(t.len_for(1), n);
+
+        let t = ReplyTemplate::new("no placeholder");
+        let n = t.render(b"ignored", &mut out);
+        assert_eq!(&out[..n], b"no placeholder");
+        assert_eq!(t.len_for(7), n);
+    }
+
+    #[test]
+    fn classify_exit_variants_and_blanks() {
+        for exit in [&b"exit"[..], b"EXIT", b"  Quit \t", b"quit", b"eXiT "] {
+            assert_eq!(classify(exit), Request::Exit, "{:?}", LogText(exit).to_string());
+        }
+        for blank in [&b""[..], b"   ", b"\t"] {
+            assert_eq!(classify(blank), Request::Blank);
+        }
+        for name in [&b"exits"[..], b"ex it", b"Alice", b"\xff\xfe", b"\0"] {
+            assert_eq!(classify(name), Request::Name);
+        }
+    }
+
+    #[test]
+    fn line_endings_lf_crlf_and_cr_nul() {
+        assert_eq!(find_line_end(b"abc\n", 0, 0), Some((3, 4)));
+        assert_eq!(find_line_end(b"abc\r\n", 0, 0), Some((3, 5)));
+        assert_eq!(find_line_end(b"abc\r\0x", 0, 0), Some((3, 5)));
+        // A NUL without CR is data; a lone CR is data.
+        assert_eq!(find_line_end(b"a\0b\n", 0, 0), Some((3, 4)));
+        assert_eq!(find_line_end(b"a\rb\n", 0, 0), Some((3, 4)));
+        assert_eq!(find_line_end(b"abc", 0, 0), None);
+        assert_eq!(find_line_end(b"abc\r", 0, 0), None);
+        // Scanning resumes mid-line and still sees a CR from an earlier read.
+        assert_eq!(find_line_end(b"xxab\r\n", 2, 5), Some((4, 6)));
+        assert_eq!(find_line_end(b"ab\r\0", 0, 3), Some((2, 4)));
+        // The CR before the line's start belongs to the previous line.
+        assert_eq!(find_line_end(b"\r\0", 1, 1), None);
+    }
+
+    #[test]
+    fn partial_len_ignores_a_trailing_cr() {
+        assert_eq!(partial_len(b"abc\r"), 3);
+        assert_eq!(partial_len(b"abc"), 3);
+        assert_eq!(partial_len(b""), 0);
+    }
+
+    #[test]
+    fn chunk_message_strips_line_endings() {
+        assert_eq!(chunk_message(b"Michael"), b"Michael");
+        assert_eq!(chunk_message(b"Michael\r\n"), b"Michael");
+        assert_eq!(chunk_message(b"\n\n"), b"");
+        assert_eq!(chunk_message(b"a\nb\n"), b"a\nb");
+    }
+
+    fn telnet(chunks: &[&[u8]]) -> (Vec<u8>, Vec<u8>) {
+        let mut f = TelnetFilter::default();
+        let (mut data, mut answers) = (Vec::new(), Vec::new());
+        for chunk in chunks {
+            let mut c = chunk.to_vec();
+            let n = f.filter(&mut c, &mut answers);
+            data.extend_from_slice(&c[..n]);
+        }
+        (data, answers)
+    }
+
+    #[test]
+    fn telnet_ctrl_c_is_removed_and_timing_mark_refused() {
+        // What BSD telnet sends for Ctrl-C: IAC IP, IAC DO TIMING-MARK.
+        let (data, answers) = telnet(&[b"Bob\xff\xf4\xff\xfd\x06\r\n"]);
+        assert_eq!(data, b"Bob\r\n");
+        assert_eq!(answers, [IAC, WONT, 6]);
+    }
+
+    #[test]
+    fn telnet_sequences_split_across_reads() {
+        let (data, answers) = telnet(&[b"a\xff", b"\xfb", b"\x01b\xff", b"\xff", b"c"]);
+        assert_eq!(data, b"ab\xffc");
+        assert_eq!(answers, [IAC, DONT, 1]);
+        // Subnegotiation is dropped whole, including an escaped IAC inside it.
+        let (data, answers) = telnet(&[b"x\xff\xfa\x18\x01\xff\xff", b"zz\xff\xf0y"]);
+        assert_eq!(data, b"xy");
+        assert!(answers.is_empty());
+        // Refusals are never answered.
+        let (data, answers) = telnet(&[b"\xff\xfc\x01\xff\xfe\x01q"]);
+        assert_eq!(data, b"q");
+        assert!(answers.is_empty());
+    }
+
+    #[test]
+    fn log_text_escapes_controls_and_invalid_bytes() {
+        let s = LogText(b"evil\n2026 INFO forged\x1b[31m\xff").to_string();
+        assert_eq!(s, "evil\\n2026 INFO forged\\u{1b}[31m\\xff");
+        assert_eq!(LogText("张三".as_bytes()).to_string(), "张三");
+        assert!(!s.contains('\n'));
+    }
+
+    #[test]
+    fn notices_and_limits() {
+        let s = Settings::default();
+        assert_eq!(s.notice(Notice::ShuttingDown), b"server shutting down\r\n");
+        assert_eq!(
+            s.notice(Notice::Busy { limit: 3 }),
+            b"ERROR server busy (3 connections), try again later\r\n"
+        );
+        assert_eq!(s.max_answer(), "Hello, !".len() + 8192 + 2);
+        let chunk = Settings {
+            framing: Framing::Chunk,
+            ..Settings::default()
+        };
+        assert_eq!(chunk.notice(Notice::ShuttingDown), b"server shutting down");
+        assert_eq!(chunk.max_message(), CHUNK_MAX);
+    }
+}

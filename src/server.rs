@@ -1,0 +1,500 @@
+//! Listeners, the accept loop, the connection limit and graceful shutdown.
+//!
+//! One thread accepts on each listener; every accepted connection gets a thread of its
+//! own that runs [`connection::serve`]. The server keeps an `Arc` of every live stream
+//! so that shutdown can end their reads (`shutdown(Read)`): each connection then
+//! answers what it already received, says `server shutting down`, and closes.
+
+use std::collections::HashMap;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+use crate::connection::{self, CloseReason, Context, Peer, Summary};
+use crate::protocol::{Mode, Notice};
+
+/// Stack reserved for each connection thread. Only the pages a thread touches cost
+/// memory (two here: the thread control block and the frames); the reservation just
+/// has to hold the deepest call chain with room to spare. 64 KiB measured no more
+/// resident memory than 32 KiB, and less than 16 KiB (README, "Memory").
+pub const CONNECTION_STACK: usize = 64 * 1024;
+
+/// How long a closing connection waits for the client to close its side after the
+/// server's last bytes, so that unread client data does not turn the close into a reset
+/// that destroys the farewell in flight.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// How the server runs, apart from the protocol's [`crate::protocol::Settings`].
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Addresses to listen on.
+    pub bind: Vec<SocketAddr>,
+    /// Listen backlog.
+    pub backlog: i32,
+    /// Most connections served at once.
+    pub max_connections: usize,
+    /// Read timeout set on every connection.
+    pub idle_timeout: Option<Duration>,
+    /// Write timeout set on every connection.
+    pub write_timeout: Option<Duration>,
+    /// How long shutdown waits for connections to finish.
+    pub shutdown_timeout: Duration,
+}
+
+/// A bound server, ready to [`Server::run`].
+pub struct Server {
+    listeners: Vec<Arc<TcpListener>>,
+    shared: Arc<Shared>,
+    shutdown_timeout: Duration,
+}
+
+/// Stops a running [`Server`]; cheap to clone and send to another thread.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    ctx: Context,
+    config: ServerConfig,
+    listeners: Vec<Arc<TcpListener>>,
+    registry: Mutex<Registry>,
+    /// Signalled whenever a connection leaves the registry.
+    left: Condvar,
+    next_id: AtomicU64,
+    busy_log: Mutex<RateLimit>,
+}
+
+#[derive(Default)]
+struct Registry {
+    live: HashMap<u64, Arc<TcpStream>>,
+    stopping: bool,
+}
+
+/// Binds one listening socket with an explicit backlog (std's `bind` uses 128, which a
+/// burst of connects overflows).
+pub fn listen(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // A restarted server must not wait for the old connections' TIME_WAIT to end.
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        // So that `[::]:P` and `0.0.0.0:P` can both be bound, as separate listeners.
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}
+
+impl Server {
+    /// Binds every address in `config`, failing with the address in the message.
+    pub fn bind(config: ServerConfig, ctx: Context) -> io::Result<Server> {
+        let mut listeners = Vec::new();
+        for &addr in &config.bind {
+            let listener = listen(addr, config.backlog)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            listeners.push(Arc::new(listener));
+        }
+        let shutdown_timeout = config.shutdown_timeout;
+        let shared = Arc::new(Shared {
+            ctx,
+            config,
+            listeners: listeners.clone(),
+            registry: Mutex::new(Registry::default()),
+            left: Condvar::new(),
+            next_id: AtomicU64::new(1),
+            busy_log: Mutex::new(RateLimit::new(Duration::from_secs(1))),
+        });
+        Ok(Server {
+            listeners,
+            shared,
+            shutdown_timeout,
+        })
+    }
+
+    /// The addresses actually bound (port 0 resolved), in `--bind` order.
+    pub fn local_addrs(&self) -> io::Result<Vec<SocketAddr>> {
+        self.listeners.iter().map(|l| l.local_addr()).collect()
+    }
+
+    /// A handle that stops the server from any thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Accepts connections until shut down, then waits up to the shutdown timeout for
+    /// connections to finish. Returns how many were still open when it gave up.
+    pub fn run(self) -> io::Result<usize> {
+        let mut acceptors = Vec::new();
+        for listener in self.listeners.iter().skip(1) {
+            let (listener, shared) = (Arc::clone(listener), Arc::clone(&self.shared));
+            acceptors.push(
+                thread::Builder::new()
+                    .name("accept".into())
+                    .spawn(move || shared.accept_loop(&listener))?,
+            );
+        }
+        if let Some(first) = self.listeners.first() {
+            self.shared.accept_loop(first);
+        }
+        for acceptor in acceptors {
+            let _ = acceptor.join();
+        }
+        Ok(self.shared.wait_for_connections(self.shutdown_timeout))
+    }
+}
+
+impl ShutdownHandle {
+    /// Stops accepting and ends every connection's reading; idempotent.
+    pub fn shutdown(&self) {
+        let shared = &self.shared;
+        let live: Vec<Arc<TcpStream>> = {
+            let mut registry = shared.lock();
+            if registry.stopping {
+                return;
+            }
+            registry.stopping = true;
+            shared.ctx.shutting_down.store(true, Ordering::Release);
+            registry.live.values().cloned().collect()
+        };
+        info!(
+            "shutting down: {} connections to finish (up to {} s)",
+            live.len(),
+            shared.config.shutdown_timeout.as_secs()
+        );
+        for listener in &shared.listeners {
+            // Makes a blocked `accept` return at once (Linux).
+            let _ = SockRef::from(listener.as_ref()).shutdown(Shutdown::Both);
+        }
+        for stream in live {
+            // A blocked read returns 0 once the bytes already received are read.
+            let _ = stream.shutdown(Shutdown::Read);
+        }
+    }
+
+    /// How many connections are open now.
+    pub fn connections(&self) -> usize {
+        self.shared.lock().live.len()
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        // The registry stays consistent even if a holder panicked: every update is one call.
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn stopping(&self) -> bool {
+        self.ctx.shutting_down.load(Ordering::Acquire)
+    }
+
+    fn accept_loop(self: &Arc<Self>, listener: &TcpListener) {
+        let mut backoff = AcceptBackoff::default();
+        loop {
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    backoff.succeeded();
+                    self.admit(stream, peer);
+                }
+                Err(_) if self.stopping() => return,
+                Err(e) => {
+                    if let Some(pause) = backoff.failed(&e, Instant::now()) {
+                        thread::sleep(pause);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Registers a new connection and starts its thread, or refuses it.
+    fn admit(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let stream = Arc::new(stream);
+        {
+            let mut registry = self.lock();
+            if registry.stopping {
+                return;
+            }
+            if registry.live.len() >= self.config.max_connections {
+                drop(registry);
+                self.refuse(&stream, peer, "connection limit reached");
+                return;
+            }
+            registry.live.insert(id, Arc::clone(&stream));
+        }
+        let (shared, conn_stream) = (Arc::clone(self), Arc::clone(&stream));
+        let spawned = thread::Builder::new()
+            .name(format!("conn-{id}"))
+            .stack_size(CONNECTION_STACK)
+            .spawn(move || shared.run_connection(id, &conn_stream, peer));
+        if let Err(e) = spawned {
+            self.leave(id);
+            self.refuse(&stream, peer, &format!("cannot start a thread: {e}"));
+        }
+    }
+
+    /// Tells a client the server is busy and closes, without a thread of its own.
+    fn refuse(&self, stream: &TcpStream, peer: SocketAddr, why: &str) {
+        let limit = self.config.max_connections;
+        let suppressed = self
+            .busy_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .allow(Instant::now());
+        if let Some(suppressed) = suppressed {
+            warn!(
+                "refused {peer}: {why} ({limit} connections; {suppressed} more refused since the last report)"
+            );
+        }
+        if self.ctx.settings.mode == Mode::Echo {
+            return;
+        }
+        let notice = self.ctx.settings.notice(Notice::Busy { limit });
+        let _ = stream.set_nonblocking(true);
+        // Read what the client already sent, so that closing does not reset the
+        // connection and destroy the notice before the client reads it.
+        let mut scratch = [0u8; 1024];
+        let _ = (&*stream).read(&mut scratch);
+        let _ = (&*stream).write(&notice);
+        let _ = stream.shutdown(Shutdown::Write);
+    }
+
+    fn run_connection(&self, id: u64, stream: &Arc<TcpStream>, peer: SocketAddr) {
+        let started = Instant::now();
+        info!("conn {id} open: {peer}");
+        let summary = match self.configure(stream) {
+            Ok(()) => connection::serve(&**stream, &self.ctx, Peer { id, addr: peer }),
+            Err(e) => Summary {
+                replies: 0,
+                bytes_in: 0,
+                bytes_out: 0,
+                reason: CloseReason::ReadError(e.kind()),
+            },
+        };
+        linger(stream, summary.reason);
+        self.leave(id);
+        let quiet = summary.bytes_in == 0
+            || matches!(
+                summary.reason,
+                CloseReason::ReadError(ErrorKind::ConnectionReset)
+                    | CloseReason::WriteError(ErrorKind::ConnectionReset | ErrorKind::BrokenPipe)
+            );
+        let level = if quiet { log::Level::Debug } else { log::Level::Info };
+        log::log!(
+            level,
+            "conn {id} closed: {peer}, {:.3} s, {} replies, {} bytes in, {} bytes out, {}",
+            started.elapsed().as_secs_f64(),
+            summary.replies,
+            summary.bytes_in,
+            summary.bytes_out,
+            summary.reason
+        );
+    }
+
+    fn configure(&self, stream: &TcpStream) -> io::Result<()> {
+        // Replies leave in one write per batch, so Nagle's delay would only add latency.
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(self.config.idle_timeout)?;
+        stream.set_write_timeout(self.config.write_timeout)?;
+        if self.stopping() {
+            // Shutdown began between admission and now; end reading like the others.
+            stream.shutdown(Shutdown::Read)?;
+        }
+        Ok(())
+    }
+
+    fn leave(&self, id: u64) {
+        let mut registry = self.lock();
+        registry.live.remove(&id);
+        if registry.live.is_empty() {
+            self.left.notify_all();
+        }
+    }
+
+    fn wait_for_connections(&self, timeout: Duration) -> usize {
+        let registry = self.lock();
+        let (registry, _) = self
+            .left
+            .wait_timeout_while(registry, timeout, |r| !r.live.is_empty())
+            .unwrap_or_else(PoisonError::into_inner);
+        let left = registry.live.len();
+        if left > 0 {
+            warn!(
+                "{left} connections still open after {} s; exiting anyway",
+                timeout.as_secs()
+            );
+        }
+        left
+    }
+}
+
+/// Closes gracefully: after the server's last bytes, sends FIN and reads until the
+/// client closes too (bounded by [`LINGER`]), so unread input cannot make the kernel
+/// answer with a reset that discards the farewell the client has not read yet.
+fn linger(stream: &TcpStream, reason: CloseReason) {
+    if !matches!(
+        reason,
+        CloseReason::Exit | CloseReason::Idle | CloseReason::Shutdown
+    ) {
+        return;
+    }
+    if stream.shutdown(Shutdown::Write).is_err() || stream.set_read_timeout(Some(LINGER)).is_err()
+    {
+        return;
+    }
+    let deadline = Instant::now() + LINGER;
+    let mut scratch = [0u8; 512];
+    while Instant::now() < deadline {
+        match (&*stream).read(&mut scratch) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Log rate limiting: at most one report per period, counting what was suppressed.
+#[derive(Debug)]
+pub struct RateLimit {
+    period: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    /// Allows one report per `period`.
+    pub fn new(period: Duration) -> Self {
+        RateLimit {
+            period,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(suppressed since the last report)` if a report is due now, else `None`.
+    pub fn allow(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.duration_since(last) < self.period => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+/// What the accept loop does after an error: retry at once for errors that concern only
+/// one connection, back off exponentially (5 ms to 1 s) when the process or system is
+/// out of a resource (EMFILE, ENFILE, ENOBUFS, ENOMEM), and log at most once a second.
+#[derive(Debug)]
+pub struct AcceptBackoff {
+    pause: Duration,
+    log: RateLimit,
+}
+
+impl Default for AcceptBackoff {
+    fn default() -> Self {
+        AcceptBackoff {
+            pause: Duration::ZERO,
+            log: RateLimit::new(Duration::from_secs(1)),
+        }
+    }
+}
+
+const MIN_PAUSE: Duration = Duration::from_millis(5);
+const MAX_PAUSE: Duration = Duration::from_secs(1);
+
+impl AcceptBackoff {
+    /// An accept succeeded: the next failure starts from the shortest pause.
+    pub fn succeeded(&mut self) {
+        self.pause = Duration::ZERO;
+    }
+
+    /// An accept failed with `error`; returns how long to pause before the next one.
+    pub fn failed(&mut self, error: &io::Error, now: Instant) -> Option<Duration> {
+        if per_connection(error) {
+            debug!("accept: {error}");
+            return None;
+        }
+        self.pause = (self.pause * 2).clamp(MIN_PAUSE, MAX_PAUSE);
+        if let Some(suppressed) = self.log.allow(now) {
+            error!(
+                "accept failed: {error}{}; pausing accepts for {} ms{}",
+                if is_fd_exhaustion(error) {
+                    " (out of file descriptors: raise `ulimit -n` or lower --max-connections)"
+                } else {
+                    ""
+                },
+                self.pause.as_millis(),
+                if suppressed > 0 {
+                    format!(" ({suppressed} similar errors not shown)")
+                } else {
+                    String::new()
+                }
+            );
+        }
+        Some(self.pause)
+    }
+}
+
+/// Errors that concern only the connection being accepted (it was reset or aborted
+/// before `accept` returned), so the next accept can follow at once.
+fn per_connection(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted
+    ) || error.raw_os_error() == Some(71) // EPROTO
+}
+
+fn is_fd_exhaustion(error: &io::Error) -> bool {
+    // EMFILE (24) and ENFILE (23).
+    matches!(error.raw_os_error(), Some(23 | 24))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_counts_what_it_suppresses() {
+        let t0 = Instant::now();
+        let mut r = RateLimit::new(Duration::from_secs(1));
+        assert_eq!(r.allow(t0), Some(0));
+        assert_eq!(r.allow(t0 + Duration::from_millis(10)), None);
+        assert_eq!(r.allow(t0 + Duration::from_millis(20)), None);
+        assert_eq!(r.allow(t0 + Duration::from_millis(1001)), Some(2));
+        assert_eq!(r.allow(t0 + Duration::from_millis(1002)), None);
+    }
+
+    #[test]
+    fn backoff_doubles_to_a_ceiling_and_resets() {
+        let mut b = AcceptBackoff::default();
+        let emfile = io::Error::from_raw_os_error(24);
+        let now = Instant::now();
+        let pauses: Vec<_> = (0..12).map(|_| b.failed(&emfile, now).unwrap()).collect();
+        assert_eq!(pauses[0], MIN_PAUSE);
+        assert_eq!(pauses[1], MIN_PAUSE * 2);
+        assert_eq!(*pauses.last().unwrap(), MAX_PAUSE);
+        assert!(pauses.windows(2).all(|w| w[0] <= w[1]));
+        b.succeeded();
+        assert_eq!(b.failed(&emfile, now), Some(MIN_PAUSE));
+    }
+
+    #[test]
+    fn aborted_connections_are_retried_at_once() {
+        let mut b = AcceptBackoff::default();
+        let aborted = io::Error::from(ErrorKind::ConnectionAborted);
+        assert_eq!(b.failed(&aborted, Instant::now()), None);
+        assert_eq!(b.failed(&io::Error::from_raw_os_error(71), Instant::now()), None);
+    }
+}

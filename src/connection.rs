@@ -287,8 +287,9 @@ impl<S: Read + Write> Connection<'_, '_, S> {
             // Only the fresh bytes can hold a line end; a long partial line is searched once.
             let mut scan = self.buf.end - fresh;
             loop {
-                let start = self.buf.start;
-                let Some((content, next)) = find_line_end(self.buf.split().0, start, scan) else {
+                let (start, end) = (self.buf.start, self.buf.end);
+                let pending = &self.buf.split().0[..end];
+                let Some((content, next)) = find_line_end(pending, start, scan) else {
                     break;
                 };
                 (self.buf.start, scan) = (next, next);

@@ -1,0 +1,213 @@
+//! Shared by the integration tests: start the real binary on port 0, read the address
+//! it announces, talk to it over real sockets with timeouts, stop it on drop.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Every socket read or write in the tests gives up after this long.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tcp-hello")
+}
+
+/// A running `tcp-hello serve`, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    /// Every address it announced, in order.
+    pub addrs: Vec<SocketAddr>,
+    stderr: Option<ChildStderr>,
+}
+
+impl Server {
+    /// Starts `tcp-hello serve --bind 127.0.0.1:0 <args>` and waits for its announcement.
+    pub fn start(args: &[&str]) -> Server {
+        let mut all = vec!["--bind", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        Server::start_with_binds(&all, 1)
+    }
+
+    /// Starts `tcp-hello serve <args>` (which must bind `listeners` addresses itself).
+    pub fn start_with_binds(args: &[&str], listeners: usize) -> Server {
+        Server::start_cmd(Command::new(bin()).arg("serve").args(args), listeners)
+    }
+
+    /// Starts a prepared command (e.g. under `sh -c 'ulimit -n 64; exec ...'`).
+    pub fn start_cmd(cmd: &mut Command, listeners: usize) -> Server {
+        let mut child = cmd
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tcp-hello serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut addrs = Vec::new();
+        while addrs.len() < listeners {
+            let line = rx
+                .recv_timeout(IO_TIMEOUT)
+                .expect("server did not announce `listening on ADDR`");
+            let addr = line
+                .strip_prefix("listening on ")
+                .unwrap_or_else(|| panic!("unexpected stdout line {line:?}"));
+            addrs.push(addr.parse().expect("announced address parses"));
+        }
+        let stderr = child.stderr.take();
+        Server {
+            child,
+            addrs,
+            stderr,
+        }
+    }
+
+    /// The first announced address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// A new connection to the first address, with timeouts set.
+    pub fn connect(&self) -> Conn {
+        Conn::open(self.addr())
+    }
+
+    /// The process id, for signals and /proc.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit, up to `limit`; returns its exit code and stderr.
+    pub fn wait(mut self, limit: Duration) -> (Option<i32>, String) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                let mut err = String::new();
+                if let Some(mut stderr) = self.stderr.take() {
+                    let _ = stderr.read_to_string(&mut err);
+                }
+                return (status.code(), err);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit within {limit:?}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server and returns everything it logged.
+    pub fn stop_and_logs(self) -> String {
+        self.signal("TERM");
+        self.wait(IO_TIMEOUT).1
+    }
+
+    /// Reads a /proc/PID/status field such as `Threads` or `VmRSS` (first number).
+    pub fn proc_status(&self, field: &str) -> u64 {
+        proc_status(self.pid(), field)
+    }
+
+    /// Number of open file descriptors of the server.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A /proc/PID/status field's first number (`Threads`, `VmRSS` in kB, ...).
+pub fn proc_status(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// A client connection with read and write timeouts and a line reader.
+pub struct Conn {
+    pub stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Conn {
+    pub fn open(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Conn { stream, reader }
+    }
+
+    pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
+        self.stream.write_all(bytes.as_ref()).expect("send");
+    }
+
+    /// The next line from the server, with its line ending.
+    pub fn line(&mut self) -> Vec<u8> {
+        let mut line = Vec::new();
+        self.reader.read_until(b'\n', &mut line).expect("read line");
+        line
+    }
+
+    /// The next line as text, without CRLF; panics if it does not end in CRLF.
+    pub fn text_line(&mut self) -> String {
+        let line = self.line();
+        let text = String::from_utf8_lossy(&line).into_owned();
+        text.strip_suffix("\r\n")
+            .unwrap_or_else(|| panic!("line without CRLF: {text:?}"))
+            .to_string()
+    }
+
+    /// Everything until the server closes.
+    pub fn rest(&mut self) -> Vec<u8> {
+        let mut all = Vec::new();
+        self.reader.read_to_end(&mut all).expect("read to end");
+        all
+    }
+
+    /// Exactly `n` bytes.
+    pub fn exact(&mut self, n: usize) -> Vec<u8> {
+        let mut buf = vec![0; n];
+        self.reader.read_exact(&mut buf).expect("read exact");
+        buf
+    }
+
+    /// Half-close: no more data from this side.
+    pub fn finish_sending(&self) {
+        self.stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shutdown write");
+    }
+}

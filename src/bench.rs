@@ -873,15 +873,14 @@ impl Worker {
                         format!("no welcome line after {timeout:?}")
                     });
                 }
-                State::Running | State::Ready => {
+                State::Running | State::Ready
                     if c.sent
                         .front()
-                        .is_some_and(|&t| now.saturating_duration_since(t) >= timeout)
-                    {
-                        self.fail(i, Fail::ReplyTimeout, || {
-                            format!("no reply after {timeout:?}")
-                        });
-                    }
+                        .is_some_and(|&t| now.saturating_duration_since(t) >= timeout) =>
+                {
+                    self.fail(i, Fail::ReplyTimeout, || {
+                        format!("no reply after {timeout:?}")
+                    });
                 }
                 State::Closing if waited >= self.cfg.close_grace => self.finish(i),
                 _ => {}
@@ -1217,7 +1216,8 @@ impl Progress {
         let line = match started {
             None => setup_line(now - self.t0, snap, connections),
             Some(start) => {
-                let rate = per_sec(snap.ok - self.last_ok, now - self.last_at);
+                // Over the last interval, but not counting time spent connecting.
+                let rate = per_sec(snap.ok - self.last_ok, now - self.last_at.max(start));
                 run_line(now - start, rate, snap)
             }
         };
@@ -1471,7 +1471,7 @@ mod tests {
         assert_eq!(name(3, 42, 3), "x42");
         assert_eq!(name(3, 42, 1), "2");
         assert_eq!(name(0, 0, 3), "0x0");
-        assert_eq!(name(1, 2, 30), "abcdefghijklmnopqrstuvwxyzab1x2");
+        assert_eq!(name(1, 2, 30), "abcdefghijklmnopqrstuvwxyza1x2");
         assert_eq!(name(u64::MAX, u64::MAX, 41).len(), 41);
     }
 
@@ -1738,7 +1738,7 @@ mod tests {
             &["-m", "0"],
             &["--threads", "0"],
             &["--timeout", "0"],
-            &["--timeout", "-1"],
+            &["--timeout=-1"],
             &["-d", "NaN"],
             &["--expect", "a\nb"],
             &["-p", "1000000", "-s", "1000"],

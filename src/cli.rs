@@ -56,23 +56,53 @@ pub struct ServeArgs {
     #[arg(long, value_enum, env = "TCP_HELLO_FRAMING", default_value_t = Framing::Line)]
     pub framing: Framing,
     /// The first thing a client receives.
-    #[arg(long, value_name = "TEXT", env = "TCP_HELLO_WELCOME", default_value = "Welcome!")]
+    #[arg(
+        long,
+        value_name = "TEXT",
+        env = "TCP_HELLO_WELCOME",
+        default_value = "Welcome!"
+    )]
     pub welcome: String,
     /// Reply template; every `{}` is replaced by the client's line.
-    #[arg(long, value_name = "TEMPLATE", env = "TCP_HELLO_REPLY", default_value = "Hello, {}!")]
+    #[arg(
+        long,
+        value_name = "TEMPLATE",
+        env = "TCP_HELLO_REPLY",
+        default_value = "Hello, {}!"
+    )]
     pub reply: String,
     /// Sent before closing when a client says `exit` or `quit`; empty sends nothing.
-    #[arg(long, value_name = "TEXT", env = "TCP_HELLO_FAREWELL", default_value = "Bye!")]
+    #[arg(
+        long,
+        value_name = "TEXT",
+        env = "TCP_HELLO_FAREWELL",
+        default_value = "Bye!"
+    )]
     pub farewell: String,
     /// Most connections served at once; the next one gets `ERROR server busy` and is closed.
     /// Lowered, with a warning, to what the open-file limit allows.
-    #[arg(long, value_name = "N", env = "TCP_HELLO_MAX_CONNECTIONS", default_value_t = 10_000)]
+    #[arg(
+        long,
+        value_name = "N",
+        env = "TCP_HELLO_MAX_CONNECTIONS",
+        default_value_t = 10_000
+    )]
     pub max_connections: usize,
     /// Close a connection that sends nothing for this long, after a notice (0 = never).
-    #[arg(long, value_name = "SECS", env = "TCP_HELLO_IDLE_TIMEOUT", default_value_t = 300)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "TCP_HELLO_IDLE_TIMEOUT",
+        default_value_t = 300
+    )]
     pub idle_timeout: u64,
     /// Close a connection whose client does not read its replies for this long (0 = never).
-    #[arg(long, value_name = "SECS", env = "TCP_HELLO_WRITE_TIMEOUT", default_value_t = 30)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "TCP_HELLO_WRITE_TIMEOUT",
+        default_value_t = 30
+    )]
     pub write_timeout: u64,
     /// Longest line accepted, in bytes; a longer one gets an error line and is skipped.
     #[arg(long, value_name = "BYTES", env = "TCP_HELLO_MAX_LINE", default_value_t = 8192,
@@ -82,10 +112,20 @@ pub struct ServeArgs {
     #[arg(long, value_name = "MS", env = "TCP_HELLO_DELAY", default_value_t = 0)]
     pub delay: u64,
     /// Listen backlog: connections the kernel queues before `accept` (capped by net.core.somaxconn).
-    #[arg(long, value_name = "N", env = "TCP_HELLO_BACKLOG", default_value_t = 1024)]
+    #[arg(
+        long,
+        value_name = "N",
+        env = "TCP_HELLO_BACKLOG",
+        default_value_t = 1024
+    )]
     pub backlog: i32,
     /// On SIGINT/SIGTERM, how long connections get to finish before the process exits anyway.
-    #[arg(long, value_name = "SECS", env = "TCP_HELLO_SHUTDOWN_TIMEOUT", default_value_t = 10)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "TCP_HELLO_SHUTDOWN_TIMEOUT",
+        default_value_t = 10
+    )]
     pub shutdown_timeout: u64,
 }
 
@@ -98,11 +138,21 @@ pub struct ClientArgs {
     /// Names to send; without any, every line of stdin is a name.
     #[arg(value_name = "NAME")]
     pub names: Vec<String>,
-    /// Give up connecting to one address after this many seconds.
-    #[arg(long, value_name = "SECS", env = "TCP_HELLO_CONNECT_TIMEOUT", default_value_t = 5.0)]
+    /// Give up connecting to one address after this many seconds (0 = wait as long as the system does).
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "TCP_HELLO_CONNECT_TIMEOUT",
+        default_value_t = 5.0
+    )]
     pub connect_timeout: f64,
-    /// Give up when the server sends nothing for this many seconds while a reply is due.
-    #[arg(long, value_name = "SECS", env = "TCP_HELLO_REPLY_TIMEOUT", default_value_t = 10.0)]
+    /// Give up when the server sends nothing for this many seconds while a reply is due (0 = never).
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "TCP_HELLO_REPLY_TIMEOUT",
+        default_value_t = 10.0
+    )]
     pub reply_timeout: f64,
     /// The server's framing: `chunk` for servers that send no line endings (the Python tutorial's).
     #[arg(long, value_enum, env = "TCP_HELLO_FRAMING", default_value_t = Framing::Line)]

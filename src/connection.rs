@@ -436,7 +436,11 @@ impl<S: Read + Write> Connection<'_, '_, S> {
             Request::Name => {
                 if log::log_enabled!(log::Level::Trace) {
                     let (input, _) = self.buf.split();
-                    log::trace!("conn {}: name {}", self.peer.id, LogText(&input[start..end]));
+                    log::trace!(
+                        "conn {}: name {}",
+                        self.peer.id,
+                        LogText(&input[start..end])
+                    );
                 }
                 if !ctx.delay.is_zero() {
                     self.flush()?;

@@ -8,10 +8,10 @@
 //! - [`cli`]: the command line.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod connection;
 pub mod pool;
 pub mod protocol;
 pub mod server;
-pub mod client;
-pub mod bench;

@@ -79,7 +79,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             std::io::ErrorKind::AddrInUse => {
                 "; is another server running there? Pick another port with --bind"
             }
-            std::io::ErrorKind::PermissionDenied => "; ports below 1024 need root: use a higher port",
+            std::io::ErrorKind::PermissionDenied => {
+                "; ports below 1024 need root: use a higher port"
+            }
             std::io::ErrorKind::AddrNotAvailable => {
                 "; that address is not on this machine: try 127.0.0.1 or 0.0.0.0"
             }

@@ -51,7 +51,11 @@ impl BufferPool {
     pub fn take(&self) -> BigBuffers {
         // A panic while the lock was held cannot leave the Vec inconsistent, so a
         // poisoned lock is still usable.
-        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
         idle.unwrap_or_else(|| BigBuffers {
             input: vec![0; self.input_size].into_boxed_slice(),
             output: vec![0; self.output_size].into_boxed_slice(),
@@ -68,7 +72,10 @@ impl BufferPool {
 
     /// How many pairs are idle in the pool.
     pub fn idle(&self) -> usize {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 }
 

@@ -357,7 +357,12 @@ mod tests {
     #[test]
     fn classify_exit_variants_and_blanks() {
         for exit in [&b"exit"[..], b"EXIT", b"  Quit \t", b"quit", b"eXiT "] {
-            assert_eq!(classify(exit), Request::Exit, "{:?}", LogText(exit).to_string());
+            assert_eq!(
+                classify(exit),
+                Request::Exit,
+                "{:?}",
+                LogText(exit).to_string()
+            );
         }
         for blank in [&b""[..], b"   ", b"\t"] {
             assert_eq!(classify(blank), Request::Blank);

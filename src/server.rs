@@ -268,6 +268,9 @@ impl Shared {
     }
 
     fn run_connection(&self, id: u64, stream: &Arc<TcpStream>, peer: SocketAddr) {
+        // Leaves the registry however this function ends, a panic included, so that a
+        // bug in one connection can neither leak its socket nor hold a slot for good.
+        let _registered = Registered { shared: self, id };
         let started = Instant::now();
         info!("conn {id} open: {peer}");
         let summary = match self.configure(stream) {
@@ -280,14 +283,17 @@ impl Shared {
             },
         };
         linger(stream, summary.reason);
-        self.leave(id);
         let quiet = summary.bytes_in == 0
             || matches!(
                 summary.reason,
                 CloseReason::ReadError(ErrorKind::ConnectionReset)
                     | CloseReason::WriteError(ErrorKind::ConnectionReset | ErrorKind::BrokenPipe)
             );
-        let level = if quiet { log::Level::Debug } else { log::Level::Info };
+        let level = if quiet {
+            log::Level::Debug
+        } else {
+            log::Level::Info
+        };
         log::log!(
             level,
             "conn {id} closed: {peer}, {:.3} s, {} replies, {} bytes in, {} bytes out, {}",
@@ -336,6 +342,18 @@ impl Shared {
     }
 }
 
+/// A connection's place in the registry, given up on drop.
+struct Registered<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.shared.leave(self.id);
+    }
+}
+
 /// Closes gracefully: after the server's last bytes, sends FIN and reads until the
 /// client closes too (bounded by [`LINGER`]), so unread input cannot make the kernel
 /// answer with a reset that discards the farewell the client has not read yet.
@@ -346,8 +364,7 @@ fn linger(stream: &TcpStream, reason: CloseReason) {
     ) {
         return;
     }
-    if stream.shutdown(Shutdown::Write).is_err() || stream.set_read_timeout(Some(LINGER)).is_err()
-    {
+    if stream.shutdown(Shutdown::Write).is_err() || stream.set_read_timeout(Some(LINGER)).is_err() {
         return;
     }
     let deadline = Instant::now() + LINGER;
@@ -495,6 +512,9 @@ mod tests {
         let mut b = AcceptBackoff::default();
         let aborted = io::Error::from(ErrorKind::ConnectionAborted);
         assert_eq!(b.failed(&aborted, Instant::now()), None);
-        assert_eq!(b.failed(&io::Error::from_raw_os_error(71), Instant::now()), None);
+        assert_eq!(
+            b.failed(&io::Error::from_raw_os_error(71), Instant::now()),
+            None
+        );
     }
 }

@@ -88,6 +88,15 @@ pub struct ServeArgs {
         default_value_t = 10_000
     )]
     pub max_connections: usize,
+    /// Most connections from one client IP address at once, like xinetd's `per_source`
+    /// (0 = no limit). Keeps one address's idle connections (slowloris) from taking every slot.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "TCP_HELLO_MAX_PER_SOURCE",
+        default_value_t = 0
+    )]
+    pub max_per_source: usize,
     /// Close a connection that sends nothing for this long, after a notice (0 = never).
     #[arg(
         long,

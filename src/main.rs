@@ -68,6 +68,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let ctx = Context::new(settings, idle_timeout, Duration::from_millis(args.delay));
     let config = ServerConfig {
         max_connections: connection_limit(args.max_connections, args.bind.len()),
+        max_per_source: args.max_per_source,
         bind: args.bind,
         backlog: args.backlog,
         idle_timeout,

@@ -151,6 +151,11 @@ pub enum Notice {
         /// The limit.
         limit: usize,
     },
+    /// The client's address has as many connections as one address may have.
+    BusySource {
+        /// The per-address limit.
+        limit: usize,
+    },
 }
 
 impl Notice {
@@ -164,6 +169,9 @@ impl Notice {
             Notice::ShuttingDown => "server shutting down".to_string(),
             Notice::Busy { limit } => {
                 format!("ERROR server busy ({limit} connections), try again later")
+            }
+            Notice::BusySource { limit } => {
+                format!("ERROR too many connections from your address ({limit}), try again later")
             }
         }
     }

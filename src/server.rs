@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -39,6 +39,8 @@ pub struct ServerConfig {
     pub backlog: i32,
     /// Most connections served at once.
     pub max_connections: usize,
+    /// Most connections from one IP address at once; 0 = no limit.
+    pub max_per_source: usize,
     /// Read timeout set on every connection.
     pub idle_timeout: Option<Duration>,
     /// Write timeout set on every connection.
@@ -73,8 +75,15 @@ struct Shared {
 
 #[derive(Default)]
 struct Registry {
-    live: HashMap<u64, Arc<TcpStream>>,
+    live: HashMap<u64, Live>,
+    /// Connections per client address, kept only with `--max-per-source`.
+    per_source: HashMap<IpAddr, usize>,
     stopping: bool,
+}
+
+struct Live {
+    stream: Arc<TcpStream>,
+    source: IpAddr,
 }
 
 /// Binds one listening socket with an explicit backlog (std's `bind` uses 128, which a
@@ -163,7 +172,11 @@ impl ShutdownHandle {
             }
             registry.stopping = true;
             shared.ctx.shutting_down.store(true, Ordering::Release);
-            registry.live.values().cloned().collect()
+            registry
+                .live
+                .values()
+                .map(|live| Arc::clone(&live.stream))
+                .collect()
         };
         info!(
             "shutting down: {} connections to finish (up to {} s)",
@@ -225,10 +238,31 @@ impl Shared {
             }
             if registry.live.len() >= self.config.max_connections {
                 drop(registry);
-                self.refuse(&stream, peer, "connection limit reached");
+                let limit = self.config.max_connections;
+                self.refuse(
+                    &stream,
+                    peer,
+                    Notice::Busy { limit },
+                    "connection limit reached",
+                );
                 return;
             }
-            registry.live.insert(id, Arc::clone(&stream));
+            let per_source = self.config.max_per_source;
+            if per_source > 0 {
+                let count = registry.per_source.entry(peer.ip()).or_insert(0);
+                if *count >= per_source {
+                    drop(registry);
+                    let notice = Notice::BusySource { limit: per_source };
+                    self.refuse(&stream, peer, notice, "per-address limit reached");
+                    return;
+                }
+                *count += 1;
+            }
+            let live = Live {
+                stream: Arc::clone(&stream),
+                source: peer.ip(),
+            };
+            registry.live.insert(id, live);
         }
         let (shared, conn_stream) = (Arc::clone(self), Arc::clone(&stream));
         let spawned = thread::Builder::new()
@@ -237,27 +271,26 @@ impl Shared {
             .spawn(move || shared.run_connection(id, &conn_stream, peer));
         if let Err(e) = spawned {
             self.leave(id);
-            self.refuse(&stream, peer, &format!("cannot start a thread: {e}"));
+            let limit = self.config.max_connections;
+            let why = format!("cannot start a thread: {e}");
+            self.refuse(&stream, peer, Notice::Busy { limit }, &why);
         }
     }
 
     /// Tells a client the server is busy and closes, without a thread of its own.
-    fn refuse(&self, stream: &TcpStream, peer: SocketAddr, why: &str) {
-        let limit = self.config.max_connections;
+    fn refuse(&self, stream: &TcpStream, peer: SocketAddr, notice: Notice, why: &str) {
         let suppressed = self
             .busy_log
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .allow(Instant::now());
         if let Some(suppressed) = suppressed {
-            warn!(
-                "refused {peer}: {why} ({limit} connections; {suppressed} more refused since the last report)"
-            );
+            warn!("refused {peer}: {why} ({suppressed} more refused since the last report)");
         }
         if self.ctx.settings.mode == Mode::Echo {
             return;
         }
-        let notice = self.ctx.settings.notice(Notice::Busy { limit });
+        let notice = self.ctx.settings.notice(notice);
         let _ = stream.set_nonblocking(true);
         // Read what the client already sent, so that closing does not reset the
         // connection and destroy the notice before the client reads it.
@@ -319,7 +352,15 @@ impl Shared {
 
     fn leave(&self, id: u64) {
         let mut registry = self.lock();
-        registry.live.remove(&id);
+        let Some(live) = registry.live.remove(&id) else {
+            return;
+        };
+        if let Some(count) = registry.per_source.get_mut(&live.source) {
+            *count -= 1;
+            if *count == 0 {
+                registry.per_source.remove(&live.source);
+            }
+        }
         if registry.live.is_empty() {
             self.left.notify_all();
         }

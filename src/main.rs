@@ -90,6 +90,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         };
         anyhow::anyhow!("{e}{hint}")
     })?;
+    // Before the announcement, so that a script may signal as soon as it has read it.
+    stop_on_signals(server.shutdown_handle())?;
     let mut stdout = std::io::stdout().lock();
     for addr in server.local_addrs()? {
         writeln!(stdout, "listening on {addr}")?;
@@ -100,7 +102,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     stdout.flush().context("cannot write to stdout")?;
     drop(stdout);
-    stop_on_signals(server.shutdown_handle())?;
     let left = server.run()?;
     info!("stopped ({left} connections cut off)");
     Ok(ExitCode::SUCCESS)

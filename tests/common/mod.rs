@@ -4,8 +4,8 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, ChildStderr, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,9 @@ pub struct Server {
     pub child: Child,
     /// Every address it announced, in order.
     pub addrs: Vec<SocketAddr>,
-    stderr: Option<ChildStderr>,
+    /// Everything it logged so far; drained by a thread so that logging never blocks it.
+    logs: Arc<Mutex<Vec<u8>>>,
+    drain: Option<thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -40,6 +42,11 @@ impl Server {
 
     /// Starts a prepared command (e.g. under `sh -c 'ulimit -n 64; exec ...'`).
     pub fn start_cmd(cmd: &mut Command, listeners: usize) -> Server {
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("TCP_HELLO_") {
+                cmd.env_remove(key);
+            }
+        }
         let mut child = cmd
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -67,11 +74,23 @@ impl Server {
                 .unwrap_or_else(|| panic!("unexpected stdout line {line:?}"));
             addrs.push(addr.parse().expect("announced address parses"));
         }
-        let stderr = child.stderr.take();
+        let mut stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&logs);
+        let drain = thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
         Server {
             child,
             addrs,
-            stderr,
+            logs,
+            drain: Some(drain),
         }
     }
 
@@ -105,11 +124,10 @@ impl Server {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                let mut err = String::new();
-                if let Some(mut stderr) = self.stderr.take() {
-                    let _ = stderr.read_to_string(&mut err);
+                if let Some(drain) = self.drain.take() {
+                    let _ = drain.join();
                 }
-                return (status.code(), err);
+                return (status.code(), self.logs_so_far());
             }
             assert!(
                 Instant::now() < deadline,
@@ -117,6 +135,11 @@ impl Server {
             );
             thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// What the server has logged so far.
+    pub fn logs_so_far(&self) -> String {
+        String::from_utf8_lossy(&self.logs.lock().unwrap()).into_owned()
     }
 
     /// Stops the server and returns everything it logged.

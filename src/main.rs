@@ -25,7 +25,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Client(args) => Ok(tcp_hello::client::run(&args)),
-        Command::Bench(args) => match tcp_hello::bench::run(&args) {
+        Command::Bench(args) => match raise_fd_limit().and_then(|_| tcp_hello::bench::run(&args)) {
             Ok(true) => Ok(ExitCode::SUCCESS),
             Ok(false) => Ok(ExitCode::from(1)),
             Err(e) => Err(e.into()),
@@ -107,10 +107,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Raises the soft open-file limit to the hard one, so that one process can hold as
+/// many connections as the system lets it (Go's runtime does the same at start-up).
+fn raise_fd_limit() -> std::io::Result<u64> {
+    rlimit::increase_nofile_limit(u64::MAX)
+}
+
 /// Raises the soft open-file limit to the hard one, as nginx and Go do, and lowers
 /// `wanted` to what that limit allows so that the server says "busy" before it runs out.
 fn connection_limit(wanted: usize, listeners: usize) -> usize {
-    let files = match rlimit::increase_nofile_limit(u64::MAX) {
+    let files = match raise_fd_limit() {
         Ok(limit) => limit,
         Err(e) => {
             warn!("cannot read the open-file limit ({e}); keeping --max-connections {wanted}");

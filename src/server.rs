@@ -270,6 +270,10 @@ impl Shared {
             };
             registry.live.insert(id, live);
         }
+        // Logged here rather than on the connection's thread: formatting a log record
+        // takes more stack than serving does, and every stack page a connection thread
+        // touches stays resident for as long as the connection lives.
+        info!("conn {id} open: {peer}");
         let (shared, conn_stream) = (Arc::clone(self), Arc::clone(&stream));
         let spawned = thread::Builder::new()
             .name(format!("conn-{id}"))
@@ -311,7 +315,6 @@ impl Shared {
         // bug in one connection can neither leak its socket nor hold a slot for good.
         let _registered = Registered { shared: self, id };
         let started = Instant::now();
-        info!("conn {id} open: {peer}");
         let summary = match self.configure(stream) {
             Ok(()) => connection::serve(&**stream, &self.ctx, Peer { id, addr: peer }),
             Err(e) => Summary {

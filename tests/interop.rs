@@ -1,0 +1,227 @@
+//! `tcp-hello serve` against real tools: OpenBSD netcat, telnet (driven by expect) and
+//! the Python tutorial's socket client.
+//!
+//! A missing tool fails the test with the apt package to install (CI installs
+//! netcat-openbsd, telnet, expect and python3); nothing is skipped silently. Every
+//! external process runs under a deadline and is killed when it expires.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// How long any external tool may run.
+const TOOL_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The full path of `tool` on PATH; fails the test naming the apt package otherwise.
+fn require(tool: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(tool))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "`{tool}` is not installed (not found on PATH): install the `{package}` package \
+                 (sudo apt-get install {package})"
+            )
+        })
+}
+
+/// OpenBSD netcat: the traditional one has no `-N` and behaves differently at EOF.
+fn openbsd_nc() -> PathBuf {
+    let nc = require("nc", "netcat-openbsd");
+    let (_, _, help) = run(Command::new(&nc).arg("-h"), None);
+    assert!(
+        help.contains("OpenBSD netcat"),
+        "{} is not OpenBSD netcat (needed for -N and -q): install the `netcat-openbsd` \
+         package (sudo apt-get install netcat-openbsd); its help says:\n{help}",
+        nc.display()
+    );
+    nc
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Runs `cmd` with `stdin` (then closed) under [`TOOL_DEADLINE`], killing it if it
+/// runs over. Returns (exit code, stdout, stderr).
+fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> (Option<i32>, String, String) {
+    let started = Instant::now();
+    let mut child = cmd
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    if let Some(bytes) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(bytes).expect("write stdin");
+        // Dropping the pipe is the EOF `printf ... |` gives.
+    }
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out = thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    });
+    let err = thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if started.elapsed() > TOOL_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            let (out, err) = (out.join().unwrap(), err.join().unwrap());
+            panic!(
+                "{cmd:?} did not finish within {TOOL_DEADLINE:?}; killed.\n\
+                 stdout: {out}\nstderr: {err}"
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    (status.code(), out.join().unwrap(), err.join().unwrap())
+}
+
+/// The server's `conn N closed` log line, after stopping it.
+fn closed_line(server: Server, id: u64) -> String {
+    let logs = server.stop_and_logs();
+    let needle = format!("conn {id} closed: ");
+    let lines: Vec<&str> = logs.lines().filter(|l| l.contains(&needle)).collect();
+    assert_eq!(lines.len(), 1, "{logs}");
+    lines[0].to_string()
+}
+
+#[test]
+fn netcat_session_with_exit() {
+    let nc = openbsd_nc();
+    let server = Server::start(&[]);
+    let port = server.addr().port().to_string();
+    let started = Instant::now();
+    // printf 'Alice\nexit\n' | nc -N 127.0.0.1 PORT
+    let (code, out, err) = run(
+        Command::new(nc).args(["-N", "127.0.0.1", &port]),
+        Some(b"Alice\nexit\n"),
+    );
+    assert_eq!(
+        out, "Welcome!\r\nHello, Alice!\r\nBye!\r\n",
+        "stderr: {err}"
+    );
+    assert_eq!(code, Some(0), "stderr: {err}");
+    // nc ends because the server closes, not because -q 5 runs out.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "nc took {:?}",
+        started.elapsed()
+    );
+    let closed = closed_line(server, 1);
+    assert!(closed.ends_with("client said exit"), "{closed}");
+}
+
+#[test]
+fn netcat_with_crlf_line_endings() {
+    let nc = openbsd_nc();
+    let server = Server::start(&[]);
+    let port = server.addr().port().to_string();
+    // nc -C sends CRLF for every LF. -q 1: Debian's nc waits that long after stdin's
+    // EOF whatever the server does (so the README's `-q 5` always takes 5 s).
+    let (code, out, err) = run(
+        Command::new(nc).args(["-C", "-q", "1", "127.0.0.1", &port]),
+        Some("张三\n\nQUIT\n".as_bytes()),
+    );
+    assert_eq!(out, "Welcome!\r\nHello, 张三!\r\nBye!\r\n", "stderr: {err}");
+    assert_eq!(code, Some(0), "stderr: {err}");
+}
+
+#[test]
+fn netcat_half_close_gets_the_last_line_answered() {
+    let nc = openbsd_nc();
+    let server = Server::start(&[]);
+    let port = server.addr().port().to_string();
+    // printf Bob | nc -N 127.0.0.1 PORT: no newline, then shutdown(SHUT_WR) at EOF.
+    let (code, out, err) = run(
+        Command::new(nc).args(["-N", "127.0.0.1", &port]),
+        Some(b"Bob"),
+    );
+    assert_eq!(out, "Welcome!\r\nHello, Bob!\r\n", "stderr: {err}");
+    assert_eq!(code, Some(0), "stderr: {err}");
+    let closed = closed_line(server, 1);
+    assert!(
+        closed.ends_with("1 replies, 3 bytes in, 23 bytes out, client closed"),
+        "{closed}"
+    );
+}
+
+#[test]
+fn telnet_session_with_ctrl_c() {
+    let expect = require("expect", "expect");
+    require("telnet", "telnet");
+    let server = Server::start(&["-vv"]);
+    let port = server.addr().port().to_string();
+    let script = fixture("telnet_session.exp");
+    let (code, out, err) = run(
+        Command::new(expect)
+            .arg(&script)
+            .args([&port, "Alice", "Bob"]),
+        None,
+    );
+    let logs = server.stop_and_logs();
+    let context = format!("transcript:\n{out}\nexpect stderr: {err}\nserver log:\n{logs}");
+    assert_eq!(code, Some(0), "telnet session failed.\n{context}");
+    assert!(
+        out.contains("Connection closed by foreign host."),
+        "{context}"
+    );
+    // The only telnet command the server ever sent is the refusal of the timing mark.
+    let received: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("RCVD"))
+        .map(str::trim)
+        .collect();
+    assert_eq!(received, ["RCVD WONT TIMING MARK"], "{context}");
+    // The Ctrl-C really went over the wire: 5 bytes of IAC IP, IAC DO TIMING-MARK in
+    // (7 + 5 + 5 + 6 = 23 with `Alice\r\n`, `Bob\r\n`, `exit\r\n`), and the server's
+    // 3-byte IAC WONT TIMING-MARK out (10 + 15 + 3 + 13 + 6 = 47); no echo of them.
+    assert!(
+        logs.contains("conn 1 closed: ")
+            && logs.contains("2 replies, 23 bytes in, 47 bytes out, client said exit"),
+        "{context}"
+    );
+}
+
+#[test]
+fn python_tutorial_client_against_chunk_framing() {
+    let python = require("python3", "python3");
+    let server = Server::start(&["--framing", "chunk"]);
+    let port = server.addr().port().to_string();
+    let (code, out, err) = run(
+        Command::new(python)
+            .arg(fixture("server_tutorial_client.py"))
+            .arg(&port),
+        None,
+    );
+    assert_eq!(code, Some(0), "stdout: {out}\nstderr: {err}");
+    assert_eq!(out, "Welcome!\nHello, Michael!\n", "stderr: {err}");
+    let closed = closed_line(server, 1);
+    assert!(
+        closed.ends_with("1 replies, 7 bytes in, 23 bytes out, client closed"),
+        "{closed}"
+    );
+}

@@ -1,0 +1,1187 @@
+//! Integration tests of `tcp-hello serve` over real sockets.
+//!
+//! Every test starts its own server on port 0 and learns its address from the
+//! `listening on ADDR` line; every socket has timeouts (see `common::Conn`). Nothing
+//! sleeps to wait for the server to be ready: the tests read the lines they expect.
+//! The few sleeps left are in tests about time passing (idle timeout, delay) or in a
+//! bounded retry of "try again later".
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+// ---------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------
+
+/// Starts `tcp-hello serve --bind 127.0.0.1:0 <args>` with extra environment variables.
+///
+/// `Server::start_cmd` removes `RUST_LOG` from the command it runs, so the variables
+/// are set by `env(1)`, which then execs the server (same pid, so signals still work).
+fn start_env(env: &[(&str, &str)], args: &[&str]) -> Server {
+    let mut cmd = Command::new("env");
+    for (key, value) in env {
+        cmd.arg(format!("{key}={value}"));
+    }
+    cmd.arg(bin())
+        .arg("serve")
+        .args(["--bind", "127.0.0.1:0"])
+        .args(args);
+    Server::start_cmd(&mut cmd, 1)
+}
+
+/// Connects and checks the default welcome line.
+fn greeted(server: &Server) -> Conn {
+    let mut c = server.connect();
+    assert_eq!(c.text_line(), "Welcome!");
+    c
+}
+
+/// Sends `exit` and checks that the farewell is the last thing the server sends.
+fn say_exit(c: &mut Conn) {
+    c.send("exit\n");
+    assert_eq!(lossy(&c.rest()), "Bye!\r\n");
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Log lines (of `tcp-hello serve` stderr) that contain `needle`.
+fn log_lines<'a>(logs: &'a str, needle: &str) -> Vec<&'a str> {
+    logs.lines().filter(|l| l.contains(needle)).collect()
+}
+
+/// The level of an env_logger line such as `[2026-01-01T00:00:00.000Z INFO  tcp_hello] ...`.
+fn level(line: &str) -> &str {
+    line.split_whitespace().nth(1).unwrap_or("")
+}
+
+/// Runs a command to completion, killing it if it takes longer than `limit`.
+/// Returns (exit code, stdout, stderr).
+fn run_with_deadline(cmd: &mut Command, limit: Duration) -> (Option<i32>, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {limit:?}; killed");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    (status.code(), out.join().unwrap(), err.join().unwrap())
+}
+
+/// A child process killed (and reaped) when the test ends, even by a panic.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Connects until the server stops saying "busy" (it says "try again later"), up to 5 s.
+/// Returns the greeted connection and how many attempts were refused first.
+fn connect_when_not_busy(server: &Server) -> (Conn, usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut refused = 0;
+    loop {
+        let mut c = server.connect();
+        let first = c.text_line();
+        if first == "Welcome!" {
+            return (c, refused);
+        }
+        assert!(first.starts_with("ERROR server busy"), "{first:?}");
+        refused += 1;
+        assert!(
+            Instant::now() < deadline,
+            "still busy 5 s after a client left ({refused} attempts)"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Listening: --bind, announcements, IPv6, environment variables
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn port_zero_is_announced_as_the_real_address() {
+    let server = Server::start(&[]);
+    let addr = server.addr();
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(
+        addr.port(),
+        0,
+        "the announcement must carry the chosen port"
+    );
+    let mut c = greeted(&server);
+    c.send("Alice\n");
+    assert_eq!(c.text_line(), "Hello, Alice!");
+    say_exit(&mut c);
+}
+
+#[test]
+fn stdout_is_exactly_one_flushed_line_per_listener() {
+    let mut child = KillOnDrop(
+        Command::new(bin())
+            .args(["serve", "--bind", "127.0.0.1:0", "--bind", "127.0.0.1:0"])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the server"),
+    );
+    let child = &mut child.0;
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut byte = [0u8; 1];
+        // Byte by byte, so that each line is reported as soon as it is complete.
+        while let Ok(1) = stdout.read(&mut byte) {
+            all.push(byte[0]);
+            if byte[0] == b'\n' {
+                let _ = tx.send(all.clone());
+            }
+        }
+        all
+    });
+    // Both lines arrive while the server runs: they were flushed.
+    let mut addrs = Vec::new();
+    for _ in 0..2 {
+        let so_far = rx.recv_timeout(IO_TIMEOUT).expect("announcement");
+        let line = lossy(&so_far).lines().last().unwrap().to_string();
+        let addr = line.strip_prefix("listening on ").expect(&line).to_string();
+        addrs.push(addr.parse().expect("an address"));
+    }
+    for &addr in &addrs {
+        let mut c = Conn::open(addr);
+        assert_eq!(c.text_line(), "Welcome!");
+        c.send("Alice\nexit\n");
+        assert_eq!(lossy(&c.rest()), "Hello, Alice!\r\nBye!\r\n");
+    }
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(term.expect("run kill").success());
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while child.try_wait().expect("try_wait").is_none() {
+        assert!(Instant::now() < deadline, "server did not exit after TERM");
+        thread::sleep(Duration::from_millis(10));
+    }
+    // Nothing else ever went to stdout.
+    let all = lossy(&reader.join().unwrap());
+    let expected: String = addrs
+        .iter()
+        .map(|a: &std::net::SocketAddr| format!("listening on {a}\n"))
+        .collect();
+    assert_eq!(all, expected);
+}
+
+#[test]
+fn default_bind_address_is_127_0_0_1_9999() {
+    // Not started for real on 9999 (another program or test may hold it); the help
+    // text shows the default clap applies.
+    let (code, out, _) = run_with_deadline(
+        Command::new(bin()).args(["serve", "--help"]),
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, Some(0));
+    assert!(out.contains("[default: 127.0.0.1:9999]"), "{out}");
+    assert!(out.contains("TCP_HELLO_BIND"), "{out}");
+}
+
+#[test]
+fn two_binds_announce_two_lines_and_both_serve() {
+    let server = Server::start_with_binds(&["--bind", "127.0.0.1:0", "--bind", "127.0.0.1:0"], 2);
+    assert_eq!(server.addrs.len(), 2);
+    assert_ne!(server.addrs[0], server.addrs[1]);
+    for (i, &addr) in server.addrs.iter().enumerate() {
+        let mut c = Conn::open(addr);
+        assert_eq!(c.text_line(), "Welcome!");
+        c.send(format!("listener{i}\n"));
+        assert_eq!(c.text_line(), format!("Hello, listener{i}!"));
+        say_exit(&mut c);
+    }
+}
+
+#[test]
+fn ipv6_loopback() {
+    if let Err(e) = TcpListener::bind("[::1]:0") {
+        eprintln!("SKIPPED ipv6_loopback: cannot bind [::1] on this machine ({e})");
+        return;
+    }
+    let server = Server::start_with_binds(&["--bind", "[::1]:0"], 1);
+    let addr = server.addr();
+    assert!(addr.is_ipv6(), "{addr}");
+    assert_eq!(addr.ip().to_string(), "::1");
+    assert_ne!(addr.port(), 0);
+    let mut c = greeted(&server);
+    c.send("张三\n");
+    assert_eq!(c.text_line(), "Hello, 张三!");
+    say_exit(&mut c);
+}
+
+#[test]
+fn options_from_tcp_hello_environment_variables() {
+    let mut cmd = Command::new(bin());
+    cmd.arg("serve")
+        .env("TCP_HELLO_BIND", "127.0.0.1:0")
+        .env("TCP_HELLO_WELCOME", "Hi from env")
+        .env("TCP_HELLO_REPLY", "Env says hi to {}")
+        .env("TCP_HELLO_FAREWELL", "Env bye")
+        .env("TCP_HELLO_MAX_LINE", "10");
+    let server = Server::start_cmd(&mut cmd, 1);
+    let mut c = server.connect();
+    assert_eq!(c.text_line(), "Hi from env");
+    c.send("Alice\n0123456789A\n");
+    assert_eq!(c.text_line(), "Env says hi to Alice");
+    assert_eq!(c.text_line(), "ERROR line too long (max 10 bytes), skipped");
+    c.send("quit\n");
+    assert_eq!(lossy(&c.rest()), "Env bye\r\n");
+}
+
+#[test]
+fn command_line_wins_over_environment() {
+    let mut cmd = Command::new(bin());
+    cmd.args(["serve", "--bind", "127.0.0.1:0", "--welcome", "From CLI"])
+        .env("TCP_HELLO_WELCOME", "From env");
+    let server = Server::start_cmd(&mut cmd, 1);
+    let mut c = server.connect();
+    assert_eq!(c.text_line(), "From CLI");
+}
+
+#[test]
+fn port_in_use_is_a_one_line_error_naming_the_address() {
+    let first = Server::start(&[]);
+    let addr = first.addr().to_string();
+    let (code, out, err) = run_with_deadline(
+        Command::new(bin()).args(["serve", "--bind", &addr]),
+        Duration::from_secs(10),
+    );
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "exit code {code:?}, stderr {err:?}"
+    );
+    assert_eq!(out, "", "nothing may be announced");
+    assert_eq!(err.lines().count(), 1, "one line: {err:?}");
+    assert!(err.contains(&addr), "names the address: {err:?}");
+    assert!(err.contains("in use"), "says why: {err:?}");
+    assert!(err.contains("--bind"), "suggests a fix: {err:?}");
+    // The first server is unharmed.
+    let mut c = greeted(&first);
+    c.send("still\n");
+    assert_eq!(c.text_line(), "Hello, still!");
+}
+
+#[test]
+fn small_backlog_still_serves_every_client() {
+    // More connects at once than the queue holds: the kernel drops the extra SYNs and
+    // the clients retry (after about 1 s), so every one is served in the end.
+    let server = Server::start(&["--backlog", "1"]);
+    let mut conns: Vec<Conn> = (0..4).map(|_| server.connect()).collect();
+    for (i, c) in conns.iter_mut().enumerate() {
+        assert_eq!(c.text_line(), "Welcome!");
+        c.send(format!("c{i}\n"));
+        assert_eq!(c.text_line(), format!("Hello, c{i}!"));
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The line protocol
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn pipelining_5000_lines_in_one_write() {
+    let server = Server::start(&[]);
+    let mut c = greeted(&server);
+    const N: usize = 5000;
+    let mut batch = Vec::new();
+    for i in 0..N {
+        writeln!(batch, "name-{i}").unwrap();
+    }
+    batch.extend_from_slice(b"exit\n");
+    // Write from another thread so that neither side can block the other.
+    let mut writer = c.stream.try_clone().unwrap();
+    let sender = thread::spawn(move || writer.write_all(&batch));
+    for i in 0..N {
+        assert_eq!(c.text_line(), format!("Hello, name-{i}!"), "reply {i}");
+    }
+    assert_eq!(lossy(&c.rest()), "Bye!\r\n");
+    sender.join().unwrap().expect("send the batch");
+}
+
+#[test]
+fn pipelining_crlf_lines_of_varying_length() {
+    // Reads end at arbitrary points of a CRLF stream (between CR and LF too), and
+    // later reads are shorter than earlier ones (stale bytes behind the new end).
+    let server = Server::start(&[]);
+    let mut c = greeted(&server);
+    const N: usize = 5000;
+    let mut batch = Vec::new();
+    for i in 0..N {
+        let name = "x".repeat(i % 37 + 1);
+        write!(batch, "{i}{name}\r\n").unwrap();
+    }
+    batch.extend_from_slice(b"exit\r\n");
+    let mut writer = c.stream.try_clone().unwrap();
+    let sender = thread::spawn(move || writer.write_all(&batch));
+    for i in 0..N {
+        let name = "x".repeat(i % 37 + 1);
+        assert_eq!(c.text_line(), format!("Hello, {i}{name}!"), "reply {i}");
+    }
+    assert_eq!(lossy(&c.rest()), "Bye!\r\n");
+    sender.join().unwrap().expect("send the batch");
+}
+
+#[test]
+fn interactive_session_with_a_shorter_second_name() {
+    // The most ordinary session: one name, its reply, then a shorter name.
+    // Regression test: at 1e08f09 the server found a phantom line `e` in the leftovers
+    // of `Alice\n`, and the connection thread panicked: `Bob` was never answered and
+    // the socket never closed.
+    let server = Server::start(&[]);
+    let mut c = greeted(&server);
+    c.send("Alice\n");
+    assert_eq!(c.text_line(), "Hello, Alice!");
+    c.send("Bob\n");
+    assert_eq!(c.text_line(), "Hello, Bob!");
+    say_exit(&mut c);
+}
+
+#[test]
+fn partial_line_completed_by_a_later_write() {
+    let server = Server::start(&[]);
+    let mut c = greeted(&server);
+    c.send("Alice\n");
+    assert_eq!(c.text_line(), "Hello, Alice!");
+    // `Bo` lands where `Alice\n` was: the server must not see `Boice`.
+    c.send("Bo");
+    c.send("b\n");
+    assert_eq!(c.text_line(), "Hello, Bob!");
+    say_exit(&mut c);
+}
+
+#[test]
+fn connections_never_see_each_others_bytes() {
+    // Regression test: at 1e08f09 the line scanner read past the end of the received
+    // bytes, into a pooled buffer still holding the previous connection's input, and
+    // B was sent `Hello, bbb…A-secret-password A-secret-password…!`.
+    let server = Server::start(&["--max-line", "65536"]);
+    // A sends one long line: its connection borrows a large buffer pair from the
+    // pool, fills it with A's bytes, and gives it back when it leaves.
+    let mut a = greeted(&server);
+    let secret = "A-secret-password ".repeat(3000);
+    a.send(format!("{secret}\nexit\n"));
+    assert_eq!(lossy(&a.rest()), format!("Hello, {secret}!\r\nBye!\r\n"));
+    drop(a);
+    // B sends one 1500-byte name: more than the small buffer, so B borrows the pair.
+    let mut b = greeted(&server);
+    let name = "b".repeat(1500);
+    b.send(format!("{name}\nexit\n"));
+    let got = lossy(&b.rest());
+    assert!(!got.contains("secret"), "B was sent A's data: {got:?}");
+    assert_eq!(got, format!("Hello, {name}!\r\nBye!\r\n"));
+}
+
+#[test]
+fn line_endings_lf_crlf_and_telnet_cr_nul() {
+    let server = Server::start(&[]);
+    let mut c = greeted(&server);
+    c.send("lf\ncrlf\r\ncrnul\r\0a\rb\nnul\0inside\nexit\r\n");
+    // Everything the server sends ends in CRLF (text_line checks it).
+    assert_eq!(c.text_line(), "Hello, lf!");
+    assert_eq!(c.text_line(), "Hello, crlf!");
+    assert_eq!(c.text_line(), "Hello, crnul!");
+    // A lone CR and a NUL without CR are data.
+    assert_eq!(c.line(), b"Hello, a\rb!\r\n");
+    assert_eq!(c.line(), b"Hello, nul\0inside!\r\n");
+    assert_eq!(lossy(&c.rest()), "Bye!\r\n");
+}
+
+#[test]
+fn utf8_and_invalid_bytes_pass_through_verbatim() {
+    let server = Server::start(&[]);
+    let mut c = greeted(&server);
+    let mut input = Vec::new();
+    input.extend_from_slice("张三\n".as_bytes());
+    input.extend_from_slice("Zoë 🦀\n".as_bytes());
+    input.extend_from_slice(b"bad\xc3\x28\xfe\x80end\n");
+    // 0xFF is telnet IAC: a literal 0xFF is sent doubled.
+    input.extend_from_slice(b"lit\xff\xffbyte\n");
+    input.extend_from_slice(b"exit\n");
+    c.send(&input);
+    assert_eq!(c.line(), "Hello, 张三!\r\n".as_bytes());
+    assert_eq!(c.line(), "Hello, Zoë 🦀!\r\n".as_bytes());
+    assert_eq!(c.line(), b"Hello, bad\xc3\x28\xfe\x80end!\r\n");
+    assert_eq!(c.line(), b"Hello, lit\xffbyte!\r\n");
+    assert_eq!(c.rest(), b"Bye!\r\n");
+}
+
+#[test]
+fn telnet_commands_are_removed_and_options_refused() {
+    let server = Server::start(&[]);
+    let mut c = greeted(&server);
+    // Telnet's Ctrl-C (IAC IP, IAC DO TIMING-MARK) in the middle of a name, then
+    // IAC WILL ECHO and a subnegotiation (IAC SB ... IAC SE).
+    c.send(b"Bo\xff\xf4\xff\xfd\x06b\r\n");
+    // The refusal (IAC WONT TIMING-MARK) comes first, then the reply without the commands.
+    assert_eq!(c.exact(3), b"\xff\xfc\x06");
+    assert_eq!(c.line(), b"Hello, Bob!\r\n");
+    c.send(b"\xff\xfb\x01Carol\xff\xfa\x18\x01xterm\xff\xf0\r\nexit\r\n");
+    assert_eq!(
+        c.exact(3),
+        b"\xff\xfe\x01",
+        "IAC WILL ECHO gets IAC DONT ECHO"
+    );
+    assert_eq!(c.line(), b"Hello, Carol!\r\n");
+    assert_eq!(c.rest(), b"Bye!\r\n");
+}
+
+#[test]
+fn ctrl_c_on_its_own_line_gets_no_reply() {
+    let server = Server::start(&[]);
+    let mut c = greeted(&server);
+    // What telnet sends for Ctrl-C, then the next typed line.
+    c.send(b"\xff\xf4\xff\xfd\x06");
+    assert_eq!(c.exact(3), b"\xff\xfc\x06");
+    c.send(b"\xff\xfb\x01");
+    assert_eq!(
+        c.exact(3),
+        b"\xff\xfe\x01",
+        "IAC WILL ECHO gets IAC DONT ECHO"
+    );
+    c.send(b"\xff\xfd\x03");
+    assert_eq!(c.exact(3), b"\xff\xfc\x03", "IAC DO SGA gets IAC WONT SGA");
+    // Refusals are not answered (no option negotiation loop).
+    c.send(b"\xff\xfc\x01\xff\xfe\x03");
+    c.send(b"\r\nDave\r\nexit\r\n");
+    assert_eq!(c.line(), b"Hello, Dave!\r\n");
+    assert_eq!(c.rest(), b"Bye!\r\n");
+}
+
+#[test]
+fn blank_lines_get_no_reply() {
+    let server = Server::start(&[]);
+    let mut c = greeted(&server);
+    c.send("\n\r\n   \n\t\r\n \r\0Alice\n\n\nexit\n");
+    // Exactly one reply, then the farewell: nothing for the blanks.
+    assert_eq!(lossy(&c.rest()), "Hello, Alice!\r\nBye!\r\n");
+}
+
+#[test]
+fn exit_variants_end_the_session() {
+    let server = Server::start(&[]);
+    for word in ["exit", "QUIT", "  Exit  ", "quit\t", "eXiT\r"] {
+        let mut c = greeted(&server);
+        c.send(format!("{word}\n"));
+        assert_eq!(lossy(&c.rest()), "Bye!\r\n", "{word:?}");
+    }
+    // Not exit: names that only contain the word.
+    let mut c = greeted(&server);
+    c.send("exits\nex it\nquit now\nexit\n");
+    assert_eq!(
+        lossy(&c.rest()),
+        "Hello, exits!\r\nHello, ex it!\r\nHello, quit now!\r\nBye!\r\n"
+    );
+}
+
+#[test]
+fn lines_after_exit_are_ignored() {
+    let server = Server::start(&[]);
+    let mut c = greeted(&server);
+    c.send("Alice\nexit\nBob\nCarol\n");
+    assert_eq!(lossy(&c.rest()), "Hello, Alice!\r\nBye!\r\n");
+}
+
+#[test]
+fn lines_after_exit_in_a_later_write_do_not_reset_the_farewell() {
+    // The client keeps sending after `exit`; the farewell must still arrive whole
+    // (the server lingers instead of resetting the connection on unread input).
+    let server = Server::start(&[]);
+    let mut c = greeted(&server);
+    c.send("exit\n");
+    let _ = c.stream.write_all(&[b'x'; 4096]);
+    assert_eq!(lossy(&c.rest()), "Bye!\r\n");
+}
+
+#[test]
+fn half_close_answers_a_final_unterminated_line() {
+    let server = Server::start(&[]);
+    let mut c = greeted(&server);
+    c.send("Bob");
+    c.finish_sending();
+    assert_eq!(lossy(&c.rest()), "Hello, Bob!\r\n");
+
+    // An unterminated `exit` still says goodbye.
+    let mut c = greeted(&server);
+    c.send("exit");
+    c.finish_sending();
+    assert_eq!(lossy(&c.rest()), "Bye!\r\n");
+
+    // Earlier lines in the same write come first.
+    let mut c = greeted(&server);
+    c.send("Alice\nBob");
+    c.finish_sending();
+    assert_eq!(lossy(&c.rest()), "Hello, Alice!\r\nHello, Bob!\r\n");
+}
+
+#[test]
+fn half_close_after_a_final_line_ending_in_cr() {
+    let server = Server::start(&[]);
+    let mut c = greeted(&server);
+    c.send("Bob\r");
+    c.finish_sending();
+    assert_eq!(lossy(&c.rest()), "Hello, Bob!\r\n");
+}
+
+#[test]
+fn half_close_after_earlier_writes() {
+    // `printf 'Alice\n'; sleep; printf Bob` then EOF: the last line must be answered
+    // (at 1e08f09 the leftovers of `Alice\n` made a phantom line and a panic).
+    let server = Server::start(&[]);
+    let mut c = greeted(&server);
+    c.send("Alice\n");
+    assert_eq!(c.text_line(), "Hello, Alice!");
+    c.send("Bob");
+    c.finish_sending();
+    assert_eq!(lossy(&c.rest()), "Hello, Bob!\r\n");
+}
+
+#[test]
+fn over_long_line_gets_an_error_and_the_connection_goes_on() {
+    let server = Server::start(&["--max-line", "16"]);
+    let mut c = greeted(&server);
+    // Exactly 16 bytes is fine, with LF or CRLF; 17 is not.
+    c.send("0123456789abcdef\n0123456789abcdef\r\n0123456789abcdefg\nBob\n");
+    assert_eq!(c.text_line(), "Hello, 0123456789abcdef!");
+    assert_eq!(c.text_line(), "Hello, 0123456789abcdef!");
+    assert_eq!(c.text_line(), "ERROR line too long (max 16 bytes), skipped");
+    assert_eq!(c.text_line(), "Hello, Bob!");
+    // A long line arriving in pieces gets one error, however long it is.
+    let mut long = vec![b'y'; 100_000];
+    long.extend_from_slice(b"\nCarol\nexit\n");
+    c.send(&long);
+    assert_eq!(c.text_line(), "ERROR line too long (max 16 bytes), skipped");
+    assert_eq!(c.text_line(), "Hello, Carol!");
+    assert_eq!(lossy(&c.rest()), "Bye!\r\n");
+}
+
+#[test]
+fn endless_line_keeps_memory_bounded() {
+    let server = Server::start(&[]);
+    let mut warm = greeted(&server);
+    warm.send("warm\n");
+    assert_eq!(warm.text_line(), "Hello, warm!");
+    let before = server.proc_status("VmRSS");
+
+    let mut c = greeted(&server);
+    let chunk = vec![b'z'; 1 << 20];
+    for _ in 0..64 {
+        c.send(&chunk); // 64 MiB without a newline
+    }
+    c.send("\nBob\n");
+    assert_eq!(
+        c.text_line(),
+        "ERROR line too long (max 8192 bytes), skipped"
+    );
+    assert_eq!(c.text_line(), "Hello, Bob!");
+    let peak = server.proc_status("VmHWM");
+    eprintln!("RSS before {before} kB, peak {peak} kB");
+    assert!(
+        peak < before + 8 * 1024,
+        "peak RSS {peak} kB after a 64 MiB line, {before} kB before"
+    );
+    say_exit(&mut c);
+}
+
+// ---------------------------------------------------------------------------------
+// Modes, framing, texts, delay
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn echo_mode_returns_every_byte_unchanged() {
+    let server = Server::start(&["--mode", "echo"]);
+    let mut c = server.connect();
+    // No welcome: the first bytes back are the echo. 0xFF (IAC), NUL, CR, LF, and
+    // `exit` are all just data.
+    let all: Vec<u8> = (0..=255u8).collect();
+    c.send(&all);
+    assert_eq!(c.exact(256), all);
+    c.send(b"exit\n\xff\xf4\xff\xfd\x06\0\r\n");
+    assert_eq!(c.exact(13), b"exit\n\xff\xf4\xff\xfd\x06\0\r\n");
+    // A megabyte, written while it is read back.
+    let big: Vec<u8> = (0..1 << 20).map(|i: u32| (i * 7 % 251) as u8).collect();
+    let mut writer = c.stream.try_clone().unwrap();
+    let expected = big.clone();
+    let sender = thread::spawn(move || writer.write_all(&big));
+    assert!(
+        c.exact(expected.len()) == expected,
+        "1 MiB echoed unchanged"
+    );
+    sender.join().unwrap().expect("send");
+    // Until the client closes; nothing else is ever sent.
+    c.finish_sending();
+    assert_eq!(c.rest(), b"");
+}
+
+#[test]
+fn chunk_framing_serves_the_tutorial_client() {
+    // The Python tutorial's client: recv the welcome, send `Michael` without a
+    // newline, recv `Hello, Michael!`. Nothing carries a line ending.
+    let server = Server::start(&["--framing", "chunk"]);
+    let mut c = server.connect();
+    assert_eq!(c.exact(8), b"Welcome!");
+    c.send("Michael");
+    assert_eq!(c.exact(15), b"Hello, Michael!");
+    c.send("张三");
+    assert_eq!(c.exact("Hello, 张三!".len()), "Hello, 张三!".as_bytes());
+    c.send("exit");
+    assert_eq!(c.rest(), b"Bye!");
+}
+
+#[test]
+fn custom_welcome_reply_and_farewell() {
+    let server = Server::start(&[
+        "--welcome",
+        "Hi there",
+        "--reply",
+        "<{}> and again <{}>",
+        "--farewell",
+        "See you",
+    ]);
+    let mut c = server.connect();
+    assert_eq!(c.text_line(), "Hi there");
+    c.send("Ann\nexit\n");
+    assert_eq!(c.text_line(), "<Ann> and again <Ann>");
+    assert_eq!(lossy(&c.rest()), "See you\r\n");
+}
+
+#[test]
+fn empty_farewell_sends_nothing() {
+    let server = Server::start(&["--farewell", ""]);
+    let mut c = greeted(&server);
+    c.send("Ann\nquit\n");
+    assert_eq!(lossy(&c.rest()), "Hello, Ann!\r\n");
+}
+
+#[test]
+fn delay_waits_before_each_reply() {
+    let server = Server::start(&["--delay", "300"]);
+    let mut c = greeted(&server);
+    let started = Instant::now();
+    c.send("a\nb\n");
+    assert_eq!(c.text_line(), "Hello, a!");
+    let first = started.elapsed();
+    assert_eq!(c.text_line(), "Hello, b!");
+    let second = started.elapsed();
+    assert!(
+        first >= Duration::from_millis(280),
+        "first reply after {first:?}"
+    );
+    assert!(
+        second >= Duration::from_millis(580),
+        "second reply after {second:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Limits: connections, idle and write timeouts, isolation
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn busy_beyond_max_connections_and_a_slot_frees_when_a_client_leaves() {
+    let server = Server::start(&["--max-connections", "2"]);
+    let mut first = greeted(&server);
+    let mut second = greeted(&server);
+    let mut third = server.connect();
+    // Even a client that talks first gets the notice (not a reset).
+    third.send("Carol\n");
+    assert_eq!(
+        lossy(&third.rest()),
+        "ERROR server busy (2 connections), try again later\r\n"
+    );
+    // The two admitted ones are unaffected.
+    second.send("Second\n");
+    assert_eq!(second.text_line(), "Hello, Second!");
+    // One leaves; a new client is then served (retrying, as the notice says, while
+    // the server notices the close).
+    say_exit(&mut first);
+    drop(first);
+    let (mut fourth, refused) = connect_when_not_busy(&server);
+    fourth.send("Fourth\n");
+    assert_eq!(fourth.text_line(), "Hello, Fourth!");
+    eprintln!("served after {refused} busy answers");
+    // And it is full again.
+    let mut fifth = server.connect();
+    assert!(
+        lossy(&fifth.rest()).starts_with("ERROR server busy (2 connections)"),
+        "limit still enforced"
+    );
+}
+
+#[test]
+fn idle_connection_gets_a_notice_and_is_closed() {
+    let server = Server::start(&["--idle-timeout", "1"]);
+    let mut c = greeted(&server);
+    let started = Instant::now();
+    // Waiting for the notice is the point of this test: time has to pass.
+    assert_eq!(lossy(&c.rest()), "ERROR idle for 1 s, closing\r\n");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+}
+
+#[test]
+fn activity_resets_the_idle_timeout() {
+    let server = Server::start(&["--idle-timeout", "1"]);
+    let mut c = greeted(&server);
+    let started = Instant::now();
+    for i in 0..4 {
+        thread::sleep(Duration::from_millis(400)); // time passing is the point
+        c.send(format!("n{i}\n"));
+        assert_eq!(c.text_line(), format!("Hello, n{i}!"));
+    }
+    assert!(started.elapsed() > Duration::from_millis(1500));
+    assert_eq!(lossy(&c.rest()), "ERROR idle for 1 s, closing\r\n");
+}
+
+/// A client sends names (1 MiB per write, until the server gives up on it) and never
+/// reads a reply; meanwhile another client is served. Returns the server's logs.
+fn write_timeout_scenario(framing: &str) -> String {
+    let server = Server::start(&["--write-timeout", "1", "--framing", framing]);
+    let chunk = framing == "chunk";
+    // One exchange with the well-behaved client, in the server's framing.
+    let hello = |c: &mut Conn, name: &str| {
+        if chunk {
+            c.send(name);
+            assert_eq!(lossy(&c.exact(name.len() + 8)), format!("Hello, {name}!"));
+        } else {
+            c.send(format!("{name}\n"));
+            assert_eq!(c.text_line(), format!("Hello, {name}!"));
+        }
+    };
+    let mut stuck = server.connect();
+    assert_eq!(stuck.exact(8), b"Welcome!");
+    let mut writer = stuck.stream.try_clone().unwrap();
+    let flood = thread::spawn(move || {
+        let mut names = Vec::with_capacity(1 << 20);
+        while names.len() < (1 << 20) {
+            names.extend_from_slice(&[b'n'; 1023]);
+            names.push(b'\n');
+        }
+        let mut sent = 0usize;
+        loop {
+            if let Err(e) = writer.write_all(&names) {
+                return (sent, e);
+            }
+            sent += names.len();
+            assert!(sent < 1 << 30, "the server never stopped reading");
+        }
+    });
+    // Meanwhile another client is served.
+    let mut other = server.connect();
+    assert_eq!(other.exact(8), b"Welcome!");
+    if !chunk {
+        assert_eq!(other.exact(2), b"\r\n");
+    }
+    hello(&mut other, "Other");
+    let started = Instant::now();
+    let (sent, error) = flood.join().unwrap();
+    assert!(sent >= 1 << 20, "sent {sent} bytes");
+    // Closed by the server (with unread input, so a reset), not our own write timeout.
+    assert!(
+        matches!(
+            error.kind(),
+            ErrorKind::ConnectionReset | ErrorKind::BrokenPipe
+        ),
+        "the server should close the connection (got {error} after {:?}, {sent} bytes sent)",
+        started.elapsed()
+    );
+    drop(stuck);
+    // The other client is still served.
+    hello(&mut other, "Again");
+    drop(other);
+    server.stop_and_logs()
+}
+
+#[test]
+fn write_timeout_frees_a_client_that_never_reads() {
+    let logs = write_timeout_scenario("line");
+    let closed = log_lines(&logs, "conn 1 closed");
+    assert_eq!(closed.len(), 1, "{logs}");
+    assert!(closed[0].contains("write error"), "{}", closed[0]);
+}
+
+#[test]
+fn write_timeout_frees_a_chunk_framed_client_that_never_reads() {
+    let logs = write_timeout_scenario("chunk");
+    let closed = log_lines(&logs, "conn 1 closed");
+    assert_eq!(closed.len(), 1, "{logs}");
+    assert!(closed[0].contains("write error"), "{}", closed[0]);
+}
+
+#[test]
+fn a_reset_connection_does_not_touch_the_others() {
+    let server = Server::start(&[]);
+    let mut other = greeted(&server);
+    let mut rude = greeted(&server);
+    rude.send("Rude\npartial line");
+    assert_eq!(rude.text_line(), "Hello, Rude!");
+    // Close with RST (SO_LINGER 0) in the middle of a line.
+    socket2::SockRef::from(&rude.stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(rude);
+    other.send("Other\n");
+    assert_eq!(other.text_line(), "Hello, Other!");
+    let mut fresh = greeted(&server);
+    fresh.send("Fresh\n");
+    assert_eq!(fresh.text_line(), "Hello, Fresh!");
+    say_exit(&mut fresh);
+    say_exit(&mut other);
+}
+
+#[test]
+fn a_failing_connection_releases_its_slot() {
+    // Regression test: at 1e08f09 this session (`Alice\n`, then `Bob\n`) panicked the
+    // connection thread, which then skipped `leave`: the socket was never closed, the
+    // only slot was never released, and every later client was told "busy".
+    let server = Server::start(&["--max-connections", "1"]);
+    let mut c = greeted(&server);
+    c.send("Alice\n");
+    assert_eq!(c.text_line(), "Hello, Alice!");
+    c.send("Bob\n");
+    c.send("exit\n");
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut got = Vec::new();
+    let ended = c.stream.read_to_end(&mut got);
+    eprintln!("first client got {:?} ({ended:?})", lossy(&got));
+    drop(c);
+    // The client has left: its slot must be free again.
+    let (mut next, _) = connect_when_not_busy(&server);
+    next.send("Next\n");
+    assert_eq!(next.text_line(), "Hello, Next!");
+}
+
+// ---------------------------------------------------------------------------------
+// Signals and shutdown
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn sigterm_answers_received_lines_then_says_shutting_down_and_exits_0() {
+    let server = Server::start(&["--delay", "200"]);
+    let mut busy = greeted(&server);
+    let mut idle = greeted(&server);
+    // Five lines in one write; the first reply shows the server has them and is
+    // working through the delays when the signal arrives.
+    busy.send("a1\na2\na3\na4\na5\n");
+    assert_eq!(busy.text_line(), "Hello, a1!");
+    let signalled = Instant::now();
+    server.signal("TERM");
+    // The idle connection hears about it at once.
+    assert_eq!(lossy(&idle.rest()), "server shutting down\r\n");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(2),
+        "notice {:?} after the signal",
+        signalled.elapsed()
+    );
+    // No new connections are accepted.
+    match TcpStream::connect_timeout(&server.addr(), IO_TIMEOUT) {
+        Err(_) => {}
+        Ok(mut late) => {
+            late.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            let mut got = Vec::new();
+            let _ = late.read_to_end(&mut got);
+            assert!(
+                got.is_empty(),
+                "accepted after the signal: {:?}",
+                lossy(&got)
+            );
+        }
+    }
+    // Every received line is answered, then the notice, then the close.
+    assert_eq!(
+        lossy(&busy.rest()),
+        "Hello, a2!\r\nHello, a3!\r\nHello, a4!\r\nHello, a5!\r\nserver shutting down\r\n"
+    );
+    drop((busy, idle));
+    let (code, logs) = server.wait(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{logs}");
+    assert!(logs.contains("stopped (0 connections cut off)"), "{logs}");
+}
+
+#[test]
+fn sigterm_answers_lines_sent_in_a_later_write_before_the_signal() {
+    let server = Server::start(&["--delay", "200"]);
+    let mut c = greeted(&server);
+    c.send("a1\na2\na3\n");
+    assert_eq!(c.text_line(), "Hello, a1!");
+    // Sent while the server sleeps before `a2`: still unread when the signal comes.
+    c.send("b1\nb2\n");
+    server.signal("TERM");
+    assert_eq!(
+        lossy(&c.rest()),
+        "Hello, a2!\r\nHello, a3!\r\nHello, b1!\r\nHello, b2!\r\nserver shutting down\r\n"
+    );
+    drop(c);
+    let (code, logs) = server.wait(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{logs}");
+}
+
+#[test]
+fn sigint_is_graceful_too() {
+    let server = Server::start(&[]);
+    let mut c = greeted(&server);
+    c.send("Alice\n");
+    assert_eq!(c.text_line(), "Hello, Alice!");
+    server.signal("INT");
+    assert_eq!(lossy(&c.rest()), "server shutting down\r\n");
+    drop(c);
+    let (code, logs) = server.wait(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{logs}");
+}
+
+#[test]
+fn shutdown_timeout_bounds_the_wait_for_slow_connections() {
+    let server = Server::start(&["--delay", "20000", "--shutdown-timeout", "1"]);
+    let mut slow = greeted(&server);
+    let mut idle = greeted(&server);
+    slow.send("slow\n");
+    server.signal("TERM");
+    let signalled = Instant::now();
+    assert_eq!(lossy(&idle.rest()), "server shutting down\r\n");
+    let (code, logs) = server.wait(Duration::from_secs(10));
+    let took = signalled.elapsed();
+    assert_eq!(code, Some(0), "{logs}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "exited {took:?} after the signal"
+    );
+    assert!(logs.contains("1 connections cut off"), "{logs}");
+    drop(slow);
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let server = Server::start(&["--delay", "20000", "--shutdown-timeout", "30"]);
+    let mut slow = greeted(&server);
+    let mut idle = greeted(&server);
+    slow.send("slow\n");
+    server.signal("TERM");
+    // The idle connection's notice shows the first signal was handled.
+    assert_eq!(lossy(&idle.rest()), "server shutting down\r\n");
+    let again = Instant::now();
+    server.signal("TERM");
+    let (code, logs) = server.wait(Duration::from_secs(10));
+    assert!(
+        again.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        again.elapsed()
+    );
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "exit code {code:?}: {logs}"
+    );
+    drop(slow);
+}
+
+// ---------------------------------------------------------------------------------
+// Logs
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn logs_one_line_when_a_connection_opens_and_one_when_it_closes() {
+    let server = start_env(&[("RUST_LOG", "info")], &[]);
+    let mut c = greeted(&server);
+    let local = c.stream.local_addr().unwrap();
+    c.send("Alice\nexit\n");
+    assert_eq!(lossy(&c.rest()), "Hello, Alice!\r\nBye!\r\n");
+    drop(c);
+    let logs = server.stop_and_logs();
+    let opened = log_lines(&logs, "conn 1 open");
+    assert_eq!(opened.len(), 1, "{logs}");
+    assert_eq!(level(opened[0]), "INFO", "{}", opened[0]);
+    assert!(
+        opened[0].ends_with(&format!("conn 1 open: {local}")),
+        "{}",
+        opened[0]
+    );
+    let closed = log_lines(&logs, "conn 1 closed");
+    assert_eq!(closed.len(), 1, "{logs}");
+    assert_eq!(level(closed[0]), "INFO", "{}", closed[0]);
+    // Duration, replies, bytes both ways (11 in: `Alice\nexit\n`; 10 + 15 + 6 out), why.
+    let line = closed[0];
+    let detail = line.split("conn 1 closed: ").nth(1).unwrap();
+    let fields: Vec<&str> = detail.split(", ").collect();
+    assert_eq!(fields.len(), 6, "{line}");
+    assert_eq!(fields[0], local.to_string());
+    let secs = fields[1].strip_suffix(" s").expect("duration in s");
+    secs.parse::<f64>().expect("duration is a number");
+    assert_eq!(
+        &fields[2..],
+        [
+            "1 replies",
+            "11 bytes in",
+            "31 bytes out",
+            "client said exit"
+        ],
+        "{line}"
+    );
+    // No trace of the name at info.
+    assert!(!logs.contains("Alice"), "{logs}");
+}
+
+#[test]
+fn client_text_in_logs_is_escaped() {
+    let server = start_env(&[("RUST_LOG", "trace")], &[]);
+    let mut c = greeted(&server);
+    let forged = "[2026-01-01T00:00:00.000Z INFO  tcp_hello::server] conn 99 closed: forged";
+    let mut input = Vec::new();
+    // A newline cannot be part of a name, but CR, escapes and other controls can.
+    input.extend_from_slice(format!("evil\r{forged}\n").as_bytes());
+    input.extend_from_slice(b"\x1b[2K\x1b[1G\x1b[31mred\x1b[0m\n");
+    input.extend_from_slice("bs\x08\x08\x08nel\u{85}vt\x0bff\x0c\n".as_bytes());
+    input.extend_from_slice(b"bad\xc3\x28\xfe\x80\n");
+    input.extend_from_slice(b"back\\slash\n");
+    input.extend_from_slice(b"exit\n");
+    c.send(&input);
+    // Replies are verbatim.
+    assert_eq!(c.line(), format!("Hello, evil\r{forged}!\r\n").into_bytes());
+    assert_eq!(c.line(), b"Hello, \x1b[2K\x1b[1G\x1b[31mred\x1b[0m!\r\n");
+    c.line();
+    c.line();
+    c.line();
+    assert_eq!(c.rest(), b"Bye!\r\n");
+    drop(c);
+    let logs = server.stop_and_logs();
+    assert!(
+        logs.contains("conn 1: name evil\\r[2026-01-01T00:00:00.000Z INFO  tcp_hello::server] conn 99 closed: forged"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("conn 1: name \\u{1b}[2K\\u{1b}[1G\\u{1b}[31mred\\u{1b}[0m"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("conn 1: name bs\\u{8}\\u{8}\\u{8}nel\\u{85}vt\\u{b}ff\\u{c}"),
+        "{logs}"
+    );
+    assert!(logs.contains("conn 1: name bad\\xc3(\\xfe\\x80"), "{logs}");
+    assert!(logs.contains("conn 1: name back\\\\slash"), "{logs}");
+    // No raw control character anywhere, and every line is a real log line.
+    for bad in ['\r', '\x1b', '\x08', '\x0b', '\x0c', '\u{85}'] {
+        assert!(!logs.contains(bad), "raw {bad:?} in the logs: {logs:?}");
+    }
+    for line in logs.lines() {
+        assert!(line.starts_with("[20"), "not a log line: {line:?}");
+    }
+    // The forged text appears once, inside the real trace line of the name.
+    let forged_lines = log_lines(&logs, "conn 99 closed");
+    assert_eq!(forged_lines.len(), 1, "{logs}");
+    assert!(
+        forged_lines[0].contains("] conn 1: name evil\\r[2026"),
+        "{}",
+        forged_lines[0]
+    );
+}
+
+#[test]
+fn a_silent_connection_logs_its_close_at_debug() {
+    // A health check: connect, close, never send a byte.
+    let check = |server: &Server| {
+        let probe = server.connect();
+        drop(probe);
+        // A normal session after it: accepted later, so the probe is served first.
+        let mut c = greeted(server);
+        c.send("Alice\nexit\n");
+        assert_eq!(lossy(&c.rest()), "Hello, Alice!\r\nBye!\r\n");
+    };
+    let server = start_env(&[("RUST_LOG", "debug")], &[]);
+    check(&server);
+    let logs = server.stop_and_logs();
+    let closed = log_lines(&logs, "conn 1 closed");
+    assert_eq!(closed.len(), 1, "{logs}");
+    assert_eq!(level(closed[0]), "DEBUG", "{}", closed[0]);
+    let closed = log_lines(&logs, "conn 2 closed");
+    assert_eq!(level(closed[0]), "INFO", "{}", closed[0]);
+
+    // At the default level the probe's close is not logged at all.
+    let server = Server::start(&[]);
+    check(&server);
+    let logs = server.stop_and_logs();
+    assert!(log_lines(&logs, "conn 1 closed").is_empty(), "{logs}");
+    assert_eq!(log_lines(&logs, "conn 2 closed").len(), 1, "{logs}");
+}
+
+#[test]
+fn verbosity_flags_and_rust_log() {
+    let session = |server: &Server| {
+        let mut c = greeted(server);
+        c.send("Alice\nexit\n");
+        assert_eq!(lossy(&c.rest()), "Hello, Alice!\r\nBye!\r\n");
+    };
+    // Default (no RUST_LOG): info.
+    let server = Server::start(&[]);
+    session(&server);
+    let logs = server.stop_and_logs();
+    assert_eq!(log_lines(&logs, "conn 1 open").len(), 1, "{logs}");
+    assert!(!logs.contains("DEBUG") && !logs.contains("TRACE"), "{logs}");
+    // -q: warnings and errors only.
+    let server = Server::start(&["-q"]);
+    session(&server);
+    let logs = server.stop_and_logs();
+    for line in logs.lines() {
+        assert!(matches!(level(line), "WARN" | "ERROR"), "-q: {line}");
+    }
+    assert!(log_lines(&logs, "conn 1").is_empty(), "{logs}");
+    // -vv: trace, which includes the names.
+    let server = Server::start(&["-vv"]);
+    session(&server);
+    let logs = server.stop_and_logs();
+    assert!(logs.contains("conn 1: name Alice"), "{logs}");
+    // RUST_LOG wins over -q, and module filters work.
+    let server = start_env(&[("RUST_LOG", "tcp_hello::server=info")], &["-q"]);
+    session(&server);
+    let logs = server.stop_and_logs();
+    assert_eq!(log_lines(&logs, "conn 1 open").len(), 1, "{logs}");
+    assert!(
+        !logs.contains("] listening on"),
+        "the tcp_hello module's lines are filtered out: {logs}"
+    );
+}

@@ -1,132 +1,40 @@
 //! End-to-end tests of `tcp-hello bench` against a real `tcp-hello serve`.
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+
 use std::net::TcpListener;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tcp-hello");
-/// Longest wait for the server's `listening on` line.
-const STARTUP: Duration = Duration::from_secs(10);
 /// Longest run of one bench command before the test gives up on it.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
 
-/// A child process, killed and reaped when dropped (also when a test panics).
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `tcp-hello` with no `TCP_HELLO_*` variables from the environment, so only
-/// the arguments given decide what it does.
-fn tcp_hello() -> Command {
-    let mut cmd = Command::new(BIN);
+/// Runs `tcp-hello bench ARGS` to the end (at most `RUN_LIMIT`).
+fn bench(args: &[&str]) -> Finished {
+    let mut cmd = Command::new(bin());
+    cmd.env_remove("RUST_LOG").arg("bench").args(args);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("TCP_HELLO_") {
             cmd.env_remove(key);
         }
     }
-    cmd.stdin(Stdio::null());
-    cmd
-}
-
-/// A running `tcp-hello serve` on a free loopback port.
-struct Server {
-    addr: String,
-    _child: Guard,
+    run_tool(&mut cmd, None, RUN_LIMIT)
 }
 
 fn start_server() -> Server {
-    let mut child = Guard(
-        tcp_hello()
-            .args(["-q", "serve", "--bind", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start tcp-hello serve"),
-    );
-    let stdout = child.0.stdout.take().expect("stdout is piped");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let _ = tx.send(lines.next());
-        // Keep reading so that the server never blocks on a full pipe.
-        for _ in lines {}
-    });
-    let line = match rx.recv_timeout(STARTUP) {
-        Ok(Some(Ok(line))) => line,
-        other => panic!("no `listening on` line from the server within {STARTUP:?}: {other:?}"),
-    };
-    let addr = line
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line from the server: {line:?}"))
-        .trim()
-        .to_string();
-    Server {
-        addr,
-        _child: child,
-    }
-}
-
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-fn read_all(mut from: impl Read + Send + 'static) -> JoinHandle<String> {
-    thread::spawn(move || {
-        let mut s = String::new();
-        let _ = from.read_to_string(&mut s);
-        s
-    })
-}
-
-/// Runs `tcp-hello bench ARGS` to the end (at most `RUN_LIMIT`).
-fn bench(args: &[&str]) -> Run {
-    let mut child = Guard(
-        tcp_hello()
-            .arg("bench")
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start tcp-hello bench"),
-    );
-    let stdout = read_all(child.0.stdout.take().expect("stdout is piped"));
-    let stderr = read_all(child.0.stderr.take().expect("stderr is piped"));
-    let deadline = Instant::now() + RUN_LIMIT;
-    let status = loop {
-        if let Some(status) = child.0.try_wait().expect("cannot wait for tcp-hello bench") {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tcp-hello bench {args:?} still running after {RUN_LIMIT:?}"
-        );
-        thread::sleep(Duration::from_millis(20));
-    };
-    Run {
-        status,
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
-    }
+    Server::start(&["-q"])
 }
 
 /// The JSON report of a run that should have succeeded.
-fn report(run: &Run) -> Value {
+fn report(run: &Finished) -> Value {
     assert!(
-        run.status.success(),
-        "bench failed ({}): stdout {:?}, stderr {:?}",
-        run.status,
+        (run.code == Some(0)),
+        "bench failed ({:?}): stdout {:?}, stderr {:?}",
+        run.code,
         run.stdout,
         run.stderr
     );
@@ -163,7 +71,7 @@ fn messages_mode_verifies_every_reply() {
     let server = start_server();
     let run = bench(&[
         "--connect",
-        &server.addr,
+        &server.addr().to_string(),
         "--connections",
         "8",
         "--messages",
@@ -183,7 +91,7 @@ fn pipelined_messages_are_all_verified() {
     let server = start_server();
     let run = bench(&[
         "--connect",
-        &server.addr,
+        &server.addr().to_string(),
         "--connections",
         "8",
         "--messages",
@@ -203,8 +111,15 @@ fn pipelined_messages_are_all_verified() {
 #[test]
 fn duration_mode_prints_a_human_report() {
     let server = start_server();
-    let run = bench(&["--connect", &server.addr, "-n", "4", "--duration", "1"]);
-    assert!(run.status.success(), "{}: {}", run.status, run.stderr);
+    let run = bench(&[
+        "--connect",
+        &server.addr().to_string(),
+        "-n",
+        "4",
+        "--duration",
+        "1",
+    ]);
+    assert!(run.code == Some(0), "{:?}: {}", run.code, run.stderr);
     assert!(run.stdout.contains("msg/s"), "{}", run.stdout);
     assert!(
         run.stdout.contains("4 connections (4 established)"),
@@ -219,7 +134,7 @@ fn wrong_replies_are_counted_as_mismatches() {
     let server = start_server();
     let run = bench(&[
         "--connect",
-        &server.addr,
+        &server.addr().to_string(),
         "-n",
         "2",
         "--messages",
@@ -229,7 +144,7 @@ fn wrong_replies_are_counted_as_mismatches() {
         "--json",
     ]);
     assert!(
-        !run.status.success(),
+        run.code != Some(0),
         "mismatches must fail the run: {}",
         run.stdout
     );
@@ -260,7 +175,7 @@ fn closed_port_names_the_cause_and_the_fix() {
         "--timeout",
         "2",
     ]);
-    assert!(!run.status.success(), "stdout {:?}", run.stdout);
+    assert!(run.code != Some(0), "stdout {:?}", run.stdout);
     assert!(
         run.stderr
             .contains(&format!("is tcp-hello serve running on {addr}?")),

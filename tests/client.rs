@@ -7,7 +7,6 @@ use common::*;
 
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -17,13 +16,6 @@ use tcp_hello::client::{EXIT_BUSY, EXIT_CONNECT, EXIT_PROTOCOL, EXIT_TIMEOUT, EX
 
 /// No client run may take longer than this; a hang fails the test instead of CI.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// A file under tests/fixtures.
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
 
 /// `tcp-hello client ARGS` with none of the client's environment variables inherited.
 fn client_cmd(args: &[&str]) -> Command {

@@ -7,10 +7,8 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::thread;
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -45,59 +43,11 @@ fn openbsd_nc() -> PathBuf {
     nc
 }
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
 /// Runs `cmd` with `stdin` (then closed) under [`TOOL_DEADLINE`], killing it if it
 /// runs over. Returns (exit code, stdout, stderr).
 fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> (Option<i32>, String, String) {
-    let started = Instant::now();
-    let mut child = cmd
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    if let Some(bytes) = stdin {
-        let mut pipe = child.stdin.take().unwrap();
-        pipe.write_all(bytes).expect("write stdin");
-        // Dropping the pipe is the EOF `printf ... |` gives.
-    }
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out = thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = out.read_to_end(&mut s);
-        String::from_utf8_lossy(&s).into_owned()
-    });
-    let err = thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = err.read_to_end(&mut s);
-        String::from_utf8_lossy(&s).into_owned()
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if started.elapsed() > TOOL_DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            let (out, err) = (out.join().unwrap(), err.join().unwrap());
-            panic!(
-                "{cmd:?} did not finish within {TOOL_DEADLINE:?}; killed.\n\
-                 stdout: {out}\nstderr: {err}"
-            );
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    (status.code(), out.join().unwrap(), err.join().unwrap())
+    let done = run_tool(cmd, stdin, TOOL_DEADLINE);
+    (done.code, done.stdout, done.stderr)
 }
 
 /// The server's `conn N closed` log line, after stopping it.

@@ -66,47 +66,8 @@ fn level(line: &str) -> &str {
 /// Runs a command to completion, killing it if it takes longer than `limit`.
 /// Returns (exit code, stdout, stderr).
 fn run_with_deadline(cmd: &mut Command, limit: Duration) -> (Option<i32>, String, String) {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} did not finish within {limit:?}; killed");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    (status.code(), out.join().unwrap(), err.join().unwrap())
-}
-
-/// A child process killed (and reaped) when the test ends, even by a panic.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    let done = run_tool(cmd, None, limit);
+    (done.code, done.stdout, done.stderr)
 }
 
 /// Connects until the server stops saying "busy" (it says "try again later"), up to 5 s.

@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
@@ -232,5 +233,88 @@ impl Conn {
         self.stream
             .shutdown(std::net::Shutdown::Write)
             .expect("shutdown write");
+    }
+}
+
+/// A file under tests/fixtures.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// A child process killed (and reaped) when the test ends, even by a panic.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A process run to its end by [`run_tool`].
+pub struct Finished {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+/// Runs `cmd` with `stdin` (then closed; `None` gives it no stdin) and collects its
+/// output; kills it and fails the test if it runs longer than `limit`.
+pub fn run_tool(cmd: &mut Command, stdin: Option<&[u8]>, limit: Duration) -> Finished {
+    let started = Instant::now();
+    let mut child = KillOnDrop(
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}")),
+    );
+    let feeder = stdin.map(|bytes| {
+        let mut pipe = child.0.stdin.take().expect("stdin is piped");
+        let bytes = bytes.to_vec();
+        // A thread, so that a process that writes before it reads cannot deadlock the
+        // test; the process may also exit before reading everything.
+        thread::spawn(move || {
+            let _ = pipe.write_all(&bytes);
+        })
+    });
+    let collect = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut all = Vec::new();
+            let _ = pipe.read_to_end(&mut all);
+            String::from_utf8_lossy(&all).into_owned()
+        })
+    };
+    let out = collect(Box::new(child.0.stdout.take().expect("stdout is piped")));
+    let err = collect(Box::new(child.0.stderr.take().expect("stderr is piped")));
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("try_wait") {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.0.kill();
+            let _ = child.0.wait();
+            let (out, err) = (out.join().unwrap(), err.join().unwrap());
+            panic!(
+                "{cmd:?} did not finish within {limit:?}; killed.\nstdout: {out}\nstderr: {err}"
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    if let Some(feeder) = feeder {
+        let _ = feeder.join();
+    }
+    Finished {
+        code: status.code(),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+        elapsed: started.elapsed(),
     }
 }

@@ -342,6 +342,10 @@ impl<S: Read + Write> Connection<'_, '_, S> {
             (self.buf.start, self.buf.end) = (0, 0);
             let n = match self.read(false)? {
                 Got::Bytes(n) => n,
+                // No notices in echo mode: RFC 862 sends back what it receives, nothing else.
+                Got::Eof if self.ctx.shutting_down.load(Ordering::Acquire) => {
+                    return Ok(CloseReason::Shutdown);
+                }
                 Got::Eof => return Ok(CloseReason::ClientClosed),
                 Got::Idle => return Ok(CloseReason::Idle),
             };

@@ -75,16 +75,13 @@ struct Shared {
 
 #[derive(Default)]
 struct Registry {
-    live: HashMap<u64, Live>,
+    live: HashMap<u64, Arc<TcpStream>>,
     /// Connections per client address, kept only with `--max-per-source`.
     per_source: HashMap<IpAddr, usize>,
     stopping: bool,
 }
 
-struct Live {
-    stream: Arc<TcpStream>,
-    source: IpAddr,
-}
+
 
 /// Binds one listening socket with an explicit backlog (std's `bind` uses 128, which a
 /// burst of connects overflows). Options every connection needs are set here once:
@@ -117,11 +114,17 @@ impl Server {
             listeners.push(Arc::new(listener));
         }
         let shutdown_timeout = config.shutdown_timeout;
+        let registry = Registry {
+            // Sized once: growing by doubling would leave the smaller tables behind as
+            // heap fragments, resident memory that held connections pay for.
+            live: HashMap::with_capacity(config.max_connections.min(1 << 16)),
+            ..Registry::default()
+        };
         let shared = Arc::new(Shared {
             ctx,
             config,
             listeners: listeners.clone(),
-            registry: Mutex::new(Registry::default()),
+            registry: Mutex::new(registry),
             left: Condvar::new(),
             next_id: AtomicU64::new(1),
             busy_log: Mutex::new(RateLimit::new(Duration::from_secs(1))),
@@ -181,7 +184,7 @@ impl ShutdownHandle {
             registry
                 .live
                 .values()
-                .map(|live| Arc::clone(&live.stream))
+                .map(Arc::clone)
                 .collect()
         };
         info!(
@@ -264,11 +267,7 @@ impl Shared {
                 }
                 *count += 1;
             }
-            let live = Live {
-                stream: Arc::clone(&stream),
-                source: peer.ip(),
-            };
-            registry.live.insert(id, live);
+            registry.live.insert(id, Arc::clone(&stream));
         }
         // Logged here rather than on the connection's thread: formatting a log record
         // takes more stack than serving does, and every stack page a connection thread
@@ -280,7 +279,7 @@ impl Shared {
             .stack_size(CONNECTION_STACK)
             .spawn(move || shared.run_connection(id, &conn_stream, peer));
         if let Err(e) = spawned {
-            self.leave(id);
+            self.leave(id, peer.ip());
             let limit = self.config.max_connections;
             let why = format!("cannot start a thread: {e}");
             self.refuse(&stream, peer, Notice::Busy { limit }, &why);
@@ -313,7 +312,11 @@ impl Shared {
     fn run_connection(&self, id: u64, stream: &Arc<TcpStream>, peer: SocketAddr) {
         // Leaves the registry however this function ends, a panic included, so that a
         // bug in one connection can neither leak its socket nor hold a slot for good.
-        let _registered = Registered { shared: self, id };
+        let _registered = Registered {
+            shared: self,
+            id,
+            source: peer.ip(),
+        };
         let started = Instant::now();
         let summary = match self.configure(stream) {
             Ok(()) => connection::serve(&**stream, &self.ctx, Peer { id, addr: peer }),
@@ -361,15 +364,15 @@ impl Shared {
         Ok(())
     }
 
-    fn leave(&self, id: u64) {
+    fn leave(&self, id: u64, source: IpAddr) {
         let mut registry = self.lock();
-        let Some(live) = registry.live.remove(&id) else {
+        if registry.live.remove(&id).is_none() {
             return;
-        };
-        if let Some(count) = registry.per_source.get_mut(&live.source) {
+        }
+        if let Some(count) = registry.per_source.get_mut(&source) {
             *count -= 1;
             if *count == 0 {
-                registry.per_source.remove(&live.source);
+                registry.per_source.remove(&source);
             }
         }
         if registry.live.is_empty() {
@@ -398,11 +401,12 @@ impl Shared {
 struct Registered<'a> {
     shared: &'a Shared,
     id: u64,
+    source: IpAddr,
 }
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        self.shared.leave(self.id);
+        self.shared.leave(self.id, self.source);
     }
 }
 

@@ -15,8 +15,13 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn raise_fd_limit() {
-    let _ = rlimit::increase_nofile_limit(u64::MAX);
+/// Raises this process's open-file limit to the hard one and checks it allows `needed`.
+fn raise_fd_limit(needed: u64) {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
+    assert!(
+        limit >= needed,
+        "this test needs {needed} open files but the hard limit is {limit}: raise it (ulimit -Hn)"
+    );
 }
 
 /// A connection that costs one file descriptor (no `try_clone`), for tests that hold
@@ -83,7 +88,7 @@ fn eventually(limit: Duration, mut probe: impl FnMut() -> bool) -> bool {
 // ---------------------------------------------------------------- load
 
 fn hold(n: usize) {
-    raise_fd_limit();
+    raise_fd_limit(n as u64 + 200);
     let limit = (n + 100).to_string();
     let server = Server::start(&["-q", "--max-connections", &limit]);
     let idle_rss = server.proc_status("VmRSS");
@@ -136,7 +141,7 @@ fn hold_10000_connections() {
 }
 
 fn pipeline(conns: usize, lines: usize) {
-    raise_fd_limit();
+    raise_fd_limit(2 * conns as u64 + 200);
     let server = Server::start(&["-q"]);
     let started = Instant::now();
     thread::scope(|scope| {
@@ -384,7 +389,7 @@ fn out_of_file_descriptors_refuses_cleanly_without_spinning_and_recovers() {
 
 #[test]
 fn slowloris_idle_connections_cannot_lock_clients_out() {
-    raise_fd_limit();
+    raise_fd_limit(1200);
     let server = Server::start(&["-q", "--idle-timeout", "2", "--max-connections", "1000"]);
     let mut idle: Vec<Lean> = (0..1000)
         .map(|_| {

@@ -88,6 +88,9 @@ impl std::fmt::Display for CloseReason {
             CloseReason::Idle => f.write_str("idle timeout"),
             CloseReason::Shutdown => f.write_str("server shutdown"),
             CloseReason::ReadError(kind) => write!(f, "read error: {kind}"),
+            CloseReason::WriteError(ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                f.write_str("write error: timed out, the client does not read its replies")
+            }
             CloseReason::WriteError(kind) => write!(f, "write error: {kind}"),
         }
     }
@@ -392,6 +395,8 @@ impl<S: Read + Write> Connection<'_, '_, S> {
             kept = self
                 .telnet
                 .filter(&mut self.buf.input()[end..end + n], &mut answers);
+            // Before queueing output, which may move to the large buffers and copies the
+            // input up to `end`.
             self.buf.end = end + kept;
             if !answers.is_empty() {
                 self.write_out(&answers)?;

@@ -81,8 +81,6 @@ struct Registry {
     stopping: bool,
 }
 
-
-
 /// Binds one listening socket with an explicit backlog (std's `bind` uses 128, which a
 /// burst of connects overflows). Options every connection needs are set here once:
 /// Linux copies them to each accepted socket, which saves three system calls per
@@ -181,11 +179,7 @@ impl ShutdownHandle {
             }
             registry.stopping = true;
             shared.ctx.shutting_down.store(true, Ordering::Release);
-            registry
-                .live
-                .values()
-                .map(Arc::clone)
-                .collect()
+            registry.live.values().map(Arc::clone).collect()
         };
         info!(
             "shutting down: {} connections to finish (up to {} s)",

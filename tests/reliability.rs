@@ -356,18 +356,23 @@ fn out_of_file_descriptors_refuses_cleanly_without_spinning_and_recovers() {
     }
     let cpu_before = cpu_seconds(server.pid());
     let held_since = Instant::now();
-    // Hold every slot for a second while more clients knock.
+    // Hold every slot for a second while a client knocks every 20 ms, as clients retrying
+    // would: each is refused at once, and in between the server sleeps, not spins.
+    let mut knocks = 0;
     while held_since.elapsed() < Duration::from_secs(1) {
         let mut c = Lean::open(server.addr()).unwrap();
         assert!(c.line().unwrap().starts_with("ERROR server busy"));
+        knocks += 1;
+        thread::sleep(Duration::from_millis(20));
     }
     let cpu = cpu_seconds(server.pid()) - cpu_before;
     eprintln!(
-        "ulimit -n 64: {} served, {busy} refused with the busy line; {cpu:.2} s CPU in 1 s held",
+        "ulimit -n 64: {} served, {busy} refused with the busy line; then {knocks} more refused \
+         in 1 s using {cpu:.2} s of CPU",
         served.len()
     );
     assert!(served.len() >= 16, "only {} served", served.len());
-    assert!(cpu < 0.8, "server spins: {cpu:.2} s CPU in 1 s");
+    assert!(cpu < 0.3, "server spins: {cpu:.2} s CPU in 1 s");
     for c in &mut served {
         c.send("exit\n").unwrap();
         c.rest().unwrap();

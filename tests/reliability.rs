@@ -532,3 +532,44 @@ fn a_64_mib_line_keeps_memory_bounded() {
 fn a_1_gib_line_keeps_memory_bounded() {
     huge_line(1 << 30);
 }
+
+#[test]
+fn failing_to_start_a_thread_refuses_cleanly_and_recovers() {
+    raise_fd_limit(5200);
+    // A small address-space limit makes thread creation fail (each thread maps a stack)
+    // long before the connection limit.
+    let command = format!(
+        "ulimit -v 400000 && exec {} serve --bind 127.0.0.1:0",
+        bin()
+    );
+    let server = Server::start_cmd(Command::new("sh").args(["-c", &command]), 1);
+    let mut held = Vec::new();
+    let refused = loop {
+        assert!(held.len() < 5000, "thread creation never failed");
+        let mut c = Lean::open(server.addr()).unwrap();
+        let first = c.line().unwrap();
+        if first != "Welcome!\r\n" {
+            break first;
+        }
+        held.push(c);
+    };
+    assert_eq!(
+        refused,
+        "ERROR server busy (10000 connections), try again later\r\n"
+    );
+    drop(held.drain(..100));
+    let served = eventually(Duration::from_secs(10), || {
+        cycle(server.addr(), "again").is_ok()
+    });
+    assert!(served, "not served after connections left");
+    eprintln!(
+        "thread limit: {} connections served, then the busy line",
+        held.len() + 100
+    );
+    drop(held);
+    let logs = server.stop_and_logs();
+    assert!(
+        logs.contains("cannot start a thread"),
+        "spawn failure not logged: {logs}"
+    );
+}

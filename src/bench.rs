@@ -15,7 +15,7 @@ use std::io::{self, IsTerminal, Read, Write};
 use std::iter;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -55,8 +55,18 @@ const WAKE: Token = Token(usize::MAX);
 /// connection at all could be set up; the message names the likely cause and fix.
 pub fn run(args: &BenchArgs) -> io::Result<bool> {
     let cfg = Arc::new(Config::from_args(args)?);
+    // The first Ctrl-C ends the run early with a report of what was measured; a second
+    // one exits at once.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register_conditional_shutdown(
+        signal_hook::consts::SIGINT,
+        130,
+        Arc::clone(&interrupted),
+    )?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&interrupted))?;
     let t0 = Instant::now();
     let shared = Arc::new(Shared {
+        interrupted,
         t0,
         start: OnceLock::new(),
         budget: cfg.messages.map(AtomicU64::new),
@@ -94,6 +104,12 @@ pub fn run(args: &BenchArgs) -> io::Result<bool> {
         progress.update(now, started, &snap, cfg.connections);
     }
     progress.finish();
+    if shared.interrupted.load(Relaxed) {
+        writeln!(
+            io::stderr().lock(),
+            "bench: interrupted; the report covers the run so far"
+        )?;
+    }
 
     let mut total = Tally::new()?;
     for handle in handles {
@@ -555,6 +571,8 @@ fn no_connection_error(addr: SocketAddr, timeout: Duration, tally: &Tally) -> io
 /// What the coordinating thread and the workers share.
 #[derive(Debug)]
 struct Shared {
+    /// Set by Ctrl-C: stop opening connections and sending names, then report.
+    interrupted: Arc<AtomicBool>,
     /// When the run began: connection start times count from here.
     t0: Instant,
     /// When every connection had settled: sending starts, the measured interval begins.
@@ -696,6 +714,8 @@ struct Worker {
     started: bool,
     stop_at: Option<Instant>,
     stopped: bool,
+    /// The interruption has been acted on.
+    interrupted: bool,
     tally: Tally,
     /// Scratch for the name whose reply is being checked.
     name: Vec<u8>,
@@ -732,6 +752,7 @@ impl Worker {
             started: false,
             stop_at: None,
             stopped: false,
+            interrupted: false,
             tally: Tally::new()?,
         })
     }
@@ -753,6 +774,9 @@ impl Worker {
         let mut next_scan = Instant::now() + TICK;
         while self.live > 0 {
             let now = Instant::now();
+            if !self.interrupted && self.shared.interrupted.load(Relaxed) {
+                self.interrupt();
+            }
             let next_due = self.start_due(now);
             if !self.started {
                 if let Some(&start) = self.shared.start.get() {
@@ -844,6 +868,29 @@ impl Worker {
                 self.fill(i);
             }
         }
+    }
+
+    /// Ctrl-C: connections still being set up are dropped (not counted as failures),
+    /// the others stop as at the end of the duration.
+    fn interrupt(&mut self) {
+        self.interrupted = true;
+        let shared = Arc::clone(&self.shared);
+        let stats = &shared.stats[self.index];
+        for i in 0..self.conns.len() {
+            match self.conns[i].state {
+                State::Pending | State::Connecting | State::Welcome => {
+                    stats.settled.fetch_add(1, Relaxed);
+                    if self.conns[i].state != State::Pending {
+                        self.setups -= 1;
+                    }
+                    self.finish(i);
+                }
+                State::Ready => self.close(i),
+                _ => {}
+            }
+        }
+        self.next_start = self.conns.len();
+        self.stop();
     }
 
     /// Duration mode: the time is up; no more names, idle connections close.

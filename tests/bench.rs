@@ -32,7 +32,7 @@ fn start_server() -> Server {
 /// The JSON report of a run that should have succeeded.
 fn report(run: &Finished) -> Value {
     assert!(
-        (run.code == Some(0)),
+        run.code == Some(0),
         "bench failed ({:?}): stdout {:?}, stderr {:?}",
         run.code,
         run.stdout,
@@ -182,4 +182,47 @@ fn closed_port_names_the_cause_and_the_fix() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn ctrl_c_ends_the_run_early_with_a_report() {
+    // Logging at info, so the test can see the bench's connections arrive: by then the
+    // bench has installed its Ctrl-C handler.
+    let server = Server::start(&[]);
+    let addr = server.addr().to_string();
+    let started = std::time::Instant::now();
+    let mut cmd = Command::new(bin());
+    cmd.args([
+        "bench",
+        "--connect",
+        &addr,
+        "-n",
+        "4",
+        "--duration",
+        "50",
+        "--json",
+    ]);
+    let run = std::thread::spawn(move || run_tool(&mut cmd, None, RUN_LIMIT));
+    let mut seen = false;
+    while !seen && started.elapsed() < RUN_LIMIT {
+        seen = server.logs_so_far().matches(" open: ").count() >= 4;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(seen, "the bench never connected");
+    let pid = std::process::Command::new("pgrep")
+        .args(["-f", &format!("bench --connect {addr}")])
+        .output()
+        .expect("pgrep");
+    let pid = String::from_utf8_lossy(&pid.stdout).trim().to_string();
+    let status = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    assert!(status.success(), "kill -INT {pid}");
+    let run = run.join().unwrap();
+    assert!(
+        run.elapsed < Duration::from_secs(40),
+        "not interrupted: {:?}",
+        run.elapsed
+    );
+    let r = report(&run);
+    assert_eq!(r["errors_total"], 0, "{r}");
+    assert!(run.stderr.contains("interrupted"), "{}", run.stderr);
 }

@@ -15,14 +15,7 @@ const RUN_LIMIT: Duration = Duration::from_secs(60);
 
 /// Runs `tcp-hello bench ARGS` to the end (at most `RUN_LIMIT`).
 fn bench(args: &[&str]) -> Finished {
-    let mut cmd = Command::new(bin());
-    cmd.env_remove("RUST_LOG").arg("bench").args(args);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("TCP_HELLO_") {
-            cmd.env_remove(key);
-        }
-    }
-    run_tool(&mut cmd, None, RUN_LIMIT)
+    run_tool(&mut hello_cmd("bench", args), None, RUN_LIMIT)
 }
 
 fn start_server() -> Server {

@@ -19,14 +19,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 /// `tcp-hello client ARGS` with none of the client's environment variables inherited.
 fn client_cmd(args: &[&str]) -> Command {
-    let mut cmd = Command::new(bin());
-    cmd.arg("client").args(args).env_remove("RUST_LOG");
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("TCP_HELLO_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
+    hello_cmd("client", args)
 }
 
 /// Waits for `child` to exit, killing it if it is still running at `limit`.

@@ -18,6 +18,24 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tcp-hello")
 }
 
+/// Removes `RUST_LOG` and every `TCP_HELLO_*` variable from what `cmd` inherits, so that
+/// only its arguments decide what it does.
+pub fn clean_env(cmd: &mut Command) -> &mut Command {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("TCP_HELLO_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env_remove("RUST_LOG")
+}
+
+/// `tcp-hello SUBCOMMAND ARGS` with a clean environment (see [`clean_env`]).
+pub fn hello_cmd(subcommand: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin());
+    clean_env(&mut cmd).arg(subcommand).args(args);
+    cmd
+}
+
 /// A running `tcp-hello serve`, killed when dropped.
 pub struct Server {
     pub child: Child,
@@ -43,13 +61,7 @@ impl Server {
 
     /// Starts a prepared command (e.g. under `sh -c 'ulimit -n 64; exec ...'`).
     pub fn start_cmd(cmd: &mut Command, listeners: usize) -> Server {
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("TCP_HELLO_") {
-                cmd.env_remove(key);
-            }
-        }
-        let mut child = cmd
-            .env_remove("RUST_LOG")
+        let mut child = clean_env(cmd)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -389,22 +389,21 @@ impl<S: Read + Write> Connection<'_, '_, S> {
             }
         };
         self.bytes_in += n as u64;
-        let mut kept = n;
-        if telnet {
-            let mut answers = std::mem::take(&mut self.answers);
-            kept = self
-                .telnet
-                .filter(&mut self.buf.input()[end..end + n], &mut answers);
-            // Before queueing output, which may move to the large buffers and copies the
-            // input up to `end`.
-            self.buf.end = end + kept;
-            if !answers.is_empty() {
-                self.write_out(&answers)?;
-                answers.clear();
-            }
-            self.answers = answers;
-        }
+        let mut answers = std::mem::take(&mut self.answers);
+        let kept = if telnet {
+            self.telnet
+                .filter(&mut self.buf.input()[end..end + n], &mut answers)
+        } else {
+            n
+        };
+        // Set before queueing output, which may move to the large buffers and copies the
+        // input up to `end`.
         self.buf.end = end + kept;
+        if !answers.is_empty() {
+            self.write_out(&answers)?;
+            answers.clear();
+        }
+        self.answers = answers;
         self.drained = n < offered;
         if !self.drained && limit == usize::MAX {
             self.buf.grow(&ctx.pool);

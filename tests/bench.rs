@@ -18,8 +18,13 @@ fn bench(args: &[&str]) -> Finished {
     run_tool(&mut hello_cmd("bench", args), None, RUN_LIMIT)
 }
 
-fn start_server() -> Server {
-    Server::start(&["-q"])
+/// Runs `tcp-hello bench --connect <a fresh server> ARGS`.
+fn bench_fresh_server(args: &[&str]) -> Finished {
+    let server = Server::start(&["-q"]);
+    let addr = server.addr().to_string();
+    let mut all = vec!["--connect", addr.as_str()];
+    all.extend_from_slice(args);
+    bench(&all)
 }
 
 /// The JSON report of a run that should have succeeded.
@@ -61,16 +66,7 @@ fn assert_clean(r: &Value, connections: u64) {
 
 #[test]
 fn messages_mode_verifies_every_reply() {
-    let server = start_server();
-    let run = bench(&[
-        "--connect",
-        &server.addr().to_string(),
-        "--connections",
-        "8",
-        "--messages",
-        "2000",
-        "--json",
-    ]);
+    let run = bench_fresh_server(&["--connections", "8", "--messages", "2000", "--json"]);
     let r = report(&run);
     assert_clean(&r, 8);
     assert_eq!(r["messages"], 2000, "{r}");
@@ -81,10 +77,7 @@ fn messages_mode_verifies_every_reply() {
 
 #[test]
 fn pipelined_messages_are_all_verified() {
-    let server = start_server();
-    let run = bench(&[
-        "--connect",
-        &server.addr().to_string(),
+    let run = bench_fresh_server(&[
         "--connections",
         "8",
         "--messages",
@@ -103,15 +96,7 @@ fn pipelined_messages_are_all_verified() {
 
 #[test]
 fn duration_mode_prints_a_human_report() {
-    let server = start_server();
-    let run = bench(&[
-        "--connect",
-        &server.addr().to_string(),
-        "-n",
-        "4",
-        "--duration",
-        "1",
-    ]);
+    let run = bench_fresh_server(&["-n", "4", "--duration", "1"]);
     assert!(run.code == Some(0), "{:?}: {}", run.code, run.stderr);
     assert!(run.stdout.contains("msg/s"), "{}", run.stdout);
     assert!(
@@ -124,10 +109,7 @@ fn duration_mode_prints_a_human_report() {
 
 #[test]
 fn wrong_replies_are_counted_as_mismatches() {
-    let server = start_server();
-    let run = bench(&[
-        "--connect",
-        &server.addr().to_string(),
+    let run = bench_fresh_server(&[
         "-n",
         "2",
         "--messages",

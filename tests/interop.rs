@@ -91,7 +91,7 @@ fn netcat_with_crlf_line_endings() {
     let server = Server::start(&[]);
     let port = server.addr().port().to_string();
     // nc -C sends CRLF for every LF. -q 1: Debian's nc waits that long after stdin's
-    // EOF whatever the server does (so the README's `-q 5` always takes 5 s).
+    // EOF whatever the server does (so `-q 5` always takes 5 s; the README uses `-N`).
     let (code, out, err) = run(
         Command::new(nc).args(["-C", "-q", "1", "127.0.0.1", &port]),
         Some("张三\n\nQUIT\n".as_bytes()),

@@ -5,6 +5,7 @@
 //! so that shutdown can end their reads (`shutdown(Read)`): each connection then
 //! answers what it already received, says `server shutting down`, and closes.
 
+use slab::Slab;
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -75,7 +76,9 @@ struct Shared {
 
 #[derive(Default)]
 struct Registry {
-    live: HashMap<u64, Arc<TcpStream>>,
+    /// Every live connection's stream, in a slab: 16 bytes a slot with no spare
+    /// buckets, where a hash map sized for the limit took 27 bytes a connection.
+    live: Slab<Arc<TcpStream>>,
     /// Connections per client address, kept only with `--max-per-source`.
     per_source: HashMap<IpAddr, usize>,
     stopping: bool,
@@ -115,7 +118,7 @@ impl Server {
         let registry = Registry {
             // Sized once: growing by doubling would leave the smaller tables behind as
             // heap fragments, resident memory that held connections pay for.
-            live: HashMap::with_capacity(config.max_connections.min(1 << 16)),
+            live: Slab::with_capacity(config.max_connections.min(1 << 16)),
             ..Registry::default()
         };
         let shared = Arc::new(Shared {
@@ -179,7 +182,11 @@ impl ShutdownHandle {
             }
             registry.stopping = true;
             shared.ctx.shutting_down.store(true, Ordering::Release);
-            registry.live.values().map(Arc::clone).collect()
+            registry
+                .live
+                .iter()
+                .map(|(_, stream)| Arc::clone(stream))
+                .collect()
         };
         info!(
             "shutting down: {} connections to finish (up to {} s)",
@@ -234,7 +241,7 @@ impl Shared {
     fn admit(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let stream = Arc::new(stream);
-        {
+        let slot = {
             let mut registry = self.lock();
             if registry.stopping {
                 return;
@@ -261,19 +268,18 @@ impl Shared {
                 }
                 *count += 1;
             }
-            registry.live.insert(id, Arc::clone(&stream));
-        }
+            registry.live.insert(Arc::clone(&stream))
+        };
         // Logged here rather than on the connection's thread: formatting a log record
         // takes more stack than serving does, and every stack page a connection thread
         // touches stays resident for as long as the connection lives.
         info!("conn {id} open: {peer}");
         let (shared, conn_stream) = (Arc::clone(self), Arc::clone(&stream));
         let spawned = thread::Builder::new()
-            .name(format!("conn-{id}"))
             .stack_size(CONNECTION_STACK)
-            .spawn(move || shared.run_connection(id, &conn_stream, peer));
+            .spawn(move || shared.run_connection(id, slot, &conn_stream, peer));
         if let Err(e) = spawned {
-            self.leave(id, peer.ip());
+            self.leave(slot, peer.ip());
             let limit = self.config.max_connections;
             let why = format!("cannot start a thread: {e}");
             self.refuse(&stream, peer, Notice::Busy { limit }, &why);
@@ -303,13 +309,14 @@ impl Shared {
         let _ = stream.shutdown(Shutdown::Write);
     }
 
-    fn run_connection(&self, id: u64, stream: &Arc<TcpStream>, peer: SocketAddr) {
+    fn run_connection(&self, id: u64, slot: usize, stream: &Arc<TcpStream>, peer: SocketAddr) {
         // Leaves the registry however this function ends, a panic included, so that a
         // bug in one connection can neither leak its socket nor hold a slot for good.
         let _registered = Registered {
             shared: self,
             id,
-            source: peer.ip(),
+            slot,
+            peer,
         };
         let started = Instant::now();
         let summary = match self.configure(stream) {
@@ -358,9 +365,9 @@ impl Shared {
         Ok(())
     }
 
-    fn leave(&self, id: u64, source: IpAddr) {
+    fn leave(&self, slot: usize, source: IpAddr) {
         let mut registry = self.lock();
-        if registry.live.remove(&id).is_none() {
+        if registry.live.try_remove(slot).is_none() {
             return;
         }
         if let Some(count) = registry.per_source.get_mut(&source) {
@@ -395,12 +402,21 @@ impl Shared {
 struct Registered<'a> {
     shared: &'a Shared,
     id: u64,
-    source: IpAddr,
+    slot: usize,
+    peer: SocketAddr,
 }
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        self.shared.leave(self.id, self.source);
+        if thread::panicking() {
+            // Connection threads are unnamed (a name costs an allocation per
+            // connection), so this line is what ties the panic message to a connection.
+            error!(
+                "conn {} closed: {}, its thread panicked (a bug: please report it)",
+                self.id, self.peer
+            );
+        }
+        self.shared.leave(self.slot, self.peer.ip());
     }
 }
 
@@ -514,12 +530,18 @@ impl AcceptBackoff {
     }
 }
 
-/// Errors that concern only the connection being accepted (it was reset or aborted
-/// before `accept` returned), so the next accept can follow at once.
+/// Errors after which the next accept can follow at once: the connection being
+/// accepted was reset or aborted before `accept` returned, or no client came within
+/// the listener's receive timeout. That timeout is the idle timeout, set on the
+/// listener so that accepted sockets inherit it, and Linux applies it to `accept` too.
 fn per_connection(error: &io::Error) -> bool {
     matches!(
         error.kind(),
-        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted
+        ErrorKind::ConnectionAborted
+            | ErrorKind::ConnectionReset
+            | ErrorKind::Interrupted
+            | ErrorKind::WouldBlock
+            | ErrorKind::TimedOut
     ) || error.raw_os_error() == Some(71) // EPROTO
 }
 
@@ -541,6 +563,59 @@ mod tests {
         assert_eq!(r.allow(t0 + Duration::from_millis(20)), None);
         assert_eq!(r.allow(t0 + Duration::from_millis(1001)), Some(2));
         assert_eq!(r.allow(t0 + Duration::from_millis(1002)), None);
+    }
+
+    #[test]
+    fn a_connection_whose_thread_panics_leaves_the_registry() {
+        let config = ServerConfig {
+            bind: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            backlog: 8,
+            max_connections: 4,
+            max_per_source: 4,
+            idle_timeout: None,
+            write_timeout: None,
+            shutdown_timeout: Duration::from_secs(1),
+        };
+        let ctx = Context::new(Default::default(), None, Duration::ZERO);
+        let server = Server::bind(config, ctx).unwrap();
+        let shared = Arc::clone(&server.shared);
+        let listener = &server.listeners[0];
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, peer) = listener.accept().unwrap();
+        let slot = {
+            let mut registry = shared.lock();
+            *registry.per_source.entry(peer.ip()).or_insert(0) += 1;
+            registry.live.insert(Arc::new(stream))
+        };
+        let holder = Arc::clone(&shared);
+        let joined = thread::spawn(move || {
+            let _registered = Registered {
+                shared: &holder,
+                id: 1,
+                slot,
+                peer,
+            };
+            panic!("deliberate panic while registered");
+        })
+        .join();
+        assert!(joined.is_err(), "the thread should have panicked");
+        let registry = shared.lock();
+        assert!(registry.live.is_empty());
+        assert!(registry.per_source.is_empty());
+        drop(client);
+    }
+
+    #[test]
+    fn accept_timeouts_and_aborted_connections_retry_at_once() {
+        let mut b = AcceptBackoff::default();
+        let now = Instant::now();
+        for kind in [
+            ErrorKind::WouldBlock,
+            ErrorKind::TimedOut,
+            ErrorKind::ConnectionAborted,
+        ] {
+            assert_eq!(b.failed(&io::Error::from(kind), now), None, "{kind:?}");
+        }
     }
 
     #[test]

@@ -726,6 +726,21 @@ fn idle_connection_gets_a_notice_and_is_closed() {
     );
 }
 
+/// The idle timeout is set on the listening socket, so that accepted sockets inherit
+/// it, and Linux applies it to `accept` as well: a server nobody connects to for that
+/// long must keep accepting quietly, not report an error.
+#[test]
+fn a_quiet_listener_outlasting_the_idle_timeout_is_not_an_error() {
+    let server = Server::start(&["--idle-timeout", "1"]);
+    thread::sleep(Duration::from_millis(2500)); // time passing with no client is the point
+    let mut c = greeted(&server);
+    c.send("late\n");
+    assert_eq!(c.text_line(), "Hello, late!");
+    drop(c);
+    let logs = server.stop_and_logs();
+    assert!(!logs.contains("accept failed"), "logs: {logs}");
+}
+
 #[test]
 fn activity_resets_the_idle_timeout() {
     let server = Server::start(&["--idle-timeout", "1"]);

@@ -48,12 +48,24 @@ const MAX_BATCH_BYTES: usize = 64 << 20;
 /// Reserved for the worker's waker; connection tokens are indices into its list.
 const WAKE: Token = Token(usize::MAX);
 
-/// Runs the benchmark described by `args`, prints progress and the report; Ok(true) when no errors/mismatches occurred.
+/// How a finished run went, for the exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Ran to the end; every reply matched and nothing failed.
+    Passed,
+    /// Ran to the end with errors or mismatches.
+    Failed,
+    /// Ended early by Ctrl-C; the report covers the run so far.
+    Interrupted,
+}
+
+/// Runs the benchmark described by `args`, prints progress and the report, and says
+/// how it went.
 ///
 /// Progress goes to stderr. The report goes to stdout, or with `--json` one JSON
 /// object goes to stdout and the human report to stderr. It is an error when no
 /// connection at all could be set up; the message names the likely cause and fix.
-pub fn run(args: &BenchArgs) -> io::Result<bool> {
+pub fn run(args: &BenchArgs) -> io::Result<Outcome> {
     let cfg = Arc::new(Config::from_args(args)?);
     // The first Ctrl-C ends the run early with a report of what was measured; a second
     // one exits at once.
@@ -156,7 +168,13 @@ pub fn run(args: &BenchArgs) -> io::Result<bool> {
     } else {
         write!(io::stdout().lock(), "{}", report.human())?;
     }
-    Ok(report.ok())
+    Ok(if shared.interrupted.load(Relaxed) {
+        Outcome::Interrupted
+    } else if report.ok() {
+        Outcome::Passed
+    } else {
+        Outcome::Failed
+    })
 }
 
 // ---------------------------------------------------------------- configuration

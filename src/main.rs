@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use log::{info, warn};
 
+use tcp_hello::bench::Outcome;
 use tcp_hello::cli::{Cli, Command, ServeArgs};
 use tcp_hello::connection::Context;
 use tcp_hello::protocol::{ReplyTemplate, Settings};
@@ -26,8 +27,10 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Client(args) => Ok(tcp_hello::client::run(&args)),
         Command::Bench(args) => match raise_fd_limit().and_then(|_| tcp_hello::bench::run(&args)) {
-            Ok(true) => Ok(ExitCode::SUCCESS),
-            Ok(false) => Ok(ExitCode::from(1)),
+            Ok(Outcome::Passed) => Ok(ExitCode::SUCCESS),
+            Ok(Outcome::Failed) => Ok(ExitCode::from(1)),
+            // As a shell reports a command ended by SIGINT: the run did not finish.
+            Ok(Outcome::Interrupted) => Ok(ExitCode::from(130)),
             Err(e) => Err(e.into()),
         },
     };

@@ -69,6 +69,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let seconds = |s: u64| (s > 0).then(|| Duration::from_secs(s));
     let idle_timeout = seconds(args.idle_timeout);
     let ctx = Context::new(settings, idle_timeout, Duration::from_millis(args.delay));
+    warn_of_address_space_limit();
     let config = ServerConfig {
         max_connections: connection_limit(args.max_connections, args.bind.len()),
         max_per_source: args.max_per_source,
@@ -136,6 +137,25 @@ fn connection_limit(wanted: usize, listeners: usize) -> usize {
         return allowed;
     }
     wanted
+}
+
+/// Warns when an address-space limit (`ulimit -v`) is set. glibc reserves 64 MiB of it
+/// per malloc arena (up to 8 per CPU) and every connection thread maps its stack and
+/// signal stack, so such a limit runs out long before memory does; and when it runs out
+/// inside std's thread start-up, after `spawn` has succeeded, std panics where the server
+/// cannot refuse the connection, and that client hangs.
+fn warn_of_address_space_limit() {
+    if let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::AS) {
+        if soft != rlimit::INFINITY {
+            warn!(
+                "the address-space limit (`ulimit -v`) is {} MiB: glibc reserves 64 MiB per \
+                 malloc arena and each connection thread about 85 KiB, and a thread that runs out \
+                 while starting hangs its client; raise it (`ulimit -v unlimited`) or set \
+                 MALLOC_ARENA_MAX=2",
+                soft >> 20
+            );
+        }
+    }
 }
 
 /// First SIGINT or SIGTERM: graceful shutdown. Second: exit at once.

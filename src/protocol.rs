@@ -146,10 +146,11 @@ pub enum Notice {
     },
     /// The server is stopping.
     ShuttingDown,
-    /// The connection limit is reached.
+    /// The connection limit is reached, or no thread could be started.
     Busy {
-        /// The limit.
-        limit: usize,
+        /// Connections the server holds: the limit, or fewer when it could not start
+        /// another thread.
+        connections: usize,
     },
     /// The client's address has as many connections as one address may have.
     BusySource {
@@ -167,8 +168,8 @@ impl Notice {
             ),
             Notice::Idle { secs } => format!("ERROR idle for {secs} s, closing"),
             Notice::ShuttingDown => "server shutting down".to_string(),
-            Notice::Busy { limit } => {
-                format!("ERROR server busy ({limit} connections), try again later")
+            Notice::Busy { connections } => {
+                format!("ERROR server busy ({connections} connections), try again later")
             }
             Notice::BusySource { limit } => {
                 format!("ERROR too many connections from your address ({limit}), try again later")
@@ -459,7 +460,7 @@ mod tests {
         let s = Settings::default();
         assert_eq!(s.notice(Notice::ShuttingDown), b"server shutting down\r\n");
         assert_eq!(
-            s.notice(Notice::Busy { limit: 3 }),
+            s.notice(Notice::Busy { connections: 3 }),
             b"ERROR server busy (3 connections), try again later\r\n"
         );
         assert_eq!(s.max_answer(), "Hello, !".len() + 8192 + 2);

@@ -248,11 +248,11 @@ impl Shared {
             }
             if registry.live.len() >= self.config.max_connections {
                 drop(registry);
-                let limit = self.config.max_connections;
+                let connections = self.config.max_connections;
                 self.refuse(
                     &stream,
                     peer,
-                    Notice::Busy { limit },
+                    Notice::Busy { connections },
                     "connection limit reached",
                 );
                 return;
@@ -280,9 +280,9 @@ impl Shared {
             .spawn(move || shared.run_connection(id, slot, &conn_stream, peer));
         if let Err(e) = spawned {
             self.leave(slot, peer.ip());
-            let limit = self.config.max_connections;
+            let connections = self.lock().live.len();
             let why = format!("cannot start a thread: {e}");
-            self.refuse(&stream, peer, Notice::Busy { limit }, &why);
+            self.refuse(&stream, peer, Notice::Busy { connections }, &why);
         }
     }
 

@@ -726,6 +726,34 @@ fn idle_connection_gets_a_notice_and_is_closed() {
     );
 }
 
+/// An address-space limit runs out long before memory does (glibc reserves 64 MiB per
+/// malloc arena), and std cannot report running out while a thread starts; say so.
+#[test]
+fn an_address_space_limit_is_warned_about_at_start() {
+    let command = format!(
+        "ulimit -v 4000000 && exec {} serve --bind 127.0.0.1:0",
+        bin()
+    );
+    let server = Server::start_cmd(Command::new("sh").args(["-c", &command]), 1);
+    let mut c = greeted(&server);
+    c.send("Ann\n");
+    assert_eq!(c.text_line(), "Hello, Ann!");
+    let logs = server.stop_and_logs();
+    let warning = log_lines(&logs, "address-space limit");
+    assert_eq!(warning.len(), 1, "{logs}");
+    assert_eq!(level(warning[0]), "WARN", "{}", warning[0]);
+    assert!(warning[0].contains("3906 MiB"), "{}", warning[0]);
+    assert!(warning[0].contains("MALLOC_ARENA_MAX=2"), "{}", warning[0]);
+}
+
+/// Without a limit, nothing is said.
+#[test]
+fn no_address_space_warning_without_a_limit() {
+    let server = Server::start(&[]);
+    let logs = server.stop_and_logs();
+    assert!(!logs.contains("address-space"), "{logs}");
+}
+
 /// The idle timeout is set on the listening socket, so that accepted sockets inherit
 /// it, and Linux applies it to `accept` as well: a server nobody connects to for that
 /// long must keep accepting quietly, not report an error.

@@ -4,7 +4,7 @@
 //! - [`protocol`]: the protocol's decisions, pure and without sockets;
 //! - [`connection`]: one connection's I/O over any `Read + Write` stream;
 //! - [`server`]: listeners, the accept loop, connection limits and shutdown;
-//! - [`client`], [`bench`]: the bundled client and load generator;
+//! - [`client`], [`bench`](mod@bench): the bundled client and load generator;
 //! - [`cli`]: the command line.
 #![forbid(unsafe_code)]
 

@@ -1,0 +1,198 @@
+//! `tcp-hello bench`: a load generator for the greeting protocol.
+//!
+//! `--threads` workers each drive a share of the connections with their own
+//! `mio::Poll`: non-blocking sockets, one reused read buffer per connection, all
+//! pipelined names of a connection in one write, one clock read per read or
+//! write call. Connections are opened at a bounded rate with a bounded number of
+//! setups (connect + welcome) in flight; once every connection has its welcome
+//! or has failed, all of them start sending at the same instant, so the measured
+//! interval is spent at full load. Every reply is checked byte for byte against
+//! `--expect`.
+//!
+//! Here: the run, start to report. `config` checks the arguments, `names` makes
+//! names and expected replies, `worker` drives connections, `state` holds the
+//! shared counters, `fail` names failures, `progress` and `report` print.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::io::{self, IsTerminal, Read, Write};
+use std::iter;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mio::event::Event;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+use serde_json::{Map, Value, json};
+
+use crate::cli::BenchArgs;
+
+mod config;
+mod fail;
+mod names;
+mod progress;
+mod report;
+mod state;
+mod worker;
+
+use config::*;
+use fail::*;
+use names::*;
+use progress::*;
+use report::*;
+use state::*;
+use worker::*;
+
+/// Connection setups (connect + welcome) in flight at once over all workers:
+/// few enough that a burst cannot overflow a 128-entry listen backlog.
+const SETUPS_IN_FLIGHT: usize = 64;
+/// Read buffer per connection, unless one expected reply needs more.
+const READ_BUF: usize = 4096;
+/// How often workers look for timed-out connections.
+const TICK: Duration = Duration::from_millis(50);
+/// How often the coordinating thread checks the start barrier and progress.
+const COORDINATOR_TICK: Duration = Duration::from_millis(10);
+/// Longest wait for the server to close a connection after `exit`.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Largest latency the histogram tells apart (an hour, in ns); larger ones are clamped.
+const HIST_MAX_NS: u64 = 3_600_000_000_000;
+/// Run time when neither `--duration` nor `--messages` is given.
+const DEFAULT_SECS: f64 = 5.0;
+/// Largest `--pipeline` × (`--size` + 1): the write buffer of one connection.
+const MAX_BATCH_BYTES: usize = 64 << 20;
+/// Reserved for the worker's waker; connection tokens are indices into its list.
+const WAKE: Token = Token(usize::MAX);
+
+/// How a finished run went, for the exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Ran to the end; every reply matched and nothing failed.
+    Passed,
+    /// Ran to the end with errors or mismatches.
+    Failed,
+    /// Ended early by Ctrl-C; the report covers the run so far.
+    Interrupted,
+}
+
+/// Runs the benchmark described by `args`, prints progress and the report, and says
+/// how it went.
+///
+/// Progress goes to stderr. The report goes to stdout, or with `--json` one JSON
+/// object goes to stdout and the human report to stderr. It is an error when no
+/// connection at all could be set up; the message names the likely cause and fix.
+pub fn run(args: &BenchArgs) -> io::Result<Outcome> {
+    let cfg = Arc::new(Config::from_args(args)?);
+    // The first Ctrl-C ends the run early with a report of what was measured; a second
+    // one exits at once.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register_conditional_shutdown(
+        signal_hook::consts::SIGINT,
+        130,
+        Arc::clone(&interrupted),
+    )?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&interrupted))?;
+    let t0 = Instant::now();
+    let shared = Arc::new(Shared {
+        interrupted,
+        t0,
+        start: OnceLock::new(),
+        budget: cfg.messages.map(AtomicU64::new),
+        stats: (0..cfg.threads).map(|_| Stats::default()).collect(),
+    });
+
+    let mut wakers = Vec::with_capacity(cfg.threads);
+    let mut handles = Vec::with_capacity(cfg.threads);
+    for index in 0..cfg.threads {
+        let poll = Poll::new()?;
+        wakers.push(Waker::new(poll.registry(), WAKE)?);
+        let worker = Worker::new(index, poll, Arc::clone(&cfg), Arc::clone(&shared))?;
+        let handle = thread::Builder::new()
+            .name(format!("bench-{index}"))
+            .spawn(move || worker.run())?;
+        handles.push(handle);
+    }
+
+    let mut progress = Progress::new(io::stderr().is_terminal(), t0);
+    let mut started = None;
+    while !handles.iter().all(|h| h.is_finished()) {
+        thread::sleep(COORDINATOR_TICK);
+        let now = Instant::now();
+        let snap = shared.snapshot();
+        if started.is_none() && snap.settled >= cfg.connections as u64 {
+            started = Some(now);
+            // Workers also look at `start` on every tick, so a failed wake only delays them.
+            let _ = shared.start.set(now);
+            for waker in &wakers {
+                if let Err(e) = waker.wake() {
+                    log::debug!("waking a bench worker: {e}");
+                }
+            }
+        }
+        progress.update(now, started, &snap, cfg.connections);
+    }
+    progress.finish();
+    if shared.interrupted.load(Relaxed) {
+        writeln!(
+            io::stderr().lock(),
+            "bench: interrupted; the report covers the run so far"
+        )?;
+    }
+
+    let mut total = Tally::new()?;
+    for handle in handles {
+        let tally = handle
+            .join()
+            .map_err(|_| io::Error::other("a bench worker thread panicked"))??;
+        total.merge(tally)?;
+    }
+    if total.established == 0 {
+        return Err(no_connection_error(cfg.addr, cfg.timeout, &total));
+    }
+
+    let start = started.unwrap_or(t0);
+    let report = Report {
+        addr: cfg.addr,
+        connections: cfg.connections,
+        established: total.established,
+        threads: cfg.threads,
+        pipeline: cfg.pipeline,
+        size: cfg.size,
+        duration_s: cfg.duration.map(|d| d.as_secs_f64()),
+        messages_target: cfg.messages,
+        setup_s: start.duration_since(t0).as_secs_f64(),
+        elapsed_s: total
+            .last_reply
+            .map_or(0.0, |t| t.saturating_duration_since(start).as_secs_f64()),
+        messages: total.ok,
+        latency: latency_summary(&total.hist),
+        errors: Fail::ALL
+            .iter()
+            .map(|&f| (f.name(), total.errors[f as usize]))
+            .filter(|&(_, n)| n > 0)
+            .collect(),
+        examples: total
+            .examples
+            .iter()
+            .map(|(f, s)| (f.name(), s.clone()))
+            .collect(),
+    };
+    if args.json {
+        let text = serde_json::to_string(&report.to_json()).map_err(io::Error::other)?;
+        writeln!(io::stdout().lock(), "{text}")?;
+        write!(io::stderr().lock(), "{}", report.human())?;
+    } else {
+        write!(io::stdout().lock(), "{}", report.human())?;
+    }
+    Ok(if shared.interrupted.load(Relaxed) {
+        Outcome::Interrupted
+    } else if report.ok() {
+        Outcome::Passed
+    } else {
+        Outcome::Failed
+    })
+}

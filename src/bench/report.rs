@@ -1,0 +1,251 @@
+//! The final report, as text and as JSON.
+
+use super::*;
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Latency {
+    pub(super) p50: f64,
+    pub(super) p90: f64,
+    pub(super) p99: f64,
+    pub(super) p99_9: f64,
+    pub(super) max: f64,
+    pub(super) mean: f64,
+}
+
+/// The percentiles of a histogram of nanoseconds; `None` when it is empty.
+pub(super) fn latency_summary(hist: &Histogram<u64>) -> Option<Latency> {
+    if hist.is_empty() {
+        return None;
+    }
+    let us = |ns: f64| (ns / 100.0).round() / 10.0;
+    let q = |q: f64| us(hist.value_at_quantile(q) as f64);
+    Some(Latency {
+        p50: q(0.5),
+        p90: q(0.9),
+        p99: q(0.99),
+        p99_9: q(0.999),
+        max: us(hist.max() as f64),
+        mean: us(hist.mean()),
+    })
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Report {
+    pub(super) addr: SocketAddr,
+    pub(super) connections: usize,
+    pub(super) established: u64,
+    pub(super) threads: usize,
+    pub(super) pipeline: usize,
+    pub(super) size: usize,
+    pub(super) duration_s: Option<f64>,
+    pub(super) messages_target: Option<u64>,
+    pub(super) setup_s: f64,
+    pub(super) elapsed_s: f64,
+    /// Verified replies.
+    pub(super) messages: u64,
+    pub(super) latency: Option<Latency>,
+    /// Kinds with a non-zero count.
+    pub(super) errors: Vec<(&'static str, u64)>,
+    /// The first detail of each kind.
+    pub(super) examples: Vec<(&'static str, String)>,
+}
+
+impl Report {
+    pub(super) fn messages_per_s(&self) -> f64 {
+        if self.elapsed_s > 0.0 {
+            self.messages as f64 / self.elapsed_s
+        } else {
+            0.0
+        }
+    }
+
+    pub(super) fn errors_total(&self) -> u64 {
+        self.errors.iter().map(|&(_, n)| n).sum()
+    }
+
+    pub(super) fn mismatches(&self) -> u64 {
+        self.errors
+            .iter()
+            .find(|(k, _)| *k == Fail::ReplyMismatch.name())
+            .map_or(0, |&(_, n)| n)
+    }
+
+    pub(super) fn ok(&self) -> bool {
+        self.errors_total() == 0
+    }
+
+    pub(super) fn to_json(&self) -> Value {
+        let round = |x: f64, places: i32| {
+            let f = 10f64.powi(places);
+            (x * f).round() / f
+        };
+        let latency = self.latency.map_or(Value::Null, |l| {
+            json!({
+                "p50": l.p50, "p90": l.p90, "p99": l.p99, "p99_9": l.p99_9,
+                "max": l.max, "mean": l.mean,
+            })
+        });
+        let errors: Map<String, Value> = self
+            .errors
+            .iter()
+            .map(|&(k, n)| (k.to_string(), json!(n)))
+            .collect();
+        let examples: Map<String, Value> = self
+            .examples
+            .iter()
+            .map(|(k, s)| ((*k).to_string(), json!(s)))
+            .collect();
+        json!({
+            "addr": self.addr.to_string(),
+            "connections": self.connections,
+            "established": self.established,
+            "threads": self.threads,
+            "pipeline": self.pipeline,
+            "size": self.size,
+            "duration_s": self.duration_s,
+            "messages_target": self.messages_target,
+            "setup_s": round(self.setup_s, 3),
+            "elapsed_s": round(self.elapsed_s, 3),
+            "messages": self.messages,
+            "messages_per_s": round(self.messages_per_s(), 1),
+            "latency_us": latency,
+            "errors": errors,
+            "errors_total": self.errors_total(),
+            "mismatches": self.mismatches(),
+            "error_examples": examples,
+            "ok": self.ok(),
+        })
+    }
+
+    pub(super) fn human(&self) -> String {
+        let mut s = String::new();
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            s,
+            "bench {}: {} connections ({} established), {} threads, pipeline {}, {}-byte names",
+            self.addr,
+            group(self.connections as u64),
+            group(self.established),
+            self.threads,
+            self.pipeline,
+            self.size
+        );
+        let _ = writeln!(
+            s,
+            "  messages    {} in {:.2} s (setup {:.2} s): {} msg/s",
+            group(self.messages),
+            self.elapsed_s,
+            self.setup_s,
+            group(self.messages_per_s().round() as u64)
+        );
+        match self.latency {
+            Some(l) => {
+                let _ = writeln!(
+                    s,
+                    "  latency µs  p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  (mean {:.1})",
+                    l.p50, l.p90, l.p99, l.p99_9, l.max, l.mean
+                );
+            }
+            None => s.push_str("  latency µs  (no replies)\n"),
+        }
+        if self.errors.is_empty() {
+            s.push_str("  errors      none\n");
+        } else {
+            let list: Vec<String> = self
+                .errors
+                .iter()
+                .map(|(k, n)| format!("{k} {}", group(*n)))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  errors      {}: {}",
+                group(self.errors_total()),
+                list.join(", ")
+            );
+        }
+        let _ = writeln!(s, "  mismatches  {}", group(self.mismatches()));
+        for (kind, detail) in &self.examples {
+            let _ = writeln!(s, "  first {kind}: {detail}");
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_in_microseconds() {
+        let mut t = Tally::new().unwrap();
+        assert_eq!(latency_summary(&t.hist), None);
+        for us in 1..=1000u64 {
+            t.hist.record(us * 1000).unwrap();
+        }
+        let l = latency_summary(&t.hist).unwrap();
+        assert!((l.p50 - 500.0).abs() < 1.0, "{l:?}");
+        assert!((l.p99 - 990.0).abs() < 1.0, "{l:?}");
+        assert!((l.max - 1000.0).abs() < 1.0, "{l:?}");
+        assert!(l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.p99_9 && l.p99_9 <= l.max);
+    }
+
+    fn report() -> Report {
+        Report {
+            addr: "127.0.0.1:9999".parse().unwrap(),
+            connections: 64,
+            established: 64,
+            threads: 2,
+            pipeline: 1,
+            size: 8,
+            duration_s: Some(5.0),
+            messages_target: None,
+            setup_s: 0.012,
+            elapsed_s: 2.0,
+            messages: 1_000_000,
+            latency: Some(Latency {
+                p50: 30.0,
+                p90: 40.0,
+                p99: 50.0,
+                p99_9: 60.0,
+                max: 70.0,
+                mean: 31.0,
+            }),
+            errors: Vec::new(),
+            examples: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn report_json_and_text() {
+        let r = report();
+        assert!(r.ok());
+        let j = r.to_json();
+        assert_eq!(j["messages"], 1_000_000);
+        assert_eq!(j["messages_per_s"], 500_000.0);
+        assert_eq!(j["errors_total"], 0);
+        assert_eq!(j["latency_us"]["p99_9"], 60.0);
+        assert_eq!(j["ok"], true);
+        let text = r.human();
+        assert!(text.contains("1,000,000 in 2.00 s"), "{text}");
+        assert!(text.contains("500,000 msg/s"), "{text}");
+        assert!(text.contains("errors      none"), "{text}");
+
+        let mut bad = report();
+        bad.errors = vec![("reply_mismatch", 2), ("eof", 1)];
+        bad.examples = vec![("reply_mismatch", "expected \"a\", got \"b\"".into())];
+        bad.latency = None;
+        assert!(!bad.ok());
+        let j = bad.to_json();
+        assert_eq!(j["errors_total"], 3);
+        assert_eq!(j["mismatches"], 2);
+        assert_eq!(j["errors"]["eof"], 1);
+        assert!(j["latency_us"].is_null());
+        let text = bad.human();
+        assert!(
+            text.contains("errors      3: reply_mismatch 2, eof 1"),
+            "{text}"
+        );
+        assert!(text.contains("first reply_mismatch: expected"), "{text}");
+    }
+}

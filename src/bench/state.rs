@@ -1,0 +1,100 @@
+//! Counters shared by the coordinating thread and the workers.
+
+use super::*;
+
+/// What the coordinating thread and the workers share.
+#[derive(Debug)]
+pub(super) struct Shared {
+    /// Set by Ctrl-C: stop opening connections and sending names, then report.
+    pub(super) interrupted: Arc<AtomicBool>,
+    /// When the run began: connection start times count from here.
+    pub(super) t0: Instant,
+    /// When every connection had settled: sending starts, the measured interval begins.
+    pub(super) start: OnceLock<Instant>,
+    /// Messages mode: names not yet handed to a connection.
+    pub(super) budget: Option<AtomicU64>,
+    /// One per worker.
+    pub(super) stats: Vec<Stats>,
+}
+
+/// Live counters of one worker, for the progress line and the start barrier.
+// Aligned so that two workers' counters never share a cache line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(super) struct Stats {
+    pub(super) ok: AtomicU64,
+    pub(super) errors: AtomicU64,
+    /// Connections whose setup ended, with their welcome or with a failure.
+    pub(super) settled: AtomicU64,
+    pub(super) established: AtomicU64,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Snapshot {
+    pub(super) ok: u64,
+    pub(super) errors: u64,
+    pub(super) settled: u64,
+    pub(super) established: u64,
+}
+
+impl Shared {
+    pub(super) fn snapshot(&self) -> Snapshot {
+        self.stats
+            .iter()
+            .fold(Snapshot::default(), |s, w| Snapshot {
+                ok: s.ok + w.ok.load(Relaxed),
+                errors: s.errors + w.errors.load(Relaxed),
+                settled: s.settled + w.settled.load(Relaxed),
+                established: s.established + w.established.load(Relaxed),
+            })
+    }
+}
+
+/// A worker's results, merged at the end.
+pub(super) struct Tally {
+    pub(super) ok: u64,
+    pub(super) errors: [u64; Fail::ALL.len()],
+    /// The first detail seen of each kind of failure.
+    pub(super) examples: Vec<(Fail, String)>,
+    pub(super) established: u64,
+    pub(super) last_reply: Option<Instant>,
+    /// Reply latencies in nanoseconds.
+    pub(super) hist: Histogram<u64>,
+}
+
+impl Tally {
+    pub(super) fn new() -> io::Result<Tally> {
+        Ok(Tally {
+            ok: 0,
+            errors: [0; Fail::ALL.len()],
+            examples: Vec::new(),
+            established: 0,
+            last_reply: None,
+            hist: Histogram::new_with_bounds(1, HIST_MAX_NS, 3).map_err(io::Error::other)?,
+        })
+    }
+
+    pub(super) fn note(&mut self, kind: Fail, detail: impl FnOnce() -> String) {
+        self.errors[kind as usize] += 1;
+        if !self.examples.iter().any(|(k, _)| *k == kind) {
+            let detail = detail();
+            log::debug!("bench: {}: {detail}", kind.name());
+            self.examples.push((kind, detail));
+        }
+    }
+
+    pub(super) fn merge(&mut self, other: Tally) -> io::Result<()> {
+        self.ok += other.ok;
+        for (mine, theirs) in self.errors.iter_mut().zip(other.errors) {
+            *mine += theirs;
+        }
+        for (kind, detail) in other.examples {
+            if !self.examples.iter().any(|(k, _)| *k == kind) {
+                self.examples.push((kind, detail));
+            }
+        }
+        self.established += other.established;
+        self.last_reply = self.last_reply.max(other.last_reply);
+        self.hist.add(&other.hist).map_err(io::Error::other)
+    }
+}

@@ -1,0 +1,557 @@
+//! A worker: one `mio::Poll` driving its share of the connections.
+
+use super::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum State {
+    /// Not opened yet.
+    Pending,
+    Connecting,
+    /// Connected, waiting for the welcome line.
+    Welcome,
+    /// Welcome received, waiting for the start.
+    Ready,
+    Running,
+    /// `exit` sent, waiting for the server to close.
+    Closing,
+    Done,
+}
+
+pub(super) struct Conn {
+    /// Number among all connections: sets its start time and its names.
+    pub(super) id: u64,
+    pub(super) state: State,
+    /// When the current state began (for the connect, welcome and close timeouts).
+    pub(super) since: Instant,
+    pub(super) stream: Option<TcpStream>,
+    pub(super) rbuf: Box<[u8]>,
+    pub(super) rlen: usize,
+    pub(super) wbuf: Vec<u8>,
+    pub(super) wpos: usize,
+    /// Send times of the names awaiting their reply, oldest first.
+    pub(super) sent: VecDeque<Instant>,
+    /// Number of the next name to send.
+    pub(super) next_seq: u64,
+}
+
+pub(super) struct Worker {
+    pub(super) index: usize,
+    pub(super) cfg: Arc<Config>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) poll: Poll,
+    pub(super) conns: Vec<Conn>,
+    /// Connections before this index have been opened.
+    pub(super) next_start: usize,
+    /// Setups in flight.
+    pub(super) setups: usize,
+    /// Connections not yet `Done`.
+    pub(super) live: usize,
+    pub(super) started: bool,
+    pub(super) stop_at: Option<Instant>,
+    pub(super) stopped: bool,
+    /// The interruption has been acted on.
+    pub(super) interrupted: bool,
+    pub(super) tally: Tally,
+    /// Scratch for the name whose reply is being checked.
+    pub(super) name: Vec<u8>,
+}
+
+impl Worker {
+    pub(super) fn new(
+        index: usize,
+        poll: Poll,
+        cfg: Arc<Config>,
+        shared: Arc<Shared>,
+    ) -> io::Result<Worker> {
+        let now = Instant::now();
+        let conns: Vec<Conn> = (index..cfg.connections)
+            .step_by(cfg.threads)
+            .map(|id| Conn {
+                id: id as u64,
+                state: State::Pending,
+                since: now,
+                stream: None,
+                rbuf: Box::default(),
+                rlen: 0,
+                wbuf: Vec::new(),
+                wpos: 0,
+                sent: VecDeque::new(),
+                next_seq: 0,
+            })
+            .collect();
+        Ok(Worker {
+            index,
+            live: conns.len(),
+            conns,
+            name: Vec::with_capacity(cfg.size),
+            cfg,
+            shared,
+            poll,
+            next_start: 0,
+            setups: 0,
+            started: false,
+            stop_at: None,
+            stopped: false,
+            interrupted: false,
+            tally: Tally::new()?,
+        })
+    }
+
+    pub(super) fn stats(&self) -> &Stats {
+        &self.shared.stats[self.index]
+    }
+
+    pub(super) fn run(mut self) -> io::Result<Tally> {
+        let result = self.event_loop();
+        // Count every connection as settled even if the loop failed, so the
+        // other workers are not kept waiting at the start barrier.
+        self.stats().settled.store(self.conns.len() as u64, Relaxed);
+        result.map(|()| self.tally)
+    }
+
+    pub(super) fn event_loop(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut next_scan = Instant::now() + TICK;
+        while self.live > 0 {
+            let now = Instant::now();
+            if !self.interrupted && self.shared.interrupted.load(Relaxed) {
+                self.interrupt();
+            }
+            let next_due = self.start_due(now);
+            if !self.started {
+                if let Some(&start) = self.shared.start.get() {
+                    self.go(start);
+                }
+            }
+            if !self.stopped && self.stop_at.is_some_and(|t| now >= t) {
+                self.stop();
+            }
+            if now >= next_scan {
+                self.scan_timeouts(now);
+                next_scan = now + TICK;
+            }
+            if self.live == 0 {
+                break;
+            }
+            let mut wake = next_scan;
+            if let Some(due) = next_due {
+                wake = wake.min(due);
+            }
+            if let Some(stop) = self.stop_at.filter(|_| !self.stopped) {
+                wake = wake.min(stop);
+            }
+            let timeout = wake.saturating_duration_since(Instant::now());
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            for ev in events.iter() {
+                if ev.token() != WAKE {
+                    self.on_event(ev.token().0, ev);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the connections whose time has come, as far as the setup limit
+    /// allows; returns when the next one is due if it is the time that holds it back.
+    pub(super) fn start_due(&mut self, now: Instant) -> Option<Instant> {
+        while self.next_start < self.conns.len() && self.setups < self.cfg.setup_limit {
+            let due = self.shared.t0
+                + connect_offset(self.conns[self.next_start].id, self.cfg.connect_rate);
+            if due > now {
+                return Some(due);
+            }
+            self.next_start += 1;
+            self.open(self.next_start - 1, now);
+        }
+        None
+    }
+
+    pub(super) fn open(&mut self, i: usize, now: Instant) {
+        self.setups += 1;
+        let c = &mut self.conns[i];
+        c.state = State::Connecting;
+        c.since = now;
+        let mut stream = match TcpStream::connect(self.cfg.addr) {
+            Ok(s) => s,
+            Err(e) => return self.fail(i, classify(&e, Stage::Connect), || e.to_string()),
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            log::debug!("bench: TCP_NODELAY: {e}");
+        }
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(i),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            return self.fail(i, classify(&e, Stage::Connect), || {
+                format!("registering with poll: {e}")
+            });
+        }
+        let c = &mut self.conns[i];
+        c.stream = Some(stream);
+        c.rbuf = vec![0; self.cfg.read_cap].into_boxed_slice();
+        c.wbuf = Vec::with_capacity(self.cfg.pipeline * (self.cfg.size + 1));
+        c.sent = VecDeque::with_capacity(self.cfg.pipeline);
+    }
+
+    /// Every connection that has its welcome starts sending.
+    pub(super) fn go(&mut self, start: Instant) {
+        self.started = true;
+        self.stop_at = self.cfg.duration.map(|d| start + d);
+        for i in 0..self.conns.len() {
+            if self.conns[i].state == State::Ready {
+                self.conns[i].state = State::Running;
+                self.fill(i);
+            }
+        }
+    }
+
+    /// Ctrl-C: connections still being set up are dropped (not counted as failures),
+    /// the others stop as at the end of the duration.
+    pub(super) fn interrupt(&mut self) {
+        self.interrupted = true;
+        let shared = Arc::clone(&self.shared);
+        let stats = &shared.stats[self.index];
+        for i in 0..self.conns.len() {
+            match self.conns[i].state {
+                State::Pending | State::Connecting | State::Welcome => {
+                    stats.settled.fetch_add(1, Relaxed);
+                    if self.conns[i].state != State::Pending {
+                        self.setups -= 1;
+                    }
+                    self.finish(i);
+                }
+                State::Ready => self.close(i),
+                _ => {}
+            }
+        }
+        self.next_start = self.conns.len();
+        self.stop();
+    }
+
+    /// Duration mode: the time is up; no more names, idle connections close.
+    pub(super) fn stop(&mut self) {
+        self.stopped = true;
+        for i in 0..self.conns.len() {
+            let c = &self.conns[i];
+            if c.state == State::Running && c.sent.is_empty() {
+                self.close(i);
+            }
+        }
+    }
+
+    pub(super) fn scan_timeouts(&mut self, now: Instant) {
+        let timeout = self.cfg.timeout;
+        for i in 0..self.conns.len() {
+            let c = &self.conns[i];
+            let waited = now.saturating_duration_since(c.since);
+            match c.state {
+                State::Connecting if waited >= timeout => {
+                    self.fail(i, Fail::ConnectTimeout, || {
+                        format!("not connected after {timeout:?}")
+                    });
+                }
+                State::Welcome if waited >= timeout => {
+                    self.fail(i, Fail::WelcomeTimeout, || {
+                        format!("no welcome line after {timeout:?}")
+                    });
+                }
+                State::Running | State::Ready
+                    if c.sent
+                        .front()
+                        .is_some_and(|&t| now.saturating_duration_since(t) >= timeout) =>
+                {
+                    self.fail(i, Fail::ReplyTimeout, || {
+                        format!("no reply after {timeout:?}")
+                    });
+                }
+                State::Closing if waited >= self.cfg.close_grace => self.finish(i),
+                _ => {}
+            }
+        }
+    }
+
+    pub(super) fn on_event(&mut self, i: usize, ev: &Event) {
+        let Some(c) = self.conns.get_mut(i) else {
+            return;
+        };
+        if c.state == State::Connecting {
+            let Some(stream) = c.stream.as_ref() else {
+                return;
+            };
+            match connect_status(stream) {
+                Ok(false) => return,
+                Ok(true) => {
+                    c.state = State::Welcome;
+                    c.since = Instant::now();
+                }
+                Err(e) => return self.fail(i, classify(&e, Stage::Connect), || e.to_string()),
+            }
+        }
+        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+            self.on_readable(i, ev.is_read_closed() || ev.is_error());
+        }
+        let c = &self.conns[i];
+        if ev.is_writable() && c.state == State::Running && c.wpos < c.wbuf.len() && self.flush(i) {
+            self.fill(i);
+        }
+    }
+
+    /// Reads what has arrived and handles every complete line. `drain`: read
+    /// until WouldBlock even after a short read (the peer closed or erred).
+    pub(super) fn on_readable(&mut self, i: usize, drain: bool) {
+        loop {
+            let c = &mut self.conns[i];
+            let Some(stream) = c.stream.as_mut() else {
+                return;
+            };
+            let space = c.rbuf.len() - c.rlen;
+            if space == 0 {
+                if c.state == State::Closing {
+                    return self.finish(i);
+                }
+                let cap = c.rbuf.len();
+                return self.fail(i, Fail::LineTooLong, || {
+                    format!("a line longer than {cap} bytes")
+                });
+            }
+            match stream.read(&mut c.rbuf[c.rlen..]) {
+                Ok(0) => return self.on_eof(i),
+                Ok(n) => {
+                    c.rlen += n;
+                    if let Err((kind, detail)) = self.take_lines(i, Instant::now()) {
+                        return self.fail(i, kind, || detail);
+                    }
+                    // A short read emptied the socket: on the platforms mio's
+                    // epoll/kqueue back-ends serve, new data raises a new event,
+                    // so the read that would only say WouldBlock is skipped.
+                    if n < space && !drain {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.on_io_error(i, &e),
+            }
+        }
+        if self.conns[i].state == State::Running {
+            self.fill(i);
+        }
+    }
+
+    /// Handles the complete lines in the read buffer and keeps the rest.
+    pub(super) fn take_lines(&mut self, i: usize, now: Instant) -> Result<(), (Fail, String)> {
+        let Worker {
+            conns,
+            tally,
+            cfg,
+            shared,
+            index,
+            setups,
+            name,
+            ..
+        } = self;
+        let stats = &shared.stats[*index];
+        let c = &mut conns[i];
+        let mut start = 0;
+        let mut ok = 0;
+        while let Some(len) = memchr::memchr(b'\n', &c.rbuf[start..c.rlen]) {
+            let line = strip_cr(&c.rbuf[start..start + len]);
+            start += len + 1;
+            match c.state {
+                State::Welcome => {
+                    if line.starts_with(b"ERROR") {
+                        return Err((Fail::ServerBusy, format!("welcome {:?}", lossy(line))));
+                    }
+                    c.state = State::Ready;
+                    *setups -= 1;
+                    tally.established += 1;
+                    stats.established.fetch_add(1, Relaxed);
+                    stats.settled.fetch_add(1, Relaxed);
+                }
+                State::Ready | State::Running => match c.sent.pop_front() {
+                    Some(sent_at) => {
+                        let seq = c.next_seq - c.sent.len() as u64 - 1;
+                        name.clear();
+                        write_name(name, c.id, seq, cfg.size);
+                        if cfg.template.matches(line, name) {
+                            ok += 1;
+                            let ns = now.saturating_duration_since(sent_at).as_nanos();
+                            tally
+                                .hist
+                                .saturating_record(u64::try_from(ns).unwrap_or(u64::MAX));
+                        } else {
+                            stats.errors.fetch_add(1, Relaxed);
+                            tally.note(Fail::ReplyMismatch, || {
+                                format!(
+                                    "expected {:?}, got {:?}",
+                                    lossy(&cfg.template.render(name)),
+                                    lossy(line)
+                                )
+                            });
+                        }
+                    }
+                    None => {
+                        stats.errors.fetch_add(1, Relaxed);
+                        tally.note(Fail::UnexpectedLine, || {
+                            format!("{:?} with no name awaiting a reply", lossy(line))
+                        });
+                    }
+                },
+                // Closing: the farewell, or whatever else, is not checked.
+                _ => {}
+            }
+        }
+        c.rbuf.copy_within(start..c.rlen, 0);
+        c.rlen -= start;
+        if ok > 0 {
+            tally.ok += ok;
+            tally.last_reply = Some(now);
+            stats.ok.fetch_add(ok, Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Sends names until `--pipeline` are awaiting replies (all in one write), or
+    /// starts closing when there is nothing left to send or await.
+    pub(super) fn fill(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        if c.state != State::Running || c.wpos < c.wbuf.len() {
+            return;
+        }
+        let room = (self.cfg.pipeline - c.sent.len()) as u64;
+        let n = if self.stopped || room == 0 {
+            0
+        } else {
+            claim(self.shared.budget.as_ref(), room)
+        };
+        if n == 0 {
+            if c.sent.is_empty() {
+                self.close(i);
+            }
+            return;
+        }
+        c.wbuf.clear();
+        c.wpos = 0;
+        for _ in 0..n {
+            write_name(&mut c.wbuf, c.id, c.next_seq, self.cfg.size);
+            c.wbuf.push(b'\n');
+            c.next_seq += 1;
+        }
+        // `n` ≤ room ≤ `--pipeline`, a usize.
+        c.sent.extend(iter::repeat_n(Instant::now(), n as usize));
+        self.flush(i);
+    }
+
+    /// Writes what is pending; true when all of it went out.
+    pub(super) fn flush(&mut self, i: usize) -> bool {
+        loop {
+            let c = &mut self.conns[i];
+            let Some(stream) = c.stream.as_mut() else {
+                return false;
+            };
+            if c.wpos == c.wbuf.len() {
+                c.wbuf.clear();
+                c.wpos = 0;
+                return true;
+            }
+            match stream.write(&c.wbuf[c.wpos..]) {
+                Ok(0) => {
+                    self.fail(i, Fail::Other, || "the socket accepted no bytes".into());
+                    return false;
+                }
+                Ok(n) => c.wpos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.on_io_error(i, &e);
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Says `exit` and waits (briefly) for the server to close: closing first
+    /// would make the kernel answer the farewell with a reset.
+    pub(super) fn close(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        c.state = State::Closing;
+        c.since = Instant::now();
+        let said = c
+            .stream
+            .as_mut()
+            .is_some_and(|s| matches!(s.write(b"exit\n"), Ok(5)));
+        if !said {
+            self.finish(i);
+        }
+    }
+
+    pub(super) fn on_eof(&mut self, i: usize) {
+        if self.conns[i].state == State::Closing {
+            self.finish(i);
+        } else {
+            self.fail(i, Fail::Eof, || "the server closed the connection".into());
+        }
+    }
+
+    pub(super) fn on_io_error(&mut self, i: usize, e: &io::Error) {
+        if self.conns[i].state == State::Closing {
+            self.finish(i);
+        } else {
+            self.fail(i, classify(e, Stage::Session), || e.to_string());
+        }
+    }
+
+    /// Counts a failure and drops the connection.
+    pub(super) fn fail(&mut self, i: usize, kind: Fail, detail: impl FnOnce() -> String) {
+        let state = self.conns[i].state;
+        if state == State::Done {
+            return;
+        }
+        self.tally.note(kind, detail);
+        let stats = &self.shared.stats[self.index];
+        stats.errors.fetch_add(1, Relaxed);
+        if matches!(state, State::Pending | State::Connecting | State::Welcome) {
+            stats.settled.fetch_add(1, Relaxed);
+        }
+        if matches!(state, State::Connecting | State::Welcome) {
+            self.setups -= 1;
+        }
+        self.finish(i);
+    }
+
+    /// Drops the connection and its buffers.
+    pub(super) fn finish(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        if c.state == State::Done {
+            return;
+        }
+        if let Some(mut stream) = c.stream.take() {
+            // Closing the socket removes it from the poll set anyway.
+            let _ = self.poll.registry().deregister(&mut stream);
+        }
+        c.state = State::Done;
+        c.rbuf = Box::default();
+        c.rlen = 0;
+        c.wbuf = Vec::new();
+        c.wpos = 0;
+        c.sent = VecDeque::new();
+        self.live -= 1;
+    }
+}
+
+/// Whether a non-blocking connect has completed (the check mio documents).
+pub(super) fn connect_status(stream: &TcpStream) -> io::Result<bool> {
+    if let Some(e) = stream.take_error()? {
+        return Err(e);
+    }
+    match stream.peer_addr() {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+        Err(e) => Err(e),
+    }
+}

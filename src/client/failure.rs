@@ -1,0 +1,236 @@
+//! Why a session failed: each failure's exit code and its message with cause and fix.
+
+use std::io::{self, ErrorKind};
+use std::time::Duration;
+
+use super::connect::{Attempt, connect_message};
+use super::{EXIT_BUSY, EXIT_CONNECT, EXIT_LOCAL_IO, EXIT_PROTOCOL, EXIT_TIMEOUT, EXIT_USAGE};
+use crate::protocol::CHUNK_MAX;
+
+/// Why a session failed; each maps to an exit code and a message with cause and fix.
+#[derive(Debug)]
+pub(super) enum Failure {
+    Usage(String),
+    Resolve {
+        target: String,
+        error: String,
+    },
+    Connect {
+        target: String,
+        attempts: Vec<Attempt>,
+        timeout: Option<Duration>,
+    },
+    /// Nothing arrived for the reply timeout while something was due.
+    Timeout {
+        secs: f64,
+        waiting: Waiting,
+        /// Bytes received of a line that never ended (line framing).
+        partial: usize,
+    },
+    Busy(String),
+    Closed(Closed),
+    Refused {
+        count: u64,
+        first: String,
+    },
+    /// A name longer than one chunk-framed message can carry.
+    NameTooLong(usize),
+    Stdin(io::Error),
+    Stdout(io::Error),
+    /// The connection failed while reading, other than by a reset (which is `Closed`).
+    Socket(io::Error),
+}
+
+/// What the client was waiting for when the reply timeout passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Waiting {
+    Welcome,
+    Replies(u64),
+    Close,
+}
+
+/// How the server ended a session too early.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Closed {
+    pub(super) what: ClosedWhen,
+    /// The last notice the server sent before closing.
+    pub(super) notice: Option<String>,
+    /// Reset rather than closed.
+    pub(super) reset: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ClosedWhen {
+    BeforeWelcome,
+    Unanswered(u64),
+    InputOpen,
+    Idle,
+}
+
+impl Failure {
+    /// The process exit code.
+    pub(super) fn code(&self) -> u8 {
+        match self {
+            Failure::Usage(_) | Failure::NameTooLong(_) => EXIT_USAGE,
+            Failure::Resolve { .. } | Failure::Connect { .. } => EXIT_CONNECT,
+            Failure::Timeout { .. } => EXIT_TIMEOUT,
+            Failure::Closed(c) if c.what == ClosedWhen::Idle => EXIT_TIMEOUT,
+            Failure::Busy(_) => EXIT_BUSY,
+            Failure::Closed(_) | Failure::Refused { .. } | Failure::Socket(_) => EXIT_PROTOCOL,
+            Failure::Stdin(_) | Failure::Stdout(_) => EXIT_LOCAL_IO,
+        }
+    }
+
+    /// The line printed on stderr; `None` when silence is right (stdout closed by a reader
+    /// that has seen enough, as `| head` does).
+    pub(super) fn message(&self) -> Option<String> {
+        Some(match self {
+            Failure::Usage(m) => m.clone(),
+            Failure::Resolve { target, error } => format!(
+                "cannot resolve {target}: {error}; check the host name, or use an IP address"
+            ),
+            Failure::Connect {
+                target,
+                attempts,
+                timeout,
+            } => connect_message(target, attempts, *timeout),
+            Failure::Timeout {
+                secs,
+                waiting,
+                partial,
+            } => {
+                let what = match waiting {
+                    Waiting::Welcome => "waiting for its welcome".to_string(),
+                    Waiting::Replies(1) => "1 name unanswered".to_string(),
+                    Waiting::Replies(n) => format!("{n} names unanswered"),
+                    Waiting::Close => "waiting for it to close the connection".to_string(),
+                };
+                let hint = if *partial > 0 {
+                    format!(
+                        "; it sent {partial} bytes with no line ending: for a server that ends \
+                         nothing with a newline (like the Python tutorial's), use --framing chunk"
+                    )
+                } else {
+                    "; is it a tcp-hello server, and is it overloaded? \
+                     Raise --reply-timeout to wait longer"
+                        .to_string()
+                };
+                format!("timed out: nothing from the server for {secs} s ({what}){hint}")
+            }
+            Failure::Busy(line) => format!(
+                "server busy ({line}): try again later, or raise the server's --max-connections"
+            ),
+            Failure::Closed(closed) => closed_message(closed),
+            Failure::Refused { count, first } => {
+                let names = if *count == 1 { "name" } else { "names" };
+                let fix = if first.starts_with("ERROR line too long") {
+                    "shorten them, or raise the server's --max-line"
+                } else {
+                    "see the server's log"
+                };
+                format!("the server refused {count} {names} ({first}): {fix}")
+            }
+            Failure::NameTooLong(len) => format!(
+                "a name of {len} bytes does not fit in one chunk-framed message (at most \
+                 {CHUNK_MAX} bytes): shorten it, or use line framing"
+            ),
+            Failure::Stdin(e) => format!("cannot read stdin: {e}"),
+            Failure::Stdout(e) if e.kind() == ErrorKind::BrokenPipe => return None,
+            Failure::Stdout(e) => format!("cannot write to stdout: {e}"),
+            Failure::Socket(e) => {
+                format!("connection to the server failed: {e}; check the network and try again")
+            }
+        })
+    }
+}
+
+fn closed_message(closed: &Closed) -> String {
+    let how = if closed.reset { "reset" } else { "closed" };
+    let said = closed
+        .notice
+        .as_ref()
+        .map_or(String::new(), |n| format!(" (it said: {n})"));
+    match closed.what {
+        ClosedWhen::BeforeWelcome => format!(
+            "the server {how} the connection before its welcome: is it a tcp-hello server? \
+             Check --connect"
+        ),
+        ClosedWhen::Unanswered(n) => {
+            let names = if n == 1 { "name" } else { "names" };
+            format!(
+                "the server {how} the connection with {n} {names} unanswered{said}: \
+                 see the server's log, and send them again"
+            )
+        }
+        ClosedWhen::InputOpen => format!(
+            "the server {how} the connection before the input ended{said}: \
+             see the server's log, and send the rest again"
+        ),
+        ClosedWhen::Idle => format!(
+            "the server closed the connection because this client sent nothing for too long\
+             {said}: send names sooner, or raise the server's --idle-timeout"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_map_to_distinct_codes() {
+        let codes = [
+            Failure::Usage(String::new()).code(),
+            Failure::Connect {
+                target: String::new(),
+                attempts: vec![],
+                timeout: None,
+            }
+            .code(),
+            Failure::Timeout {
+                secs: 1.0,
+                waiting: Waiting::Welcome,
+                partial: 0,
+            }
+            .code(),
+            Failure::Closed(Closed {
+                what: ClosedWhen::InputOpen,
+                notice: None,
+                reset: false,
+            })
+            .code(),
+            Failure::Busy(String::new()).code(),
+            Failure::Stdin(io::Error::other("x")).code(),
+        ];
+        assert_eq!(
+            codes,
+            [
+                EXIT_USAGE,
+                EXIT_CONNECT,
+                EXIT_TIMEOUT,
+                EXIT_PROTOCOL,
+                EXIT_BUSY,
+                EXIT_LOCAL_IO
+            ]
+        );
+        assert_eq!(
+            Failure::Stdout(io::Error::from(ErrorKind::BrokenPipe)).message(),
+            None
+        );
+    }
+
+    #[test]
+    fn timeout_message_hints_chunk_framing_for_unended_lines() {
+        let m = |partial| {
+            Failure::Timeout {
+                secs: 1.0,
+                waiting: Waiting::Welcome,
+                partial,
+            }
+            .message()
+            .unwrap()
+        };
+        assert!(m(8).contains("--framing chunk"), "{}", m(8));
+        assert!(m(0).contains("--reply-timeout"), "{}", m(0));
+    }
+}

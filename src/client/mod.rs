@@ -1,0 +1,228 @@
+//! `tcp-hello client`: the bundled client, for people and for scripts.
+//!
+//! # Modes
+//!
+//! - **Names as arguments** (`tcp-hello client Michael Tracy Sarah`): prints the welcome,
+//!   sends each name, prints each reply, sends `exit`, waits for the server to close.
+//! - **Names from stdin** (no NAME): every line of stdin is a name. When stdin is a
+//!   terminal the session is interactive: a banner and a `> ` prompt on stderr, replies
+//!   on stdout as they come, Ctrl-D or `exit` ends it. When stdin is a pipe nothing but
+//!   the server's lines is printed, so `cat names.txt | tcp-hello client` is scriptable.
+//!   Names are pipelined: a writer thread sends them as fast as the server takes them
+//!   while the main thread prints the replies, and only one line of input is held in
+//!   memory at a time.
+//! - **`--framing chunk`**: for servers that send no line endings, such as the Python
+//!   tutorial's. Every read from the socket is one message and is printed with a newline
+//!   added; names go out without a newline, one at a time, each waiting for its reply.
+//!   A name longer than [`CHUNK_MAX`] bytes cannot be one message and is refused.
+//! - **`--raw`**: a byte pipe like nc: stdin to the socket unchanged, the socket to stdout
+//!   unchanged, a half-close when stdin ends, exit when the server closes.
+//!
+//! # Output
+//!
+//! Everything the server sends goes to stdout as it arrives, `ERROR ...` notices
+//! included, with CRLF line endings turned into LF (in `--raw` mode bytes are not
+//! touched). Banners, prompts and diagnostics go to stderr; every diagnostic names
+//! the cause and the fix.
+//!
+//! # Choices where the protocol leaves room
+//!
+//! - Blank lines (empty or whitespace only) are not sent: the server would not answer them.
+//! - A line `exit` or `quit` (any case) ends the input: it is sent as typed, the rest of
+//!   the input is ignored, and the session ends when the server closes.
+//! - At the end of the input the client sends `exit` and reads until the server closes,
+//!   printing whatever farewell it sends (none is required).
+//! - Lines are split exactly as the server splits them (LF, CRLF, telnet's CR NUL), so the
+//!   number of replies expected always matches the number the server sends; a 0xFF byte
+//!   in a name is sent as telnet's `IAC IAC`, which the server reads as one 0xFF.
+//! - An `ERROR ...` line where a reply is due (e.g. `ERROR line too long`) is that name's
+//!   answer: it is printed, the session goes on, and the exit code is
+//!   [`EXIT_PROTOCOL`] with a summary on stderr.
+//! - `ERROR server busy` as the first line ends the session with [`EXIT_BUSY`].
+//! - The server closing before its welcome, before answering every name sent, or before
+//!   the input ended (`server shutting down`, a crash) is a protocol error; closing
+//!   after `ERROR idle ...` (no input for the server's idle timeout) is a timeout.
+//! - The reply timeout only runs while something is due (the welcome, a reply, or the
+//!   close after `exit`); a person thinking at the prompt never times out.
+//!   In `--raw` mode it runs once stdin has ended.
+//! - Connect and reply timeouts of 0 mean "no timeout".
+//!
+//! # Exit codes
+//!
+//! [`EXIT_OK`] 0, [`EXIT_LOCAL_IO`] 1, [`EXIT_USAGE`] 2, [`EXIT_CONNECT`] 3,
+//! [`EXIT_TIMEOUT`] 4, [`EXIT_PROTOCOL`] 5, [`EXIT_BUSY`] 6.
+//!
+//! # Modules
+//!
+//! - `args`: parsing the `--connect` target and the timeout options;
+//! - `connect`: resolving the target, trying each address in turn, and why none accepted;
+//! - `failure`: why a session failed, with its exit code and its message;
+//! - `tally`: what the server's lines are, classified and tallied against names sent;
+//! - `wait`: how long a socket read may block, and which I/O errors are timeouts or resets;
+//! - `lines`: splitting the server's byte stream into lines as it arrives;
+//! - `names`: the names input (arguments or stdin), split as the server splits lines;
+//! - `session`: the line framing, chunk framing and `--raw` sessions.
+//!
+//! [`CHUNK_MAX`]: crate::protocol::CHUNK_MAX
+
+mod args;
+mod connect;
+mod failure;
+mod lines;
+mod names;
+mod session;
+mod tally;
+mod wait;
+
+use std::fmt;
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use log::debug;
+
+use crate::cli::ClientArgs;
+use crate::protocol::Framing;
+
+use args::{parse_target, timeout_arg};
+use connect::connect;
+use failure::Failure;
+use names::{Names, names_input};
+use session::{chunk_session, line_session, raw_session};
+
+/// Success: every name was answered and the server closed after `exit`
+/// (`--raw`: the server closed).
+pub const EXIT_OK: u8 = 0;
+/// A local I/O failure: stdin could not be read or stdout could not be written
+/// (a closed stdout pipe exits with this code silently).
+pub const EXIT_LOCAL_IO: u8 = 1;
+/// Bad command line (clap's code for usage errors too), e.g. an unparsable `--connect`.
+pub const EXIT_USAGE: u8 = 2;
+/// No connection was made: unknown host, connection refused, unreachable, or the
+/// connect timeout passed for every address.
+pub const EXIT_CONNECT: u8 = 3;
+/// Connected, but the server sent nothing for `--reply-timeout` seconds while a reply
+/// was due, or it closed the connection as idle.
+pub const EXIT_TIMEOUT: u8 = 4;
+/// The server broke the conversation: it closed or reset the connection before its
+/// welcome, before answering every name or before the input ended, or it answered a
+/// name with an `ERROR` line.
+pub const EXIT_PROTOCOL: u8 = 5;
+/// The server said `ERROR server busy` instead of its welcome: try again later.
+pub const EXIT_BUSY: u8 = 6;
+
+/// The port used when `--connect` names none: the port of [`crate::cli::DEFAULT_ADDR`].
+pub const DEFAULT_PORT: u16 = 9999;
+
+/// Bytes read from the socket at once.
+const READ_BUF: usize = 64 * 1024;
+/// Bytes of names queued before they are written to the socket.
+const WRITE_BUF: usize = 64 * 1024;
+/// Bytes of stdin read at once.
+const INPUT_BUF: usize = 64 * 1024;
+/// Bytes kept of each server line to classify it; notices are much shorter.
+const HEAD: usize = 256;
+
+/// Runs the client; prints its own errors on stderr and returns the exit code.
+///
+/// Meant for the binary's `main`: on failure it returns while the thread reading stdin
+/// may still be blocked, which is harmless only because the process then exits.
+pub fn run(args: &ClientArgs) -> ExitCode {
+    match session(args) {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(failure) => {
+            if let Some(message) = failure.message() {
+                let _ = writeln!(io::stderr(), "tcp-hello: {message}");
+            }
+            ExitCode::from(failure.code())
+        }
+    }
+}
+
+fn session(args: &ClientArgs) -> Result<(), Failure> {
+    let (host, port) = parse_target(&args.connect).map_err(Failure::Usage)?;
+    let target = Target { host, port };
+    let connect_timeout = timeout_arg("--connect-timeout", args.connect_timeout)?;
+    let reply_timeout = timeout_arg("--reply-timeout", args.reply_timeout)?;
+    let interactive = !args.raw && args.names.is_empty() && io::stdin().is_terminal();
+    let (stream, addr) = connect(&target, connect_timeout)?;
+    debug!("connected to {addr}");
+    // Names leave in batches (or one at a time, awaited), so Nagle's delay only adds latency.
+    let _ = stream.set_nodelay(true);
+    let cfg = Config {
+        target,
+        reply_timeout,
+        interactive,
+    };
+    if interactive {
+        let shown = cfg.target.to_string();
+        let resolved = addr.to_string();
+        let via = if shown == resolved {
+            String::new()
+        } else {
+            format!(" ({resolved})")
+        };
+        note(&format!(
+            "Connected to {shown}{via}. Type a name and press Enter; `exit` or Ctrl-D ends the session.\n"
+        ));
+    }
+    let mut out = BufWriter::with_capacity(READ_BUF, io::stdout().lock());
+    let result = if args.raw {
+        raw_session(stream, &cfg, &mut out)
+    } else {
+        let input = Names::new(names_input(&args.names));
+        match args.framing {
+            Framing::Line => line_session(stream, &cfg, input, &mut out),
+            Framing::Chunk => chunk_session(&stream, &cfg, input, &mut out),
+        }
+    };
+    // A failure's message follows everything the server said.
+    let flushed = out.flush().map_err(Failure::Stdout);
+    result.and(flushed)
+}
+
+/// What every session needs to know.
+struct Config {
+    target: Target,
+    reply_timeout: Option<Duration>,
+    interactive: bool,
+}
+
+/// Where to connect, as the user wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    host: String,
+    port: u16,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Writes to stderr; a closed stderr must not stop the session.
+fn note(text: &str) {
+    let mut err = io::stderr().lock();
+    let _ = err.write_all(text.as_bytes());
+    let _ = err.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_display_ipv6_in_brackets() {
+        let t = |host: &str| Target {
+            host: host.into(),
+            port: 1,
+        };
+        assert_eq!(t("::1").to_string(), "[::1]:1");
+        assert_eq!(t("localhost").to_string(), "localhost:1");
+    }
+}

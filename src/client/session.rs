@@ -1,0 +1,443 @@
+//! The sessions, line framing, chunk framing and `--raw`, each until the server closes.
+
+use std::io::{self, BufWriter, ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::failure::{Failure, Waiting};
+use super::lines::LineSplitter;
+use super::names::{Names, write_escaped};
+use super::tally::{Role, Tally};
+use super::wait::{arm, is_reset, is_timeout, read_wait};
+use super::{Config, INPUT_BUF, READ_BUF, WRITE_BUF, note};
+use crate::protocol::{CHUNK_MAX, Request, chunk_message};
+
+/// Milliseconds since `origin`, for the atomics the threads share.
+fn millis(origin: Instant) -> u64 {
+    u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// What the writer thread tells the reader.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Names handed to the socket (counted before their bytes can reach the server).
+    sent: AtomicU64,
+    /// The input ended and `exit` went (or is going) out.
+    finished: AtomicBool,
+    /// When bytes were last handed to the socket, in ms from the session's origin.
+    last_tx: AtomicU64,
+    /// Reading stdin failed.
+    stdin_error: Mutex<Option<io::Error>>,
+}
+
+impl Shared {
+    fn touch(&self, origin: Instant) {
+        self.last_tx.store(millis(origin), SeqCst);
+    }
+
+    fn sent(&self) -> u64 {
+        self.sent.load(SeqCst)
+    }
+
+    fn finished(&self) -> bool {
+        self.finished.load(SeqCst)
+    }
+
+    fn set_stdin_error(&self, e: io::Error) {
+        *self
+            .stdin_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(e);
+    }
+
+    fn take_stdin_error(&self) -> Option<io::Error> {
+        self.stdin_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// Why the writer stopped early.
+enum WriteStop {
+    Stdin(io::Error),
+    /// The socket refused bytes: the server is gone; the reader tells why.
+    Socket,
+}
+
+/// The writer thread of line framing: waits for the welcome, then sends every name,
+/// flushing whenever the input has nothing complete buffered, then `exit` and a
+/// half-close.
+fn send_names(
+    stream: TcpStream,
+    mut names: Names,
+    shared: &Shared,
+    origin: Instant,
+    welcomed: mpsc::Receiver<()>,
+    interactive: bool,
+) {
+    if welcomed.recv().is_err() {
+        return; // The reader gave up before the welcome.
+    }
+    let mut out = BufWriter::with_capacity(WRITE_BUF, &stream);
+    match pump_names(&mut out, &mut names, shared, origin, interactive) {
+        Ok(()) => {
+            let _ = stream.shutdown(Shutdown::Write);
+        }
+        Err(WriteStop::Stdin(e)) => {
+            shared.set_stdin_error(e);
+            // Wakes the reader, which reports the error.
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        Err(WriteStop::Socket) => {}
+    }
+}
+
+fn pump_names(
+    out: &mut BufWriter<&TcpStream>,
+    names: &mut Names,
+    shared: &Shared,
+    origin: Instant,
+    interactive: bool,
+) -> Result<(), WriteStop> {
+    let socket = |_: io::Error| WriteStop::Socket;
+    loop {
+        if names.may_block() {
+            out.flush().map_err(socket)?;
+            shared.touch(origin);
+        }
+        let Some((request, name)) = names.next().map_err(WriteStop::Stdin)? else {
+            break;
+        };
+        match request {
+            Request::Blank => {
+                if interactive {
+                    note("> ");
+                }
+            }
+            Request::Exit => {
+                // Marked before the bytes leave, so the reader cannot see the close first.
+                shared.touch(origin);
+                shared.finished.store(true, SeqCst);
+                out.write_all(name).map_err(socket)?;
+                out.write_all(b"\n").map_err(socket)?;
+                return out.flush().map_err(socket);
+            }
+            Request::Name => {
+                shared.touch(origin);
+                shared.sent.fetch_add(1, SeqCst);
+                write_escaped(out, name).map_err(socket)?;
+                out.write_all(b"\n").map_err(socket)?;
+            }
+        }
+    }
+    if interactive {
+        // After Ctrl-D the cursor sits after the prompt.
+        note("\n");
+    }
+    shared.touch(origin);
+    shared.finished.store(true, SeqCst);
+    out.write_all(b"exit\n").map_err(socket)?;
+    out.flush().map_err(socket)
+}
+
+/// Line framing: a writer thread pipelines the names while this thread prints every
+/// line the server sends and keeps the tally, until the server closes.
+pub(super) fn line_session(
+    stream: TcpStream,
+    cfg: &Config,
+    names: Names,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
+    let origin = Instant::now();
+    let shared = Arc::new(Shared::default());
+    let (welcome_tx, welcome_rx) = mpsc::channel();
+    let mut welcome_tx = Some(welcome_tx);
+    let writer_stream = stream.try_clone().map_err(Failure::Socket)?;
+    let writer_shared = Arc::clone(&shared);
+    let interactive = cfg.interactive;
+    thread::Builder::new()
+        .name("client-writer".into())
+        .spawn(move || {
+            send_names(
+                writer_stream,
+                names,
+                &writer_shared,
+                origin,
+                welcome_rx,
+                interactive,
+            );
+        })
+        .map_err(Failure::Socket)?;
+
+    let mut tally = Tally::default();
+    let mut split = LineSplitter::default();
+    let mut buf = vec![0u8; READ_BUF];
+    let mut last_rx = Duration::ZERO;
+    loop {
+        out.flush().map_err(Failure::Stdout)?;
+        let due = tally.due(shared.sent(), shared.finished());
+        let last_tx = Duration::from_millis(shared.last_tx.load(SeqCst));
+        let wait = read_wait(
+            cfg.reply_timeout,
+            due.is_some(),
+            last_rx.max(last_tx),
+            origin.elapsed(),
+        );
+        if !arm(&stream, wait)? {
+            let _ = out.write_all(if split.partial() > 0 { b"\n" } else { b"" });
+            return Err(Failure::Timeout {
+                secs: cfg.reply_timeout.map_or(0.0, |t| t.as_secs_f64()),
+                waiting: due.unwrap_or(Waiting::Close),
+                partial: split.partial(),
+            });
+        }
+        let n = match (&stream).read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted || is_timeout(&e) => continue,
+            Err(e) if is_reset(&e) => {
+                tally.reset = true;
+                break;
+            }
+            Err(e) => return Err(Failure::Socket(e)),
+        };
+        last_rx = origin.elapsed();
+        let mut data = &buf[..n];
+        while let Some(piece) = split.next(&mut data) {
+            out.write_all(piece.text).map_err(Failure::Stdout)?;
+            if piece.end {
+                on_line(&mut tally, &mut split, &shared, cfg, out, &mut welcome_tx)?;
+            }
+        }
+    }
+    if let Some(piece) = split.at_eof() {
+        out.write_all(piece.text).map_err(Failure::Stdout)?;
+        on_line(&mut tally, &mut split, &shared, cfg, out, &mut welcome_tx)?;
+    }
+    if let Some(e) = shared.take_stdin_error() {
+        return Err(Failure::Stdin(e));
+    }
+    tally.end(shared.sent(), shared.finished())
+}
+
+/// A line from the server has ended: finish it on stdout and account for it.
+fn on_line(
+    tally: &mut Tally,
+    split: &mut LineSplitter,
+    shared: &Shared,
+    cfg: &Config,
+    out: &mut impl Write,
+    welcome_tx: &mut Option<mpsc::Sender<()>>,
+) -> Result<(), Failure> {
+    out.write_all(b"\n").map_err(Failure::Stdout)?;
+    let sent = shared.sent();
+    let role = tally.line(split.head(), sent);
+    if role == Role::Busy {
+        return Err(Failure::Busy(
+            String::from_utf8_lossy(split.head()).into_owned(),
+        ));
+    }
+    split.clear();
+    if role == Role::Welcome {
+        if let Some(tx) = welcome_tx.take() {
+            // The writer may be gone only if the process is ending.
+            let _ = tx.send(());
+        }
+    }
+    if cfg.interactive && tally.due(sent, shared.finished()).is_none() {
+        out.flush().map_err(Failure::Stdout)?;
+        note("> ");
+    }
+    Ok(())
+}
+
+/// Chunk framing, in lockstep: each name is sent alone and its reply awaited, as the
+/// Python tutorial's server needs.
+pub(super) fn chunk_session(
+    stream: &TcpStream,
+    cfg: &Config,
+    mut names: Names,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
+    let mut tally = Tally::default();
+    let mut buf = vec![0u8; READ_BUF];
+    let mut sent = 0u64;
+    let mut print = |tally: &mut Tally, message: &[u8], sent: u64| -> Result<Role, Failure> {
+        let message = chunk_message(message);
+        out.write_all(message).map_err(Failure::Stdout)?;
+        out.write_all(b"\n").map_err(Failure::Stdout)?;
+        out.flush().map_err(Failure::Stdout)?;
+        match tally.line(message, sent) {
+            Role::Busy => Err(Failure::Busy(String::from_utf8_lossy(message).into_owned())),
+            role => Ok(role),
+        }
+    };
+    let Some(n) = read_chunk(stream, &mut buf, cfg, Waiting::Welcome, &mut tally)? else {
+        return tally.end(0, false);
+    };
+    print(&mut tally, &buf[..n], 0)?;
+    let mut exited = false;
+    loop {
+        if cfg.interactive {
+            note("> ");
+        }
+        let next = names.next().map_err(Failure::Stdin)?;
+        let Some((request, name)) = next else { break };
+        match request {
+            Request::Blank => continue,
+            Request::Exit => {
+                send_all(stream, name, &mut tally)?;
+                exited = true;
+                break;
+            }
+            Request::Name => {
+                if name.len() > CHUNK_MAX {
+                    return Err(Failure::NameTooLong(name.len()));
+                }
+                let mut wire = Vec::with_capacity(name.len() + 1);
+                // Cannot fail: writing to a Vec.
+                let _ = write_escaped(&mut wire, name);
+                send_all(stream, &wire, &mut tally)?;
+                sent += 1;
+                match read_chunk(stream, &mut buf, cfg, Waiting::Replies(1), &mut tally)? {
+                    Some(n) => {
+                        print(&mut tally, &buf[..n], sent)?;
+                    }
+                    None => return tally.end(sent, false),
+                }
+            }
+        }
+    }
+    if !exited {
+        if cfg.interactive {
+            note("\n");
+        }
+        send_all(stream, b"exit", &mut tally)?;
+    }
+    while let Some(n) = read_chunk(stream, &mut buf, cfg, Waiting::Close, &mut tally)? {
+        print(&mut tally, &buf[..n], sent)?;
+    }
+    tally.end(sent, true)
+}
+
+/// Sends one chunk-framed message; a server that is gone shows up at the next read.
+fn send_all(stream: &TcpStream, bytes: &[u8], tally: &mut Tally) -> Result<(), Failure> {
+    match (&*stream).write_all(bytes) {
+        Ok(()) => Ok(()),
+        Err(e) if is_reset(&e) => {
+            tally.reset = true;
+            Ok(())
+        }
+        Err(e) => Err(Failure::Socket(e)),
+    }
+}
+
+/// Reads one chunk-framed message within the reply timeout; `None` when the server closed.
+fn read_chunk(
+    stream: &TcpStream,
+    buf: &mut [u8],
+    cfg: &Config,
+    waiting: Waiting,
+    tally: &mut Tally,
+) -> Result<Option<usize>, Failure> {
+    let start = Instant::now();
+    loop {
+        let wait = read_wait(cfg.reply_timeout, true, Duration::ZERO, start.elapsed());
+        if !arm(stream, wait)? {
+            return Err(Failure::Timeout {
+                secs: cfg.reply_timeout.map_or(0.0, |t| t.as_secs_f64()),
+                waiting,
+                partial: 0,
+            });
+        }
+        match (&*stream).read(buf) {
+            Ok(0) => return Ok(None),
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if e.kind() == ErrorKind::Interrupted || is_timeout(&e) => continue,
+            Err(e) if is_reset(&e) => {
+                tally.reset = true;
+                return Ok(None);
+            }
+            Err(e) => return Err(Failure::Socket(e)),
+        }
+    }
+}
+
+/// `--raw`: stdin to the socket and the socket to stdout, unchanged; a half-close when
+/// stdin ends; done when the server closes.
+pub(super) fn raw_session(
+    stream: TcpStream,
+    cfg: &Config,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
+    let origin = Instant::now();
+    let shared = Arc::new(Shared::default());
+    let writer_stream = stream.try_clone().map_err(Failure::Socket)?;
+    let writer_shared = Arc::clone(&shared);
+    thread::Builder::new()
+        .name("client-writer".into())
+        .spawn(move || copy_stdin(writer_stream, &writer_shared, origin))
+        .map_err(Failure::Socket)?;
+    let mut buf = vec![0u8; READ_BUF];
+    let mut last_rx = Duration::ZERO;
+    loop {
+        out.flush().map_err(Failure::Stdout)?;
+        let finished = shared.finished();
+        let last_tx = Duration::from_millis(shared.last_tx.load(SeqCst));
+        let wait = read_wait(
+            cfg.reply_timeout,
+            finished,
+            last_rx.max(last_tx),
+            origin.elapsed(),
+        );
+        if !arm(&stream, wait)? {
+            return Err(Failure::Timeout {
+                secs: cfg.reply_timeout.map_or(0.0, |t| t.as_secs_f64()),
+                waiting: Waiting::Close,
+                partial: 0,
+            });
+        }
+        match (&stream).read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                last_rx = origin.elapsed();
+                out.write_all(&buf[..n]).map_err(Failure::Stdout)?;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted || is_timeout(&e) => {}
+            Err(e) => return Err(Failure::Socket(e)),
+        }
+    }
+    if let Some(e) = shared.take_stdin_error() {
+        return Err(Failure::Stdin(e));
+    }
+    Ok(())
+}
+
+/// The writer thread of `--raw`: every read from stdin goes out as it is.
+fn copy_stdin(stream: TcpStream, shared: &Shared, origin: Instant) {
+    let mut stdin = io::stdin().lock();
+    let mut buf = vec![0u8; INPUT_BUF];
+    loop {
+        let n = match stdin.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => {
+                shared.set_stdin_error(e);
+                let _ = stream.shutdown(Shutdown::Both);
+                return;
+            }
+        };
+        shared.touch(origin);
+        if (&stream).write_all(&buf[..n]).is_err() {
+            return; // The server closed; the reader finishes.
+        }
+    }
+    shared.touch(origin);
+    shared.finished.store(true, SeqCst);
+    let _ = stream.shutdown(Shutdown::Write);
+}

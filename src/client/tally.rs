@@ -1,0 +1,245 @@
+//! What the server's lines are, classified by their text and tallied against names sent.
+
+use super::failure::{Closed, ClosedWhen, Failure, Waiting};
+
+/// What a line (or chunk) from the server is, by its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LineKind {
+    /// `ERROR server busy ...`: the server refused the connection.
+    Busy,
+    /// `ERROR idle ...`: the server is closing an idle connection.
+    Idle,
+    /// `server shutting down`.
+    ShuttingDown,
+    /// Any other `ERROR ...` line, e.g. `ERROR line too long`.
+    Error,
+    /// Anything else: a welcome, a reply, a farewell.
+    Text,
+}
+
+/// Classifies a server line (without its ending; only its start matters).
+fn classify_line(line: &[u8]) -> LineKind {
+    if line.starts_with(b"ERROR server busy") {
+        LineKind::Busy
+    } else if line.starts_with(b"ERROR idle") {
+        LineKind::Idle
+    } else if line == b"server shutting down" {
+        LineKind::ShuttingDown
+    } else if line.starts_with(b"ERROR ") {
+        LineKind::Error
+    } else {
+        LineKind::Text
+    }
+}
+
+/// The part a server line plays in the conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    Welcome,
+    Busy,
+    /// The answer to a name.
+    Reply,
+    /// An `ERROR` line answering a name.
+    Refusal,
+    /// A notice of the server's own (idle, shutting down, an unexpected error).
+    Notice,
+    /// Nothing was due: the farewell, or a line the client cannot place.
+    Extra,
+}
+
+/// What the client knows from the lines received, compared with the names sent.
+#[derive(Debug, Default)]
+pub(super) struct Tally {
+    welcomed: bool,
+    /// Names answered, by a reply or a refusal.
+    answered: u64,
+    refused: u64,
+    first_refusal: Option<String>,
+    /// The last notice, and whether it was the idle one.
+    notice: Option<(LineKind, String)>,
+    /// The connection ended by a reset.
+    pub(super) reset: bool,
+}
+
+impl Tally {
+    /// Accounts for one line, given how many names had been sent when it arrived.
+    pub(super) fn line(&mut self, line: &[u8], sent: u64) -> Role {
+        let kind = classify_line(line);
+        let text = || String::from_utf8_lossy(line).into_owned();
+        if !self.welcomed {
+            if kind == LineKind::Busy {
+                return Role::Busy;
+            }
+            self.welcomed = true;
+            return Role::Welcome;
+        }
+        let due = self.answered < sent;
+        match kind {
+            LineKind::Idle | LineKind::ShuttingDown | LineKind::Busy => {
+                self.notice = Some((kind, text()));
+                Role::Notice
+            }
+            LineKind::Error if due => {
+                self.answered += 1;
+                self.refused += 1;
+                self.first_refusal.get_or_insert_with(text);
+                Role::Refusal
+            }
+            LineKind::Error => {
+                self.notice = Some((kind, text()));
+                Role::Notice
+            }
+            LineKind::Text if due => {
+                self.answered += 1;
+                Role::Reply
+            }
+            LineKind::Text => Role::Extra,
+        }
+    }
+
+    /// Whether something is due from the server.
+    pub(super) fn due(&self, sent: u64, finished: bool) -> Option<Waiting> {
+        if !self.welcomed {
+            Some(Waiting::Welcome)
+        } else if self.answered < sent {
+            Some(Waiting::Replies(sent - self.answered))
+        } else if finished {
+            Some(Waiting::Close)
+        } else {
+            None
+        }
+    }
+
+    /// The verdict once the server has closed: `sent` names were sent, and `finished`
+    /// tells whether the input ended (`exit` was sent).
+    pub(super) fn end(&self, sent: u64, finished: bool) -> Result<(), Failure> {
+        let notice = self.notice.as_ref().map(|(_, text)| text.clone());
+        let closed = |what| {
+            Err(Failure::Closed(Closed {
+                what,
+                notice: notice.clone(),
+                reset: self.reset,
+            }))
+        };
+        if !self.welcomed {
+            return closed(ClosedWhen::BeforeWelcome);
+        }
+        if self.answered < sent {
+            return closed(ClosedWhen::Unanswered(sent - self.answered));
+        }
+        if !finished {
+            let idle = matches!(self.notice, Some((LineKind::Idle, _)));
+            return closed(if idle {
+                ClosedWhen::Idle
+            } else {
+                ClosedWhen::InputOpen
+            });
+        }
+        if self.refused > 0 {
+            return Err(Failure::Refused {
+                count: self.refused,
+                first: self.first_refusal.clone().unwrap_or_default(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{EXIT_PROTOCOL, EXIT_TIMEOUT};
+
+    #[test]
+    fn server_lines_are_classified_by_their_start() {
+        assert_eq!(
+            classify_line(b"ERROR server busy (3 connections), try again later"),
+            LineKind::Busy
+        );
+        assert_eq!(
+            classify_line(b"ERROR idle for 300 s, closing"),
+            LineKind::Idle
+        );
+        assert_eq!(
+            classify_line(b"server shutting down"),
+            LineKind::ShuttingDown
+        );
+        assert_eq!(
+            classify_line(b"ERROR line too long (max 8 bytes), skipped"),
+            LineKind::Error
+        );
+        for text in [
+            &b"Welcome!"[..],
+            b"Hello, ERROR x!",
+            b"",
+            b"ERRORS",
+            b"Bye!",
+        ] {
+            assert_eq!(classify_line(text), LineKind::Text);
+        }
+    }
+
+    #[test]
+    fn tally_counts_replies_refusals_and_extras() {
+        let mut t = Tally::default();
+        assert_eq!(t.due(0, false), Some(Waiting::Welcome));
+        assert_eq!(t.line(b"Welcome!", 0), Role::Welcome);
+        assert_eq!(t.due(0, false), None);
+        assert_eq!(t.due(3, false), Some(Waiting::Replies(3)));
+        assert_eq!(t.line(b"Hello, a!", 3), Role::Reply);
+        assert_eq!(
+            t.line(b"ERROR line too long (max 1 bytes), skipped", 3),
+            Role::Refusal
+        );
+        assert_eq!(t.line(b"Hello, c!", 3), Role::Reply);
+        assert_eq!(t.due(3, true), Some(Waiting::Close));
+        assert_eq!(t.line(b"Bye!", 3), Role::Extra);
+        let e = t.end(3, true).unwrap_err();
+        assert_eq!(e.code(), EXIT_PROTOCOL);
+        assert!(e.message().unwrap().contains("--max-line"));
+    }
+
+    #[test]
+    fn tally_busy_only_in_place_of_the_welcome() {
+        let mut t = Tally::default();
+        assert_eq!(
+            t.line(b"ERROR server busy (1 connections), try again later", 0),
+            Role::Busy
+        );
+        assert!(!t.welcomed);
+        let mut t = Tally::default();
+        t.line(b"Welcome!", 0);
+        assert_eq!(t.line(b"ERROR server busy", 0), Role::Notice);
+    }
+
+    #[test]
+    fn tally_verdicts() {
+        let welcomed = || {
+            let mut t = Tally::default();
+            t.line(b"Welcome!", 0);
+            t
+        };
+        assert!(welcomed().end(0, true).is_ok());
+        let closed = |r: Result<(), Failure>| match r {
+            Err(Failure::Closed(c)) => c,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            closed(Tally::default().end(0, false)).what,
+            ClosedWhen::BeforeWelcome
+        );
+        let mut t = welcomed();
+        t.line(b"Hello, a!", 3);
+        assert_eq!(t.line(b"server shutting down", 3), Role::Notice);
+        let e = t.end(3, true);
+        let c = closed(e);
+        assert_eq!(c.what, ClosedWhen::Unanswered(2));
+        assert_eq!(c.notice.as_deref(), Some("server shutting down"));
+        assert_eq!(closed(welcomed().end(0, false)).what, ClosedWhen::InputOpen);
+        let mut t = welcomed();
+        t.line(b"ERROR idle for 5 s, closing", 0);
+        let e = t.end(0, false).unwrap_err();
+        assert_eq!(e.code(), EXIT_TIMEOUT);
+        assert!(e.message().unwrap().contains("--idle-timeout"));
+    }
+}

@@ -182,21 +182,17 @@ fn ctrl_c_ends_the_run_early_with_a_report() {
         "50",
         "--json",
     ]);
-    let run = std::thread::spawn(move || run_tool(&mut cmd, None, RUN_LIMIT));
+    let running = Running::start(&mut cmd, None);
     let mut seen = false;
     while !seen && started.elapsed() < RUN_LIMIT {
         seen = server.logs_so_far().matches(" open: ").count() >= 4;
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(seen, "the bench never connected");
-    let pid = std::process::Command::new("pgrep")
-        .args(["-f", &format!("bench --connect {addr}")])
-        .output()
-        .expect("pgrep");
-    let pid = String::from_utf8_lossy(&pid.stdout).trim().to_string();
+    let pid = running.pid().to_string();
     let status = Command::new("kill").args(["-INT", &pid]).status().unwrap();
     assert!(status.success(), "kill -INT {pid}");
-    let run = run.join().unwrap();
+    let run = running.finish(RUN_LIMIT);
     assert!(
         run.elapsed < Duration::from_secs(40),
         "not interrupted: {:?}",

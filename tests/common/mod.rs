@@ -276,57 +276,94 @@ pub struct Finished {
 /// Runs `cmd` with `stdin` (then closed; `None` gives it no stdin) and collects its
 /// output; kills it and fails the test if it runs longer than `limit`.
 pub fn run_tool(cmd: &mut Command, stdin: Option<&[u8]>, limit: Duration) -> Finished {
-    let started = Instant::now();
-    let mut child = KillOnDrop(
-        cmd.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}")),
-    );
-    let feeder = stdin.map(|bytes| {
-        let mut pipe = child.0.stdin.take().expect("stdin is piped");
-        let bytes = bytes.to_vec();
-        // A thread, so that a process that writes before it reads cannot deadlock the
-        // test; the process may also exit before reading everything.
-        thread::spawn(move || {
-            let _ = pipe.write_all(&bytes);
-        })
-    });
-    let collect = |mut pipe: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut all = Vec::new();
-            let _ = pipe.read_to_end(&mut all);
-            String::from_utf8_lossy(&all).into_owned()
-        })
-    };
-    let out = collect(Box::new(child.0.stdout.take().expect("stdout is piped")));
-    let err = collect(Box::new(child.0.stderr.take().expect("stderr is piped")));
-    let status = loop {
-        if let Some(status) = child.0.try_wait().expect("try_wait") {
-            break status;
+    Running::start(cmd, stdin).finish(limit)
+}
+
+/// A process started by [`Running::start`], its output being collected.
+pub struct Running {
+    child: KillOnDrop,
+    what: String,
+    started: Instant,
+    feeder: Option<thread::JoinHandle<()>>,
+    out: thread::JoinHandle<String>,
+    err: thread::JoinHandle<String>,
+}
+
+impl Running {
+    /// Starts `cmd` with `stdin` (then closed; `None` gives it no stdin), collecting
+    /// stdout and stderr.
+    pub fn start(cmd: &mut Command, stdin: Option<&[u8]>) -> Running {
+        let started = Instant::now();
+        let mut child = KillOnDrop(
+            cmd.stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}")),
+        );
+        let feeder = stdin.map(|bytes| {
+            let mut pipe = child.0.stdin.take().expect("stdin is piped");
+            let bytes = bytes.to_vec();
+            // A thread, so that a process that writes before it reads cannot deadlock the
+            // test; the process may also exit before reading everything.
+            thread::spawn(move || {
+                let _ = pipe.write_all(&bytes);
+            })
+        });
+        let collect = |mut pipe: Box<dyn Read + Send>| {
+            thread::spawn(move || {
+                let mut all = Vec::new();
+                let _ = pipe.read_to_end(&mut all);
+                String::from_utf8_lossy(&all).into_owned()
+            })
+        };
+        let out = collect(Box::new(child.0.stdout.take().expect("stdout is piped")));
+        let err = collect(Box::new(child.0.stderr.take().expect("stderr is piped")));
+        Running {
+            child,
+            what: format!("{cmd:?}"),
+            started,
+            feeder,
+            out,
+            err,
         }
-        if started.elapsed() > limit {
-            let _ = child.0.kill();
-            let _ = child.0.wait();
-            let (out, err) = (out.join().unwrap(), err.join().unwrap());
-            panic!(
-                "{cmd:?} did not finish within {limit:?}; killed.\nstdout: {out}\nstderr: {err}"
-            );
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    if let Some(feeder) = feeder {
-        let _ = feeder.join();
     }
-    Finished {
-        code: status.code(),
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-        elapsed: started.elapsed(),
+
+    /// The process's ID, to send it a signal.
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    /// Waits for the process to end; kills it and fails the test if it runs longer than
+    /// `limit` in all.
+    pub fn finish(mut self, limit: Duration) -> Finished {
+        let status = loop {
+            if let Some(status) = self.child.0.try_wait().expect("try_wait") {
+                break status;
+            }
+            if self.started.elapsed() > limit {
+                let _ = self.child.0.kill();
+                let _ = self.child.0.wait();
+                let (out, err) = (self.out.join().unwrap(), self.err.join().unwrap());
+                panic!(
+                    "{} did not finish within {limit:?}; killed.\nstdout: {out}\nstderr: {err}",
+                    self.what
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        };
+        if let Some(feeder) = self.feeder {
+            let _ = feeder.join();
+        }
+        Finished {
+            code: status.code(),
+            stdout: self.out.join().unwrap(),
+            stderr: self.err.join().unwrap(),
+            elapsed: self.started.elapsed(),
+        }
     }
 }

@@ -365,6 +365,9 @@ impl Shared {
         Ok(())
     }
 
+    /// Gives up a connection's slot. Called exactly once per admitted connection (by
+    /// its `Registered` guard, or by `admit` when its thread could not start): slots
+    /// are reused, so a second call could free another connection's.
     fn leave(&self, slot: usize, source: IpAddr) {
         let mut registry = self.lock();
         if registry.live.try_remove(slot).is_none() {

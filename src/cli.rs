@@ -39,11 +39,13 @@ pub enum Command {
 /// Options of `tcp-hello serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Address to listen on; repeat for several (IPv6: `[::1]:9999`; port 0 picks a free port).
+    /// Address to listen on; repeat for several (IPv6: `[::1]:9999`; port 0 picks a free
+    /// port; a host name binds its first IPv4 address; no port means 9999).
     #[arg(
         short,
         long = "bind",
         value_name = "ADDR",
+        value_parser = crate::address::parse_bind,
         env = "TCP_HELLO_BIND",
         value_delimiter = ',',
         default_value = DEFAULT_ADDR

@@ -5,9 +5,10 @@
 //! - [`connection`]: one connection's I/O over any `Read + Write` stream;
 //! - [`server`]: listeners, the accept loop, connection limits and shutdown;
 //! - [`client`], [`bench`](mod@bench): the bundled client and load generator;
-//! - [`cli`]: the command line.
+//! - [`cli`], [`address`]: the command line, and the addresses given on it.
 #![forbid(unsafe_code)]
 
+pub mod address;
 pub mod bench;
 pub mod cli;
 pub mod client;

@@ -215,6 +215,39 @@ fn ipv6_loopback() {
 }
 
 #[test]
+fn a_host_name_binds_its_ipv4_address() {
+    let server = Server::start_with_binds(&["--bind", "localhost:0"], 1);
+    let addr = server.addr();
+    assert_eq!(addr.ip().to_string(), "127.0.0.1", "{addr}");
+    let mut c = greeted(&server);
+    c.send("named\n");
+    assert_eq!(c.text_line(), "Hello, named!");
+    say_exit(&mut c);
+}
+
+#[test]
+fn a_bad_bind_address_is_a_usage_error_saying_what_to_write() {
+    for (bad, says) in [
+        ("127.0.0.1:x", "HOST:PORT"),
+        (":9999", "0.0.0.0:9999"),
+        ("host:80:1", "brackets"),
+        (
+            "no-such-host.invalid:1",
+            "cannot resolve no-such-host.invalid",
+        ),
+    ] {
+        let (code, out, err) = run_with_deadline(
+            Command::new(bin()).args(["serve", "--bind", bad]),
+            Duration::from_secs(20),
+        );
+        assert_eq!(code, Some(2), "{bad}: stderr {err:?}");
+        assert_eq!(out, "", "{bad}: nothing may be announced");
+        let first = err.lines().next().unwrap_or_default();
+        assert!(first.contains(says), "{bad}: {err:?}");
+    }
+}
+
+#[test]
 fn options_from_tcp_hello_environment_variables() {
     let mut cmd = Command::new(bin());
     cmd.arg("serve")

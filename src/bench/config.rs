@@ -87,22 +87,31 @@ impl Config {
     }
 }
 
-/// The first address `connect` resolves to.
+/// The first address `--connect` resolves to (see [`HostPort::parse`]).
 pub(super) fn resolve(connect: &str) -> io::Result<SocketAddr> {
-    match connect.to_socket_addrs() {
-        Ok(mut addrs) => addrs.next().ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("--connect {connect} resolved to no address"),
-            )
-        }),
-        Err(e) => Err(io::Error::new(
+    let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
+    let connect = connect.trim();
+    let target =
+        HostPort::parse(connect).map_err(|e| invalid(format!("--connect {connect}: {e}")))?;
+    if target.port == 0 {
+        return Err(invalid(format!(
+            "--connect {connect}: port 0 is not a server's port; give the port the server announced"
+        )));
+    }
+    let addrs = target.resolve().map_err(|e| {
+        io::Error::new(
             e.kind(),
             format!(
-                "cannot resolve --connect {connect}: {e} (expected HOST:PORT, e.g. 127.0.0.1:9999)"
+                "cannot resolve --connect {target}: {e}; check the host name, or use an IP address"
             ),
-        )),
-    }
+        )
+    })?;
+    addrs.first().copied().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("--connect {target} resolved to no address"),
+        )
+    })
 }
 
 /// Each worker's share of `total` setups in flight (at least one).
@@ -200,7 +209,21 @@ mod tests {
             let e = cfg(&args).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
         }
-        let e = cfg(&["--connect", "no-port-here"]).unwrap_err().to_string();
-        assert!(e.contains("cannot resolve --connect no-port-here"), "{e}");
+        for bad in ["a:b:c", "host:x", "127.0.0.1:0"] {
+            let e = cfg(&["--connect", bad]).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad}");
+            assert!(
+                e.to_string().starts_with(&format!("--connect {bad}: ")),
+                "{e}"
+            );
+        }
+        let e = cfg(&["--connect", "no-such-host.invalid:1"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cannot resolve --connect no-such-host.invalid:1"),
+            "{e}"
+        );
+        assert_eq!(cfg(&["--connect", "127.0.0.1"]).unwrap().addr.port(), 9999);
     }
 }

@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::{self, IsTerminal, Read, Write};
 use std::iter;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
@@ -30,6 +30,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use serde_json::{Map, Value, json};
 
+use crate::address::HostPort;
 use crate::cli::BenchArgs;
 
 mod config;

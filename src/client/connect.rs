@@ -1,13 +1,13 @@
 //! Connecting: resolving the target, trying each address in turn, and why none accepted.
 
 use std::io::ErrorKind;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use log::debug;
 
-use super::Target;
 use super::failure::Failure;
+use crate::address::HostPort;
 
 /// The order in which to try the addresses a name resolves to: the resolver's order
 /// (RFC 6724 preference), duplicates removed, IPv6 and IPv4 alternating from the
@@ -48,15 +48,13 @@ pub(super) struct Attempt {
 
 /// Resolves the target and tries every address in turn.
 pub(super) fn connect(
-    target: &Target,
+    target: &HostPort,
     timeout: Option<Duration>,
 ) -> Result<(TcpStream, SocketAddr), Failure> {
-    let resolved = (target.host.as_str(), target.port)
-        .to_socket_addrs()
-        .map_err(|e| Failure::Resolve {
-            target: target.to_string(),
-            error: e.to_string(),
-        })?;
+    let resolved = target.resolve().map_err(|e| Failure::Resolve {
+        target: target.to_string(),
+        error: e.to_string(),
+    })?;
     let addrs = order_addrs(resolved);
     if addrs.is_empty() {
         return Err(Failure::Resolve {

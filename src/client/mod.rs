@@ -74,13 +74,13 @@ mod session;
 mod tally;
 mod wait;
 
-use std::fmt;
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use log::debug;
 
+use crate::address::HostPort;
 use crate::cli::ClientArgs;
 use crate::protocol::Framing;
 
@@ -111,9 +111,6 @@ pub const EXIT_PROTOCOL: u8 = 5;
 /// The server said `ERROR server busy` instead of its welcome: try again later.
 pub const EXIT_BUSY: u8 = 6;
 
-/// The port used when `--connect` names none: the port of [`crate::cli::DEFAULT_ADDR`].
-pub const DEFAULT_PORT: u16 = 9999;
-
 /// Bytes read from the socket at once.
 const READ_BUF: usize = 64 * 1024;
 /// Bytes of names queued before they are written to the socket.
@@ -140,8 +137,7 @@ pub fn run(args: &ClientArgs) -> ExitCode {
 }
 
 fn session(args: &ClientArgs) -> Result<(), Failure> {
-    let (host, port) = parse_target(&args.connect).map_err(Failure::Usage)?;
-    let target = Target { host, port };
+    let target = parse_target(&args.connect).map_err(Failure::Usage)?;
     let connect_timeout = timeout_arg("--connect-timeout", args.connect_timeout)?;
     let reply_timeout = timeout_arg("--reply-timeout", args.reply_timeout)?;
     let interactive = !args.raw && args.names.is_empty() && io::stdin().is_terminal();
@@ -183,26 +179,9 @@ fn session(args: &ClientArgs) -> Result<(), Failure> {
 
 /// What every session needs to know.
 struct Config {
-    target: Target,
+    target: HostPort,
     reply_timeout: Option<Duration>,
     interactive: bool,
-}
-
-/// Where to connect, as the user wrote it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Target {
-    host: String,
-    port: u16,
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
 }
 
 /// Writes to stderr; a closed stderr must not stop the session.
@@ -210,19 +189,4 @@ fn note(text: &str) {
     let mut err = io::stderr().lock();
     let _ = err.write_all(text.as_bytes());
     let _ = err.flush();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn targets_display_ipv6_in_brackets() {
-        let t = |host: &str| Target {
-            host: host.into(),
-            port: 1,
-        };
-        assert_eq!(t("::1").to_string(), "[::1]:1");
-        assert_eq!(t("localhost").to_string(), "localhost:1");
-    }
 }

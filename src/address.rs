@@ -1,0 +1,195 @@
+//! Addresses on the command line: `serve --bind`, `client --connect` and
+//! `bench --connect` all read `HOST:PORT` the same way.
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+
+/// The port used when an address names none: the port of [`crate::cli::DEFAULT_ADDR`].
+pub const DEFAULT_PORT: u16 = 9999;
+
+/// A host (a name, or an IP address; IPv6 kept without brackets) and a port, as the
+/// user wrote them, before any name is resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    /// A host name or an IP address.
+    pub host: String,
+    /// The port; [`DEFAULT_PORT`] when none was written.
+    pub port: u16,
+}
+
+impl HostPort {
+    /// Parses `HOST:PORT`, `[IPV6]:PORT`, `HOST`, `[IPV6]` or a bare IPv6 address;
+    /// the port defaults to [`DEFAULT_PORT`]. The error says what to write instead.
+    pub fn parse(s: &str) -> Result<HostPort, String> {
+        let s = s.trim();
+        let port_of = |p: &str| -> Result<u16, String> {
+            p.parse::<u16>().map_err(|_| {
+                format!(
+                    "{p:?} is not a port number (0 to 65535); write HOST:PORT, e.g. 127.0.0.1:9999"
+                )
+            })
+        };
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let Some((host, after)) = rest.split_once(']') else {
+                return Err("missing `]`; write IPv6 addresses as [::1]:9999".into());
+            };
+            let port = match after {
+                "" => DEFAULT_PORT,
+                _ => match after.strip_prefix(':') {
+                    Some(p) => port_of(p)?,
+                    None => return Err("expected `:PORT` after `]`, e.g. [::1]:9999".into()),
+                },
+            };
+            (host, port)
+        } else if s.parse::<Ipv6Addr>().is_ok() {
+            (s, DEFAULT_PORT)
+        } else {
+            match s.split_once(':') {
+                None => (s, DEFAULT_PORT),
+                Some((_, p)) if p.contains(':') => {
+                    return Err("write IPv6 addresses in brackets, e.g. [::1]:9999".into());
+                }
+                Some((host, p)) => (host, port_of(p)?),
+            }
+        };
+        if host.is_empty() {
+            return Err(
+                "no host; write HOST:PORT, e.g. 127.0.0.1:9999 (0.0.0.0:9999 for every IPv4 interface)"
+                    .into(),
+            );
+        }
+        Ok(HostPort {
+            host: host.to_string(),
+            port,
+        })
+    }
+
+    /// The addresses the host resolves to, in the resolver's order (an IP address
+    /// resolves to itself without a lookup).
+    pub fn resolve(&self) -> io::Result<Vec<SocketAddr>> {
+        if let Ok(ip) = self.host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, self.port)]);
+        }
+        Ok((self.host.as_str(), self.port).to_socket_addrs()?.collect())
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Reads a `--bind` address (a clap value parser). A host name binds one address:
+/// the first IPv4 address it resolves to, else the first, as Go's `net.Listen` does,
+/// so `localhost` works on machines without IPv6.
+pub fn parse_bind(s: &str) -> Result<SocketAddr, String> {
+    let target = HostPort::parse(s)?;
+    let addrs = target.resolve().map_err(|e| {
+        format!(
+            "cannot resolve {}: {e}; check the host name, or use an IP address such as 127.0.0.1",
+            target.host
+        )
+    })?;
+    first_listen_addr(&addrs).ok_or_else(|| format!("{} resolves to no address", target.host))
+}
+
+/// The address a name binds: the first IPv4 one, else the first.
+fn first_listen_addr(addrs: &[SocketAddr]) -> Option<SocketAddr> {
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(s: &str) -> Result<(String, u16), String> {
+        HostPort::parse(s).map(|t| (t.host, t.port))
+    }
+
+    #[test]
+    fn default_port_matches_the_default_address() {
+        assert_eq!(
+            parsed(crate::cli::DEFAULT_ADDR),
+            Ok(("127.0.0.1".to_string(), DEFAULT_PORT))
+        );
+    }
+
+    #[test]
+    fn addresses_parse_with_and_without_port() {
+        let ok = |s: &str, host: &str, port: u16| {
+            assert_eq!(parsed(s), Ok((host.to_string(), port)), "{s}");
+        };
+        ok("localhost:80", "localhost", 80);
+        ok("localhost", "localhost", 9999);
+        ok("host:0", "host", 0);
+        ok("[::1]:8080", "::1", 8080);
+        ok("[::1]", "::1", 9999);
+        ok("::1", "::1", 9999);
+        ok("fe80::1", "fe80::1", 9999);
+        ok(" 10.0.0.1:7 ", "10.0.0.1", 7);
+        for bad in [
+            "host:x",
+            ":80",
+            "[::1",
+            "[::1]80",
+            "a:b:c",
+            "host:70000",
+            "",
+        ] {
+            assert!(parsed(bad).is_err(), "{bad}");
+        }
+        assert!(parsed("a:b:c").unwrap_err().contains("brackets"));
+        assert!(parsed(":80").unwrap_err().contains("0.0.0.0"));
+    }
+
+    #[test]
+    fn ipv6_hosts_display_in_brackets() {
+        let t = |host: &str| HostPort {
+            host: host.into(),
+            port: 1,
+        };
+        assert_eq!(t("::1").to_string(), "[::1]:1");
+        assert_eq!(t("localhost").to_string(), "localhost:1");
+    }
+
+    #[test]
+    fn ip_addresses_resolve_without_a_lookup() {
+        let t = HostPort::parse("[::1]:5").unwrap();
+        assert_eq!(t.resolve().unwrap(), vec!["[::1]:5".parse().unwrap()]);
+    }
+
+    #[test]
+    fn a_name_binds_its_first_ipv4_address() {
+        let v6: SocketAddr = "[::1]:1".parse().unwrap();
+        let v4: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(first_listen_addr(&[v6, v4]), Some(v4));
+        assert_eq!(first_listen_addr(&[v6]), Some(v6));
+        assert_eq!(first_listen_addr(&[]), None);
+    }
+
+    #[test]
+    fn bind_addresses_accept_literals_names_and_a_missing_port() {
+        assert_eq!(parse_bind("0.0.0.0:0"), Ok("0.0.0.0:0".parse().unwrap()));
+        assert_eq!(parse_bind("[::]:7"), Ok("[::]:7".parse().unwrap()));
+        assert_eq!(
+            parse_bind("127.0.0.1"),
+            Ok("127.0.0.1:9999".parse().unwrap())
+        );
+        assert_eq!(
+            parse_bind("localhost:7"),
+            Ok("127.0.0.1:7".parse().unwrap())
+        );
+        let e = parse_bind("no-such-host.invalid:1").unwrap_err();
+        assert!(e.contains("cannot resolve no-such-host.invalid"), "{e}");
+    }
+}

@@ -4,6 +4,7 @@
 //! - [`protocol`]: the protocol's decisions, pure and without sockets;
 //! - [`connection`]: one connection's I/O over any `Read + Write` stream;
 //! - [`server`]: listeners, the accept loop, connection limits and shutdown;
+//! - [`limits`]: the system's limits on one process, read at start-up;
 //! - [`client`], [`bench`](mod@bench): the bundled client and load generator;
 //! - [`cli`], [`address`]: the command line, and the addresses given on it.
 #![forbid(unsafe_code)]
@@ -13,6 +14,7 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod connection;
+pub mod limits;
 pub mod pool;
 pub mod protocol;
 pub mod server;

@@ -14,11 +14,9 @@ use log::{info, warn};
 use tcp_hello::bench::Outcome;
 use tcp_hello::cli::{Cli, Command, ServeArgs};
 use tcp_hello::connection::Context;
+use tcp_hello::limits::{connection_limit, raise_fd_limit, warn_of_address_space_limit};
 use tcp_hello::protocol::{ReplyTemplate, Settings};
 use tcp_hello::server::{Server, ServerConfig, ShutdownHandle};
-
-/// File descriptors kept for everything but connections: stdio, listeners, logs.
-const FD_RESERVE: u64 = 32;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -109,53 +107,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let left = server.run()?;
     info!("stopped ({left} connections cut off)");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Raises the soft open-file limit to the hard one, so that one process can hold as
-/// many connections as the system lets it (Go's runtime does the same at start-up).
-fn raise_fd_limit() -> std::io::Result<u64> {
-    rlimit::increase_nofile_limit(u64::MAX)
-}
-
-/// Raises the soft open-file limit to the hard one, as nginx and Go do, and lowers
-/// `wanted` to what that limit allows so that the server says "busy" before it runs out.
-fn connection_limit(wanted: usize, listeners: usize) -> usize {
-    let files = match raise_fd_limit() {
-        Ok(limit) => limit,
-        Err(e) => {
-            warn!("cannot read the open-file limit ({e}); keeping --max-connections {wanted}");
-            return wanted;
-        }
-    };
-    let allowed = files.saturating_sub(FD_RESERVE + listeners as u64).max(1);
-    let allowed = usize::try_from(allowed).unwrap_or(usize::MAX);
-    if wanted > allowed {
-        warn!(
-            "--max-connections {wanted} lowered to {allowed}: the open-file limit is {files} \
-             (raise it with `ulimit -n`)"
-        );
-        return allowed;
-    }
-    wanted
-}
-
-/// Warns when an address-space limit (`ulimit -v`) is set. glibc reserves 64 MiB of it
-/// per malloc arena (up to 8 per CPU) and every connection thread maps its stack and
-/// signal stack, so such a limit runs out long before memory does; and when it runs out
-/// inside std's thread start-up, after `spawn` has succeeded, std panics where the server
-/// cannot refuse the connection, and that client hangs.
-fn warn_of_address_space_limit() {
-    if let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::AS) {
-        if soft != rlimit::INFINITY {
-            warn!(
-                "the address-space limit (`ulimit -v`) is {} MiB: glibc reserves 64 MiB per \
-                 malloc arena and each connection thread about 85 KiB, and a thread that runs out \
-                 while starting hangs its client; raise it (`ulimit -v unlimited`) or set \
-                 MALLOC_ARENA_MAX=2",
-                soft >> 20
-            );
-        }
-    }
 }
 
 /// First SIGINT or SIGTERM: graceful shutdown. Second: exit at once.

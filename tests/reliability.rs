@@ -7,62 +7,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, BufWriter, ErrorKind, Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// Raises this process's open-file limit to the hard one and checks it allows `needed`.
-fn raise_fd_limit(needed: u64) {
-    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
-    assert!(
-        limit >= needed,
-        "this test needs {needed} open files but the hard limit is {limit}: raise it (ulimit -Hn)"
-    );
-}
-
-/// A connection that costs one file descriptor (no `try_clone`), for tests that hold
-/// thousands of them; lines are read a read at a time, which is exact here because the
-/// server sends nothing that was not asked for.
-struct Lean {
-    stream: TcpStream,
-}
-
-impl Lean {
-    fn open(addr: SocketAddr) -> std::io::Result<Lean> {
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
-        stream.set_read_timeout(Some(IO_TIMEOUT))?;
-        stream.set_write_timeout(Some(IO_TIMEOUT))?;
-        Ok(Lean { stream })
-    }
-
-    fn line(&mut self) -> std::io::Result<String> {
-        let mut line = Vec::new();
-        let mut byte = [0u8; 64];
-        while !line.ends_with(b"\n") {
-            let n = self.stream.read(&mut byte)?;
-            if n == 0 {
-                return Err(ErrorKind::UnexpectedEof.into());
-            }
-            line.extend_from_slice(&byte[..n]);
-        }
-        Ok(String::from_utf8_lossy(&line).into_owned())
-    }
-
-    fn send(&mut self, text: &str) -> std::io::Result<()> {
-        self.stream.write_all(text.as_bytes())
-    }
-
-    /// Reads until the server closes; returns everything it sent.
-    fn rest(&mut self) -> std::io::Result<Vec<u8>> {
-        let mut all = Vec::new();
-        self.stream.read_to_end(&mut all)?;
-        Ok(all)
-    }
-}
 
 /// CPU seconds the process has used (user + system), from /proc/PID/stat.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -71,18 +22,6 @@ fn cpu_seconds(pid: u32) -> f64 {
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
     ticks / 100.0
-}
-
-/// Polls `probe` until it returns true or `limit` passes.
-fn eventually(limit: Duration, mut probe: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if probe() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    probe()
 }
 
 // ---------------------------------------------------------------- load

@@ -787,6 +787,56 @@ fn no_address_space_warning_without_a_limit() {
     assert!(!logs.contains("address-space"), "{logs}");
 }
 
+/// Each connection thread takes 4 memory mappings, and past `vm.max_map_count` std
+/// aborts the whole process while a thread starts: a larger limit is lowered to fit,
+/// with a warning naming the cause and the fix.
+#[test]
+fn a_connection_limit_beyond_the_mapping_limit_is_lowered_to_fit() {
+    let max_maps: usize = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .expect("read max_map_count")
+        .trim()
+        .parse()
+        .expect("a number");
+    let server = Server::start(&["--max-connections", "100000000"]);
+    let logs = server.stop_and_logs();
+    let listening = log_lines(&logs, "listening on");
+    let limit: usize = listening[0]
+        .split("(max ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no limit announced: {logs}"));
+    assert!(
+        limit <= max_maps / 4,
+        "{limit} connections would need more than {max_maps} mappings"
+    );
+    let lowered = log_lines(&logs, "lowered to");
+    assert_eq!(lowered.len(), 1, "one warning: {logs}");
+    assert_eq!(level(lowered[0]), "WARN", "{}", lowered[0]);
+    assert!(
+        lowered[0].contains(&format!("--max-connections 100000000 lowered to {limit}: ")),
+        "{}",
+        lowered[0]
+    );
+    // Whichever limit is tighter is named: on most machines the mappings (about 16,000
+    // connections by default), unless the open-file limit is lower still.
+    if lowered[0].contains("vm.max_map_count") {
+        assert!(
+            lowered[0].contains(&format!("vm.max_map_count is {max_maps}")),
+            "{}",
+            lowered[0]
+        );
+        assert!(
+            lowered[0].contains("sysctl -w vm.max_map_count="),
+            "{}",
+            lowered[0]
+        );
+        assert!(limit > (max_maps - 4096) / 4, "{limit}");
+    } else {
+        assert!(lowered[0].contains("open-file limit"), "{}", lowered[0]);
+    }
+}
+
 /// The idle timeout is set on the listening socket, so that accepted sockets inherit
 /// it, and Linux applies it to `accept` as well: a server nobody connects to for that
 /// long must keep accepting quietly, not report an error.

@@ -2,7 +2,7 @@
 //! it announces, talk to it over real sockets with timeouts, stop it on drop.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -366,4 +366,65 @@ impl Running {
             elapsed: self.started.elapsed(),
         }
     }
+}
+
+/// Raises this process's open-file limit to the hard one and checks it allows `needed`.
+pub fn raise_fd_limit(needed: u64) {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
+    assert!(
+        limit >= needed,
+        "this test needs {needed} open files but the hard limit is {limit}: raise it (ulimit -Hn)"
+    );
+}
+
+/// A connection that costs one file descriptor (no `try_clone`), for tests that hold
+/// thousands of them; lines are read a read at a time, which is exact here because the
+/// server sends nothing that was not asked for.
+pub struct Lean {
+    pub stream: TcpStream,
+}
+
+impl Lean {
+    pub fn open(addr: SocketAddr) -> std::io::Result<Lean> {
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        Ok(Lean { stream })
+    }
+
+    pub fn line(&mut self) -> std::io::Result<String> {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 64];
+        while !line.ends_with(b"\n") {
+            let n = self.stream.read(&mut byte)?;
+            if n == 0 {
+                return Err(ErrorKind::UnexpectedEof.into());
+            }
+            line.extend_from_slice(&byte[..n]);
+        }
+        Ok(String::from_utf8_lossy(&line).into_owned())
+    }
+
+    pub fn send(&mut self, text: &str) -> std::io::Result<()> {
+        self.stream.write_all(text.as_bytes())
+    }
+
+    /// Reads until the server closes; returns everything it sent.
+    pub fn rest(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut all = Vec::new();
+        self.stream.read_to_end(&mut all)?;
+        Ok(all)
+    }
+}
+
+/// Polls `probe` until it returns true or `limit` passes.
+pub fn eventually(limit: Duration, mut probe: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if probe() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    probe()
 }

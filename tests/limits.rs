@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use common::*;
 
+/// Connections opened before their welcomes are read.
+const BATCH: usize = 256;
+
 /// `vm.max_map_count`: how many memory mappings one process may have.
 fn max_map_count() -> usize {
     let text = std::fs::read_to_string("/proc/sys/vm/max_map_count").expect("read max_map_count");
@@ -30,23 +33,38 @@ fn more_connections_than_memory_mappings_allow_get_the_busy_line_not_an_abort() 
     // The server inherits the hard limit: it must be the mappings, not the files, that bind.
     raise_fd_limit(fits as u64 + 500);
     let server = Server::start(&["-q", "--max-connections", "100000000"]);
+    // Connections open in batches, each connected before any welcome is read, so that a
+    // loaded machine does not pay a scheduling round trip per connection.
     let mut conns = Vec::with_capacity(fits);
-    let busy = loop {
-        let i = conns.len();
+    let mut refusals = Vec::new();
+    while refusals.is_empty() {
         assert!(
-            i <= fits,
-            "{i} connections held: more than {max_maps} mappings allow"
+            conns.len() <= fits,
+            "{} connections held: more than {max_maps} mappings allow",
+            conns.len()
         );
-        let mut c = Lean::open(server.addr()).unwrap_or_else(|e| panic!("connect {i}: {e}"));
-        let line = c.line().unwrap_or_else(|e| panic!("connection {i}: {e}"));
-        if line != "Welcome!\r\n" {
-            break line;
+        let batch: Vec<Lean> = (0..BATCH)
+            .map(|k| {
+                Lean::open(server.addr())
+                    .unwrap_or_else(|e| panic!("connect {}: {e}", conns.len() + k))
+            })
+            .collect();
+        for mut c in batch {
+            let line = c
+                .line()
+                .unwrap_or_else(|e| panic!("a connection's first line: {e}"));
+            if line == "Welcome!\r\n" && refusals.is_empty() {
+                conns.push(c);
+            } else {
+                refusals.push(line);
+            }
         }
-        conns.push(c);
-    };
+    }
     let held = conns.len();
+    let busy = &refusals[0];
+    assert!(refusals.iter().all(|line| line == busy), "{refusals:?}");
     assert_eq!(
-        busy,
+        *busy,
         format!("ERROR server busy ({held} connections), try again later\r\n")
     );
     assert!(held > (max_maps - 4096) / 4, "only {held} connections held");

@@ -94,19 +94,31 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     })?;
     // Before the announcement, so that a script may signal as soon as it has read it.
     stop_on_signals(server.shutdown_handle())?;
-    let mut stdout = std::io::stdout().lock();
-    for addr in server.local_addrs()? {
-        writeln!(stdout, "listening on {addr}")?;
+    let addrs = server.local_addrs()?;
+    for addr in &addrs {
         info!(
             "listening on {addr} (max {} connections)",
             config.max_connections
         );
     }
-    stdout.flush().context("cannot write to stdout")?;
-    drop(stdout);
+    // The announcement is for whoever started us; if they stopped reading, or stdout is
+    // full, clients can still be served.
+    if let Err(e) = announce(&addrs) {
+        warn!("cannot write the listening addresses to stdout ({e}); serving anyway");
+    }
     let left = server.run()?;
     info!("stopped ({left} connections cut off)");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes one `listening on <address>` line per listener to stdout, flushed, so that a
+/// script can read the port chosen for port 0.
+fn announce(addrs: &[std::net::SocketAddr]) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    for addr in addrs {
+        writeln!(stdout, "listening on {addr}")?;
+    }
+    stdout.flush()
 }
 
 /// First SIGINT or SIGTERM: graceful shutdown. Second: exit at once.

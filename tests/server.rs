@@ -8,8 +8,8 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -181,6 +181,52 @@ fn default_bind_address_is_127_0_0_1_9999() {
     assert_eq!(code, Some(0));
     assert!(out.contains("[default: 127.0.0.1:9999]"), "{out}");
     assert!(out.contains("TCP_HELLO_BIND"), "{out}");
+}
+
+/// A script that stopped reading (or a full disk) must not stop the server: it warns,
+/// and serves anyway.
+#[test]
+fn a_closed_stdout_is_warned_about_and_clients_are_still_served() {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader); // every write to stdout now fails with EPIPE
+    let mut child = KillOnDrop(
+        clean_env(&mut Command::new(bin()))
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the server"),
+    );
+    let stderr = child.0.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut logs = Vec::new();
+    while !logs.iter().any(|l: &String| l.contains("serving anyway")) {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) => logs.push(line),
+            Err(e) => panic!("no warning about stdout ({e}): {logs:?}"),
+        }
+    }
+    let warning = logs.iter().find(|l| l.contains("serving anyway")).unwrap();
+    assert_eq!(level(warning), "WARN", "{warning}");
+    assert!(warning.contains("Broken pipe"), "{warning}");
+    let addr: SocketAddr = logs
+        .iter()
+        .find_map(|l| l.split("listening on ").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address logged: {logs:?}"));
+    let mut c = Conn::open(addr);
+    assert_eq!(c.text_line(), "Welcome!");
+    c.send("still here\n");
+    assert_eq!(c.text_line(), "Hello, still here!");
 }
 
 #[test]

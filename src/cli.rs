@@ -82,7 +82,7 @@ pub struct ServeArgs {
     )]
     pub farewell: String,
     /// Most connections served at once; the next one gets `ERROR server busy` and is closed.
-    /// Lowered, with a warning, to what the open-file limit allows.
+    /// Lowered, with a warning, to what the open-file limit and vm.max_map_count allow.
     #[arg(
         long,
         value_name = "N",

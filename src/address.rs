@@ -85,6 +85,19 @@ impl fmt::Display for HostPort {
     }
 }
 
+/// Reads a `--connect` address (see [`HostPort::parse`]), naming the flag in errors;
+/// port 0 is refused, as no server listens there.
+pub fn parse_connect(s: &str) -> Result<HostPort, String> {
+    let s = s.trim();
+    let target = HostPort::parse(s).map_err(|e| format!("--connect {s}: {e}"))?;
+    if target.port == 0 {
+        return Err(format!(
+            "--connect {s}: port 0 is not a server's port; give the port the server announced"
+        ));
+    }
+    Ok(target)
+}
+
 /// Reads a `--bind` address (a clap value parser). A host name binds one address:
 /// the first IPv4 address it resolves to, else the first, as Go's `net.Listen` does,
 /// so `localhost` works on machines without IPv6.
@@ -150,6 +163,18 @@ mod tests {
         }
         assert!(parsed("a:b:c").unwrap_err().contains("brackets"));
         assert!(parsed(":80").unwrap_err().contains("0.0.0.0"));
+    }
+
+    #[test]
+    fn connect_addresses_name_the_flag_and_refuse_port_0() {
+        let t = parse_connect("localhost:80").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("localhost", 80));
+        assert!(
+            parse_connect("a:b:c")
+                .unwrap_err()
+                .starts_with("--connect a:b:c: ")
+        );
+        assert!(parse_connect("host:0").unwrap_err().contains("port 0"));
     }
 
     #[test]

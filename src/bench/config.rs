@@ -87,17 +87,10 @@ impl Config {
     }
 }
 
-/// The first address `--connect` resolves to (see [`HostPort::parse`]).
+/// The first address `--connect` resolves to (see [`parse_connect`]).
 pub(super) fn resolve(connect: &str) -> io::Result<SocketAddr> {
-    let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
-    let connect = connect.trim();
     let target =
-        HostPort::parse(connect).map_err(|e| invalid(format!("--connect {connect}: {e}")))?;
-    if target.port == 0 {
-        return Err(invalid(format!(
-            "--connect {connect}: port 0 is not a server's port; give the port the server announced"
-        )));
-    }
+        parse_connect(connect).map_err(|m| io::Error::new(io::ErrorKind::InvalidInput, m))?;
     let addrs = target.resolve().map_err(|e| {
         io::Error::new(
             e.kind(),

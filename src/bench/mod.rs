@@ -30,7 +30,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use serde_json::{Map, Value, json};
 
-use crate::address::HostPort;
+use crate::address::parse_connect;
 use crate::cli::BenchArgs;
 
 mod config;

@@ -1,22 +1,8 @@
-//! Parsing the `--connect` target and the timeout options.
+//! Parsing the timeout options.
 
 use std::time::Duration;
 
 use super::failure::Failure;
-use crate::address::HostPort;
-
-/// Reads the `--connect` target (see [`HostPort::parse`]); port 0 is refused, as no
-/// server listens there.
-pub(super) fn parse_target(s: &str) -> Result<HostPort, String> {
-    let target = HostPort::parse(s).map_err(|e| format!("--connect {}: {e}", s.trim()))?;
-    if target.port == 0 {
-        return Err(format!(
-            "--connect {}: port 0 is not a server's port; give the port the server announced",
-            s.trim()
-        ));
-    }
-    Ok(target)
-}
 
 /// A timeout option in seconds: 0 means none; negative or not a number is a usage error.
 pub(super) fn timeout_arg(flag: &str, secs: f64) -> Result<Option<Duration>, Failure> {
@@ -35,18 +21,6 @@ pub(super) fn timeout_arg(flag: &str, secs: f64) -> Result<Option<Duration>, Fai
 mod tests {
     use super::*;
     use crate::client::EXIT_USAGE;
-
-    #[test]
-    fn targets_name_the_flag_and_refuse_port_0() {
-        let t = parse_target("localhost:80").unwrap();
-        assert_eq!((t.host.as_str(), t.port), ("localhost", 80));
-        assert!(
-            parse_target("a:b:c")
-                .unwrap_err()
-                .starts_with("--connect a:b:c: ")
-        );
-        assert!(parse_target("host:0").unwrap_err().contains("port 0"));
-    }
 
     #[test]
     fn timeouts_zero_means_none_and_nonsense_is_usage() {

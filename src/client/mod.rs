@@ -54,7 +54,7 @@
 //!
 //! # Modules
 //!
-//! - `args`: parsing the `--connect` target and the timeout options;
+//! - `args`: parsing the timeout options;
 //! - `connect`: resolving the target, trying each address in turn, and why none accepted;
 //! - `failure`: why a session failed, with its exit code and its message;
 //! - `tally`: what the server's lines are, classified and tallied against names sent;
@@ -80,11 +80,11 @@ use std::time::Duration;
 
 use log::debug;
 
-use crate::address::HostPort;
+use crate::address::{HostPort, parse_connect};
 use crate::cli::ClientArgs;
 use crate::protocol::Framing;
 
-use args::{parse_target, timeout_arg};
+use args::timeout_arg;
 use connect::connect;
 use failure::Failure;
 use names::{Names, names_input};
@@ -137,7 +137,7 @@ pub fn run(args: &ClientArgs) -> ExitCode {
 }
 
 fn session(args: &ClientArgs) -> Result<(), Failure> {
-    let target = parse_target(&args.connect).map_err(Failure::Usage)?;
+    let target = parse_connect(&args.connect).map_err(Failure::Usage)?;
     let connect_timeout = timeout_arg("--connect-timeout", args.connect_timeout)?;
     let reply_timeout = timeout_arg("--reply-timeout", args.reply_timeout)?;
     let interactive = !args.raw && args.names.is_empty() && io::stdin().is_terminal();

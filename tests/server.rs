@@ -791,6 +791,20 @@ fn busy_beyond_max_connections_and_a_slot_frees_when_a_client_leaves() {
     );
 }
 
+/// `--max-connections 0` is a server that is always busy: a fixture for testing how a
+/// client handles the busy line.
+#[test]
+fn max_connections_0_answers_every_client_with_the_busy_line() {
+    let server = Server::start(&["--max-connections", "0"]);
+    for _ in 0..3 {
+        let mut c = server.connect();
+        assert_eq!(
+            lossy(&c.rest()),
+            "ERROR server busy (0 connections), try again later\r\n"
+        );
+    }
+}
+
 #[test]
 fn idle_connection_gets_a_notice_and_is_closed() {
     let server = Server::start(&["--idle-timeout", "1"]);

@@ -183,15 +183,17 @@ impl Notice {
 pub enum Request {
     /// Empty or only whitespace: no reply.
     Blank,
-    /// `exit` or `quit` (any case, surrounding whitespace ignored): farewell, then close.
+    /// `exit` or `quit` (any case, surrounding spaces and tabs ignored): farewell, then close.
     Exit,
     /// Anything else: one reply built from the message, verbatim.
     Name,
 }
 
-/// Decides what a message (a line without its ending, or one chunk) asks for.
+/// Decides what a message (a line without its ending, or one chunk) asks for. Only
+/// spaces and tabs count as blank, as the README specifies: a form feed or a stray CR
+/// is data, and gets a reply.
 pub fn classify(message: &[u8]) -> Request {
-    let trimmed = message.trim_ascii();
+    let trimmed = trim_blanks(message);
     if trimmed.is_empty() {
         Request::Blank
     } else if trimmed.eq_ignore_ascii_case(b"exit") || trimmed.eq_ignore_ascii_case(b"quit") {
@@ -199,6 +201,20 @@ pub fn classify(message: &[u8]) -> Request {
     } else {
         Request::Name
     }
+}
+
+/// `message` without leading and trailing spaces and tabs.
+fn trim_blanks(message: &[u8]) -> &[u8] {
+    let is_blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = message
+        .iter()
+        .position(|b| !is_blank(b))
+        .unwrap_or(message.len());
+    let end = message
+        .iter()
+        .rposition(|b| !is_blank(b))
+        .map_or(start, |i| i + 1);
+    &message[start..end]
 }
 
 /// Strips the trailing line ending (any run of CR and LF) from a chunk-framed message.
@@ -376,7 +392,17 @@ mod tests {
         for blank in [&b""[..], b"   ", b"\t"] {
             assert_eq!(classify(blank), Request::Blank);
         }
-        for name in [&b"exits"[..], b"ex it", b"Alice", b"\xff\xfe", b"\0"] {
+        for name in [
+            &b"exits"[..],
+            b"ex it",
+            b"Alice",
+            b"\xff\xfe",
+            b"\0",
+            b"\x0c",
+            b"\x0b",
+            b"exit\r",
+            b"\x0cexit",
+        ] {
             assert_eq!(classify(name), Request::Name);
         }
     }

@@ -123,7 +123,12 @@ fn model(input: &[u8], max_line: usize) -> Vec<u8> {
             );
             return true;
         }
-        let word = line.trim_ascii();
+        // Only spaces and tabs are blank (README, protocol rule 4).
+        let blank = |b: &u8| *b == b' ' || *b == b'\t';
+        let word = match line.iter().position(|b| !blank(b)) {
+            Some(start) => &line[start..=line.iter().rposition(|b| !blank(b)).unwrap_or(start)],
+            None => &line[..0],
+        };
         if word.is_empty() {
             return true;
         }

@@ -23,6 +23,16 @@ use crate::protocol::{
 pub const SMALL_INPUT: usize = 1024;
 /// Bytes of output kept on the thread's stack.
 pub const SMALL_OUTPUT: usize = 1024;
+/// The largest output buffer a busy connection borrows; larger replies are sent in pieces.
+pub const OUTPUT_MAX: usize = 1024 * 1024;
+/// Bytes of idle large buffers the pool keeps for the next burst: 64 pairs of the default
+/// 64 KiB + 64 KiB. With a long `--max-line` the pairs are larger and fewer are kept.
+pub const POOL_IDLE_BYTES: usize = 64 * 128 * 1024;
+
+/// How many idle pairs of `pair_bytes` the pool keeps (none if one pair is over budget).
+fn idle_pairs(pair_bytes: usize) -> usize {
+    POOL_IDLE_BYTES / pair_bytes.max(1)
+}
 
 /// What every connection shares: settings, buffers, and the server's shutdown flag.
 #[derive(Debug)]
@@ -43,9 +53,11 @@ impl Context {
     /// A context whose buffer pool fits `settings`.
     pub fn new(settings: Settings, idle_timeout: Option<Duration>, delay: Duration) -> Self {
         let input = (64 * 1024).max(settings.max_message() + 1 + 16 * 1024);
-        let output = (64 * 1024).max(2 * settings.max_answer());
+        // Replies larger than this go out in pieces (see `message`), so a long
+        // --max-line or a template with many `{}` does not grow every busy connection.
+        let output = (64 * 1024).max(2 * settings.max_answer()).min(OUTPUT_MAX);
         Context {
-            pool: BufferPool::new(input, output, 64),
+            pool: BufferPool::new(input, output, idle_pairs(input + output)),
             settings,
             shutting_down: AtomicBool::new(false),
             idle_timeout,
@@ -455,12 +467,25 @@ impl<S: Read + Write> Connection<'_, '_, S> {
                     std::thread::sleep(ctx.delay);
                 }
                 let eol = settings.eol();
-                self.reserve(settings.reply.len_for(end - start) + eol.len())?;
-                let at = self.buf.out_len;
-                let (input, output) = self.buf.split();
-                let n = settings.reply.render(&input[start..end], &mut output[at..]);
-                output[at + n..at + n + eol.len()].copy_from_slice(eol);
-                self.buf.out_len = at + n + eol.len();
+                let len = settings.reply.len_for(end - start) + eol.len();
+                if len <= ctx.pool.output_size() {
+                    self.reserve(len)?;
+                    let at = self.buf.out_len;
+                    let (input, output) = self.buf.split();
+                    let n = settings.reply.render(&input[start..end], &mut output[at..]);
+                    output[at + n..at + n + eol.len()].copy_from_slice(eol);
+                    self.buf.out_len = at + n + eol.len();
+                } else {
+                    // A template with several `{}` times a long line: sent in pieces,
+                    // so that no buffer has to be sized for the largest possible reply.
+                    for (i, piece) in settings.reply.pieces().enumerate() {
+                        if i > 0 {
+                            self.write_input(start, end)?;
+                        }
+                        self.write_out(piece)?;
+                    }
+                    self.write_out(eol)?;
+                }
                 self.replies += 1;
                 if !ctx.delay.is_zero() {
                     self.flush()?;
@@ -539,6 +564,22 @@ impl<S: Read + Write> Connection<'_, '_, S> {
         Ok(())
     }
 
+    /// Queues `input[start..end]` for output, through the output buffer a piece at a time.
+    fn write_input(&mut self, mut start: usize, end: usize) -> Step<()> {
+        let most = self.ctx.pool.output_size();
+        while start < end {
+            // Growing or flushing leaves pending input where it is, so the indices hold.
+            self.reserve((end - start).min(most))?;
+            let take = self.room().min(end - start);
+            let at = self.buf.out_len;
+            let (input, output) = self.buf.split();
+            output[at..at + take].copy_from_slice(&input[start..start + take]);
+            self.buf.out_len += take;
+            start += take;
+        }
+        Ok(())
+    }
+
     /// Writes everything queued.
     fn flush(&mut self) -> Step<()> {
         let n = self.buf.out_len;
@@ -552,5 +593,24 @@ impl<S: Read + Write> Connection<'_, '_, S> {
         self.buf.out_len = 0;
         self.bytes_out += n as u64;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_keeps_64_default_pairs_idle_and_no_oversized_ones() {
+        assert_eq!(idle_pairs(128 * 1024), 64);
+        assert_eq!(idle_pairs(48 << 20), 0);
+        let settings = Settings {
+            max_line: 16 << 20,
+            ..Settings::default()
+        };
+        let ctx = Context::new(settings, None, Duration::ZERO);
+        assert_eq!(ctx.pool.output_size(), OUTPUT_MAX);
+        let ctx = Context::new(Settings::default(), None, Duration::ZERO);
+        assert_eq!(ctx.pool.output_size(), 64 * 1024);
     }
 }

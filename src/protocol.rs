@@ -53,6 +53,12 @@ impl ReplyTemplate {
         literal + line_len * (self.pieces.len() - 1)
     }
 
+    /// The literal pieces, in order; the client's line goes between each neighbouring
+    /// pair.
+    pub fn pieces(&self) -> impl Iterator<Item = &[u8]> {
+        self.pieces.iter().map(Vec::as_slice)
+    }
+
     /// Appends the reply to `line` (without line ending) to `out`, which must have
     /// room for [`ReplyTemplate::len_for`] bytes; returns the bytes written.
     pub fn render(&self, line: &[u8], out: &mut [u8]) -> usize {

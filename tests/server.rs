@@ -638,6 +638,28 @@ fn over_long_line_gets_an_error_and_the_connection_goes_on() {
     assert_eq!(lossy(&c.rest()), "Bye!\r\n");
 }
 
+/// The output buffer used to be sized for the largest possible reply: with a thousand
+/// `{}` and a 16 MiB --max-line that was 32 GB, and the first long line aborted the
+/// process. Replies larger than the buffer now go out in pieces.
+#[test]
+fn a_reply_larger_than_any_buffer_is_sent_in_pieces() {
+    let template = "{}".repeat(1000) + "!";
+    let server = Server::start(&["--max-line", "16777216", "--reply", &template]);
+    let mut c = greeted(&server);
+    let name = "ab".repeat(1000);
+    c.send(format!("{name}\nBob\n"));
+    let want = name.repeat(1000) + "!\r\n";
+    assert!(
+        lossy(&c.exact(want.len())) == want,
+        "the 2 MB reply differs"
+    );
+    assert_eq!(c.text_line(), "Bob".repeat(1000) + "!");
+    say_exit(&mut c);
+    let mut other = greeted(&server);
+    other.send("x\n");
+    assert_eq!(other.text_line(), "x".repeat(1000) + "!");
+}
+
 #[test]
 fn endless_line_keeps_memory_bounded() {
     let server = Server::start(&[]);

@@ -287,7 +287,10 @@ impl<S: Read + Write> Connection<'_, '_, S> {
                 Got::Bytes(n) => n,
                 Got::Eof => {
                     let (start, end) = (self.buf.start, self.buf.end);
-                    if !skipping && start < end {
+                    // The server's own shutdown also ends reading: a line the client has
+                    // not finished is not a received line, and is not answered.
+                    let stopping = ctx.shutting_down.load(Ordering::Acquire);
+                    if !skipping && start < end && !stopping {
                         // A last line without a newline still counts (half-close, `printf Bob | nc -N`).
                         let content = start + partial_len(&self.buf.input()[start..end]);
                         self.buf.start = end;

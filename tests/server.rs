@@ -1115,6 +1115,23 @@ fn sigterm_answers_received_lines_then_says_shutting_down_and_exits_0() {
     assert!(logs.contains("stopped (0 connections cut off)"), "{logs}");
 }
 
+/// Shutting down ends reading the way a client's EOF does, but a line the client has
+/// not finished is not a received line: `Bo` is not the name `Bo`, and `exi` is not
+/// `exit`.
+#[test]
+fn sigterm_does_not_answer_a_line_the_client_has_not_finished() {
+    let server = Server::start(&[]);
+    let mut c = greeted(&server);
+    let mut d = greeted(&server);
+    c.send("Alice\nBo");
+    assert_eq!(c.text_line(), "Hello, Alice!");
+    d.send("Dan\nexi");
+    assert_eq!(d.text_line(), "Hello, Dan!");
+    server.signal("TERM");
+    assert_eq!(lossy(&c.rest()), "server shutting down\r\n");
+    assert_eq!(lossy(&d.rest()), "server shutting down\r\n");
+}
+
 #[test]
 fn sigterm_answers_lines_sent_in_a_later_write_before_the_signal() {
     let server = Server::start(&["--delay", "200"]);

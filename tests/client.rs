@@ -411,6 +411,25 @@ fn a_busy_server_is_its_own_failure() {
     assert!(run.stderr.contains("try again later"), "{run:?}");
 }
 
+/// A refusal under `--max-per-source` is the same failure, with its own fix.
+#[test]
+fn a_per_address_refusal_is_a_busy_server_too() {
+    let server = Server::start(&["--max-per-source", "1"]);
+    let mut first = server.connect();
+    assert_eq!(first.text_line(), "Welcome!");
+    let run = run_client(
+        &["--connect", &server.addr().to_string(), "Alice"],
+        Input::Bytes(vec![]),
+    );
+    assert_eq!(run.code, Some(i32::from(EXIT_BUSY)), "{run:?}");
+    assert_eq!(
+        lines(&run.stdout),
+        ["ERROR too many connections from your address (1), try again later"],
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("--max-per-source"), "{run:?}");
+}
+
 #[test]
 fn a_name_too_long_is_printed_and_fails_the_run() {
     let server = Server::start(&["--max-line", "5"]);

@@ -4,6 +4,7 @@ use std::io::{self, ErrorKind};
 use std::time::Duration;
 
 use super::connect::{Attempt, connect_message};
+use super::tally::PER_SOURCE_BUSY;
 use super::{EXIT_BUSY, EXIT_CONNECT, EXIT_LOCAL_IO, EXIT_PROTOCOL, EXIT_TIMEOUT, EXIT_USAGE};
 use crate::protocol::CHUNK_MAX;
 
@@ -117,6 +118,10 @@ impl Failure {
                 };
                 format!("timed out: nothing from the server for {secs} s ({what}){hint}")
             }
+            Failure::Busy(line) if line.as_bytes().starts_with(PER_SOURCE_BUSY) => format!(
+                "server busy ({line}): close some of this address's connections, try again \
+                 later, or raise the server's --max-per-source"
+            ),
             Failure::Busy(line) => format!(
                 "server busy ({line}): try again later, or raise the server's --max-connections"
             ),

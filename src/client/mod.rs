@@ -38,7 +38,8 @@
 //! - An `ERROR ...` line where a reply is due (e.g. `ERROR line too long`) is that name's
 //!   answer: it is printed, the session goes on, and the exit code is
 //!   [`EXIT_PROTOCOL`] with a summary on stderr.
-//! - `ERROR server busy` as the first line ends the session with [`EXIT_BUSY`].
+//! - `ERROR server busy` (or the per-address `ERROR too many connections from your
+//!   address`) as the first line ends the session with [`EXIT_BUSY`].
 //! - The server closing before its welcome, before answering every name sent, or before
 //!   the input ended (`server shutting down`, a crash) is a protocol error; closing
 //!   after `ERROR idle ...` (no input for the server's idle timeout) is a timeout.
@@ -108,7 +109,8 @@ pub const EXIT_TIMEOUT: u8 = 4;
 /// welcome, before answering every name or before the input ended, or it answered a
 /// name with an `ERROR` line.
 pub const EXIT_PROTOCOL: u8 = 5;
-/// The server said `ERROR server busy` instead of its welcome: try again later.
+/// The server said `ERROR server busy` (or, per address, `ERROR too many connections
+/// from your address`) instead of its welcome: try again later.
 pub const EXIT_BUSY: u8 = 6;
 
 /// Bytes read from the socket at once.

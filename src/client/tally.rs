@@ -5,7 +5,8 @@ use super::failure::{Closed, ClosedWhen, Failure, Waiting};
 /// What a line (or chunk) from the server is, by its text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LineKind {
-    /// `ERROR server busy ...`: the server refused the connection.
+    /// `ERROR server busy ...` or `ERROR too many connections from your address ...`:
+    /// the server refused the connection.
     Busy,
     /// `ERROR idle ...`: the server is closing an idle connection.
     Idle,
@@ -17,9 +18,12 @@ enum LineKind {
     Text,
 }
 
+/// How the server's refusal under `--max-per-source` begins.
+pub(super) const PER_SOURCE_BUSY: &[u8] = b"ERROR too many connections from your address";
+
 /// Classifies a server line (without its ending; only its start matters).
 fn classify_line(line: &[u8]) -> LineKind {
-    if line.starts_with(b"ERROR server busy") {
+    if line.starts_with(b"ERROR server busy") || line.starts_with(PER_SOURCE_BUSY) {
         LineKind::Busy
     } else if line.starts_with(b"ERROR idle") {
         LineKind::Idle
@@ -154,6 +158,10 @@ mod tests {
     fn server_lines_are_classified_by_their_start() {
         assert_eq!(
             classify_line(b"ERROR server busy (3 connections), try again later"),
+            LineKind::Busy
+        );
+        assert_eq!(
+            classify_line(b"ERROR too many connections from your address (1), try again later"),
             LineKind::Busy
         );
         assert_eq!(

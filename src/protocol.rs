@@ -340,7 +340,9 @@ impl TelnetFilter {
 
 /// Escapes client bytes for a log line: printable text stays, control characters,
 /// escapes and invalid UTF-8 are written as `\n`, `\u{1b}`, `\xff`, so a client
-/// cannot forge or corrupt log lines.
+/// cannot forge or corrupt log lines. So are the invisible characters that break lines
+/// or reorder text in viewers (Unicode's line and paragraph separators, bidirectional
+/// controls, zero-width characters).
 pub struct LogText<'a>(pub &'a [u8]);
 
 impl std::fmt::Display for LogText<'_> {
@@ -348,7 +350,7 @@ impl std::fmt::Display for LogText<'_> {
         use std::fmt::Write;
         for chunk in self.0.utf8_chunks() {
             for c in chunk.valid().chars() {
-                if c.is_control() || c == '\\' {
+                if c.is_control() || c == '\\' || is_invisible_format(c) {
                     write!(f, "{}", c.escape_default())?;
                 } else {
                     f.write_char(c)?;
@@ -360,6 +362,18 @@ impl std::fmt::Display for LogText<'_> {
         }
         Ok(())
     }
+}
+
+/// Characters that break a line (U+2028, U+2029) or reorder or hide text (bidirectional
+/// controls, zero-width characters, the byte-order mark) in a viewer.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
 }
 
 #[cfg(test)]
@@ -485,6 +499,8 @@ mod tests {
         assert_eq!(s, "evil\\n2026 INFO forged\\u{1b}[31m\\xff");
         assert_eq!(LogText("张三".as_bytes()).to_string(), "张三");
         assert!(!s.contains('\n'));
+        let s = LogText("a\u{2028}b\u{202E}c\u{200B}d\u{2066}e\u{FEFF}".as_bytes()).to_string();
+        assert_eq!(s, "a\\u{2028}b\\u{202e}c\\u{200b}d\\u{2066}e\\u{feff}");
     }
 
     #[test]

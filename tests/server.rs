@@ -733,6 +733,18 @@ fn chunk_framing_serves_the_tutorial_client() {
     assert_eq!(c.rest(), b"Bye!");
 }
 
+/// In chunk framing a message is one read, and `--max-line` caps the read: a longer
+/// message is answered in pieces, as the tutorial's `recv(N)` would, never refused.
+#[test]
+fn chunk_framing_answers_a_message_longer_than_max_line_in_pieces() {
+    let server = Server::start(&["--framing", "chunk", "--max-line", "5"]);
+    let mut c = server.connect();
+    assert_eq!(c.exact(8), b"Welcome!");
+    c.send("abcdefghij");
+    let want = b"Hello, abcde!Hello, fghij!";
+    assert_eq!(lossy(&c.exact(want.len())), lossy(want));
+}
+
 #[test]
 fn custom_welcome_reply_and_farewell() {
     let server = Server::start(&[

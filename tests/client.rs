@@ -411,6 +411,25 @@ fn a_busy_server_is_its_own_failure() {
     assert!(run.stderr.contains("try again later"), "{run:?}");
 }
 
+/// A server that never ends a line (chunk framing) and closes first: the failure names
+/// the framing, not the server's log.
+#[test]
+fn a_server_that_never_ends_a_line_is_told_apart() {
+    let server = Server::start(&["--framing", "chunk", "--idle-timeout", "1"]);
+    let run = run_client(
+        &["--connect", &server.addr().to_string(), "Al"],
+        Input::Bytes(vec![]),
+    );
+    assert_eq!(run.code, Some(i32::from(EXIT_PROTOCOL)), "{run:?}");
+    assert_eq!(
+        lines(&run.stdout),
+        ["Welcome!ERROR idle for 1 s, closing"],
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("without ever ending a line"), "{run:?}");
+    assert!(run.stderr.contains("use --framing chunk"), "{run:?}");
+}
+
 /// A refusal under `--max-per-source` is the same failure, with its own fix.
 #[test]
 fn a_per_address_refusal_is_a_busy_server_too() {

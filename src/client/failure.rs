@@ -63,6 +63,8 @@ pub(super) struct Closed {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ClosedWhen {
     BeforeWelcome,
+    /// Before ending a single line: the server's framing is not lines.
+    Unframed,
     Unanswered(u64),
     InputOpen,
     Idle,
@@ -159,6 +161,11 @@ fn closed_message(closed: &Closed) -> String {
         ClosedWhen::BeforeWelcome => format!(
             "the server {how} the connection before its welcome: is it a tcp-hello server? \
              Check --connect"
+        ),
+        ClosedWhen::Unframed => format!(
+            "the server {how} the connection without ever ending a line: for a server that \
+             ends nothing with a newline (like the Python tutorial's, or `tcp-hello serve \
+             --framing chunk`), use --framing chunk"
         ),
         ClosedWhen::Unanswered(n) => {
             let names = if n == 1 { "name" } else { "names" };

@@ -216,6 +216,10 @@ pub(super) fn line_session(
     }
     if let Some(piece) = split.at_eof() {
         out.write_all(piece.text).map_err(Failure::Stdout)?;
+        if !tally.welcomed() {
+            out.write_all(b"\n").map_err(Failure::Stdout)?;
+            return Err(tally.unframed());
+        }
         on_line(&mut tally, &mut split, &shared, cfg, out, &mut welcome_tx)?;
     }
     if let Some(e) = shared.take_stdin_error() {

@@ -114,6 +114,20 @@ impl Tally {
         }
     }
 
+    /// Whether the server has ended a line yet (its welcome).
+    pub(super) fn welcomed(&self) -> bool {
+        self.welcomed
+    }
+
+    /// The verdict when the server closed without ever ending a line.
+    pub(super) fn unframed(&self) -> Failure {
+        Failure::Closed(Closed {
+            what: ClosedWhen::Unframed,
+            notice: None,
+            reset: self.reset,
+        })
+    }
+
     /// The verdict once the server has closed: `sent` names were sent, and `finished`
     /// tells whether the input ended (`exit` was sent).
     pub(super) fn end(&self, sent: u64, finished: bool) -> Result<(), Failure> {

@@ -167,6 +167,7 @@ impl Server {
         for acceptor in acceptors {
             let _ = acceptor.join();
         }
+        self.shared.report_suppressed_refusals(true);
         Ok(self.shared.wait_for_connections(self.shutdown_timeout))
     }
 }
@@ -225,6 +226,7 @@ impl Shared {
             match listener.accept() {
                 Ok((stream, peer)) => {
                     backoff.succeeded();
+                    self.report_suppressed_refusals(false);
                     self.admit(stream, peer);
                 }
                 Err(_) if self.stopping() => return,
@@ -286,6 +288,21 @@ impl Shared {
         }
     }
 
+    /// Logs the refusals a burst left unreported: once their second has passed (`force`
+    /// false), or at once (at shutdown).
+    fn report_suppressed_refusals(&self, force: bool) {
+        let mut log = self.busy_log.lock().unwrap_or_else(PoisonError::into_inner);
+        let overdue = if force {
+            log.flush()
+        } else {
+            log.overdue(Instant::now())
+        };
+        drop(log);
+        if let Some(n) = overdue {
+            warn!("refused {n} more connections since the last report");
+        }
+    }
+
     /// Tells a client the server is busy and closes, without a thread of its own.
     fn refuse(&self, stream: &TcpStream, peer: SocketAddr, notice: Notice, why: &str) {
         let suppressed = self
@@ -293,8 +310,10 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .allow(Instant::now());
-        if let Some(suppressed) = suppressed {
-            warn!("refused {peer}: {why} ({suppressed} more refused since the last report)");
+        match suppressed {
+            Some(0) => warn!("refused {peer}: {why}"),
+            Some(n) => warn!("refused {peer}: {why} ({n} more refused since the last report)"),
+            None => {}
         }
         if self.ctx.settings.mode == Mode::Echo {
             return;
@@ -382,6 +401,10 @@ impl Shared {
         if registry.live.is_empty() {
             self.left.notify_all();
         }
+        drop(registry);
+        // A burst of refusals at the limit is followed by connections leaving: report
+        // what it left unreported without waiting for the next refusal.
+        self.report_suppressed_refusals(false);
     }
 
     fn wait_for_connections(&self, timeout: Duration) -> usize {
@@ -464,6 +487,23 @@ impl RateLimit {
         }
     }
 
+    /// What was suppressed, once a period has passed since the last report: the count
+    /// a burst left behind that no later event reported.
+    pub fn overdue(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if self.suppressed > 0 && now.duration_since(last) >= self.period => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+            _ => None,
+        }
+    }
+
+    /// What was suppressed since the last report, reported now whatever the time.
+    pub fn flush(&mut self) -> Option<u64> {
+        (self.suppressed > 0).then(|| std::mem::take(&mut self.suppressed))
+    }
+
     /// `Some(suppressed since the last report)` if a report is due now, else `None`.
     pub fn allow(&mut self, now: Instant) -> Option<u64> {
         match self.last {
@@ -501,9 +541,13 @@ const MIN_PAUSE: Duration = Duration::from_millis(5);
 const MAX_PAUSE: Duration = Duration::from_secs(1);
 
 impl AcceptBackoff {
-    /// An accept succeeded: the next failure starts from the shortest pause.
+    /// An accept succeeded: the next failure starts from the shortest pause, and errors
+    /// the log left out are counted now.
     pub fn succeeded(&mut self) {
         self.pause = Duration::ZERO;
+        if let Some(n) = self.log.flush() {
+            warn!("accepting again; {n} more accept errors were not shown");
+        }
     }
 
     /// An accept failed with `error`; returns how long to pause before the next one.
@@ -566,6 +610,32 @@ mod tests {
         assert_eq!(r.allow(t0 + Duration::from_millis(20)), None);
         assert_eq!(r.allow(t0 + Duration::from_millis(1001)), Some(2));
         assert_eq!(r.allow(t0 + Duration::from_millis(1002)), None);
+    }
+
+    #[test]
+    fn rate_limit_reports_what_a_burst_left_once_its_period_passed() {
+        let t0 = Instant::now();
+        let mut r = RateLimit::new(Duration::from_secs(1));
+        assert_eq!(r.overdue(t0), None);
+        assert_eq!(r.allow(t0), Some(0));
+        assert_eq!(
+            r.overdue(t0 + Duration::from_secs(5)),
+            None,
+            "nothing suppressed"
+        );
+        for ms in 1..50 {
+            assert_eq!(r.allow(t0 + Duration::from_millis(ms)), None);
+        }
+        assert_eq!(r.overdue(t0 + Duration::from_millis(500)), None, "too soon");
+        assert_eq!(r.overdue(t0 + Duration::from_millis(1000)), Some(49));
+        assert_eq!(
+            r.overdue(t0 + Duration::from_secs(9)),
+            None,
+            "reported once"
+        );
+        assert_eq!(r.allow(t0 + Duration::from_millis(1500)), None);
+        assert_eq!(r.flush(), Some(1));
+        assert_eq!(r.flush(), None);
     }
 
     #[test]

@@ -839,6 +839,42 @@ fn max_connections_0_answers_every_client_with_the_busy_line() {
     }
 }
 
+/// Refusals are logged at most once a second, and every one is counted: what a burst
+/// left unreported is logged once its second has passed, or at shutdown.
+#[test]
+fn every_refusal_in_a_burst_is_counted_in_the_log() {
+    let server = Server::start(&["--max-connections", "0"]);
+    for _ in 0..50 {
+        let mut c = server.connect();
+        assert!(lossy(&c.rest()).starts_with("ERROR server busy"));
+    }
+    let logs = server.stop_and_logs();
+    let lines = log_lines(&logs, "refused");
+    let count = |line: &str, after: &str, before: &str| -> u64 {
+        line.split(after)
+            .nth(1)
+            .and_then(|rest| rest.split(before).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let counted: u64 = lines
+        .iter()
+        .map(|l| {
+            if l.contains("refused 127.0.0.1:") {
+                1 + count(l, "(", " more refused")
+            } else {
+                count(l, "refused ", " more connections")
+            }
+        })
+        .sum();
+    assert_eq!(counted, 50, "{lines:#?}");
+    assert!(lines.len() < 10, "not rate-limited: {lines:#?}");
+    assert!(
+        !logs.contains("(0 more refused"),
+        "a first report has nothing to add: {logs}"
+    );
+}
+
 #[test]
 fn idle_connection_gets_a_notice_and_is_closed() {
     let server = Server::start(&["--idle-timeout", "1"]);

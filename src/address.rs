@@ -23,6 +23,11 @@ impl HostPort {
     /// the port defaults to [`DEFAULT_PORT`]. The error says what to write instead.
     pub fn parse(s: &str) -> Result<HostPort, String> {
         let s = s.trim();
+        if let Some((scheme, _)) = s.split_once("://") {
+            return Err(format!(
+                "a URL ({scheme}://) is not an address; write HOST:PORT, e.g. 127.0.0.1:9999"
+            ));
+        }
         let port_of = |p: &str| -> Result<u16, String> {
             p.parse::<u16>().map_err(|_| {
                 format!(
@@ -53,6 +58,12 @@ impl HostPort {
                 Some((host, p)) => (host, port_of(p)?),
             }
         };
+        if !host.is_empty() && host.bytes().all(|b| b.is_ascii_digit()) {
+            // glibc would read `8080` as the IPv4 address 0.0.31.144.
+            return Err(format!(
+                "{host:?} looks like a port, not a host; write HOST:PORT, e.g. 127.0.0.1:{host}"
+            ));
+        }
         if host.is_empty() {
             return Err(
                 "no host; write HOST:PORT, e.g. 127.0.0.1:9999 (0.0.0.0:9999 for every IPv4 interface)"
@@ -162,6 +173,8 @@ mod tests {
             assert!(parsed(bad).is_err(), "{bad}");
         }
         assert!(parsed("a:b:c").unwrap_err().contains("brackets"));
+        assert!(parsed("8080").unwrap_err().contains("127.0.0.1:8080"));
+        assert!(parsed("http://127.0.0.1:80").unwrap_err().contains("URL"));
         assert!(parsed(":80").unwrap_err().contains("0.0.0.0"));
     }
 

@@ -281,6 +281,11 @@ fn a_bad_bind_address_is_a_usage_error_saying_what_to_write() {
             "no-such-host.invalid:1",
             "cannot resolve no-such-host.invalid",
         ),
+        (
+            "8080",
+            "looks like a port, not a host; write HOST:PORT, e.g. 127.0.0.1:8080",
+        ),
+        ("http://127.0.0.1:80", "a URL (http://) is not an address"),
     ] {
         let (code, out, err) = run_with_deadline(
             Command::new(bin()).args(["serve", "--bind", bad]),

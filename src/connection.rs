@@ -8,7 +8,7 @@
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::debug;
 
@@ -47,6 +47,8 @@ pub struct Context {
     pub idle_timeout: Option<Duration>,
     /// Wait before each reply.
     pub delay: Duration,
+    /// The write timeout the caller set on streams; `None` if there is none.
+    pub write_timeout: Option<Duration>,
 }
 
 impl Context {
@@ -62,6 +64,7 @@ impl Context {
             shutting_down: AtomicBool::new(false),
             idle_timeout,
             delay,
+            write_timeout: None,
         }
     }
 }
@@ -589,9 +592,26 @@ impl<S: Read + Write> Connection<'_, '_, S> {
         if n == 0 {
             return Ok(());
         }
+        let write_timeout = self.ctx.write_timeout;
         let Connection { stream, buf, .. } = self;
         let (_, output) = buf.split();
-        stream.write_all(&output[..n]).map_err(Failure::Write)?;
+        let mut sent = 0;
+        while sent < n {
+            let started = write_timeout.map(|_| Instant::now());
+            match stream.write(&output[sent..n]) {
+                Ok(0) => return Err(Failure::Write(ErrorKind::WriteZero.into())),
+                Ok(k) => sent += k,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Failure::Write(e)),
+            }
+            // Linux ends a send that waited out the write timeout with the part it
+            // placed, not an error; sending the rest would wait the whole timeout again.
+            if let (Some(timeout), Some(started)) = (write_timeout, started) {
+                if sent < n && started.elapsed() >= timeout {
+                    return Err(Failure::Write(ErrorKind::TimedOut.into()));
+                }
+            }
+        }
         stream.flush().map_err(Failure::Write)?;
         self.buf.out_len = 0;
         self.bytes_out += n as u64;

@@ -107,7 +107,9 @@ pub fn listen(addr: SocketAddr, config: &ServerConfig) -> io::Result<TcpListener
 
 impl Server {
     /// Binds every address in `config`, failing with the address in the message.
-    pub fn bind(config: ServerConfig, ctx: Context) -> io::Result<Server> {
+    pub fn bind(config: ServerConfig, mut ctx: Context) -> io::Result<Server> {
+        // The streams' write timeout comes from here, so the connections learn it here.
+        ctx.write_timeout = config.write_timeout;
         let mut listeners = Vec::new();
         for &addr in &config.bind {
             let listener = listen(addr, &config)

@@ -1066,6 +1066,15 @@ fn write_timeout_frees_a_client_that_never_reads() {
     let closed = log_lines(&logs, "conn 1 closed");
     assert_eq!(closed.len(), 1, "{logs}");
     assert!(closed[0].contains("write error"), "{}", closed[0]);
+    // Once, not twice: a send that waited out the 1 s timeout having placed part of
+    // the replies used to be followed by a second send that waited 1 s more.
+    let lived: f64 = closed[0]
+        .split(", ")
+        .nth(1)
+        .and_then(|d| d.strip_suffix(" s"))
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("no duration: {}", closed[0]));
+    assert!(lived < 1.8, "closed after {lived} s with --write-timeout 1");
 }
 
 #[test]

@@ -133,6 +133,8 @@ fn wrong_replies_are_counted_as_mismatches() {
     assert_eq!(r["mismatches"], 100, "{r}");
     assert_eq!(r["errors"]["reply_mismatch"], 100, "{r}");
     assert_eq!(r["messages"], 0, "{r}");
+    // The run lasted, even with no good reply to time it by.
+    assert!(r["elapsed_s"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
     let example = r["error_examples"]["reply_mismatch"]
         .as_str()
         .unwrap_or_default();

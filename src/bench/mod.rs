@@ -151,6 +151,7 @@ pub fn run(args: &BenchArgs) -> io::Result<Outcome> {
             .map_err(|_| io::Error::other("a bench worker thread panicked"))??;
         total.merge(tally)?;
     }
+    let finished = Instant::now();
     if total.established == 0 {
         return Err(no_connection_error(cfg.addr, cfg.timeout, &total));
     }
@@ -166,9 +167,13 @@ pub fn run(args: &BenchArgs) -> io::Result<Outcome> {
         duration_s: cfg.duration.map(|d| d.as_secs_f64()),
         messages_target: cfg.messages,
         setup_s: start.duration_since(t0).as_secs_f64(),
+        // Up to the last good reply, so that closing does not count; a run without one
+        // lasted until the workers stopped.
         elapsed_s: total
             .last_reply
-            .map_or(0.0, |t| t.saturating_duration_since(start).as_secs_f64()),
+            .unwrap_or(finished)
+            .saturating_duration_since(start)
+            .as_secs_f64(),
         messages: total.ok,
         latency: latency_summary(&total.hist),
         errors: Fail::ALL

@@ -205,3 +205,35 @@ fn ctrl_c_ends_the_run_early_with_a_report() {
     assert_eq!(r["errors_total"], 0, "{r}");
     assert!(run.stderr.contains("interrupted"), "{}", run.stderr);
 }
+
+/// A server that shuts down mid-run says so to each connection, then closes: one
+/// `server_shutdown` per connection, not a stray line and an EOF each.
+#[test]
+fn a_server_shutting_down_counts_once_per_connection() {
+    let server = Server::start(&[]);
+    let addr = server.addr().to_string();
+    let started = std::time::Instant::now();
+    let mut cmd = Command::new(bin());
+    cmd.args([
+        "bench",
+        "--connect",
+        &addr,
+        "-n",
+        "4",
+        "--duration",
+        "50",
+        "--json",
+    ]);
+    let running = Running::start(&mut cmd, None);
+    let mut seen = false;
+    while !seen && started.elapsed() < RUN_LIMIT {
+        seen = server.logs_so_far().matches(" open: ").count() >= 4;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(seen, "the bench never connected");
+    server.signal("TERM");
+    let run = running.finish(RUN_LIMIT);
+    let r = report_with_status(&run, 1);
+    assert_eq!(r["errors"]["server_shutdown"], 4, "{r}");
+    assert_eq!(r["errors_total"], 4, "{r}");
+}

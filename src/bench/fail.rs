@@ -16,6 +16,8 @@ pub(super) enum Fail {
     ReplyMismatch,
     UnexpectedLine,
     LineTooLong,
+    /// The server said `server shutting down` (and then closes).
+    ServerShutdown,
     Eof,
     Reset,
     Other,
@@ -23,7 +25,7 @@ pub(super) enum Fail {
 
 impl Fail {
     /// Every kind, in `as usize` order.
-    pub(super) const ALL: [Fail; 14] = [
+    pub(super) const ALL: [Fail; 15] = [
         Fail::ConnectRefused,
         Fail::ConnectTimeout,
         Fail::ConnectUnreachable,
@@ -35,6 +37,7 @@ impl Fail {
         Fail::ReplyMismatch,
         Fail::UnexpectedLine,
         Fail::LineTooLong,
+        Fail::ServerShutdown,
         Fail::Eof,
         Fail::Reset,
         Fail::Other,
@@ -53,6 +56,7 @@ impl Fail {
             Fail::ReplyMismatch => "reply_mismatch",
             Fail::UnexpectedLine => "unexpected_line",
             Fail::LineTooLong => "line_too_long",
+            Fail::ServerShutdown => "server_shutdown",
             Fail::Eof => "eof",
             Fail::Reset => "reset",
             Fail::Other => "other",

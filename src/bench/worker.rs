@@ -359,9 +359,20 @@ impl Worker {
         let c = &mut conns[i];
         let mut start = 0;
         let mut ok = 0;
+        let mut ended = None;
         while let Some(len) = memchr::memchr(b'\n', &c.rbuf[start..c.rlen]) {
             let line = strip_cr(&c.rbuf[start..start + len]);
             start += len + 1;
+            if line == b"server shutting down" && c.state != State::Closing {
+                // The server answered what it had received and closes next: one
+                // failure for this connection, not a mismatch and then an EOF.
+                let unanswered = c.sent.len();
+                ended = Some((
+                    Fail::ServerShutdown,
+                    format!("the server is shutting down ({unanswered} names unanswered)"),
+                ));
+                break;
+            }
             match c.state {
                 State::Welcome => {
                     if line.starts_with(b"ERROR") {
@@ -413,7 +424,7 @@ impl Worker {
             tally.last_reply = Some(now);
             stats.ok.fetch_add(ok, Relaxed);
         }
-        Ok(())
+        ended.map_or(Ok(()), Err)
     }
 
     /// Sends names until `--pipeline` are awaiting replies (all in one write), or

@@ -117,7 +117,7 @@ pub struct ServeArgs {
     pub write_timeout: u64,
     /// Longest line accepted, in bytes; a longer one gets an error line and is skipped.
     #[arg(long, value_name = "BYTES", env = "TCP_HELLO_MAX_LINE", default_value_t = 8192,
-          value_parser = clap::value_parser!(u32).range(1..=16 * 1024 * 1024))]
+          value_parser = clap::value_parser!(u32).range(1..=crate::protocol::MAX_LINE_LIMIT as i64))]
     pub max_line: u32,
     /// Wait this long before each reply, like the tutorial's `time.sleep(1)`.
     #[arg(long, value_name = "MS", env = "TCP_HELLO_DELAY", default_value_t = 0)]

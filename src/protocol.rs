@@ -29,6 +29,9 @@ pub enum Framing {
 /// The most bytes of one message in chunk framing: one `recv(1024)`, as in the tutorial.
 pub const CHUNK_MAX: usize = 1024;
 
+/// The largest `--max-line` the server accepts: no line longer than this is ever answered.
+pub const MAX_LINE_LIMIT: usize = 16 * 1024 * 1024;
+
 /// A reply template such as `Hello, {}!`, split once at start-up so that rendering a
 /// reply is a few copies and no allocation.
 #[derive(Debug, Clone, PartialEq, Eq)]

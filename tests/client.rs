@@ -430,6 +430,23 @@ fn a_server_that_never_ends_a_line_is_told_apart() {
     assert!(run.stderr.contains("use --framing chunk"), "{run:?}");
 }
 
+/// Input with no newline cannot grow the client without bound: past the longest line
+/// any server answers, it stops with a message saying so.
+#[test]
+fn a_line_longer_than_any_server_answers_stops_the_client() {
+    let server = Server::start(&[]);
+    let run = run_client(
+        &["--connect", &server.addr().to_string()],
+        Input::Bytes(vec![b'a'; 17 << 20]),
+    );
+    assert_eq!(run.code, Some(1), "{:?}", run.stderr);
+    assert!(
+        run.stderr.contains("longer than 16 MiB"),
+        "{:?}",
+        run.stderr
+    );
+}
+
 /// A refusal under `--max-per-source` is the same failure, with its own fix.
 #[test]
 fn a_per_address_refusal_is_a_busy_server_too() {

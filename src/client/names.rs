@@ -5,7 +5,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use memchr::memchr;
 
 use super::INPUT_BUF;
-use crate::protocol::{Request, classify, find_line_end, partial_len};
+use crate::protocol::{MAX_LINE_LIMIT, Request, classify, find_line_end, partial_len};
 
 /// A source of input bytes (stdin, or the names given as arguments).
 pub(super) type Input = BufReader<Box<dyn Read + Send>>;
@@ -49,8 +49,25 @@ impl Names {
         if self.pos >= self.line.len() {
             self.line.clear();
             self.pos = 0;
-            if self.input.read_until(b'\n', &mut self.line)? == 0 {
+            // Bounded, so that input without newlines cannot grow the client without limit.
+            let most = (MAX_LINE_LIMIT + 3) as u64;
+            if (&mut self.input)
+                .take(most)
+                .read_until(b'\n', &mut self.line)?
+                == 0
+            {
                 return Ok(None);
+            }
+            if self.line.len() as u64 == most && !self.line.ends_with(b"\n") {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "a line is longer than {} MiB, which no tcp-hello server answers \
+                         (--max-line is at most that): split it, or send bytes as they are \
+                         with --raw",
+                        MAX_LINE_LIMIT >> 20
+                    ),
+                ));
             }
         }
         let start = self.pos;

@@ -682,6 +682,39 @@ fn raw_mode_is_a_byte_pipe() {
     assert_eq!(run.stdout, "Welcome!\r\nHello, Bob!\r\n", "{run:?}");
 }
 
+/// Like `nc -N`: a server that half-closes first still gets the rest of stdin.
+#[test]
+fn raw_mode_keeps_sending_after_the_server_half_closes() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (closed_tx, closed_rx) = mpsc::channel();
+    let peer = thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        conn.write_all(b"hello\n").unwrap();
+        conn.shutdown(std::net::Shutdown::Write).unwrap();
+        closed_tx.send(()).unwrap();
+        let mut got = Vec::new();
+        conn.read_to_end(&mut got).unwrap();
+        got
+    });
+    let write = Box::new(move |stdin: &mut ChildStdin| {
+        let _ = stdin.write_all(b"first\n");
+        let _ = closed_rx.recv_timeout(IO_TIMEOUT);
+        // Not for readiness: gives the client time to see the FIN before the rest
+        // arrives, which is what used to end it early.
+        thread::sleep(Duration::from_millis(200));
+        let _ = stdin.write_all(b"more\n");
+    });
+    let run = run_client(&["--raw", "--connect", &addr], Input::Writer(write));
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(run.stdout, "hello\n", "{run:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&peer.join().unwrap()),
+        "first\nmore\n"
+    );
+}
+
 #[test]
 fn raw_mode_fetches_a_web_page() {
     let helper = Helper::start(

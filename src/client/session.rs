@@ -382,7 +382,7 @@ pub(super) fn raw_session(
     let shared = Arc::new(Shared::default());
     let writer_stream = stream.try_clone().map_err(Failure::Socket)?;
     let writer_shared = Arc::clone(&shared);
-    thread::Builder::new()
+    let writer = thread::Builder::new()
         .name("client-writer".into())
         .spawn(move || copy_stdin(writer_stream, &writer_shared, origin))
         .map_err(Failure::Socket)?;
@@ -415,6 +415,10 @@ pub(super) fn raw_session(
             Err(e) => return Err(Failure::Socket(e)),
         }
     }
+    out.flush().map_err(Failure::Stdout)?;
+    // The server closed its sending side, which need not end ours: like `nc -N`, the
+    // rest of stdin still goes out, until stdin ends or the server stops taking it.
+    let _ = writer.join();
     if let Some(e) = shared.take_stdin_error() {
         return Err(Failure::Stdin(e));
     }

@@ -629,6 +629,19 @@ fn chunk_framing_against_the_tutorials_python_server() {
     assert!(run.elapsed >= Duration::from_secs(4), "{run:?}");
 }
 
+/// The tutorial's server closes only on exactly `exit`: any exit word the client
+/// recognises is sent that way.
+#[test]
+fn chunk_framing_sends_any_exit_word_as_exit() {
+    let (_helper, addr) = tutorial_server();
+    let run = run_client(
+        &["--framing", "chunk", "--connect", &addr],
+        Input::Bytes(b"Michael\n  QUIT \n".to_vec()),
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(run.stdout, "Welcome!\nHello, Michael!\n", "{run:?}");
+}
+
 #[test]
 fn line_framing_against_a_chunk_server_suggests_chunk_framing() {
     let (_helper, addr) = tutorial_server();

@@ -294,7 +294,9 @@ pub(super) fn chunk_session(
         match request {
             Request::Blank => continue,
             Request::Exit => {
-                send_all(stream, name, &mut tally)?;
+                // Sent as `exit`, whatever was typed (`EXIT`, ` quit `): the tutorial's
+                // server closes on that exact message and would greet anything else.
+                send_all(stream, b"exit", &mut tally)?;
                 exited = true;
                 break;
             }

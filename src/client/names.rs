@@ -28,6 +28,9 @@ pub(super) struct Names {
     /// One input line (up to LF), which may hold several messages (telnet's CR NUL).
     line: Vec<u8>,
     pos: usize,
+    /// The input ended. A terminal's end (Ctrl-D) is not sticky: reading again would
+    /// wait for more, so a second Ctrl-D would be needed after a half-typed line.
+    ended: bool,
 }
 
 impl Names {
@@ -36,6 +39,7 @@ impl Names {
             input,
             line: Vec::new(),
             pos: 0,
+            ended: false,
         }
     }
 
@@ -47,6 +51,9 @@ impl Names {
     /// The next message and what it asks for; `None` at the end of the input.
     pub(super) fn next(&mut self) -> io::Result<Option<(Request, &[u8])>> {
         if self.pos >= self.line.len() {
+            if self.ended {
+                return Ok(None);
+            }
             self.line.clear();
             self.pos = 0;
             // Bounded, so that input without newlines cannot grow the client without limit.
@@ -69,6 +76,8 @@ impl Names {
                     ),
                 ));
             }
+            // `read_until` stops short of a newline only at the end of the input.
+            self.ended = !self.line.ends_with(b"\n");
         }
         let start = self.pos;
         let (end, next) = find_line_end(&self.line, start, start)
@@ -122,6 +131,31 @@ mod tests {
         );
         assert_eq!(names_of(b"x\r"), [(Name, b"x".to_vec())]);
         assert!(names_of(b"").is_empty());
+    }
+
+    /// Reads like a terminal: each chunk is one `read`, an empty one is Ctrl-D, and
+    /// reading goes on after it.
+    struct Terminal(Vec<&'static [u8]>);
+
+    impl Read for Terminal {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() {
+                return Ok(0);
+            }
+            let chunk = self.0.remove(0);
+            buf[..chunk.len()].copy_from_slice(chunk);
+            Ok(chunk.len())
+        }
+    }
+
+    #[test]
+    fn ctrl_d_after_a_half_typed_line_ends_the_input() {
+        // `Bo`, Ctrl-D (sends `Bo`), Ctrl-D (the end): what comes after is not read.
+        let source: Box<dyn Read + Send> = Box::new(Terminal(vec![b"Bo", b"", b"more\n"]));
+        let mut names = Names::new(BufReader::new(source));
+        let (request, name) = names.next().unwrap().unwrap();
+        assert_eq!((request, name), (Request::Name, &b"Bo"[..]));
+        assert!(names.next().unwrap().is_none());
     }
 
     #[test]

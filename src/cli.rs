@@ -127,7 +127,9 @@ pub struct ServeArgs {
         long,
         value_name = "N",
         env = "TCP_HELLO_BACKLOG",
-        default_value_t = 1024
+        default_value_t = 1024,
+        // Linux reads a negative backlog as the largest; say so rather than surprise.
+        value_parser = clap::value_parser!(i32).range(0..)
     )]
     pub backlog: i32,
     /// On SIGINT/SIGTERM, how long connections get to finish before the process exits anyway.

@@ -271,6 +271,18 @@ fn a_host_name_binds_its_ipv4_address() {
     say_exit(&mut c);
 }
 
+/// Linux would read a negative backlog as its largest; it is refused instead.
+#[test]
+fn a_negative_backlog_is_a_usage_error() {
+    let (code, out, err) = run_with_deadline(
+        Command::new(bin()).args(["serve", "--bind", "127.0.0.1:0", "--backlog=-5"]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, Some(2), "stderr {err:?}");
+    assert_eq!(out, "");
+    assert!(err.contains("--backlog"), "{err}");
+}
+
 #[test]
 fn a_bad_bind_address_is_a_usage_error_saying_what_to_write() {
     for (bad, says) in [

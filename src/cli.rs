@@ -150,7 +150,7 @@ pub struct ClientArgs {
     pub connect: String,
     /// Names to send; without any, every line of stdin is a name.
     #[arg(value_name = "NAME")]
-    pub names: Vec<String>,
+    pub names: Vec<std::ffi::OsString>,
     /// Give up connecting to one address after this many seconds (0 = wait as long as the system does).
     #[arg(
         long,

@@ -447,6 +447,21 @@ fn a_line_longer_than_any_server_answers_stops_the_client() {
     );
 }
 
+/// Names given as arguments are bytes, as on stdin: they need not be UTF-8.
+#[test]
+fn a_name_argument_need_not_be_utf8() {
+    use std::os::unix::ffi::OsStringExt;
+    let server = Server::start(&[]);
+    let mut cmd = client_cmd(&["--connect", &server.addr().to_string()]);
+    cmd.arg(std::ffi::OsString::from_vec(b"\xfe(ab".to_vec()));
+    let run = run_tool(&mut cmd, None, DEADLINE);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(
+        run.stdout, "Welcome!\nHello, \u{fffd}(ab!\nBye!\n",
+        "{run:?}"
+    );
+}
+
 /// A refusal under `--max-per-source` is the same failure, with its own fix.
 #[test]
 fn a_per_address_refusal_is_a_busy_server_too() {

@@ -1,5 +1,6 @@
 //! The names input (arguments or stdin), split into messages as the server splits lines.
 
+use std::ffi::OsString;
 use std::io::{self, BufRead, BufReader, Read, Write};
 
 use memchr::memchr;
@@ -11,12 +12,16 @@ use crate::protocol::{MAX_LINE_LIMIT, Request, classify, find_line_end, partial_
 pub(super) type Input = BufReader<Box<dyn Read + Send>>;
 
 /// The input for names: the arguments, one per line, or stdin.
-pub(super) fn names_input(names: &[String]) -> Input {
+pub(super) fn names_input(names: &[OsString]) -> Input {
     let source: Box<dyn Read + Send> = if names.is_empty() {
         Box::new(io::stdin())
     } else {
-        let mut text = names.join("\n").into_bytes();
-        text.push(b'\n');
+        // The arguments' own bytes, so that a name need not be UTF-8 (as on stdin).
+        let mut text = Vec::new();
+        for name in names {
+            text.extend_from_slice(name.as_encoded_bytes());
+            text.push(b'\n');
+        }
         Box::new(io::Cursor::new(text))
     };
     BufReader::with_capacity(INPUT_BUF, source)

@@ -266,6 +266,7 @@ impl Drop for KillOnDrop {
 }
 
 /// A process run to its end by [`run_tool`].
+#[derive(Debug)]
 pub struct Finished {
     pub code: Option<i32>,
     pub stdout: String,

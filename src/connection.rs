@@ -371,7 +371,8 @@ impl<S: Read + Write> Connection<'_, '_, S> {
                 Got::Idle => return Ok(CloseReason::Idle),
             };
             let (input, _) = self.buf.split();
-            self.stream.write_all(&input[..n]).map_err(Failure::Write)?;
+            write_within(&mut self.stream, &input[..n], self.ctx.write_timeout)
+                .map_err(Failure::Write)?;
             self.bytes_out += n as u64;
             self.settle();
         }
@@ -420,6 +421,11 @@ impl<S: Read + Write> Connection<'_, '_, S> {
         if !answers.is_empty() {
             self.write_out(&answers)?;
             answers.clear();
+            // A burst of negotiations must not leave a large buffer behind: an idle
+            // connection owns no heap buffer.
+            if answers.capacity() > 64 {
+                answers = Vec::new();
+            }
         }
         self.answers = answers;
         self.drained = n < offered;
@@ -595,28 +601,35 @@ impl<S: Read + Write> Connection<'_, '_, S> {
         let write_timeout = self.ctx.write_timeout;
         let Connection { stream, buf, .. } = self;
         let (_, output) = buf.split();
-        let mut sent = 0;
-        while sent < n {
-            let started = write_timeout.map(|_| Instant::now());
-            match stream.write(&output[sent..n]) {
-                Ok(0) => return Err(Failure::Write(ErrorKind::WriteZero.into())),
-                Ok(k) => sent += k,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Failure::Write(e)),
-            }
-            // Linux ends a send that waited out the write timeout with the part it
-            // placed, not an error; sending the rest would wait the whole timeout again.
-            if let (Some(timeout), Some(started)) = (write_timeout, started) {
-                if sent < n && started.elapsed() >= timeout {
-                    return Err(Failure::Write(ErrorKind::TimedOut.into()));
-                }
-            }
-        }
+        write_within(stream, &output[..n], write_timeout).map_err(Failure::Write)?;
         stream.flush().map_err(Failure::Write)?;
         self.buf.out_len = 0;
         self.bytes_out += n as u64;
         Ok(())
     }
+}
+
+/// Writes all of `bytes`, failing with `TimedOut` once the client has taken nothing for
+/// `timeout` (the write timeout set on the stream).
+fn write_within<W: Write>(out: &mut W, bytes: &[u8], timeout: Option<Duration>) -> io::Result<()> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        let started = timeout.map(|_| Instant::now());
+        match out.write(&bytes[sent..]) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(k) => sent += k,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        // Linux ends a send that waited out the write timeout with the part it placed,
+        // not an error; sending the rest would wait the whole timeout again.
+        if let (Some(timeout), Some(started)) = (timeout, started) {
+            if sent < bytes.len() && started.elapsed() >= timeout {
+                return Err(ErrorKind::TimedOut.into());
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1080,12 +1080,7 @@ fn write_timeout_frees_a_client_that_never_reads() {
     assert!(closed[0].contains("write error"), "{}", closed[0]);
     // Once, not twice: a send that waited out the 1 s timeout having placed part of
     // the replies used to be followed by a second send that waited 1 s more.
-    let lived: f64 = closed[0]
-        .split(", ")
-        .nth(1)
-        .and_then(|d| d.strip_suffix(" s"))
-        .and_then(|d| d.parse().ok())
-        .unwrap_or_else(|| panic!("no duration: {}", closed[0]));
+    let lived = conn_1_lived(&logs);
     assert!(lived < 1.8, "closed after {lived} s with --write-timeout 1");
 }
 
@@ -1095,6 +1090,64 @@ fn write_timeout_frees_a_chunk_framed_client_that_never_reads() {
     let closed = log_lines(&logs, "conn 1 closed");
     assert_eq!(closed.len(), 1, "{logs}");
     assert!(closed[0].contains("write error"), "{}", closed[0]);
+}
+
+/// How long `conn 1` lived, from its close line.
+fn conn_1_lived(logs: &str) -> f64 {
+    let closed = log_lines(logs, "conn 1 closed");
+    assert_eq!(closed.len(), 1, "{logs}");
+    closed[0]
+        .split(", ")
+        .nth(1)
+        .and_then(|d| d.strip_suffix(" s"))
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("no duration: {}", closed[0]))
+}
+
+/// Echo mode writes back as it reads; a client that never reads is freed after the
+/// write timeout, once (not once per partial send).
+#[test]
+fn write_timeout_frees_an_echo_client_that_never_reads() {
+    let server = Server::start(&["--mode", "echo", "--write-timeout", "1"]);
+    let stuck = server.connect();
+    let mut writer = stuck.stream.try_clone().unwrap();
+    let flood = thread::spawn(move || {
+        let chunk = vec![b'e'; 1 << 16];
+        let mut sent = 0usize;
+        while writer.write_all(&chunk).is_ok() {
+            sent += chunk.len();
+            assert!(sent < 1 << 30, "the server never stopped reading");
+        }
+    });
+    flood.join().unwrap();
+    drop(stuck);
+    let logs = server.stop_and_logs();
+    assert!(
+        log_lines(&logs, "conn 1 closed")[0].contains("write error"),
+        "{logs}"
+    );
+    let lived = conn_1_lived(&logs);
+    assert!(lived < 1.8, "closed after {lived} s with --write-timeout 1");
+}
+
+/// Telnet negotiations are answered from a buffer that a burst must not leave large:
+/// an idle connection owns no heap buffer.
+#[test]
+fn a_burst_of_telnet_negotiations_leaves_no_buffer_behind() {
+    let server = Server::start(&["-q"]);
+    let before = server.proc_status("VmRSS");
+    let burst: Vec<u8> = [0xFF, 0xFD, 0x01].repeat(21_000);
+    let mut conns = Vec::new();
+    for _ in 0..200 {
+        let mut c = greeted(&server);
+        c.send(&burst);
+        // Every `IAC DO x` is refused with `IAC WONT x`: read them all.
+        assert_eq!(c.exact(burst.len()), [0xFF, 0xFC, 0x01].repeat(21_000));
+        conns.push(c);
+    }
+    let per_conn = (server.proc_status("VmRSS") - before) as f64 / 200.0;
+    // 10 KiB is the thread; a kept 64 KiB answer buffer made it about 78 KiB.
+    assert!(per_conn < 40.0, "{per_conn:.1} KiB per idle connection");
 }
 
 #[test]

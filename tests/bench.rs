@@ -171,26 +171,7 @@ fn ctrl_c_ends_the_run_early_with_a_report() {
     // Logging at info, so the test can see the bench's connections arrive: by then the
     // bench has installed its Ctrl-C handler.
     let server = Server::start(&[]);
-    let addr = server.addr().to_string();
-    let started = std::time::Instant::now();
-    let mut cmd = Command::new(bin());
-    cmd.args([
-        "bench",
-        "--connect",
-        &addr,
-        "-n",
-        "4",
-        "--duration",
-        "50",
-        "--json",
-    ]);
-    let running = Running::start(&mut cmd, None);
-    let mut seen = false;
-    while !seen && started.elapsed() < RUN_LIMIT {
-        seen = server.logs_so_far().matches(" open: ").count() >= 4;
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(seen, "the bench never connected");
+    let running = bench_connected(&server, "50");
     let pid = running.pid().to_string();
     let status = Command::new("kill").args(["-INT", &pid]).status().unwrap();
     assert!(status.success(), "kill -INT {pid}");
@@ -211,9 +192,20 @@ fn ctrl_c_ends_the_run_early_with_a_report() {
 #[test]
 fn a_server_shutting_down_counts_once_per_connection() {
     let server = Server::start(&[]);
-    let addr = server.addr().to_string();
+    let running = bench_connected(&server, "50");
+    server.signal("TERM");
+    let run = running.finish(RUN_LIMIT);
+    let r = report_with_status(&run, 1);
+    assert_eq!(r["errors"]["server_shutdown"], 4, "{r}");
+    assert_eq!(r["errors_total"], 4, "{r}");
+}
+
+/// Starts `bench -n 4 --duration DURATION --json` against `server` and returns once the
+/// server has logged its 4 connections (by then the bench has its Ctrl-C handler).
+fn bench_connected(server: &Server, duration: &str) -> Running {
     let started = std::time::Instant::now();
     let mut cmd = Command::new(bin());
+    let addr = server.addr().to_string();
     cmd.args([
         "bench",
         "--connect",
@@ -221,7 +213,7 @@ fn a_server_shutting_down_counts_once_per_connection() {
         "-n",
         "4",
         "--duration",
-        "50",
+        duration,
         "--json",
     ]);
     let running = Running::start(&mut cmd, None);
@@ -231,9 +223,18 @@ fn a_server_shutting_down_counts_once_per_connection() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(seen, "the bench never connected");
-    server.signal("TERM");
+    running
+}
+
+/// A duration past what the clock can hold runs until Ctrl-C instead of panicking.
+#[test]
+fn a_huge_duration_runs_until_ctrl_c() {
+    let server = Server::start(&[]);
+    let running = bench_connected(&server, "1e19");
+    let pid = running.pid().to_string();
+    let status = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    assert!(status.success(), "kill -INT {pid}");
     let run = running.finish(RUN_LIMIT);
-    let r = report_with_status(&run, 1);
-    assert_eq!(r["errors"]["server_shutdown"], 4, "{r}");
-    assert_eq!(r["errors_total"], 4, "{r}");
+    let r = report_with_status(&run, 130);
+    assert_eq!(r["errors_total"], 0, "{r}");
 }

@@ -201,7 +201,8 @@ impl Worker {
     /// Every connection that has its welcome starts sending.
     pub(super) fn go(&mut self, start: Instant) {
         self.started = true;
-        self.stop_at = self.cfg.duration.map(|d| start + d);
+        // A duration past what the clock can hold (`-d 1e19`) means no end but Ctrl-C.
+        self.stop_at = self.cfg.duration.and_then(|d| start.checked_add(d));
         for i in 0..self.conns.len() {
             if self.conns[i].state == State::Ready {
                 self.conns[i].state = State::Running;

@@ -462,6 +462,23 @@ fn a_name_argument_need_not_be_utf8() {
     );
 }
 
+/// A name that is only a CR (from `\r\r\n`) is a name to the server too: the client
+/// must not send it in a way that makes it blank, or it waits for a reply that never
+/// comes.
+#[test]
+fn a_name_ending_in_cr_keeps_its_cr() {
+    let server = Server::start(&["--farewell", ""]);
+    let run = run_client(
+        &["--connect", &server.addr().to_string()],
+        Input::Bytes(b"Alice\n\r\r\nBob\n".to_vec()),
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(
+        run.stdout, "Welcome!\nHello, Alice!\nHello, \r!\nHello, Bob!\n",
+        "{run:?}"
+    );
+}
+
 /// A refusal under `--max-per-source` is the same failure, with its own fix.
 #[test]
 fn a_per_address_refusal_is_a_busy_server_too() {

@@ -130,7 +130,14 @@ fn pump_names(
                 shared.touch(origin);
                 shared.sent.fetch_add(1, SeqCst);
                 write_escaped(out, name).map_err(socket)?;
-                out.write_all(b"\n").map_err(socket)?;
+                // A name that ends in CR needs CRLF: with LF alone the server would take
+                // that CR for part of the line ending, and the name could turn blank.
+                let end: &[u8] = if name.ends_with(b"\r") {
+                    b"\r\n"
+                } else {
+                    b"\n"
+                };
+                out.write_all(end).map_err(socket)?;
             }
         }
     }

@@ -479,6 +479,29 @@ fn a_name_ending_in_cr_keeps_its_cr() {
     );
 }
 
+/// In chunk framing the server strips a message's trailing CR and LF, so a name that is
+/// only a CR is blank there: the client skips it rather than wait for a reply.
+#[test]
+fn chunk_framing_skips_a_name_the_server_would_find_blank() {
+    let server = Server::start(&["--framing", "chunk"]);
+    let run = run_client(
+        &[
+            "--framing",
+            "chunk",
+            "--reply-timeout",
+            "2",
+            "--connect",
+            &server.addr().to_string(),
+        ],
+        Input::Bytes(b"Alice\n\r\r\nBob\n".to_vec()),
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(
+        run.stdout, "Welcome!\nHello, Alice!\nHello, Bob!\n",
+        "{run:?}"
+    );
+}
+
 /// A refusal under `--max-per-source` is the same failure, with its own fix.
 #[test]
 fn a_per_address_refusal_is_a_busy_server_too() {

@@ -13,7 +13,7 @@ use super::names::{Names, write_escaped};
 use super::tally::{Role, Tally};
 use super::wait::{arm, is_reset, is_timeout, read_wait};
 use super::{Config, INPUT_BUF, READ_BUF, WRITE_BUF, note};
-use crate::protocol::{CHUNK_MAX, Request, chunk_message};
+use crate::protocol::{CHUNK_MAX, Request, chunk_message, classify};
 
 /// Milliseconds since `origin`, for the atomics the threads share.
 fn millis(origin: Instant) -> u64 {
@@ -297,7 +297,10 @@ pub(super) fn chunk_session(
             note("> ");
         }
         let next = names.next().map_err(Failure::Stdin)?;
-        let Some((request, name)) = next else { break };
+        let Some((_, name)) = next else { break };
+        // What the server will make of it: a chunk loses its trailing CR and LF there.
+        let name = chunk_message(name);
+        let request = classify(name);
         match request {
             Request::Blank => continue,
             Request::Exit => {

@@ -497,7 +497,7 @@ fn chunk_framing_skips_a_name_the_server_would_find_blank() {
     );
     assert_eq!(run.code, Some(0), "{run:?}");
     assert_eq!(
-        run.stdout, "Welcome!\nHello, Alice!\nHello, Bob!\n",
+        run.stdout, "Welcome!\nHello, Alice!\nHello, Bob!\nBye!\n",
         "{run:?}"
     );
 }

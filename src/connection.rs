@@ -144,6 +144,7 @@ pub fn serve<S: Read + Write>(stream: S, ctx: &Context, peer: Peer) -> Summary {
         telnet: TelnetFilter::default(),
         answers: Vec::new(),
         drained: true,
+        read_all: false,
         replies: 0,
         bytes_in: 0,
         bytes_out: 0,
@@ -271,6 +272,9 @@ struct Connection<'c, 's, S> {
     answers: Vec<u8>,
     /// The last read found the socket drained: the burst, if any, is over.
     drained: bool,
+    /// Shutting down, and a read has emptied what the client had sent: no more reads,
+    /// or a client that keeps sending would keep the connection open.
+    read_all: bool,
     replies: u64,
     bytes_in: u64,
     bytes_out: u64,
@@ -384,6 +388,9 @@ impl<S: Read + Write> Connection<'_, '_, S> {
     /// queues the refusals. Returns how many bytes were added.
     fn read(&mut self, telnet: bool) -> Step<Got> {
         let ctx = self.ctx;
+        if self.read_all {
+            return Ok(Got::Eof);
+        }
         self.buf.compact();
         if self.buf.end == self.buf.input().len() {
             self.buf.grow(&ctx.pool);
@@ -402,6 +409,11 @@ impl<S: Read + Write> Connection<'_, '_, S> {
                 Ok(n) => break (n, room_end - end),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    // At shutdown the server shortens the read timeout to a moment: a
+                    // read that finds nothing has read everything the client sent.
+                    if ctx.shutting_down.load(Ordering::Acquire) {
+                        return Ok(Got::Eof);
+                    }
                     return Ok(Got::Idle);
                 }
                 Err(e) => return Err(Failure::Read(e)),
@@ -429,6 +441,7 @@ impl<S: Read + Write> Connection<'_, '_, S> {
         }
         self.answers = answers;
         self.drained = n < offered;
+        self.read_all = self.drained && ctx.shutting_down.load(Ordering::Acquire);
         if !self.drained && limit == usize::MAX {
             self.buf.grow(&ctx.pool);
         }

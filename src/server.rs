@@ -2,8 +2,9 @@
 //!
 //! One thread accepts on each listener; every accepted connection gets a thread of its
 //! own that runs [`connection::serve`]. The server keeps an `Arc` of every live stream
-//! so that shutdown can end their reads (`shutdown(Read)`): each connection then
-//! answers what it already received, says `server shutting down`, and closes.
+//! and its thread, so that shutdown can end their reads (a short read timeout, and a
+//! signal that interrupts a blocked read): each connection then answers what it
+//! already received, says `server shutting down`, and closes.
 
 use slab::Slab;
 use std::collections::HashMap;
@@ -15,7 +16,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
+use nix::sys::pthread::{Pthread, pthread_kill};
+use nix::sys::signal::Signal;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use std::os::unix::thread::JoinHandleExt;
 
 use crate::connection::{self, CloseReason, Context, Peer, Summary};
 use crate::protocol::{Mode, Notice};
@@ -30,6 +34,15 @@ pub const CONNECTION_STACK: usize = 64 * 1024;
 /// server's last bytes, so that unread client data does not turn the close into a reset
 /// that destroys the farewell in flight.
 const LINGER: Duration = Duration::from_secs(2);
+
+/// The read timeout every connection gets at shutdown: a read that finds nothing for
+/// this long has read everything the client had sent.
+const SHUTDOWN_READ_TIMEOUT: Duration = Duration::from_millis(1);
+
+/// The signal that interrupts a connection thread's blocked read at shutdown, so that
+/// the read starts again under [`SHUTDOWN_READ_TIMEOUT`]. SIGURG is ignored by default
+/// and the kernel sends it only to processes that ask for TCP urgent data.
+const WAKE_SIGNAL: Signal = Signal::SIGURG;
 
 /// How the server runs, apart from the protocol's [`crate::protocol::Settings`].
 #[derive(Debug, Clone)]
@@ -76,12 +89,21 @@ struct Shared {
 
 #[derive(Default)]
 struct Registry {
-    /// Every live connection's stream, in a slab: 16 bytes a slot with no spare
-    /// buckets, where a hash map sized for the limit took 27 bytes a connection.
-    live: Slab<Arc<TcpStream>>,
+    /// Every live connection, in a slab: 24 bytes a slot with no spare buckets, where
+    /// a hash map sized for the limit took 27 bytes a connection before the thread
+    /// was kept too.
+    live: Slab<Live>,
     /// Connections per client address, kept only with `--max-per-source`.
     per_source: HashMap<IpAddr, usize>,
     stopping: bool,
+}
+
+/// A live connection: its stream, shared so that shutdown can reach it, and its thread,
+/// so that shutdown can interrupt the thread's blocked read.
+struct Live {
+    stream: Arc<TcpStream>,
+    /// 0 until the accept loop has recorded it (glibc never uses 0 for a thread).
+    thread: Pthread,
 }
 
 /// Binds one listening socket with an explicit backlog (std's `bind` uses 128, which a
@@ -108,6 +130,12 @@ pub fn listen(addr: SocketAddr, config: &ServerConfig) -> io::Result<TcpListener
 impl Server {
     /// Binds every address in `config`, failing with the address in the message.
     pub fn bind(config: ServerConfig, mut ctx: Context) -> io::Result<Server> {
+        // A handler, so that WAKE_SIGNAL interrupts a read instead of being discarded as
+        // an ignored signal. It only sets a flag nobody reads.
+        signal_hook::flag::register(
+            signal_hook::consts::SIGURG,
+            Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        )?;
         // The streams' write timeout comes from here, so the connections learn it here.
         ctx.write_timeout = config.write_timeout;
         let mut listeners = Vec::new();
@@ -188,7 +216,7 @@ impl ShutdownHandle {
             registry
                 .live
                 .iter()
-                .map(|(_, stream)| Arc::clone(stream))
+                .map(|(_, live)| Arc::clone(&live.stream))
                 .collect()
         };
         info!(
@@ -200,10 +228,14 @@ impl ShutdownHandle {
             // Makes a blocked `accept` return at once (Linux).
             let _ = SockRef::from(listener.as_ref()).shutdown(Shutdown::Both);
         }
+        // Not `shutdown(Read)`: Linux answers data that arrives after it, once the FIN
+        // has gone, with a reset that discards the replies still queued for the client.
+        // A short read timeout ends reading once what was sent has been read, and the
+        // signal makes a read already blocked start again under it.
         for stream in live {
-            // A blocked read returns 0 once the bytes already received are read.
-            let _ = stream.shutdown(Shutdown::Read);
+            let _ = stream.set_read_timeout(Some(SHUTDOWN_READ_TIMEOUT));
         }
+        shared.interrupt_reads();
     }
 
     /// How many connections are open now.
@@ -272,7 +304,10 @@ impl Shared {
                 }
                 *count += 1;
             }
-            registry.live.insert(Arc::clone(&stream))
+            registry.live.insert(Live {
+                stream: Arc::clone(&stream),
+                thread: 0,
+            })
         };
         // Logged here rather than on the connection's thread: formatting a log record
         // takes more stack than serving does, and every stack page a connection thread
@@ -282,11 +317,37 @@ impl Shared {
         let spawned = thread::Builder::new()
             .stack_size(CONNECTION_STACK)
             .spawn(move || shared.run_connection(id, slot, &conn_stream, peer));
-        if let Err(e) = spawned {
-            self.leave(slot, peer.ip());
-            let connections = self.lock().live.len();
-            let why = format!("cannot start a thread: {e}");
-            self.refuse(&stream, peer, Notice::Busy { connections }, &why);
+        match spawned {
+            Ok(handle) => {
+                // Recorded only while the slot is still this connection's: the thread
+                // may have finished already, and the slot gone to another connection.
+                let thread = handle.as_pthread_t();
+                drop(handle);
+                let mut registry = self.lock();
+                if let Some(live) = registry.live.get_mut(slot) {
+                    if Arc::ptr_eq(&live.stream, &stream) {
+                        live.thread = thread;
+                    }
+                }
+            }
+            Err(e) => {
+                self.leave(slot, peer.ip());
+                let connections = self.lock().live.len();
+                let why = format!("cannot start a thread: {e}");
+                self.refuse(&stream, peer, Notice::Busy { connections }, &why);
+            }
+        }
+    }
+
+    /// Interrupts every connection thread's blocked read (see [`WAKE_SIGNAL`]). Under
+    /// the registry's lock: a thread leaves the registry before it ends, so no thread
+    /// that has ended is signalled.
+    fn interrupt_reads(&self) {
+        let registry = self.lock();
+        for (_, live) in registry.live.iter() {
+            if live.thread != 0 {
+                let _ = pthread_kill(live.thread, WAKE_SIGNAL);
+            }
         }
     }
 
@@ -381,7 +442,7 @@ impl Shared {
         }
         if self.stopping() {
             // Shutdown began between admission and now; end reading like the others.
-            stream.shutdown(Shutdown::Read)?;
+            stream.set_read_timeout(Some(SHUTDOWN_READ_TIMEOUT))?;
         }
         Ok(())
     }
@@ -410,11 +471,25 @@ impl Shared {
     }
 
     fn wait_for_connections(&self, timeout: Duration) -> usize {
-        let registry = self.lock();
-        let (registry, _) = self
-            .left
-            .wait_timeout_while(registry, timeout, |r| !r.live.is_empty())
-            .unwrap_or_else(PoisonError::into_inner);
+        let deadline = Instant::now() + timeout;
+        let mut registry = self.lock();
+        while !registry.live.is_empty() {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            // Again now and then: a thread started just before shutdown may have begun
+            // its read before its slot recorded the thread.
+            drop(registry);
+            self.interrupt_reads();
+            registry = self.lock();
+            let slice = (deadline - now).min(Duration::from_millis(100));
+            registry = self
+                .left
+                .wait_timeout_while(registry, slice, |r| !r.live.is_empty())
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
         let left = registry.live.len();
         if left > 0 {
             warn!(
@@ -458,15 +533,26 @@ fn linger(stream: &TcpStream, reason: CloseReason) {
     ) {
         return;
     }
-    if stream.shutdown(Shutdown::Write).is_err() || stream.set_read_timeout(Some(LINGER)).is_err() {
+    if stream.shutdown(Shutdown::Write).is_err() {
         return;
     }
     let deadline = Instant::now() + LINGER;
     let mut scratch = [0u8; 512];
-    while Instant::now() < deadline {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        // Set each time: shutdown may have shortened the timeout meanwhile.
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
         match (&*stream).read(&mut scratch) {
-            Ok(0) | Err(_) => return,
+            Ok(0) => return,
             Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
         }
     }
 }
@@ -660,7 +746,10 @@ mod tests {
         let slot = {
             let mut registry = shared.lock();
             *registry.per_source.entry(peer.ip()).or_insert(0) += 1;
-            registry.live.insert(Arc::new(stream))
+            registry.live.insert(Live {
+                stream: Arc::new(stream),
+                thread: 0,
+            })
         };
         let holder = Arc::clone(&shared);
         let joined = thread::spawn(move || {

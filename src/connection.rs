@@ -23,6 +23,9 @@ use crate::protocol::{
 pub const SMALL_INPUT: usize = 1024;
 /// Bytes of output kept on the thread's stack.
 pub const SMALL_OUTPUT: usize = 1024;
+/// The most a connection reads once shutdown has begun: more than the kernel can have
+/// queued for it at that moment (Linux's largest receive buffer is 6 MiB by default).
+pub const SHUTDOWN_READ_BUDGET: usize = 8 * 1024 * 1024;
 /// The largest output buffer a busy connection borrows; larger replies are sent in pieces.
 pub const OUTPUT_MAX: usize = 1024 * 1024;
 /// Bytes of idle large buffers the pool keeps for the next burst: 64 pairs of the default
@@ -145,6 +148,7 @@ pub fn serve<S: Read + Write>(stream: S, ctx: &Context, peer: Peer) -> Summary {
         answers: Vec::new(),
         drained: true,
         read_all: false,
+        read_after_stop: 0,
         replies: 0,
         bytes_in: 0,
         bytes_out: 0,
@@ -180,7 +184,10 @@ type Step<T = CloseReason> = Result<T, Failure>;
 /// Where a read left the connection.
 enum Got {
     Bytes(usize),
+    /// The client closed its sending side.
     Eof,
+    /// The server is shutting down and has read what the client had sent.
+    Stopped,
     Idle,
 }
 
@@ -275,6 +282,8 @@ struct Connection<'c, 's, S> {
     /// Shutting down, and a read has emptied what the client had sent: no more reads,
     /// or a client that keeps sending would keep the connection open.
     read_all: bool,
+    /// Bytes read since shutdown began.
+    read_after_stop: usize,
     replies: u64,
     bytes_in: u64,
     bytes_out: u64,
@@ -292,12 +301,11 @@ impl<S: Read + Write> Connection<'_, '_, S> {
         loop {
             let fresh = match self.read(true)? {
                 Got::Bytes(n) => n,
+                // A line the client has not finished is not a received line.
+                Got::Stopped => return self.closed(),
                 Got::Eof => {
                     let (start, end) = (self.buf.start, self.buf.end);
-                    // The server's own shutdown also ends reading: a line the client has
-                    // not finished is not a received line, and is not answered.
-                    let stopping = ctx.shutting_down.load(Ordering::Acquire);
-                    if !skipping && start < end && !stopping {
+                    if !skipping && start < end {
                         // A last line without a newline still counts (half-close, `printf Bob | nc -N`).
                         let content = start + partial_len(&self.buf.input()[start..end]);
                         self.buf.start = end;
@@ -348,7 +356,7 @@ impl<S: Read + Write> Connection<'_, '_, S> {
             (self.buf.start, self.buf.end) = (0, 0);
             match self.read(true)? {
                 Got::Bytes(_) => {}
-                Got::Eof => return self.closed(),
+                Got::Eof | Got::Stopped => return self.closed(),
                 Got::Idle => return self.idle(),
             }
             let end = self.buf.end;
@@ -368,6 +376,7 @@ impl<S: Read + Write> Connection<'_, '_, S> {
             let n = match self.read(false)? {
                 Got::Bytes(n) => n,
                 // No notices in echo mode: RFC 862 sends back what it receives, nothing else.
+                Got::Stopped => return Ok(CloseReason::Shutdown),
                 Got::Eof if self.ctx.shutting_down.load(Ordering::Acquire) => {
                     return Ok(CloseReason::Shutdown);
                 }
@@ -389,7 +398,13 @@ impl<S: Read + Write> Connection<'_, '_, S> {
     fn read(&mut self, telnet: bool) -> Step<Got> {
         let ctx = self.ctx;
         if self.read_all {
-            return Ok(Got::Eof);
+            // One more look (the read timeout is a moment now): if the client has closed
+            // its side too, its last line counts, as on any half-close.
+            let mut probe = [0u8; 1];
+            return Ok(match self.stream.read(&mut probe) {
+                Ok(0) => Got::Eof,
+                _ => Got::Stopped,
+            });
         }
         self.buf.compact();
         if self.buf.end == self.buf.input().len() {
@@ -412,7 +427,7 @@ impl<S: Read + Write> Connection<'_, '_, S> {
                     // At shutdown the server shortens the read timeout to a moment: a
                     // read that finds nothing has read everything the client sent.
                     if ctx.shutting_down.load(Ordering::Acquire) {
-                        return Ok(Got::Eof);
+                        return Ok(Got::Stopped);
                     }
                     return Ok(Got::Idle);
                 }
@@ -441,7 +456,13 @@ impl<S: Read + Write> Connection<'_, '_, S> {
         }
         self.answers = answers;
         self.drained = n < offered;
-        self.read_all = self.drained && ctx.shutting_down.load(Ordering::Acquire);
+        if ctx.shutting_down.load(Ordering::Acquire) {
+            // Read until nothing is left queued; a client that sends faster than it reads
+            // its replies would never let that happen, hence the budget. What the kernel
+            // held at the signal is at most its receive buffer, less than the budget.
+            self.read_after_stop += n;
+            self.read_all = self.drained || self.read_after_stop >= SHUTDOWN_READ_BUDGET;
+        }
         if !self.drained && limit == usize::MAX {
             self.buf.grow(&ctx.pool);
         }
@@ -626,20 +647,29 @@ impl<S: Read + Write> Connection<'_, '_, S> {
 /// `timeout` (the write timeout set on the stream).
 fn write_within<W: Write>(out: &mut W, bytes: &[u8], timeout: Option<Duration>) -> io::Result<()> {
     let mut sent = 0;
+    // Since when the client has taken nothing: one send's own timeout is not enough.
+    // Linux ends a send that waited out the timeout with the part it placed, not an
+    // error, and a signal (shutdown's) ends it early; either way the next send would
+    // start the whole timeout again.
+    let mut waiting_since = timeout.map(|_| Instant::now());
+    let timed_out =
+        |since: Option<Instant>| matches!((timeout, since), (Some(t), Some(s)) if s.elapsed() >= t);
     while sent < bytes.len() {
-        let started = timeout.map(|_| Instant::now());
         match out.write(&bytes[sent..]) {
             Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(k) => sent += k,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-        // Linux ends a send that waited out the write timeout with the part it placed,
-        // not an error; sending the rest would wait the whole timeout again.
-        if let (Some(timeout), Some(started)) = (timeout, started) {
-            if sent < bytes.len() && started.elapsed() >= timeout {
-                return Err(ErrorKind::TimedOut.into());
+            Ok(k) => {
+                sent += k;
+                if sent < bytes.len() && timed_out(waiting_since) {
+                    return Err(ErrorKind::TimedOut.into());
+                }
+                waiting_since = timeout.map(|_| Instant::now());
             }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {
+                if timed_out(waiting_since) {
+                    return Err(ErrorKind::TimedOut.into());
+                }
+            }
+            Err(e) => return Err(e),
         }
     }
     Ok(())

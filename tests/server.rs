@@ -1301,6 +1301,105 @@ fn sigterm_keeps_queued_replies_for_a_client_still_sending() {
     );
 }
 
+/// A last line that the client's FIN ended before the signal is a finished line.
+#[test]
+fn sigterm_answers_a_last_line_ended_by_a_half_close() {
+    let server = Server::start(&["--delay", "300"]);
+    let mut c = greeted(&server);
+    c.send("A\nBob");
+    c.finish_sending();
+    server.signal("TERM");
+    assert_eq!(
+        lossy(&c.rest()),
+        "Hello, A!\r\nHello, Bob!\r\nserver shutting down\r\n"
+    );
+}
+
+/// A client that sends without pause while reading slowly never lets the server find
+/// its input drained: reading after the signal has a budget, so shutdown still ends.
+#[test]
+fn sigterm_ends_a_client_that_never_stops_sending() {
+    let server = Server::start(&["--shutdown-timeout", "20"]);
+    let mut c = greeted(&server);
+    let mut writer = c.stream.try_clone().unwrap();
+    let flood = thread::spawn(move || {
+        let chunk: Vec<u8> = (0..6000)
+            .flat_map(|i| format!("name{i:06}\n").into_bytes())
+            .collect();
+        while writer.write_all(&chunk).is_ok() {}
+    });
+    let mut tail = Vec::new();
+    let mut buf = vec![0u8; 32 * 1024];
+    let started = Instant::now();
+    let mut signalled: Option<Instant> = None;
+    loop {
+        let n = c.stream.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        tail.extend_from_slice(&buf[..n]);
+        if tail.len() > 1024 {
+            tail.drain(..tail.len() - 64);
+        }
+        // A second of steady traffic first: the buffers on both sides grow full.
+        if signalled.is_none() && started.elapsed() > Duration::from_secs(1) {
+            server.signal("TERM");
+            signalled = Some(Instant::now());
+        }
+        // A slow reader (about 10 MB/s): the server's writes wait, and so do its reads,
+        // so its input is never found drained.
+        thread::sleep(Duration::from_millis(3));
+    }
+    let took = signalled.map(|t| t.elapsed()).unwrap_or_default();
+    assert!(
+        lossy(&tail).ends_with("server shutting down\r\n"),
+        "no notice: {:?}",
+        lossy(&tail)
+    );
+    let (code, logs) = server.wait(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{logs}");
+    assert!(
+        took < Duration::from_secs(15),
+        "the notice came {took:?} after the signal"
+    );
+    flood.join().unwrap();
+}
+
+/// Shutdown interrupts blocked writes too (SIGURG every 100 ms); that must not restart
+/// the write timeout each time, or a client that never reads holds the process until
+/// the shutdown timeout.
+#[test]
+fn write_timeout_still_frees_a_client_that_never_reads_during_shutdown() {
+    let server = Server::start(&["--write-timeout", "3", "--shutdown-timeout", "20"]);
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.set_send_buffer_size(16 * 1024).unwrap();
+    socket
+        .connect_timeout(&server.addr().into(), IO_TIMEOUT)
+        .unwrap();
+    let mut stuck: TcpStream = socket.into();
+    // Sends until the server stops taking input: by then its own writes wait for us.
+    stuck
+        .set_write_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let chunk = b"name\n".repeat(1000);
+    let started = Instant::now();
+    while stuck.write_all(&chunk).is_ok() {
+        assert!(started.elapsed() < IO_TIMEOUT, "the server kept reading");
+    }
+    let signalled = Instant::now();
+    server.signal("TERM");
+    let (code, logs) = server.wait(Duration::from_secs(30));
+    let took = signalled.elapsed();
+    assert_eq!(code, Some(0), "{logs}");
+    assert!(
+        took < Duration::from_secs(8),
+        "exited {took:?} after the signal: {logs}"
+    );
+    assert!(logs.contains("write error"), "{logs}");
+    drop(stuck);
+}
+
 #[test]
 fn sigterm_answers_lines_sent_in_a_later_write_before_the_signal() {
     let server = Server::start(&["--delay", "200"]);

@@ -1259,6 +1259,23 @@ fn sigterm_does_not_answer_a_line_the_client_has_not_finished() {
     assert_eq!(lossy(&d.rest()), "server shutting down\r\n");
 }
 
+/// A client socket with a small receive buffer (and send buffer, if given), so that
+/// unread replies soon hold the server's writes; timeouts as for every test socket.
+fn connect_with_small_buffers(server: &Server, recv: usize, send: Option<usize>) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(recv).unwrap();
+    if let Some(send) = send {
+        socket.set_send_buffer_size(send).unwrap();
+    }
+    socket
+        .connect_timeout(&server.addr().into(), IO_TIMEOUT)
+        .unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream
+}
+
 /// A client that has not read its replies yet and sends one more line after the
 /// signal still gets its replies and the notice, not a reset. Ending reads with
 /// `shutdown(Read)` made Linux answer that late line, once the FIN had gone, with a
@@ -1267,14 +1284,7 @@ fn sigterm_does_not_answer_a_line_the_client_has_not_finished() {
 #[test]
 fn sigterm_keeps_queued_replies_for_a_client_still_sending() {
     let server = Server::start(&[]);
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(32 * 1024).unwrap();
-    socket
-        .connect_timeout(&server.addr().into(), IO_TIMEOUT)
-        .unwrap();
-    let mut stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut stream = connect_with_small_buffers(&server, 32 * 1024, None);
     stream.write_all(&b"name\n".repeat(20_000)).unwrap();
     server.signal("TERM");
     let started = Instant::now();
@@ -1371,13 +1381,7 @@ fn sigterm_ends_a_client_that_never_stops_sending() {
 #[test]
 fn write_timeout_still_frees_a_client_that_never_reads_during_shutdown() {
     let server = Server::start(&["--write-timeout", "3", "--shutdown-timeout", "20"]);
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.set_send_buffer_size(16 * 1024).unwrap();
-    socket
-        .connect_timeout(&server.addr().into(), IO_TIMEOUT)
-        .unwrap();
-    let mut stuck: TcpStream = socket.into();
+    let mut stuck = connect_with_small_buffers(&server, 4096, Some(16 * 1024));
     // Sends until the server stops taking input: by then its own writes wait for us.
     stuck
         .set_write_timeout(Some(Duration::from_millis(300)))

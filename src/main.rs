@@ -16,7 +16,8 @@ use tcp_hello::cli::{Cli, Command, ServeArgs};
 use tcp_hello::connection::Context;
 use tcp_hello::limits::{connection_limit, raise_fd_limit, warn_of_address_space_limit};
 use tcp_hello::protocol::{ReplyTemplate, Settings};
-use tcp_hello::server::{Server, ServerConfig, ShutdownHandle};
+use tcp_hello::server::{Server, ServerConfig};
+use tcp_hello::signals::serve_signals;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -41,7 +42,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// `RUST_LOG` wins when set; otherwise info, moved by -v and -q.
+/// `RUST_LOG` wins when set to something; otherwise info, moved by -v and -q. A set
+/// but empty `RUST_LOG=` (common in unit files and `docker -e`) counts as unset: to
+/// env_logger it would mean errors only, whatever -v or -q say.
 fn init_logging(verbose: u8, quiet: u8) {
     let level = match i16::from(verbose) - i16::from(quiet) {
         ..=-2 => "error",
@@ -50,7 +53,12 @@ fn init_logging(verbose: u8, quiet: u8) {
         1 => "debug",
         _ => "trace",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|f| !f.trim().is_empty())
+        .unwrap_or_else(|| level.to_string());
+    env_logger::Builder::from_env(env_logger::Env::new().write_style("RUST_LOG_STYLE"))
+        .parse_filters(&filter)
         .format_timestamp_millis()
         .init();
 }
@@ -93,7 +101,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         anyhow::anyhow!("{e}{hint}")
     })?;
     // Before the announcement, so that a script may signal as soon as it has read it.
-    stop_on_signals(server.shutdown_handle())?;
+    serve_signals(server.shutdown_handle()).context("cannot install signal handlers")?;
     let addrs = server.local_addrs()?;
     for addr in &addrs {
         info!(
@@ -119,31 +127,4 @@ fn announce(addrs: &[std::net::SocketAddr]) -> std::io::Result<()> {
         writeln!(stdout, "listening on {addr}")?;
     }
     stdout.flush()
-}
-
-/// First SIGINT or SIGTERM: graceful shutdown. Second: exit at once.
-fn stop_on_signals(handle: ShutdownHandle) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .context("cannot install signal handlers")?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let mut seen = 0;
-            for signal in signals.forever() {
-                seen += 1;
-                if seen == 1 {
-                    info!("signal {signal}: stopping; a second signal exits at once");
-                    handle.shutdown();
-                } else {
-                    warn!(
-                        "signal {signal} again: exiting with {} connections open",
-                        handle.connections()
-                    );
-                    std::process::exit(128 + signal);
-                }
-            }
-        })
-        .context("cannot start the signal thread")?;
-    Ok(())
 }

@@ -311,8 +311,10 @@ impl Shared {
         };
         // Logged here rather than on the connection's thread: formatting a log record
         // takes more stack than serving does, and every stack page a connection thread
-        // touches stays resident for as long as the connection lives.
-        info!("conn {id} open: {peer}");
+        // touches stays resident for as long as the connection lives. At debug: the
+        // close line says all there is to say, and a health check, which logs its close
+        // at debug, must not leave an open line without its close at info.
+        debug!("conn {id} open: {peer}");
         let (shared, conn_stream) = (Arc::clone(self), Arc::clone(&stream));
         let spawned = thread::Builder::new()
             .stack_size(CONNECTION_STACK)
@@ -471,11 +473,13 @@ impl Shared {
     }
 
     fn wait_for_connections(&self, timeout: Duration) -> usize {
-        let deadline = Instant::now() + timeout;
+        // A timeout past what the clock holds waits for as long as connections last.
+        let deadline = Instant::now().checked_add(timeout);
         let mut registry = self.lock();
         while !registry.live.is_empty() {
             let now = Instant::now();
-            if now >= deadline {
+            let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));
+            if left.is_zero() {
                 break;
             }
             // Again now and then: a thread started just before shutdown may have begun
@@ -483,7 +487,7 @@ impl Shared {
             drop(registry);
             self.interrupt_reads();
             registry = self.lock();
-            let slice = (deadline - now).min(Duration::from_millis(100));
+            let slice = left.min(Duration::from_millis(100));
             registry = self
                 .left
                 .wait_timeout_while(registry, slice, |r| !r.live.is_empty())
@@ -641,7 +645,11 @@ impl AcceptBackoff {
     /// An accept failed with `error`; returns how long to pause before the next one.
     pub fn failed(&mut self, error: &io::Error, now: Instant) -> Option<Duration> {
         if per_connection(error) {
-            debug!("accept: {error}");
+            // The listener's receive timeout (the idle timeout, see `per_connection`)
+            // ends an `accept` that found no client: nothing happened, nothing to log.
+            if !is_timeout(error) {
+                debug!("accept: {error}");
+            }
             return None;
         }
         self.pause = (self.pause * 2).clamp(MIN_PAUSE, MAX_PAUSE);
@@ -678,6 +686,13 @@ fn per_connection(error: &io::Error) -> bool {
             | ErrorKind::WouldBlock
             | ErrorKind::TimedOut
     ) || error.raw_os_error() == Some(71) // EPROTO
+}
+
+fn is_timeout(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+    )
 }
 
 fn is_fd_exhaustion(error: &io::Error) -> bool {

@@ -170,7 +170,7 @@ fn closed_port_names_the_cause_and_the_fix() {
 fn ctrl_c_ends_the_run_early_with_a_report() {
     // Logging at info, so the test can see the bench's connections arrive: by then the
     // bench has installed its Ctrl-C handler.
-    let server = Server::start(&[]);
+    let server = Server::start(&["-v"]);
     let running = bench_connected(&server, "50");
     let pid = running.pid().to_string();
     let status = Command::new("kill").args(["-INT", &pid]).status().unwrap();
@@ -191,7 +191,7 @@ fn ctrl_c_ends_the_run_early_with_a_report() {
 /// `server_shutdown` per connection, not a stray line and an EOF each.
 #[test]
 fn a_server_shutting_down_counts_once_per_connection() {
-    let server = Server::start(&[]);
+    let server = Server::start(&["-v"]);
     let running = bench_connected(&server, "50");
     server.signal("TERM");
     let run = running.finish(RUN_LIMIT);
@@ -219,6 +219,7 @@ fn bench_connected(server: &Server, duration: &str) -> Running {
     let running = Running::start(&mut cmd, None);
     let mut seen = false;
     while !seen && started.elapsed() < RUN_LIMIT {
+        // Opens are logged at debug (the servers here run with -v).
         seen = server.logs_so_far().matches(" open: ").count() >= 4;
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -229,7 +230,7 @@ fn bench_connected(server: &Server, duration: &str) -> Running {
 /// A duration past what the clock can hold runs until Ctrl-C instead of panicking.
 #[test]
 fn a_huge_duration_runs_until_ctrl_c() {
-    let server = Server::start(&[]);
+    let server = Server::start(&["-v"]);
     let running = bench_connected(&server, "1e19");
     let pid = running.pid().to_string();
     let status = Command::new("kill").args(["-INT", &pid]).status().unwrap();

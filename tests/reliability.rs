@@ -561,3 +561,132 @@ fn failing_to_start_a_thread_refuses_cleanly_and_recovers() {
         "spawn failure not logged: {logs}"
     );
 }
+
+// ---------------------------------------------------------------- signals at start-up
+
+/// Runs `tcp-hello ARGS` under strace, holding the process for `hold` right after the
+/// kernel has installed its handler for `signal` (`SIGTERM`), before the program's own
+/// code has returned from installing it, and sends `signal` then. Returns the exit code
+/// and stderr, or `None` when strace cannot trace here (not installed, or ptrace not
+/// permitted), after saying so.
+fn signal_while_installing(args: &[&str], signal: &str, hold: Duration) -> Option<Finished> {
+    let traced = |extra: &[&str], out: &std::path::Path| {
+        let mut cmd = Command::new("strace");
+        cmd.args(["-qq", "-e", "trace=rt_sigaction", "-o"])
+            .arg(out)
+            .args(extra)
+            .arg("--")
+            .arg(bin())
+            .args(args);
+        clean_env(&mut cmd);
+        cmd
+    };
+    let dir = std::env::temp_dir().join(format!("tcp-hello-sig-{}-{signal}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (first, second) = (dir.join("first"), dir.join("second"));
+    let installs = format!("rt_sigaction({signal}, {{sa_handler=0x");
+
+    // First, which rt_sigaction call installs the handler: its index for strace's `when`.
+    let probe = match Command::new("strace").arg("-V").output() {
+        Ok(o) if o.status.success() => Running::start(&mut traced(&[], &first), None),
+        _ => {
+            eprintln!("SKIPPED: strace is not installed (apt-get install strace)");
+            return None;
+        }
+    };
+    let found = eventually(IO_TIMEOUT, || {
+        std::fs::read_to_string(&first).is_ok_and(|t| t.contains(&installs))
+    });
+    if let Some(program) = traced_program(probe.pid()) {
+        let _ = Command::new("kill").args(["-KILL", &program]).status();
+    }
+    let done = probe.finish(IO_TIMEOUT);
+    let trace = std::fs::read_to_string(&first).unwrap_or_default();
+    if !found {
+        eprintln!(
+            "SKIPPED: strace could not trace here: {}{trace}",
+            done.stderr
+        );
+        return None;
+    }
+    let index = trace
+        .lines()
+        .filter(|l| l.starts_with("rt_sigaction("))
+        .position(|l| l.starts_with(&installs))
+        .expect("the install call is in the trace")
+        + 1;
+
+    // Then the same start, held inside that call; the signal arrives in the window.
+    let inject = format!(
+        "inject=rt_sigaction:delay_exit={}:when={index}",
+        hold.as_micros()
+    );
+    let running = Running::start(&mut traced(&["-e", &inject], &second), None);
+    assert!(
+        eventually(IO_TIMEOUT, || {
+            std::fs::read_to_string(&second).is_ok_and(|t| {
+                t.lines()
+                    .any(|l| l.starts_with(&installs) && l.contains("DELAYED"))
+            })
+        }),
+        "strace never held the install call: {}",
+        std::fs::read_to_string(&second).unwrap_or_default()
+    );
+    let program = traced_program(running.pid()).expect("the traced program");
+    let sent = Command::new("kill")
+        .args([format!("-{}", &signal[3..]), program.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    // strace reaps the program as soon as it ends.
+    let gone = || !std::path::Path::new(&format!("/proc/{program}")).exists();
+    let stopped = eventually(hold + IO_TIMEOUT, gone);
+    if !stopped {
+        let _ = Command::new("kill").args(["-KILL", &program]).status();
+    }
+    let done = running.finish(IO_TIMEOUT);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        stopped,
+        "{signal} sent while the handler was being installed was lost: the program went on\n{}",
+        done.stderr
+    );
+    Some(done)
+}
+
+/// The process strace runs (its only child), as a pid for kill(1).
+fn traced_program(strace: u32) -> Option<String> {
+    let children =
+        std::fs::read_to_string(format!("/proc/{strace}/task/{strace}/children")).ok()?;
+    children.split_whitespace().next().map(str::to_string)
+}
+
+/// A supervisor that stops a service while it starts must see it stop: a SIGTERM that
+/// arrives while the handler is being installed is delivered once it is installed, and
+/// the server shuts down gracefully (it was swallowed before: the process went on).
+#[test]
+fn sigterm_while_the_server_installs_its_handler_stops_it() {
+    let args = ["serve", "--bind", "127.0.0.1:0"];
+    if let Some(done) = signal_while_installing(&args, "SIGTERM", Duration::from_secs(1)) {
+        assert_eq!(done.code, Some(0), "{}", done.stderr);
+        assert!(done.stderr.contains("stopped"), "{}", done.stderr);
+    }
+}
+
+/// The same for bench and Ctrl-C: the run ends at once instead of lasting its minute.
+#[test]
+fn sigint_while_bench_installs_its_handler_interrupts_it() {
+    let server = Server::start(&["-q"]);
+    let addr = server.addr().to_string();
+    let args = ["bench", "--connect", &addr, "-n", "2", "--duration", "60"];
+    if let Some(done) = signal_while_installing(&args, "SIGINT", Duration::from_secs(1)) {
+        // Interrupted before its first connection, it says so and that nothing was measured.
+        assert!(done.stderr.contains("interrupted"), "{}", done.stderr);
+        assert!(
+            matches!(done.code, Some(130 | 2)),
+            "{:?}: {}",
+            done.code,
+            done.stderr
+        );
+    }
+}

@@ -989,7 +989,8 @@ fn a_connection_limit_beyond_the_mapping_limit_is_lowered_to_fit() {
 /// long must keep accepting quietly, not report an error.
 #[test]
 fn a_quiet_listener_outlasting_the_idle_timeout_is_not_an_error() {
-    let server = Server::start(&["--idle-timeout", "1"]);
+    // At debug too: an accept that found no client within the timeout is not logged.
+    let server = Server::start(&["--idle-timeout", "1", "-v"]);
     thread::sleep(Duration::from_millis(2500)); // time passing with no client is the point
     let mut c = greeted(&server);
     c.send("late\n");
@@ -997,6 +998,33 @@ fn a_quiet_listener_outlasting_the_idle_timeout_is_not_an_error() {
     drop(c);
     let logs = server.stop_and_logs();
     assert!(!logs.contains("accept failed"), "logs: {logs}");
+    assert!(!logs.contains("accept: "), "logs: {logs}");
+    assert!(logs.contains("DEBUG"), "-v logs at debug: {logs}");
+}
+
+/// A connection that never sends anything (a scanner, a health check) and is closed as
+/// idle logs nothing at the default level, and both its open and its close at debug:
+/// the log never shows an open without its close.
+#[test]
+fn an_idle_close_logs_its_open_and_close_at_the_same_level() {
+    for (args, expected) in [(&[][..], None), (&["-v"][..], Some("DEBUG"))] {
+        let mut all = vec!["--idle-timeout", "1"];
+        all.extend_from_slice(args);
+        let server = Server::start(&all);
+        let mut c = greeted(&server);
+        assert_eq!(lossy(&c.rest()), "ERROR idle for 1 s, closing\r\n");
+        drop(c);
+        let logs = server.stop_and_logs();
+        let opened = log_lines(&logs, "conn 1 open");
+        let closed = log_lines(&logs, "conn 1 closed");
+        match expected {
+            None => assert!(opened.is_empty() && closed.is_empty(), "{logs}"),
+            Some(want) => {
+                assert_eq!((opened.len(), closed.len()), (1, 1), "{logs}");
+                assert_eq!((level(opened[0]), level(closed[0])), (want, want), "{logs}");
+            }
+        }
+    }
 }
 
 #[test]
@@ -1435,6 +1463,54 @@ fn sigint_is_graceful_too() {
     assert_eq!(code, Some(0), "{logs}");
 }
 
+/// A shutdown timeout past what the clock holds means "wait as long as it takes", not a
+/// panic at the first signal that loses every line received.
+#[test]
+fn a_huge_shutdown_timeout_waits_instead_of_crashing() {
+    let server = Server::start(&[
+        "--shutdown-timeout",
+        "18446744073709551615",
+        "--delay",
+        "200",
+    ]);
+    let mut c = greeted(&server);
+    c.send("a\nb\nc\nd\ne\n");
+    assert_eq!(c.text_line(), "Hello, a!");
+    server.signal("TERM");
+    assert_eq!(
+        lossy(&c.rest()),
+        "Hello, b!\r\nHello, c!\r\nHello, d!\r\nHello, e!\r\nserver shutting down\r\n"
+    );
+    drop(c);
+    let (code, logs) = server.wait(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{logs}");
+    assert!(!logs.contains("panicked"), "{logs}");
+}
+
+/// SIGHUP (a closed terminal, or an operator used to nginx's reload) is logged and
+/// ignored: the server goes on serving, and SIGTERM still stops it gracefully.
+#[test]
+fn sighup_is_logged_and_ignored() {
+    let server = Server::start(&[]);
+    let mut before = greeted(&server);
+    server.signal("HUP");
+    assert!(
+        eventually(IO_TIMEOUT, || server.logs_so_far().contains("SIGHUP")),
+        "{}",
+        server.logs_so_far()
+    );
+    before.send("Alice\n");
+    assert_eq!(before.text_line(), "Hello, Alice!");
+    let mut after = greeted(&server);
+    say_exit(&mut after);
+    server.signal("TERM");
+    assert_eq!(lossy(&before.rest()), "server shutting down\r\n");
+    drop(before);
+    let (code, logs) = server.wait(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{logs}");
+    assert_eq!(log_lines(&logs, "SIGHUP").len(), 1, "{logs}");
+}
+
 #[test]
 fn shutdown_timeout_bounds_the_wait_for_slow_connections() {
     let server = Server::start(&["--delay", "20000", "--shutdown-timeout", "1"]);
@@ -1488,7 +1564,7 @@ fn a_second_signal_exits_at_once() {
 
 #[test]
 fn logs_one_line_when_a_connection_opens_and_one_when_it_closes() {
-    let server = start_env(&[("RUST_LOG", "info")], &[]);
+    let server = start_env(&[("RUST_LOG", "debug")], &[]);
     let mut c = greeted(&server);
     let local = c.stream.local_addr().unwrap();
     c.send("Alice\nexit\n");
@@ -1497,7 +1573,9 @@ fn logs_one_line_when_a_connection_opens_and_one_when_it_closes() {
     let logs = server.stop_and_logs();
     let opened = log_lines(&logs, "conn 1 open");
     assert_eq!(opened.len(), 1, "{logs}");
-    assert_eq!(level(opened[0]), "INFO", "{}", opened[0]);
+    // The open at debug (a health check must not leave an open without its close at
+    // info), the close of a connection that said something at info.
+    assert_eq!(level(opened[0]), "DEBUG", "{}", opened[0]);
     assert!(
         opened[0].ends_with(&format!("conn 1 open: {local}")),
         "{}",
@@ -1610,6 +1688,27 @@ fn a_silent_connection_logs_its_close_at_debug() {
     assert_eq!(log_lines(&logs, "conn 2 closed").len(), 1, "{logs}");
 }
 
+/// `RUST_LOG=` set but empty (a unit file's `Environment=RUST_LOG=`, `docker -e RUST_LOG=`)
+/// counts as unset: info by default, moved by -v and -q.
+#[test]
+fn an_empty_rust_log_counts_as_unset() {
+    let session = |server: &Server| {
+        let mut c = greeted(server);
+        say_exit(&mut c);
+    };
+    let server = start_env(&[("RUST_LOG", "")], &[]);
+    session(&server);
+    let logs = server.stop_and_logs();
+    assert_eq!(log_lines(&logs, "] listening on").len(), 1, "{logs}");
+    assert_eq!(log_lines(&logs, "conn 1 closed").len(), 1, "{logs}");
+    assert!(!logs.contains("DEBUG"), "{logs}");
+    let server = start_env(&[("RUST_LOG", "")], &["-v"]);
+    session(&server);
+    let logs = server.stop_and_logs();
+    assert_eq!(log_lines(&logs, "conn 1 open").len(), 1, "{logs}");
+    assert_eq!(level(log_lines(&logs, "conn 1 open")[0]), "DEBUG", "{logs}");
+}
+
 #[test]
 fn verbosity_flags_and_rust_log() {
     let session = |server: &Server| {
@@ -1621,7 +1720,8 @@ fn verbosity_flags_and_rust_log() {
     let server = Server::start(&[]);
     session(&server);
     let logs = server.stop_and_logs();
-    assert_eq!(log_lines(&logs, "conn 1 open").len(), 1, "{logs}");
+    assert_eq!(log_lines(&logs, "conn 1 closed").len(), 1, "{logs}");
+    assert!(log_lines(&logs, "conn 1 open").is_empty(), "{logs}");
     assert!(!logs.contains("DEBUG") && !logs.contains("TRACE"), "{logs}");
     // -q: warnings and errors only.
     let server = Server::start(&["-q"]);
@@ -1640,7 +1740,7 @@ fn verbosity_flags_and_rust_log() {
     let server = start_env(&[("RUST_LOG", "tcp_hello::server=info")], &["-q"]);
     session(&server);
     let logs = server.stop_and_logs();
-    assert_eq!(log_lines(&logs, "conn 1 open").len(), 1, "{logs}");
+    assert_eq!(log_lines(&logs, "conn 1 closed").len(), 1, "{logs}");
     assert!(
         !logs.contains("] listening on"),
         "the tcp_hello module's lines are filtered out: {logs}"

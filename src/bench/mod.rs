@@ -28,10 +28,12 @@ use hdrhistogram::Histogram;
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
+use nix::sys::signal::Signal;
 use serde_json::{Map, Value, json};
 
 use crate::address::parse_connect;
 use crate::cli::BenchArgs;
+use crate::signals::install_blocking;
 
 mod config;
 mod fail;
@@ -91,12 +93,15 @@ pub fn run(args: &BenchArgs) -> io::Result<Outcome> {
     // The first Ctrl-C ends the run early with a report of what was measured; a second
     // one exits at once.
     let interrupted = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register_conditional_shutdown(
-        signal_hook::consts::SIGINT,
-        130,
-        Arc::clone(&interrupted),
-    )?;
-    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&interrupted))?;
+    // Blocked while installing, so that a Ctrl-C in between is not lost.
+    install_blocking(&[Signal::SIGINT], || {
+        signal_hook::flag::register_conditional_shutdown(
+            signal_hook::consts::SIGINT,
+            130,
+            Arc::clone(&interrupted),
+        )?;
+        signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&interrupted))
+    })?;
     let t0 = Instant::now();
     let shared = Arc::new(Shared {
         interrupted,

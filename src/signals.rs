@@ -1,0 +1,132 @@
+//! Process signals: handlers installed without losing a signal that arrives meanwhile,
+//! and the server's answer to each signal.
+//!
+//! signal-hook-registry installs the operating system's handler before it records the
+//! action the handler should run. A signal that arrives in between runs the handler with
+//! nothing to do and is lost: a supervisor that stops a service while it starts would see
+//! it neither stop nor die. So every handler is installed with its signals blocked; one
+//! that arrives meanwhile stays pending and is delivered, to the installed action, when
+//! they are unblocked.
+
+use std::io;
+use std::thread;
+
+use log::{info, warn};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::server::ShutdownHandle;
+
+/// Runs `install` with `signals` blocked on the calling thread, then unblocks them, so
+/// that one arriving meanwhile is delivered to what `install` set up.
+///
+/// Call it before the process starts other threads: the kernel gives a process-wide
+/// signal to any thread that does not block it.
+pub fn install_blocking<T>(
+    signals: &[Signal],
+    install: impl FnOnce() -> io::Result<T>,
+) -> io::Result<T> {
+    let mut set = SigSet::empty();
+    for &signal in signals {
+        set.add(signal);
+    }
+    let mut old = SigSet::empty();
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old)).map_err(io::Error::from)?;
+    let installed = install();
+    // Only what this call blocked is unblocked: a signal the caller had blocked stays so.
+    let mut unblock = SigSet::empty();
+    for &signal in signals {
+        if !old.contains(signal) {
+            unblock.add(signal);
+        }
+    }
+    pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&unblock), None).map_err(io::Error::from)?;
+    installed
+}
+
+/// What the server does on a signal, by how many stop signals came before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// The first SIGINT or SIGTERM: graceful shutdown.
+    Shutdown,
+    /// A later SIGINT or SIGTERM: exit at once, with this status.
+    Exit(i32),
+    /// SIGHUP: nothing to reload yet; logged and otherwise ignored.
+    Ignore,
+}
+
+/// The server's answer to `signal` when `stops_before` SIGINT or SIGTERM came before it.
+pub fn action(signal: i32, stops_before: u32) -> Action {
+    match signal {
+        SIGHUP => Action::Ignore,
+        _ if stops_before == 0 => Action::Shutdown,
+        _ => Action::Exit(128 + signal),
+    }
+}
+
+/// Installs the server's signal handling: the first SIGINT or SIGTERM stops the server
+/// gracefully, a second exits at once; SIGHUP is logged and ignored, never fatal. The
+/// signals are read on a thread of their own.
+pub fn serve_signals(handle: ShutdownHandle) -> io::Result<()> {
+    let wanted = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+    let mut signals = install_blocking(&wanted, || Signals::new([SIGINT, SIGTERM, SIGHUP]))?;
+    thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut stops = 0;
+            for signal in signals.forever() {
+                match action(signal, stops) {
+                    Action::Ignore => info!(
+                        "signal {signal} (SIGHUP): ignored, there is nothing to reload; \
+                         SIGTERM or SIGINT stops the server"
+                    ),
+                    Action::Shutdown => {
+                        stops += 1;
+                        info!("signal {signal}: stopping; a second signal exits at once");
+                        handle.shutdown();
+                    }
+                    Action::Exit(status) => {
+                        warn!(
+                            "signal {signal} again: exiting with {} connections open",
+                            handle.connections()
+                        );
+                        std::process::exit(status);
+                    }
+                }
+            }
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_stop_signal_shuts_down_second_exits_and_sighup_never_stops() {
+        assert_eq!(action(SIGTERM, 0), Action::Shutdown);
+        assert_eq!(action(SIGINT, 0), Action::Shutdown);
+        assert_eq!(action(SIGINT, 1), Action::Exit(130));
+        assert_eq!(action(SIGTERM, 1), Action::Exit(143));
+        assert_eq!(action(SIGHUP, 0), Action::Ignore);
+        assert_eq!(action(SIGHUP, 1), Action::Ignore);
+    }
+
+    #[test]
+    fn a_signal_raised_while_installing_reaches_the_handler() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        // SIGUSR2 is not used elsewhere in the tests. Raised before its handler exists
+        // (where unblocked it would kill the test process), it must wait and then reach
+        // the handler installed after it.
+        let seen = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&seen);
+        install_blocking(&[Signal::SIGUSR2], || {
+            nix::sys::signal::raise(Signal::SIGUSR2).map_err(io::Error::from)?;
+            signal_hook::flag::register(signal_hook::consts::SIGUSR2, flag)
+        })
+        .unwrap();
+        assert!(seen.load(Ordering::SeqCst));
+    }
+}

@@ -799,3 +799,49 @@ fn raw_mode_fetches_a_web_page() {
         "{run:?}"
     );
 }
+
+/// A timeout past what a deadline can hold is refused up front, naming the flag, against
+/// a live server and a dead port alike: never a panic.
+#[test]
+fn huge_timeouts_are_usage_errors_not_panics() {
+    let server = Server::start(&[]);
+    let live = server.addr().to_string();
+    let dead = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead_addr = dead.local_addr().expect("local_addr").to_string();
+    drop(dead);
+    for flag in ["--reply-timeout", "--connect-timeout"] {
+        for addr in [&live, &dead_addr] {
+            let run = run_client(
+                &["--connect", addr, flag, "1e19", "a"],
+                Input::Bytes(vec![]),
+            );
+            assert_eq!(
+                run.code,
+                Some(i32::from(EXIT_USAGE)),
+                "{flag} {addr}: {run:?}"
+            );
+            assert!(run.stderr.contains(&format!("{flag} 1")), "{run:?}");
+            assert!(run.stderr.contains("one year"), "{run:?}");
+            assert!(!run.stderr.contains("panick"), "{run:?}");
+        }
+    }
+    // The largest accepted works.
+    let run = run_client(
+        &[
+            "--connect",
+            &live,
+            "--reply-timeout",
+            "31536000",
+            "--connect-timeout",
+            "31536000",
+            "a",
+        ],
+        Input::Bytes(vec![]),
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(
+        lines(&run.stdout),
+        ["Welcome!", "Hello, a!", "Bye!"],
+        "{run:?}"
+    );
+}

@@ -46,7 +46,9 @@
 //! - The reply timeout only runs while something is due (the welcome, a reply, or the
 //!   close after `exit`); a person thinking at the prompt never times out.
 //!   In `--raw` mode it runs once stdin has ended.
-//! - Connect and reply timeouts of 0 mean "no timeout".
+//! - A reply timeout of 0 means "no timeout"; a connect timeout of 0 leaves it to the
+//!   system. Either is at most [`MAX_TIMEOUT_SECS`] (one year): longer is refused as a
+//!   usage error, as it could only mean "forever", which 0 says.
 //!
 //! # Exit codes
 //!
@@ -85,6 +87,7 @@ use crate::address::{HostPort, parse_connect};
 use crate::cli::ClientArgs;
 use crate::protocol::Framing;
 
+pub use args::MAX_TIMEOUT_SECS;
 use args::timeout_arg;
 use connect::connect;
 use failure::Failure;
@@ -140,8 +143,12 @@ pub fn run(args: &ClientArgs) -> ExitCode {
 
 fn session(args: &ClientArgs) -> Result<(), Failure> {
     let target = parse_connect(&args.connect).map_err(Failure::Usage)?;
-    let connect_timeout = timeout_arg("--connect-timeout", args.connect_timeout)?;
-    let reply_timeout = timeout_arg("--reply-timeout", args.reply_timeout)?;
+    let connect_timeout = timeout_arg(
+        "--connect-timeout",
+        args.connect_timeout,
+        "the system's own timeout will do",
+    )?;
+    let reply_timeout = timeout_arg("--reply-timeout", args.reply_timeout, "you want none")?;
     let interactive = !args.raw && args.names.is_empty() && io::stdin().is_terminal();
     let (stream, addr) = connect(&target, connect_timeout)?;
     debug!("connected to {addr}");

@@ -845,3 +845,53 @@ fn huge_timeouts_are_usage_errors_not_panics() {
         "{run:?}"
     );
 }
+
+/// Sends `a`, stays quiet past the server's 1 s idle timeout, then sends `then` (if any)
+/// and ends stdin: what a client gets from the server's idle close in that framing.
+fn idle_close_run(framing: &str, then: Option<&'static str>, raw: bool) -> Run {
+    let server = Server::start(&["--framing", framing, "--idle-timeout", "1"]);
+    let write = Box::new(move |stdin: &mut ChildStdin| {
+        let _ = stdin.write_all(b"a\n");
+        let _ = stdin.flush();
+        // Not for readiness: this is the quiet spell the server closes on, 1 s and margin.
+        thread::sleep(Duration::from_millis(2500));
+        if let Some(then) = then {
+            let _ = stdin.write_all(then.as_bytes());
+        }
+    });
+    let addr = server.addr().to_string();
+    let mut args = vec!["--framing", framing, "--connect", &addr];
+    if raw {
+        args.push("--raw");
+    }
+    run_client(&args, Input::Writer(write))
+}
+
+fn assert_idle_close(run: &Run, expected_stdout: &str) {
+    assert_eq!(run.code, Some(i32::from(EXIT_TIMEOUT)), "{run:?}");
+    assert_eq!(run.stdout, expected_stdout, "{run:?}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+    assert!(
+        run.stderr.contains("sent nothing for too long")
+            && run.stderr.contains("raise the server's --idle-timeout"),
+        "{run:?}"
+    );
+}
+
+/// The idle notice comes while the client waits on stdin: in chunk framing it must not
+/// be taken for the answer to the next name, nor ignored when stdin then ends.
+#[test]
+fn an_idle_close_while_stdin_is_quiet_is_a_timeout_in_chunk_framing() {
+    for then in [Some("b\n"), None] {
+        let run = idle_close_run("chunk", then, false);
+        assert_idle_close(&run, "Welcome!\nHello, a!\nERROR idle for 1 s, closing\n");
+    }
+}
+
+#[test]
+fn an_idle_close_while_stdin_is_quiet_is_a_timeout_in_line_framing() {
+    for then in [Some("b\n"), None] {
+        let run = idle_close_run("line", then, false);
+        assert_idle_close(&run, "Welcome!\nHello, a!\nERROR idle for 1 s, closing\n");
+    }
+}

@@ -25,8 +25,8 @@ pub(super) enum Failure {
     Timeout {
         secs: f64,
         waiting: Waiting,
-        /// Bytes received of a line that never ended (line framing).
-        partial: usize,
+        /// What the server sent that tells why.
+        hint: Hint,
     },
     Busy(String),
     Closed(Closed),
@@ -40,6 +40,16 @@ pub(super) enum Failure {
     Stdout(io::Error),
     /// The connection failed while reading, other than by a reset (which is `Closed`).
     Socket(io::Error),
+}
+
+/// What the server sent that tells why it stopped answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Hint {
+    /// Nothing telling: a slow server, or one that does not speak this protocol.
+    None,
+    /// Line framing: this many bytes arrived of a line that never ended, so the server
+    /// ends nothing with a newline.
+    Unended(usize),
 }
 
 /// What the client was waiting for when the reply timeout passed.
@@ -100,7 +110,7 @@ impl Failure {
             Failure::Timeout {
                 secs,
                 waiting,
-                partial,
+                hint,
             } => {
                 let what = match waiting {
                     Waiting::Welcome => "waiting for its welcome".to_string(),
@@ -108,15 +118,14 @@ impl Failure {
                     Waiting::Replies(n) => format!("{n} names unanswered"),
                     Waiting::Close => "waiting for it to close the connection".to_string(),
                 };
-                let hint = if *partial > 0 {
-                    format!(
+                let hint = match hint {
+                    Hint::Unended(partial) => format!(
                         "; it sent {partial} bytes with no line ending: for a server that ends \
                          nothing with a newline (like the Python tutorial's), use --framing chunk"
-                    )
-                } else {
-                    "; is it a tcp-hello server, and is it overloaded? \
-                     Raise --reply-timeout to wait longer"
-                        .to_string()
+                    ),
+                    Hint::None => "; is it a tcp-hello server, and is it overloaded? \
+                                   Raise --reply-timeout to wait longer"
+                        .to_string(),
                 };
                 format!("timed out: nothing from the server for {secs} s ({what}){hint}")
             }
@@ -202,7 +211,7 @@ mod tests {
             Failure::Timeout {
                 secs: 1.0,
                 waiting: Waiting::Welcome,
-                partial: 0,
+                hint: Hint::None,
             }
             .code(),
             Failure::Closed(Closed {
@@ -233,16 +242,18 @@ mod tests {
 
     #[test]
     fn timeout_message_hints_chunk_framing_for_unended_lines() {
-        let m = |partial| {
+        let m = |hint| {
             Failure::Timeout {
                 secs: 1.0,
-                waiting: Waiting::Welcome,
-                partial,
+                waiting: Waiting::Replies(1),
+                hint,
             }
             .message()
             .unwrap()
         };
-        assert!(m(8).contains("--framing chunk"), "{}", m(8));
-        assert!(m(0).contains("--reply-timeout"), "{}", m(0));
+        let unended = m(Hint::Unended(8));
+        assert!(unended.contains("use --framing chunk"), "{unended}");
+        let none = m(Hint::None);
+        assert!(none.contains("--reply-timeout"), "{none}");
     }
 }

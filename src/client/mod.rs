@@ -14,6 +14,9 @@
 //! - **`--framing chunk`**: for servers that send no line endings, such as the Python
 //!   tutorial's. Every read from the socket is one message and is printed with a newline
 //!   added; names go out without a newline, one at a time, each waiting for its reply.
+//!   As in line framing a writer thread sends them while the main thread reads, so a
+//!   notice the server sends while stdin is quiet (`ERROR idle ...`) is seen when it
+//!   comes, not later as the answer to the next name.
 //!   A name longer than [`CHUNK_MAX`] bytes cannot be one message and is refused.
 //! - **`--raw`**: a byte pipe like nc: stdin to the socket unchanged, the socket to stdout
 //!   unchanged, a half-close when stdin ends, exit when the server closes.
@@ -42,7 +45,8 @@
 //!   address`) as the first line ends the session with [`EXIT_BUSY`].
 //! - The server closing before its welcome, before answering every name sent, or before
 //!   the input ended (`server shutting down`, a crash) is a protocol error; closing
-//!   after `ERROR idle ...` (no input for the server's idle timeout) is a timeout.
+//!   right after `ERROR idle ...` (no input for the server's idle timeout) is a timeout,
+//!   whatever was still due: a name sent as the notice was on its way never reached it.
 //! - The reply timeout only runs while something is due (the welcome, a reply, or the
 //!   close after `exit`); a person thinking at the prompt never times out.
 //!   In `--raw` mode it runs once stdin has ended.
@@ -178,7 +182,7 @@ fn session(args: &ClientArgs) -> Result<(), Failure> {
         let input = Names::new(names_input(&args.names));
         match args.framing {
             Framing::Line => line_session(stream, &cfg, input, &mut out),
-            Framing::Chunk => chunk_session(&stream, &cfg, input, &mut out),
+            Framing::Chunk => chunk_session(stream, &cfg, input, &mut out),
         }
     };
     // A failure's message follows everything the server said.

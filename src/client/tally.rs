@@ -59,8 +59,10 @@ pub(super) struct Tally {
     answered: u64,
     refused: u64,
     first_refusal: Option<String>,
-    /// The last notice, and whether it was the idle one.
-    notice: Option<(LineKind, String)>,
+    /// The last notice.
+    notice: Option<String>,
+    /// What the latest line was, once welcomed.
+    last: Option<LineKind>,
     /// The connection ended by a reset.
     pub(super) reset: bool,
 }
@@ -78,9 +80,12 @@ impl Tally {
             return Role::Welcome;
         }
         let due = self.answered < sent;
+        // Even where a reply is due: the notice can cross a name on the wire, or (in
+        // chunk framing) stand where a reply would.
+        self.last = Some(kind);
         match kind {
             LineKind::Idle | LineKind::ShuttingDown | LineKind::Busy => {
-                self.notice = Some((kind, text()));
+                self.notice = Some(text());
                 Role::Notice
             }
             LineKind::Error if due => {
@@ -90,7 +95,7 @@ impl Tally {
                 Role::Refusal
             }
             LineKind::Error => {
-                self.notice = Some((kind, text()));
+                self.notice = Some(text());
                 Role::Notice
             }
             LineKind::Text if due => {
@@ -114,6 +119,11 @@ impl Tally {
         }
     }
 
+    /// Whether the latest line said the server is closing (idle, or shutting down).
+    pub(super) fn closing(&self) -> bool {
+        matches!(self.last, Some(LineKind::Idle | LineKind::ShuttingDown))
+    }
+
     /// Whether the server has ended a line yet (its welcome).
     pub(super) fn welcomed(&self) -> bool {
         self.welcomed
@@ -129,9 +139,11 @@ impl Tally {
     }
 
     /// The verdict once the server has closed: `sent` names were sent, and `finished`
-    /// tells whether the input ended (`exit` was sent).
+    /// tells whether the input ended (`exit` was sent). A close right after the idle
+    /// notice is an idle close, whatever was still due: the server stopped waiting for
+    /// this client, and names sent since crossed the notice or never reached it.
     pub(super) fn end(&self, sent: u64, finished: bool) -> Result<(), Failure> {
-        let notice = self.notice.as_ref().map(|(_, text)| text.clone());
+        let notice = self.notice.clone();
         let closed = |what| {
             Err(Failure::Closed(Closed {
                 what,
@@ -142,16 +154,14 @@ impl Tally {
         if !self.welcomed {
             return closed(ClosedWhen::BeforeWelcome);
         }
+        if self.last == Some(LineKind::Idle) {
+            return closed(ClosedWhen::Idle);
+        }
         if self.answered < sent {
             return closed(ClosedWhen::Unanswered(sent - self.answered));
         }
         if !finished {
-            let idle = matches!(self.notice, Some((LineKind::Idle, _)));
-            return closed(if idle {
-                ClosedWhen::Idle
-            } else {
-                ClosedWhen::InputOpen
-            });
+            return closed(ClosedWhen::InputOpen);
         }
         if self.refused > 0 {
             return Err(Failure::Refused {
@@ -263,5 +273,29 @@ mod tests {
         let e = t.end(0, false).unwrap_err();
         assert_eq!(e.code(), EXIT_TIMEOUT);
         assert!(e.message().unwrap().contains("--idle-timeout"));
+    }
+
+    #[test]
+    fn an_idle_notice_last_is_an_idle_close_whatever_was_due() {
+        let idle = |sent, finished| {
+            let mut t = Tally::default();
+            t.line(b"Welcome!", 0);
+            t.line(b"Hello, a!", 1);
+            // Read where the reply to a second name was due: still the notice.
+            assert_eq!(t.line(b"ERROR idle for 1 s, closing", sent), Role::Notice);
+            t.end(sent, finished)
+        };
+        for (sent, finished) in [(1, false), (1, true), (2, false), (2, true)] {
+            match idle(sent, finished) {
+                Err(Failure::Closed(c)) => assert_eq!(c.what, ClosedWhen::Idle),
+                other => panic!("{sent} {finished}: {other:?}"),
+            }
+        }
+        // A line after the notice means it was not the last word.
+        let mut t = Tally::default();
+        t.line(b"Welcome!", 0);
+        t.line(b"ERROR idle for 1 s, closing", 1);
+        t.line(b"Hello, a!", 1);
+        assert!(t.end(1, true).is_ok());
     }
 }

@@ -895,3 +895,83 @@ fn an_idle_close_while_stdin_is_quiet_is_a_timeout_in_line_framing() {
         assert_idle_close(&run, "Welcome!\nHello, a!\nERROR idle for 1 s, closing\n");
     }
 }
+
+/// `--framing chunk` against a line server: its welcome ended with CRLF, so when the
+/// name then goes unanswered the mistake is the framing, whichever of the reply timeout
+/// or the server's idle close comes first.
+#[test]
+fn chunk_framing_against_a_line_server_says_to_drop_it() {
+    let server = Server::start(&[]);
+    let run = run_client(
+        &[
+            "--framing",
+            "chunk",
+            "--reply-timeout",
+            "1",
+            "--connect",
+            &server.addr().to_string(),
+            "Michael",
+        ],
+        Input::Bytes(vec![]),
+    );
+    assert_eq!(run.code, Some(i32::from(EXIT_TIMEOUT)), "{run:?}");
+    assert_eq!(run.stdout, "Welcome!\n", "{run:?}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+    assert!(
+        run.stderr.contains("its welcome ended with a line ending")
+            && run.stderr.contains("frames lines")
+            && run.stderr.contains("drop --framing chunk"),
+        "{run:?}"
+    );
+    assert!(!run.stderr.contains("overloaded"), "{run:?}");
+
+    let server = Server::start(&["--idle-timeout", "1"]);
+    let run = run_client(
+        &[
+            "--framing",
+            "chunk",
+            "--connect",
+            &server.addr().to_string(),
+            "Michael",
+        ],
+        Input::Bytes(vec![]),
+    );
+    assert_eq!(run.code, Some(i32::from(EXIT_TIMEOUT)), "{run:?}");
+    assert_eq!(
+        run.stdout, "Welcome!\nERROR idle for 1 s, closing\n",
+        "{run:?}"
+    );
+    assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+    assert!(
+        run.stderr.contains("its welcome ended with a line ending")
+            && run.stderr.contains("drop --framing chunk"),
+        "{run:?}"
+    );
+    assert!(!run.stderr.contains("send names sooner"), "{run:?}");
+}
+
+/// A chunk server may end its welcome with a newline and still frame by reads: the
+/// client must not give up on it for that, nor add newlines to names.
+#[test]
+fn chunk_framing_against_a_chunk_server_whose_welcome_ends_a_line() {
+    let server = Server::start(&["--framing", "chunk", "--welcome", "Welcome!\r\n"]);
+    let run = run_client(
+        &[
+            "--framing",
+            "chunk",
+            "--reply-timeout",
+            "5",
+            "--connect",
+            &server.addr().to_string(),
+            "Michael",
+            "Tracy",
+        ],
+        Input::Bytes(vec![]),
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(
+        run.stdout, "Welcome!\nHello, Michael!\nHello, Tracy!\nBye!\n",
+        "{run:?}"
+    );
+    assert_eq!(run.stderr, "", "{run:?}");
+}

@@ -18,6 +18,12 @@
 //!   notice the server sends while stdin is quiet (`ERROR idle ...`) is seen when it
 //!   comes, not later as the answer to the next name.
 //!   A name longer than [`CHUNK_MAX`] bytes cannot be one message and is refused.
+//!   A welcome that ends with a line ending says the server probably frames lines: if a
+//!   name (or `exit`) then goes unanswered until the reply timeout or the server's idle
+//!   close, the message says to drop `--framing chunk`. The full reply timeout is still
+//!   waited for, since a chunk server may end its welcome with a newline and be slow to
+//!   answer, and a newline cannot be added to names (the tutorial's server would greet
+//!   `Michael\n`).
 //! - **`--raw`**: a byte pipe like nc: stdin to the socket unchanged, the socket to stdout
 //!   unchanged, a half-close when stdin ends, exit when the server closes.
 //!

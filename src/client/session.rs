@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::failure::{Failure, Hint, Waiting};
+use super::failure::{ClosedWhen, Failure, Hint, Waiting};
 use super::lines::LineSplitter;
 use super::names::{Names, write_escaped};
 use super::tally::{Role, Tally};
@@ -383,6 +383,8 @@ pub(super) fn chunk_session(
     let mut tally = Tally::default();
     let mut buf = vec![0u8; READ_BUF];
     let mut last_rx = Duration::ZERO;
+    // The welcome ended with a line ending: the server may frame lines (see `Hint`).
+    let mut ends_lines = false;
     loop {
         out.flush().map_err(Failure::Stdout)?;
         let due = tally.due(shared.sent(), shared.finished());
@@ -394,7 +396,11 @@ pub(super) fn chunk_session(
             origin.elapsed(),
         );
         if !arm(&stream, wait)? {
-            return Err(timed_out(cfg, due, Hint::None));
+            let hint = match due {
+                Some(Waiting::Replies(_) | Waiting::Close) if ends_lines => Hint::EndsLines,
+                _ => Hint::None,
+            };
+            return Err(timed_out(cfg, due, hint));
         }
         let n = match (&stream).read(&mut buf) {
             Ok(0) => break,
@@ -412,8 +418,12 @@ pub(super) fn chunk_session(
         out.write_all(b"\n").map_err(Failure::Stdout)?;
         let (sent, finished) = (shared.sent(), shared.finished());
         let role = tally.line(message, sent);
-        if role == Role::Busy {
-            return Err(Failure::Busy(String::from_utf8_lossy(message).into_owned()));
+        match role {
+            Role::Busy => {
+                return Err(Failure::Busy(String::from_utf8_lossy(message).into_owned()));
+            }
+            Role::Welcome => ends_lines = buf[..n].ends_with(b"\n"),
+            _ => {}
         }
         if cfg.interactive && !tally.closing() && tally.due(sent, finished).is_none() {
             out.flush().map_err(Failure::Stdout)?;
@@ -427,7 +437,17 @@ pub(super) fn chunk_session(
     if let Some(failure) = shared.take_failure() {
         return Err(failure);
     }
-    tally.end(shared.sent(), shared.finished())
+    let (sent, finished) = (shared.sent(), shared.finished());
+    match tally.end(sent, finished) {
+        Err(Failure::Closed(mut closed)) if closed.what == ClosedWhen::Idle && ends_lines => {
+            // Idle while a name or `exit` was due: it never saw where that ended.
+            if let Some(due) = tally.due(sent, finished) {
+                closed.what = ClosedWhen::IdleEndsLines(due);
+            }
+            Err(Failure::Closed(closed))
+        }
+        verdict => verdict,
+    }
 }
 
 /// `--raw`: stdin to the socket and the socket to stdout, unchanged; a half-close when

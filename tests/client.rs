@@ -975,3 +975,64 @@ fn chunk_framing_against_a_chunk_server_whose_welcome_ends_a_line() {
     );
     assert_eq!(run.stderr, "", "{run:?}");
 }
+
+/// `--raw` prints the busy notice unchanged, and exits as the table says for it: 6.
+#[test]
+fn raw_mode_exits_busy_when_the_server_is_busy() {
+    for (server_args, framing, notice, fix) in [
+        (
+            &["--max-connections", "1"][..],
+            "line",
+            "ERROR server busy (1 connections), try again later\r\n",
+            "--max-connections",
+        ),
+        (
+            &["--max-connections", "1", "--framing", "chunk"][..],
+            "chunk",
+            "ERROR server busy (1 connections), try again later",
+            "--max-connections",
+        ),
+        (
+            &["--max-per-source", "1"][..],
+            "line",
+            "ERROR too many connections from your address (1), try again later\r\n",
+            "--max-per-source",
+        ),
+    ] {
+        let server = Server::start(server_args);
+        let first = Conn::open(server.addr());
+        let mut welcome = [0u8; 8];
+        (&first.stream).read_exact(&mut welcome).expect("welcome");
+        assert_eq!(&welcome, b"Welcome!");
+        // Empty stdin: only a FIN goes out, which cannot make the server's close a reset.
+        let run = run_client(
+            &[
+                "--raw",
+                "--framing",
+                framing,
+                "--connect",
+                &server.addr().to_string(),
+            ],
+            Input::Bytes(vec![]),
+        );
+        assert_eq!(run.code, Some(i32::from(EXIT_BUSY)), "{run:?}");
+        assert_eq!(run.stdout, notice, "{run:?}");
+        assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+        assert!(
+            run.stderr.contains("server busy (") && run.stderr.contains(fix),
+            "{run:?}"
+        );
+    }
+}
+
+/// `--raw` prints the idle notice unchanged, and exits as the table says for it: 4.
+#[test]
+fn raw_mode_exits_timeout_when_the_server_closes_it_as_idle() {
+    let run = idle_close_run("line", None, true);
+    assert_idle_close(
+        &run,
+        "Welcome!\r\nHello, a!\r\nERROR idle for 1 s, closing\r\n",
+    );
+    let run = idle_close_run("chunk", Some("b\n"), true);
+    assert_idle_close(&run, "Welcome!Hello, a!ERROR idle for 1 s, closing");
+}

@@ -25,7 +25,12 @@
 //!   answer, and a newline cannot be added to names (the tutorial's server would greet
 //!   `Michael\n`).
 //! - **`--raw`**: a byte pipe like nc: stdin to the socket unchanged, the socket to stdout
-//!   unchanged, a half-close when stdin ends, exit when the server closes.
+//!   unchanged, a half-close when stdin ends, exit when the server closes. The exit code
+//!   still follows the table for tcp-hello's own notices: [`EXIT_BUSY`] when the first
+//!   line the server sent (in chunk framing, its first read) is the busy notice,
+//!   [`EXIT_TIMEOUT`] when the last line (or read) before the close is the idle notice,
+//!   each with the line client's message, and then the rest of stdin is not sent;
+//!   otherwise [`EXIT_OK`]. Only the first 256 bytes of those two lines are kept.
 //!
 //! # Output
 //!
@@ -70,7 +75,8 @@
 //! - `args`: parsing the timeout options;
 //! - `connect`: resolving the target, trying each address in turn, and why none accepted;
 //! - `failure`: why a session failed, with its exit code and its message;
-//! - `tally`: what the server's lines are, classified and tallied against names sent;
+//! - `tally`: what the server's lines are, classified and tallied against names sent
+//!   (in `--raw` mode, only the first and the last);
 //! - `wait`: how long a socket read may block, and which I/O errors are timeouts or resets;
 //! - `lines`: splitting the server's byte stream into lines as it arrives;
 //! - `names`: the names input (arguments or stdin), split as the server splits lines;
@@ -105,7 +111,7 @@ use names::{Names, names_input};
 use session::{chunk_session, line_session, raw_session};
 
 /// Success: every name was answered and the server closed after `exit`
-/// (`--raw`: the server closed).
+/// (`--raw`: the server closed, with neither the busy nor the idle notice).
 pub const EXIT_OK: u8 = 0;
 /// A local I/O failure: stdin could not be read or stdout could not be written
 /// (a closed stdout pipe exits with this code silently).
@@ -116,14 +122,14 @@ pub const EXIT_USAGE: u8 = 2;
 /// connect timeout passed for every address.
 pub const EXIT_CONNECT: u8 = 3;
 /// Connected, but the server sent nothing for `--reply-timeout` seconds while a reply
-/// was due, or it closed the connection as idle.
+/// was due, or it closed the connection as idle (its last line was `ERROR idle ...`).
 pub const EXIT_TIMEOUT: u8 = 4;
 /// The server broke the conversation: it closed or reset the connection before its
 /// welcome, before answering every name or before the input ended, or it answered a
-/// name with an `ERROR` line.
+/// name with an `ERROR` line (`--raw`: only a reset, or another failure of the connection).
 pub const EXIT_PROTOCOL: u8 = 5;
 /// The server said `ERROR server busy` (or, per address, `ERROR too many connections
-/// from your address`) instead of its welcome: try again later.
+/// from your address`) instead of its welcome, `--raw` included: try again later.
 pub const EXIT_BUSY: u8 = 6;
 
 /// Bytes read from the socket at once.
@@ -168,6 +174,7 @@ fn session(args: &ClientArgs) -> Result<(), Failure> {
         target,
         reply_timeout,
         interactive,
+        framing: args.framing,
     };
     if interactive {
         let shown = cfg.target.to_string();
@@ -201,6 +208,8 @@ struct Config {
     target: HostPort,
     reply_timeout: Option<Duration>,
     interactive: bool,
+    /// How the server frames its messages (in `--raw` mode, only to find its notices).
+    framing: Framing,
 }
 
 /// Writes to stderr; a closed stderr must not stop the session.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::failure::{ClosedWhen, Failure, Hint, Waiting};
 use super::lines::LineSplitter;
 use super::names::{Names, write_escaped};
-use super::tally::{Role, Tally};
+use super::tally::{Ends, Role, Tally};
 use super::wait::{arm, is_reset, is_timeout, read_wait};
 use super::{Config, INPUT_BUF, READ_BUF, WRITE_BUF, note};
 use crate::protocol::{CHUNK_MAX, Request, chunk_message, classify};
@@ -467,6 +467,7 @@ pub(super) fn raw_session(
         .map_err(Failure::Socket)?;
     let mut buf = vec![0u8; READ_BUF];
     let mut last_rx = Duration::ZERO;
+    let mut ends = Ends::new(cfg.framing);
     loop {
         out.flush().map_err(Failure::Stdout)?;
         let finished = shared.finished();
@@ -485,12 +486,19 @@ pub(super) fn raw_session(
             Ok(n) => {
                 last_rx = origin.elapsed();
                 out.write_all(&buf[..n]).map_err(Failure::Stdout)?;
+                ends.feed(&buf[..n]);
             }
             Err(e) if e.kind() == ErrorKind::Interrupted || is_timeout(&e) => {}
+            Err(e) if is_reset(&e) => {
+                out.flush().map_err(Failure::Stdout)?;
+                return ends.verdict(true).and(Err(Failure::Socket(e)));
+            }
             Err(e) => return Err(Failure::Socket(e)),
         }
     }
     out.flush().map_err(Failure::Stdout)?;
+    // Busy or idle: the server closed for good, and would reset whatever came next.
+    ends.verdict(false)?;
     // The server closed its sending side, which need not end ours: like `nc -N`, the
     // rest of stdin still goes out, until stdin ends or the server stops taking it.
     let _ = writer.join();

@@ -1,6 +1,11 @@
-//! What the server's lines are, classified by their text and tallied against names sent.
+//! What the server's lines are, classified by their text and tallied against names sent;
+//! in `--raw` mode, only its first and last lines, for the exit code.
 
+use memchr::{memchr, memrchr};
+
+use super::HEAD;
 use super::failure::{Closed, ClosedWhen, Failure, Waiting};
+use crate::protocol::{Framing, chunk_message};
 
 /// What a line (or chunk) from the server is, by its text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,10 +178,105 @@ impl Tally {
     }
 }
 
+/// What `--raw` keeps of the server's bytes to give its exit code: the first [`HEAD`]
+/// bytes of the first line and of the last one (in chunk framing, of the first and the
+/// latest read), however much the server sends.
+#[derive(Debug)]
+pub(super) struct Ends {
+    chunks: bool,
+    first: Vec<u8>,
+    /// The first line has ended (in chunk framing, the first read is done).
+    first_done: bool,
+    /// The line in progress (in chunk framing, the latest read).
+    current: Vec<u8>,
+    /// The latest line that ended.
+    previous: Vec<u8>,
+}
+
+impl Ends {
+    pub(super) fn new(framing: Framing) -> Self {
+        Ends {
+            chunks: framing == Framing::Chunk,
+            first: Vec::with_capacity(HEAD),
+            first_done: false,
+            current: Vec::with_capacity(HEAD),
+            previous: Vec::with_capacity(HEAD),
+        }
+    }
+
+    /// Takes note of one read from the server.
+    pub(super) fn feed(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        if self.chunks {
+            if !self.first_done {
+                keep(&mut self.first, data);
+                self.first_done = true;
+            }
+            self.current.clear();
+            keep(&mut self.current, data);
+            return;
+        }
+        if !self.first_done {
+            let end = memchr(b'\n', data);
+            keep(&mut self.first, &data[..end.unwrap_or(data.len())]);
+            self.first_done = end.is_some();
+        }
+        // Only the last two line endings of a read matter: the line before the last one
+        // is the latest that ended, and what follows it is the line in progress.
+        let Some(last_end) = memrchr(b'\n', data) else {
+            keep(&mut self.current, data);
+            return;
+        };
+        let ended = &data[..last_end];
+        match memrchr(b'\n', ended) {
+            Some(start) => {
+                self.previous.clear();
+                keep(&mut self.previous, &ended[start + 1..]);
+            }
+            None => {
+                keep(&mut self.current, ended);
+                std::mem::swap(&mut self.previous, &mut self.current);
+            }
+        }
+        self.current.clear();
+        keep(&mut self.current, &data[last_end + 1..]);
+    }
+
+    /// The verdict once the server has closed (or reset) the connection: busy when its
+    /// first line was the busy notice, an idle close when its last was the idle notice.
+    pub(super) fn verdict(&self, reset: bool) -> Result<(), Failure> {
+        let text = |head: &[u8]| String::from_utf8_lossy(chunk_message(head)).into_owned();
+        if classify_line(&self.first) == LineKind::Busy {
+            return Err(Failure::Busy(text(&self.first)));
+        }
+        let last = if self.current.is_empty() {
+            &self.previous
+        } else {
+            &self.current
+        };
+        if classify_line(last) == LineKind::Idle {
+            return Err(Failure::Closed(Closed {
+                what: ClosedWhen::Idle,
+                notice: Some(text(last)),
+                reset,
+            }));
+        }
+        Ok(())
+    }
+}
+
+/// Appends to `head` what fits of `text` within [`HEAD`] bytes.
+fn keep(head: &mut Vec<u8>, text: &[u8]) {
+    let room = HEAD.saturating_sub(head.len());
+    head.extend_from_slice(&text[..room.min(text.len())]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::{EXIT_PROTOCOL, EXIT_TIMEOUT};
+    use crate::client::{EXIT_BUSY, EXIT_PROTOCOL, EXIT_TIMEOUT};
 
     #[test]
     fn server_lines_are_classified_by_their_start() {
@@ -297,5 +397,108 @@ mod tests {
         t.line(b"ERROR idle for 1 s, closing", 1);
         t.line(b"Hello, a!", 1);
         assert!(t.end(1, true).is_ok());
+    }
+
+    fn ends_of(framing: Framing, reads: &[&[u8]]) -> Ends {
+        let mut ends = Ends::new(framing);
+        for read in reads {
+            ends.feed(read);
+        }
+        ends
+    }
+
+    fn code(ends: &Ends) -> Option<u8> {
+        ends.verdict(false).err().map(|f| f.code())
+    }
+
+    #[test]
+    fn raw_ends_find_the_busy_notice_first_and_the_idle_notice_last() {
+        let busy = b"ERROR server busy (1 connections), try again later";
+        let idle = b"ERROR idle for 1 s, closing";
+        let line = |text: &[u8]| [text, b"\r\n"].concat();
+        let cases: Vec<(Framing, Vec<Vec<u8>>, Option<u8>)> = vec![
+            (Framing::Line, vec![line(busy)], Some(EXIT_BUSY)),
+            // Split anywhere, even inside the CRLF.
+            (
+                Framing::Line,
+                vec![
+                    b"ERROR ser".to_vec(),
+                    b"ver busy (1)\r".to_vec(),
+                    b"\n".to_vec(),
+                ],
+                Some(EXIT_BUSY),
+            ),
+            (Framing::Chunk, vec![busy.to_vec()], Some(EXIT_BUSY)),
+            // Busy only as the first line.
+            (
+                Framing::Line,
+                vec![b"Welcome!\r\n".to_vec(), line(busy)],
+                None,
+            ),
+            (
+                Framing::Line,
+                vec![b"Welcome!\r\nHello, a!\r\n".to_vec(), line(idle)],
+                Some(EXIT_TIMEOUT),
+            ),
+            (
+                Framing::Line,
+                vec![[&b"Welcome!\r\nHello, a!\r\n"[..], &line(idle)].concat()],
+                Some(EXIT_TIMEOUT),
+            ),
+            // Unended at the close, it is still the last line.
+            (
+                Framing::Line,
+                vec![b"Welcome!\r\nERROR id".to_vec(), b"le for 1 s".to_vec()],
+                Some(EXIT_TIMEOUT),
+            ),
+            (
+                Framing::Chunk,
+                vec![b"Welcome!".to_vec(), b"Hello, a!".to_vec(), idle.to_vec()],
+                Some(EXIT_TIMEOUT),
+            ),
+            // Idle only as the last line.
+            (
+                Framing::Line,
+                vec![line(idle), b"Welcome!\r\n".to_vec()],
+                None,
+            ),
+            (
+                Framing::Chunk,
+                vec![b"Welcome!".to_vec(), idle.to_vec(), b"Bye!".to_vec()],
+                None,
+            ),
+            (
+                Framing::Line,
+                vec![b"HTTP/1.0 200 OK\r\n\r\nhi\n".to_vec()],
+                None,
+            ),
+            (Framing::Line, vec![], None),
+        ];
+        for (framing, reads, expected) in cases {
+            let reads: Vec<&[u8]> = reads.iter().map(Vec::as_slice).collect();
+            let ends = ends_of(framing, &reads);
+            assert_eq!(code(&ends), expected, "{framing:?} {reads:?}");
+        }
+        let ends = ends_of(Framing::Line, &[&line(idle)]);
+        let m = ends.verdict(false).unwrap_err().message().unwrap();
+        assert!(m.contains("(it said: ERROR idle for 1 s, closing)"), "{m}");
+        assert!(m.contains("--idle-timeout"), "{m}");
+    }
+
+    #[test]
+    fn raw_ends_keep_only_heads() {
+        let mut ends = Ends::new(Framing::Line);
+        let long = vec![b'x'; 100 * HEAD];
+        for _ in 0..10 {
+            ends.feed(&long);
+        }
+        ends.feed(b"\n");
+        ends.feed(&long);
+        assert!(ends.first.len() <= HEAD && ends.current.len() <= HEAD);
+        assert!(ends.previous.len() <= HEAD);
+        let mut chunks = Ends::new(Framing::Chunk);
+        chunks.feed(&long);
+        chunks.feed(&long);
+        assert!(chunks.first.len() <= HEAD && chunks.current.len() <= HEAD);
     }
 }

@@ -799,3 +799,240 @@ fn raw_mode_fetches_a_web_page() {
         "{run:?}"
     );
 }
+
+/// A timeout past what a deadline can hold is refused up front, naming the flag, against
+/// a live server and a dead port alike: never a panic.
+#[test]
+fn huge_timeouts_are_usage_errors_not_panics() {
+    let server = Server::start(&[]);
+    let live = server.addr().to_string();
+    let dead = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead_addr = dead.local_addr().expect("local_addr").to_string();
+    drop(dead);
+    for flag in ["--reply-timeout", "--connect-timeout"] {
+        for addr in [&live, &dead_addr] {
+            let run = run_client(
+                &["--connect", addr, flag, "1e19", "a"],
+                Input::Bytes(vec![]),
+            );
+            assert_eq!(
+                run.code,
+                Some(i32::from(EXIT_USAGE)),
+                "{flag} {addr}: {run:?}"
+            );
+            assert!(run.stderr.contains(&format!("{flag} 1")), "{run:?}");
+            assert!(run.stderr.contains("one year"), "{run:?}");
+            assert!(!run.stderr.contains("panick"), "{run:?}");
+        }
+    }
+    // The largest accepted works.
+    let run = run_client(
+        &[
+            "--connect",
+            &live,
+            "--reply-timeout",
+            "31536000",
+            "--connect-timeout",
+            "31536000",
+            "a",
+        ],
+        Input::Bytes(vec![]),
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(
+        lines(&run.stdout),
+        ["Welcome!", "Hello, a!", "Bye!"],
+        "{run:?}"
+    );
+}
+
+/// Sends `a`, stays quiet past the server's 1 s idle timeout, then sends `then` (if any)
+/// and ends stdin: what a client gets from the server's idle close in that framing.
+fn idle_close_run(framing: &str, then: Option<&'static str>, raw: bool) -> Run {
+    let server = Server::start(&["--framing", framing, "--idle-timeout", "1"]);
+    let write = Box::new(move |stdin: &mut ChildStdin| {
+        let _ = stdin.write_all(b"a\n");
+        let _ = stdin.flush();
+        // Not for readiness: this is the quiet spell the server closes on, 1 s and margin.
+        thread::sleep(Duration::from_millis(2500));
+        if let Some(then) = then {
+            let _ = stdin.write_all(then.as_bytes());
+        }
+    });
+    let addr = server.addr().to_string();
+    let mut args = vec!["--framing", framing, "--connect", &addr];
+    if raw {
+        args.push("--raw");
+    }
+    run_client(&args, Input::Writer(write))
+}
+
+fn assert_idle_close(run: &Run, expected_stdout: &str) {
+    assert_eq!(run.code, Some(i32::from(EXIT_TIMEOUT)), "{run:?}");
+    assert_eq!(run.stdout, expected_stdout, "{run:?}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+    assert!(
+        run.stderr.contains("sent nothing for too long")
+            && run.stderr.contains("raise the server's --idle-timeout"),
+        "{run:?}"
+    );
+}
+
+/// The idle notice comes while the client waits on stdin: in chunk framing it must not
+/// be taken for the answer to the next name, nor ignored when stdin then ends.
+#[test]
+fn an_idle_close_while_stdin_is_quiet_is_a_timeout_in_chunk_framing() {
+    for then in [Some("b\n"), None] {
+        let run = idle_close_run("chunk", then, false);
+        assert_idle_close(&run, "Welcome!\nHello, a!\nERROR idle for 1 s, closing\n");
+    }
+}
+
+#[test]
+fn an_idle_close_while_stdin_is_quiet_is_a_timeout_in_line_framing() {
+    for then in [Some("b\n"), None] {
+        let run = idle_close_run("line", then, false);
+        assert_idle_close(&run, "Welcome!\nHello, a!\nERROR idle for 1 s, closing\n");
+    }
+}
+
+/// `--framing chunk` against a line server: its welcome ended with CRLF, so when the
+/// name then goes unanswered the mistake is the framing, whichever of the reply timeout
+/// or the server's idle close comes first.
+#[test]
+fn chunk_framing_against_a_line_server_says_to_drop_it() {
+    let server = Server::start(&[]);
+    let run = run_client(
+        &[
+            "--framing",
+            "chunk",
+            "--reply-timeout",
+            "1",
+            "--connect",
+            &server.addr().to_string(),
+            "Michael",
+        ],
+        Input::Bytes(vec![]),
+    );
+    assert_eq!(run.code, Some(i32::from(EXIT_TIMEOUT)), "{run:?}");
+    assert_eq!(run.stdout, "Welcome!\n", "{run:?}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+    assert!(
+        run.stderr.contains("its welcome ended with a line ending")
+            && run.stderr.contains("frames lines")
+            && run.stderr.contains("drop --framing chunk"),
+        "{run:?}"
+    );
+    assert!(!run.stderr.contains("overloaded"), "{run:?}");
+
+    let server = Server::start(&["--idle-timeout", "1"]);
+    let run = run_client(
+        &[
+            "--framing",
+            "chunk",
+            "--connect",
+            &server.addr().to_string(),
+            "Michael",
+        ],
+        Input::Bytes(vec![]),
+    );
+    assert_eq!(run.code, Some(i32::from(EXIT_TIMEOUT)), "{run:?}");
+    assert_eq!(
+        run.stdout, "Welcome!\nERROR idle for 1 s, closing\n",
+        "{run:?}"
+    );
+    assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+    assert!(
+        run.stderr.contains("its welcome ended with a line ending")
+            && run.stderr.contains("drop --framing chunk"),
+        "{run:?}"
+    );
+    assert!(!run.stderr.contains("send names sooner"), "{run:?}");
+}
+
+/// A chunk server may end its welcome with a newline and still frame by reads: the
+/// client must not give up on it for that, nor add newlines to names.
+#[test]
+fn chunk_framing_against_a_chunk_server_whose_welcome_ends_a_line() {
+    let server = Server::start(&["--framing", "chunk", "--welcome", "Welcome!\r\n"]);
+    let run = run_client(
+        &[
+            "--framing",
+            "chunk",
+            "--reply-timeout",
+            "5",
+            "--connect",
+            &server.addr().to_string(),
+            "Michael",
+            "Tracy",
+        ],
+        Input::Bytes(vec![]),
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(
+        run.stdout, "Welcome!\nHello, Michael!\nHello, Tracy!\nBye!\n",
+        "{run:?}"
+    );
+    assert_eq!(run.stderr, "", "{run:?}");
+}
+
+/// `--raw` prints the busy notice unchanged, and exits as the table says for it: 6.
+#[test]
+fn raw_mode_exits_busy_when_the_server_is_busy() {
+    for (server_args, framing, notice, fix) in [
+        (
+            &["--max-connections", "1"][..],
+            "line",
+            "ERROR server busy (1 connections), try again later\r\n",
+            "--max-connections",
+        ),
+        (
+            &["--max-connections", "1", "--framing", "chunk"][..],
+            "chunk",
+            "ERROR server busy (1 connections), try again later",
+            "--max-connections",
+        ),
+        (
+            &["--max-per-source", "1"][..],
+            "line",
+            "ERROR too many connections from your address (1), try again later\r\n",
+            "--max-per-source",
+        ),
+    ] {
+        let server = Server::start(server_args);
+        let first = Conn::open(server.addr());
+        let mut welcome = [0u8; 8];
+        (&first.stream).read_exact(&mut welcome).expect("welcome");
+        assert_eq!(&welcome, b"Welcome!");
+        // Empty stdin: only a FIN goes out, which cannot make the server's close a reset.
+        let run = run_client(
+            &[
+                "--raw",
+                "--framing",
+                framing,
+                "--connect",
+                &server.addr().to_string(),
+            ],
+            Input::Bytes(vec![]),
+        );
+        assert_eq!(run.code, Some(i32::from(EXIT_BUSY)), "{run:?}");
+        assert_eq!(run.stdout, notice, "{run:?}");
+        assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+        assert!(
+            run.stderr.contains("server busy (") && run.stderr.contains(fix),
+            "{run:?}"
+        );
+    }
+}
+
+/// `--raw` prints the idle notice unchanged, and exits as the table says for it: 4.
+#[test]
+fn raw_mode_exits_timeout_when_the_server_closes_it_as_idle() {
+    let run = idle_close_run("line", None, true);
+    assert_idle_close(
+        &run,
+        "Welcome!\r\nHello, a!\r\nERROR idle for 1 s, closing\r\n",
+    );
+    let run = idle_close_run("chunk", Some("b\n"), true);
+    assert_idle_close(&run, "Welcome!Hello, a!ERROR idle for 1 s, closing");
+}

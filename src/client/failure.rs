@@ -25,8 +25,8 @@ pub(super) enum Failure {
     Timeout {
         secs: f64,
         waiting: Waiting,
-        /// Bytes received of a line that never ended (line framing).
-        partial: usize,
+        /// What the server sent that tells why.
+        hint: Hint,
     },
     Busy(String),
     Closed(Closed),
@@ -40,6 +40,19 @@ pub(super) enum Failure {
     Stdout(io::Error),
     /// The connection failed while reading, other than by a reset (which is `Closed`).
     Socket(io::Error),
+}
+
+/// What the server sent that tells why it stopped answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Hint {
+    /// Nothing telling: a slow server, or one that does not speak this protocol.
+    None,
+    /// Line framing: this many bytes arrived of a line that never ended, so the server
+    /// ends nothing with a newline.
+    Unended(usize),
+    /// Chunk framing: the server's welcome ended with a line ending, so it frames lines
+    /// and is waiting for a line ending that chunk framing never sends.
+    EndsLines,
 }
 
 /// What the client was waiting for when the reply timeout passed.
@@ -68,6 +81,9 @@ pub(super) enum ClosedWhen {
     Unanswered(u64),
     InputOpen,
     Idle,
+    /// Chunk framing: closed as idle while this was due, by a server whose welcome ended
+    /// with a line ending: it was waiting for a line ending chunk framing never sends.
+    IdleEndsLines(Waiting),
 }
 
 impl Failure {
@@ -77,7 +93,11 @@ impl Failure {
             Failure::Usage(_) | Failure::NameTooLong(_) => EXIT_USAGE,
             Failure::Resolve { .. } | Failure::Connect { .. } => EXIT_CONNECT,
             Failure::Timeout { .. } => EXIT_TIMEOUT,
-            Failure::Closed(c) if c.what == ClosedWhen::Idle => EXIT_TIMEOUT,
+            Failure::Closed(c)
+                if matches!(c.what, ClosedWhen::Idle | ClosedWhen::IdleEndsLines(_)) =>
+            {
+                EXIT_TIMEOUT
+            }
             Failure::Busy(_) => EXIT_BUSY,
             Failure::Closed(_) | Failure::Refused { .. } | Failure::Socket(_) => EXIT_PROTOCOL,
             Failure::Stdin(_) | Failure::Stdout(_) => EXIT_LOCAL_IO,
@@ -100,7 +120,7 @@ impl Failure {
             Failure::Timeout {
                 secs,
                 waiting,
-                partial,
+                hint,
             } => {
                 let what = match waiting {
                     Waiting::Welcome => "waiting for its welcome".to_string(),
@@ -108,15 +128,15 @@ impl Failure {
                     Waiting::Replies(n) => format!("{n} names unanswered"),
                     Waiting::Close => "waiting for it to close the connection".to_string(),
                 };
-                let hint = if *partial > 0 {
-                    format!(
+                let hint = match hint {
+                    Hint::Unended(partial) => format!(
                         "; it sent {partial} bytes with no line ending: for a server that ends \
                          nothing with a newline (like the Python tutorial's), use --framing chunk"
-                    )
-                } else {
-                    "; is it a tcp-hello server, and is it overloaded? \
-                     Raise --reply-timeout to wait longer"
-                        .to_string()
+                    ),
+                    Hint::EndsLines => format!(": {ENDS_LINES}"),
+                    Hint::None => "; is it a tcp-hello server, and is it overloaded? \
+                                   Raise --reply-timeout to wait longer"
+                        .to_string(),
                 };
                 format!("timed out: nothing from the server for {secs} s ({what}){hint}")
             }
@@ -151,6 +171,11 @@ impl Failure {
     }
 }
 
+/// Why `--framing chunk` stalls against a line server, and the fix.
+const ENDS_LINES: &str = "the server ends its lines (its welcome ended with a line ending), \
+     so it frames lines and waits for a line ending, which --framing chunk never sends: \
+     drop --framing chunk";
+
 fn closed_message(closed: &Closed) -> String {
     let how = if closed.reset { "reset" } else { "closed" };
     let said = closed
@@ -182,6 +207,14 @@ fn closed_message(closed: &Closed) -> String {
             "the server closed the connection because this client sent nothing for too long\
              {said}: send names sooner, or raise the server's --idle-timeout"
         ),
+        ClosedWhen::IdleEndsLines(waiting) => {
+            let what = match waiting {
+                Waiting::Replies(1) => "with 1 name unanswered".to_string(),
+                Waiting::Replies(n) => format!("with {n} names unanswered"),
+                Waiting::Welcome | Waiting::Close => "without answering `exit`".to_string(),
+            };
+            format!("the server closed the connection as idle {what}{said}: {ENDS_LINES}")
+        }
     }
 }
 
@@ -202,7 +235,7 @@ mod tests {
             Failure::Timeout {
                 secs: 1.0,
                 waiting: Waiting::Welcome,
-                partial: 0,
+                hint: Hint::None,
             }
             .code(),
             Failure::Closed(Closed {
@@ -232,17 +265,42 @@ mod tests {
     }
 
     #[test]
-    fn timeout_message_hints_chunk_framing_for_unended_lines() {
-        let m = |partial| {
+    fn timeout_message_hints_at_the_framing_the_server_shows() {
+        let m = |hint| {
             Failure::Timeout {
                 secs: 1.0,
-                waiting: Waiting::Welcome,
-                partial,
+                waiting: Waiting::Replies(1),
+                hint,
             }
             .message()
             .unwrap()
         };
-        assert!(m(8).contains("--framing chunk"), "{}", m(8));
-        assert!(m(0).contains("--reply-timeout"), "{}", m(0));
+        let unended = m(Hint::Unended(8));
+        assert!(unended.contains("use --framing chunk"), "{unended}");
+        let none = m(Hint::None);
+        assert!(none.contains("--reply-timeout"), "{none}");
+        let ends = m(Hint::EndsLines);
+        assert!(
+            ends.contains("its welcome ended with a line ending")
+                && ends.contains("drop --framing chunk")
+                && !ends.contains("overloaded"),
+            "{ends}"
+        );
+    }
+
+    #[test]
+    fn an_idle_close_in_chunk_framing_of_a_line_server_blames_the_framing() {
+        let failure = Failure::Closed(Closed {
+            what: ClosedWhen::IdleEndsLines(Waiting::Replies(1)),
+            notice: Some("ERROR idle for 1 s, closing".into()),
+            reset: false,
+        });
+        assert_eq!(failure.code(), EXIT_TIMEOUT);
+        let m = failure.message().unwrap();
+        assert!(
+            m.contains("idle with 1 name unanswered") && m.contains("drop --framing chunk"),
+            "{m}"
+        );
+        assert!(!m.contains('\n'), "{m}");
     }
 }

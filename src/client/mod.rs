@@ -14,9 +14,23 @@
 //! - **`--framing chunk`**: for servers that send no line endings, such as the Python
 //!   tutorial's. Every read from the socket is one message and is printed with a newline
 //!   added; names go out without a newline, one at a time, each waiting for its reply.
+//!   As in line framing a writer thread sends them while the main thread reads, so a
+//!   notice the server sends while stdin is quiet (`ERROR idle ...`) is seen when it
+//!   comes, not later as the answer to the next name.
 //!   A name longer than [`CHUNK_MAX`] bytes cannot be one message and is refused.
+//!   A welcome that ends with a line ending says the server probably frames lines: if a
+//!   name (or `exit`) then goes unanswered until the reply timeout or the server's idle
+//!   close, the message says to drop `--framing chunk`. The full reply timeout is still
+//!   waited for, since a chunk server may end its welcome with a newline and be slow to
+//!   answer, and a newline cannot be added to names (the tutorial's server would greet
+//!   `Michael\n`).
 //! - **`--raw`**: a byte pipe like nc: stdin to the socket unchanged, the socket to stdout
-//!   unchanged, a half-close when stdin ends, exit when the server closes.
+//!   unchanged, a half-close when stdin ends, exit when the server closes. The exit code
+//!   still follows the table for tcp-hello's own notices: [`EXIT_BUSY`] when the first
+//!   line the server sent (in chunk framing, its first read) is the busy notice,
+//!   [`EXIT_TIMEOUT`] when the last line (or read) before the close is the idle notice,
+//!   each with the line client's message, and then the rest of stdin is not sent;
+//!   otherwise [`EXIT_OK`]. Only the first 256 bytes of those two lines are kept.
 //!
 //! # Output
 //!
@@ -42,11 +56,14 @@
 //!   address`) as the first line ends the session with [`EXIT_BUSY`].
 //! - The server closing before its welcome, before answering every name sent, or before
 //!   the input ended (`server shutting down`, a crash) is a protocol error; closing
-//!   after `ERROR idle ...` (no input for the server's idle timeout) is a timeout.
+//!   right after `ERROR idle ...` (no input for the server's idle timeout) is a timeout,
+//!   whatever was still due: a name sent as the notice was on its way never reached it.
 //! - The reply timeout only runs while something is due (the welcome, a reply, or the
 //!   close after `exit`); a person thinking at the prompt never times out.
 //!   In `--raw` mode it runs once stdin has ended.
-//! - Connect and reply timeouts of 0 mean "no timeout".
+//! - A reply timeout of 0 means "no timeout"; a connect timeout of 0 leaves it to the
+//!   system. Either is at most [`MAX_TIMEOUT_SECS`] (one year): longer is refused as a
+//!   usage error, as it could only mean "forever", which 0 says.
 //!
 //! # Exit codes
 //!
@@ -58,7 +75,8 @@
 //! - `args`: parsing the timeout options;
 //! - `connect`: resolving the target, trying each address in turn, and why none accepted;
 //! - `failure`: why a session failed, with its exit code and its message;
-//! - `tally`: what the server's lines are, classified and tallied against names sent;
+//! - `tally`: what the server's lines are, classified and tallied against names sent
+//!   (in `--raw` mode, only the first and the last);
 //! - `wait`: how long a socket read may block, and which I/O errors are timeouts or resets;
 //! - `lines`: splitting the server's byte stream into lines as it arrives;
 //! - `names`: the names input (arguments or stdin), split as the server splits lines;
@@ -85,6 +103,7 @@ use crate::address::{HostPort, parse_connect};
 use crate::cli::ClientArgs;
 use crate::protocol::Framing;
 
+pub use args::MAX_TIMEOUT_SECS;
 use args::timeout_arg;
 use connect::connect;
 use failure::Failure;
@@ -92,7 +111,7 @@ use names::{Names, names_input};
 use session::{chunk_session, line_session, raw_session};
 
 /// Success: every name was answered and the server closed after `exit`
-/// (`--raw`: the server closed).
+/// (`--raw`: the server closed, with neither the busy nor the idle notice).
 pub const EXIT_OK: u8 = 0;
 /// A local I/O failure: stdin could not be read or stdout could not be written
 /// (a closed stdout pipe exits with this code silently).
@@ -103,14 +122,14 @@ pub const EXIT_USAGE: u8 = 2;
 /// connect timeout passed for every address.
 pub const EXIT_CONNECT: u8 = 3;
 /// Connected, but the server sent nothing for `--reply-timeout` seconds while a reply
-/// was due, or it closed the connection as idle.
+/// was due, or it closed the connection as idle (its last line was `ERROR idle ...`).
 pub const EXIT_TIMEOUT: u8 = 4;
 /// The server broke the conversation: it closed or reset the connection before its
 /// welcome, before answering every name or before the input ended, or it answered a
-/// name with an `ERROR` line.
+/// name with an `ERROR` line (`--raw`: only a reset, or another failure of the connection).
 pub const EXIT_PROTOCOL: u8 = 5;
 /// The server said `ERROR server busy` (or, per address, `ERROR too many connections
-/// from your address`) instead of its welcome: try again later.
+/// from your address`) instead of its welcome, `--raw` included: try again later.
 pub const EXIT_BUSY: u8 = 6;
 
 /// Bytes read from the socket at once.
@@ -140,8 +159,12 @@ pub fn run(args: &ClientArgs) -> ExitCode {
 
 fn session(args: &ClientArgs) -> Result<(), Failure> {
     let target = parse_connect(&args.connect).map_err(Failure::Usage)?;
-    let connect_timeout = timeout_arg("--connect-timeout", args.connect_timeout)?;
-    let reply_timeout = timeout_arg("--reply-timeout", args.reply_timeout)?;
+    let connect_timeout = timeout_arg(
+        "--connect-timeout",
+        args.connect_timeout,
+        "the system's own timeout will do",
+    )?;
+    let reply_timeout = timeout_arg("--reply-timeout", args.reply_timeout, "you want none")?;
     let interactive = !args.raw && args.names.is_empty() && io::stdin().is_terminal();
     let (stream, addr) = connect(&target, connect_timeout)?;
     debug!("connected to {addr}");
@@ -151,6 +174,7 @@ fn session(args: &ClientArgs) -> Result<(), Failure> {
         target,
         reply_timeout,
         interactive,
+        framing: args.framing,
     };
     if interactive {
         let shown = cfg.target.to_string();
@@ -171,7 +195,7 @@ fn session(args: &ClientArgs) -> Result<(), Failure> {
         let input = Names::new(names_input(&args.names));
         match args.framing {
             Framing::Line => line_session(stream, &cfg, input, &mut out),
-            Framing::Chunk => chunk_session(&stream, &cfg, input, &mut out),
+            Framing::Chunk => chunk_session(stream, &cfg, input, &mut out),
         }
     };
     // A failure's message follows everything the server said.
@@ -184,6 +208,8 @@ struct Config {
     target: HostPort,
     reply_timeout: Option<Duration>,
     interactive: bool,
+    /// How the server frames its messages (in `--raw` mode, only to find its notices).
+    framing: Framing,
 }
 
 /// Writes to stderr; a closed stderr must not stop the session.

@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::failure::{Failure, Waiting};
+use super::failure::{ClosedWhen, Failure, Hint, Waiting};
 use super::lines::LineSplitter;
 use super::names::{Names, write_escaped};
-use super::tally::{Role, Tally};
+use super::tally::{Ends, Role, Tally};
 use super::wait::{arm, is_reset, is_timeout, read_wait};
 use super::{Config, INPUT_BUF, READ_BUF, WRITE_BUF, note};
 use crate::protocol::{CHUNK_MAX, Request, chunk_message, classify};
@@ -29,8 +29,8 @@ struct Shared {
     finished: AtomicBool,
     /// When bytes were last handed to the socket, in ms from the session's origin.
     last_tx: AtomicU64,
-    /// Reading stdin failed.
-    stdin_error: Mutex<Option<io::Error>>,
+    /// Why the writer stopped the session (stdin failed, a name cannot be sent).
+    failure: Mutex<Option<Failure>>,
 }
 
 impl Shared {
@@ -46,15 +46,14 @@ impl Shared {
         self.finished.load(SeqCst)
     }
 
-    fn set_stdin_error(&self, e: io::Error) {
-        *self
-            .stdin_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(e);
+    /// Records why the writer stops, and wakes the reader to report it.
+    fn fail(&self, failure: Failure, stream: &TcpStream) {
+        *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(failure);
+        let _ = stream.shutdown(Shutdown::Both);
     }
 
-    fn take_stdin_error(&self) -> Option<io::Error> {
-        self.stdin_error
+    fn take_failure(&self) -> Option<Failure> {
+        self.failure
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
@@ -63,9 +62,10 @@ impl Shared {
 
 /// Why the writer stopped early.
 enum WriteStop {
-    Stdin(io::Error),
-    /// The socket refused bytes: the server is gone; the reader tells why.
-    Socket,
+    /// The session cannot go on; the reader reports it.
+    Fail(Failure),
+    /// The socket refused bytes, or the reader is gone: the reader tells why.
+    Gone,
 }
 
 /// The writer thread of line framing: waits for the welcome, then sends every name,
@@ -87,12 +87,8 @@ fn send_names(
         Ok(()) => {
             let _ = stream.shutdown(Shutdown::Write);
         }
-        Err(WriteStop::Stdin(e)) => {
-            shared.set_stdin_error(e);
-            // Wakes the reader, which reports the error.
-            let _ = stream.shutdown(Shutdown::Both);
-        }
-        Err(WriteStop::Socket) => {}
+        Err(WriteStop::Fail(failure)) => shared.fail(failure, &stream),
+        Err(WriteStop::Gone) => {}
     }
 }
 
@@ -103,13 +99,14 @@ fn pump_names(
     origin: Instant,
     interactive: bool,
 ) -> Result<(), WriteStop> {
-    let socket = |_: io::Error| WriteStop::Socket;
+    let socket = |_: io::Error| WriteStop::Gone;
     loop {
         if names.may_block() {
             out.flush().map_err(socket)?;
             shared.touch(origin);
         }
-        let Some((request, name)) = names.next().map_err(WriteStop::Stdin)? else {
+        let next = names.next();
+        let Some((request, name)) = next.map_err(|e| WriteStop::Fail(Failure::Stdin(e)))? else {
             break;
         };
         match request {
@@ -195,12 +192,14 @@ pub(super) fn line_session(
             origin.elapsed(),
         );
         if !arm(&stream, wait)? {
-            let _ = out.write_all(if split.partial() > 0 { b"\n" } else { b"" });
-            return Err(Failure::Timeout {
-                secs: cfg.reply_timeout.map_or(0.0, |t| t.as_secs_f64()),
-                waiting: due.unwrap_or(Waiting::Close),
-                partial: split.partial(),
-            });
+            let partial = split.partial();
+            let _ = out.write_all(if partial > 0 { b"\n" } else { b"" });
+            let hint = if partial > 0 {
+                Hint::Unended(partial)
+            } else {
+                Hint::None
+            };
+            return Err(timed_out(cfg, due, hint));
         }
         let n = match (&stream).read(&mut buf) {
             Ok(0) => break,
@@ -229,10 +228,19 @@ pub(super) fn line_session(
         }
         on_line(&mut tally, &mut split, &shared, cfg, out, &mut welcome_tx)?;
     }
-    if let Some(e) = shared.take_stdin_error() {
-        return Err(Failure::Stdin(e));
+    if let Some(failure) = shared.take_failure() {
+        return Err(failure);
     }
     tally.end(shared.sent(), shared.finished())
+}
+
+/// The reply timeout passed while `due` was awaited.
+fn timed_out(cfg: &Config, due: Option<Waiting>, hint: Hint) -> Failure {
+    Failure::Timeout {
+        secs: cfg.reply_timeout.map_or(0.0, |t| t.as_secs_f64()),
+        waiting: due.unwrap_or(Waiting::Close),
+        hint,
+    }
 }
 
 /// A line from the server has ended: finish it on stdout and account for it.
@@ -259,127 +267,186 @@ fn on_line(
             let _ = tx.send(());
         }
     }
-    if cfg.interactive && tally.due(sent, shared.finished()).is_none() {
+    if cfg.interactive && !tally.closing() && tally.due(sent, shared.finished()).is_none() {
         out.flush().map_err(Failure::Stdout)?;
         note("> ");
     }
     Ok(())
 }
 
-/// Chunk framing, in lockstep: each name is sent alone and its reply awaited, as the
-/// Python tutorial's server needs.
-pub(super) fn chunk_session(
-    stream: &TcpStream,
-    cfg: &Config,
+/// The writer thread of chunk framing, in lockstep: waits for the welcome, then sends
+/// each name alone and waits for the reader to see its answer before the next, as the
+/// Python tutorial's server needs; then `exit`. `answered` carries the welcome and each
+/// answer.
+fn send_chunks(
+    stream: TcpStream,
     mut names: Names,
-    out: &mut impl Write,
-) -> Result<(), Failure> {
-    let mut tally = Tally::default();
-    let mut buf = vec![0u8; READ_BUF];
-    let mut sent = 0u64;
-    let mut print = |tally: &mut Tally, message: &[u8], sent: u64| -> Result<Role, Failure> {
-        let message = chunk_message(message);
-        out.write_all(message).map_err(Failure::Stdout)?;
-        out.write_all(b"\n").map_err(Failure::Stdout)?;
-        out.flush().map_err(Failure::Stdout)?;
-        match tally.line(message, sent) {
-            Role::Busy => Err(Failure::Busy(String::from_utf8_lossy(message).into_owned())),
-            role => Ok(role),
-        }
-    };
-    let Some(n) = read_chunk(stream, &mut buf, cfg, Waiting::Welcome, &mut tally)? else {
-        return tally.end(0, false);
-    };
-    print(&mut tally, &buf[..n], 0)?;
-    let mut exited = false;
+    shared: &Shared,
+    origin: Instant,
+    answered: mpsc::Receiver<()>,
+    interactive: bool,
+) {
+    if answered.recv().is_err() {
+        return; // The reader gave up before the welcome.
+    }
+    if let Err(WriteStop::Fail(failure)) =
+        pump_chunks(&stream, &mut names, shared, origin, &answered, interactive)
+    {
+        shared.fail(failure, &stream);
+    }
+}
+
+fn pump_chunks(
+    stream: &TcpStream,
+    names: &mut Names,
+    shared: &Shared,
+    origin: Instant,
+    answered: &mpsc::Receiver<()>,
+    interactive: bool,
+) -> Result<(), WriteStop> {
+    let socket = |_: io::Error| WriteStop::Gone;
+    let mut typed_exit = false;
     loop {
-        if cfg.interactive {
-            note("> ");
-        }
-        let next = names.next().map_err(Failure::Stdin)?;
-        let Some((_, name)) = next else { break };
+        let next = names.next();
+        let Some((_, name)) = next.map_err(|e| WriteStop::Fail(Failure::Stdin(e)))? else {
+            break;
+        };
         // What the server will make of it: a chunk loses its trailing CR and LF there.
         let name = chunk_message(name);
-        let request = classify(name);
-        match request {
-            Request::Blank => continue,
+        match classify(name) {
+            Request::Blank => {
+                if interactive {
+                    note("> ");
+                }
+            }
             Request::Exit => {
-                // Sent as `exit`, whatever was typed (`EXIT`, ` quit `): the tutorial's
-                // server closes on that exact message and would greet anything else.
-                send_all(stream, b"exit", &mut tally)?;
-                exited = true;
+                typed_exit = true;
                 break;
             }
             Request::Name => {
                 if name.len() > CHUNK_MAX {
-                    return Err(Failure::NameTooLong(name.len()));
+                    return Err(WriteStop::Fail(Failure::NameTooLong(name.len())));
                 }
                 let mut wire = Vec::with_capacity(name.len() + 1);
                 // Cannot fail: writing to a Vec.
                 let _ = write_escaped(&mut wire, name);
-                send_all(stream, &wire, &mut tally)?;
-                sent += 1;
-                match read_chunk(stream, &mut buf, cfg, Waiting::Replies(1), &mut tally)? {
-                    Some(n) => {
-                        print(&mut tally, &buf[..n], sent)?;
-                    }
-                    None => return tally.end(sent, false),
-                }
+                shared.touch(origin);
+                shared.sent.fetch_add(1, SeqCst);
+                (&*stream).write_all(&wire).map_err(socket)?;
+                answered.recv().map_err(|_| WriteStop::Gone)?;
             }
         }
     }
-    if !exited {
-        if cfg.interactive {
-            note("\n");
-        }
-        send_all(stream, b"exit", &mut tally)?;
+    if interactive && !typed_exit {
+        // After Ctrl-D the cursor sits after the prompt.
+        note("\n");
     }
-    while let Some(n) = read_chunk(stream, &mut buf, cfg, Waiting::Close, &mut tally)? {
-        print(&mut tally, &buf[..n], sent)?;
-    }
-    tally.end(sent, true)
+    // Sent as `exit`, whatever was typed (`EXIT`, ` quit `): the tutorial's server
+    // closes on that exact message and would greet anything else. Marked before the
+    // bytes leave, so that the reader cannot see the close first.
+    shared.touch(origin);
+    shared.finished.store(true, SeqCst);
+    (&*stream).write_all(b"exit").map_err(socket)
 }
 
-/// Sends one chunk-framed message; a server that is gone shows up at the next read.
-fn send_all(stream: &TcpStream, bytes: &[u8], tally: &mut Tally) -> Result<(), Failure> {
-    match (&*stream).write_all(bytes) {
-        Ok(()) => Ok(()),
-        Err(e) if is_reset(&e) => {
-            tally.reset = true;
-            Ok(())
-        }
-        Err(e) => Err(Failure::Socket(e)),
-    }
-}
-
-/// Reads one chunk-framed message within the reply timeout; `None` when the server closed.
-fn read_chunk(
-    stream: &TcpStream,
-    buf: &mut [u8],
+/// Chunk framing: a writer thread sends the names in lockstep while this thread prints
+/// every read from the socket as one message and keeps the tally, until the server
+/// closes. Reading while the writer waits on stdin is what lets the server's own
+/// notices (`ERROR idle ...`) be seen as notices, when they come, and not later as the
+/// answer to the next name.
+pub(super) fn chunk_session(
+    stream: TcpStream,
     cfg: &Config,
-    waiting: Waiting,
-    tally: &mut Tally,
-) -> Result<Option<usize>, Failure> {
-    let start = Instant::now();
+    names: Names,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
+    let origin = Instant::now();
+    let shared = Arc::new(Shared::default());
+    let (answered_tx, answered_rx) = mpsc::channel();
+    let writer_stream = stream.try_clone().map_err(Failure::Socket)?;
+    let writer_shared = Arc::clone(&shared);
+    let interactive = cfg.interactive;
+    thread::Builder::new()
+        .name("client-writer".into())
+        .spawn(move || {
+            send_chunks(
+                writer_stream,
+                names,
+                &writer_shared,
+                origin,
+                answered_rx,
+                interactive,
+            );
+        })
+        .map_err(Failure::Socket)?;
+
+    let mut tally = Tally::default();
+    let mut buf = vec![0u8; READ_BUF];
+    let mut last_rx = Duration::ZERO;
+    // The welcome ended with a line ending: the server may frame lines (see `Hint`).
+    let mut ends_lines = false;
     loop {
-        let wait = read_wait(cfg.reply_timeout, true, Duration::ZERO, start.elapsed());
-        if !arm(stream, wait)? {
-            return Err(Failure::Timeout {
-                secs: cfg.reply_timeout.map_or(0.0, |t| t.as_secs_f64()),
-                waiting,
-                partial: 0,
-            });
+        out.flush().map_err(Failure::Stdout)?;
+        let due = tally.due(shared.sent(), shared.finished());
+        let last_tx = Duration::from_millis(shared.last_tx.load(SeqCst));
+        let wait = read_wait(
+            cfg.reply_timeout,
+            due.is_some(),
+            last_rx.max(last_tx),
+            origin.elapsed(),
+        );
+        if !arm(&stream, wait)? {
+            let hint = match due {
+                Some(Waiting::Replies(_) | Waiting::Close) if ends_lines => Hint::EndsLines,
+                _ => Hint::None,
+            };
+            return Err(timed_out(cfg, due, hint));
         }
-        match (&*stream).read(buf) {
-            Ok(0) => return Ok(None),
-            Ok(n) => return Ok(Some(n)),
+        let n = match (&stream).read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::Interrupted || is_timeout(&e) => continue,
             Err(e) if is_reset(&e) => {
                 tally.reset = true;
-                return Ok(None);
+                break;
             }
             Err(e) => return Err(Failure::Socket(e)),
+        };
+        last_rx = origin.elapsed();
+        let message = chunk_message(&buf[..n]);
+        out.write_all(message).map_err(Failure::Stdout)?;
+        out.write_all(b"\n").map_err(Failure::Stdout)?;
+        let (sent, finished) = (shared.sent(), shared.finished());
+        let role = tally.line(message, sent);
+        match role {
+            Role::Busy => {
+                return Err(Failure::Busy(String::from_utf8_lossy(message).into_owned()));
+            }
+            Role::Welcome => ends_lines = buf[..n].ends_with(b"\n"),
+            _ => {}
         }
+        if cfg.interactive && !tally.closing() && tally.due(sent, finished).is_none() {
+            out.flush().map_err(Failure::Stdout)?;
+            note("> ");
+        }
+        if matches!(role, Role::Welcome | Role::Reply | Role::Refusal) {
+            // The writer may be gone only if the session is ending.
+            let _ = answered_tx.send(());
+        }
+    }
+    if let Some(failure) = shared.take_failure() {
+        return Err(failure);
+    }
+    let (sent, finished) = (shared.sent(), shared.finished());
+    match tally.end(sent, finished) {
+        Err(Failure::Closed(mut closed)) if closed.what == ClosedWhen::Idle && ends_lines => {
+            // Idle while a name or `exit` was due: it never saw where that ended.
+            if let Some(due) = tally.due(sent, finished) {
+                closed.what = ClosedWhen::IdleEndsLines(due);
+            }
+            Err(Failure::Closed(closed))
+        }
+        verdict => verdict,
     }
 }
 
@@ -400,6 +467,7 @@ pub(super) fn raw_session(
         .map_err(Failure::Socket)?;
     let mut buf = vec![0u8; READ_BUF];
     let mut last_rx = Duration::ZERO;
+    let mut ends = Ends::new(cfg.framing);
     loop {
         out.flush().map_err(Failure::Stdout)?;
         let finished = shared.finished();
@@ -411,28 +479,31 @@ pub(super) fn raw_session(
             origin.elapsed(),
         );
         if !arm(&stream, wait)? {
-            return Err(Failure::Timeout {
-                secs: cfg.reply_timeout.map_or(0.0, |t| t.as_secs_f64()),
-                waiting: Waiting::Close,
-                partial: 0,
-            });
+            return Err(timed_out(cfg, Some(Waiting::Close), Hint::None));
         }
         match (&stream).read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
                 last_rx = origin.elapsed();
                 out.write_all(&buf[..n]).map_err(Failure::Stdout)?;
+                ends.feed(&buf[..n]);
             }
             Err(e) if e.kind() == ErrorKind::Interrupted || is_timeout(&e) => {}
+            Err(e) if is_reset(&e) => {
+                out.flush().map_err(Failure::Stdout)?;
+                return ends.verdict(true).and(Err(Failure::Socket(e)));
+            }
             Err(e) => return Err(Failure::Socket(e)),
         }
     }
     out.flush().map_err(Failure::Stdout)?;
+    // Busy or idle: the server closed for good, and would reset whatever came next.
+    ends.verdict(false)?;
     // The server closed its sending side, which need not end ours: like `nc -N`, the
     // rest of stdin still goes out, until stdin ends or the server stops taking it.
     let _ = writer.join();
-    if let Some(e) = shared.take_stdin_error() {
-        return Err(Failure::Stdin(e));
+    if let Some(failure) = shared.take_failure() {
+        return Err(failure);
     }
     Ok(())
 }
@@ -447,8 +518,7 @@ fn copy_stdin(stream: TcpStream, shared: &Shared, origin: Instant) {
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => {
-                shared.set_stdin_error(e);
-                let _ = stream.shutdown(Shutdown::Both);
+                shared.fail(Failure::Stdin(e), &stream);
                 return;
             }
         };

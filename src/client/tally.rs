@@ -1,6 +1,11 @@
-//! What the server's lines are, classified by their text and tallied against names sent.
+//! What the server's lines are, classified by their text and tallied against names sent;
+//! in `--raw` mode, only its first and last lines, for the exit code.
 
+use memchr::{memchr, memrchr};
+
+use super::HEAD;
 use super::failure::{Closed, ClosedWhen, Failure, Waiting};
+use crate::protocol::{Framing, chunk_message};
 
 /// What a line (or chunk) from the server is, by its text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,8 +64,10 @@ pub(super) struct Tally {
     answered: u64,
     refused: u64,
     first_refusal: Option<String>,
-    /// The last notice, and whether it was the idle one.
-    notice: Option<(LineKind, String)>,
+    /// The last notice.
+    notice: Option<String>,
+    /// What the latest line was, once welcomed.
+    last: Option<LineKind>,
     /// The connection ended by a reset.
     pub(super) reset: bool,
 }
@@ -78,9 +85,12 @@ impl Tally {
             return Role::Welcome;
         }
         let due = self.answered < sent;
+        // Even where a reply is due: the notice can cross a name on the wire, or (in
+        // chunk framing) stand where a reply would.
+        self.last = Some(kind);
         match kind {
             LineKind::Idle | LineKind::ShuttingDown | LineKind::Busy => {
-                self.notice = Some((kind, text()));
+                self.notice = Some(text());
                 Role::Notice
             }
             LineKind::Error if due => {
@@ -90,7 +100,7 @@ impl Tally {
                 Role::Refusal
             }
             LineKind::Error => {
-                self.notice = Some((kind, text()));
+                self.notice = Some(text());
                 Role::Notice
             }
             LineKind::Text if due => {
@@ -114,6 +124,11 @@ impl Tally {
         }
     }
 
+    /// Whether the latest line said the server is closing (idle, or shutting down).
+    pub(super) fn closing(&self) -> bool {
+        matches!(self.last, Some(LineKind::Idle | LineKind::ShuttingDown))
+    }
+
     /// Whether the server has ended a line yet (its welcome).
     pub(super) fn welcomed(&self) -> bool {
         self.welcomed
@@ -129,9 +144,11 @@ impl Tally {
     }
 
     /// The verdict once the server has closed: `sent` names were sent, and `finished`
-    /// tells whether the input ended (`exit` was sent).
+    /// tells whether the input ended (`exit` was sent). A close right after the idle
+    /// notice is an idle close, whatever was still due: the server stopped waiting for
+    /// this client, and names sent since crossed the notice or never reached it.
     pub(super) fn end(&self, sent: u64, finished: bool) -> Result<(), Failure> {
-        let notice = self.notice.as_ref().map(|(_, text)| text.clone());
+        let notice = self.notice.clone();
         let closed = |what| {
             Err(Failure::Closed(Closed {
                 what,
@@ -142,16 +159,14 @@ impl Tally {
         if !self.welcomed {
             return closed(ClosedWhen::BeforeWelcome);
         }
+        if self.last == Some(LineKind::Idle) {
+            return closed(ClosedWhen::Idle);
+        }
         if self.answered < sent {
             return closed(ClosedWhen::Unanswered(sent - self.answered));
         }
         if !finished {
-            let idle = matches!(self.notice, Some((LineKind::Idle, _)));
-            return closed(if idle {
-                ClosedWhen::Idle
-            } else {
-                ClosedWhen::InputOpen
-            });
+            return closed(ClosedWhen::InputOpen);
         }
         if self.refused > 0 {
             return Err(Failure::Refused {
@@ -163,10 +178,105 @@ impl Tally {
     }
 }
 
+/// What `--raw` keeps of the server's bytes to give its exit code: the first [`HEAD`]
+/// bytes of the first line and of the last one (in chunk framing, of the first and the
+/// latest read), however much the server sends.
+#[derive(Debug)]
+pub(super) struct Ends {
+    chunks: bool,
+    first: Vec<u8>,
+    /// The first line has ended (in chunk framing, the first read is done).
+    first_done: bool,
+    /// The line in progress (in chunk framing, the latest read).
+    current: Vec<u8>,
+    /// The latest line that ended.
+    previous: Vec<u8>,
+}
+
+impl Ends {
+    pub(super) fn new(framing: Framing) -> Self {
+        Ends {
+            chunks: framing == Framing::Chunk,
+            first: Vec::with_capacity(HEAD),
+            first_done: false,
+            current: Vec::with_capacity(HEAD),
+            previous: Vec::with_capacity(HEAD),
+        }
+    }
+
+    /// Takes note of one read from the server.
+    pub(super) fn feed(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        if self.chunks {
+            if !self.first_done {
+                keep(&mut self.first, data);
+                self.first_done = true;
+            }
+            self.current.clear();
+            keep(&mut self.current, data);
+            return;
+        }
+        if !self.first_done {
+            let end = memchr(b'\n', data);
+            keep(&mut self.first, &data[..end.unwrap_or(data.len())]);
+            self.first_done = end.is_some();
+        }
+        // Only the last two line endings of a read matter: the line before the last one
+        // is the latest that ended, and what follows it is the line in progress.
+        let Some(last_end) = memrchr(b'\n', data) else {
+            keep(&mut self.current, data);
+            return;
+        };
+        let ended = &data[..last_end];
+        match memrchr(b'\n', ended) {
+            Some(start) => {
+                self.previous.clear();
+                keep(&mut self.previous, &ended[start + 1..]);
+            }
+            None => {
+                keep(&mut self.current, ended);
+                std::mem::swap(&mut self.previous, &mut self.current);
+            }
+        }
+        self.current.clear();
+        keep(&mut self.current, &data[last_end + 1..]);
+    }
+
+    /// The verdict once the server has closed (or reset) the connection: busy when its
+    /// first line was the busy notice, an idle close when its last was the idle notice.
+    pub(super) fn verdict(&self, reset: bool) -> Result<(), Failure> {
+        let text = |head: &[u8]| String::from_utf8_lossy(chunk_message(head)).into_owned();
+        if classify_line(&self.first) == LineKind::Busy {
+            return Err(Failure::Busy(text(&self.first)));
+        }
+        let last = if self.current.is_empty() {
+            &self.previous
+        } else {
+            &self.current
+        };
+        if classify_line(last) == LineKind::Idle {
+            return Err(Failure::Closed(Closed {
+                what: ClosedWhen::Idle,
+                notice: Some(text(last)),
+                reset,
+            }));
+        }
+        Ok(())
+    }
+}
+
+/// Appends to `head` what fits of `text` within [`HEAD`] bytes.
+fn keep(head: &mut Vec<u8>, text: &[u8]) {
+    let room = HEAD.saturating_sub(head.len());
+    head.extend_from_slice(&text[..room.min(text.len())]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::{EXIT_PROTOCOL, EXIT_TIMEOUT};
+    use crate::client::{EXIT_BUSY, EXIT_PROTOCOL, EXIT_TIMEOUT};
 
     #[test]
     fn server_lines_are_classified_by_their_start() {
@@ -263,5 +373,132 @@ mod tests {
         let e = t.end(0, false).unwrap_err();
         assert_eq!(e.code(), EXIT_TIMEOUT);
         assert!(e.message().unwrap().contains("--idle-timeout"));
+    }
+
+    #[test]
+    fn an_idle_notice_last_is_an_idle_close_whatever_was_due() {
+        let idle = |sent, finished| {
+            let mut t = Tally::default();
+            t.line(b"Welcome!", 0);
+            t.line(b"Hello, a!", 1);
+            // Read where the reply to a second name was due: still the notice.
+            assert_eq!(t.line(b"ERROR idle for 1 s, closing", sent), Role::Notice);
+            t.end(sent, finished)
+        };
+        for (sent, finished) in [(1, false), (1, true), (2, false), (2, true)] {
+            match idle(sent, finished) {
+                Err(Failure::Closed(c)) => assert_eq!(c.what, ClosedWhen::Idle),
+                other => panic!("{sent} {finished}: {other:?}"),
+            }
+        }
+        // A line after the notice means it was not the last word.
+        let mut t = Tally::default();
+        t.line(b"Welcome!", 0);
+        t.line(b"ERROR idle for 1 s, closing", 1);
+        t.line(b"Hello, a!", 1);
+        assert!(t.end(1, true).is_ok());
+    }
+
+    fn ends_of(framing: Framing, reads: &[&[u8]]) -> Ends {
+        let mut ends = Ends::new(framing);
+        for read in reads {
+            ends.feed(read);
+        }
+        ends
+    }
+
+    fn code(ends: &Ends) -> Option<u8> {
+        ends.verdict(false).err().map(|f| f.code())
+    }
+
+    #[test]
+    fn raw_ends_find_the_busy_notice_first_and_the_idle_notice_last() {
+        let busy = b"ERROR server busy (1 connections), try again later";
+        let idle = b"ERROR idle for 1 s, closing";
+        let line = |text: &[u8]| [text, b"\r\n"].concat();
+        let cases: Vec<(Framing, Vec<Vec<u8>>, Option<u8>)> = vec![
+            (Framing::Line, vec![line(busy)], Some(EXIT_BUSY)),
+            // Split anywhere, even inside the CRLF.
+            (
+                Framing::Line,
+                vec![
+                    b"ERROR ser".to_vec(),
+                    b"ver busy (1)\r".to_vec(),
+                    b"\n".to_vec(),
+                ],
+                Some(EXIT_BUSY),
+            ),
+            (Framing::Chunk, vec![busy.to_vec()], Some(EXIT_BUSY)),
+            // Busy only as the first line.
+            (
+                Framing::Line,
+                vec![b"Welcome!\r\n".to_vec(), line(busy)],
+                None,
+            ),
+            (
+                Framing::Line,
+                vec![b"Welcome!\r\nHello, a!\r\n".to_vec(), line(idle)],
+                Some(EXIT_TIMEOUT),
+            ),
+            (
+                Framing::Line,
+                vec![[&b"Welcome!\r\nHello, a!\r\n"[..], &line(idle)].concat()],
+                Some(EXIT_TIMEOUT),
+            ),
+            // Unended at the close, it is still the last line.
+            (
+                Framing::Line,
+                vec![b"Welcome!\r\nERROR id".to_vec(), b"le for 1 s".to_vec()],
+                Some(EXIT_TIMEOUT),
+            ),
+            (
+                Framing::Chunk,
+                vec![b"Welcome!".to_vec(), b"Hello, a!".to_vec(), idle.to_vec()],
+                Some(EXIT_TIMEOUT),
+            ),
+            // Idle only as the last line.
+            (
+                Framing::Line,
+                vec![line(idle), b"Welcome!\r\n".to_vec()],
+                None,
+            ),
+            (
+                Framing::Chunk,
+                vec![b"Welcome!".to_vec(), idle.to_vec(), b"Bye!".to_vec()],
+                None,
+            ),
+            (
+                Framing::Line,
+                vec![b"HTTP/1.0 200 OK\r\n\r\nhi\n".to_vec()],
+                None,
+            ),
+            (Framing::Line, vec![], None),
+        ];
+        for (framing, reads, expected) in cases {
+            let reads: Vec<&[u8]> = reads.iter().map(Vec::as_slice).collect();
+            let ends = ends_of(framing, &reads);
+            assert_eq!(code(&ends), expected, "{framing:?} {reads:?}");
+        }
+        let ends = ends_of(Framing::Line, &[&line(idle)]);
+        let m = ends.verdict(false).unwrap_err().message().unwrap();
+        assert!(m.contains("(it said: ERROR idle for 1 s, closing)"), "{m}");
+        assert!(m.contains("--idle-timeout"), "{m}");
+    }
+
+    #[test]
+    fn raw_ends_keep_only_heads() {
+        let mut ends = Ends::new(Framing::Line);
+        let long = vec![b'x'; 100 * HEAD];
+        for _ in 0..10 {
+            ends.feed(&long);
+        }
+        ends.feed(b"\n");
+        ends.feed(&long);
+        assert!(ends.first.len() <= HEAD && ends.current.len() <= HEAD);
+        assert!(ends.previous.len() <= HEAD);
+        let mut chunks = Ends::new(Framing::Chunk);
+        chunks.feed(&long);
+        chunks.feed(&long);
+        assert!(chunks.first.len() <= HEAD && chunks.current.len() <= HEAD);
     }
 }

@@ -33,7 +33,11 @@ pub(super) fn read_wait(
     if !due {
         return Wait::For(timeout);
     }
-    match (last + timeout).checked_sub(now) {
+    // Saturates: a deadline past what a Duration holds is never reached.
+    let Some(deadline) = last.checked_add(timeout) else {
+        return Wait::For(timeout);
+    };
+    match deadline.checked_sub(now) {
         Some(left) if !left.is_zero() => Wait::For(left.max(Duration::from_millis(1))),
         _ => Wait::Expired,
     }
@@ -76,5 +80,22 @@ mod tests {
         assert_eq!(read_wait(Some(s(10)), true, s(95), s(100)), Wait::For(s(5)));
         assert_eq!(read_wait(Some(s(10)), true, s(90), s(100)), Wait::Expired);
         assert_eq!(read_wait(Some(s(10)), true, s(80), s(100)), Wait::Expired);
+    }
+
+    #[test]
+    fn read_wait_saturates_instead_of_overflowing() {
+        let s = Duration::from_secs;
+        assert_eq!(
+            read_wait(Some(Duration::MAX), true, s(5), s(6)),
+            Wait::For(Duration::MAX)
+        );
+        assert_eq!(
+            read_wait(Some(Duration::MAX), true, Duration::ZERO, s(6)),
+            Wait::For(Duration::MAX - s(6))
+        );
+        assert_eq!(
+            read_wait(Some(Duration::MAX), false, Duration::MAX, s(6)),
+            Wait::For(Duration::MAX)
+        );
     }
 }

@@ -181,11 +181,7 @@ pub fn run(args: &BenchArgs) -> io::Result<Outcome> {
             .map(|&f| (f.name(), total.errors[f as usize]))
             .filter(|&(_, n)| n > 0)
             .collect(),
-        examples: total
-            .examples
-            .iter()
-            .map(|(f, s)| (f.name(), s.clone()))
-            .collect(),
+        examples: total.examples,
     };
     if args.json {
         let text = serde_json::to_string(&report.to_json()).map_err(io::Error::other)?;

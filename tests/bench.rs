@@ -349,3 +349,44 @@ fn an_endless_reply_is_reply_too_long() {
         "{r}"
     );
 }
+
+/// Timeouts and rates past what the clock holds are taken as "no limit", not a panic.
+#[test]
+fn huge_timeouts_and_connect_rates_run_normally() {
+    let run = bench_fresh_server(&[
+        "-n",
+        "2",
+        "--messages",
+        "100",
+        "--timeout",
+        "1e300",
+        "--connect-rate",
+        "18446744073709551615",
+        "--json",
+    ]);
+    assert_clean(&report(&run), 2);
+}
+
+/// A duration that cannot be one is refused before anything starts, in one line that
+/// names the flag and gives a valid value.
+#[test]
+fn a_bad_duration_is_refused_with_an_example() {
+    for (args, message) in [
+        (
+            &["--timeout=-1"][..],
+            "tcp-hello: --timeout must be a number of seconds above 0, not -1: e.g. --timeout 5\n",
+        ),
+        (
+            &["--duration", "1e-300"],
+            "tcp-hello: --duration 1e-300 is less than a nanosecond: give seconds, e.g. \
+             --duration 10\n",
+        ),
+    ] {
+        let mut all = vec!["--connect", "127.0.0.1:1"];
+        all.extend_from_slice(args);
+        let run = bench(&all);
+        assert_eq!(run.code, Some(2), "{args:?}: {}", run.stderr);
+        assert_eq!(run.stderr, message, "{args:?}");
+        assert_eq!(run.stdout, "", "{args:?}");
+    }
+}

@@ -159,8 +159,9 @@ impl Worker {
     /// allows; returns when the next one is due if it is the time that holds it back.
     pub(super) fn start_due(&mut self, now: Instant) -> Option<Instant> {
         while self.next_start < self.conns.len() && self.setups < self.cfg.setup_limit {
-            let due = self.shared.t0
-                + connect_offset(self.conns[self.next_start].id, self.cfg.connect_rate);
+            let offset = connect_offset(self.conns[self.next_start].id, self.cfg.connect_rate);
+            // A start past what the clock holds never comes, like a --duration that long.
+            let due = self.shared.t0.checked_add(offset)?;
             if due > now {
                 return Some(due);
             }

@@ -367,13 +367,18 @@ fn huge_timeouts_and_connect_rates_run_normally() {
     assert_clean(&report(&run), 2);
 }
 
-/// A duration that cannot be one is refused before anything starts, in one line that
-/// names the flag and gives a valid value.
+/// A duration that cannot be one, or more connections than there are ports, is refused
+/// before anything starts, in one line that names the flag and gives a valid value.
 #[test]
-fn a_bad_duration_is_refused_with_an_example() {
+fn impossible_values_are_refused_with_an_example() {
     for (args, message) in [
         (
-            &["--timeout=-1"][..],
+            &["-n", "18446744073709551615"][..],
+            "tcp-hello: --connections 18446744073709551615 is more than one address can open \
+             to one server (at most 65535, one per local port): e.g. --connections 10000\n",
+        ),
+        (
+            &["--timeout=-1"],
             "tcp-hello: --timeout must be a number of seconds above 0, not -1: e.g. --timeout 5\n",
         ),
         (

@@ -29,6 +29,13 @@ impl Config {
         if a.connections == 0 {
             return Err(invalid("--connections must be at least 1".into()));
         }
+        if a.connections > MAX_CONNECTIONS {
+            return Err(invalid(format!(
+                "--connections {} is more than one address can open to one server (at most \
+                 {MAX_CONNECTIONS}, one per local port): e.g. --connections 10000",
+                a.connections
+            )));
+        }
         if a.pipeline == 0 {
             return Err(invalid("--pipeline must be at least 1".into()));
         }
@@ -59,6 +66,16 @@ impl Config {
             )?),
         };
         let template = Template::parse(&a.expect).map_err(invalid)?;
+        let reply_len = template.reply_len(a.size);
+        if reply_len > MAX_REPLY_BYTES {
+            return Err(invalid(format!(
+                "--expect {:?} with --size {} expects {reply_len}-byte replies, more than {} \
+                 MiB: lower --size or use fewer {{}}",
+                a.expect,
+                a.size,
+                MAX_REPLY_BYTES >> 20
+            )));
+        }
         let addr = resolve(&a.connect)?;
         let threads = a
             .threads
@@ -70,7 +87,7 @@ impl Config {
             threads,
             pipeline: a.pipeline,
             size: a.size,
-            read_cap: READ_BUF.max(template.reply_len(a.size) + 2),
+            read_cap: READ_BUF.max(reply_len + 2),
             template,
             timeout,
             duration,
@@ -286,6 +303,9 @@ mod tests {
             &["-d", "NaN"],
             &["--expect", "a\nb"],
             &["-p", "1000000", "-s", "1000"],
+            &["-n", "65536"],
+            &["-n", "18446744073709551615"],
+            &["--expect", "{}{}{}{}{}", "-s", "60000000"],
         ] {
             let mut args = vec!["--connect", "127.0.0.1:1"];
             args.extend_from_slice(bad);
@@ -308,5 +328,28 @@ mod tests {
             "{e}"
         );
         assert_eq!(cfg(&["--connect", "127.0.0.1"]).unwrap().addr.port(), 9999);
+        let e = cfg(&["--connect", "127.0.0.1:1", "-n", "18446744073709551615"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--connections 18446744073709551615 is more than one address can open to one \
+             server (at most 65535, one per local port): e.g. --connections 10000"
+        );
+        let e = cfg(&[
+            "--connect",
+            "127.0.0.1:1",
+            "--expect",
+            "{}{}{}{}{}",
+            "-s",
+            "60000000",
+        ])
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--expect \"{}{}{}{}{}\" with --size 60000000 expects 300000000-byte replies, \
+             more than 256 MiB: lower --size or use fewer {}"
+        );
+        // The largest --size still expects its reply.
+        let c = cfg(&["--connect", "127.0.0.1:1", "-s", "67108863", "-m", "1"]).unwrap();
+        assert_eq!(c.read_cap, 67108863 + "Hello, !".len() + 2);
     }
 }

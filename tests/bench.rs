@@ -216,18 +216,19 @@ fn a_server_shutting_down_counts_once_per_connection() {
 /// server has logged its 4 connections (by then the bench has its Ctrl-C handler).
 fn bench_connected(server: &Server, duration: &str) -> Running {
     let started = std::time::Instant::now();
-    let mut cmd = Command::new(bin());
     let addr = server.addr().to_string();
-    cmd.args([
+    let mut cmd = hello_cmd(
         "bench",
-        "--connect",
-        &addr,
-        "-n",
-        "4",
-        "--duration",
-        duration,
-        "--json",
-    ]);
+        &[
+            "--connect",
+            &addr,
+            "-n",
+            "4",
+            "--duration",
+            duration,
+            "--json",
+        ],
+    );
     let running = Running::start(&mut cmd, None);
     let mut seen = false;
     while !seen && started.elapsed() < RUN_LIMIT {
@@ -306,13 +307,13 @@ fn refusals_name_the_servers_limit() {
 /// `idle_closed`, not as an unexpected line and an EOF.
 #[test]
 fn a_connection_closed_as_idle_is_idle_closed() {
-    // One connection a second: the first waits at least 2 s for the third, twice the
-    // server's idle timeout.
+    // One connection a second: the first waits at least 3 s for the fourth, three times
+    // the server's idle timeout.
     let run = bench_against(
         &["--idle-timeout", "1"],
         &[
             "-n",
-            "3",
+            "4",
             "--connect-rate",
             "1",
             "--messages",

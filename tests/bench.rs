@@ -20,7 +20,19 @@ fn bench(args: &[&str]) -> Finished {
 
 /// Runs `tcp-hello bench --connect <a fresh server> ARGS`.
 fn bench_fresh_server(args: &[&str]) -> Finished {
-    let server = Server::start(&["-q"]);
+    bench_against(&[], args)
+}
+
+/// Runs `tcp-hello bench --connect <a fresh server started with SERVER_ARGS> ARGS`.
+fn bench_against(server_args: &[&str], args: &[&str]) -> Finished {
+    let mut serve = vec!["-q"];
+    serve.extend_from_slice(server_args);
+    let server = Server::start(&serve);
+    bench_server(&server, args)
+}
+
+/// Runs `tcp-hello bench --connect <server> ARGS`.
+fn bench_server(server: &Server, args: &[&str]) -> Finished {
     let addr = server.addr().to_string();
     let mut all = vec!["--connect", addr.as_str()];
     all.extend_from_slice(args);
@@ -204,18 +216,19 @@ fn a_server_shutting_down_counts_once_per_connection() {
 /// server has logged its 4 connections (by then the bench has its Ctrl-C handler).
 fn bench_connected(server: &Server, duration: &str) -> Running {
     let started = std::time::Instant::now();
-    let mut cmd = Command::new(bin());
     let addr = server.addr().to_string();
-    cmd.args([
+    let mut cmd = hello_cmd(
         "bench",
-        "--connect",
-        &addr,
-        "-n",
-        "4",
-        "--duration",
-        duration,
-        "--json",
-    ]);
+        &[
+            "--connect",
+            &addr,
+            "-n",
+            "4",
+            "--duration",
+            duration,
+            "--json",
+        ],
+    );
     let running = Running::start(&mut cmd, None);
     let mut seen = false;
     while !seen && started.elapsed() < RUN_LIMIT {
@@ -238,4 +251,149 @@ fn a_huge_duration_runs_until_ctrl_c() {
     let run = running.finish(RUN_LIMIT);
     let r = report_with_status(&run, 130);
     assert_eq!(r["errors_total"], 0, "{r}");
+}
+
+/// The server's `ERROR line too long` answers a name: counted as `name_too_long` with the
+/// server's line and the fix, not as a mismatch.
+#[test]
+fn a_name_longer_than_the_servers_max_line_is_name_too_long() {
+    let server = Server::start(&["-q", "--max-line", "4"]);
+    let run = bench_server(
+        &server,
+        &["-n", "2", "--messages", "10", "-s", "8", "--json"],
+    );
+    let r = report_with_status(&run, 1);
+    assert_eq!(r["errors"], serde_json::json!({"name_too_long": 10}), "{r}");
+    assert_eq!(r["mismatches"], 0, "{r}");
+    assert_eq!(r["messages"], 0, "{r}");
+    let example = r["error_examples"]["name_too_long"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        example.contains("\"ERROR line too long (max 4 bytes), skipped\" for the 8-byte name"),
+        "{r}"
+    );
+    assert!(
+        run.stderr
+            .contains("; lower --size or raise the server's --max-line"),
+        "{}",
+        run.stderr
+    );
+    // A name of exactly --max-line bytes is answered.
+    let run = bench_server(
+        &server,
+        &["-n", "2", "--messages", "10", "-s", "4", "--json"],
+    );
+    assert_clean(&report(&run), 2);
+}
+
+/// A connection refused at either of the server's limits says which limit.
+#[test]
+fn refusals_name_the_servers_limit() {
+    for (server_args, kind) in [
+        (["--max-connections", "1"], "server_busy"),
+        (["--max-per-source", "1"], "per_source_limit"),
+    ] {
+        let run = bench_against(&server_args, &["-n", "2", "--messages", "10", "--json"]);
+        let r = report_with_status(&run, 1);
+        assert_eq!(r["errors"], serde_json::json!({kind: 1}), "{r}");
+        assert_eq!(r["established"], 1, "{r}");
+        assert_eq!(r["messages"], 10, "{r}");
+        let example = r["error_examples"][kind].as_str().unwrap_or_default();
+        assert!(example.contains("instead of the welcome"), "{r}");
+    }
+}
+
+/// A connection the server closes as idle while the others connect counts once, as
+/// `idle_closed`, not as an unexpected line and an EOF.
+#[test]
+fn a_connection_closed_as_idle_is_idle_closed() {
+    // One connection a second: the first waits at least 3 s for the fourth, three times
+    // the server's idle timeout.
+    let run = bench_against(
+        &["--idle-timeout", "1"],
+        &[
+            "-n",
+            "4",
+            "--connect-rate",
+            "1",
+            "--messages",
+            "20",
+            "--json",
+        ],
+    );
+    let r = report_with_status(&run, 1);
+    let idle = r["errors"]["idle_closed"].as_u64().unwrap_or(0);
+    assert!(idle >= 1, "{r}");
+    assert_eq!(r["errors_total"], idle, "{r}");
+    let example = r["error_examples"]["idle_closed"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(example.contains("\"ERROR idle for 1 s, closing\""), "{r}");
+}
+
+/// A reply longer than anything `--expect` allows, with no end in sight, is
+/// `reply_too_long`.
+#[test]
+fn an_endless_reply_is_reply_too_long() {
+    let long_reply = format!("{}{{}}", "x".repeat(5000));
+    let run = bench_against(
+        &["--reply", &long_reply],
+        &["-n", "1", "--messages", "1", "--json"],
+    );
+    let r = report_with_status(&run, 1);
+    assert_eq!(r["errors"], serde_json::json!({"reply_too_long": 1}), "{r}");
+    let example = r["error_examples"]["reply_too_long"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        example.contains("no line end in the first 4096 bytes of a reply"),
+        "{r}"
+    );
+}
+
+/// Timeouts and rates past what the clock holds are taken as "no limit", not a panic.
+#[test]
+fn huge_timeouts_and_connect_rates_run_normally() {
+    let run = bench_fresh_server(&[
+        "-n",
+        "2",
+        "--messages",
+        "100",
+        "--timeout",
+        "1e300",
+        "--connect-rate",
+        "18446744073709551615",
+        "--json",
+    ]);
+    assert_clean(&report(&run), 2);
+}
+
+/// A duration that cannot be one, or more connections than there are ports, is refused
+/// before anything starts, in one line that names the flag and gives a valid value.
+#[test]
+fn impossible_values_are_refused_with_an_example() {
+    for (args, message) in [
+        (
+            &["-n", "18446744073709551615"][..],
+            "tcp-hello: --connections 18446744073709551615 is more than one address can open \
+             to one server (at most 65535, one per local port): e.g. --connections 10000\n",
+        ),
+        (
+            &["--timeout=-1"],
+            "tcp-hello: --timeout must be a number of seconds above 0, not -1: e.g. --timeout 5\n",
+        ),
+        (
+            &["--duration", "1e-300"],
+            "tcp-hello: --duration 1e-300 is less than a nanosecond: give seconds, e.g. \
+             --duration 10\n",
+        ),
+    ] {
+        let mut all = vec!["--connect", "127.0.0.1:1"];
+        all.extend_from_slice(args);
+        let run = bench(&all);
+        assert_eq!(run.code, Some(2), "{args:?}: {}", run.stderr);
+        assert_eq!(run.stderr, message, "{args:?}");
+        assert_eq!(run.stdout, "", "{args:?}");
+    }
 }

@@ -25,18 +25,16 @@ pub(super) struct Config {
 impl Config {
     pub(super) fn from_args(a: &BenchArgs) -> io::Result<Config> {
         let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
-        let secs = |flag: &str, v: f64| {
-            Duration::try_from_secs_f64(v)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| {
-                    invalid(format!(
-                        "{flag} must be a positive number of seconds, not {v}"
-                    ))
-                })
-        };
+        let secs = |flag, v, example| seconds(flag, v, example).map_err(invalid);
         if a.connections == 0 {
             return Err(invalid("--connections must be at least 1".into()));
+        }
+        if a.connections > MAX_CONNECTIONS {
+            return Err(invalid(format!(
+                "--connections {} is more than one address can open to one server (at most \
+                 {MAX_CONNECTIONS}, one per local port): e.g. --connections 10000",
+                a.connections
+            )));
         }
         if a.pipeline == 0 {
             return Err(invalid("--pipeline must be at least 1".into()));
@@ -58,12 +56,26 @@ impl Config {
         if a.threads == Some(0) {
             return Err(invalid("--threads must be at least 1".into()));
         }
-        let timeout = secs("--timeout", a.timeout)?;
+        let timeout = secs("--timeout", a.timeout, "5")?;
         let duration = match a.messages {
             Some(_) => None,
-            None => Some(secs("--duration", a.duration.unwrap_or(DEFAULT_SECS))?),
+            None => Some(secs(
+                "--duration",
+                a.duration.unwrap_or(DEFAULT_SECS),
+                "10",
+            )?),
         };
         let template = Template::parse(&a.expect).map_err(invalid)?;
+        let reply_len = template.reply_len(a.size);
+        if reply_len > MAX_REPLY_BYTES {
+            return Err(invalid(format!(
+                "--expect {:?} with --size {} expects {reply_len}-byte replies, more than {} \
+                 MiB: lower --size or use fewer {{}}",
+                a.expect,
+                a.size,
+                MAX_REPLY_BYTES >> 20
+            )));
+        }
         let addr = resolve(&a.connect)?;
         let threads = a
             .threads
@@ -75,7 +87,7 @@ impl Config {
             threads,
             pipeline: a.pipeline,
             size: a.size,
-            read_cap: READ_BUF.max(template.reply_len(a.size) + 2),
+            read_cap: READ_BUF.max(reply_len + 2),
             template,
             timeout,
             duration,
@@ -84,6 +96,34 @@ impl Config {
             setup_limit: setup_share(SETUPS_IN_FLIGHT, threads),
             close_grace: CLOSE_GRACE.min(timeout),
         })
+    }
+}
+
+/// `v` seconds given with `flag`, as a duration. A value past what a `Duration` holds
+/// (about 585 billion years, or `inf`) is `Duration::MAX`, which never comes: no
+/// timeout, or no end but Ctrl-C. Zero, less than a nanosecond, negative or NaN is
+/// refused with a message that gives `example` as a valid value.
+pub(super) fn seconds(flag: &str, v: f64, example: &str) -> Result<Duration, String> {
+    let shown = {
+        let plain = v.to_string();
+        if plain.len() > 16 {
+            format!("{v:e}")
+        } else {
+            plain
+        }
+    };
+    if v.is_nan() || v <= 0.0 {
+        return Err(format!(
+            "{flag} must be a number of seconds above 0, not {shown}: e.g. {flag} {example}"
+        ));
+    }
+    match Duration::try_from_secs_f64(v) {
+        Ok(d) if d.is_zero() => Err(format!(
+            "{flag} {shown} is less than a nanosecond: give seconds, e.g. {flag} {example}"
+        )),
+        Ok(d) => Ok(d),
+        // Positive, not NaN: only too large is left.
+        Err(_) => Ok(Duration::MAX),
     }
 }
 
@@ -149,6 +189,61 @@ mod tests {
     }
 
     #[test]
+    fn seconds_saturate_or_are_refused_with_an_example() {
+        assert_eq!(seconds("--timeout", 5.0, "5"), Ok(Duration::from_secs(5)));
+        assert_eq!(
+            seconds("--timeout", 0.25, "5"),
+            Ok(Duration::from_millis(250))
+        );
+        assert_eq!(seconds("--timeout", 1e-9, "5"), Ok(Duration::from_nanos(1)));
+        for huge in [1e19, 1.8446744073709552e19, 1e300, f64::MAX, f64::INFINITY] {
+            let d = seconds("--duration", huge, "10").unwrap();
+            assert!(
+                d >= Duration::from_secs(10_000_000_000_000_000_000),
+                "{huge}"
+            );
+        }
+        assert_eq!(seconds("--duration", 1e300, "10"), Ok(Duration::MAX));
+        let refused = [
+            (
+                0.0,
+                "--timeout must be a number of seconds above 0, not 0: e.g. --timeout 5",
+            ),
+            (
+                -0.0,
+                "--timeout must be a number of seconds above 0, not -0: e.g. --timeout 5",
+            ),
+            (
+                -1.0,
+                "--timeout must be a number of seconds above 0, not -1: e.g. --timeout 5",
+            ),
+            (
+                f64::NAN,
+                "--timeout must be a number of seconds above 0, not NaN: e.g. --timeout 5",
+            ),
+            (
+                f64::NEG_INFINITY,
+                "--timeout must be a number of seconds above 0, not -inf: e.g. --timeout 5",
+            ),
+            (
+                -1e300,
+                "--timeout must be a number of seconds above 0, not -1e300: e.g. --timeout 5",
+            ),
+            (
+                1e-300,
+                "--timeout 1e-300 is less than a nanosecond: give seconds, e.g. --timeout 5",
+            ),
+        ];
+        for (v, message) in refused {
+            assert_eq!(
+                seconds("--timeout", v, "5"),
+                Err(message.to_string()),
+                "{v}"
+            );
+        }
+    }
+
+    #[test]
     fn setups_are_shared_between_workers() {
         assert_eq!(setup_share(64, 1), 64);
         assert_eq!(setup_share(64, 3), 22);
@@ -182,6 +277,18 @@ mod tests {
         let c = cfg(&["--connect", "127.0.0.1:1", "-n", "3", "--threads", "8"]).unwrap();
         assert_eq!(c.threads, 3);
         assert_eq!(c.duration, Some(Duration::from_secs(5)));
+        let c = cfg(&[
+            "--connect",
+            "127.0.0.1:1",
+            "--timeout",
+            "1e300",
+            "-d",
+            "inf",
+        ])
+        .unwrap();
+        assert_eq!(c.timeout, Duration::MAX);
+        assert_eq!(c.duration, Some(Duration::MAX));
+        assert_eq!(c.close_grace, CLOSE_GRACE);
         let c = cfg(&["--connect", "127.0.0.1:1", "-m", "10", "-s", "5000"]).unwrap();
         assert_eq!(c.duration, None);
         assert_eq!(c.read_cap, 5000 + "Hello, !".len() + 2);
@@ -196,6 +303,9 @@ mod tests {
             &["-d", "NaN"],
             &["--expect", "a\nb"],
             &["-p", "1000000", "-s", "1000"],
+            &["-n", "65536"],
+            &["-n", "18446744073709551615"],
+            &["--expect", "{}{}{}{}{}", "-s", "60000000"],
         ] {
             let mut args = vec!["--connect", "127.0.0.1:1"];
             args.extend_from_slice(bad);
@@ -218,5 +328,28 @@ mod tests {
             "{e}"
         );
         assert_eq!(cfg(&["--connect", "127.0.0.1"]).unwrap().addr.port(), 9999);
+        let e = cfg(&["--connect", "127.0.0.1:1", "-n", "18446744073709551615"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--connections 18446744073709551615 is more than one address can open to one \
+             server (at most 65535, one per local port): e.g. --connections 10000"
+        );
+        let e = cfg(&[
+            "--connect",
+            "127.0.0.1:1",
+            "--expect",
+            "{}{}{}{}{}",
+            "-s",
+            "60000000",
+        ])
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--expect \"{}{}{}{}{}\" with --size 60000000 expects 300000000-byte replies, \
+             more than 256 MiB: lower --size or use fewer {}"
+        );
+        // The largest --size still expects its reply.
+        let c = cfg(&["--connect", "127.0.0.1:1", "-s", "67108863", "-m", "1"]).unwrap();
+        assert_eq!(c.read_cap, 67108863 + "Hello, !".len() + 2);
     }
 }

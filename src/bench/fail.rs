@@ -2,30 +2,58 @@
 
 use super::*;
 
-/// Why a connection failed, or (reply_mismatch, unexpected_line) why one reply did.
+/// What went wrong: why a connection failed, or (`reply_mismatch`, `unexpected_line`,
+/// `name_too_long`, `server_error`) what was wrong with one line while the connection
+/// went on. Each name says what happened; the README's bench section lists them all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Fail {
+    /// The connect was refused: nothing listens on the port.
     ConnectRefused,
+    /// The connect did not complete within `--timeout`.
     ConnectTimeout,
+    /// No route to the host or its network.
     ConnectUnreachable,
+    /// No local address or port was free for the connect.
     AddrUnavailable,
+    /// The bench ran out of file descriptors.
     TooManyOpenFiles,
+    /// Connected, but no welcome line came within `--timeout`.
     WelcomeTimeout,
+    /// The server said `ERROR server busy` (its `--max-connections`) and closes.
     ServerBusy,
+    /// The server said `ERROR too many connections from your address` (its
+    /// `--max-per-source`) and closes.
+    PerSourceLimit,
+    /// A name got no reply within `--timeout`.
     ReplyTimeout,
+    /// A name got a reply other than `--expect` says.
     ReplyMismatch,
+    /// A line came when no name was awaiting a reply.
     UnexpectedLine,
-    LineTooLong,
+    /// The server answered a name with `ERROR line too long`: the name is longer than
+    /// its `--max-line`.
+    NameTooLong,
+    /// The server sent a line longer than the bench's read buffer (the expected reply,
+    /// and at least 4 KiB) without ending it.
+    ReplyTooLong,
+    /// The server said `ERROR idle ...`: it closes a connection that sent nothing for
+    /// its `--idle-timeout`.
+    IdleClosed,
+    /// The server sent some other `ERROR` line, in place of the welcome or of a reply.
+    ServerError,
     /// The server said `server shutting down` (and then closes).
     ServerShutdown,
+    /// The server closed the connection unasked.
     Eof,
+    /// The connection was reset.
     Reset,
+    /// Any other I/O error.
     Other,
 }
 
 impl Fail {
     /// Every kind, in `as usize` order.
-    pub(super) const ALL: [Fail; 15] = [
+    pub(super) const ALL: [Fail; 19] = [
         Fail::ConnectRefused,
         Fail::ConnectTimeout,
         Fail::ConnectUnreachable,
@@ -33,16 +61,21 @@ impl Fail {
         Fail::TooManyOpenFiles,
         Fail::WelcomeTimeout,
         Fail::ServerBusy,
+        Fail::PerSourceLimit,
         Fail::ReplyTimeout,
         Fail::ReplyMismatch,
         Fail::UnexpectedLine,
-        Fail::LineTooLong,
+        Fail::NameTooLong,
+        Fail::ReplyTooLong,
+        Fail::IdleClosed,
+        Fail::ServerError,
         Fail::ServerShutdown,
         Fail::Eof,
         Fail::Reset,
         Fail::Other,
     ];
 
+    /// The kind's name in the report and the `--json` keys.
     pub(super) fn name(self) -> &'static str {
         match self {
             Fail::ConnectRefused => "connect_refused",
@@ -52,15 +85,66 @@ impl Fail {
             Fail::TooManyOpenFiles => "too_many_open_files",
             Fail::WelcomeTimeout => "welcome_timeout",
             Fail::ServerBusy => "server_busy",
+            Fail::PerSourceLimit => "per_source_limit",
             Fail::ReplyTimeout => "reply_timeout",
             Fail::ReplyMismatch => "reply_mismatch",
             Fail::UnexpectedLine => "unexpected_line",
-            Fail::LineTooLong => "line_too_long",
+            Fail::NameTooLong => "name_too_long",
+            Fail::ReplyTooLong => "reply_too_long",
+            Fail::IdleClosed => "idle_closed",
+            Fail::ServerError => "server_error",
             Fail::ServerShutdown => "server_shutdown",
             Fail::Eof => "eof",
             Fail::Reset => "reset",
             Fail::Other => "other",
         }
+    }
+
+    /// What to do about this kind of failure, when there is one thing to say.
+    pub(super) fn hint(self) -> Option<&'static str> {
+        Some(match self {
+            Fail::AddrUnavailable => "lower --connections or widen net.ipv4.ip_local_port_range",
+            Fail::TooManyOpenFiles => "raise the limit (ulimit -n) or lower --connections",
+            Fail::ServerBusy => "raise the server's --max-connections or lower --connections",
+            Fail::PerSourceLimit => "raise the server's --max-per-source or lower --connections",
+            Fail::ReplyTimeout => "raise --timeout, or lower --connections or --pipeline",
+            Fail::NameTooLong => "lower --size or raise the server's --max-line",
+            Fail::ReplyTooLong => "check --expect and --size against the server's replies",
+            Fail::IdleClosed => {
+                "raise the server's --idle-timeout, or --connect-rate so that setup ends sooner"
+            }
+            Fail::ServerError => "see the server's log",
+            _ => return None,
+        })
+    }
+
+    /// Whether the server closes the connection after sending this notice.
+    pub(super) fn ends_connection(self) -> bool {
+        matches!(
+            self,
+            Fail::ServerBusy | Fail::PerSourceLimit | Fail::IdleClosed | Fail::ServerShutdown
+        )
+    }
+}
+
+/// What a line the server sent on its own account says happened (the notices of
+/// `tcp-hello serve`: README, "Lines the server sends on its own account"), or `None`
+/// for any other line. `line` is without its line ending; only its start matters.
+pub(super) fn notice_kind(line: &[u8]) -> Option<Fail> {
+    if line == b"server shutting down" {
+        Some(Fail::ServerShutdown)
+    } else if !line.starts_with(b"ERROR") {
+        None
+    } else if line.starts_with(b"ERROR server busy") {
+        Some(Fail::ServerBusy)
+    } else if line.starts_with(b"ERROR too many connections from your address") {
+        Some(Fail::PerSourceLimit)
+    } else if line.starts_with(b"ERROR line too long") {
+        Some(Fail::NameTooLong)
+    } else if line.starts_with(b"ERROR idle") {
+        Some(Fail::IdleClosed)
+    } else {
+        Some(Fail::ServerError)
     }
 }
 
@@ -149,6 +233,22 @@ pub(super) fn no_connection_error(addr: SocketAddr, timeout: Duration, tally: &T
                 example(Fail::ServerBusy)
             ),
         ),
+        Some(Fail::PerSourceLimit) => (
+            io::ErrorKind::Other,
+            format!(
+                "the server at {addr} refused every connection as one too many from this \
+                 address{}: raise its --max-per-source or lower --connections",
+                example(Fail::PerSourceLimit)
+            ),
+        ),
+        Some(Fail::ServerError) => (
+            io::ErrorKind::Other,
+            format!(
+                "{addr} answered every connection with an error instead of its welcome{}: \
+                 see the server's log",
+                example(Fail::ServerError)
+            ),
+        ),
         Some(Fail::Eof | Fail::Reset) => (
             io::ErrorKind::ConnectionAborted,
             format!(
@@ -175,6 +275,7 @@ pub(super) fn no_connection_error(addr: SocketAddr, timeout: Duration, tally: &T
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{Notice, Settings};
 
     #[test]
     fn errors_are_classified() {
@@ -210,6 +311,78 @@ mod tests {
         }
     }
 
+    /// The server's own notice text, without its line ending.
+    fn server_says(notice: Notice, max_line: usize) -> Vec<u8> {
+        let settings = Settings {
+            max_line,
+            ..Settings::default()
+        };
+        let mut line = settings.notice(notice);
+        line.truncate(line.len() - settings.eol().len());
+        line
+    }
+
+    #[test]
+    fn the_servers_notices_are_classified_by_what_happened() {
+        let cases = [
+            (Notice::LineTooLong, Fail::NameTooLong),
+            (Notice::Idle { secs: 300 }, Fail::IdleClosed),
+            (Notice::ShuttingDown, Fail::ServerShutdown),
+            (Notice::Busy { connections: 3 }, Fail::ServerBusy),
+            (Notice::BusySource { limit: 1 }, Fail::PerSourceLimit),
+        ];
+        for (notice, kind) in cases {
+            let line = server_says(notice, 4);
+            assert_eq!(notice_kind(&line), Some(kind), "{}", lossy(&line));
+        }
+        assert_eq!(notice_kind(b"ERROR out of cheese"), Some(Fail::ServerError));
+        for line in [
+            &b"Hello, Bob!"[..],
+            b"Welcome!",
+            b"",
+            b"server shutting down now",
+        ] {
+            assert_eq!(notice_kind(line), None, "{}", lossy(line));
+        }
+        // A name too long is that name's answer; the others close the connection.
+        assert!(!Fail::NameTooLong.ends_connection());
+        assert!(!Fail::ServerError.ends_connection());
+        for kind in [
+            Fail::ServerBusy,
+            Fail::PerSourceLimit,
+            Fail::IdleClosed,
+            Fail::ServerShutdown,
+        ] {
+            assert!(kind.ends_connection(), "{kind:?}");
+        }
+        assert_eq!(
+            Fail::NameTooLong.hint(),
+            Some("lower --size or raise the server's --max-line")
+        );
+    }
+
+    #[test]
+    fn every_kind_is_named_once_and_documented() {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("\n## `tcp-hello bench`")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("README has a tcp-hello bench section");
+        let mut names: Vec<&str> = Fail::ALL.iter().map(|f| f.name()).collect();
+        for name in &names {
+            assert!(
+                section.contains(&format!("| `{name}` |")),
+                "README's bench section does not explain {name}"
+            );
+            let snake = name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+            assert!(snake, "{name}");
+        }
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Fail::ALL.len());
+    }
+
     #[test]
     fn no_connection_error_names_cause_and_fix() {
         let addr: SocketAddr = "127.0.0.1:9999".parse().unwrap();
@@ -222,6 +395,14 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "connection refused: is tcp-hello serve running on 127.0.0.1:9999?"
+        );
+
+        let mut t = Tally::new().unwrap();
+        t.note(Fail::PerSourceLimit, || "\"ERROR too many\"".into());
+        let e = no_connection_error(addr, Duration::from_secs(5), &t).to_string();
+        assert!(
+            e.contains("(\"ERROR too many\"): raise its --max-per-source"),
+            "{e}"
         );
 
         let mut t = Tally::new().unwrap();

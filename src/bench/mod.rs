@@ -68,6 +68,12 @@ const HIST_MAX_NS: u64 = 3_600_000_000_000;
 const DEFAULT_SECS: f64 = 5.0;
 /// Largest `--pipeline` × (`--size` + 1): the write buffer of one connection.
 const MAX_BATCH_BYTES: usize = 64 << 20;
+/// Largest expected reply to one name (`--expect` with `--size`): the read buffer of
+/// one connection.
+const MAX_REPLY_BYTES: usize = 256 << 20;
+/// Largest `--connections`: each needs its own local port, as all go to one server
+/// address from one local address.
+const MAX_CONNECTIONS: usize = 65_535;
 /// Reserved for the worker's waker; connection tokens are indices into its list.
 const WAKE: Token = Token(usize::MAX);
 
@@ -186,11 +192,7 @@ pub fn run(args: &BenchArgs) -> io::Result<Outcome> {
             .map(|&f| (f.name(), total.errors[f as usize]))
             .filter(|&(_, n)| n > 0)
             .collect(),
-        examples: total
-            .examples
-            .iter()
-            .map(|(f, s)| (f.name(), s.clone()))
-            .collect(),
+        examples: total.examples,
     };
     if args.json {
         let text = serde_json::to_string(&report.to_json()).map_err(io::Error::other)?;

@@ -23,7 +23,8 @@ impl Template {
 
     /// Length of the reply to a name of `name_len` bytes.
     pub(super) fn reply_len(&self, name_len: usize) -> usize {
-        self.fixed + (self.parts.len() - 1) * name_len
+        let names = (self.parts.len() - 1).saturating_mul(name_len);
+        self.fixed.saturating_add(names)
     }
 
     /// Whether `line` (without its line ending) is the reply to `name`.

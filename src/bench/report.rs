@@ -48,7 +48,7 @@ pub(super) struct Report {
     /// Kinds with a non-zero count.
     pub(super) errors: Vec<(&'static str, u64)>,
     /// The first detail of each kind.
-    pub(super) examples: Vec<(&'static str, String)>,
+    pub(super) examples: Vec<(Fail, String)>,
 }
 
 impl Report {
@@ -94,7 +94,7 @@ impl Report {
         let examples: Map<String, Value> = self
             .examples
             .iter()
-            .map(|(k, s)| ((*k).to_string(), json!(s)))
+            .map(|(k, s)| (k.name().to_string(), json!(s)))
             .collect();
         json!({
             "addr": self.addr.to_string(),
@@ -166,7 +166,10 @@ impl Report {
         }
         let _ = writeln!(s, "  mismatches  {}", group(self.mismatches()));
         for (kind, detail) in &self.examples {
-            let _ = writeln!(s, "  first {kind}: {detail}");
+            let _ = match kind.hint() {
+                Some(hint) => writeln!(s, "  first {}: {detail}; {hint}", kind.name()),
+                None => writeln!(s, "  first {}: {detail}", kind.name()),
+            };
         }
         s
     }
@@ -233,7 +236,7 @@ mod tests {
 
         let mut bad = report();
         bad.errors = vec![("reply_mismatch", 2), ("eof", 1)];
-        bad.examples = vec![("reply_mismatch", "expected \"a\", got \"b\"".into())];
+        bad.examples = vec![(Fail::ReplyMismatch, "expected \"a\", got \"b\"".into())];
         bad.latency = None;
         assert!(!bad.ok());
         let j = bad.to_json();

@@ -293,7 +293,8 @@ impl<S: Read + Write> Connection<'_, '_, S> {
     /// Line framing: the welcome, then one reply per line.
     fn lines(&mut self) -> Step {
         let ctx = self.ctx;
-        let max_line = ctx.settings.max_line;
+        // A longer partial line is skipped as it streams; up to this, it may yet be `exit`.
+        let max_held = ctx.settings.max_held();
         self.send_line(&ctx.settings.welcome)?;
         self.flush()?;
         // Set after an over-long line's notice: its bytes are dropped up to the next line end.
@@ -334,7 +335,7 @@ impl<S: Read + Write> Connection<'_, '_, S> {
             }
             let (start, end) = (self.buf.start, self.buf.end);
             let partial = partial_len(&self.buf.input()[start..end]);
-            if skipping || partial > max_line {
+            if skipping || partial > max_held {
                 if !skipping {
                     self.too_long()?;
                     skipping = true;
@@ -347,9 +348,13 @@ impl<S: Read + Write> Connection<'_, '_, S> {
         }
     }
 
-    /// Chunk framing: every read is one message, as in the Python tutorial.
+    /// Chunk framing: every read is one message, as in the Python tutorial. A read is
+    /// at most `max_message` bytes, or [`protocol::EXIT_LINE_MAX`] when that is larger,
+    /// so that an exit word always arrives whole; a longer read that is not one is
+    /// answered in pieces of `max_message`, as separate reads would have been.
     fn chunks(&mut self) -> Step {
         let ctx = self.ctx;
+        let piece = ctx.settings.max_message();
         self.write_out(&ctx.settings.welcome)?;
         self.flush()?;
         loop {
@@ -360,9 +365,17 @@ impl<S: Read + Write> Connection<'_, '_, S> {
                 Got::Idle => return self.idle(),
             }
             let end = self.buf.end;
-            let end = chunk_message(&self.buf.split().0[..end]).len();
-            if self.message(0, end)? == Request::Exit {
+            let whole = chunk_message(&self.buf.split().0[..end]).len();
+            if protocol::classify(&self.buf.split().0[..whole]) == Request::Exit {
+                self.message(0, whole)?;
                 return Ok(CloseReason::Exit);
+            }
+            let mut start = 0;
+            while start < end {
+                let stop = (start + piece).min(end);
+                let len = chunk_message(&self.buf.split().0[start..stop]).len();
+                self.message(start, start + len)?;
+                start = stop;
             }
             self.flush()?;
             self.settle();
@@ -411,7 +424,7 @@ impl<S: Read + Write> Connection<'_, '_, S> {
             self.buf.grow(&ctx.pool);
         }
         let limit = match (ctx.settings.mode, ctx.settings.framing) {
-            (Mode::Greet, Framing::Chunk) => ctx.settings.max_message(),
+            (Mode::Greet, Framing::Chunk) => ctx.settings.max_held(),
             _ => usize::MAX,
         };
         let end = self.buf.end;
@@ -476,16 +489,20 @@ impl<S: Read + Write> Connection<'_, '_, S> {
         }
     }
 
-    /// Answers one complete line, `input[start..end]`.
+    /// Answers one complete line, `input[start..end]`. An exit word is one whatever
+    /// `--max-line` is: a session can always be left.
     fn line(&mut self, start: usize, end: usize) -> Step<Request> {
-        if end - start > self.ctx.settings.max_line {
+        if end - start > self.ctx.settings.max_line
+            && protocol::classify(&self.buf.split().0[start..end]) != Request::Exit
+        {
             self.too_long()?;
             return Ok(Request::Name);
         }
         self.message(start, end)
     }
 
-    /// Answers one message, `input[start..end]`, which is no longer than `max_message`.
+    /// Answers one message, `input[start..end]`, which is no longer than `max_message`
+    /// unless it is an exit word.
     fn message(&mut self, start: usize, end: usize) -> Step<Request> {
         let ctx = self.ctx;
         let settings = &ctx.settings;
@@ -513,7 +530,11 @@ impl<S: Read + Write> Connection<'_, '_, S> {
                     std::thread::sleep(ctx.delay);
                 }
                 let eol = settings.eol();
-                let len = settings.reply.len_for(end - start) + eol.len();
+                let (input, _) = self.buf.split();
+                let len = settings
+                    .reply
+                    .len_for(protocol::telnet_len(&input[start..end]))
+                    + eol.len();
                 if len <= ctx.pool.output_size() {
                     self.reserve(len)?;
                     let at = self.buf.out_len;
@@ -526,7 +547,7 @@ impl<S: Read + Write> Connection<'_, '_, S> {
                     // so that no buffer has to be sized for the largest possible reply.
                     for (i, piece) in settings.reply.pieces().enumerate() {
                         if i > 0 {
-                            self.write_input(start, end)?;
+                            self.write_input_escaped(start, end)?;
                         }
                         self.write_out(piece)?;
                     }
@@ -622,6 +643,21 @@ impl<S: Read + Write> Connection<'_, '_, S> {
             output[at..at + take].copy_from_slice(&input[start..start + take]);
             self.buf.out_len += take;
             start += take;
+        }
+        Ok(())
+    }
+
+    /// Queues `input[start..end]` for output with every 0xFF doubled (see
+    /// [`protocol::telnet_escape`]).
+    fn write_input_escaped(&mut self, mut start: usize, end: usize) -> Step<()> {
+        while start < end {
+            let (input, _) = self.buf.split();
+            let Some(i) = memchr::memchr(protocol::IAC, &input[start..end]) else {
+                return self.write_input(start, end);
+            };
+            self.write_input(start, start + i)?;
+            self.write_out(&[protocol::IAC, protocol::IAC])?;
+            start += i + 1;
         }
         Ok(())
     }

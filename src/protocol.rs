@@ -32,6 +32,13 @@ pub const CHUNK_MAX: usize = 1024;
 /// The largest `--max-line` the server accepts: no line longer than this is ever answered.
 pub const MAX_LINE_LIMIT: usize = 16 * 1024 * 1024;
 
+/// The longest line (or chunk) still read as an exit word when `--max-line` is shorter,
+/// so that `exit` and `quit`, with blanks around them, always end a session.
+pub const EXIT_LINE_MAX: usize = 64;
+
+/// Telnet's "interpret as command" byte; a data byte of this value is sent doubled.
+pub const IAC: u8 = 255;
+
 /// A reply template such as `Hello, {}!`, split once at start-up so that rendering a
 /// reply is a few copies and no allocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,20 +69,43 @@ impl ReplyTemplate {
         self.pieces.iter().map(Vec::as_slice)
     }
 
-    /// Appends the reply to `line` (without line ending) to `out`, which must have
-    /// room for [`ReplyTemplate::len_for`] bytes; returns the bytes written.
+    /// Writes the reply to `line` (without line ending) at the start of `out`, every
+    /// 0xFF of the line doubled as telnet requires (see [`telnet_escape`]). `out` must
+    /// have room for [`ReplyTemplate::len_for`]`(`[`telnet_len`]`(line))` bytes; returns
+    /// the bytes written.
     pub fn render(&self, line: &[u8], out: &mut [u8]) -> usize {
         let mut at = 0;
         for (i, piece) in self.pieces.iter().enumerate() {
             if i > 0 {
-                out[at..at + line.len()].copy_from_slice(line);
-                at += line.len();
+                at += telnet_escape(line, &mut out[at..]);
             }
             out[at..at + piece.len()].copy_from_slice(piece);
             at += piece.len();
         }
         at
     }
+}
+
+/// The length of `data` once every 0xFF in it is doubled.
+pub fn telnet_len(data: &[u8]) -> usize {
+    data.len() + memchr::memchr_iter(IAC, data).count()
+}
+
+/// Copies `data` to the start of `out` with every 0xFF doubled (`IAC IAC`, RFC 854), so
+/// that a telnet client shows the byte instead of reading a command from it (`IAC WILL
+/// ECHO` would make it stop echoing what its user types). `out` must have room for
+/// [`telnet_len`]`(data)` bytes; returns the bytes written.
+pub fn telnet_escape(data: &[u8], out: &mut [u8]) -> usize {
+    let mut at = 0;
+    let mut rest = data;
+    while let Some(i) = memchr(IAC, rest) {
+        out[at..at + i].copy_from_slice(&rest[..i]);
+        out[at + i..at + i + 2].copy_from_slice(&[IAC, IAC]);
+        at += i + 2;
+        rest = &rest[i + 1..];
+    }
+    out[at..at + rest.len()].copy_from_slice(rest);
+    at + rest.len()
 }
 
 /// The server's fixed protocol settings, shared by every connection.
@@ -125,7 +155,15 @@ impl Settings {
         }
     }
 
-    /// The longest thing the server can send in answer to one message, ending included.
+    /// The most bytes of one line or chunk held before it is judged: a message, or an
+    /// exit word with its blanks when `--max-line` is shorter ([`EXIT_LINE_MAX`]).
+    pub fn max_held(&self) -> usize {
+        self.max_message().max(EXIT_LINE_MAX)
+    }
+
+    /// The longest thing the server sends in answer to one message, ending included,
+    /// when the message holds no 0xFF byte (each is sent doubled, and the connection
+    /// sends a reply longer than its buffer in pieces).
     pub fn max_answer(&self) -> usize {
         let notice = Notice::LineTooLong.render(self).len();
         self.reply
@@ -265,7 +303,6 @@ pub fn partial_len(partial: &[u8]) -> usize {
     }
 }
 
-const IAC: u8 = 255;
 const DONT: u8 = 254;
 const DO: u8 = 253;
 const WONT: u8 = 252;
@@ -343,9 +380,8 @@ impl TelnetFilter {
 
 /// Escapes client bytes for a log line: printable text stays, control characters,
 /// escapes and invalid UTF-8 are written as `\n`, `\u{1b}`, `\xff`, so a client
-/// cannot forge or corrupt log lines. So are the invisible characters that break lines
-/// or reorder text in viewers (Unicode's line and paragraph separators, bidirectional
-/// controls, zero-width characters).
+/// cannot forge or corrupt log lines. So are the characters a viewer does not show as
+/// themselves (see [`is_invisible`]).
 pub struct LogText<'a>(pub &'a [u8]);
 
 impl std::fmt::Display for LogText<'_> {
@@ -353,7 +389,7 @@ impl std::fmt::Display for LogText<'_> {
         use std::fmt::Write;
         for chunk in self.0.utf8_chunks() {
             for c in chunk.valid().chars() {
-                if c.is_control() || c == '\\' || is_invisible_format(c) {
+                if c == '\\' || is_invisible(c) {
                     write!(f, "{}", c.escape_default())?;
                 } else {
                     f.write_char(c)?;
@@ -367,15 +403,29 @@ impl std::fmt::Display for LogText<'_> {
     }
 }
 
-/// Characters that break a line (U+2028, U+2029) or reorder or hide text (bidirectional
-/// controls, zero-width characters, the byte-order mark) in a viewer.
-fn is_invisible_format(c: char) -> bool {
+/// Characters that break a line, reorder or hide text, or show as nothing in a viewer:
+/// controls (Cc), every format character (Cf: bidirectional controls, zero-width
+/// characters, the soft hyphen, the tag block, ...), line and paragraph separators,
+/// code points Unicode has not assigned (a later version may make them any of these),
+/// and the default-ignorable characters of other categories (variation selectors, the
+/// combining grapheme joiner, Hangul fillers, Mongolian free variation selectors).
+pub fn is_invisible(c: char) -> bool {
+    use unicode_properties::{GeneralCategory as G, UnicodeGeneralCategory};
     matches!(
+        c.general_category(),
+        G::Control | G::Format | G::LineSeparator | G::ParagraphSeparator | G::Unassigned
+    ) || matches!(
         c,
-        '\u{200B}'..='\u{200F}'
-            | '\u{2028}'..='\u{202E}'
-            | '\u{2060}'..='\u{2069}'
-            | '\u{FEFF}'
+        '\u{034F}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{17B4}'
+            | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FFA0}'
+            | '\u{E0100}'..='\u{E01EF}'
     )
 }
 
@@ -400,6 +450,21 @@ mod tests {
         let n = t.render(b"ignored", &mut out);
         assert_eq!(&out[..n], b"no placeholder");
         assert_eq!(t.len_for(7), n);
+    }
+
+    #[test]
+    fn replies_double_every_0xff_of_the_line() {
+        let t = ReplyTemplate::new("Hello, {}!");
+        let line = b"a\xff\xfb\x01\xff";
+        assert_eq!(telnet_len(line), 7);
+        let mut out = [0u8; 64];
+        let n = t.render(line, &mut out);
+        assert_eq!(&out[..n], b"Hello, a\xff\xff\xfb\x01\xff\xff!");
+        assert_eq!(n, t.len_for(telnet_len(line)));
+        let n = telnet_escape(b"plain", &mut out);
+        assert_eq!(&out[..n], b"plain");
+        let n = telnet_escape(b"\xff\xff", &mut out);
+        assert_eq!(&out[..n], b"\xff\xff\xff\xff");
     }
 
     #[test]
@@ -504,6 +569,42 @@ mod tests {
         assert!(!s.contains('\n'));
         let s = LogText("a\u{2028}b\u{202E}c\u{200B}d\u{2066}e\u{FEFF}".as_bytes()).to_string();
         assert_eq!(s, "a\\u{2028}b\\u{202e}c\\u{200b}d\\u{2066}e\\u{feff}");
+    }
+
+    #[test]
+    fn log_text_escapes_every_invisible_character() {
+        // Each found logged raw by an audit: a bidi control, the soft hyphen, the
+        // Mongolian vowel separator, interlinear annotation, the tag block.
+        for c in [
+            '\u{061C}',
+            '\u{00AD}',
+            '\u{180E}',
+            '\u{FFF9}',
+            '\u{FFFA}',
+            '\u{FFFB}',
+            '\u{E0000}',
+            '\u{E0001}',
+            '\u{E0041}',
+            '\u{E007F}',
+            '\u{FE0F}',
+            '\u{3164}',
+            '\u{034F}',
+        ] {
+            let s = LogText(c.to_string().as_bytes()).to_string();
+            assert_eq!(s, c.escape_default().to_string(), "U+{:04X}", c as u32);
+        }
+        // Every format character (Cf), whatever the Unicode version.
+        use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+        let format = (0..=0x10FFFF_u32)
+            .filter_map(char::from_u32)
+            .filter(|c| c.general_category() == GeneralCategory::Format);
+        for c in format {
+            assert!(is_invisible(c), "U+{:04X}", c as u32);
+        }
+        // Visible text, spaces and emoji stay as they are.
+        for text in ["张三", "café", "a b", "e\u{301}", "🦀", "\u{00A0}"] {
+            assert_eq!(LogText(text.as_bytes()).to_string(), text);
+        }
     }
 
     #[test]

@@ -462,6 +462,36 @@ fn a_name_argument_need_not_be_utf8() {
     );
 }
 
+/// A 0xFF byte in a name goes out as telnet's `IAC IAC` and comes back doubled in the
+/// reply; the client prints the one byte the name had, in both framings.
+#[test]
+fn a_0xff_in_a_name_is_printed_as_one_byte() {
+    use std::os::unix::ffi::OsStringExt;
+    for framing in ["line", "chunk"] {
+        let server = Server::start(&["--framing", framing]);
+        let mut cmd = client_cmd(&[
+            "--connect",
+            &server.addr().to_string(),
+            "--framing",
+            framing,
+        ]);
+        cmd.arg(std::ffi::OsString::from_vec(b"a\xff\xfb\x01".to_vec()));
+        let out = cmd.stdin(Stdio::null()).output().expect("run the client");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            out.stdout,
+            b"Welcome!\nHello, a\xff\xfb\x01!\nBye!\n",
+            "{framing}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
 /// A name that is only a CR (from `\r\r\n`) is a name to the server too: the client
 /// must not send it in a way that makes it blank, or it waits for a reply that never
 /// comes.

@@ -655,6 +655,72 @@ fn over_long_line_gets_an_error_and_the_connection_goes_on() {
     assert_eq!(lossy(&c.rest()), "Bye!\r\n");
 }
 
+/// An exit word ends the session whatever --max-line is, with blanks around it, in
+/// both framings; other lines over the limit are still refused.
+#[test]
+fn exit_words_work_whatever_max_line_is() {
+    for (max, exit) in [
+        ("3", "exit"),
+        ("3", "QUIT"),
+        ("8", "   exit   "),
+        ("1", "\tquit "),
+    ] {
+        let server = Server::start(&["--max-line", max]);
+        let mut c = greeted(&server);
+        c.send(format!("abcdefghi\n{exit}\nnever\n"));
+        assert_eq!(
+            c.text_line(),
+            format!("ERROR line too long (max {max} bytes), skipped")
+        );
+        assert_eq!(lossy(&c.rest()), "Bye!\r\n", "--max-line {max}, {exit:?}");
+    }
+    // Also as a last line ended by a half-close.
+    let server = Server::start(&["--max-line", "2"]);
+    let mut c = greeted(&server);
+    c.send("quit");
+    c.finish_sending();
+    assert_eq!(lossy(&c.rest()), "Bye!\r\n");
+    // Chunk framing reads an exit word whole, not as `exi` then `t`.
+    let server = Server::start(&["--framing", "chunk", "--max-line", "3"]);
+    let mut c = server.connect();
+    assert_eq!(c.exact(8), b"Welcome!");
+    c.send("abcde");
+    assert_eq!(lossy(&c.exact(21)), "Hello, abc!Hello, de!");
+    c.send("exit");
+    assert_eq!(lossy(&c.rest()), "Bye!");
+}
+
+/// A 0xFF byte of a name (sent as `IAC IAC`) comes back doubled: sent bare, a telnet
+/// client would read `IAC WILL ECHO` in `Hello, a\xff\xfb\x01!`, negotiate, and hide what
+/// its user types.
+#[test]
+fn a_0xff_in_a_reply_is_sent_doubled_as_telnet_requires() {
+    let server = Server::start(&[]);
+    let mut c = greeted(&server);
+    c.send(b"a\xff\xff\xfb\x01\n");
+    assert_eq!(c.line(), b"Hello, a\xff\xff\xfb\x01!\r\n");
+    say_exit(&mut c);
+    // In chunk framing too, and through a template with several `{}`.
+    let server = Server::start(&["--framing", "chunk", "--reply", "{}-{}"]);
+    let mut c = server.connect();
+    assert_eq!(c.exact(8), b"Welcome!");
+    c.send(b"\xff\xffz");
+    assert_eq!(c.exact(7), b"\xff\xffz-\xff\xffz");
+    // A reply longer than the output buffer goes out in pieces, escaped alike.
+    let template = "{}".repeat(100);
+    let server = Server::start(&["--max-line", "100000", "--reply", &template]);
+    let mut c = greeted(&server);
+    // A name of 2,000 bytes 0xFF, each sent as IAC IAC; each copy comes back the same.
+    let doubled = vec![0xFF; 4000];
+    c.send([&doubled[..], b"\n"].concat());
+    let want: Vec<u8> = doubled.repeat(100);
+    assert!(
+        c.exact(want.len()) == want,
+        "the long escaped reply differs"
+    );
+    assert_eq!(c.exact(2), b"\r\n");
+}
+
 /// The output buffer used to be sized for the largest possible reply: with a thousand
 /// `{}` and a 16 MiB --max-line that was 32 GB, and the first long line aborted the
 /// process. Replies larger than the buffer now go out in pieces.

@@ -13,7 +13,7 @@ use super::names::{Names, write_escaped};
 use super::tally::{Ends, Role, Tally};
 use super::wait::{arm, is_reset, is_timeout, read_wait};
 use super::{Config, INPUT_BUF, READ_BUF, WRITE_BUF, note};
-use crate::protocol::{CHUNK_MAX, Request, chunk_message, classify};
+use crate::protocol::{CHUNK_MAX, Request, TelnetFilter, chunk_message, classify};
 
 /// Milliseconds since `origin`, for the atomics the threads share.
 fn millis(origin: Instant) -> u64 {
@@ -181,6 +181,8 @@ pub(super) fn line_session(
     let mut split = LineSplitter::default();
     let mut buf = vec![0u8; READ_BUF];
     let mut last_rx = Duration::ZERO;
+    // The server asks for no telnet option, so there is never an answer to send.
+    let (mut telnet, mut no_answers) = (TelnetFilter::default(), Vec::new());
     loop {
         out.flush().map_err(Failure::Stdout)?;
         let due = tally.due(shared.sent(), shared.finished());
@@ -212,6 +214,8 @@ pub(super) fn line_session(
             Err(e) => return Err(Failure::Socket(e)),
         };
         last_rx = origin.elapsed();
+        // The server speaks telnet: a 0xFF of a name comes back doubled.
+        let n = telnet.filter(&mut buf[..n], &mut no_answers);
         let mut data = &buf[..n];
         while let Some(piece) = split.next(&mut data) {
             out.write_all(piece.text).map_err(Failure::Stdout)?;
@@ -383,6 +387,8 @@ pub(super) fn chunk_session(
     let mut tally = Tally::default();
     let mut buf = vec![0u8; READ_BUF];
     let mut last_rx = Duration::ZERO;
+    // The server asks for no telnet option, so there is never an answer to send.
+    let (mut telnet, mut no_answers) = (TelnetFilter::default(), Vec::new());
     // The welcome ended with a line ending: the server may frame lines (see `Hint`).
     let mut ends_lines = false;
     loop {
@@ -413,6 +419,11 @@ pub(super) fn chunk_session(
             Err(e) => return Err(Failure::Socket(e)),
         };
         last_rx = origin.elapsed();
+        // The server speaks telnet: a 0xFF of a name comes back doubled.
+        let n = telnet.filter(&mut buf[..n], &mut no_answers);
+        if n == 0 {
+            continue; // Only part of an `IAC IAC`, whose second byte is yet to come.
+        }
         let message = chunk_message(&buf[..n]);
         out.write_all(message).map_err(Failure::Stdout)?;
         out.write_all(b"\n").map_err(Failure::Stdout)?;

@@ -48,6 +48,17 @@ impl HostPort {
             };
             (host, port)
         } else if s.parse::<Ipv6Addr>().is_ok() {
+            if let Some((prefix, last)) = s.rsplit_once(':') {
+                // `::1:8080` is an address (::0.1.128.128), but who writes it means
+                // [::1]:8080: ask which, rather than bind something nobody meant.
+                let digits = !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit());
+                if digits && prefix.parse::<Ipv6Addr>().is_ok() {
+                    return Err(format!(
+                        "{s} is ambiguous: write [{prefix}]:{last} for port {last} of {prefix}, or \
+                         [{s}] for that address on port {DEFAULT_PORT}"
+                    ));
+                }
+            }
             (s, DEFAULT_PORT)
         } else {
             match s.split_once(':') {
@@ -120,7 +131,35 @@ pub fn parse_bind(s: &str) -> Result<SocketAddr, String> {
             target.host
         )
     })?;
-    first_listen_addr(&addrs).ok_or_else(|| format!("{} resolves to no address", target.host))
+    let addr = first_listen_addr(&addrs)
+        .ok_or_else(|| format!("{} resolves to no address", target.host))?;
+    refuse_mapped(addr)
+}
+
+/// Refuses an IPv4-mapped IPv6 address (`[::ffff:127.0.0.1]:7777`): listeners on
+/// IPv6 addresses are IPv6-only here (so that `[::]` and `0.0.0.0` can both be bound),
+/// and Linux refuses to bind one to a mapped address with a bare "invalid argument".
+fn refuse_mapped(addr: SocketAddr) -> Result<SocketAddr, String> {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => Err(format!(
+                "{addr} is an IPv4 address written as IPv6 (IPv4-mapped), which an \
+                 IPv6 listener cannot bind; write {v4}:{}",
+                v6.port()
+            )),
+            None => Ok(addr),
+        },
+        SocketAddr::V4(_) => Ok(addr),
+    }
+}
+
+/// The first address given twice (port 0 excepted: each one picks a port of its own).
+pub fn first_duplicate(addrs: &[SocketAddr]) -> Option<SocketAddr> {
+    addrs
+        .iter()
+        .enumerate()
+        .find(|&(i, a)| a.port() != 0 && addrs[..i].contains(a))
+        .map(|(_, a)| *a)
 }
 
 /// The address a name binds: the first IPv4 one, else the first.
@@ -176,6 +215,37 @@ mod tests {
         assert!(parsed("8080").unwrap_err().contains("127.0.0.1:8080"));
         assert!(parsed("http://127.0.0.1:80").unwrap_err().contains("URL"));
         assert!(parsed(":80").unwrap_err().contains("0.0.0.0"));
+    }
+
+    #[test]
+    fn an_ipv6_address_whose_last_group_looks_like_a_port_is_ambiguous() {
+        let e = parsed("::1:8080").unwrap_err();
+        assert!(e.contains("[::1]:8080") && e.contains("[::1:8080]"), "{e}");
+        let e = parsed("fe80::1:22").unwrap_err();
+        assert!(e.contains("[fe80::1]:22"), "{e}");
+        // Brackets settle it; addresses whose start is no address are not ambiguous.
+        assert_eq!(parsed("[::1:8080]"), Ok(("::1:8080".into(), 9999)));
+        assert_eq!(parsed("2001:db8::1"), Ok(("2001:db8::1".into(), 9999)));
+        assert_eq!(parsed("::1"), Ok(("::1".into(), 9999)));
+        assert_eq!(parsed("fe80::abcd"), Ok(("fe80::abcd".into(), 9999)));
+    }
+
+    #[test]
+    fn ipv4_mapped_bind_addresses_are_refused_with_the_ipv4_form() {
+        let e = parse_bind("[::ffff:127.0.0.1]:7777").unwrap_err();
+        assert!(e.contains("write 127.0.0.1:7777"), "{e}");
+        assert!(parse_bind("[::1]:7777").is_ok());
+    }
+
+    #[test]
+    fn duplicates_are_found_but_port_0_may_repeat() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            first_duplicate(&[a("127.0.0.1:7"), a("[::1]:7"), a("127.0.0.1:7")]),
+            Some(a("127.0.0.1:7"))
+        );
+        assert_eq!(first_duplicate(&[a("127.0.0.1:0"), a("127.0.0.1:0")]), None);
+        assert_eq!(first_duplicate(&[a("127.0.0.1:7"), a("127.0.0.1:8")]), None);
     }
 
     #[test]

@@ -3,7 +3,12 @@
 
 use std::net::SocketAddr;
 
-use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
+use std::fmt::Display;
+use std::str::FromStr;
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 pub use crate::protocol::{Framing, Mode};
 
@@ -15,10 +20,10 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:9999";
 #[command(name = "tcp-hello", version, about, propagate_version = true)]
 pub struct Cli {
     /// More log output (-v debug, -vv trace). `RUST_LOG` overrides both flags.
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, help_heading = "Logging")]
     pub verbose: u8,
     /// Less log output (-q warnings and errors only, -qq errors only).
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, help_heading = "Logging")]
     pub quiet: u8,
     /// What to run.
     #[command(subcommand)]
@@ -88,6 +93,9 @@ pub struct ServeArgs {
         value_name = "N",
         env = "TCP_HELLO_MAX_CONNECTIONS",
         default_value_t = 10_000
+    ,
+        value_parser = whole_number::<usize>,
+        allow_negative_numbers = true
     )]
     pub max_connections: usize,
     /// Most connections from one client IP address at once, like xinetd's `per_source`
@@ -97,6 +105,9 @@ pub struct ServeArgs {
         value_name = "N",
         env = "TCP_HELLO_MAX_PER_SOURCE",
         default_value_t = 0
+    ,
+        value_parser = whole_number::<usize>,
+        allow_negative_numbers = true
     )]
     pub max_per_source: usize,
     /// Close a connection that sends nothing for this long, after a notice (0 = never).
@@ -105,6 +116,9 @@ pub struct ServeArgs {
         value_name = "SECS",
         env = "TCP_HELLO_IDLE_TIMEOUT",
         default_value_t = 300
+    ,
+        value_parser = whole_number::<u64>,
+        allow_negative_numbers = true
     )]
     pub idle_timeout: u64,
     /// Close a connection whose client does not read its replies for this long (0 = never).
@@ -113,14 +127,22 @@ pub struct ServeArgs {
         value_name = "SECS",
         env = "TCP_HELLO_WRITE_TIMEOUT",
         default_value_t = 30
+    ,
+        value_parser = whole_number::<u64>,
+        allow_negative_numbers = true
     )]
     pub write_timeout: u64,
     /// Longest line accepted, in bytes; a longer one gets an error line and is skipped.
     #[arg(long, value_name = "BYTES", env = "TCP_HELLO_MAX_LINE", default_value_t = 8192,
-          value_parser = clap::value_parser!(u32).range(1..=crate::protocol::MAX_LINE_LIMIT as i64))]
+          value_parser = clap::value_parser!(u32).range(1..=crate::protocol::MAX_LINE_LIMIT as i64),
+        allow_negative_numbers = true
+    )]
     pub max_line: u32,
     /// Wait this long before each reply, like the tutorial's `time.sleep(1)`.
-    #[arg(long, value_name = "MS", env = "TCP_HELLO_DELAY", default_value_t = 0)]
+    #[arg(long, value_name = "MS", env = "TCP_HELLO_DELAY", default_value_t = 0,
+        value_parser = whole_number::<u64>,
+        allow_negative_numbers = true
+    )]
     pub delay: u64,
     /// Listen backlog: connections the kernel queues before `accept` (capped by net.core.somaxconn).
     #[arg(
@@ -130,6 +152,8 @@ pub struct ServeArgs {
         default_value_t = 1024,
         // Linux reads a negative backlog as the largest; say so rather than surprise.
         value_parser = clap::value_parser!(i32).range(0..)
+    ,
+        allow_negative_numbers = true
     )]
     pub backlog: i32,
     /// On SIGINT/SIGTERM, how long connections get to finish before the process exits anyway.
@@ -138,6 +162,9 @@ pub struct ServeArgs {
         value_name = "SECS",
         env = "TCP_HELLO_SHUTDOWN_TIMEOUT",
         default_value_t = 10
+    ,
+        value_parser = whole_number::<u64>,
+        allow_negative_numbers = true
     )]
     pub shutdown_timeout: u64,
 }
@@ -156,7 +183,8 @@ pub struct ClientArgs {
         long,
         value_name = "SECS",
         env = "TCP_HELLO_CONNECT_TIMEOUT",
-        default_value_t = 5.0
+        default_value_t = 5.0,
+        allow_negative_numbers = true
     )]
     pub connect_timeout: f64,
     /// Give up when the server sends nothing for this many seconds while a reply is due (0 = never).
@@ -164,7 +192,8 @@ pub struct ClientArgs {
         long,
         value_name = "SECS",
         env = "TCP_HELLO_REPLY_TIMEOUT",
-        default_value_t = 10.0
+        default_value_t = 10.0,
+        allow_negative_numbers = true
     )]
     pub reply_timeout: f64,
     /// The server's framing: `chunk` for servers that send no line endings (the Python tutorial's).
@@ -182,28 +211,57 @@ pub struct BenchArgs {
     #[arg(short, long, value_name = "HOST:PORT", env = "TCP_HELLO_CONNECT", default_value = DEFAULT_ADDR)]
     pub connect: String,
     /// Connections held open at once.
-    #[arg(short = 'n', long, value_name = "N", default_value_t = 64)]
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 64,
+        value_parser = positive_number::<usize>,
+        allow_negative_numbers = true
+    )]
     pub connections: usize,
     /// Run for this many seconds (the default, 5, unless --messages is given).
-    #[arg(short, long, value_name = "SECS", conflicts_with = "messages")]
+    #[arg(
+        short,
+        long,
+        value_name = "SECS",
+        conflicts_with = "messages",
+        allow_negative_numbers = true
+    )]
     pub duration: Option<f64>,
     /// Stop after this many replies in total instead of after a duration.
-    #[arg(short, long, value_name = "N")]
+    #[arg(short, long, value_name = "N",
+        value_parser = positive_number::<u64>,
+        allow_negative_numbers = true
+    )]
     pub messages: Option<u64>,
     /// Names in flight per connection.
-    #[arg(short, long, value_name = "K", default_value_t = 1)]
+    #[arg(short, long, value_name = "K", default_value_t = 1,
+        value_parser = positive_number::<usize>,
+        allow_negative_numbers = true
+    )]
     pub pipeline: usize,
     /// Bytes per name sent.
-    #[arg(short, long, value_name = "BYTES", default_value_t = 8)]
+    #[arg(short, long, value_name = "BYTES", default_value_t = 8,
+        value_parser = positive_number::<usize>,
+        allow_negative_numbers = true
+    )]
     pub size: usize,
     /// New connections opened per second while ramping up (0 = as fast as possible).
-    #[arg(long, value_name = "N", default_value_t = 2000)]
+    #[arg(long, value_name = "N", default_value_t = 2000,
+        value_parser = whole_number::<u64>,
+        allow_negative_numbers = true
+    )]
     pub connect_rate: u64,
     /// Worker threads driving the connections (default: the number of CPUs).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N",
+        value_parser = positive_number::<usize>,
+        allow_negative_numbers = true
+    )]
     pub threads: Option<usize>,
     /// Seconds to wait for any one reply before counting a timeout.
-    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 5.0,
+        allow_negative_numbers = true
+    )]
     pub timeout: f64,
     /// Reply template the server is expected to use; `{}` is the name sent.
     #[arg(long, value_name = "TEMPLATE", default_value = "Hello, {}!")]
@@ -211,4 +269,127 @@ pub struct BenchArgs {
     /// Print the results as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Reads a whole number, 0 or more; a negative one is refused as such rather than as
+/// "an invalid digit".
+fn whole_number<T: FromStr>(s: &str) -> Result<T, String>
+where
+    T::Err: Display,
+{
+    let t = s.trim();
+    if t.starts_with('-') {
+        return Err(format!("{t} is negative; give 0 or more"));
+    }
+    t.parse()
+        .map_err(|e| format!("{e}; give a whole number, 0 or more"))
+}
+
+/// Reads a whole number, 1 or more, refusing 0 and negative ones as such.
+fn positive_number<T: FromStr + PartialEq + From<u8>>(s: &str) -> Result<T, String>
+where
+    T::Err: Display,
+{
+    let t = s.trim();
+    if t.starts_with('-') || t.parse::<T>().is_ok_and(|n| n == T::from(0)) {
+        return Err(format!("{t} is not a count; give 1 or more"));
+    }
+    t.parse()
+        .map_err(|e| format!("{e}; give a whole number, 1 or more"))
+}
+
+impl Cli {
+    /// Parses `args` (the program name first), exiting with clap's usage error on a bad
+    /// command line. A bad value that came from a `TCP_HELLO_*` variable, not from the
+    /// command line, is reported under the variable's name: the flag's name would send
+    /// the user looking in the wrong place.
+    pub fn parse_args(args: Vec<OsString>) -> Cli {
+        Cli::try_parse_from(&args).unwrap_or_else(|e| match from_environment(&e, &args) {
+            Some(variable) => {
+                let text = e.render().to_string();
+                let flag = match e.get(ContextKind::InvalidArg) {
+                    Some(ContextValue::String(flag)) => flag.clone(),
+                    _ => String::new(),
+                };
+                let long = flag.split_whitespace().next().unwrap_or_default();
+                eprint!(
+                    "{}",
+                    text.replacen(&format!("'{flag}'"), &format!("{variable} (for {long})"), 1)
+                );
+                std::process::exit(e.exit_code())
+            }
+            None => e.exit(),
+        })
+    }
+}
+
+/// The `TCP_HELLO_*` variable a bad value came from: the error is about a value, the
+/// flag it was for has a variable that is set, and the flag is not on the command line.
+fn from_environment(e: &clap::Error, args: &[OsString]) -> Option<String> {
+    if !matches!(
+        e.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(flag)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let long = flag.split_whitespace().next()?.strip_prefix("--")?;
+    let command = Cli::command();
+    let arg = command
+        .get_subcommands()
+        .flat_map(|sub| sub.get_arguments())
+        .find(|a| a.get_long() == Some(long))?;
+    let variable = arg.get_env()?.to_str()?.to_string();
+    std::env::var_os(&variable)?;
+    let short = arg.get_short().map(|c| format!("-{c}"));
+    let given = args.iter().skip(1).any(|a| {
+        let a = a.to_string_lossy();
+        let a = a.as_ref();
+        a == format!("--{long}")
+            || a.starts_with(&format!("--{long}="))
+            || short.as_deref().is_some_and(|s| a.starts_with(s))
+    });
+    (!given).then_some(variable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_numbers_refuse_negatives_as_such() {
+        assert_eq!(whole_number::<u64>("30"), Ok(30));
+        assert_eq!(whole_number::<usize>(" 0 "), Ok(0));
+        let e = whole_number::<u64>("-1").unwrap_err();
+        assert!(e.contains("negative") && e.contains("0 or more"), "{e}");
+        let e = whole_number::<u64>("1.5").unwrap_err();
+        assert!(e.contains("whole number"), "{e}");
+        let e = whole_number::<u64>("18446744073709551616").unwrap_err();
+        assert!(e.contains("too large"), "{e}");
+        assert_eq!(positive_number::<usize>("4"), Ok(4));
+        for bad in ["0", "-4"] {
+            let e = positive_number::<usize>(bad).unwrap_err();
+            assert!(e.contains("1 or more"), "{e}");
+        }
+    }
+
+    #[test]
+    fn help_groups_the_logging_flags_after_the_subcommand_s_own() {
+        let mut command = Cli::command();
+        command.build();
+        let help = command
+            .find_subcommand_mut("serve")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        let (bind, mode, verbose) = (
+            help.find("--bind").unwrap(),
+            help.find("--mode").unwrap(),
+            help.find("--verbose").unwrap(),
+        );
+        assert!(bind < mode && mode < verbose, "{help}");
+        assert!(help.contains("Logging:"), "{help}");
+    }
 }

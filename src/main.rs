@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::Parser;
 use log::{info, warn};
 
 use tcp_hello::bench::Outcome;
@@ -20,7 +19,7 @@ use tcp_hello::server::{Server, ServerConfig};
 use tcp_hello::signals::serve_signals;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args(std::env::args_os().collect());
     init_logging(cli.verbose, cli.quiet);
     let result = match cli.command {
         Command::Serve(args) => serve(args),
@@ -64,6 +63,12 @@ fn init_logging(verbose: u8, quiet: u8) {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    if let Some(twice) = tcp_hello::address::first_duplicate(&args.bind) {
+        anyhow::bail!(
+            "--bind {twice} is given twice (names count by the address they resolve to): \
+             give each listener an address of its own"
+        );
+    }
     let settings = Settings {
         mode: args.mode,
         framing: args.framing,
@@ -72,6 +77,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         farewell: args.farewell.into_bytes(),
         max_line: args.max_line as usize,
     };
+    settings.check().map_err(anyhow::Error::msg)?;
     let seconds = |s: u64| (s > 0).then(|| Duration::from_secs(s));
     let idle_timeout = seconds(args.idle_timeout);
     let ctx = Context::new(settings, idle_timeout, Duration::from_millis(args.delay));

@@ -139,6 +139,30 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// Refuses what cannot be sent as configured: in chunk framing nothing carries a
+    /// line ending, so an empty welcome or reply would be no message at all, and a
+    /// client (the tutorial's, the bundled one) would wait for it forever. In line
+    /// framing an empty welcome or reply is an empty line.
+    pub fn check(&self) -> Result<(), String> {
+        if self.framing != Framing::Chunk {
+            return Ok(());
+        }
+        // A template with `{}` is never empty: names are not blank.
+        let empty_reply = matches!(self.reply.pieces.as_slice(), [only] if only.is_empty());
+        let what = if self.welcome.is_empty() {
+            "--welcome"
+        } else if empty_reply {
+            "--reply"
+        } else {
+            return Ok(());
+        };
+        Err(format!(
+            "an empty {what} cannot be sent with --framing chunk, which has no line ending to \
+             make an empty line: clients would wait for it forever; give it some text, or use \
+             --framing line"
+        ))
+    }
+
     /// The line ending of everything the server sends: CRLF in line framing, none in chunk framing.
     pub fn eol(&self) -> &'static [u8] {
         match self.framing {
@@ -605,6 +629,29 @@ mod tests {
         for text in ["张三", "café", "a b", "e\u{301}", "🦀", "\u{00A0}"] {
             assert_eq!(LogText(text.as_bytes()).to_string(), text);
         }
+    }
+
+    #[test]
+    fn an_empty_welcome_or_reply_is_refused_in_chunk_framing_only() {
+        let chunk = |welcome: &str, reply: &str| {
+            Settings {
+                framing: Framing::Chunk,
+                welcome: welcome.as_bytes().to_vec(),
+                reply: ReplyTemplate::new(reply),
+                ..Settings::default()
+            }
+            .check()
+        };
+        assert!(chunk("", "Hello, {}!").unwrap_err().contains("--welcome"));
+        assert!(chunk("hi", "").unwrap_err().contains("--reply"));
+        assert_eq!(chunk("hi", "{}"), Ok(()));
+        assert_eq!(chunk("hi", "x"), Ok(()));
+        let line = Settings {
+            welcome: Vec::new(),
+            reply: ReplyTemplate::new(""),
+            ..Settings::default()
+        };
+        assert_eq!(line.check(), Ok(()));
     }
 
     #[test]

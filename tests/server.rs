@@ -298,6 +298,10 @@ fn a_bad_bind_address_is_a_usage_error_saying_what_to_write() {
             "looks like a port, not a host; write HOST:PORT, e.g. 127.0.0.1:8080",
         ),
         ("http://127.0.0.1:80", "a URL (http://) is not an address"),
+        // Linux gives a bare "invalid argument" for a mapped address on an IPv6 listener.
+        ("[::ffff:127.0.0.1]:7777", "write 127.0.0.1:7777"),
+        // An address (::0.1.128.128) on port 9999, or port 8080 of ::1?
+        ("::1:8080", "write [::1]:8080 for port 8080 of ::1"),
     ] {
         let (code, out, err) = run_with_deadline(
             Command::new(bin()).args(["serve", "--bind", bad]),
@@ -307,6 +311,110 @@ fn a_bad_bind_address_is_a_usage_error_saying_what_to_write() {
         assert_eq!(out, "", "{bad}: nothing may be announced");
         let first = err.lines().next().unwrap_or_default();
         assert!(first.contains(says), "{bad}: {err:?}");
+    }
+}
+
+/// The same address twice is the user's mistake, not "another server running there".
+#[test]
+fn the_same_bind_address_twice_is_named_as_such() {
+    let (code, out, err) = run_with_deadline(
+        hello_cmd(
+            "serve",
+            &[
+                "--bind",
+                "127.0.0.1:7",
+                "--bind",
+                "[::1]:7",
+                "--bind",
+                "localhost:7",
+            ],
+        )
+        .stdin(std::process::Stdio::null()),
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(out, "");
+    assert!(err.contains("--bind 127.0.0.1:7 is given twice"), "{err}");
+    assert!(!err.contains("another server"), "{err}");
+}
+
+/// Negative numbers reach each flag's own check, in every subcommand, instead of
+/// clap's "unexpected argument '-1' found" (whose tip, `-- -1`, made -1 a name).
+#[test]
+fn negative_numbers_get_the_flag_s_own_message() {
+    for (args, says) in [
+        (&["serve", "--backlog", "-5"][..], "-5 is not in 0.."),
+        (&["serve", "--idle-timeout", "-1"], "-1 is negative"),
+        (&["serve", "--shutdown-timeout", "-3"], "-3 is negative"),
+        (
+            &["client", "--reply-timeout", "-1", "x"],
+            "--reply-timeout -1: give a number of seconds",
+        ),
+        (
+            &["client", "--connect-timeout", "-2", "x"],
+            "--connect-timeout -2: give a number",
+        ),
+        (
+            &["bench", "--timeout", "-1"],
+            "--timeout must be a number of seconds above 0, not -1",
+        ),
+        (&["bench", "-n", "-4"], "-4 is not a count; give 1 or more"),
+    ] {
+        let (code, _, err) = run_with_deadline(
+            hello_cmd(args[0], &args[1..]).stdin(std::process::Stdio::null()),
+            Duration::from_secs(20),
+        );
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!err.contains("unexpected argument"), "{args:?}: {err}");
+    }
+}
+
+/// A bad value from a `TCP_HELLO_*` variable is reported under the variable's name,
+/// and under the flag's when the flag gave it.
+#[test]
+fn a_bad_value_from_the_environment_names_the_variable() {
+    for (var, value) in [
+        ("TCP_HELLO_MAX_LINE", "0"),
+        ("TCP_HELLO_IDLE_TIMEOUT", "-1"),
+        ("TCP_HELLO_BIND", "nope:x"),
+    ] {
+        let (code, _, err) = run_with_deadline(
+            hello_cmd("serve", &[]).env(var, value),
+            Duration::from_secs(20),
+        );
+        assert_eq!(code, Some(2), "{var}: {err}");
+        assert!(err.contains(&format!("for {var} (for --")), "{var}: {err}");
+    }
+    let (code, _, err) = run_with_deadline(
+        hello_cmd("serve", &["--max-line", "0"]).env("TCP_HELLO_MAX_LINE", "5"),
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("'--max-line <BYTES>'"), "{err}");
+    assert!(!err.contains("TCP_HELLO_MAX_LINE"), "{err}");
+}
+
+/// `--welcome ''` is an empty line in line framing; chunk framing has no empty message,
+/// so an empty welcome (or reply) is refused at start-up rather than leaving clients
+/// waiting for it.
+#[test]
+fn an_empty_welcome_is_an_empty_line_and_refused_in_chunk_framing() {
+    let server = Server::start(&["--welcome", ""]);
+    let mut c = server.connect();
+    assert_eq!(c.line(), b"\r\n");
+    c.send("Alice\n");
+    assert_eq!(c.text_line(), "Hello, Alice!");
+    for args in [&["--welcome", ""][..], &["--reply", ""]] {
+        let mut all = vec!["--bind", "127.0.0.1:0", "--framing", "chunk"];
+        all.extend_from_slice(args);
+        let (code, out, err) = run_with_deadline(
+            hello_cmd("serve", &all).stdin(std::process::Stdio::null()),
+            Duration::from_secs(20),
+        );
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert_eq!(out, "", "nothing is announced");
+        assert!(err.contains(&format!("an empty {}", args[0])), "{err}");
     }
 }
 

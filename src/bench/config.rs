@@ -270,8 +270,10 @@ mod tests {
             #[command(flatten)]
             b: BenchArgs,
         }
+        // Refused by the command line's parser (counts of 0) or by `from_args`.
         let cfg = |args: &[&str]| {
-            let t = T::try_parse_from(iter::once("t").chain(args.iter().copied())).unwrap();
+            let t = T::try_parse_from(iter::once("t").chain(args.iter().copied()))
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
             Config::from_args(&t.b)
         };
         let c = cfg(&["--connect", "127.0.0.1:1", "-n", "3", "--threads", "8"]).unwrap();

@@ -374,7 +374,9 @@ impl<S: Read + Write> Connection<'_, '_, S> {
             while start < end {
                 let stop = (start + piece).min(end);
                 let len = chunk_message(&self.buf.split().0[start..stop]).len();
-                self.message(start, start + len)?;
+                if self.message(start, start + len)? == Request::Exit {
+                    return Ok(CloseReason::Exit);
+                }
                 start = stop;
             }
             self.flush()?;
@@ -490,10 +492,14 @@ impl<S: Read + Write> Connection<'_, '_, S> {
     }
 
     /// Answers one complete line, `input[start..end]`. An exit word is one whatever
-    /// `--max-line` is: a session can always be left.
+    /// `--max-line` is, up to `max_held` bytes with its blanks (longer lines are skipped
+    /// as they stream, whatever they hold): a session can always be left.
     fn line(&mut self, start: usize, end: usize) -> Step<Request> {
-        if end - start > self.ctx.settings.max_line
-            && protocol::classify(&self.buf.split().0[start..end]) != Request::Exit
+        let settings = &self.ctx.settings;
+        let len = end - start;
+        if len > settings.max_line
+            && (len > settings.max_held()
+                || protocol::classify(&self.buf.split().0[start..end]) != Request::Exit)
         {
             self.too_long()?;
             return Ok(Request::Name);

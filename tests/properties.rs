@@ -111,34 +111,56 @@ fn model_telnet(input: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The message without its surrounding spaces and tabs, the only blanks (README,
+/// protocol rule 4).
+fn model_word(line: &[u8]) -> &[u8] {
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    match line.iter().position(|b| !blank(b)) {
+        Some(start) => &line[start..=line.iter().rposition(|b| !blank(b)).unwrap_or(start)],
+        None => &line[..0],
+    }
+}
+
+fn model_is_exit(line: &[u8]) -> bool {
+    let word = model_word(line);
+    word.eq_ignore_ascii_case(b"exit") || word.eq_ignore_ascii_case(b"quit")
+}
+
+/// `Hello, <line>!` with every 0xFF of the line doubled, as telnet requires.
+fn model_reply(line: &[u8], eol: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(b"Hello, ");
+    for &b in line {
+        out.push(b);
+        if b == 0xff {
+            out.push(0xff);
+        }
+    }
+    out.extend_from_slice(b"!");
+    out.extend_from_slice(eol);
+}
+
 /// The protocol as the README states it, written as plainly as possible.
 fn model(input: &[u8], max_line: usize) -> Vec<u8> {
     let data = model_telnet(input);
     let mut out = b"Welcome!\r\n".to_vec();
     // Returns false once the session is over.
     let answer = |line: &[u8], out: &mut Vec<u8>| -> bool {
-        if line.len() > max_line {
+        // An exit word of up to 64 bytes with its blanks is one whatever --max-line is.
+        let exit_word = model_is_exit(line) && line.len() <= max_line.max(64);
+        if line.len() > max_line && !exit_word {
             out.extend_from_slice(
                 format!("ERROR line too long (max {max_line} bytes), skipped\r\n").as_bytes(),
             );
             return true;
         }
-        // Only spaces and tabs are blank (README, protocol rule 4).
-        let blank = |b: &u8| *b == b' ' || *b == b'\t';
-        let word = match line.iter().position(|b| !blank(b)) {
-            Some(start) => &line[start..=line.iter().rposition(|b| !blank(b)).unwrap_or(start)],
-            None => &line[..0],
-        };
-        if word.is_empty() {
+        if model_word(line).is_empty() {
             return true;
         }
-        if word.eq_ignore_ascii_case(b"exit") || word.eq_ignore_ascii_case(b"quit") {
+        if exit_word {
             out.extend_from_slice(b"Bye!\r\n");
             return false;
         }
-        out.extend_from_slice(b"Hello, ");
-        out.extend_from_slice(line);
-        out.extend_from_slice(b"!\r\n");
+        model_reply(line, b"\r\n", out);
         true
     };
     let mut line = Vec::new();
@@ -186,6 +208,61 @@ fn token() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// Pieces of chunk-framed input: no telnet commands, whose removal could empty a read.
+fn chunk_token() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        4 => "[a-zA-Z0-9 ]{1,12}".prop_map(String::into_bytes),
+        1 => prop::collection::vec(0u8..0xff, 1..40),
+        2 => Just(b"\n".to_vec()),
+        1 => Just(b"\r\n".to_vec()),
+        1 => Just(b"exit".to_vec()),
+        1 => Just(b"  QUIT \n".to_vec()),
+        1 => (1usize..300).prop_map(|n| vec![b'L'; n]),
+    ]
+}
+
+/// Chunk framing as the README states it: each read (the client's writes, `cuts`, as
+/// read at most 1,024 bytes or --max-line at a time, but at least 64 so that an exit
+/// word arrives whole) is one message, trailing CR and LF removed; a read that is not an
+/// exit word is answered in pieces of --max-line, as separate reads would have been.
+fn model_chunks(input: &[u8], cuts: &[usize], max_line: usize) -> Vec<u8> {
+    let piece = max_line.min(1024);
+    let read = piece.max(64);
+    let strip = |m: &[u8]| -> usize {
+        m.iter()
+            .rposition(|&b| b != b'\n' && b != b'\r')
+            .map_or(0, |i| i + 1)
+    };
+    let mut out = b"Welcome!".to_vec();
+    let mut rest = input;
+    for &cut in cuts.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let mut write = &rest[..cut.clamp(1, rest.len())];
+        rest = &rest[write.len()..];
+        while !write.is_empty() {
+            let got = &write[..read.min(write.len())];
+            write = &write[got.len()..];
+            if model_is_exit(&got[..strip(got)]) {
+                out.extend_from_slice(b"Bye!");
+                return out;
+            }
+            for message in got.chunks(piece) {
+                let message = &message[..strip(message)];
+                if model_is_exit(message) {
+                    out.extend_from_slice(b"Bye!");
+                    return out;
+                }
+                if !model_word(message).is_empty() {
+                    model_reply(message, b"", &mut out);
+                }
+            }
+        }
+    }
+    out
+}
+
 fn cuts() -> impl Strategy<Value = Vec<usize>> {
     prop::collection::vec(prop_oneof![1usize..4, 1usize..200, 1usize..70_000], 1..8)
 }
@@ -197,7 +274,13 @@ proptest! {
     fn lines_match_the_model(
         tokens in prop::collection::vec(token(), 0..80),
         cuts in cuts(),
-        max_line in prop_oneof![Just(4usize), Just(16), Just(100), Just(2000), Just(8192)],
+        max_line in prop_oneof![
+            3 => 1usize..=20,
+            1 => Just(64usize),
+            1 => Just(100),
+            1 => Just(2000),
+            1 => Just(8192),
+        ],
     ) {
         let input = tokens.concat();
         let (out, _) = run(settings(max_line), &input, &cuts);
@@ -208,10 +291,22 @@ proptest! {
     fn any_bytes_without_telnet_match_the_model(
         input in prop::collection::vec(0u8..0xff, 0..5000),
         cuts in cuts(),
-        max_line in prop_oneof![Just(8usize), Just(64), Just(8192)],
+        max_line in prop_oneof![2 => 1usize..=20, 1 => Just(64), 1 => Just(8192)],
     ) {
         let (out, _) = run(settings(max_line), &input, &cuts);
         prop_assert_eq!(out, model(&input, max_line));
+    }
+
+    #[test]
+    fn chunks_match_the_model(
+        tokens in prop::collection::vec(chunk_token(), 0..40),
+        cuts in prop::collection::vec(1usize..200, 1..8),
+        max_line in prop_oneof![3 => 1usize..=20, 1 => Just(64), 1 => Just(8192)],
+    ) {
+        let input = tokens.concat();
+        let s = Settings { framing: Framing::Chunk, max_line, ..Settings::default() };
+        let (out, _) = run(s, &input, &cuts);
+        prop_assert_eq!(out, model_chunks(&input, &cuts, max_line));
     }
 
     #[test]

@@ -111,11 +111,15 @@ impl fmt::Display for HostPort {
 /// port 0 is refused, as no server listens there.
 pub fn parse_connect(s: &str) -> Result<HostPort, String> {
     let s = s.trim();
-    let target = HostPort::parse(s).map_err(|e| format!("--connect {s}: {e}"))?;
+    check_connect(s).map_err(|e| format!("--connect {s}: {e}"))
+}
+
+/// Reads a `--connect` address as [`parse_connect`] does, with an error that does not
+/// name the flag (for a clap value parser, whose error names it, or the variable).
+pub fn check_connect(s: &str) -> Result<HostPort, String> {
+    let target = HostPort::parse(s)?;
     if target.port == 0 {
-        return Err(format!(
-            "--connect {s}: port 0 is not a server's port; give the port the server announced"
-        ));
+        return Err("port 0 is not a server's port; give the port the server announced".into());
     }
     Ok(target)
 }

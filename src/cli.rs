@@ -173,7 +173,8 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
     /// Server address; a host name is resolved and every address tried in turn.
-    #[arg(short, long, value_name = "HOST:PORT", env = "TCP_HELLO_CONNECT", default_value = DEFAULT_ADDR)]
+    #[arg(short, long, value_name = "HOST:PORT", env = "TCP_HELLO_CONNECT", default_value = DEFAULT_ADDR,
+          value_parser = connect_address)]
     pub connect: String,
     /// Names to send; without any, every line of stdin is a name.
     #[arg(value_name = "NAME")]
@@ -185,6 +186,8 @@ pub struct ClientArgs {
         env = "TCP_HELLO_CONNECT_TIMEOUT",
         default_value_t = 5.0,
         allow_negative_numbers = true
+    ,
+        value_parser = timeout_seconds
     )]
     pub connect_timeout: f64,
     /// Give up when the server sends nothing for this many seconds while a reply is due (0 = never).
@@ -194,6 +197,8 @@ pub struct ClientArgs {
         env = "TCP_HELLO_REPLY_TIMEOUT",
         default_value_t = 10.0,
         allow_negative_numbers = true
+    ,
+        value_parser = timeout_seconds
     )]
     pub reply_timeout: f64,
     /// The server's framing: `chunk` for servers that send no line endings (the Python tutorial's).
@@ -208,7 +213,8 @@ pub struct ClientArgs {
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Server address to load.
-    #[arg(short, long, value_name = "HOST:PORT", env = "TCP_HELLO_CONNECT", default_value = DEFAULT_ADDR)]
+    #[arg(short, long, value_name = "HOST:PORT", env = "TCP_HELLO_CONNECT", default_value = DEFAULT_ADDR,
+          value_parser = connect_address)]
     pub connect: String,
     /// Connections held open at once.
     #[arg(short = 'n', long, value_name = "N", default_value_t = 64,
@@ -269,6 +275,27 @@ pub struct BenchArgs {
     /// Print the results as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Checks a `--connect` address's form (resolving it is the subcommand's job).
+fn connect_address(s: &str) -> Result<String, String> {
+    crate::address::check_connect(s.trim()).map(|_| s.trim().to_string())
+}
+
+/// Reads a client timeout in seconds: 0 (none) up to one year.
+fn timeout_seconds(s: &str) -> Result<f64, String> {
+    let max = crate::client::MAX_TIMEOUT_SECS;
+    let fix =
+        format!("give 0 (no timeout) or a number of seconds up to {max} (one year), e.g. 5 or 0.5");
+    match s.trim().parse::<f64>() {
+        Ok(secs) if secs == 0.0 => Ok(secs),
+        Ok(secs) if secs < 0.0 => Err(format!("{s} is negative; {fix}")),
+        Ok(secs) if secs > max as f64 => Err(format!("{s} is more than {max} s; {fix}")),
+        Ok(secs) if std::time::Duration::try_from_secs_f64(secs).is_ok_and(|d| !d.is_zero()) => {
+            Ok(secs)
+        }
+        _ => Err(format!("{s} is not a usable number of seconds; {fix}")),
+    }
 }
 
 /// Reads a whole number, 0 or more; a negative one is refused as such rather than as
@@ -357,6 +384,23 @@ fn from_environment(e: &clap::Error, args: &[OsString]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_timeouts_are_0_to_a_year() {
+        assert_eq!(timeout_seconds("0"), Ok(0.0));
+        assert_eq!(timeout_seconds("0.5"), Ok(0.5));
+        assert_eq!(timeout_seconds("31536000"), Ok(31_536_000.0));
+        for (bad, says) in [
+            ("-1", "negative"),
+            ("1e19", "more than 31536000"),
+            ("NaN", "not a usable"),
+            ("1e-12", "not a usable"),
+            ("x", "not a usable"),
+        ] {
+            let e = timeout_seconds(bad).unwrap_err();
+            assert!(e.contains(says) && e.contains("one year"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn whole_numbers_refuse_negatives_as_such() {

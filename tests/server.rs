@@ -348,11 +348,11 @@ fn negative_numbers_get_the_flag_s_own_message() {
         (&["serve", "--shutdown-timeout", "-3"], "-3 is negative"),
         (
             &["client", "--reply-timeout", "-1", "x"],
-            "--reply-timeout -1: give a number of seconds",
+            "'--reply-timeout <SECS>': -1 is negative; give 0 (no timeout)",
         ),
         (
             &["client", "--connect-timeout", "-2", "x"],
-            "--connect-timeout -2: give a number",
+            "'--connect-timeout <SECS>': -2 is negative",
         ),
         (
             &["bench", "--timeout", "-1"],
@@ -385,6 +385,24 @@ fn a_bad_value_from_the_environment_names_the_variable() {
         );
         assert_eq!(code, Some(2), "{var}: {err}");
         assert!(err.contains(&format!("for {var} (for --")), "{var}: {err}");
+    }
+    // The client's and bench's variables too.
+    for (sub, var, value) in [
+        ("client", "TCP_HELLO_REPLY_TIMEOUT", "-1"),
+        ("client", "TCP_HELLO_CONNECT", "a:b:c"),
+        ("bench", "TCP_HELLO_CONNECT", "host:0"),
+    ] {
+        let (code, _, err) = run_with_deadline(
+            hello_cmd(sub, &[])
+                .env(var, value)
+                .stdin(std::process::Stdio::null()),
+            Duration::from_secs(20),
+        );
+        assert_eq!(code, Some(2), "{sub} {var}: {err}");
+        assert!(
+            err.contains(&format!("for {var} (for --")),
+            "{sub} {var}: {err}"
+        );
     }
     let (code, _, err) = run_with_deadline(
         hello_cmd("serve", &["--max-line", "0"]).env("TCP_HELLO_MAX_LINE", "5"),

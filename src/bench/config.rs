@@ -318,9 +318,14 @@ mod tests {
             let e = cfg(&["--connect", bad]).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad}");
             assert!(
-                e.to_string().starts_with(&format!("--connect {bad}: ")),
+                e.to_string().contains(&format!(
+                    "invalid value '{bad}' for '--connect <HOST:PORT>': "
+                )),
                 "{e}"
             );
+            // Without the command line's parser, `from_args` names the flag itself.
+            let e = resolve(bad).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("--connect {bad}: ")), "{e}");
         }
         let e = cfg(&["--connect", "no-such-host.invalid:1"])
             .unwrap_err()

@@ -1,0 +1,191 @@
+//! Listeners, the accept loop, the connection limit and graceful shutdown.
+//!
+//! One thread accepts on each listener; every accepted connection gets a thread of its
+//! own that runs [`connection::serve`](crate::connection::serve). The server keeps an
+//! `Arc` of every live stream and its thread, so that shutdown can end their reads (a
+//! short read timeout, and a signal that interrupts a blocked read): each connection
+//! then answers what it already received, says `server shutting down`, and closes.
+//!
+//! - this module: the configuration, binding, and running the accept loops;
+//! - `accept`: the accept loop, admission (limits) and refusals, and its backoff;
+//! - `registry`: the live connections, and a connection's place among them;
+//! - `setup`: what a connection's own thread does, from configuring its socket to
+//!   closing it gracefully;
+//! - `shutdown`: stopping: ending every connection's reading, and waiting for them.
+
+mod accept;
+mod registry;
+mod setup;
+mod shutdown;
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::Duration;
+
+use slab::Slab;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::connection::Context;
+
+pub use accept::{AcceptBackoff, RateLimit};
+use registry::Registry;
+
+/// Stack reserved for each connection thread. Only the pages a thread touches cost
+/// memory (two here: the thread control block and the frames); the reservation just
+/// has to hold the deepest call chain with room to spare. 64 KiB measured no more
+/// resident memory than 32 KiB, and less than 16 KiB (README, "Memory").
+pub const CONNECTION_STACK: usize = 64 * 1024;
+
+/// How the server runs, apart from the protocol's [`crate::protocol::Settings`].
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Addresses to listen on.
+    pub bind: Vec<SocketAddr>,
+    /// Listen backlog.
+    pub backlog: i32,
+    /// Most connections served at once.
+    pub max_connections: usize,
+    /// Most connections from one IP address at once; 0 = no limit.
+    pub max_per_source: usize,
+    /// Read timeout set on every connection.
+    pub idle_timeout: Option<Duration>,
+    /// Write timeout set on every connection.
+    pub write_timeout: Option<Duration>,
+    /// How long shutdown waits for connections to finish.
+    pub shutdown_timeout: Duration,
+}
+
+/// A bound server, ready to [`Server::run`].
+pub struct Server {
+    listeners: Vec<Arc<TcpListener>>,
+    shared: Arc<Shared>,
+    shutdown_timeout: Duration,
+}
+
+/// Stops a running [`Server`]; cheap to clone and send to another thread.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    shared: Arc<Shared>,
+}
+
+/// What the accept loops, the connection threads and shutdown share.
+struct Shared {
+    ctx: Context,
+    config: ServerConfig,
+    listeners: Vec<Arc<TcpListener>>,
+    registry: Mutex<Registry>,
+    /// Signalled whenever a connection leaves the registry.
+    left: Condvar,
+    next_id: AtomicU64,
+    busy_log: Mutex<RateLimit>,
+}
+
+/// Binds one listening socket with an explicit backlog (std's `bind` uses 128, which a
+/// burst of connects overflows). Options every connection needs are set here once:
+/// Linux copies them to each accepted socket, which saves three system calls per
+/// connection.
+pub fn listen(addr: SocketAddr, config: &ServerConfig) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // Replies leave in one write per batch, so Nagle's delay would only add latency.
+    socket.set_tcp_nodelay(true)?;
+    socket.set_read_timeout(config.idle_timeout)?;
+    socket.set_write_timeout(config.write_timeout)?;
+    // A restarted server must not wait for the old connections' TIME_WAIT to end.
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        // So that `[::]:P` and `0.0.0.0:P` can both be bound, as separate listeners.
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(config.backlog)?;
+    Ok(socket.into())
+}
+
+impl Server {
+    /// Binds every address in `config`, failing with the address in the message.
+    pub fn bind(config: ServerConfig, mut ctx: Context) -> io::Result<Server> {
+        // A handler, so that WAKE_SIGNAL interrupts a read instead of being discarded as
+        // an ignored signal. It only sets a flag nobody reads.
+        signal_hook::flag::register(
+            signal_hook::consts::SIGURG,
+            Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        )?;
+        // The streams' write timeout comes from here, so the connections learn it here.
+        ctx.write_timeout = config.write_timeout;
+        let mut listeners = Vec::new();
+        for &addr in &config.bind {
+            let listener = listen(addr, &config)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            listeners.push(Arc::new(listener));
+        }
+        let shutdown_timeout = config.shutdown_timeout;
+        let registry = Registry {
+            // Sized once: growing by doubling would leave the smaller tables behind as
+            // heap fragments, resident memory that held connections pay for.
+            live: Slab::with_capacity(config.max_connections.min(1 << 16)),
+            ..Registry::default()
+        };
+        let shared = Arc::new(Shared {
+            ctx,
+            config,
+            listeners: listeners.clone(),
+            registry: Mutex::new(registry),
+            left: Condvar::new(),
+            next_id: AtomicU64::new(1),
+            busy_log: Mutex::new(RateLimit::new(Duration::from_secs(1))),
+        });
+        Ok(Server {
+            listeners,
+            shared,
+            shutdown_timeout,
+        })
+    }
+
+    /// The addresses actually bound (port 0 resolved), in `--bind` order.
+    pub fn local_addrs(&self) -> io::Result<Vec<SocketAddr>> {
+        self.listeners.iter().map(|l| l.local_addr()).collect()
+    }
+
+    /// A handle that stops the server from any thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Accepts connections until shut down, then waits up to the shutdown timeout for
+    /// connections to finish. Returns how many were still open when it gave up.
+    pub fn run(self) -> io::Result<usize> {
+        let mut acceptors = Vec::new();
+        for listener in self.listeners.iter().skip(1) {
+            let (listener, shared) = (Arc::clone(listener), Arc::clone(&self.shared));
+            acceptors.push(
+                thread::Builder::new()
+                    .name("accept".into())
+                    .spawn(move || shared.accept_loop(&listener))?,
+            );
+        }
+        if let Some(first) = self.listeners.first() {
+            self.shared.accept_loop(first);
+        }
+        for acceptor in acceptors {
+            let _ = acceptor.join();
+        }
+        self.shared.report_suppressed_refusals(true);
+        Ok(self.shared.wait_for_connections(self.shutdown_timeout))
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        // The registry stays consistent even if a holder panicked: every update is one call.
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn stopping(&self) -> bool {
+        self.ctx.shutting_down.load(Ordering::Acquire)
+    }
+}

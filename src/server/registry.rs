@@ -1,0 +1,131 @@
+//! The live connections: each one's stream and thread, for shutdown, and the count per
+//! client address, for `--max-per-source`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::thread;
+
+use log::error;
+use nix::sys::pthread::Pthread;
+use slab::Slab;
+
+use super::Shared;
+
+#[derive(Default)]
+pub(super) struct Registry {
+    /// Every live connection, in a slab: 24 bytes a slot with no spare buckets, where
+    /// a hash map sized for the limit took 27 bytes a connection before the thread
+    /// was kept too.
+    pub(super) live: Slab<Live>,
+    /// Connections per client address, kept only with `--max-per-source`.
+    pub(super) per_source: HashMap<IpAddr, usize>,
+    pub(super) stopping: bool,
+}
+
+/// A live connection: its stream, shared so that shutdown can reach it, and its thread,
+/// so that shutdown can interrupt the thread's blocked read.
+pub(super) struct Live {
+    pub(super) stream: Arc<TcpStream>,
+    /// 0 until the accept loop has recorded it (glibc never uses 0 for a thread).
+    pub(super) thread: Pthread,
+}
+
+impl Shared {
+    /// Gives up a connection's slot. Called exactly once per admitted connection (by
+    /// its `Registered` guard, or by `admit` when its thread could not start): slots
+    /// are reused, so a second call could free another connection's.
+    pub(super) fn leave(&self, slot: usize, source: IpAddr) {
+        let mut registry = self.lock();
+        if registry.live.try_remove(slot).is_none() {
+            return;
+        }
+        if let Some(count) = registry.per_source.get_mut(&source) {
+            *count -= 1;
+            if *count == 0 {
+                registry.per_source.remove(&source);
+            }
+        }
+        if registry.live.is_empty() {
+            self.left.notify_all();
+        }
+        drop(registry);
+        // A burst of refusals at the limit is followed by connections leaving: report
+        // what it left unreported without waiting for the next refusal.
+        self.report_suppressed_refusals(false);
+    }
+}
+
+/// A connection's place in the registry, given up on drop.
+pub(super) struct Registered<'a> {
+    pub(super) shared: &'a Shared,
+    pub(super) id: u64,
+    pub(super) slot: usize,
+    pub(super) peer: SocketAddr,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            // Connection threads are unnamed (a name costs an allocation per
+            // connection), so this line is what ties the panic message to a connection.
+            error!(
+                "conn {} closed: {}, its thread panicked (a bug: please report it)",
+                self.id, self.peer
+            );
+        }
+        self.shared.leave(self.slot, self.peer.ip());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::Context;
+    use crate::server::{Server, ServerConfig};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    #[test]
+    fn a_connection_whose_thread_panics_leaves_the_registry() {
+        let config = ServerConfig {
+            bind: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            backlog: 8,
+            max_connections: 4,
+            max_per_source: 4,
+            idle_timeout: None,
+            write_timeout: None,
+            shutdown_timeout: Duration::from_secs(1),
+        };
+        let ctx = Context::new(Default::default(), None, Duration::ZERO);
+        let server = Server::bind(config, ctx).unwrap();
+        let shared = Arc::clone(&server.shared);
+        let listener = &server.listeners[0];
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, peer) = listener.accept().unwrap();
+        let slot = {
+            let mut registry = shared.lock();
+            *registry.per_source.entry(peer.ip()).or_insert(0) += 1;
+            registry.live.insert(Live {
+                stream: Arc::new(stream),
+                thread: 0,
+            })
+        };
+        let holder = Arc::clone(&shared);
+        let joined = thread::spawn(move || {
+            let _registered = Registered {
+                shared: &holder,
+                id: 1,
+                slot,
+                peer,
+            };
+            panic!("deliberate panic while registered");
+        })
+        .join();
+        assert!(joined.is_err(), "the thread should have panicked");
+        let registry = shared.lock();
+        assert!(registry.live.is_empty());
+        assert!(registry.per_source.is_empty());
+        drop(client);
+    }
+}

@@ -1,0 +1,112 @@
+//! Stopping: no more accepts, and every connection's reading ended so that it answers
+//! what it has received, says `server shutting down`, and closes.
+
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+use nix::sys::pthread::pthread_kill;
+use nix::sys::signal::Signal;
+use socket2::SockRef;
+
+use super::{Shared, ShutdownHandle};
+
+/// The read timeout every connection gets at shutdown: a read that finds nothing for
+/// this long has read everything the client had sent.
+pub(super) const SHUTDOWN_READ_TIMEOUT: Duration = Duration::from_millis(1);
+
+/// The signal that interrupts a connection thread's blocked read at shutdown, so that
+/// the read starts again under [`SHUTDOWN_READ_TIMEOUT`]. SIGURG is ignored by default
+/// and the kernel sends it only to processes that ask for TCP urgent data.
+pub(super) const WAKE_SIGNAL: Signal = Signal::SIGURG;
+
+impl ShutdownHandle {
+    /// Stops accepting and ends every connection's reading; idempotent.
+    pub fn shutdown(&self) {
+        let shared = &self.shared;
+        let live: Vec<Arc<TcpStream>> = {
+            let mut registry = shared.lock();
+            if registry.stopping {
+                return;
+            }
+            registry.stopping = true;
+            shared.ctx.shutting_down.store(true, Ordering::Release);
+            registry
+                .live
+                .iter()
+                .map(|(_, live)| Arc::clone(&live.stream))
+                .collect()
+        };
+        info!(
+            "shutting down: {} connections to finish (up to {} s)",
+            live.len(),
+            shared.config.shutdown_timeout.as_secs()
+        );
+        for listener in &shared.listeners {
+            // Makes a blocked `accept` return at once (Linux).
+            let _ = SockRef::from(listener.as_ref()).shutdown(Shutdown::Both);
+        }
+        // Not `shutdown(Read)`: Linux answers data that arrives after it, once the FIN
+        // has gone, with a reset that discards the replies still queued for the client.
+        // A short read timeout ends reading once what was sent has been read, and the
+        // signal makes a read already blocked start again under it.
+        for stream in live {
+            let _ = stream.set_read_timeout(Some(SHUTDOWN_READ_TIMEOUT));
+        }
+        shared.interrupt_reads();
+    }
+
+    /// How many connections are open now.
+    pub fn connections(&self) -> usize {
+        self.shared.lock().live.len()
+    }
+}
+
+impl Shared {
+    /// Interrupts every connection thread's blocked read (see [`WAKE_SIGNAL`]). Under
+    /// the registry's lock: a thread leaves the registry before it ends, so no thread
+    /// that has ended is signalled.
+    pub(super) fn interrupt_reads(&self) {
+        let registry = self.lock();
+        for (_, live) in registry.live.iter() {
+            if live.thread != 0 {
+                let _ = pthread_kill(live.thread, WAKE_SIGNAL);
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for every connection to finish; returns how many are left.
+    pub(super) fn wait_for_connections(&self, timeout: Duration) -> usize {
+        // A timeout past what the clock holds waits for as long as connections last.
+        let deadline = Instant::now().checked_add(timeout);
+        let mut registry = self.lock();
+        while !registry.live.is_empty() {
+            let now = Instant::now();
+            let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));
+            if left.is_zero() {
+                break;
+            }
+            // Again now and then: a thread started just before shutdown may have begun
+            // its read before its slot recorded the thread.
+            drop(registry);
+            self.interrupt_reads();
+            registry = self.lock();
+            let slice = left.min(Duration::from_millis(100));
+            registry = self
+                .left
+                .wait_timeout_while(registry, slice, |r| !r.live.is_empty())
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        let left = registry.live.len();
+        if left > 0 {
+            warn!(
+                "{left} connections still open after {} s; exiting anyway",
+                timeout.as_secs()
+            );
+        }
+        left
+    }
+}

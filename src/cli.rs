@@ -44,18 +44,47 @@ pub enum Command {
 /// Options of `tcp-hello serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Address to listen on; repeat for several (IPv6: `[::1]:9999`; port 0 picks a free
-    /// port; a host name binds its first IPv4 address; no port means 9999).
+    /// Address to listen on in plain text; repeat for several (IPv6: `[::1]:9999`; port 0
+    /// picks a free port; a host name binds its first IPv4 address; no port means 9999).
+    /// Default 127.0.0.1:9999, unless only --tls-bind is given.
     #[arg(
         short,
         long = "bind",
         value_name = "ADDR",
         value_parser = crate::address::parse_bind,
         env = "TCP_HELLO_BIND",
-        value_delimiter = ',',
-        default_value = DEFAULT_ADDR
+        value_delimiter = ','
     )]
     pub bind: Vec<SocketAddr>,
+    /// Address to listen on with TLS (needs --tls-cert and --tls-key); repeat for several.
+    /// Given alone, no plain listener opens.
+    #[arg(
+        long = "tls-bind",
+        value_name = "ADDR",
+        value_parser = crate::address::parse_bind,
+        env = "TCP_HELLO_TLS_BIND",
+        value_delimiter = ','
+    )]
+    pub tls_bind: Vec<SocketAddr>,
+    /// The TLS certificate chain, leaf first (PEM); reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE", env = "TCP_HELLO_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1); reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE", env = "TCP_HELLO_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Mutual TLS: clients must present a certificate chained to this CA (PEM).
+    #[arg(long, value_name = "FILE", env = "TCP_HELLO_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+    /// Longest a TLS handshake may take before the connection is closed.
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "TCP_HELLO_TLS_HANDSHAKE_TIMEOUT",
+        default_value_t = 5,
+        value_parser = positive_number::<u64>,
+        allow_negative_numbers = true
+    )]
+    pub tls_handshake_timeout: u64,
     /// Greet clients, or echo their bytes back (RFC 862).
     #[arg(long, value_enum, env = "TCP_HELLO_MODE", default_value_t = Mode::Greet)]
     pub mode: Mode,

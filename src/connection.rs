@@ -96,6 +96,10 @@ pub enum CloseReason {
     ReadError(ErrorKind),
     /// Writing failed: the client is gone or does not read (write timeout).
     WriteError(ErrorKind),
+    /// The client began a TLS handshake on a plain port.
+    TlsOnPlainPort,
+    /// The TLS handshake did not complete (the close line says why).
+    Handshake,
 }
 
 impl std::fmt::Display for CloseReason {
@@ -110,6 +114,8 @@ impl std::fmt::Display for CloseReason {
                 f.write_str("write error: timed out, the client does not read its replies")
             }
             CloseReason::WriteError(kind) => write!(f, "write error: {kind}"),
+            CloseReason::TlsOnPlainPort => f.write_str("a TLS handshake on a plain port"),
+            CloseReason::Handshake => f.write_str("no TLS session"),
         }
     }
 }
@@ -301,6 +307,7 @@ impl<S: Read + Write> Connection<'_, '_, S> {
         let mut skipping = false;
         loop {
             let fresh = match self.read(true)? {
+                Got::Bytes(n) if self.is_tls_hello(n) => return Ok(CloseReason::TlsOnPlainPort),
                 Got::Bytes(n) => n,
                 // A line the client has not finished is not a received line.
                 Got::Stopped => return self.closed(),
@@ -360,6 +367,7 @@ impl<S: Read + Write> Connection<'_, '_, S> {
         loop {
             (self.buf.start, self.buf.end) = (0, 0);
             match self.read(true)? {
+                Got::Bytes(n) if self.is_tls_hello(n) => return Ok(CloseReason::TlsOnPlainPort),
                 Got::Bytes(_) => {}
                 Got::Eof | Got::Stopped => return self.closed(),
                 Got::Idle => return self.idle(),
@@ -482,6 +490,16 @@ impl<S: Read + Write> Connection<'_, '_, S> {
             self.buf.grow(&ctx.pool);
         }
         Ok(Got::Bytes(kept))
+    }
+
+    /// Whether the first read (of `n` bytes, all the connection has received) begins a
+    /// TLS handshake: a client that expected TLS here gets nothing it could misread.
+    fn is_tls_hello(&mut self, n: usize) -> bool {
+        if self.bytes_in != n as u64 {
+            return false;
+        }
+        let end = self.buf.end;
+        protocol::looks_like_tls(&self.buf.input()[end - n..end])
     }
 
     /// After a burst, gives the large buffers back.

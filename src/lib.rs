@@ -4,6 +4,7 @@
 //! - [`protocol`]: the protocol's decisions, pure and without sockets;
 //! - [`connection`]: one connection's I/O over any `Read + Write` stream;
 //! - [`server`]: listeners, the accept loop, connection limits and shutdown;
+//! - [`tls`]: the server's TLS configuration (reloaded on SIGHUP) and handshake;
 //! - [`signals`]: signal handlers installed without losing a signal, and what each does;
 //! - [`limits`]: the system's limits on one process, read at start-up;
 //! - [`client`], [`bench`](mod@bench): the bundled client and load generator;
@@ -22,3 +23,4 @@ pub mod pool;
 pub mod protocol;
 pub mod server;
 pub mod signals;
+pub mod tls;

@@ -5,6 +5,7 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -15,8 +16,9 @@ use tcp_hello::cli::{Cli, Command, ServeArgs};
 use tcp_hello::connection::Context;
 use tcp_hello::limits::{connection_limit, raise_fd_limit, warn_of_address_space_limit};
 use tcp_hello::protocol::{ReplyTemplate, Settings};
-use tcp_hello::server::{Server, ServerConfig};
+use tcp_hello::server::{Listening, Server, ServerConfig};
 use tcp_hello::signals::serve_signals;
+use tcp_hello::tls::{Tls, TlsFiles};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args(std::env::args_os().collect());
@@ -62,8 +64,13 @@ fn init_logging(verbose: u8, quiet: u8) {
         .init();
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    if let Some(twice) = tcp_hello::address::first_duplicate(&args.bind) {
+fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
+    if args.bind.is_empty() && args.tls_bind.is_empty() {
+        args.bind.push(tcp_hello::cli::DEFAULT_ADDR.parse()?);
+    }
+    let tls = tls_config(&args)?;
+    let all: Vec<_> = args.bind.iter().chain(&args.tls_bind).copied().collect();
+    if let Some(twice) = tcp_hello::address::first_duplicate(&all) {
         anyhow::bail!(
             "--bind {twice} is given twice (names count by the address they resolve to): \
              give each listener an address of its own"
@@ -83,9 +90,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let ctx = Context::new(settings, idle_timeout, Duration::from_millis(args.delay));
     warn_of_address_space_limit();
     let config = ServerConfig {
-        max_connections: connection_limit(args.max_connections, args.bind.len()),
+        max_connections: connection_limit(args.max_connections, all.len()),
         max_per_source: args.max_per_source,
         bind: args.bind,
+        tls_bind: args.tls_bind,
+        tls: tls.clone(),
         backlog: args.backlog,
         idle_timeout,
         write_timeout: seconds(args.write_timeout),
@@ -107,7 +116,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         anyhow::anyhow!("{e}{hint}")
     })?;
     // Before the announcement, so that a script may signal as soon as it has read it.
-    serve_signals(server.shutdown_handle()).context("cannot install signal handlers")?;
+    serve_signals(server.shutdown_handle(), tls).context("cannot install signal handlers")?;
     let addrs = server.local_addrs()?;
     for addr in &addrs {
         info!(
@@ -125,9 +134,45 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes one `listening on <address>` line per listener to stdout, flushed, so that a
-/// script can read the port chosen for port 0.
-fn announce(addrs: &[std::net::SocketAddr]) -> std::io::Result<()> {
+/// The TLS configuration, read at start-up so that a bad file fails now, naming it.
+fn tls_config(args: &ServeArgs) -> anyhow::Result<Option<Arc<Tls>>> {
+    if args.tls_bind.is_empty() {
+        if args.tls_cert.is_some() || args.tls_key.is_some() || args.tls_client_ca.is_some() {
+            anyhow::bail!(
+                "--tls-cert, --tls-key and --tls-client-ca are for TLS listeners: add \
+                 --tls-bind ADDR (e.g. --tls-bind 127.0.0.1:9443)"
+            );
+        }
+        return Ok(None);
+    }
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        anyhow::bail!(
+            "--tls-bind needs --tls-cert FILE and --tls-key FILE (`tcp-hello cert --out DIR` \
+             makes a set)"
+        );
+    };
+    if tcp_hello::pem::readable_by_others(key) {
+        warn!(
+            "{}: the private key is readable by other users; make it private with `chmod 600 {}`",
+            key.display(),
+            key.display()
+        );
+    }
+    let files = TlsFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+        client_ca: args.tls_client_ca.clone(),
+    };
+    let timeout = Duration::from_secs(args.tls_handshake_timeout);
+    Ok(Some(Arc::new(
+        Tls::load(files, timeout).map_err(anyhow::Error::msg)?,
+    )))
+}
+
+/// Writes one `listening on <address>` line per listener to stdout (`listening on tls
+/// <address>` for a TLS one), flushed, so that a script can read the port chosen for
+/// port 0.
+fn announce(addrs: &[Listening]) -> std::io::Result<()> {
     let mut stdout = std::io::stdout().lock();
     for addr in addrs {
         writeln!(stdout, "listening on {addr}")?;

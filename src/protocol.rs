@@ -288,6 +288,12 @@ fn trim_blanks(message: &[u8]) -> &[u8] {
     &message[start..end]
 }
 
+/// Whether the first bytes a client sent begin a TLS handshake (a handshake record of
+/// TLS 1.0 to 1.3: 0x16 0x03 0x01..=0x04): no name, typed or piped, starts that way.
+pub fn looks_like_tls(first: &[u8]) -> bool {
+    matches!(first, [0x16, 0x03, 0x00..=0x04, ..])
+}
+
 /// Strips the trailing line ending (any run of CR and LF) from a chunk-framed message.
 pub fn chunk_message(chunk: &[u8]) -> &[u8] {
     let end = chunk
@@ -489,6 +495,15 @@ mod tests {
         assert_eq!(&out[..n], b"plain");
         let n = telnet_escape(b"\xff\xff", &mut out);
         assert_eq!(&out[..n], b"\xff\xff\xff\xff");
+    }
+
+    #[test]
+    fn tls_client_hellos_are_recognised() {
+        assert!(looks_like_tls(b"\x16\x03\x01\x02\x00"));
+        assert!(looks_like_tls(b"\x16\x03\x03"));
+        assert!(!looks_like_tls(b"\x16\x03"));
+        assert!(!looks_like_tls(b"Alice\n"));
+        assert!(!looks_like_tls(b"\x16\x04\x01"));
     }
 
     #[test]

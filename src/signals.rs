@@ -9,14 +9,16 @@
 //! they are unblocked.
 
 use std::io;
+use std::sync::Arc;
 use std::thread;
 
-use log::{info, warn};
+use log::{error, info, warn};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::server::ShutdownHandle;
+use crate::tls::Tls;
 
 /// Runs `install` with `signals` blocked on the calling thread, then unblocks them, so
 /// that one arriving meanwhile is delivered to what `install` set up.
@@ -52,23 +54,24 @@ pub enum Action {
     Shutdown,
     /// A later SIGINT or SIGTERM: exit at once, with this status.
     Exit(i32),
-    /// SIGHUP: nothing to reload yet; logged and otherwise ignored.
-    Ignore,
+    /// SIGHUP: reload the TLS files, if there are any; never a stop.
+    Reload,
 }
 
 /// The server's answer to `signal` when `stops_before` SIGINT or SIGTERM came before it.
 pub fn action(signal: i32, stops_before: u32) -> Action {
     match signal {
-        SIGHUP => Action::Ignore,
+        SIGHUP => Action::Reload,
         _ if stops_before == 0 => Action::Shutdown,
         _ => Action::Exit(128 + signal),
     }
 }
 
 /// Installs the server's signal handling: the first SIGINT or SIGTERM stops the server
-/// gracefully, a second exits at once; SIGHUP is logged and ignored, never fatal. The
-/// signals are read on a thread of their own.
-pub fn serve_signals(handle: ShutdownHandle) -> io::Result<()> {
+/// gracefully, a second exits at once; SIGHUP reloads the TLS certificate, key and
+/// client CA (`tls`), and is logged and ignored without TLS; it never stops the server.
+/// The signals are read on a thread of their own.
+pub fn serve_signals(handle: ShutdownHandle, tls: Option<Arc<Tls>>) -> io::Result<()> {
     let wanted = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
     let mut signals = install_blocking(&wanted, || Signals::new([SIGINT, SIGTERM, SIGHUP]))?;
     thread::Builder::new()
@@ -77,10 +80,28 @@ pub fn serve_signals(handle: ShutdownHandle) -> io::Result<()> {
             let mut stops = 0;
             for signal in signals.forever() {
                 match action(signal, stops) {
-                    Action::Ignore => info!(
-                        "signal {signal} (SIGHUP): ignored, there is nothing to reload; \
-                         SIGTERM or SIGINT stops the server"
-                    ),
+                    Action::Reload => match &tls {
+                        None => info!(
+                            "signal {signal} (SIGHUP): ignored, there is nothing to reload \
+                             without TLS; SIGTERM or SIGINT stops the server"
+                        ),
+                        Some(tls) => match tls.reload() {
+                            Ok(()) => info!(
+                                "signal {signal} (SIGHUP): reloaded {} and {}{}; new \
+                                 connections use them",
+                                tls.files().cert.display(),
+                                tls.files().key.display(),
+                                tls.files()
+                                    .client_ca
+                                    .as_ref()
+                                    .map_or(String::new(), |ca| format!(" and {}", ca.display()))
+                            ),
+                            Err(e) => error!(
+                                "signal {signal} (SIGHUP): reload failed, still serving the \
+                                 certificates loaded before: {e}"
+                            ),
+                        },
+                    },
                     Action::Shutdown => {
                         stops += 1;
                         info!("signal {signal}: stopping; a second signal exits at once");
@@ -109,8 +130,8 @@ mod tests {
         assert_eq!(action(SIGINT, 0), Action::Shutdown);
         assert_eq!(action(SIGINT, 1), Action::Exit(130));
         assert_eq!(action(SIGTERM, 1), Action::Exit(143));
-        assert_eq!(action(SIGHUP, 0), Action::Ignore);
-        assert_eq!(action(SIGHUP, 1), Action::Ignore);
+        assert_eq!(action(SIGHUP, 0), Action::Reload);
+        assert_eq!(action(SIGHUP, 1), Action::Reload);
     }
 
     #[test]

@@ -16,14 +16,14 @@ use super::{CONNECTION_STACK, Shared};
 use crate::protocol::{Mode, Notice};
 
 impl Shared {
-    pub(super) fn accept_loop(self: &Arc<Self>, listener: &TcpListener) {
+    pub(super) fn accept_loop(self: &Arc<Self>, listener: &TcpListener, tls: bool) {
         let mut backoff = AcceptBackoff::default();
         loop {
             match listener.accept() {
                 Ok((stream, peer)) => {
                     backoff.succeeded();
                     self.report_suppressed_refusals(false);
-                    self.admit(stream, peer);
+                    self.admit(stream, peer, tls);
                 }
                 Err(_) if self.stopping() => return,
                 Err(e) => {
@@ -36,7 +36,7 @@ impl Shared {
     }
 
     /// Registers a new connection and starts its thread, or refuses it.
-    pub(super) fn admit(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr) {
+    pub(super) fn admit(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, tls: bool) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let stream = Arc::new(stream);
         let slot = {
@@ -52,6 +52,7 @@ impl Shared {
                     peer,
                     Notice::Busy { connections },
                     "connection limit reached",
+                    tls,
                 );
                 return;
             }
@@ -61,7 +62,7 @@ impl Shared {
                 if *count >= per_source {
                     drop(registry);
                     let notice = Notice::BusySource { limit: per_source };
-                    self.refuse(&stream, peer, notice, "per-address limit reached");
+                    self.refuse(&stream, peer, notice, "per-address limit reached", tls);
                     return;
                 }
                 *count += 1;
@@ -76,11 +77,14 @@ impl Shared {
         // touches stays resident for as long as the connection lives. At debug: the
         // close line says all there is to say, and a health check, which logs its close
         // at debug, must not leave an open line without its close at info.
-        debug!("conn {id} open: {peer}");
+        // A TLS connection's open line comes after its handshake, with what it told.
+        if !tls {
+            debug!("conn {id} open: {peer}");
+        }
         let (shared, conn_stream) = (Arc::clone(self), Arc::clone(&stream));
         let spawned = thread::Builder::new()
             .stack_size(CONNECTION_STACK)
-            .spawn(move || shared.run_connection(id, slot, &conn_stream, peer));
+            .spawn(move || shared.run_connection(id, slot, &conn_stream, peer, tls));
         match spawned {
             Ok(handle) => {
                 // Recorded only while the slot is still this connection's: the thread
@@ -98,7 +102,7 @@ impl Shared {
                 self.leave(slot, peer.ip());
                 let connections = self.lock().live.len();
                 let why = format!("cannot start a thread: {e}");
-                self.refuse(&stream, peer, Notice::Busy { connections }, &why);
+                self.refuse(&stream, peer, Notice::Busy { connections }, &why, tls);
             }
         }
     }
@@ -119,7 +123,14 @@ impl Shared {
     }
 
     /// Tells a client the server is busy and closes, without a thread of its own.
-    pub(super) fn refuse(&self, stream: &TcpStream, peer: SocketAddr, notice: Notice, why: &str) {
+    pub(super) fn refuse(
+        &self,
+        stream: &TcpStream,
+        peer: SocketAddr,
+        notice: Notice,
+        why: &str,
+        tls: bool,
+    ) {
         let suppressed = self
             .busy_log
             .lock()
@@ -130,7 +141,9 @@ impl Shared {
             Some(n) => warn!("refused {peer}: {why} ({n} more refused since the last report)"),
             None => {}
         }
-        if self.ctx.settings.mode == Mode::Echo {
+        // Echo mode sends nothing of its own; a TLS client could not read plain text,
+        // and a handshake here would hold up the accept loop.
+        if self.ctx.settings.mode == Mode::Echo || tls {
             return;
         }
         let notice = self.ctx.settings.notice(notice);

@@ -29,6 +29,7 @@ use slab::Slab;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::connection::Context;
+use crate::tls::Tls;
 
 pub use accept::{AcceptBackoff, RateLimit};
 use registry::Registry;
@@ -42,8 +43,12 @@ pub const CONNECTION_STACK: usize = 64 * 1024;
 /// How the server runs, apart from the protocol's [`crate::protocol::Settings`].
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Addresses to listen on.
+    /// Addresses to listen on, in plain text.
     pub bind: Vec<SocketAddr>,
+    /// Addresses to listen on with TLS.
+    pub tls_bind: Vec<SocketAddr>,
+    /// The TLS configuration, with `tls_bind`.
+    pub tls: Option<Arc<Tls>>,
     /// Listen backlog.
     pub backlog: i32,
     /// Most connections served at once.
@@ -58,9 +63,29 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
 }
 
+/// A listening address, and whether it speaks TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listening {
+    /// The address bound (port 0 resolved).
+    pub addr: SocketAddr,
+    /// Connections to it begin with a TLS handshake.
+    pub tls: bool,
+}
+
+impl std::fmt::Display for Listening {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.tls {
+            write!(f, "tls {}", self.addr)
+        } else {
+            write!(f, "{}", self.addr)
+        }
+    }
+}
+
 /// A bound server, ready to [`Server::run`].
 pub struct Server {
-    listeners: Vec<Arc<TcpListener>>,
+    /// Every listener, and whether it speaks TLS.
+    listeners: Vec<(Arc<TcpListener>, bool)>,
     shared: Arc<Shared>,
     shutdown_timeout: Duration,
 }
@@ -116,10 +141,11 @@ impl Server {
         // The streams' write timeout comes from here, so the connections learn it here.
         ctx.write_timeout = config.write_timeout;
         let mut listeners = Vec::new();
-        for &addr in &config.bind {
+        let plain = config.bind.iter().map(|&a| (a, false));
+        for (addr, tls) in plain.chain(config.tls_bind.iter().map(|&a| (a, true))) {
             let listener = listen(addr, &config)
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-            listeners.push(Arc::new(listener));
+            listeners.push((Arc::new(listener), tls));
         }
         let shutdown_timeout = config.shutdown_timeout;
         let registry = Registry {
@@ -131,7 +157,7 @@ impl Server {
         let shared = Arc::new(Shared {
             ctx,
             config,
-            listeners: listeners.clone(),
+            listeners: listeners.iter().map(|(l, _)| Arc::clone(l)).collect(),
             registry: Mutex::new(registry),
             left: Condvar::new(),
             next_id: AtomicU64::new(1),
@@ -144,9 +170,17 @@ impl Server {
         })
     }
 
-    /// The addresses actually bound (port 0 resolved), in `--bind` order.
-    pub fn local_addrs(&self) -> io::Result<Vec<SocketAddr>> {
-        self.listeners.iter().map(|l| l.local_addr()).collect()
+    /// The addresses actually bound (port 0 resolved): `--bind`'s, then `--tls-bind`'s.
+    pub fn local_addrs(&self) -> io::Result<Vec<Listening>> {
+        self.listeners
+            .iter()
+            .map(|(l, tls)| {
+                Ok(Listening {
+                    addr: l.local_addr()?,
+                    tls: *tls,
+                })
+            })
+            .collect()
     }
 
     /// A handle that stops the server from any thread.
@@ -160,16 +194,16 @@ impl Server {
     /// connections to finish. Returns how many were still open when it gave up.
     pub fn run(self) -> io::Result<usize> {
         let mut acceptors = Vec::new();
-        for listener in self.listeners.iter().skip(1) {
-            let (listener, shared) = (Arc::clone(listener), Arc::clone(&self.shared));
+        for (listener, tls) in self.listeners.iter().skip(1) {
+            let (listener, shared, tls) = (Arc::clone(listener), Arc::clone(&self.shared), *tls);
             acceptors.push(
                 thread::Builder::new()
                     .name("accept".into())
-                    .spawn(move || shared.accept_loop(&listener))?,
+                    .spawn(move || shared.accept_loop(&listener, tls))?,
             );
         }
-        if let Some(first) = self.listeners.first() {
-            self.shared.accept_loop(first);
+        if let Some((first, tls)) = self.listeners.first() {
+            self.shared.accept_loop(first, *tls);
         }
         for acceptor in acceptors {
             let _ = acceptor.join();

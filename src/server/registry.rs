@@ -90,6 +90,8 @@ mod tests {
     fn a_connection_whose_thread_panics_leaves_the_registry() {
         let config = ServerConfig {
             bind: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            tls_bind: Vec::new(),
+            tls: None,
             backlog: 8,
             max_connections: 4,
             max_per_source: 4,
@@ -100,7 +102,7 @@ mod tests {
         let ctx = Context::new(Default::default(), None, Duration::ZERO);
         let server = Server::bind(config, ctx).unwrap();
         let shared = Arc::clone(&server.shared);
-        let listener = &server.listeners[0];
+        let listener = &server.listeners[0].0;
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (stream, peer) = listener.accept().unwrap();
         let slot = {

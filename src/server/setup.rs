@@ -10,6 +10,7 @@ use super::Shared;
 use super::registry::Registered;
 use super::shutdown::SHUTDOWN_READ_TIMEOUT;
 use crate::connection::{self, CloseReason, Peer, Summary};
+use crate::tls;
 
 /// How long a closing connection waits for the client to close its side after the
 /// server's last bytes, so that unread client data does not turn the close into a reset
@@ -23,6 +24,7 @@ impl Shared {
         slot: usize,
         stream: &Arc<TcpStream>,
         peer: SocketAddr,
+        tls: bool,
     ) {
         // Leaves the registry however this function ends, a panic included, so that a
         // bug in one connection can neither leak its socket nor hold a slot for good.
@@ -33,14 +35,55 @@ impl Shared {
             peer,
         };
         let started = Instant::now();
-        let summary = match self.configure(stream) {
-            Ok(()) => connection::serve(&**stream, &self.ctx, Peer { id, addr: peer }),
-            Err(e) => Summary {
-                replies: 0,
-                bytes_in: 0,
-                bytes_out: 0,
-                reason: CloseReason::ReadError(e.kind()),
-            },
+        let failed = |e: io::Error| Summary {
+            replies: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            reason: CloseReason::ReadError(e.kind()),
+        };
+        let peer_id = Peer { id, addr: peer };
+        // What the close line adds: who the client certificate says the client is, or
+        // why there was no TLS session.
+        let mut detail = String::new();
+        let summary = match (self.configure(stream), &self.config.tls) {
+            (Err(e), _) => failed(e),
+            (Ok(()), Some(config)) if tls => {
+                match tls::handshake(
+                    stream,
+                    config.current(),
+                    config.handshake_timeout,
+                    &self.ctx,
+                ) {
+                    Err(e) => {
+                        detail = format!(": {e}");
+                        Summary {
+                            replies: 0,
+                            bytes_in: 0,
+                            bytes_out: 0,
+                            reason: CloseReason::Handshake,
+                        }
+                    }
+                    Ok((mut conn, session)) => match self.end_handshake(stream) {
+                        Err(e) => failed(e),
+                        Ok(()) => {
+                            log::debug!(
+                                "conn {id} open: {peer}, {}{}{}",
+                                session.version,
+                                if session.resumed { " resumed" } else { "" },
+                                session
+                                    .client
+                                    .as_ref()
+                                    .map_or(String::new(), |c| format!(", client {c}"))
+                            );
+                            if let Some(client) = &session.client {
+                                detail = format!(", client {client}");
+                            }
+                            tls::serve(stream, &mut conn, &self.ctx, peer_id)
+                        }
+                    },
+                }
+            }
+            (Ok(()), _) => connection::serve(&**stream, &self.ctx, peer_id),
         };
         linger(stream, summary.reason);
         let quiet = summary.bytes_in == 0
@@ -48,6 +91,7 @@ impl Shared {
                 summary.reason,
                 CloseReason::ReadError(ErrorKind::ConnectionReset)
                     | CloseReason::WriteError(ErrorKind::ConnectionReset | ErrorKind::BrokenPipe)
+                    | CloseReason::TlsOnPlainPort
             );
         let level = if quiet {
             log::Level::Debug
@@ -56,13 +100,24 @@ impl Shared {
         };
         log::log!(
             level,
-            "conn {id} closed: {peer}, {:.3} s, {} replies, {} bytes in, {} bytes out, {}",
+            "conn {id} closed: {peer}, {:.3} s, {} replies, {} bytes in, {} bytes out, {}{detail}",
             started.elapsed().as_secs_f64(),
             summary.replies,
             summary.bytes_in,
             summary.bytes_out,
             summary.reason
         );
+    }
+
+    /// After the handshake, which set its own read timeouts: the idle timeout again, or
+    /// the shutdown's, if shutdown began meanwhile (set after the idle one, in the same
+    /// order as shutdown sets the flag and then the timeout, so neither is lost).
+    fn end_handshake(&self, stream: &TcpStream) -> io::Result<()> {
+        stream.set_read_timeout(self.config.idle_timeout)?;
+        if self.stopping() {
+            stream.set_read_timeout(Some(SHUTDOWN_READ_TIMEOUT))?;
+        }
+        Ok(())
     }
 
     pub(super) fn configure(&self, stream: &TcpStream) -> io::Result<()> {

@@ -85,6 +85,8 @@ impl Server {
             let addr = line
                 .strip_prefix("listening on ")
                 .unwrap_or_else(|| panic!("unexpected stdout line {line:?}"));
+            // A TLS listener is announced as `listening on tls ADDR`.
+            let addr = addr.strip_prefix("tls ").unwrap_or(addr);
             addrs.push(addr.parse().expect("announced address parses"));
         }
         let mut stderr = child.stderr.take().expect("stderr");

@@ -1,0 +1,332 @@
+//! The server's TLS: its configuration, read from PEM files at start-up and again on
+//! SIGHUP, and the handshake, which runs on the connection's own thread, bounded by a
+//! timeout, before [`connection::serve`] runs over the encrypted stream.
+//!
+//! rustls with the ring provider: TLS 1.2 and 1.3 only, no OpenSSL linked.
+
+use std::fmt;
+use std::io::{self, ErrorKind, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ProducesTickets, WebPkiClientVerifier};
+use rustls::{RootCertStore, ServerConfig, ServerConnection};
+
+use crate::connection::{self, CloseReason, Context, Peer, Summary};
+use crate::pem;
+
+/// Records of at most this much plaintext are queued for sending before a write waits
+/// for the socket: what one large reply needs, not rustls's unbounded default.
+const SEND_BUFFER_LIMIT: usize = 64 * 1024;
+
+/// The files the server's TLS configuration is read from, at start-up and on reload.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first (PEM).
+    pub cert: PathBuf,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// With mutual TLS: the CA that client certificates must chain to (PEM).
+    pub client_ca: Option<PathBuf>,
+}
+
+/// The server's TLS configuration, swapped whole on reload: a connection takes the
+/// configuration current when it starts and keeps it.
+pub struct Tls {
+    files: TlsFiles,
+    config: RwLock<Arc<ServerConfig>>,
+    /// Kept across reloads, so that a client's session ticket survives a certificate
+    /// change.
+    ticketer: Arc<dyn ProducesTickets>,
+    /// The longest a handshake may take.
+    pub handshake_timeout: Duration,
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls")
+            .field("files", &self.files)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl Tls {
+    /// Reads the files and builds the configuration; the error is one line naming the
+    /// file and the cause.
+    pub fn load(files: TlsFiles, handshake_timeout: Duration) -> Result<Tls, String> {
+        let ticketer = rustls::crypto::ring::Ticketer::new()
+            .map_err(|e| format!("cannot start TLS session tickets: {e}"))?;
+        let config = build(&files, &ticketer)?;
+        Ok(Tls {
+            files,
+            config: RwLock::new(Arc::new(config)),
+            ticketer,
+            handshake_timeout,
+        })
+    }
+
+    /// The files, for messages.
+    pub fn files(&self) -> &TlsFiles {
+        &self.files
+    }
+
+    /// Reads the files again; on success new connections use them, and on failure the
+    /// configuration in use stays. Open connections are never touched.
+    pub fn reload(&self) -> Result<(), String> {
+        let config = build(&self.files, &self.ticketer)?;
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
+        Ok(())
+    }
+
+    /// The configuration for a new connection.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.config.read().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// Builds a server configuration from the files.
+fn build(files: &TlsFiles, ticketer: &Arc<dyn ProducesTickets>) -> Result<ServerConfig, String> {
+    let certs = pem::certificates(&files.cert).map_err(|e| e.to_string())?;
+    let key = pem::private_key(&files.key).map_err(|e| e.to_string())?;
+    let provider = provider();
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("cannot set up TLS: {e}"))?;
+    let builder = match &files.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in pem::certificates(ca).map_err(|e| e.to_string())? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: not a usable CA certificate: {e}", ca.display()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| format!("{}: cannot verify clients with it: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => format!(
+            "{} does not match {}: the key is not the certificate's; give the key made with it",
+            files.key.display(),
+            files.cert.display()
+        ),
+        e => format!(
+            "{} with {}: not a usable certificate and key: {e}",
+            files.cert.display(),
+            files.key.display()
+        ),
+    })?;
+    config.ticketer = Arc::clone(ticketer);
+    Ok(config)
+}
+
+/// How a TLS connection ended before the protocol began.
+#[derive(Debug)]
+pub enum HandshakeError {
+    /// The client sent nothing, or not enough, within the handshake timeout.
+    Timeout,
+    /// The client closed, or reset, during the handshake.
+    Closed,
+    /// The bytes were not an acceptable TLS handshake (plain text, an old version, an
+    /// untrusted or missing client certificate, ...).
+    Tls(rustls::Error),
+    /// The server is shutting down.
+    Shutdown,
+    /// The client spoke plain text (its first byte cannot begin a TLS handshake).
+    PlainText,
+    /// Any other socket error.
+    Io(io::Error),
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandshakeError::Timeout => f.write_str("TLS handshake timed out"),
+            HandshakeError::Closed => f.write_str("client closed during the TLS handshake"),
+            HandshakeError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
+            HandshakeError::Shutdown => f.write_str("server shutdown during the TLS handshake"),
+            HandshakeError::PlainText => f.write_str("plain text on a TLS port"),
+            HandshakeError::Io(e) => write!(f, "TLS handshake failed: {e}"),
+        }
+    }
+}
+
+/// What the server learnt of a client in its handshake, for the log.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// `TLSv1_3`, `TLSv1_2`.
+    pub version: String,
+    /// The client certificate's subject (its CN, or its first SAN), with mutual TLS.
+    pub client: Option<String>,
+    /// The handshake resumed an earlier session.
+    pub resumed: bool,
+}
+
+/// The first byte of every TLS handshake: a handshake record.
+const HANDSHAKE_RECORD: u8 = 0x16;
+
+/// What a client that speaks plain text to a TLS port is told, in plain text, before
+/// the close (like nginx's "plain HTTP request was sent to HTTPS port").
+pub const PLAIN_TEXT_NOTICE: &[u8] =
+    b"ERROR this port speaks TLS: connect with TLS (tcp-hello client --tls, openssl s_client)\r\n";
+
+/// Runs the handshake on `sock` within `timeout`, leaving the socket's read timeout for
+/// the caller to set. A client whose first byte cannot begin a TLS handshake (telnet,
+/// nc) is told so in plain text.
+pub fn handshake(
+    sock: &TcpStream,
+    config: Arc<ServerConfig>,
+    timeout: Duration,
+    ctx: &Context,
+) -> Result<(ServerConnection, Session), HandshakeError> {
+    let mut conn = ServerConnection::new(config).map_err(HandshakeError::Tls)?;
+    conn.set_buffer_limit(Some(SEND_BUFFER_LIMIT));
+    let deadline = Instant::now().checked_add(timeout);
+    let mut io = sock;
+    let mut first = true;
+    while conn.is_handshaking() {
+        flush_tls(&mut conn, &mut io).map_err(closed_or_io)?;
+        if !conn.is_handshaking() {
+            break;
+        }
+        if ctx.shutting_down.load(Ordering::Acquire) {
+            return Err(HandshakeError::Shutdown);
+        }
+        let left = deadline.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        if left.is_zero() {
+            return Err(HandshakeError::Timeout);
+        }
+        sock.set_read_timeout(Some(left))
+            .map_err(HandshakeError::Io)?;
+        if first {
+            let mut byte = [0u8; 1];
+            match sock.peek(&mut byte) {
+                Ok(0) => return Err(HandshakeError::Closed),
+                Ok(_) if byte[0] != HANDSHAKE_RECORD => {
+                    let _ = io.write_all(PLAIN_TEXT_NOTICE);
+                    return Err(HandshakeError::PlainText);
+                }
+                Ok(_) => first = false,
+                Err(e) => {
+                    retry(e)?;
+                    continue;
+                }
+            }
+        }
+        match conn.read_tls(&mut io) {
+            Ok(0) => return Err(HandshakeError::Closed),
+            Ok(_) => {
+                if let Err(e) = conn.process_new_packets() {
+                    // rustls has queued an alert saying why: send it, then report.
+                    let _ = flush_tls(&mut conn, &mut io);
+                    return Err(HandshakeError::Tls(e));
+                }
+            }
+            Err(e) => retry(e)?,
+        }
+    }
+    // Anything queued after the last message (TLS 1.3 session tickets) goes out now.
+    flush_tls(&mut conn, &mut io).map_err(closed_or_io)?;
+    let session = Session {
+        version: conn
+            .protocol_version()
+            .map_or_else(|| "TLS".to_string(), |v| format!("{v:?}")),
+        client: conn
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .and_then(|leaf| subject(leaf.as_ref())),
+        resumed: matches!(conn.handshake_kind(), Some(rustls::HandshakeKind::Resumed)),
+    };
+    Ok((conn, session))
+}
+
+/// A read that failed during the handshake: `Ok` to try again (a signal, or a read
+/// timeout within the deadline, which the loop checks), else why it ended.
+fn retry(e: io::Error) -> Result<(), HandshakeError> {
+    match e.kind() {
+        ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut => Ok(()),
+        _ => Err(closed_or_io(e)),
+    }
+}
+
+fn closed_or_io(e: io::Error) -> HandshakeError {
+    match e.kind() {
+        ErrorKind::ConnectionReset
+        | ErrorKind::ConnectionAborted
+        | ErrorKind::BrokenPipe
+        | ErrorKind::UnexpectedEof => HandshakeError::Closed,
+        _ => HandshakeError::Io(e),
+    }
+}
+
+/// A certificate's subject for the log: its CN, or else its first SAN.
+pub fn subject(der: &[u8]) -> Option<String> {
+    use x509_cert::der::Decode;
+    use x509_cert::ext::pkix::SubjectAltName;
+    use x509_cert::ext::pkix::name::GeneralName;
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    let tbs = cert.tbs_certificate();
+    if let Ok(Some(cn)) = tbs.subject().common_name() {
+        return Some(String::from(cn));
+    }
+    let (_, san) = tbs.get_extension::<SubjectAltName>().ok()??;
+    san.0.iter().find_map(|name| match name {
+        GeneralName::DnsName(dns) => Some(dns.to_string()),
+        GeneralName::Rfc822Name(mail) => Some(mail.to_string()),
+        GeneralName::IpAddress(ip) => Some(format!("{:?}", ip.as_bytes())),
+        _ => None,
+    })
+}
+
+/// The protocol over an established TLS session, then the session's end: the server's
+/// close_notify after its last bytes, as the TLS close of a graceful close.
+pub fn serve(sock: &TcpStream, conn: &mut ServerConnection, ctx: &Context, peer: Peer) -> Summary {
+    let mut io = sock;
+    let summary = connection::serve(rustls::Stream::new(conn, &mut io), ctx, peer);
+    if matches!(
+        summary.reason,
+        CloseReason::Exit | CloseReason::Idle | CloseReason::Shutdown | CloseReason::ClientClosed
+    ) {
+        conn.send_close_notify();
+        let _ = flush_tls(conn, &mut io);
+    }
+    summary
+}
+
+/// Writes whatever TLS records are queued.
+fn flush_tls(conn: &mut ServerConnection, io: &mut impl Write) -> io::Result<()> {
+    while conn.wants_write() {
+        conn.write_tls(io)?;
+    }
+    io.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_files_are_named() {
+        let files = TlsFiles {
+            cert: "/no/such/cert.pem".into(),
+            key: "/no/such/key.pem".into(),
+            client_ca: None,
+        };
+        let e = Tls::load(files, Duration::from_secs(1)).unwrap_err();
+        assert!(e.starts_with("/no/such/cert.pem: no such file"), "{e}");
+    }
+}

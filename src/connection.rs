@@ -195,6 +195,9 @@ enum Got {
     /// The server is shutting down and has read what the client had sent.
     Stopped,
     Idle,
+    /// The client's first bytes begin a TLS handshake (with telnet processing only: a
+    /// client that expected TLS here gets nothing it could misread).
+    TlsHello,
 }
 
 /// Input and output buffers: small ones on the stack, a large pair from the pool
@@ -307,7 +310,7 @@ impl<S: Read + Write> Connection<'_, '_, S> {
         let mut skipping = false;
         loop {
             let fresh = match self.read(true)? {
-                Got::Bytes(n) if self.is_tls_hello(n) => return Ok(CloseReason::TlsOnPlainPort),
+                Got::TlsHello => return Ok(CloseReason::TlsOnPlainPort),
                 Got::Bytes(n) => n,
                 // A line the client has not finished is not a received line.
                 Got::Stopped => return self.closed(),
@@ -367,7 +370,7 @@ impl<S: Read + Write> Connection<'_, '_, S> {
         loop {
             (self.buf.start, self.buf.end) = (0, 0);
             match self.read(true)? {
-                Got::Bytes(n) if self.is_tls_hello(n) => return Ok(CloseReason::TlsOnPlainPort),
+                Got::TlsHello => return Ok(CloseReason::TlsOnPlainPort),
                 Got::Bytes(_) => {}
                 Got::Eof | Got::Stopped => return self.closed(),
                 Got::Idle => return self.idle(),
@@ -405,6 +408,8 @@ impl<S: Read + Write> Connection<'_, '_, S> {
                 }
                 Got::Eof => return Ok(CloseReason::ClientClosed),
                 Got::Idle => return Ok(CloseReason::Idle),
+                // Never from a read without telnet processing: echo echoes whatever comes.
+                Got::TlsHello => return Ok(CloseReason::TlsOnPlainPort),
             };
             let (input, _) = self.buf.split();
             write_within(&mut self.stream, &input[..n], self.ctx.write_timeout)
@@ -457,6 +462,10 @@ impl<S: Read + Write> Connection<'_, '_, S> {
                 Err(e) => return Err(Failure::Read(e)),
             }
         };
+        if telnet && self.bytes_in == 0 && protocol::looks_like_tls(&self.buf.input()[end..end + n])
+        {
+            return Ok(Got::TlsHello);
+        }
         self.bytes_in += n as u64;
         let mut answers = std::mem::take(&mut self.answers);
         let kept = if telnet {
@@ -490,16 +499,6 @@ impl<S: Read + Write> Connection<'_, '_, S> {
             self.buf.grow(&ctx.pool);
         }
         Ok(Got::Bytes(kept))
-    }
-
-    /// Whether the first read (of `n` bytes, all the connection has received) begins a
-    /// TLS handshake: a client that expected TLS here gets nothing it could misread.
-    fn is_tls_hello(&mut self, n: usize) -> bool {
-        if self.bytes_in != n as u64 {
-            return false;
-        }
-        let end = self.buf.end;
-        protocol::looks_like_tls(&self.buf.input()[end - n..end])
     }
 
     /// After a burst, gives the large buffers back.

@@ -12,7 +12,7 @@ use log::{debug, error, warn};
 use std::os::unix::thread::JoinHandleExt;
 
 use super::registry::Live;
-use super::{CONNECTION_STACK, Shared};
+use super::{CONNECTION_STACK, Shared, TLS_CONNECTION_STACK};
 use crate::protocol::{Mode, Notice};
 
 impl Shared {
@@ -83,7 +83,11 @@ impl Shared {
         }
         let (shared, conn_stream) = (Arc::clone(self), Arc::clone(&stream));
         let spawned = thread::Builder::new()
-            .stack_size(CONNECTION_STACK)
+            .stack_size(if tls {
+                TLS_CONNECTION_STACK
+            } else {
+                CONNECTION_STACK
+            })
             .spawn(move || shared.run_connection(id, slot, &conn_stream, peer, tls));
         match spawned {
             Ok(handle) => {

@@ -40,6 +40,12 @@ use registry::Registry;
 /// resident memory than 32 KiB, and less than 16 KiB (README, "Memory").
 pub const CONNECTION_STACK: usize = 64 * 1024;
 
+/// Stack reserved for each TLS connection thread. The handshake's public-key arithmetic
+/// (ring's RSA signing above all) goes far deeper than serving: an RSA-2048 handshake
+/// overflowed 64 KiB in a debug build, and a stack overflow aborts the whole process.
+/// Only the pages the handshake touches become resident.
+pub const TLS_CONNECTION_STACK: usize = 512 * 1024;
+
 /// How the server runs, apart from the protocol's [`crate::protocol::Settings`].
 #[derive(Debug, Clone)]
 pub struct ServerConfig {

@@ -141,7 +141,9 @@ impl Shared {
 fn linger(stream: &TcpStream, reason: CloseReason) {
     if !matches!(
         reason,
-        CloseReason::Exit | CloseReason::Idle | CloseReason::Shutdown
+        // A failed handshake too: its alert, or the plain-text notice, must not be
+        // destroyed by a reset over unread client bytes.
+        CloseReason::Exit | CloseReason::Idle | CloseReason::Shutdown | CloseReason::Handshake
     ) {
         return;
     }

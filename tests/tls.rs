@@ -1,0 +1,730 @@
+//! `tcp-hello serve` over TLS: interop with programs no one here wrote (`openssl
+//! s_client`, Python's `ssl`), certificates made by the `openssl` command line at run
+//! time (no key is committed), mutual TLS, hostile input, reload and shutdown.
+//!
+//! The tests need `openssl` (Debian's `openssl` package); without it they say so and
+//! pass, as `.ci/run` installs it.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+/// A private CA, a server certificate for `localhost` and 127.0.0.1, a client
+/// certificate `alice` from the CA, and `mallory` from another CA, made by openssl.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A key and a certificate named `name`, signed by `ca` (self-signed CA when `None`).
+fn issue(dir: &Path, name: &str, subject: &str, ca: Option<&str>, ext: &str) {
+    let key = format!("{name}.key");
+    let pem = format!("{name}.pem");
+    std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    match ca {
+        None => {
+            let mut args = vec!["req", "-x509"];
+            args.extend(ec);
+            args.extend([
+                "-keyout", &key, "-out", &pem, "-days", "2", "-subj", subject,
+            ]);
+            args.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
+            args.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+            openssl(dir, &args);
+        }
+        Some(ca) => {
+            let csr = format!("{name}.csr");
+            let mut args = vec!["req"];
+            args.extend(ec);
+            args.extend(["-keyout", &key, "-out", &csr, "-subj", subject]);
+            openssl(dir, &args);
+            let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
+            let ext_file = format!("{name}.ext");
+            openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    &ca_pem,
+                    "-CAkey",
+                    &ca_key,
+                    "-CAcreateserial",
+                    "-out",
+                    &pem,
+                    "-days",
+                    "2",
+                    "-extfile",
+                    &ext_file,
+                ],
+            );
+        }
+    }
+    // Private, as a key should be (the server warns otherwise).
+    use std::os::unix::fs::PermissionsExt;
+    let perms = std::fs::Permissions::from_mode(0o600);
+    std::fs::set_permissions(dir.join(&key), perms).unwrap();
+}
+
+fn pki(tag: &str) -> Option<Pki> {
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("SKIPPED: openssl is not installed (apt-get install openssl)");
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("tcp-hello-tls-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let server = "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n\
+                  basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n";
+    let client = "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n\
+                  keyUsage=critical,digitalSignature\n";
+    issue(&dir, "ca", "/CN=tcp-hello test CA", None, "");
+    issue(&dir, "server", "/CN=localhost", Some("ca"), server);
+    issue(&dir, "alice", "/CN=alice", Some("ca"), client);
+    issue(&dir, "other", "/CN=another CA", None, "");
+    issue(&dir, "mallory", "/CN=mallory", Some("other"), client);
+    Some(Pki { dir })
+}
+
+/// `serve` with a TLS listener (and `args`), on port 0.
+fn tls_server(pki: &Pki, args: &[&str]) -> Server {
+    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+    let mut all: Vec<String> = ["--tls-bind", "127.0.0.1:0", "--tls-cert"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    all.push(cert.display().to_string());
+    all.push("--tls-key".into());
+    all.push(key.display().to_string());
+    all.extend(args.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    Server::start_with_binds(&refs, 1)
+}
+
+type Tls = StreamOwned<ClientConnection, TcpStream>;
+
+/// A rustls client trusting `ca`, with a client certificate `client` (a name in the
+/// PKI) if given; the handshake is done when it returns.
+fn connect_tls(addr: SocketAddr, pki: &Pki, client: Option<&str>) -> std::io::Result<Tls> {
+    let mut roots = RootCertStore::empty();
+    for cert in tcp_hello::pem::certificates(&pki.path("ca.pem")).unwrap() {
+        roots.add(cert).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some(name) => {
+            let certs = tcp_hello::pem::certificates(&pki.path(&format!("{name}.pem"))).unwrap();
+            let key = tcp_hello::pem::private_key(&pki.path(&format!("{name}.key"))).unwrap();
+            builder.with_client_auth_cert(certs, key).unwrap()
+        }
+    };
+    let conn = ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
+        .unwrap();
+    let sock = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+    sock.set_read_timeout(Some(IO_TIMEOUT))?;
+    sock.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut tls = StreamOwned::new(conn, sock);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock)?;
+    }
+    Ok(tls)
+}
+
+fn read_line(r: &mut impl BufRead) -> String {
+    let mut line = String::new();
+    r.read_line(&mut line).expect("read a line over TLS");
+    line
+}
+
+/// Runs `openssl s_client` with `args`, `input` on stdin; returns (exit code, stdout,
+/// stderr).
+fn s_client(addr: SocketAddr, pki: &Pki, args: &[&str], input: &[u8]) -> Finished {
+    let ca = pki.path("ca.pem");
+    let mut cmd = Command::new("openssl");
+    cmd.args([
+        "s_client",
+        "-connect",
+        &addr.to_string(),
+        "-servername",
+        "localhost",
+    ])
+    .arg("-CAfile")
+    .arg(&ca)
+    .args(["-verify_return_error", "-quiet"])
+    .args(args)
+    .current_dir(&pki.dir);
+    run_tool(&mut cmd, Some(input), Duration::from_secs(20))
+}
+
+#[test]
+fn openssl_s_client_is_greeted_over_tls_1_2_and_1_3_and_tls_1_1_is_refused() {
+    let Some(pki) = pki("versions") else { return };
+    let server = tls_server(&pki, &["-v"]);
+    for version in ["-tls1_3", "-tls1_2"] {
+        let done = s_client(server.addr(), &pki, &[version], b"Alice\nexit\n");
+        assert_eq!(done.code, Some(0), "{version}: {}", done.stderr);
+        assert_eq!(
+            done.stdout, "Welcome!\r\nHello, Alice!\r\nBye!\r\n",
+            "{version}: {}",
+            done.stderr
+        );
+    }
+    let done = s_client(server.addr(), &pki, &["-tls1_1"], b"Alice\n");
+    assert_ne!(
+        done.code,
+        Some(0),
+        "TLS 1.1 must be refused: {}",
+        done.stdout
+    );
+    assert!(!done.stdout.contains("Welcome!"), "{}", done.stdout);
+    let logs = server.stop_and_logs();
+    assert!(
+        logs.contains("TLSv1_3") && logs.contains("TLSv1_2"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("no TLS session: TLS handshake failed"),
+        "{logs}"
+    );
+}
+
+#[test]
+fn only_tls_listeners_open_no_plain_one_and_are_announced_as_tls() {
+    let Some(pki) = pki("announce") else { return };
+    let mut cmd = Command::new(bin());
+    cmd.args(["serve", "--tls-bind", "127.0.0.1:0", "--tls-cert"])
+        .arg(pki.path("server.pem"))
+        .arg("--tls-key")
+        .arg(pki.path("server.key"));
+    let out = {
+        let mut child = KillOnDrop(
+            clean_env(&mut cmd)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
+        let line = read_line(&mut stdout);
+        drop(child);
+        line
+    };
+    assert!(out.starts_with("listening on tls 127.0.0.1:"), "{out:?}");
+    // Beside a plain listener, each is announced as what it is (the test harness reads
+    // `listening on tls ADDR` too), and each speaks its own.
+    let server = Server::start_with_binds(
+        &[
+            "--bind",
+            "127.0.0.1:0",
+            "--tls-bind",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &pki.path("server.pem").display().to_string(),
+            "--tls-key",
+            &pki.path("server.key").display().to_string(),
+        ],
+        2,
+    );
+    let mut plain = Conn::open(server.addrs[0]);
+    assert_eq!(plain.text_line(), "Welcome!");
+    let mut tls = BufReader::new(connect_tls(server.addrs[1], &pki, None).unwrap());
+    assert_eq!(read_line(&mut tls), "Welcome!\r\n");
+}
+
+#[test]
+fn every_behaviour_works_over_tls_greet_chunk_echo_and_limits() {
+    let Some(pki) = pki("modes") else { return };
+    // Greet, with a line too long and a 0xFF doubled.
+    let server = tls_server(&pki, &["--max-line", "8"]);
+    let mut tls = BufReader::new(connect_tls(server.addr(), &pki, None).unwrap());
+    assert_eq!(read_line(&mut tls), "Welcome!\r\n");
+    tls.get_mut().write_all(b"Bob\n0123456789\nexit\n").unwrap();
+    let mut rest = String::new();
+    tls.read_to_string(&mut rest)
+        .expect("a clean TLS close (close_notify)");
+    assert_eq!(
+        rest,
+        "Hello, Bob!\r\nERROR line too long (max 8 bytes), skipped\r\nBye!\r\n"
+    );
+    drop(server);
+    // Chunk framing: the tutorial's client in Python's ssl module.
+    let server = tls_server(&pki, &["--framing", "chunk"]);
+    let done = run_tool(
+        Command::new("python3")
+            .arg(fixture("server_tutorial_client.py"))
+            .arg(server.addr().port().to_string())
+            .arg(pki.path("ca.pem")),
+        None,
+        Duration::from_secs(20),
+    );
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    assert_eq!(
+        done.stdout, "Welcome!\nHello, Michael!\n",
+        "{}",
+        done.stderr
+    );
+    drop(server);
+    // Echo.
+    let server = tls_server(&pki, &["--mode", "echo"]);
+    let mut tls = connect_tls(server.addr(), &pki, None).unwrap();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    tls.write_all(&data).unwrap();
+    let mut back = vec![0u8; data.len()];
+    tls.read_exact(&mut back).unwrap();
+    assert!(back == data, "echo over TLS differs");
+    drop(server);
+    // The idle timeout, with its notice, inside TLS.
+    let server = tls_server(&pki, &["--idle-timeout", "1"]);
+    let mut tls = BufReader::new(connect_tls(server.addr(), &pki, None).unwrap());
+    assert_eq!(read_line(&mut tls), "Welcome!\r\n");
+    let mut rest = String::new();
+    tls.read_to_string(&mut rest).expect("a clean TLS close");
+    assert_eq!(rest, "ERROR idle for 1 s, closing\r\n");
+}
+
+#[test]
+fn mutual_tls_accepts_a_certificate_from_the_ca_and_refuses_others() {
+    let Some(pki) = pki("mutual") else { return };
+    let ca = pki.path("ca.pem").display().to_string();
+    let server = tls_server(&pki, &["--tls-client-ca", &ca]);
+    // openssl s_client with alice's certificate: served.
+    let done = s_client(
+        server.addr(),
+        &pki,
+        &["-cert", "alice.pem", "-key", "alice.key"],
+        b"Alice\nexit\n",
+    );
+    assert_eq!(
+        done.stdout, "Welcome!\r\nHello, Alice!\r\nBye!\r\n",
+        "{}",
+        done.stderr
+    );
+    // Without a certificate, and with one from another CA: no welcome.
+    for args in [&[][..], &["-cert", "mallory.pem", "-key", "mallory.key"]] {
+        let done = s_client(server.addr(), &pki, args, b"Alice\n");
+        assert!(
+            !done.stdout.contains("Welcome"),
+            "{args:?}: {}",
+            done.stdout
+        );
+    }
+    // Our own rustls client alike.
+    assert!(connect_tls(server.addr(), &pki, Some("alice")).is_ok());
+    let refused =
+        connect_tls(server.addr(), &pki, Some("mallory")).and_then(|mut t| t.read(&mut [0u8; 16]));
+    assert!(refused.is_err(), "{refused:?}");
+    let logs = server.stop_and_logs();
+    assert!(
+        logs.contains(", client alice"),
+        "the client's subject: {logs}"
+    );
+}
+
+#[test]
+fn certificates_from_the_openssl_command_line_in_every_key_format_load() {
+    let Some(pki) = pki("formats") else { return };
+    let dir = &pki.dir;
+    // PKCS#1 RSA and SEC1 EC keys, beside the PKCS#8 ones openssl writes by default.
+    openssl(dir, &["genrsa", "-traditional", "-out", "rsa.key", "2048"]);
+    openssl(
+        dir,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "sec1.key",
+        ],
+    );
+    for (key, header) in [
+        ("rsa.key", "BEGIN RSA PRIVATE KEY"),
+        ("sec1.key", "BEGIN EC PRIVATE KEY"),
+    ] {
+        assert!(
+            std::fs::read_to_string(dir.join(key))
+                .unwrap()
+                .contains(header)
+        );
+        let name = key.trim_end_matches(".key");
+        openssl(
+            dir,
+            &[
+                "req",
+                "-new",
+                "-key",
+                key,
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                "/CN=localhost",
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
+            ],
+        );
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join(key), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let cert = dir.join(format!("{name}.pem")).display().to_string();
+        let key = dir.join(key).display().to_string();
+        let server = Server::start_with_binds(
+            &[
+                "--tls-bind",
+                "127.0.0.1:0",
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+            ],
+            1,
+        );
+        let mut tls = BufReader::new(connect_tls(server.addr(), &pki, None).unwrap());
+        assert_eq!(read_line(&mut tls), "Welcome!\r\n", "{name}");
+    }
+}
+
+#[test]
+fn bad_certificate_files_fail_at_start_naming_the_file() {
+    let Some(pki) = pki("bad") else { return };
+    let p = |n: &str| pki.path(n).display().to_string();
+    let start = |cert: &str, key: &str, extra: &[&str]| {
+        let mut args = vec![
+            "--tls-bind",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+        ];
+        args.extend_from_slice(extra);
+        run_tool(
+            hello_cmd("serve", &args).stdin(Stdio::null()),
+            None,
+            Duration::from_secs(20),
+        )
+    };
+    let missing = p("missing.pem");
+    for (cert, key, says) in [
+        (
+            missing.clone(),
+            p("server.key"),
+            format!("{missing}: no such file"),
+        ),
+        (
+            p("server.key"),
+            p("server.key"),
+            "no certificate found".to_string(),
+        ),
+        (
+            p("server.pem"),
+            p("server.pem"),
+            "no private key found".to_string(),
+        ),
+        (
+            p("server.pem"),
+            p("alice.key"),
+            format!("{} does not match {}", p("alice.key"), p("server.pem")),
+        ),
+    ] {
+        let done = start(&cert, &key, &[]);
+        assert_eq!(done.code, Some(2), "{cert} {key}: {}", done.stderr);
+        assert_eq!(done.stdout, "", "nothing is announced");
+        assert!(done.stderr.contains(&says), "{says}: {}", done.stderr);
+        let errors = done.stderr.lines().filter(|l| l.starts_with("tcp-hello: "));
+        assert_eq!(errors.count(), 1, "one line: {}", done.stderr);
+    }
+    let done = start(
+        &p("server.pem"),
+        &p("server.key"),
+        &["--tls-client-ca", &missing],
+    );
+    assert!(
+        done.stderr.contains(&format!("{missing}: no such file")),
+        "{}",
+        done.stderr
+    );
+    // --tls-bind without files, files without --tls-bind.
+    let done = run_tool(
+        hello_cmd("serve", &["--tls-bind", "127.0.0.1:0"]).stdin(Stdio::null()),
+        None,
+        Duration::from_secs(20),
+    );
+    assert!(
+        done.stderr.contains("--tls-bind needs --tls-cert"),
+        "{}",
+        done.stderr
+    );
+    let done = run_tool(
+        hello_cmd(
+            "serve",
+            &["--bind", "127.0.0.1:0", "--tls-cert", &p("server.pem")],
+        )
+        .stdin(Stdio::null()),
+        None,
+        Duration::from_secs(20),
+    );
+    assert!(done.stderr.contains("add --tls-bind"), "{}", done.stderr);
+}
+
+#[test]
+fn a_private_key_readable_by_others_is_warned_about() {
+    let Some(pki) = pki("perms") else { return };
+    use std::os::unix::fs::PermissionsExt;
+    let key = pki.path("server.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let server = tls_server(&pki, &[]);
+    let logs = server.stop_and_logs();
+    assert!(
+        logs.contains("the private key is readable by other users") && logs.contains("chmod 600"),
+        "{logs}"
+    );
+}
+
+#[test]
+fn plain_text_on_a_tls_port_is_told_and_a_client_hello_on_a_plain_port_is_closed() {
+    let Some(pki) = pki("wrongport") else { return };
+    let server = Server::start_with_binds(
+        &[
+            "-v",
+            "--bind",
+            "127.0.0.1:0",
+            "--tls-bind",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &pki.path("server.pem").display().to_string(),
+            "--tls-key",
+            &pki.path("server.key").display().to_string(),
+        ],
+        2,
+    );
+    let (plain, tls) = (server.addrs[0], server.addrs[1]);
+    // nc or telnet on the TLS port: one plain line saying what to do, then the close.
+    let mut c = Conn::open(tls);
+    c.send("Alice\n");
+    assert_eq!(
+        String::from_utf8_lossy(&c.rest()),
+        "ERROR this port speaks TLS: connect with TLS (tcp-hello client --tls, openssl s_client)\r\n"
+    );
+    // Random bytes that begin like a handshake: closed, nothing else.
+    let mut c = Conn::open(tls);
+    c.send(b"\x16\x03\x01\x00\x05garbage-garbage");
+    assert!(!String::from_utf8_lossy(&c.rest()).contains("Welcome"));
+    // A TLS client on the plain port: its ClientHello closes the connection at once.
+    let refused = connect_tls(plain, &pki, None);
+    assert!(refused.is_err(), "a handshake with a plain port");
+    // Everyone else is served meanwhile.
+    let mut ok = BufReader::new(connect_tls(tls, &pki, None).unwrap());
+    assert_eq!(read_line(&mut ok), "Welcome!\r\n");
+    drop(ok);
+    let logs = server.stop_and_logs();
+    assert!(logs.contains("plain text on a TLS port"), "{logs}");
+    assert!(logs.contains("a TLS handshake on a plain port"), "{logs}");
+    for line in logs
+        .lines()
+        .filter(|l| l.contains(" closed: ") && !l.contains("conn 4 "))
+    {
+        assert!(
+            line.contains("DEBUG"),
+            "failed handshakes log at debug: {line}"
+        );
+    }
+}
+
+/// Clients that start a handshake and stop (a scanner, slowloris over TLS) are closed
+/// at the handshake timeout, while everyone else is served; afterwards the server's
+/// threads and file descriptors are back where they were.
+#[test]
+fn half_done_handshakes_end_at_the_timeout_while_others_are_served() {
+    let Some(pki) = pki("halfdone") else { return };
+    let n = 1000;
+    raise_fd_limit(n as u64 + 300);
+    let server = tls_server(&pki, &["-q", "--tls-handshake-timeout", "1"]);
+    let (threads, fds) = (server.proc_status("Threads"), server.fd_count());
+    let mut stalled = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut s = TcpStream::connect_timeout(&server.addr(), IO_TIMEOUT).unwrap();
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        // The first bytes of a ClientHello, and no more.
+        s.write_all(b"\x16\x03\x01\x00\xc8\x01").unwrap();
+        stalled.push(s);
+    }
+    let mut ok = BufReader::new(connect_tls(server.addr(), &pki, None).unwrap());
+    assert_eq!(read_line(&mut ok), "Welcome!\r\n");
+    drop(ok);
+    // Each is closed by the server (EOF, or a reset), within the timeout and a margin.
+    for (i, s) in stalled.iter_mut().enumerate() {
+        let mut rest = Vec::new();
+        match s.read_to_end(&mut rest) {
+            Ok(_) => {}
+            Err(e) => assert!(
+                matches!(e.kind(), std::io::ErrorKind::ConnectionReset),
+                "connection {i}: {e}"
+            ),
+        }
+    }
+    drop(stalled);
+    assert!(
+        eventually(IO_TIMEOUT, || server.proc_status("Threads") <= threads
+            && server.fd_count() <= fds),
+        "threads {} (idle {threads}), fds {} (idle {fds})",
+        server.proc_status("Threads"),
+        server.fd_count()
+    );
+}
+
+#[test]
+fn sighup_reloads_the_certificate_for_new_connections_and_a_broken_file_keeps_the_old() {
+    let Some(pki) = pki("reload") else { return };
+    let dir = &pki.dir;
+    // The server reads cert.pem and cert.key, which start as copies of server's.
+    let (cert, key) = (dir.join("cert.pem"), dir.join("cert.key"));
+    std::fs::copy(dir.join("server.pem"), &cert).unwrap();
+    std::fs::copy(dir.join("server.key"), &key).unwrap();
+    let server = Server::start_with_binds(
+        &[
+            "--tls-bind",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert.display().to_string(),
+            "--tls-key",
+            &key.display().to_string(),
+        ],
+        1,
+    );
+    let serial = |pki: &Pki| -> Vec<u8> {
+        let tls = connect_tls(server.addr(), pki, None).unwrap();
+        tls.conn.peer_certificates().unwrap()[0].as_ref().to_vec()
+    };
+    let before = serial(&pki);
+    let open = BufReader::new(connect_tls(server.addr(), &pki, None).unwrap());
+    // A new certificate for the same key names: issued again, so different bytes.
+    issue(
+        dir,
+        "renewed",
+        "/CN=localhost",
+        Some("ca"),
+        &std::fs::read_to_string(dir.join("server.ext")).unwrap(),
+    );
+    std::fs::copy(dir.join("renewed.pem"), &cert).unwrap();
+    std::fs::copy(dir.join("renewed.key"), &key).unwrap();
+    server.signal("HUP");
+    assert!(
+        eventually(IO_TIMEOUT, || server.logs_so_far().contains("reloaded")),
+        "{}",
+        server.logs_so_far()
+    );
+    let after = serial(&pki);
+    assert_ne!(before, after, "new connections get the new certificate");
+    assert_eq!(
+        after,
+        tcp_hello::pem::certificates(&cert).unwrap()[0].as_ref()
+    );
+    // The connection opened before is untouched.
+    let mut open = open;
+    open.get_mut().write_all(b"Alice\n").unwrap();
+    assert_eq!(read_line(&mut open), "Welcome!\r\n");
+    assert_eq!(read_line(&mut open), "Hello, Alice!\r\n");
+    // A broken file: the reload fails, naming it, and the certificate in use stays.
+    std::fs::write(&key, "not a key\n").unwrap();
+    server.signal("HUP");
+    assert!(
+        eventually(IO_TIMEOUT, || server
+            .logs_so_far()
+            .contains("reload failed")),
+        "{}",
+        server.logs_so_far()
+    );
+    assert!(server.logs_so_far().contains(&key.display().to_string()));
+    assert_eq!(serial(&pki), after);
+}
+
+#[test]
+fn sigterm_over_tls_answers_then_says_shutting_down_then_close_notify() {
+    let Some(pki) = pki("shutdown") else { return };
+    let server = tls_server(&pki, &["--delay", "200"]);
+    let mut busy = BufReader::new(connect_tls(server.addr(), &pki, None).unwrap());
+    let mut idle = BufReader::new(connect_tls(server.addr(), &pki, None).unwrap());
+    assert_eq!(read_line(&mut busy), "Welcome!\r\n");
+    assert_eq!(read_line(&mut idle), "Welcome!\r\n");
+    busy.get_mut().write_all(b"a\nb\nc\n").unwrap();
+    assert_eq!(read_line(&mut busy), "Hello, a!\r\n");
+    server.signal("TERM");
+    // read_to_string fails on a close without close_notify (rustls: UnexpectedEof).
+    let mut rest = String::new();
+    idle.read_to_string(&mut rest)
+        .expect("close_notify after the notice");
+    assert_eq!(rest, "server shutting down\r\n");
+    let mut rest = String::new();
+    busy.read_to_string(&mut rest)
+        .expect("close_notify after the notice");
+    assert_eq!(rest, "Hello, b!\r\nHello, c!\r\nserver shutting down\r\n");
+    let (code, logs) = server.wait(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{logs}");
+}

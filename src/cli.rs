@@ -39,6 +39,8 @@ pub enum Command {
     Client(ClientArgs),
     /// Load-test a greeting server and report messages/s and latency percentiles.
     Bench(BenchArgs),
+    /// Make a private CA, a server certificate and client certificates for TLS, without openssl.
+    Cert(CertArgs),
 }
 
 /// Options of `tcp-hello serve`.
@@ -304,6 +306,23 @@ pub struct BenchArgs {
     /// Print the results as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Options of `tcp-hello cert`.
+#[derive(Debug, Clone, Args)]
+pub struct CertArgs {
+    /// Directory to write ca.pem, ca.key, server.pem, server.key and NAME.pem, NAME.key
+    /// into; created (mode 0700) if missing. No file in it is ever overwritten.
+    #[arg(long, value_name = "DIR")]
+    pub out: std::path::PathBuf,
+    /// A name or IP address the server certificate is for; repeat for several (the first
+    /// is its common name).
+    #[arg(long = "host", value_name = "NAME_OR_IP", default_values = crate::cert::DEFAULT_HOSTS)]
+    pub hosts: Vec<String>,
+    /// Also make a client certificate for mutual TLS, NAME.pem and NAME.key, with NAME as
+    /// its common name; repeat for several.
+    #[arg(long = "client", value_name = "NAME")]
+    pub clients: Vec<String>,
 }
 
 /// Checks a `--connect` address's form (resolving it is the subcommand's job).

@@ -9,11 +9,13 @@
 //! - [`limits`]: the system's limits on one process, read at start-up;
 //! - [`client`], [`bench`](mod@bench): the bundled client and load generator;
 //! - [`pem`]: certificates and keys read from PEM files, errors naming the file;
+//! - [`cert`]: `tcp-hello cert`, a private CA and certificates made without openssl;
 //! - [`cli`], [`address`]: the command line, and the addresses given on it.
 #![forbid(unsafe_code)]
 
 pub mod address;
 pub mod bench;
+pub mod cert;
 pub mod cli;
 pub mod client;
 pub mod connection;

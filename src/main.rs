@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             Ok(Outcome::Interrupted) => Ok(ExitCode::from(130)),
             Err(e) => Err(e.into()),
         },
+        Command::Cert(args) => cert(&args),
     };
     match result {
         Ok(code) => code,
@@ -178,4 +179,29 @@ fn announce(addrs: &[Listening]) -> std::io::Result<()> {
         writeln!(stdout, "listening on {addr}")?;
     }
     stdout.flush()
+}
+
+/// `tcp-hello cert`: writes the files, names each on stdout, then the commands to try next.
+fn cert(args: &tcp_hello::cli::CertArgs) -> anyhow::Result<ExitCode> {
+    use tcp_hello::cert;
+    let request = cert::Request {
+        out: args.out.clone(),
+        hosts: args.hosts.clone(),
+        clients: args.clients.clone(),
+    };
+    let made = cert::make(&request)?;
+    let mut stdout = std::io::stdout().lock();
+    let mut report = || -> std::io::Result<()> {
+        for path in &made.files {
+            writeln!(stdout, "wrote {}", path.display())?;
+        }
+        write!(
+            stdout,
+            "{}",
+            cert::next_steps(&request.out, &made.hosts, &request.clients)
+        )?;
+        stdout.flush()
+    };
+    report().context("the files were written, but stdout failed")?;
+    Ok(ExitCode::SUCCESS)
 }

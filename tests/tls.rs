@@ -728,3 +728,33 @@ fn sigterm_over_tls_answers_then_says_shutting_down_then_close_notify() {
     let (code, logs) = server.wait(Duration::from_secs(10));
     assert_eq!(code, Some(0), "{logs}");
 }
+
+/// A line far longer than --max-line, sent over TLS without a newline: the client gets
+/// the error line, the next line is answered, and the server's memory stays flat
+/// (rustls holds at most a record of ciphertext and a bounded plaintext buffer).
+#[test]
+fn a_64_mib_line_over_tls_keeps_memory_bounded() {
+    let Some(pki) = pki("hugeline") else { return };
+    let server = tls_server(&pki, &["-q"]);
+    let mut tls = connect_tls(server.addr(), &pki, None).unwrap();
+    let mut welcome = [0u8; 10];
+    tls.read_exact(&mut welcome).unwrap();
+    let before = server.proc_status("VmRSS");
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..64 {
+        tls.write_all(&chunk).unwrap();
+    }
+    tls.write_all(b"\nBob\n").unwrap();
+    let mut reader = BufReader::new(tls);
+    assert_eq!(
+        read_line(&mut reader),
+        "ERROR line too long (max 8192 bytes), skipped\r\n"
+    );
+    assert_eq!(read_line(&mut reader), "Hello, Bob!\r\n");
+    let peak = server.proc_status("VmHWM");
+    eprintln!("64 MiB line over TLS: server RSS {before} kB before, peak {peak} kB");
+    assert!(
+        peak < before + 16 * 1024,
+        "memory grew with the line: {before} kB -> peak {peak} kB"
+    );
+}

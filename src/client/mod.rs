@@ -80,6 +80,7 @@
 //! - `wait`: how long a socket read may block, and which I/O errors are timeouts or resets;
 //! - `lines`: splitting the server's byte stream into lines as it arrives;
 //! - `names`: the names input (arguments or stdin), split as the server splits lines;
+//! - `link`: the connection, split into a reading and a writing half;
 //! - `session`: the line framing, chunk framing and `--raw` sessions.
 //!
 //! [`CHUNK_MAX`]: crate::protocol::CHUNK_MAX
@@ -88,6 +89,7 @@ mod args;
 mod connect;
 mod failure;
 mod lines;
+mod link;
 mod names;
 mod session;
 mod tally;
@@ -107,6 +109,7 @@ pub use args::MAX_TIMEOUT_SECS;
 use args::timeout_arg;
 use connect::connect;
 use failure::Failure;
+use link::Link;
 use names::{Names, names_input};
 use session::{chunk_session, line_session, raw_session};
 
@@ -170,6 +173,7 @@ fn session(args: &ClientArgs) -> Result<(), Failure> {
     debug!("connected to {addr}");
     // Names leave in batches (or one at a time, awaited), so Nagle's delay only adds latency.
     let _ = stream.set_nodelay(true);
+    let link = Link::plain(stream).map_err(Failure::Socket)?;
     let cfg = Config {
         target,
         reply_timeout,
@@ -190,12 +194,12 @@ fn session(args: &ClientArgs) -> Result<(), Failure> {
     }
     let mut out = BufWriter::with_capacity(READ_BUF, io::stdout().lock());
     let result = if args.raw {
-        raw_session(stream, &cfg, &mut out)
+        raw_session(link, &cfg, &mut out)
     } else {
         let input = Names::new(names_input(&args.names));
         match args.framing {
-            Framing::Line => line_session(stream, &cfg, input, &mut out),
-            Framing::Chunk => chunk_session(stream, &cfg, input, &mut out),
+            Framing::Line => line_session(link, &cfg, input, &mut out),
+            Framing::Chunk => chunk_session(link, &cfg, input, &mut out),
         }
     };
     // A failure's message follows everything the server said.

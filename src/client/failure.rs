@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::connect::{Attempt, connect_message};
 use super::tally::PER_SOURCE_BUSY;
+use super::tls_failure::TlsFailure;
 use super::{EXIT_BUSY, EXIT_CONNECT, EXIT_LOCAL_IO, EXIT_PROTOCOL, EXIT_TIMEOUT, EXIT_USAGE};
 use crate::protocol::CHUNK_MAX;
 
@@ -40,6 +41,8 @@ pub(super) enum Failure {
     Stdout(io::Error),
     /// The connection failed while reading, other than by a reset (which is `Closed`).
     Socket(io::Error),
+    /// TLS failed: the handshake, the server's certificate, or an alert from the server.
+    Tls(TlsFailure),
 }
 
 /// What the server sent that tells why it stopped answering.
@@ -101,6 +104,7 @@ impl Failure {
             Failure::Busy(_) => EXIT_BUSY,
             Failure::Closed(_) | Failure::Refused { .. } | Failure::Socket(_) => EXIT_PROTOCOL,
             Failure::Stdin(_) | Failure::Stdout(_) => EXIT_LOCAL_IO,
+            Failure::Tls(tls) => tls.code(),
         }
     }
 
@@ -167,6 +171,7 @@ impl Failure {
             Failure::Socket(e) => {
                 format!("connection to the server failed: {e}; check the network and try again")
             }
+            Failure::Tls(tls) => tls.message(),
         })
     }
 }

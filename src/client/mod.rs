@@ -65,10 +65,37 @@
 //!   system. Either is at most [`MAX_TIMEOUT_SECS`] (one year): longer is refused as a
 //!   usage error, as it could only mean "forever", which 0 says.
 //!
+//! # TLS
+//!
+//! `--tls` (or `TCP_HELLO_TLS=1`) speaks TLS 1.2 or 1.3, with rustls, in every mode above.
+//! The server's certificate must chain to a CA of `--tls-ca` (without it, to one of the
+//! system's trust roots) and be valid for the host of `--connect`, or for
+//! `--tls-server-name` (an IP address is checked against the certificate's IP
+//! addresses). `--tls-cert` and `--tls-key` (both or neither) give a server that asks
+//! for one this client's certificate. A TLS option without `--tls` is a usage error, as
+//! is a TLS file that cannot be used (the message names it); both are read before
+//! connecting.
+//!
+//! - The handshake is bounded by `--connect-timeout` (by `--reply-timeout` when that is
+//!   0, and by nothing when both are): a server that accepts and says nothing cannot
+//!   hold the client. Timing out is [`EXIT_TIMEOUT`].
+//! - At the end of the input the last bytes (`exit`) and close_notify leave in one
+//!   write, then the half-close as over TCP (none in chunk framing): a server that reads
+//!   more than one record at a time then has the close_notify when it sees `exit`, and
+//!   closes with nothing unread (a close with data unread would reset the connection).
+//! - The server's close_notify is a clean close. A close without it is judged like any
+//!   close: after everything expected it is tolerated (noted at debug level), before
+//!   that it is the server closing early, [`EXIT_PROTOCOL`].
+//! - Every other TLS failure is [`EXIT_TLS`], with its cause and fix: the server's
+//!   certificate is not signed by a trusted CA, is not for the name, or is expired or
+//!   not yet valid; the server requires a client certificate, or rejected this one; the
+//!   server does not speak TLS (its plain-text answer is shown); an alert, or records
+//!   rustls refuses.
+//!
 //! # Exit codes
 //!
 //! [`EXIT_OK`] 0, [`EXIT_LOCAL_IO`] 1, [`EXIT_USAGE`] 2, [`EXIT_CONNECT`] 3,
-//! [`EXIT_TIMEOUT`] 4, [`EXIT_PROTOCOL`] 5, [`EXIT_BUSY`] 6.
+//! [`EXIT_TIMEOUT`] 4, [`EXIT_PROTOCOL`] 5, [`EXIT_BUSY`] 6, [`EXIT_TLS`] 7.
 //!
 //! # Modules
 //!
@@ -80,6 +107,10 @@
 //! - `wait`: how long a socket read may block, and which I/O errors are timeouts or resets;
 //! - `lines`: splitting the server's byte stream into lines as it arrives;
 //! - `names`: the names input (arguments or stdin), split as the server splits lines;
+//! - `link`: the connection, plain TCP or TLS, split into a reading and a writing half;
+//! - `tls`: the TLS set-up, the handshake, and how the two halves share one TLS
+//!   connection;
+//! - `tls_failure`: why TLS failed, and the message that says so;
 //! - `session`: the line framing, chunk framing and `--raw` sessions.
 //!
 //! [`CHUNK_MAX`]: crate::protocol::CHUNK_MAX
@@ -88,9 +119,12 @@ mod args;
 mod connect;
 mod failure;
 mod lines;
+mod link;
 mod names;
 mod session;
 mod tally;
+mod tls;
+mod tls_failure;
 mod wait;
 
 use std::io::{self, BufWriter, IsTerminal, Write};
@@ -107,8 +141,10 @@ pub use args::MAX_TIMEOUT_SECS;
 use args::timeout_arg;
 use connect::connect;
 use failure::Failure;
+use link::Link;
 use names::{Names, names_input};
 use session::{chunk_session, line_session, raw_session};
+use tls::tls_setup;
 
 /// Success: every name was answered and the server closed after `exit`
 /// (`--raw`: the server closed, with neither the busy nor the idle notice).
@@ -131,6 +167,11 @@ pub const EXIT_PROTOCOL: u8 = 5;
 /// The server said `ERROR server busy` (or, per address, `ERROR too many connections
 /// from your address`) instead of its welcome, `--raw` included: try again later.
 pub const EXIT_BUSY: u8 = 6;
+/// `--tls` failed: the server's certificate is not trusted, not for the name connected
+/// to, or out of date; the server wants a client certificate, or rejected this one; it
+/// does not speak TLS; or another failure of the handshake or of TLS later. (A handshake
+/// that gets no answer in time is [`EXIT_TIMEOUT`].)
+pub const EXIT_TLS: u8 = 7;
 
 /// Bytes read from the socket at once.
 const READ_BUF: usize = 64 * 1024;
@@ -165,11 +206,26 @@ fn session(args: &ClientArgs) -> Result<(), Failure> {
         "the system's own timeout will do",
     )?;
     let reply_timeout = timeout_arg("--reply-timeout", args.reply_timeout, "you want none")?;
+    // Before connecting: a bad file is a usage error, whatever the server.
+    let tls = tls_setup(args, &target)?;
     let interactive = !args.raw && args.names.is_empty() && io::stdin().is_terminal();
     let (stream, addr) = connect(&target, connect_timeout)?;
     debug!("connected to {addr}");
     // Names leave in batches (or one at a time, awaited), so Nagle's delay only adds latency.
     let _ = stream.set_nodelay(true);
+    let (link, over) = match &tls {
+        Some(tls) => {
+            // A server that accepts and then says nothing must not hold the client forever.
+            let limit = connect_timeout
+                .map(|t| (t, "--connect-timeout"))
+                .or(reply_timeout.map(|t| (t, "--reply-timeout")));
+            let done = tls.handshake(&stream, limit)?;
+            let over = format!(" over {}", done.version);
+            (Link::tls(stream, done), over)
+        }
+        None => (Link::plain(stream), String::new()),
+    };
+    let link = link.map_err(Failure::Socket)?;
     let cfg = Config {
         target,
         reply_timeout,
@@ -185,17 +241,17 @@ fn session(args: &ClientArgs) -> Result<(), Failure> {
             format!(" ({resolved})")
         };
         note(&format!(
-            "Connected to {shown}{via}. Type a name and press Enter; `exit` or Ctrl-D ends the session.\n"
+            "Connected to {shown}{via}{over}. Type a name and press Enter; `exit` or Ctrl-D ends the session.\n"
         ));
     }
     let mut out = BufWriter::with_capacity(READ_BUF, io::stdout().lock());
     let result = if args.raw {
-        raw_session(stream, &cfg, &mut out)
+        raw_session(link, &cfg, &mut out)
     } else {
         let input = Names::new(names_input(&args.names));
         match args.framing {
-            Framing::Line => line_session(stream, &cfg, input, &mut out),
-            Framing::Chunk => chunk_session(stream, &cfg, input, &mut out),
+            Framing::Line => line_session(link, &cfg, input, &mut out),
+            Framing::Chunk => chunk_session(link, &cfg, input, &mut out),
         }
     };
     // A failure's message follows everything the server said.

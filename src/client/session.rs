@@ -1,7 +1,6 @@
 //! The sessions, line framing, chunk framing and `--raw`, each until the server closes.
 
 use std::io::{self, BufWriter, ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread;
@@ -9,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use super::failure::{ClosedWhen, Failure, Hint, Waiting};
 use super::lines::LineSplitter;
+use super::link::{Got, Link, ReadError, Writer};
 use super::names::{Names, write_escaped};
 use super::tally::{Ends, Role, Tally};
-use super::wait::{arm, is_reset, is_timeout, read_wait};
+use super::wait::read_wait;
 use super::{Config, INPUT_BUF, READ_BUF, WRITE_BUF, note};
 use crate::protocol::{CHUNK_MAX, Request, TelnetFilter, chunk_message, classify};
 
@@ -47,9 +47,9 @@ impl Shared {
     }
 
     /// Records why the writer stops, and wakes the reader to report it.
-    fn fail(&self, failure: Failure, stream: &TcpStream) {
+    fn fail(&self, failure: Failure, stream: &Writer) {
         *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(failure);
-        let _ = stream.shutdown(Shutdown::Both);
+        stream.abort();
     }
 
     fn take_failure(&self) -> Option<Failure> {
@@ -72,7 +72,7 @@ enum WriteStop {
 /// flushing whenever the input has nothing complete buffered, then `exit` and a
 /// half-close.
 fn send_names(
-    stream: TcpStream,
+    stream: Writer,
     mut names: Names,
     shared: &Shared,
     origin: Instant,
@@ -85,15 +85,21 @@ fn send_names(
     let mut out = BufWriter::with_capacity(WRITE_BUF, &stream);
     match pump_names(&mut out, &mut names, shared, origin, interactive) {
         Ok(()) => {
-            let _ = stream.shutdown(Shutdown::Write);
+            // What is still buffered, `exit` at least, leaves with the close.
+            let (_, last) = out.into_parts();
+            let last = last.unwrap_or_else(|panicked| panicked.into_inner());
+            // A failure shows in what the reader gets.
+            let _ = stream.finish(&last, true);
         }
         Err(WriteStop::Fail(failure)) => shared.fail(failure, &stream),
         Err(WriteStop::Gone) => {}
     }
 }
 
+/// Writes every name to `out`, flushing whenever the input may block, and `exit` last;
+/// what is still buffered then is the caller's to send with the close.
 fn pump_names(
-    out: &mut BufWriter<&TcpStream>,
+    out: &mut BufWriter<&Writer>,
     names: &mut Names,
     shared: &Shared,
     origin: Instant,
@@ -120,8 +126,7 @@ fn pump_names(
                 shared.touch(origin);
                 shared.finished.store(true, SeqCst);
                 out.write_all(name).map_err(socket)?;
-                out.write_all(b"\n").map_err(socket)?;
-                return out.flush().map_err(socket);
+                return out.write_all(b"\n").map_err(socket);
             }
             Request::Name => {
                 shared.touch(origin);
@@ -144,14 +149,13 @@ fn pump_names(
     }
     shared.touch(origin);
     shared.finished.store(true, SeqCst);
-    out.write_all(b"exit\n").map_err(socket)?;
-    out.flush().map_err(socket)
+    out.write_all(b"exit\n").map_err(socket)
 }
 
 /// Line framing: a writer thread pipelines the names while this thread prints every
 /// line the server sends and keeps the tally, until the server closes.
 pub(super) fn line_session(
-    stream: TcpStream,
+    link: Link,
     cfg: &Config,
     names: Names,
     out: &mut impl Write,
@@ -160,7 +164,10 @@ pub(super) fn line_session(
     let shared = Arc::new(Shared::default());
     let (welcome_tx, welcome_rx) = mpsc::channel();
     let mut welcome_tx = Some(welcome_tx);
-    let writer_stream = stream.try_clone().map_err(Failure::Socket)?;
+    let Link {
+        reader: mut stream,
+        writer: writer_stream,
+    } = link;
     let writer_shared = Arc::clone(&shared);
     let interactive = cfg.interactive;
     thread::Builder::new()
@@ -193,7 +200,7 @@ pub(super) fn line_session(
             last_rx.max(last_tx),
             origin.elapsed(),
         );
-        if !arm(&stream, wait)? {
+        if !stream.arm(wait)? {
             let partial = split.partial();
             let _ = out.write_all(if partial > 0 { b"\n" } else { b"" });
             let hint = if partial > 0 {
@@ -203,15 +210,15 @@ pub(super) fn line_session(
             };
             return Err(timed_out(cfg, due, hint));
         }
-        let n = match (&stream).read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::Interrupted || is_timeout(&e) => continue,
-            Err(e) if is_reset(&e) => {
+        let n = match stream.read(&mut buf) {
+            Ok(Got::Bytes(n)) => n,
+            Ok(Got::Closed) => break,
+            Ok(Got::Nothing) => continue,
+            Err(ReadError::Reset(_)) => {
                 tally.reset = true;
                 break;
             }
-            Err(e) => return Err(Failure::Socket(e)),
+            Err(e) => return Err(e.into()),
         };
         last_rx = origin.elapsed();
         // The server speaks telnet: a 0xFF of a name comes back doubled.
@@ -283,7 +290,7 @@ fn on_line(
 /// Python tutorial's server needs; then `exit`. `answered` carries the welcome and each
 /// answer.
 fn send_chunks(
-    stream: TcpStream,
+    stream: Writer,
     mut names: Names,
     shared: &Shared,
     origin: Instant,
@@ -301,7 +308,7 @@ fn send_chunks(
 }
 
 fn pump_chunks(
-    stream: &TcpStream,
+    stream: &Writer,
     names: &mut Names,
     shared: &Shared,
     origin: Instant,
@@ -350,7 +357,8 @@ fn pump_chunks(
     // bytes leave, so that the reader cannot see the close first.
     shared.touch(origin);
     shared.finished.store(true, SeqCst);
-    (&*stream).write_all(b"exit").map_err(socket)
+    // No half-close, as ever in chunk framing.
+    stream.finish(b"exit", false).map_err(socket)
 }
 
 /// Chunk framing: a writer thread sends the names in lockstep while this thread prints
@@ -359,7 +367,7 @@ fn pump_chunks(
 /// notices (`ERROR idle ...`) be seen as notices, when they come, and not later as the
 /// answer to the next name.
 pub(super) fn chunk_session(
-    stream: TcpStream,
+    link: Link,
     cfg: &Config,
     names: Names,
     out: &mut impl Write,
@@ -367,7 +375,10 @@ pub(super) fn chunk_session(
     let origin = Instant::now();
     let shared = Arc::new(Shared::default());
     let (answered_tx, answered_rx) = mpsc::channel();
-    let writer_stream = stream.try_clone().map_err(Failure::Socket)?;
+    let Link {
+        reader: mut stream,
+        writer: writer_stream,
+    } = link;
     let writer_shared = Arc::clone(&shared);
     let interactive = cfg.interactive;
     thread::Builder::new()
@@ -401,22 +412,22 @@ pub(super) fn chunk_session(
             last_rx.max(last_tx),
             origin.elapsed(),
         );
-        if !arm(&stream, wait)? {
+        if !stream.arm(wait)? {
             let hint = match due {
                 Some(Waiting::Replies(_) | Waiting::Close) if ends_lines => Hint::EndsLines,
                 _ => Hint::None,
             };
             return Err(timed_out(cfg, due, hint));
         }
-        let n = match (&stream).read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::Interrupted || is_timeout(&e) => continue,
-            Err(e) if is_reset(&e) => {
+        let n = match stream.read(&mut buf) {
+            Ok(Got::Bytes(n)) => n,
+            Ok(Got::Closed) => break,
+            Ok(Got::Nothing) => continue,
+            Err(ReadError::Reset(_)) => {
                 tally.reset = true;
                 break;
             }
-            Err(e) => return Err(Failure::Socket(e)),
+            Err(e) => return Err(e.into()),
         };
         last_rx = origin.elapsed();
         // The server speaks telnet: a 0xFF of a name comes back doubled.
@@ -463,14 +474,13 @@ pub(super) fn chunk_session(
 
 /// `--raw`: stdin to the socket and the socket to stdout, unchanged; a half-close when
 /// stdin ends; done when the server closes.
-pub(super) fn raw_session(
-    stream: TcpStream,
-    cfg: &Config,
-    out: &mut impl Write,
-) -> Result<(), Failure> {
+pub(super) fn raw_session(link: Link, cfg: &Config, out: &mut impl Write) -> Result<(), Failure> {
     let origin = Instant::now();
     let shared = Arc::new(Shared::default());
-    let writer_stream = stream.try_clone().map_err(Failure::Socket)?;
+    let Link {
+        reader: mut stream,
+        writer: writer_stream,
+    } = link;
     let writer_shared = Arc::clone(&shared);
     let writer = thread::Builder::new()
         .name("client-writer".into())
@@ -489,22 +499,22 @@ pub(super) fn raw_session(
             last_rx.max(last_tx),
             origin.elapsed(),
         );
-        if !arm(&stream, wait)? {
+        if !stream.arm(wait)? {
             return Err(timed_out(cfg, Some(Waiting::Close), Hint::None));
         }
-        match (&stream).read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
+        match stream.read(&mut buf) {
+            Ok(Got::Closed) => break,
+            Ok(Got::Bytes(n)) => {
                 last_rx = origin.elapsed();
                 out.write_all(&buf[..n]).map_err(Failure::Stdout)?;
                 ends.feed(&buf[..n]);
             }
-            Err(e) if e.kind() == ErrorKind::Interrupted || is_timeout(&e) => {}
-            Err(e) if is_reset(&e) => {
+            Ok(Got::Nothing) => {}
+            Err(ReadError::Reset(e)) => {
                 out.flush().map_err(Failure::Stdout)?;
                 return ends.verdict(true).and(Err(Failure::Socket(e)));
             }
-            Err(e) => return Err(Failure::Socket(e)),
+            Err(e) => return Err(e.into()),
         }
     }
     out.flush().map_err(Failure::Stdout)?;
@@ -520,7 +530,7 @@ pub(super) fn raw_session(
 }
 
 /// The writer thread of `--raw`: every read from stdin goes out as it is.
-fn copy_stdin(stream: TcpStream, shared: &Shared, origin: Instant) {
+fn copy_stdin(stream: Writer, shared: &Shared, origin: Instant) {
     let mut stdin = io::stdin().lock();
     let mut buf = vec![0u8; INPUT_BUF];
     loop {
@@ -540,5 +550,6 @@ fn copy_stdin(stream: TcpStream, shared: &Shared, origin: Instant) {
     }
     shared.touch(origin);
     shared.finished.store(true, SeqCst);
-    let _ = stream.shutdown(Shutdown::Write);
+    // A failure shows in what the reader gets.
+    let _ = stream.finish(b"", true);
 }

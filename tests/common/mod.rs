@@ -2,6 +2,8 @@
 //! it announces, talk to it over real sockets with timeouts, stop it on drop.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;

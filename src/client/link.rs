@@ -1,0 +1,157 @@
+//! The connection the sessions talk over, plain TCP or TLS, split into a reading half for
+//! the main thread and a writing half for the writer thread.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+
+use super::failure::Failure;
+use super::tls::{Handshaken, TlsReader, TlsWriter, tls_halves};
+use super::tls_failure::TlsFailure;
+use super::wait::{Wait, arm, is_reset, is_timeout};
+
+/// A connection, split: `reader` for the thread that reads, `writer` for the one that
+/// sends.
+pub(super) struct Link {
+    pub(super) reader: Reader,
+    pub(super) writer: Writer,
+}
+
+impl Link {
+    /// A plain TCP connection.
+    pub(super) fn plain(stream: TcpStream) -> io::Result<Link> {
+        let writer = stream.try_clone()?;
+        Ok(Link {
+            reader: Reader::Plain(stream),
+            writer: Writer::Plain(writer),
+        })
+    }
+
+    /// A TLS connection whose handshake is done.
+    pub(super) fn tls(stream: TcpStream, done: Handshaken) -> io::Result<Link> {
+        let (reader, writer) = tls_halves(stream, done)?;
+        Ok(Link {
+            reader: Reader::Tls(Box::new(reader)),
+            writer: Writer::Tls(writer),
+        })
+    }
+}
+
+/// What one read from the server gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Got {
+    /// This many bytes are in the buffer.
+    Bytes(usize),
+    /// The server closed its side (over TLS: with close_notify, or without it at a
+    /// record's end, which the session's tally judges like any close).
+    Closed,
+    /// Nothing yet: the read's timeout passed, or only part of a TLS record came. Look
+    /// at the deadline and read again.
+    Nothing,
+}
+
+/// Why a read from the server failed.
+#[derive(Debug)]
+pub(super) enum ReadError {
+    /// The server reset the connection.
+    Reset(io::Error),
+    /// The socket failed otherwise.
+    Io(io::Error),
+    /// TLS failed: an alert from the server, or records rustls refuses.
+    Tls(TlsFailure),
+}
+
+impl From<ReadError> for Failure {
+    fn from(e: ReadError) -> Failure {
+        match e {
+            ReadError::Reset(e) | ReadError::Io(e) => Failure::Socket(e),
+            ReadError::Tls(t) => Failure::Tls(t),
+        }
+    }
+}
+
+/// Sorts a socket read's outcome.
+pub(super) fn got(result: io::Result<usize>) -> Result<Got, ReadError> {
+    match result {
+        Ok(0) => Ok(Got::Closed),
+        Ok(n) => Ok(Got::Bytes(n)),
+        Err(e) if e.kind() == ErrorKind::Interrupted || is_timeout(&e) => Ok(Got::Nothing),
+        Err(e) if is_reset(&e) => Err(ReadError::Reset(e)),
+        Err(e) => Err(ReadError::Io(e)),
+    }
+}
+
+/// The reading half.
+pub(super) enum Reader {
+    Plain(TcpStream),
+    /// Boxed: it carries its buffer of ciphertext.
+    Tls(Box<TlsReader>),
+}
+
+impl Reader {
+    /// Sets how long the next read may block (see [`arm`]); false when the wait has
+    /// expired.
+    pub(super) fn arm(&self, wait: Wait) -> Result<bool, Failure> {
+        match self {
+            Reader::Plain(stream) => arm(stream, wait),
+            Reader::Tls(tls) => arm(tls.socket(), wait),
+        }
+    }
+
+    /// Reads what the server sent next.
+    pub(super) fn read(&mut self, buf: &mut [u8]) -> Result<Got, ReadError> {
+        match self {
+            Reader::Plain(stream) => got(stream.read(buf)),
+            Reader::Tls(tls) => tls.read(buf),
+        }
+    }
+}
+
+/// The writing half; `&Writer` is a [`Write`] (over TLS, of plaintext).
+pub(super) enum Writer {
+    Plain(TcpStream),
+    Tls(TlsWriter),
+}
+
+impl Writer {
+    /// Sends `last`, the end of what this client sends, then a half-close if
+    /// `half_close`. Over TLS close_notify goes in the same write as `last`: a server
+    /// that reads more than one record at a time then has it when it sees `last` (an
+    /// `exit`), and can close with nothing unread, which would reset the connection.
+    pub(super) fn finish(&self, last: &[u8], half_close: bool) -> io::Result<()> {
+        match self {
+            Writer::Plain(stream) => (&*stream).write_all(last)?,
+            Writer::Tls(tls) => tls.finish(last)?,
+        }
+        if half_close {
+            self.socket().shutdown(Shutdown::Write)?;
+        }
+        Ok(())
+    }
+
+    /// Shuts the connection both ways, to wake the reader when the writer must stop the
+    /// session.
+    pub(super) fn abort(&self) {
+        let _ = self.socket().shutdown(Shutdown::Both);
+    }
+
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Writer::Plain(stream) => stream,
+            Writer::Tls(tls) => tls.socket(),
+        }
+    }
+}
+
+impl Write for &Writer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Writer::Plain(stream) => (&*stream).write(buf),
+            Writer::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // Both write through at once: nothing is held back here.
+        Ok(())
+    }
+}

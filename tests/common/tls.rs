@@ -1,0 +1,156 @@
+//! Certificates for the TLS tests, made at run time with rcgen into a fresh temporary
+//! directory (removed on drop), so that no key is ever committed.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, date_time_ymd,
+};
+
+/// A certificate file and its key file.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Every certificate the TLS tests use, as PEM files in `dir`.
+#[derive(Debug)]
+pub struct Certs {
+    pub dir: PathBuf,
+    /// The test CA's certificate (`ca.pem`).
+    pub ca: PathBuf,
+    /// For `localhost`, `127.0.0.1` and `::1`, signed by the CA.
+    pub server: Pair,
+    /// A client certificate signed by the CA.
+    pub client: Pair,
+    /// Another CA's certificate (`other-ca.pem`).
+    pub other_ca: PathBuf,
+    /// For `localhost`, `127.0.0.1` and `::1`, signed by the other CA.
+    pub other_server: Pair,
+    /// A client certificate signed by the other CA.
+    pub other_client: Pair,
+    /// For `localhost`, `127.0.0.1` and `::1`, signed by the CA, valid in 2000 only.
+    pub expired: Pair,
+    /// For `wrong.example` only, signed by the CA.
+    pub wrong_name: Pair,
+}
+
+impl Drop for Certs {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The names of the server certificates (but the wrong-name one).
+pub const SERVER_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+/// A CA: its certificate's PEM and what signs with it.
+struct Ca {
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn ca(name: &str) -> Ca {
+    let key = KeyPair::generate().expect("CA key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.distinguished_name.push(DnType::CommonName, name);
+    let cert = params.self_signed(&key).expect("CA certificate");
+    Ca {
+        pem: cert.pem(),
+        issuer: Issuer::new(params, key),
+    }
+}
+
+/// A leaf certificate with these names, for a server or a client, signed by `ca`.
+fn leaf(ca: &Ca, names: &[&str], server: bool, valid_in_2000_only: bool) -> (String, String) {
+    let key = KeyPair::generate().expect("leaf key");
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let mut params = CertificateParams::new(names.clone()).expect("leaf params");
+    params.distinguished_name.push(
+        DnType::CommonName,
+        names.first().map_or("tcp-hello test", |n| n.as_str()),
+    );
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![if server {
+        ExtendedKeyUsagePurpose::ServerAuth
+    } else {
+        ExtendedKeyUsagePurpose::ClientAuth
+    }];
+    if valid_in_2000_only {
+        params.not_before = date_time_ymd(2000, 1, 1);
+        params.not_after = date_time_ymd(2001, 1, 1);
+    }
+    let cert = params.signed_by(&key, &ca.issuer).expect("sign leaf");
+    (cert.pem(), key.serialize_pem())
+}
+
+/// Writes `text` to `path`; a key only for its owner to read.
+fn write(path: &Path, text: &str, secret: bool) {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(if secret { 0o600 } else { 0o644 })
+        .open(path)
+        .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    file.write_all(text.as_bytes()).expect("write PEM");
+}
+
+/// A fresh, empty directory of its own under the system's temporary directory.
+pub fn temp_dir(what: &str) -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("tcp-hello-{what}-{}-{n}", std::process::id()));
+        match fs::create_dir(&dir) {
+            Ok(()) => return dir,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // Left by an earlier run whose process ID was the same.
+                let _ = fs::remove_dir_all(&dir);
+            }
+            Err(e) => panic!("create {}: {e}", dir.display()),
+        }
+    }
+}
+
+/// Makes every certificate of [`Certs`] in a fresh temporary directory.
+pub fn make_certs() -> Certs {
+    let dir = temp_dir("tls");
+    let pair = |name: &str, (cert, key): (String, String)| {
+        let pair = Pair {
+            cert: dir.join(format!("{name}.pem")),
+            key: dir.join(format!("{name}-key.pem")),
+        };
+        write(&pair.cert, &cert, false);
+        write(&pair.key, &key, true);
+        pair
+    };
+    let ours = ca("tcp-hello test CA");
+    let other = ca("another test CA");
+    let ca_path = dir.join("ca.pem");
+    write(&ca_path, &ours.pem, false);
+    let other_ca = dir.join("other-ca.pem");
+    write(&other_ca, &other.pem, false);
+    Certs {
+        ca: ca_path,
+        other_ca,
+        server: pair("server", leaf(&ours, &SERVER_NAMES, true, false)),
+        client: pair("client", leaf(&ours, &["client.test"], false, false)),
+        other_server: pair("other-server", leaf(&other, &SERVER_NAMES, true, false)),
+        other_client: pair("other-client", leaf(&other, &["client.test"], false, false)),
+        expired: pair("expired", leaf(&ours, &SERVER_NAMES, true, true)),
+        wrong_name: pair("wrong-name", leaf(&ours, &["wrong.example"], true, false)),
+        dir,
+    }
+}

@@ -758,3 +758,39 @@ fn a_64_mib_line_over_tls_keeps_memory_bounded() {
         "memory grew with the line: {before} kB -> peak {peak} kB"
     );
 }
+
+/// The bundled client and the server, both over TLS with mutual TLS: served with the
+/// client's certificate; without one, exit 7 and the message that says what to give.
+#[test]
+fn our_client_and_our_server_speak_mutual_tls() {
+    let Some(pki) = pki("ours") else { return };
+    let p = |n: &str| pki.path(n).display().to_string();
+    let server = tls_server(&pki, &["--tls-client-ca", &p("ca.pem")]);
+    let addr = server.addr().to_string();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--tls", "--connect", &addr, "--tls-ca"];
+        let ca = p("ca.pem");
+        args.push(&ca);
+        args.extend_from_slice(extra);
+        args.push("Bob");
+        run_tool(
+            hello_cmd("client", &args).stdin(Stdio::null()),
+            None,
+            Duration::from_secs(20),
+        )
+    };
+    let (cert, key) = (p("alice.pem"), p("alice.key"));
+    let done = run(&["--tls-cert", &cert, "--tls-key", &key]);
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    assert_eq!(done.stdout, "Welcome!\nHello, Bob!\nBye!\n");
+    let done = run(&[]);
+    assert_eq!(done.code, Some(7), "{}", done.stderr);
+    assert!(
+        done.stderr
+            .contains("the server requires a client certificate"),
+        "{}",
+        done.stderr
+    );
+    let logs = server.stop_and_logs();
+    assert!(logs.contains("client said exit, client alice"), "{logs}");
+}

@@ -7,6 +7,7 @@
 //! - [`signals`]: signal handlers installed without losing a signal, and what each does;
 //! - [`limits`]: the system's limits on one process, read at start-up;
 //! - [`client`], [`bench`](mod@bench): the bundled client and load generator;
+//! - [`rules`]: address rules (`--allow`, `--deny`): parsing and matching, pure;
 //! - [`pem`]: certificates and keys read from PEM files, errors naming the file;
 //! - [`cli`], [`address`]: the command line, and the addresses given on it.
 #![forbid(unsafe_code)]
@@ -20,5 +21,6 @@ pub mod limits;
 pub mod pem;
 pub mod pool;
 pub mod protocol;
+pub mod rules;
 pub mod server;
 pub mod signals;

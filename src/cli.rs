@@ -141,6 +141,34 @@ pub struct ServeArgs {
         allow_negative_numbers = true
     )]
     pub max_per_source: usize,
+    /// Let in only clients whose address matches an allow rule: an IP address or CIDR
+    /// (e.g. 10.0.0.0/8 or 2001:db8::/32); repeat, or separate with commas. The most
+    /// specific matching rule decides, deny at a tie.
+    #[arg(
+        long,
+        value_name = "RULE",
+        env = "TCP_HELLO_ALLOW",
+        value_delimiter = ',',
+        value_parser = crate::rules::parse_pattern
+    )]
+    pub allow: Vec<crate::rules::Pattern>,
+    /// Refuse clients whose address matches: an IP address or CIDR; repeat, or separate
+    /// with commas. Refused clients are closed before a byte is sent.
+    #[arg(
+        long,
+        value_name = "RULE",
+        env = "TCP_HELLO_DENY",
+        value_delimiter = ',',
+        value_parser = crate::rules::parse_pattern
+    )]
+    pub deny: Vec<crate::rules::Pattern>,
+    /// Allow rules read from a file, one a line, `#` starting a comment; repeatable. Given,
+    /// it makes an allow list even if empty.
+    #[arg(long, value_name = "FILE", env = "TCP_HELLO_ALLOW_FILE")]
+    pub allow_file: Vec<std::path::PathBuf>,
+    /// Deny rules read from a file, one a line, `#` starting a comment; repeatable.
+    #[arg(long, value_name = "FILE", env = "TCP_HELLO_DENY_FILE")]
+    pub deny_file: Vec<std::path::PathBuf>,
     /// Close a connection that sends nothing for this long, after a notice (0 = never).
     #[arg(
         long,

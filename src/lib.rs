@@ -8,6 +8,7 @@
 //! - [`signals`]: signal handlers installed without losing a signal, and what each does;
 //! - [`limits`]: the system's limits on one process, read at start-up;
 //! - [`client`], [`bench`](mod@bench): the bundled client and load generator;
+//! - [`rules`]: address rules (`--allow`, `--deny`): parsing and matching, pure;
 //! - [`pem`]: certificates and keys read from PEM files, errors naming the file;
 //! - [`cert`]: `tcp-hello cert`, a private CA and certificates made without openssl;
 //! - [`cli`], [`address`]: the command line, and the addresses given on it.
@@ -23,6 +24,7 @@ pub mod limits;
 pub mod pem;
 pub mod pool;
 pub mod protocol;
+pub mod rules;
 pub mod server;
 pub mod signals;
 pub mod tls;

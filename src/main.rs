@@ -16,6 +16,7 @@ use tcp_hello::cli::{Cli, Command, ServeArgs};
 use tcp_hello::connection::Context;
 use tcp_hello::limits::{connection_limit, raise_fd_limit, warn_of_address_space_limit};
 use tcp_hello::protocol::{ReplyTemplate, Settings};
+use tcp_hello::rules::Rules;
 use tcp_hello::server::{Listening, Server, ServerConfig};
 use tcp_hello::signals::serve_signals;
 use tcp_hello::tls::{Tls, TlsFiles};
@@ -77,6 +78,12 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
              give each listener an address of its own"
         );
     }
+    let rules = Rules::load(&args.allow, &args.deny, &args.allow_file, &args.deny_file)?;
+    if rules.refuses_everyone() {
+        warn!("address rules: {rules}");
+    } else if !rules.is_empty() {
+        info!("address rules: {rules}");
+    }
     let settings = Settings {
         mode: args.mode,
         framing: args.framing,
@@ -93,6 +100,7 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = ServerConfig {
         max_connections: connection_limit(args.max_connections, all.len()),
         max_per_source: args.max_per_source,
+        rules,
         bind: args.bind,
         tls_bind: args.tls_bind,
         tls: tls.clone(),

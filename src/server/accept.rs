@@ -1,19 +1,27 @@
-//! The accept loop: admits a connection (connection limits) and starts its thread, or
-//! refuses it from the loop itself; backs off when the system runs out of resources.
+//! The accept loop: admits a connection (address rules, connection limits) and starts
+//! its thread, or refuses it from the loop itself; backs off when the system runs out of
+//! resources.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use log::{debug, error, warn};
+use log::{debug, error, info, warn};
 use std::os::unix::thread::JoinHandleExt;
 
 use super::registry::Live;
 use super::{CONNECTION_STACK, Shared, TLS_CONNECTION_STACK};
 use crate::protocol::{Mode, Notice};
+use crate::rules::Decision;
+
+/// The log rate limit of address refusals, apart from `busy_log`: those are the rules
+/// doing their job, logged at info, and a scan from a denied network must not take the
+/// second's report from a busy refusal, which is a warning. A static rather than a field
+/// of `Shared`: a process runs one server, and its accept loops all share it.
+static ADDRESS_LOG: Mutex<RateLimit> = Mutex::new(RateLimit::new(Duration::from_secs(1)));
 
 impl Shared {
     pub(super) fn accept_loop(self: &Arc<Self>, listener: &TcpListener, tls: bool) {
@@ -37,6 +45,18 @@ impl Shared {
 
     /// Registers a new connection and starts its thread, or refuses it.
     pub(super) fn admit(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, tls: bool) {
+        let rules = &self.config.rules;
+        if !rules.is_empty() {
+            let decision = rules.decide(peer.ip());
+            if !decision.allows() {
+                // Closed before anything else, without a byte or a thread: a refused
+                // address learns no more than that the port is open, and costs next to
+                // nothing. If the client already sent data, the close is a reset: fine.
+                drop(stream);
+                refuse_address(peer, decision);
+                return;
+            }
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let stream = Arc::new(stream);
         let slot = {
@@ -124,6 +144,16 @@ impl Shared {
         if let Some(n) = overdue {
             warn!("refused {n} more connections since the last report");
         }
+        let mut log = ADDRESS_LOG.lock().unwrap_or_else(PoisonError::into_inner);
+        let overdue = if force {
+            log.flush()
+        } else {
+            log.overdue(Instant::now())
+        };
+        drop(log);
+        if let Some(n) = overdue {
+            info!("refused {n} more connections by address rules since the last report");
+        }
     }
 
     /// Tells a client the server is busy and closes, without a thread of its own.
@@ -161,6 +191,22 @@ impl Shared {
     }
 }
 
+/// Logs an address refusal at info, at most once a second with a count of the others.
+fn refuse_address(peer: SocketAddr, decision: Decision<'_>) {
+    let suppressed = ADDRESS_LOG
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .allow(Instant::now());
+    match suppressed {
+        Some(0) => info!("refused {peer}: address not allowed ({decision})"),
+        Some(n) => info!(
+            "refused {peer}: address not allowed ({decision}) ({n} more refused since the last \
+             report)"
+        ),
+        None => {}
+    }
+}
+
 /// Log rate limiting: at most one report per period, counting what was suppressed.
 #[derive(Debug)]
 pub struct RateLimit {
@@ -171,7 +217,7 @@ pub struct RateLimit {
 
 impl RateLimit {
     /// Allows one report per `period`.
-    pub fn new(period: Duration) -> Self {
+    pub const fn new(period: Duration) -> Self {
         RateLimit {
             period,
             last: None,

@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Most connections from one IP address at once; 0 = no limit.
     pub max_per_source: usize,
+    /// Which client addresses are let in (`--allow`, `--deny`); checked first.
+    pub rules: crate::rules::Rules,
     /// Read timeout set on every connection.
     pub idle_timeout: Option<Duration>,
     /// Write timeout set on every connection.

@@ -95,6 +95,7 @@ mod tests {
             backlog: 8,
             max_connections: 4,
             max_per_source: 4,
+            rules: Default::default(),
             idle_timeout: None,
             write_timeout: None,
             shutdown_timeout: Duration::from_secs(1),

@@ -794,3 +794,60 @@ fn our_client_and_our_server_speak_mutual_tls() {
     let logs = server.stop_and_logs();
     assert!(logs.contains("client said exit, client alice"), "{logs}");
 }
+
+/// Mutual TLS refuses an expired client certificate from the right CA, as it refuses one
+/// from another CA; the close line (at debug) says why.
+#[test]
+fn mutual_tls_refuses_an_expired_client_certificate() {
+    let certs = common::tls::make_certs();
+    let p = |path: &Path| path.display().to_string();
+    let server = Server::start_with_binds(
+        &[
+            "-v",
+            "--tls-bind",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &p(&certs.server.cert),
+            "--tls-key",
+            &p(&certs.server.key),
+            "--tls-client-ca",
+            &p(&certs.ca),
+        ],
+        1,
+    );
+    let addr = server.addr().to_string();
+    for (pair, served) in [(&certs.client, true), (&certs.expired_client, false)] {
+        let done = run_tool(
+            hello_cmd(
+                "client",
+                &[
+                    "--tls",
+                    "--connect",
+                    &addr,
+                    "--tls-ca",
+                    &p(&certs.ca),
+                    "--tls-cert",
+                    &p(&pair.cert),
+                    "--tls-key",
+                    &p(&pair.key),
+                    "Bob",
+                ],
+            )
+            .stdin(Stdio::null()),
+            None,
+            Duration::from_secs(20),
+        );
+        assert_eq!(done.code == Some(0), served, "{}", done.stderr);
+        assert_eq!(
+            done.stdout.contains("Hello, Bob!"),
+            served,
+            "{}",
+            done.stdout
+        );
+    }
+    let logs = server.stop_and_logs();
+    assert!(
+        logs.contains("TLS handshake failed: invalid peer certificate: certificate expired"),
+        "{logs}"
+    );
+}

@@ -39,6 +39,8 @@ pub struct Certs {
     pub expired: Pair,
     /// For `wrong.example` only, signed by the CA.
     pub wrong_name: Pair,
+    /// A client certificate signed by the CA, valid in 2000 only.
+    pub expired_client: Pair,
 }
 
 impl Drop for Certs {
@@ -149,6 +151,7 @@ pub fn make_certs() -> Certs {
         client: pair("client", leaf(&ours, &["client.test"], false, false)),
         other_server: pair("other-server", leaf(&other, &SERVER_NAMES, true, false)),
         other_client: pair("other-client", leaf(&other, &["client.test"], false, false)),
+        expired_client: pair("expired-client", leaf(&ours, &["eve"], false, true)),
         expired: pair("expired", leaf(&ours, &SERVER_NAMES, true, true)),
         wrong_name: pair("wrong-name", leaf(&ours, &["wrong.example"], true, false)),
         dir,

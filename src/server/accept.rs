@@ -90,6 +90,7 @@ impl Shared {
             registry.live.insert(Live {
                 stream: Arc::clone(&stream),
                 thread: 0,
+                handed_off: false,
             })
         };
         // Logged here rather than on the connection's thread: formatting a log record
@@ -108,7 +109,7 @@ impl Shared {
             } else {
                 CONNECTION_STACK
             })
-            .spawn(move || shared.run_connection(id, slot, &conn_stream, peer, tls));
+            .spawn(move || shared.run_connection(id, slot, conn_stream, peer, tls));
         match spawned {
             Ok(handle) => {
                 // Recorded only while the slot is still this connection's: the thread
@@ -117,7 +118,7 @@ impl Shared {
                 drop(handle);
                 let mut registry = self.lock();
                 if let Some(live) = registry.live.get_mut(slot) {
-                    if Arc::ptr_eq(&live.stream, &stream) {
+                    if Arc::ptr_eq(&live.stream, &stream) && !live.handed_off {
                         live.thread = thread;
                     }
                 }

@@ -29,6 +29,10 @@ pub(super) struct Live {
     pub(super) stream: Arc<TcpStream>,
     /// 0 until the accept loop has recorded it (glibc never uses 0 for a thread).
     pub(super) thread: Pthread,
+    /// A TLS connection's handshake thread has handed it to a serving thread, recorded
+    /// in `thread`: the accept loop, if it records late, must not put back the
+    /// handshake thread, which has ended.
+    pub(super) handed_off: bool,
 }
 
 impl Shared {
@@ -57,14 +61,14 @@ impl Shared {
 }
 
 /// A connection's place in the registry, given up on drop.
-pub(super) struct Registered<'a> {
-    pub(super) shared: &'a Shared,
+pub(super) struct Registered {
+    pub(super) shared: Arc<Shared>,
     pub(super) id: u64,
     pub(super) slot: usize,
     pub(super) peer: SocketAddr,
 }
 
-impl Drop for Registered<'_> {
+impl Drop for Registered {
     fn drop(&mut self) {
         if thread::panicking() {
             // Connection threads are unnamed (a name costs an allocation per
@@ -112,12 +116,13 @@ mod tests {
             registry.live.insert(Live {
                 stream: Arc::new(stream),
                 thread: 0,
+                handed_off: false,
             })
         };
         let holder = Arc::clone(&shared);
         let joined = thread::spawn(move || {
             let _registered = Registered {
-                shared: &holder,
+                shared: holder,
                 id: 1,
                 slot,
                 peer,

@@ -20,6 +20,8 @@ pub(super) struct Config {
     pub(super) setup_limit: usize,
     pub(super) read_cap: usize,
     pub(super) close_grace: Duration,
+    /// `--tls` and its options; `None` in plain text.
+    pub(super) tls: Option<TlsSetup>,
 }
 
 impl Config {
@@ -76,6 +78,9 @@ impl Config {
                 MAX_REPLY_BYTES >> 20
             )));
         }
+        let target = parse_connect(&a.connect).map_err(invalid)?;
+        // Before resolving: a bad file is the user's to fix whatever the network says.
+        let tls = tls::setup(a, &target)?;
         let addr = resolve(&a.connect)?;
         let threads = a
             .threads
@@ -95,6 +100,7 @@ impl Config {
             connect_rate: a.connect_rate,
             setup_limit: setup_share(SETUPS_IN_FLIGHT, threads),
             close_grace: CLOSE_GRACE.min(timeout),
+            tls,
         })
     }
 }
@@ -177,6 +183,7 @@ pub(super) fn claim(budget: Option<&AtomicU64>, want: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::pki_types::ServerName;
 
     #[test]
     fn connection_starts_are_spread_by_rate() {
@@ -308,6 +315,11 @@ mod tests {
             &["-n", "65536"],
             &["-n", "18446744073709551615"],
             &["--expect", "{}{}{}{}{}", "-s", "60000000"],
+            &["--tls-ca", "ca.pem"],
+            &["--tls-resume"],
+            &["--tls", "--tls-ca", "/no/such/ca.pem"],
+            &["--tls", "--tls-server-name", "not a name"],
+            &["--tls", "--tls-cert", "a.pem"],
         ] {
             let mut args = vec!["--connect", "127.0.0.1:1"];
             args.extend_from_slice(bad);
@@ -355,6 +367,39 @@ mod tests {
             "--expect \"{}{}{}{}{}\" with --size 60000000 expects 300000000-byte replies, \
              more than 256 MiB: lower --size or use fewer {}"
         );
+        let e = cfg(&["--connect", "127.0.0.1:1", "--tls-server-name", "x"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--tls-server-name is for TLS, which is off: add --tls (or set TCP_HELLO_TLS=1)"
+        );
+        let e = cfg(&[
+            "--connect",
+            "127.0.0.1:1",
+            "--tls",
+            "--tls-ca",
+            "/no/such/ca.pem",
+        ])
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--tls-ca /no/such/ca.pem: no such file; check the path"
+        );
+        assert!(cfg(&["--connect", "127.0.0.1:1"]).unwrap().tls.is_none());
+        let c = cfg(&["--connect", "localhost:1", "--tls", "--tls-resume"]).unwrap();
+        let tls = c.tls.expect("--tls sets TLS up");
+        assert_eq!(tls.server_name, ServerName::try_from("localhost").unwrap());
+        assert!(tls.resume);
+        let c = cfg(&[
+            "--connect",
+            "[::1]:1",
+            "--tls",
+            "--tls-server-name",
+            "a.test",
+        ])
+        .unwrap();
+        let tls = c.tls.expect("--tls sets TLS up");
+        assert_eq!(tls.server_name, ServerName::try_from("a.test").unwrap());
+        assert!(!tls.resume);
         // The largest --size still expects its reply.
         let c = cfg(&["--connect", "127.0.0.1:1", "-s", "67108863", "-m", "1"]).unwrap();
         assert_eq!(c.read_cap, 67108863 + "Hello, !".len() + 2);

@@ -17,6 +17,24 @@ pub(super) enum Fail {
     AddrUnavailable,
     /// The bench ran out of file descriptors.
     TooManyOpenFiles,
+    /// The server's certificate is not signed by a CA the bench trusts (`--tls-ca`, or
+    /// the system's roots).
+    TlsUnknownIssuer,
+    /// The server's certificate is not for the name checked (`--tls-server-name`, or
+    /// the host of `--connect`).
+    TlsBadName,
+    /// The server's certificate has expired (or is not valid yet).
+    TlsExpired,
+    /// The server wants a client certificate and the bench gave none.
+    TlsClientCertRequired,
+    /// The server refused the bench's client certificate.
+    TlsClientCertRefused,
+    /// The server answered in something other than TLS (plain text).
+    TlsNotTls,
+    /// The TLS handshake was not done within `--timeout`.
+    TlsTimeout,
+    /// Any other TLS failure: no common version or cipher, an alert, a bad record.
+    TlsOther,
     /// Connected, but no welcome line came within `--timeout`.
     WelcomeTimeout,
     /// The server said `ERROR server busy` (its `--max-connections`) and closes.
@@ -53,12 +71,20 @@ pub(super) enum Fail {
 
 impl Fail {
     /// Every kind, in `as usize` order.
-    pub(super) const ALL: [Fail; 19] = [
+    pub(super) const ALL: [Fail; 27] = [
         Fail::ConnectRefused,
         Fail::ConnectTimeout,
         Fail::ConnectUnreachable,
         Fail::AddrUnavailable,
         Fail::TooManyOpenFiles,
+        Fail::TlsUnknownIssuer,
+        Fail::TlsBadName,
+        Fail::TlsExpired,
+        Fail::TlsClientCertRequired,
+        Fail::TlsClientCertRefused,
+        Fail::TlsNotTls,
+        Fail::TlsTimeout,
+        Fail::TlsOther,
         Fail::WelcomeTimeout,
         Fail::ServerBusy,
         Fail::PerSourceLimit,
@@ -83,6 +109,14 @@ impl Fail {
             Fail::ConnectUnreachable => "connect_unreachable",
             Fail::AddrUnavailable => "addr_unavailable",
             Fail::TooManyOpenFiles => "too_many_open_files",
+            Fail::TlsUnknownIssuer => "tls_unknown_issuer",
+            Fail::TlsBadName => "tls_bad_name",
+            Fail::TlsExpired => "tls_expired",
+            Fail::TlsClientCertRequired => "tls_client_cert_required",
+            Fail::TlsClientCertRefused => "tls_client_cert_refused",
+            Fail::TlsNotTls => "tls_not_tls",
+            Fail::TlsTimeout => "tls_timeout",
+            Fail::TlsOther => "tls_other",
             Fail::WelcomeTimeout => "welcome_timeout",
             Fail::ServerBusy => "server_busy",
             Fail::PerSourceLimit => "per_source_limit",
@@ -105,6 +139,29 @@ impl Fail {
         Some(match self {
             Fail::AddrUnavailable => "lower --connections or widen net.ipv4.ip_local_port_range",
             Fail::TooManyOpenFiles => "raise the limit (ulimit -n) or lower --connections",
+            Fail::TlsUnknownIssuer => {
+                "give the CA that signed the server's certificate with --tls-ca FILE (for \
+                 tcp-hello serve, the ca.pem that tcp-hello cert made with it)"
+            }
+            Fail::TlsBadName => {
+                "give a name the certificate is for with --tls-server-name, or --connect by \
+                 that name"
+            }
+            Fail::TlsExpired => "renew the server's certificate, or check the clocks",
+            Fail::TlsClientCertRequired => {
+                "give a client certificate signed by the server's client CA with --tls-cert \
+                 and --tls-key"
+            }
+            Fail::TlsClientCertRefused => {
+                "give --tls-cert a certificate signed by the CA the server trusts for clients \
+                 (its --tls-client-ca); see the server's log"
+            }
+            Fail::TlsNotTls => "drop --tls, or --connect to the server's TLS port",
+            Fail::TlsTimeout => {
+                "is --connect a TLS port? (a plain server that waits for the client to speak \
+                 first looks like this) Raise --timeout for a slow server"
+            }
+            Fail::TlsOther => "see the server's log",
             Fail::ServerBusy => "raise the server's --max-connections or lower --connections",
             Fail::PerSourceLimit => "raise the server's --max-per-source or lower --connections",
             Fail::ReplyTimeout => "raise --timeout, or lower --connections or --pipeline",
@@ -259,9 +316,11 @@ pub(super) fn no_connection_error(addr: SocketAddr, timeout: Duration, tally: &T
         Some(f) => (
             io::ErrorKind::Other,
             format!(
-                "no connection to {addr} could be set up: {}{}",
+                "no connection to {addr} could be set up: {}{}{}",
                 f.name(),
-                example(f)
+                example(f),
+                f.hint()
+                    .map_or_else(String::new, |hint| format!("; {hint}"))
             ),
         ),
         None => (

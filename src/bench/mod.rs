@@ -10,8 +10,9 @@
 //! `--expect`.
 //!
 //! Here: the run, start to report. `config` checks the arguments, `names` makes
-//! names and expected replies, `worker` drives connections, `state` holds the
-//! shared counters, `fail` names failures, `progress` and `report` print.
+//! names and expected replies, `worker` drives connections, `tls` is `--tls` (set-up,
+//! a connection's TLS I/O, its failures), `state` holds the shared counters, `fail`
+//! names failures, `progress` and `report` print.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -29,6 +30,7 @@ use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use nix::sys::signal::Signal;
+use rustls::ClientConnection;
 use serde_json::{Map, Value, json};
 
 use crate::address::parse_connect;
@@ -41,6 +43,7 @@ mod names;
 mod progress;
 mod report;
 mod state;
+mod tls;
 mod worker;
 
 use config::*;
@@ -49,6 +52,7 @@ use names::*;
 use progress::*;
 use report::*;
 use state::*;
+use tls::{TlsParams, TlsSetup};
 use worker::*;
 
 /// Connection setups (connect + welcome) in flight at once over all workers:
@@ -114,6 +118,7 @@ pub fn run(args: &BenchArgs) -> io::Result<Outcome> {
         t0,
         start: OnceLock::new(),
         budget: cfg.messages.map(AtomicU64::new),
+        primed: AtomicBool::new(!cfg.tls.as_ref().is_some_and(|t| t.resume)),
         stats: (0..cfg.threads).map(|_| Stats::default()).collect(),
     });
 
@@ -135,15 +140,16 @@ pub fn run(args: &BenchArgs) -> io::Result<Outcome> {
         thread::sleep(COORDINATOR_TICK);
         let now = Instant::now();
         let snap = shared.snapshot();
+        if !shared.primed.load(Relaxed) && snap.settled > 0 {
+            // --tls-resume: the first connection's session is cached; the others may go.
+            shared.primed.store(true, Relaxed);
+            wake_all(&wakers);
+        }
         if started.is_none() && snap.settled >= cfg.connections as u64 {
             started = Some(now);
             // Workers also look at `start` on every tick, so a failed wake only delays them.
             let _ = shared.start.set(now);
-            for waker in &wakers {
-                if let Err(e) = waker.wake() {
-                    log::debug!("waking a bench worker: {e}");
-                }
-            }
+            wake_all(&wakers);
         }
         progress.update(now, started, &snap, cfg.connections);
     }
@@ -187,6 +193,12 @@ pub fn run(args: &BenchArgs) -> io::Result<Outcome> {
             .as_secs_f64(),
         messages: total.ok,
         latency: latency_summary(&total.hist),
+        handshake: cfg.tls.as_ref().map(|_| HandshakeReport {
+            count: total.handshakes.len(),
+            resumed: total.resumed,
+            latency: latency_summary(&total.handshakes),
+            params: total.tls_params.clone(),
+        }),
         errors: Fail::ALL
             .iter()
             .map(|&f| (f.name(), total.errors[f as usize]))
@@ -208,4 +220,14 @@ pub fn run(args: &BenchArgs) -> io::Result<Outcome> {
     } else {
         Outcome::Failed
     })
+}
+
+/// Wakes every worker from its poll; they also look on every tick, so a failed wake
+/// only delays one.
+fn wake_all(wakers: &[Waker]) {
+    for waker in wakers {
+        if let Err(e) = waker.wake() {
+            log::debug!("waking a bench worker: {e}");
+        }
+    }
 }

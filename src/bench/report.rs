@@ -30,6 +30,18 @@ pub(super) fn latency_summary(hist: &Histogram<u64>) -> Option<Latency> {
     })
 }
 
+/// `--tls`: the handshakes of the connections that got their welcome.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct HandshakeReport {
+    pub(super) count: u64,
+    /// How many resumed a session (`--tls-resume`).
+    pub(super) resumed: u64,
+    /// From the start of the connect to the end of the handshake.
+    pub(super) latency: Option<Latency>,
+    /// What the first one agreed on.
+    pub(super) params: Option<TlsParams>,
+}
+
 #[derive(Debug, Clone)]
 pub(super) struct Report {
     pub(super) addr: SocketAddr,
@@ -45,6 +57,8 @@ pub(super) struct Report {
     /// Verified replies.
     pub(super) messages: u64,
     pub(super) latency: Option<Latency>,
+    /// With `--tls`.
+    pub(super) handshake: Option<HandshakeReport>,
     /// Kinds with a non-zero count.
     pub(super) errors: Vec<(&'static str, u64)>,
     /// The first detail of each kind.
@@ -80,10 +94,24 @@ impl Report {
             let f = 10f64.powi(places);
             (x * f).round() / f
         };
-        let latency = self.latency.map_or(Value::Null, |l| {
+        let percentiles = |l: Option<Latency>| {
+            l.map_or(Value::Null, |l| {
+                json!({
+                    "p50": l.p50, "p90": l.p90, "p99": l.p99, "p99_9": l.p99_9,
+                    "max": l.max, "mean": l.mean,
+                })
+            })
+        };
+        let latency = percentiles(self.latency);
+        let handshake = self.handshake.as_ref().map_or(Value::Null, |h| {
+            let p = h.params.as_ref();
             json!({
-                "p50": l.p50, "p90": l.p90, "p99": l.p99, "p99_9": l.p99_9,
-                "max": l.max, "mean": l.mean,
+                "count": h.count,
+                "resumed": h.resumed,
+                "latency_us": percentiles(h.latency),
+                "protocol": p.map(|p| &p.version),
+                "cipher_suite": p.map(|p| &p.cipher_suite),
+                "key_exchange": p.and_then(|p| p.key_exchange.as_ref()),
             })
         });
         let errors: Map<String, Value> = self
@@ -110,6 +138,8 @@ impl Report {
             "messages": self.messages,
             "messages_per_s": round(self.messages_per_s(), 1),
             "latency_us": latency,
+            "tls": self.handshake.is_some(),
+            "handshake": handshake,
             "errors": errors,
             "errors_total": self.errors_total(),
             "mismatches": self.mismatches(),
@@ -148,6 +178,30 @@ impl Report {
                 );
             }
             None => s.push_str("  latency µs  (no replies)\n"),
+        }
+        if let Some(h) = &self.handshake {
+            let agreed = h.params.as_ref().map_or_else(String::new, |p| {
+                let kx = p.key_exchange.as_ref().map_or("", |k| k.as_str());
+                format!(", {} {} {kx}", p.version, p.cipher_suite)
+                    .trim_end()
+                    .to_string()
+            });
+            let _ = writeln!(
+                s,
+                "  tls         {} handshakes ({} resumed){agreed}",
+                group(h.count),
+                group(h.resumed)
+            );
+            match h.latency {
+                Some(l) => {
+                    let _ = writeln!(
+                        s,
+                        "  handshake µs p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  (mean {:.1})",
+                        l.p50, l.p90, l.p99, l.p99_9, l.max, l.mean
+                    );
+                }
+                None => s.push_str("  handshake µs (none done)\n"),
+            }
         }
         if self.errors.is_empty() {
             s.push_str("  errors      none\n");
@@ -214,6 +268,7 @@ mod tests {
                 max: 70.0,
                 mean: 31.0,
             }),
+            handshake: None,
             errors: Vec::new(),
             examples: Vec::new(),
         }

@@ -13,6 +13,9 @@ pub(super) struct Shared {
     pub(super) start: OnceLock<Instant>,
     /// Messages mode: names not yet handed to a connection.
     pub(super) budget: Option<AtomicU64>,
+    /// Connections other than the first may start: always, except with `--tls-resume`
+    /// until the first has settled, so that its session is there to resume.
+    pub(super) primed: AtomicBool,
     /// One per worker.
     pub(super) stats: Vec<Stats>,
 }
@@ -60,6 +63,12 @@ pub(super) struct Tally {
     pub(super) last_reply: Option<Instant>,
     /// Reply latencies in nanoseconds.
     pub(super) hist: Histogram<u64>,
+    /// `--tls`: handshake times in nanoseconds, of the connections that got their welcome.
+    pub(super) handshakes: Histogram<u64>,
+    /// How many of those resumed a session.
+    pub(super) resumed: u64,
+    /// What the first of them agreed on.
+    pub(super) tls_params: Option<TlsParams>,
 }
 
 impl Tally {
@@ -71,6 +80,9 @@ impl Tally {
             established: 0,
             last_reply: None,
             hist: Histogram::new_with_bounds(1, HIST_MAX_NS, 3).map_err(io::Error::other)?,
+            handshakes: Histogram::new_with_bounds(1, HIST_MAX_NS, 3).map_err(io::Error::other)?,
+            resumed: 0,
+            tls_params: None,
         })
     }
 
@@ -95,6 +107,13 @@ impl Tally {
         }
         self.established += other.established;
         self.last_reply = self.last_reply.max(other.last_reply);
+        self.resumed += other.resumed;
+        if self.tls_params.is_none() {
+            self.tls_params = other.tls_params;
+        }
+        self.handshakes
+            .add(&other.handshakes)
+            .map_err(io::Error::other)?;
         self.hist.add(&other.hist).map_err(io::Error::other)
     }
 }

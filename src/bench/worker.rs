@@ -7,7 +7,9 @@ pub(super) enum State {
     /// Not opened yet.
     Pending,
     Connecting,
-    /// Connected, waiting for the welcome line.
+    /// Connected, in the TLS handshake (`--tls`).
+    Handshake,
+    /// Connected (and through the handshake), waiting for the welcome line.
     Welcome,
     /// Welcome received, waiting for the start.
     Ready,
@@ -21,9 +23,19 @@ pub(super) struct Conn {
     /// Number among all connections: sets its start time and its names.
     pub(super) id: u64,
     pub(super) state: State,
-    /// When the current state began (for the connect, welcome and close timeouts).
+    /// When the current state began (for the connect, handshake, welcome and close
+    /// timeouts).
     pub(super) since: Instant,
+    /// When the connect began: the handshake is timed from here.
+    pub(super) opened: Instant,
     pub(super) stream: Option<TcpStream>,
+    /// With `--tls`: the connection's TLS state, beside its socket.
+    pub(super) tls: Option<Box<ClientConnection>>,
+    /// The server's first bytes were looked at and can begin TLS.
+    pub(super) peeked: bool,
+    /// The handshake's time in ns and whether it resumed a session, counted once the
+    /// welcome shows that the server took it.
+    pub(super) handshake: Option<(u64, bool)>,
     pub(super) rbuf: Box<[u8]>,
     pub(super) rlen: usize,
     pub(super) wbuf: Vec<u8>,
@@ -70,7 +82,11 @@ impl Worker {
                 id: id as u64,
                 state: State::Pending,
                 since: now,
+                opened: now,
                 stream: None,
+                tls: None,
+                peeked: false,
+                handshake: None,
                 rbuf: Box::default(),
                 rlen: 0,
                 wbuf: Vec::new(),
@@ -159,7 +175,13 @@ impl Worker {
     /// allows; returns when the next one is due if it is the time that holds it back.
     pub(super) fn start_due(&mut self, now: Instant) -> Option<Instant> {
         while self.next_start < self.conns.len() && self.setups < self.cfg.setup_limit {
-            let offset = connect_offset(self.conns[self.next_start].id, self.cfg.connect_rate);
+            let id = self.conns[self.next_start].id;
+            if id != 0 && !self.shared.primed.load(Relaxed) {
+                // --tls-resume: the first connection's session is not cached yet. The
+                // coordinating thread wakes the workers once it is.
+                return None;
+            }
+            let offset = connect_offset(id, self.cfg.connect_rate);
             // A start past what the clock holds never comes, like a --duration that long.
             let due = self.shared.t0.checked_add(offset)?;
             if due > now {
@@ -176,6 +198,16 @@ impl Worker {
         let c = &mut self.conns[i];
         c.state = State::Connecting;
         c.since = now;
+        c.opened = now;
+        if let Some(setup) = &self.cfg.tls {
+            match setup.connect() {
+                Ok(tls) => c.tls = Some(tls),
+                Err(e) => {
+                    let (kind, detail) = setup.failure(&e, true);
+                    return self.fail(i, kind, || detail);
+                }
+            }
+        }
         let mut stream = match TcpStream::connect(self.cfg.addr) {
             Ok(s) => s,
             Err(e) => return self.fail(i, classify(&e, Stage::Connect), || e.to_string()),
@@ -220,7 +252,7 @@ impl Worker {
         let stats = &shared.stats[self.index];
         for i in 0..self.conns.len() {
             match self.conns[i].state {
-                State::Pending | State::Connecting | State::Welcome => {
+                State::Pending | State::Connecting | State::Handshake | State::Welcome => {
                     stats.settled.fetch_add(1, Relaxed);
                     if self.conns[i].state != State::Pending {
                         self.setups -= 1;
@@ -257,6 +289,11 @@ impl Worker {
                         format!("not connected after {timeout:?}")
                     });
                 }
+                State::Handshake if waited >= timeout => {
+                    self.fail(i, Fail::TlsTimeout, || {
+                        format!("the TLS handshake was not done after {timeout:?}")
+                    });
+                }
                 State::Welcome if waited >= timeout => {
                     self.fail(i, Fail::WelcomeTimeout, || {
                         format!("no welcome line after {timeout:?}")
@@ -288,18 +325,79 @@ impl Worker {
             match connect_status(stream) {
                 Ok(false) => return,
                 Ok(true) => {
-                    c.state = State::Welcome;
+                    c.state = if c.tls.is_some() {
+                        State::Handshake
+                    } else {
+                        State::Welcome
+                    };
                     c.since = Instant::now();
                 }
                 Err(e) => return self.fail(i, classify(&e, Stage::Connect), || e.to_string()),
             }
         }
-        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-            self.on_readable(i, ev.is_read_closed() || ev.is_error());
+        let drain = ev.is_read_closed() || ev.is_error();
+        if self.conns[i].state == State::Handshake {
+            // Any event may move a handshake on, whichever way it waits.
+            if self.handshake(i) {
+                // What came with the server's last handshake bytes is in rustls already.
+                self.on_readable(i, drain);
+            }
+            return;
         }
-        let c = &self.conns[i];
-        if ev.is_writable() && c.state == State::Running && c.wpos < c.wbuf.len() && self.flush(i) {
-            self.fill(i);
+        if ev.is_readable() || drain {
+            self.on_readable(i, drain);
+        }
+        if ev.is_writable() {
+            self.on_writable(i);
+        }
+    }
+
+    /// Moves the TLS handshake on; true once it is done (the state is then `Welcome`).
+    pub(super) fn handshake(&mut self, i: usize) -> bool {
+        let Conn {
+            stream,
+            tls,
+            peeked,
+            ..
+        } = &mut self.conns[i];
+        let (Some(stream), Some(tls)) = (stream.as_mut(), tls.as_deref_mut()) else {
+            return false;
+        };
+        match tls::handshake(stream, tls, peeked) {
+            Ok(false) => false,
+            Ok(true) => {
+                let resumed = tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+                let c = &mut self.conns[i];
+                let now = Instant::now();
+                let ns = now.saturating_duration_since(c.opened).as_nanos();
+                c.handshake = Some((u64::try_from(ns).unwrap_or(u64::MAX), resumed));
+                c.state = State::Welcome;
+                c.since = now;
+                true
+            }
+            Err(e) => {
+                self.on_io_error(i, &e);
+                false
+            }
+        }
+    }
+
+    /// Sends what waits: the rest of the names (then the next batch), or TLS records
+    /// rustls queued when the socket was full.
+    pub(super) fn on_writable(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        let records = c.tls.as_ref().is_some_and(|t| t.wants_write());
+        if c.state == State::Running {
+            if (c.wpos < c.wbuf.len() || records) && self.flush(i) {
+                self.fill(i);
+            }
+        } else if records {
+            let (Some(stream), Some(tls)) = (c.stream.as_mut(), c.tls.as_deref_mut()) else {
+                return;
+            };
+            if let Err(e) = tls::send(stream, tls) {
+                self.on_io_error(i, &e);
+            }
         }
     }
 
@@ -328,9 +426,14 @@ impl Worker {
                 };
                 return self.fail(i, Fail::ReplyTooLong, || detail);
             }
-            match stream.read(&mut c.rbuf[c.rlen..]) {
-                Ok(0) => return self.on_eof(i),
-                Ok(n) => {
+            let buf = &mut c.rbuf[c.rlen..];
+            let got = match c.tls.as_deref_mut() {
+                None => stream.read(buf).map(|n| (n, n < space)),
+                Some(tls) => tls::read(stream, tls, buf),
+            };
+            match got {
+                Ok((0, _)) => return self.on_eof(i),
+                Ok((n, drained)) => {
                     c.rlen += n;
                     if let Err((kind, detail)) = self.take_lines(i, Instant::now()) {
                         return self.fail(i, kind, || detail);
@@ -338,7 +441,7 @@ impl Worker {
                     // A short read emptied the socket: on the platforms mio's
                     // epoll/kqueue back-ends serve, new data raises a new event,
                     // so the read that would only say WouldBlock is skipped.
-                    if n < space && !drain {
+                    if drained && !drain {
                         break;
                     }
                 }
@@ -398,6 +501,13 @@ impl Worker {
                     }
                     c.state = State::Ready;
                     *setups -= 1;
+                    if let Some((ns, resumed)) = c.handshake.take() {
+                        tally.handshakes.saturating_record(ns);
+                        tally.resumed += u64::from(resumed);
+                        if tally.tls_params.is_none() {
+                            tally.tls_params = c.tls.as_deref().map(tls::params);
+                        }
+                    }
                     tally.established += 1;
                     stats.established.fetch_add(1, Relaxed);
                     stats.settled.fetch_add(1, Relaxed);
@@ -464,7 +574,8 @@ impl Worker {
     /// starts closing when there is nothing left to send or await.
     pub(super) fn fill(&mut self, i: usize) {
         let c = &mut self.conns[i];
-        if c.state != State::Running || c.wpos < c.wbuf.len() {
+        let records = c.tls.as_ref().is_some_and(|t| t.wants_write());
+        if c.state != State::Running || c.wpos < c.wbuf.len() || records {
             return;
         }
         let room = (self.cfg.pipeline - c.sent.len()) as u64;
@@ -491,13 +602,35 @@ impl Worker {
         self.flush(i);
     }
 
-    /// Writes what is pending; true when all of it went out.
+    /// Writes what is pending; true when all of it went out (with `--tls`, every
+    /// record too).
     pub(super) fn flush(&mut self, i: usize) -> bool {
         loop {
             let c = &mut self.conns[i];
             let Some(stream) = c.stream.as_mut() else {
                 return false;
             };
+            if let Some(tls) = c.tls.as_deref_mut() {
+                match tls::write(stream, tls, &c.wbuf[c.wpos..]) {
+                    Ok((n, all_out)) => {
+                        c.wpos += n;
+                        if !all_out {
+                            return false;
+                        }
+                        if c.wpos == c.wbuf.len() {
+                            c.wbuf.clear();
+                            c.wpos = 0;
+                            return true;
+                        }
+                        // rustls's queue is out and it has more to take.
+                        continue;
+                    }
+                    Err(e) => {
+                        self.on_io_error(i, &e);
+                        return false;
+                    }
+                }
+            }
             if c.wpos == c.wbuf.len() {
                 c.wbuf.clear();
                 c.wpos = 0;
@@ -525,10 +658,12 @@ impl Worker {
         let c = &mut self.conns[i];
         c.state = State::Closing;
         c.since = Instant::now();
-        let said = c
-            .stream
-            .as_mut()
-            .is_some_and(|s| matches!(s.write(b"exit\n"), Ok(5)));
+        let said = match (c.stream.as_mut(), c.tls.as_deref_mut()) {
+            (Some(s), None) => matches!(s.write(b"exit\n"), Ok(5)),
+            // Records the socket did not take go out on the next writable event.
+            (Some(s), Some(tls)) => matches!(tls::write(s, tls, b"exit\n"), Ok((5, _))),
+            (None, _) => false,
+        };
         if !said {
             self.finish(i);
         }
@@ -543,11 +678,16 @@ impl Worker {
     }
 
     pub(super) fn on_io_error(&mut self, i: usize, e: &io::Error) {
-        if self.conns[i].state == State::Closing {
-            self.finish(i);
-        } else {
-            self.fail(i, classify(e, Stage::Session), || e.to_string());
+        let state = self.conns[i].state;
+        if state == State::Closing {
+            return self.finish(i);
         }
+        let (kind, detail) = match (&self.cfg.tls, tls::cause(e), tls::plain_text(e)) {
+            (_, _, Some(said)) => (Fail::TlsNotTls, said.to_string()),
+            (Some(setup), Some(cause), _) => setup.failure(cause, state == State::Handshake),
+            _ => (classify(e, Stage::Session), e.to_string()),
+        };
+        self.fail(i, kind, || detail);
     }
 
     /// Counts a failure and drops the connection.
@@ -559,10 +699,13 @@ impl Worker {
         self.tally.note(kind, detail);
         let stats = &self.shared.stats[self.index];
         stats.errors.fetch_add(1, Relaxed);
-        if matches!(state, State::Pending | State::Connecting | State::Welcome) {
+        if matches!(
+            state,
+            State::Pending | State::Connecting | State::Handshake | State::Welcome
+        ) {
             stats.settled.fetch_add(1, Relaxed);
         }
-        if matches!(state, State::Connecting | State::Welcome) {
+        if matches!(state, State::Connecting | State::Handshake | State::Welcome) {
             self.setups -= 1;
         }
         self.finish(i);
@@ -579,6 +722,8 @@ impl Worker {
             let _ = self.poll.registry().deregister(&mut stream);
         }
         c.state = State::Done;
+        c.tls = None;
+        c.handshake = None;
         c.rbuf = Box::default();
         c.rlen = 0;
         c.wbuf = Vec::new();
@@ -623,12 +768,14 @@ mod tests {
             connect_rate: 0,
             setup_limit: 1,
             close_grace: CLOSE_GRACE,
+            tls: None,
         };
         let shared = Shared {
             interrupted: Arc::new(AtomicBool::new(false)),
             t0: Instant::now(),
             start: OnceLock::new(),
             budget: None,
+            primed: AtomicBool::new(true),
             stats: vec![Stats::default()],
         };
         let poll = Poll::new().unwrap();

@@ -1,0 +1,734 @@
+//! `--tls`: the client configuration (trust roots, client certificate, server name,
+//! session cache), a connection's TLS I/O over its non-blocking socket, and what a
+//! failed handshake is called.
+//!
+//! A connection's [`ClientConnection`] sits beside its socket and is driven by the
+//! worker's event loop: on every event the worker hands rustls what the socket has
+//! (`read_tls`, `process_new_packets`) until the socket would block, takes the plaintext
+//! from `reader()`, gives `writer()` the names, and writes the records rustls made
+//! (`write_tls`) until they are all out or the socket would block. The socket is
+//! registered for both readable and writable events from the start (edge-triggered),
+//! so records left queued go out on the next writable edge without re-registering.
+
+use std::fmt;
+use std::io::{self, Read};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use rustls::client::ResolvesClientCert;
+use rustls::client::Resumption;
+use rustls::pki_types::ServerName;
+use rustls::sign::CertifiedKey;
+use rustls::{
+    AlertDescription, CertificateError, ClientConfig, ClientConnection, InvalidMessage,
+    RootCertStore, SignatureScheme,
+};
+
+use super::*;
+use crate::address::HostPort;
+use crate::pem;
+
+/// The first byte of a TLS record a server may send first: a handshake record, or an
+/// alert (a refusal of the ClientHello).
+const FIRST_RECORDS: [u8; 2] = [0x16, 0x15];
+/// How much of a server's first bytes is kept to show what it said instead of TLS.
+const PEEK: usize = 64;
+
+/// Everything a TLS connection needs, read from the command line before the run.
+#[derive(Debug)]
+pub(super) struct TlsSetup {
+    /// Shared by every connection of every worker: with `--tls-resume`, so is its
+    /// session cache.
+    pub(super) config: Arc<ClientConfig>,
+    /// The name the server's certificate must have.
+    pub(super) server_name: ServerName<'static>,
+    /// `--tls-resume`.
+    pub(super) resume: bool,
+    /// Where the trust roots came from, for the examples of failures.
+    roots: Roots,
+    /// `--tls-cert`.
+    cert: Option<PathBuf>,
+    /// Set once a server has asked for a client certificate: tells a refusal of the
+    /// client's certificate from other alerts.
+    asked: Arc<AtomicBool>,
+}
+
+/// Where the trust roots came from.
+#[derive(Debug)]
+enum Roots {
+    /// `--tls-ca FILE`.
+    File(PathBuf),
+    /// The system's, this many of them usable.
+    System(usize),
+}
+
+impl fmt::Display for Roots {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Roots::File(path) => write!(f, "the CA in --tls-ca {}", path.display()),
+            Roots::System(0) => f.write_str("a system trust root (this system has none)"),
+            Roots::System(n) => write!(f, "any of the system's {n} trust roots"),
+        }
+    }
+}
+
+/// `--tls` and its options read: `None` without `--tls`. A file that cannot be used,
+/// a name that cannot be checked, or a TLS option without `--tls`, is an
+/// `InvalidInput` error of one line that names the flag and the file.
+pub(super) fn setup(args: &BenchArgs, target: &HostPort) -> io::Result<Option<TlsSetup>> {
+    let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
+    if !args.tls {
+        let given = [
+            ("--tls-ca", args.tls_ca.is_some()),
+            ("--tls-cert", args.tls_cert.is_some()),
+            ("--tls-key", args.tls_key.is_some()),
+            ("--tls-server-name", args.tls_server_name.is_some()),
+            ("--tls-resume", args.tls_resume),
+        ];
+        // Ignoring them would load a plain server while the user thinks it is TLS (e.g.
+        // when TCP_HELLO_TLS=0 turned TLS off).
+        return match given.iter().find(|(_, set)| *set) {
+            Some((flag, _)) => Err(invalid(format!(
+                "{flag} is for TLS, which is off: add --tls (or set TCP_HELLO_TLS=1)"
+            ))),
+            None => Ok(None),
+        };
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let (roots, from) = trust_roots(args.tls_ca.as_deref())?;
+    let key = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(client_key(cert, key, &provider)?)),
+        (None, None) => None,
+        // The command line's parser requires both or neither; say so all the same.
+        _ => {
+            return Err(invalid(
+                "--tls-cert and --tls-key go together: give both, or neither".into(),
+            ));
+        }
+    };
+    let given = args.tls_server_name.as_deref().map(str::trim);
+    let name = given.unwrap_or(&target.host).to_string();
+    let server_name = ServerName::try_from(name.clone()).map_err(|_| {
+        invalid(match given {
+            Some(_) => format!(
+                "--tls-server-name {name:?} is neither a DNS name nor an IP address: give a \
+                 name the server's certificate has, e.g. localhost"
+            ),
+            None => format!(
+                "{name:?} cannot be checked against a certificate (it is neither a DNS name \
+                 nor an IP address): give the name the server's certificate has with \
+                 --tls-server-name"
+            ),
+        })
+    })?;
+    let asked = Arc::new(AtomicBool::new(false));
+    let resolver = ClientCert {
+        key,
+        asked: Arc::clone(&asked),
+    };
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| invalid(format!("TLS cannot be set up: {e}")))?
+        .with_root_certificates(roots)
+        .with_client_cert_resolver(Arc::new(resolver));
+    if !args.tls_resume {
+        // rustls keeps sessions by default; without them every handshake is a full one,
+        // which is what a load test of handshakes usually means.
+        config.resumption = Resumption::disabled();
+    }
+    Ok(Some(TlsSetup {
+        config: Arc::new(config),
+        server_name,
+        resume: args.tls_resume,
+        roots: from,
+        cert: args.tls_cert.clone(),
+        asked,
+    }))
+}
+
+/// The roots that server certificates must chain to: `--tls-ca`'s, or the system's.
+fn trust_roots(ca: Option<&Path>) -> io::Result<(RootCertStore, Roots)> {
+    let mut roots = RootCertStore::empty();
+    let Some(ca) = ca else {
+        // A system without roots is not refused here: every handshake then fails as
+        // `tls_unknown_issuer`, whose example says so and names --tls-ca.
+        let found = rustls_native_certs::load_native_certs();
+        for e in &found.errors {
+            log::debug!("bench: reading the system's trust roots: {e}");
+        }
+        let (usable, _) = roots.add_parsable_certificates(found.certs);
+        return Ok((roots, Roots::System(usable)));
+    };
+    let certs = pem::certificates(ca).map_err(|e| named("--tls-ca", e.into()))?;
+    for cert in certs {
+        roots.add(cert).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "--tls-ca {}: not a usable CA certificate: {e}",
+                    ca.display()
+                ),
+            )
+        })?;
+    }
+    Ok((roots, Roots::File(ca.to_path_buf())))
+}
+
+/// `--tls-cert` and `--tls-key`, checked to belong together.
+fn client_key(
+    cert: &Path,
+    key: &Path,
+    provider: &rustls::crypto::CryptoProvider,
+) -> io::Result<CertifiedKey> {
+    let chain = pem::certificates(cert).map_err(|e| named("--tls-cert", e.into()))?;
+    let der = pem::private_key(key).map_err(|e| named("--tls-key", e.into()))?;
+    CertifiedKey::from_der(chain, der, provider).map_err(|e| {
+        let message = match e {
+            rustls::Error::InconsistentKeys(_) => format!(
+                "--tls-key {} does not match --tls-cert {}: the key is not the certificate's; \
+                 give the key made with it",
+                key.display(),
+                cert.display()
+            ),
+            e => format!(
+                "--tls-key {}: not a usable private key for --tls-cert {}: {e}",
+                key.display(),
+                cert.display()
+            ),
+        };
+        io::Error::new(io::ErrorKind::InvalidInput, message)
+    })
+}
+
+/// `e` (which names the file) with the flag that gave it in front.
+fn named(flag: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{flag} {e}"))
+}
+
+/// Hands rustls the client certificate, and notes that the server asked for one.
+#[derive(Debug)]
+struct ClientCert {
+    key: Option<Arc<CertifiedKey>>,
+    asked: Arc<AtomicBool>,
+}
+
+impl ResolvesClientCert for ClientCert {
+    fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        self.asked.store(true, Relaxed);
+        self.key.clone()
+    }
+
+    fn has_certs(&self) -> bool {
+        self.key.is_some()
+    }
+}
+
+impl TlsSetup {
+    /// A new connection's TLS state; its ClientHello is ready to send.
+    pub(super) fn connect(&self) -> Result<Box<ClientConnection>, rustls::Error> {
+        ClientConnection::new(Arc::clone(&self.config), self.server_name.clone()).map(Box::new)
+    }
+
+    /// The kind and the example of a failure whose cause is `e`. `in_handshake`: before
+    /// the handshake was done (after it, an alert refuses the client's certificate in
+    /// TLS 1.3, but nothing is plain text).
+    pub(super) fn failure(&self, e: &rustls::Error, in_handshake: bool) -> (Fail, String) {
+        use rustls::Error as E;
+        match e {
+            E::InvalidCertificate(cert) => self.certificate(cert),
+            E::AlertReceived(alert) => self.alert(*alert),
+            E::InvalidMessage(
+                InvalidMessage::InvalidContentType
+                | InvalidMessage::UnknownProtocolVersion
+                | InvalidMessage::MessageTooLarge
+                | InvalidMessage::InvalidEmptyPayload,
+            ) if in_handshake => (
+                Fail::TlsNotTls,
+                format!("the server's first bytes are not a TLS record ({e})"),
+            ),
+            e if in_handshake => (Fail::TlsOther, format!("TLS handshake failed: {e}")),
+            e => (Fail::TlsOther, format!("TLS failed: {e}")),
+        }
+    }
+
+    fn certificate(&self, e: &CertificateError) -> (Fail, String) {
+        let name = self.name();
+        match e {
+            CertificateError::UnknownIssuer => (
+                Fail::TlsUnknownIssuer,
+                format!(
+                    "unknown issuer: the server's certificate is not signed by {}",
+                    self.roots
+                ),
+            ),
+            CertificateError::NotValidForNameContext { presented, .. } => (
+                Fail::TlsBadName,
+                format!(
+                    "the server's certificate is not for {name} but for {}",
+                    presented
+                        .iter()
+                        .map(|p| presented_name(p))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            CertificateError::NotValidForName => (
+                Fail::TlsBadName,
+                format!("the server's certificate is not for {name}"),
+            ),
+            CertificateError::ExpiredContext { time, not_after } => (
+                Fail::TlsExpired,
+                format!(
+                    "the server's certificate expired {} ago",
+                    ago(time.as_secs().saturating_sub(not_after.as_secs()))
+                ),
+            ),
+            CertificateError::Expired => (
+                Fail::TlsExpired,
+                "the server's certificate has expired".into(),
+            ),
+            CertificateError::NotValidYetContext { time, not_before } => (
+                Fail::TlsExpired,
+                format!(
+                    "the server's certificate is not valid for another {}: check the clocks",
+                    ago(not_before.as_secs().saturating_sub(time.as_secs()))
+                ),
+            ),
+            CertificateError::NotValidYet => (
+                Fail::TlsExpired,
+                "the server's certificate is not valid yet: check the clocks".into(),
+            ),
+            e => (
+                Fail::TlsOther,
+                format!("the server's certificate cannot be used: {e:?}"),
+            ),
+        }
+    }
+
+    fn alert(&self, alert: AlertDescription) -> (Fail, String) {
+        use AlertDescription as A;
+        let asked = self.asked.load(Relaxed);
+        let refusal = matches!(
+            alert,
+            A::BadCertificate
+                | A::UnsupportedCertificate
+                | A::CertificateRevoked
+                | A::CertificateExpired
+                | A::CertificateUnknown
+                | A::UnknownCA
+                | A::AccessDenied
+                | A::HandshakeFailure
+                | A::DecryptError
+        );
+        match (&self.cert, alert) {
+            (_, A::CertificateRequired) => (
+                Fail::TlsClientCertRequired,
+                match &self.cert {
+                    None => "the server requires a client certificate (alert \
+                             certificate_required)"
+                        .to_string(),
+                    Some(cert) => format!(
+                        "the server requires a client certificate and took none from \
+                         --tls-cert {} (alert certificate_required): its key type may not \
+                         be one the server accepts",
+                        cert.display()
+                    ),
+                },
+            ),
+            (None, _) if asked && refusal => (
+                Fail::TlsClientCertRequired,
+                format!(
+                    "the server asked for a client certificate, got none, and sent alert {alert:?}"
+                ),
+            ),
+            (Some(cert), _) if asked && refusal => (
+                Fail::TlsClientCertRefused,
+                format!(
+                    "the server refused the client certificate --tls-cert {} (alert {alert:?})",
+                    cert.display()
+                ),
+            ),
+            _ => (
+                Fail::TlsOther,
+                format!("the server sent TLS alert {alert:?}"),
+            ),
+        }
+    }
+
+    /// The name checked, for messages.
+    fn name(&self) -> String {
+        match &self.server_name {
+            ServerName::DnsName(dns) => dns.as_ref().to_string(),
+            ServerName::IpAddress(ip) => IpAddr::from(*ip).to_string(),
+            other => format!("{other:?}"),
+        }
+    }
+}
+
+/// What a handshake agreed on, as the report shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct TlsParams {
+    /// `TLSv1_3`, `TLSv1_2`.
+    pub(super) version: String,
+    /// `TLS13_AES_256_GCM_SHA384`, ...
+    pub(super) cipher_suite: String,
+    /// `X25519`, ...; none when a TLS 1.2 session was resumed.
+    pub(super) key_exchange: Option<String>,
+}
+
+/// What `tls`'s finished handshake agreed on.
+pub(super) fn params(tls: &ClientConnection) -> TlsParams {
+    TlsParams {
+        version: tls
+            .protocol_version()
+            .map_or_else(|| "TLS".to_string(), |v| format!("{v:?}")),
+        cipher_suite: tls
+            .negotiated_cipher_suite()
+            .map_or_else(String::new, |s| format!("{:?}", s.suite())),
+        key_exchange: tls
+            .negotiated_key_exchange_group()
+            .map(|g| format!("{:?}", g.name())),
+    }
+}
+
+/// A name a certificate presents, as rustls words it (`DnsName("localhost")`,
+/// `IpAddress(127.0.0.1)`), without the wording.
+fn presented_name(p: &str) -> &str {
+    p.strip_prefix("DnsName(\"")
+        .and_then(|rest| rest.strip_suffix("\")"))
+        .or_else(|| {
+            p.strip_prefix("IpAddress(")
+                .and_then(|rest| rest.strip_suffix(')'))
+        })
+        .unwrap_or(p)
+}
+
+/// `secs` in words: the largest unit that fits.
+fn ago(secs: u64) -> String {
+    match secs {
+        0..120 => format!("{secs} s"),
+        120..7_200 => format!("{} min", secs / 60),
+        7_200..172_800 => format!("{} h", secs / 3_600),
+        _ => format!("{} days", secs / 86_400),
+    }
+}
+
+/// What a server said first instead of a TLS record: `None` when its first bytes could
+/// begin TLS (`peeked` is what `peek` found; never empty).
+pub(super) fn not_tls(peeked: &[u8]) -> Option<String> {
+    if peeked.first().is_some_and(|b| FIRST_RECORDS.contains(b)) {
+        return None;
+    }
+    let line = peeked.split(|&b| b == b'\n').next().unwrap_or(peeked);
+    Some(format!(
+        "the server answered in plain text: {:?}",
+        lossy(strip_cr(line))
+    ))
+}
+
+/// The socket as rustls reads it, noting a short read: then the socket is empty, and
+/// new data will raise a new event.
+struct Source<'a> {
+    sock: &'a mut TcpStream,
+    short: bool,
+}
+
+impl Read for Source<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.sock.read(buf)?;
+        self.short = n < buf.len();
+        Ok(n)
+    }
+}
+
+/// A TLS failure as the `io::Error` the connection's I/O returns (rustls's own
+/// convention: `InvalidData` around the `rustls::Error`).
+fn tls_error(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// The `rustls::Error` inside an error from [`read`], [`send`] or [`handshake`].
+pub(super) fn cause(e: &io::Error) -> Option<&rustls::Error> {
+    e.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
+/// Reads plaintext into `buf` (not empty): what rustls holds, else what the socket has.
+/// Returns how much (0: the server closed) and whether the socket was found empty with
+/// nothing left in rustls, so that only a new event brings more. `WouldBlock` when
+/// there is nothing yet.
+pub(super) fn read(
+    sock: &mut TcpStream,
+    tls: &mut ClientConnection,
+    buf: &mut [u8],
+) -> io::Result<(usize, bool)> {
+    let mut drained = false;
+    loop {
+        match tls.reader().read(buf) {
+            Ok(n) => return Ok((n, drained && n < buf.len())),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // The TCP close without TLS's close_notify: many servers close that way, and
+            // the protocol's own ends (`Bye!`, the notices) say whether it was expected.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok((0, true)),
+            Err(e) => return Err(e),
+        }
+        if drained {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let mut source = Source {
+            sock: &mut *sock,
+            short: false,
+        };
+        // Ok(0) is the server's FIN: `reader()` then hands out what is left, then the end.
+        if tls.read_tls(&mut source)? > 0 {
+            drained = source.short;
+        }
+        process(sock, tls)?;
+    }
+}
+
+/// Processes the records read, sending what rustls answers (an alert, a key update).
+fn process(sock: &mut TcpStream, tls: &mut ClientConnection) -> io::Result<()> {
+    match tls.process_new_packets() {
+        Ok(_) => send(sock, tls).map(drop),
+        Err(e) => {
+            // rustls has queued an alert that says why: send it if the socket takes it.
+            let _ = send(sock, tls);
+            Err(tls_error(e))
+        }
+    }
+}
+
+/// Writes the records rustls has queued: true when all are out, false when the socket
+/// would block (the next writable event goes on).
+pub(super) fn send(sock: &mut TcpStream, tls: &mut ClientConnection) -> io::Result<bool> {
+    while tls.wants_write() {
+        match tls.write_tls(sock) {
+            Ok(0) => return Err(io::Error::other("the socket accepted no bytes")),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Hands rustls `plain` and sends the records it makes. Returns how much of `plain`
+/// it took (0 when its queue is full and the socket would block), whether every record
+/// went out, and an error only when the socket failed.
+pub(super) fn write(
+    sock: &mut TcpStream,
+    tls: &mut ClientConnection,
+    plain: &[u8],
+) -> io::Result<(usize, bool)> {
+    use std::io::Write as _;
+    // rustls takes plaintext up to its buffer limit (64 KiB of records by default),
+    // which bounds what a connection queues however large its batch.
+    let taken = tls.writer().write(plain)?;
+    Ok((taken, send(sock, tls)?))
+}
+
+/// Moves a handshake on as far as the socket allows: sends what rustls has, reads what
+/// the server sent. `Ok(true)` once the handshake is done, `Ok(false)` to wait for the
+/// next event. A server whose first bytes cannot begin TLS is an `InvalidData` error
+/// holding [`NotTls`].
+pub(super) fn handshake(
+    sock: &mut TcpStream,
+    tls: &mut ClientConnection,
+    peeked: &mut bool,
+) -> io::Result<bool> {
+    loop {
+        send(sock, tls)?;
+        if !tls.is_handshaking() {
+            return Ok(true);
+        }
+        if !*peeked {
+            let mut first = [0; PEEK];
+            match sock.peek(&mut first) {
+                Ok(0) => return Err(closed()),
+                Ok(n) => {
+                    if let Some(said) = not_tls(&first[..n]) {
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, NotTls(said)));
+                    }
+                    *peeked = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        match tls.read_tls(sock) {
+            Ok(0) => return Err(closed()),
+            Ok(_) => process(sock, tls)?,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The server closed the connection during the handshake.
+fn closed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the server closed the connection during the TLS handshake",
+    )
+}
+
+/// The server's first bytes were not TLS: what it said.
+#[derive(Debug)]
+pub(super) struct NotTls(pub(super) String);
+
+impl fmt::Display for NotTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotTls {}
+
+/// The `NotTls` inside an error from [`handshake`].
+pub(super) fn plain_text(e: &io::Error) -> Option<&NotTls> {
+    e.get_ref()?.downcast_ref::<NotTls>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_text_is_told_from_tls_by_its_first_byte() {
+        assert_eq!(
+            not_tls(b"Welcome!\r\nHello"),
+            Some("the server answered in plain text: \"Welcome!\"".to_string())
+        );
+        assert_eq!(
+            not_tls(b"HTTP/1.1 400 Bad Request\r\n"),
+            Some("the server answered in plain text: \"HTTP/1.1 400 Bad Request\"".into())
+        );
+        assert_eq!(not_tls(&[0x16, 3, 3, 0, 90]), None);
+        assert_eq!(not_tls(&[0x15, 3, 3, 0, 2, 2, 40]), None);
+    }
+
+    /// A set-up with no roots, for classifying errors: `cert` as if given.
+    fn setup_for(cert: Option<&str>) -> TlsSetup {
+        let config =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .with_root_certificates(RootCertStore::empty())
+                .with_no_client_auth();
+        TlsSetup {
+            config: Arc::new(config),
+            server_name: ServerName::try_from("127.0.0.1").unwrap(),
+            resume: false,
+            roots: Roots::File("certs/ca.pem".into()),
+            cert: cert.map(PathBuf::from),
+            asked: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    #[test]
+    fn certificate_failures_say_what_is_wrong() {
+        use rustls::Error as E;
+        use rustls::pki_types::UnixTime;
+        let setup = setup_for(None);
+        let kind = |e: E| setup.failure(&e, true);
+        assert_eq!(
+            kind(E::InvalidCertificate(CertificateError::UnknownIssuer)),
+            (
+                Fail::TlsUnknownIssuer,
+                "unknown issuer: the server's certificate is not signed by the CA in --tls-ca \
+                 certs/ca.pem"
+                    .into()
+            )
+        );
+        let (k, detail) = kind(E::InvalidCertificate(
+            CertificateError::NotValidForNameContext {
+                expected: ServerName::try_from("127.0.0.1").unwrap(),
+                presented: vec!["DnsName(\"localhost\")".into(), "IpAddress(::1)".into()],
+            },
+        ));
+        assert_eq!(k, Fail::TlsBadName);
+        assert_eq!(
+            detail,
+            "the server's certificate is not for 127.0.0.1 but for localhost, ::1"
+        );
+        let (k, detail) = kind(E::InvalidCertificate(CertificateError::ExpiredContext {
+            time: UnixTime::since_unix_epoch(Duration::from_secs(10 * 86_400)),
+            not_after: UnixTime::since_unix_epoch(Duration::from_secs(7 * 86_400)),
+        }));
+        assert_eq!(k, Fail::TlsExpired);
+        assert_eq!(detail, "the server's certificate expired 3 days ago");
+        assert_eq!(
+            kind(E::InvalidCertificate(CertificateError::NotValidYet)).0,
+            Fail::TlsExpired
+        );
+        assert_eq!(
+            kind(E::InvalidCertificate(CertificateError::BadSignature)).0,
+            Fail::TlsOther
+        );
+        let not_tls = E::InvalidMessage(InvalidMessage::InvalidContentType);
+        assert_eq!(setup.failure(&not_tls, true).0, Fail::TlsNotTls);
+        // After the handshake a bad record is not a plain-text server.
+        assert_eq!(setup.failure(&not_tls, false).0, Fail::TlsOther);
+    }
+
+    #[test]
+    fn alerts_tell_a_missing_client_certificate_from_a_refused_one() {
+        use rustls::Error as E;
+        let alert = |setup: &TlsSetup, a| setup.failure(&E::AlertReceived(a), false).0;
+        let without = setup_for(None);
+        assert_eq!(
+            alert(&without, AlertDescription::CertificateRequired),
+            Fail::TlsClientCertRequired
+        );
+        // A TLS 1.2 server, or another library, may say it less exactly.
+        assert_eq!(
+            alert(&without, AlertDescription::BadCertificate),
+            Fail::TlsOther
+        );
+        without.asked.store(true, Relaxed);
+        assert_eq!(
+            alert(&without, AlertDescription::BadCertificate),
+            Fail::TlsClientCertRequired
+        );
+        let with = setup_for(Some("alice.pem"));
+        with.asked.store(true, Relaxed);
+        for a in [
+            AlertDescription::UnknownCA,
+            AlertDescription::BadCertificate,
+            AlertDescription::UnsupportedCertificate,
+            AlertDescription::AccessDenied,
+        ] {
+            assert_eq!(alert(&with, a), Fail::TlsClientCertRefused, "{a:?}");
+        }
+        let (_, detail) = with.failure(&E::AlertReceived(AlertDescription::UnknownCA), false);
+        assert_eq!(
+            detail,
+            "the server refused the client certificate --tls-cert alice.pem (alert UnknownCA)"
+        );
+        assert_eq!(
+            alert(&with, AlertDescription::ProtocolVersion),
+            Fail::TlsOther
+        );
+    }
+
+    #[test]
+    fn presented_names_lose_rustls_s_wording() {
+        assert_eq!(presented_name("DnsName(\"localhost\")"), "localhost");
+        assert_eq!(presented_name("IpAddress(127.0.0.1)"), "127.0.0.1");
+        assert_eq!(presented_name("IpAddress(::1)"), "::1");
+        assert_eq!(presented_name("something else"), "something else");
+    }
+
+    #[test]
+    fn durations_are_in_words() {
+        assert_eq!(ago(0), "0 s");
+        assert_eq!(ago(119), "119 s");
+        assert_eq!(ago(120), "2 min");
+        assert_eq!(ago(7_200), "2 h");
+        assert_eq!(ago(3 * 86_400 + 5), "3 days");
+    }
+}

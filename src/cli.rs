@@ -266,16 +266,27 @@ pub struct ClientArgs {
     /// A plain byte pipe like nc: stdin to the socket, the socket to stdout.
     #[arg(long, conflicts_with = "names")]
     pub raw: bool,
-    /// Speak TLS 1.2 or 1.3 to the server, verifying its certificate (every mode works over it).
+    /// TLS: `--tls` and its options.
+    #[command(flatten)]
+    pub tls_args: TlsClientArgs,
+}
+
+/// The TLS options of `tcp-hello client` and `tcp-hello bench`. No `TCP_HELLO_*` variable
+/// but `TCP_HELLO_TLS`: a `TCP_HELLO_TLS_CERT` shared with `serve` would make a client
+/// present the server's certificate.
+#[derive(Debug, Clone, Args)]
+pub struct TlsClientArgs {
+    /// Speak TLS 1.2 or 1.3 to the server, verifying its certificate.
     #[arg(
-        long,
+        long = "tls",
+        id = "tls",
         env = "TCP_HELLO_TLS",
         action = clap::ArgAction::SetTrue,
         // The variable takes 1/0, yes/no, on/off and true/false.
         value_parser = clap::builder::BoolishValueParser::new(),
         help_heading = "TLS"
     )]
-    pub tls: bool,
+    pub enabled: bool,
     /// Trust the CA certificates in this PEM file for the server's certificate, instead of
     /// the system's trust roots (e.g. the `ca.pem` of `tcp-hello cert`).
     #[arg(long, value_name = "FILE", help_heading = "TLS")]
@@ -359,32 +370,10 @@ pub struct BenchArgs {
     /// Print the results as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Speak TLS 1.2 or 1.3 to the server, verifying its certificate; every scenario runs
-    /// over it, and each connection's handshake is timed.
-    #[arg(
-        long,
-        env = "TCP_HELLO_TLS",
-        action = clap::ArgAction::SetTrue,
-        // The variable takes 1/0, yes/no, on/off and true/false.
-        value_parser = clap::builder::BoolishValueParser::new(),
-        help_heading = "TLS"
-    )]
-    pub tls: bool,
-    /// Trust the CA certificates in this PEM file for the server's certificate, instead of
-    /// the system's trust roots (e.g. the `ca.pem` of `tcp-hello cert`).
-    #[arg(long, value_name = "FILE", help_heading = "TLS")]
-    pub tls_ca: Option<std::path::PathBuf>,
-    /// A client certificate (PEM, the chain from the leaf) for a server that asks for one
-    /// (mutual TLS); needs --tls-key.
-    #[arg(long, value_name = "FILE", requires = "tls_key", help_heading = "TLS")]
-    pub tls_cert: Option<std::path::PathBuf>,
-    /// The private key (PEM) of --tls-cert; needs --tls-cert.
-    #[arg(long, value_name = "FILE", requires = "tls_cert", help_heading = "TLS")]
-    pub tls_key: Option<std::path::PathBuf>,
-    /// The name the server's certificate must have (default: the host of --connect; an IP
-    /// address must be in the certificate as an IP address).
-    #[arg(long, value_name = "NAME", help_heading = "TLS")]
-    pub tls_server_name: Option<String>,
+    /// TLS: `--tls` and its options (every scenario runs over it, and each connection's
+    /// handshake is timed).
+    #[command(flatten)]
+    pub tls_args: TlsClientArgs,
     /// Resume TLS sessions: the connections share one session cache, the first one's full
     /// handshake fills it before the others start. Off: every handshake is a full one.
     #[arg(long, help_heading = "TLS")]

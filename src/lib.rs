@@ -5,6 +5,7 @@
 //! - [`connection`]: one connection's I/O over any `Read + Write` stream;
 //! - [`server`]: listeners, the accept loop, connection limits and shutdown;
 //! - [`tls`]: the server's TLS configuration (reloaded on SIGHUP) and handshake;
+//! - [`tls_client`]: the client side of TLS, as `client` and `bench` set it up;
 //! - [`signals`]: signal handlers installed without losing a signal, and what each does;
 //! - [`limits`]: the system's limits on one process, read at start-up;
 //! - [`client`], [`bench`](mod@bench): the bundled client and load generator;
@@ -28,3 +29,4 @@ pub mod rules;
 pub mod server;
 pub mod signals;
 pub mod tls;
+pub mod tls_client;

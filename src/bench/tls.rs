@@ -13,21 +13,15 @@
 use std::fmt;
 use std::io::{self, Read};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
-use rustls::client::ResolvesClientCert;
 use rustls::client::Resumption;
 use rustls::pki_types::ServerName;
-use rustls::sign::CertifiedKey;
-use rustls::{
-    AlertDescription, CertificateError, ClientConfig, ClientConnection, InvalidMessage,
-    RootCertStore, SignatureScheme,
-};
+use rustls::{AlertDescription, CertificateError, ClientConfig, ClientConnection, InvalidMessage};
 
 use super::*;
 use crate::address::HostPort;
-use crate::pem;
 
 /// The first byte of a TLS record a server may send first: a handshake record, or an
 /// alert (a refusal of the ClientHello).
@@ -78,60 +72,16 @@ impl fmt::Display for Roots {
 /// `InvalidInput` error of one line that names the flag and the file.
 pub(super) fn setup(args: &BenchArgs, target: &HostPort) -> io::Result<Option<TlsSetup>> {
     let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
-    if !args.tls {
-        let given = [
-            ("--tls-ca", args.tls_ca.is_some()),
-            ("--tls-cert", args.tls_cert.is_some()),
-            ("--tls-key", args.tls_key.is_some()),
-            ("--tls-server-name", args.tls_server_name.is_some()),
-            ("--tls-resume", args.tls_resume),
-        ];
-        // Ignoring them would load a plain server while the user thinks it is TLS (e.g.
-        // when TCP_HELLO_TLS=0 turned TLS off).
-        return match given.iter().find(|(_, set)| *set) {
-            Some((flag, _)) => Err(invalid(format!(
-                "{flag} is for TLS, which is off: add --tls (or set TCP_HELLO_TLS=1)"
-            ))),
+    let tls = &args.tls_args;
+    if !tls.enabled {
+        let resume = [("--tls-resume", args.tls_resume)];
+        return match crate::tls_client::options_without_tls(tls, &resume) {
+            Some(message) => Err(invalid(message)),
             None => Ok(None),
         };
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let (roots, from) = trust_roots(args.tls_ca.as_deref())?;
-    let key = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(Arc::new(client_key(cert, key, &provider)?)),
-        (None, None) => None,
-        // The command line's parser requires both or neither; say so all the same.
-        _ => {
-            return Err(invalid(
-                "--tls-cert and --tls-key go together: give both, or neither".into(),
-            ));
-        }
-    };
-    let given = args.tls_server_name.as_deref().map(str::trim);
-    let name = given.unwrap_or(&target.host).to_string();
-    let server_name = ServerName::try_from(name.clone()).map_err(|_| {
-        invalid(match given {
-            Some(_) => format!(
-                "--tls-server-name {name:?} is neither a DNS name nor an IP address: give a \
-                 name the server's certificate has, e.g. localhost"
-            ),
-            None => format!(
-                "{name:?} cannot be checked against a certificate (it is neither a DNS name \
-                 nor an IP address): give the name the server's certificate has with \
-                 --tls-server-name"
-            ),
-        })
-    })?;
-    let asked = Arc::new(AtomicBool::new(false));
-    let resolver = ClientCert {
-        key,
-        asked: Arc::clone(&asked),
-    };
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| invalid(format!("TLS cannot be set up: {e}")))?
-        .with_root_certificates(roots)
-        .with_client_cert_resolver(Arc::new(resolver));
+    let made = crate::tls_client::client_tls(tls, &target.host).map_err(invalid)?;
+    let mut config = made.config;
     if !args.tls_resume {
         // rustls keeps sessions by default; without them every handshake is a full one,
         // which is what a load test of handshakes usually means.
@@ -139,89 +89,15 @@ pub(super) fn setup(args: &BenchArgs, target: &HostPort) -> io::Result<Option<Tl
     }
     Ok(Some(TlsSetup {
         config: Arc::new(config),
-        server_name,
+        server_name: made.server_name,
         resume: args.tls_resume,
-        roots: from,
-        cert: args.tls_cert.clone(),
-        asked,
+        roots: match made.ca {
+            Some(path) => Roots::File(path),
+            None => Roots::System(made.system_roots),
+        },
+        cert: tls.tls_cert.clone(),
+        asked: made.asked,
     }))
-}
-
-/// The roots that server certificates must chain to: `--tls-ca`'s, or the system's.
-fn trust_roots(ca: Option<&Path>) -> io::Result<(RootCertStore, Roots)> {
-    let mut roots = RootCertStore::empty();
-    let Some(ca) = ca else {
-        // A system without roots is not refused here: every handshake then fails as
-        // `tls_unknown_issuer`, whose example says so and names --tls-ca.
-        let found = rustls_native_certs::load_native_certs();
-        for e in &found.errors {
-            log::debug!("bench: reading the system's trust roots: {e}");
-        }
-        let (usable, _) = roots.add_parsable_certificates(found.certs);
-        return Ok((roots, Roots::System(usable)));
-    };
-    let certs = pem::certificates(ca).map_err(|e| named("--tls-ca", e.into()))?;
-    for cert in certs {
-        roots.add(cert).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "--tls-ca {}: not a usable CA certificate: {e}",
-                    ca.display()
-                ),
-            )
-        })?;
-    }
-    Ok((roots, Roots::File(ca.to_path_buf())))
-}
-
-/// `--tls-cert` and `--tls-key`, checked to belong together.
-fn client_key(
-    cert: &Path,
-    key: &Path,
-    provider: &rustls::crypto::CryptoProvider,
-) -> io::Result<CertifiedKey> {
-    let chain = pem::certificates(cert).map_err(|e| named("--tls-cert", e.into()))?;
-    let der = pem::private_key(key).map_err(|e| named("--tls-key", e.into()))?;
-    CertifiedKey::from_der(chain, der, provider).map_err(|e| {
-        let message = match e {
-            rustls::Error::InconsistentKeys(_) => format!(
-                "--tls-key {} does not match --tls-cert {}: the key is not the certificate's; \
-                 give the key made with it",
-                key.display(),
-                cert.display()
-            ),
-            e => format!(
-                "--tls-key {}: not a usable private key for --tls-cert {}: {e}",
-                key.display(),
-                cert.display()
-            ),
-        };
-        io::Error::new(io::ErrorKind::InvalidInput, message)
-    })
-}
-
-/// `e` (which names the file) with the flag that gave it in front.
-fn named(flag: &str, e: io::Error) -> io::Error {
-    io::Error::new(e.kind(), format!("{flag} {e}"))
-}
-
-/// Hands rustls the client certificate, and notes that the server asked for one.
-#[derive(Debug)]
-struct ClientCert {
-    key: Option<Arc<CertifiedKey>>,
-    asked: Arc<AtomicBool>,
-}
-
-impl ResolvesClientCert for ClientCert {
-    fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
-        self.asked.store(true, Relaxed);
-        self.key.clone()
-    }
-
-    fn has_certs(&self) -> bool {
-        self.key.is_some()
-    }
 }
 
 impl TlsSetup {
@@ -617,7 +493,7 @@ mod tests {
             ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_protocol_versions(&[&rustls::version::TLS13])
                 .unwrap()
-                .with_root_certificates(RootCertStore::empty())
+                .with_root_certificates(rustls::RootCertStore::empty())
                 .with_no_client_auth();
         TlsSetup {
             config: Arc::new(config),

@@ -23,17 +23,12 @@
 
 use std::io::{self, BufRead, ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
-use log::{debug, warn};
-use rustls::client::ResolvesClientCert;
-use rustls::crypto::CryptoProvider;
+use log::debug;
 use rustls::pki_types::ServerName;
-use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, ClientConnection, ProtocolVersion, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, ClientConnection, ProtocolVersion};
 
 use super::READ_BUF;
 use super::failure::Failure;
@@ -42,26 +37,31 @@ use super::tls_failure::{TlsCause, TlsContext, TlsFailure};
 use super::wait::{is_reset, is_timeout};
 use crate::address::HostPort;
 use crate::cli::ClientArgs;
-use crate::pem;
 
 /// The TLS set-up when `--tls` is on; without it, a TLS option is a usage error (it
 /// would otherwise be ignored, e.g. when `TCP_HELLO_TLS=0` turned TLS off).
 pub(super) fn tls_setup(args: &ClientArgs, target: &HostPort) -> Result<Option<TlsSetup>, Failure> {
-    if args.tls {
-        return TlsSetup::new(args, target).map(Some);
+    let tls = &args.tls_args;
+    if !tls.enabled {
+        return match crate::tls_client::options_without_tls(tls, &[]) {
+            Some(message) => Err(Failure::Usage(message)),
+            None => Ok(None),
+        };
     }
-    let given = [
-        ("--tls-ca", args.tls_ca.is_some()),
-        ("--tls-cert", args.tls_cert.is_some()),
-        ("--tls-key", args.tls_key.is_some()),
-        ("--tls-server-name", args.tls_server_name.is_some()),
-    ];
-    match given.iter().find(|(_, set)| *set) {
-        Some((flag, _)) => Err(Failure::Usage(format!(
-            "{flag} is for TLS, which is off: add --tls (or set TCP_HELLO_TLS=1)"
-        ))),
-        None => Ok(None),
-    }
+    let made = crate::tls_client::client_tls(tls, &target.host).map_err(Failure::Usage)?;
+    Ok(Some(TlsSetup {
+        config: Arc::new(made.config),
+        server_name: made.server_name,
+        ctx: Arc::new(TlsContext {
+            target: target.to_string(),
+            server_name: made.name,
+            name_given: made.name_given,
+            ca: made.ca,
+            system_roots: made.system_roots,
+            cert: tls.tls_cert.clone(),
+            asked: made.asked,
+        }),
+    }))
 }
 
 /// Everything a TLS connection needs, read from the command line before connecting.
@@ -72,61 +72,6 @@ pub(super) struct TlsSetup {
 }
 
 impl TlsSetup {
-    /// Reads `--tls-ca`, `--tls-cert` and `--tls-key`, and the name to check; a file
-    /// that cannot be used, or a name that cannot be checked, is a usage error naming it.
-    fn new(args: &ClientArgs, target: &HostPort) -> Result<TlsSetup, Failure> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let (roots, system_roots) = trust_roots(args.tls_ca.as_deref())?;
-        let key = match (&args.tls_cert, &args.tls_key) {
-            (Some(cert), Some(key)) => Some(client_key(cert, key, &provider)?),
-            (None, None) => None,
-            // The command line's parser requires both or neither; say so all the same.
-            _ => {
-                return Err(Failure::Usage(
-                    "--tls-cert and --tls-key go together: give both, or neither".into(),
-                ));
-            }
-        };
-        let given = args.tls_server_name.as_deref().map(str::trim);
-        let name = given.unwrap_or(&target.host).to_string();
-        let server_name = ServerName::try_from(name.clone()).map_err(|_| {
-            Failure::Usage(match given {
-                Some(_) => format!(
-                    "--tls-server-name {name:?} is neither a DNS name nor an IP address: give \
-                     a name the server's certificate has, e.g. localhost"
-                ),
-                None => format!(
-                    "{name:?} cannot be checked against a certificate (it is neither a DNS \
-                     name nor an IP address): give the name the server's certificate has with \
-                     --tls-server-name"
-                ),
-            })
-        })?;
-        let asked = Arc::new(AtomicBool::new(false));
-        let resolver = ClientCert {
-            key,
-            asked: Arc::clone(&asked),
-        };
-        let config = ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| Failure::Usage(format!("TLS cannot be set up: {e}")))?
-            .with_root_certificates(roots)
-            .with_client_cert_resolver(Arc::new(resolver));
-        Ok(TlsSetup {
-            config: Arc::new(config),
-            server_name,
-            ctx: Arc::new(TlsContext {
-                target: target.to_string(),
-                server_name: name,
-                name_given: given.is_some(),
-                ca: args.tls_ca.clone(),
-                system_roots,
-                cert: args.tls_cert.clone(),
-                asked,
-            }),
-        })
-    }
-
     /// Runs the handshake on `stream`, within `limit` (the time and the flag that set
     /// it) if there is one. Leaves the stream with no read timeout.
     pub(super) fn handshake(
@@ -240,85 +185,6 @@ fn as_text(bytes: &[u8]) -> Option<String> {
     let line = bytes.split(|&b| b == b'\r' || b == b'\n').next()?;
     let printable = !line.is_empty() && line.iter().all(|b| (0x20..0x7f).contains(b));
     printable.then(|| String::from_utf8_lossy(line).into_owned())
-}
-
-/// The trust roots: the certificates of `ca`, or else the system's (and how many of
-/// those could be used).
-fn trust_roots(ca: Option<&Path>) -> Result<(RootCertStore, usize), Failure> {
-    let mut roots = RootCertStore::empty();
-    let Some(path) = ca else {
-        let found = rustls_native_certs::load_native_certs();
-        for e in &found.errors {
-            debug!("system trust roots: {e}");
-        }
-        let (added, ignored) = roots.add_parsable_certificates(found.certs);
-        debug!("{added} system trust roots ({ignored} unusable)");
-        return Ok((roots, added));
-    };
-    let certs = pem::certificates(path).map_err(|e| Failure::Usage(format!("--tls-ca {e}")))?;
-    for (i, cert) in certs.into_iter().enumerate() {
-        roots.add(cert).map_err(|e| {
-            Failure::Usage(format!(
-                "--tls-ca {}: certificate {} in it cannot be a trust root ({e}): give the \
-                 certificate of the CA that signed the server's",
-                path.display(),
-                i + 1
-            ))
-        })?;
-    }
-    Ok((roots, 0))
-}
-
-/// This client's certificate and key, checked to belong together.
-fn client_key(
-    cert: &Path,
-    key: &Path,
-    provider: &CryptoProvider,
-) -> Result<Arc<CertifiedKey>, Failure> {
-    let chain = pem::certificates(cert).map_err(|e| Failure::Usage(format!("--tls-cert {e}")))?;
-    let der = pem::private_key(key).map_err(|e| Failure::Usage(format!("--tls-key {e}")))?;
-    if pem::readable_by_others(key) {
-        warn!(
-            "--tls-key {}: other users can read this private key; chmod 600 it",
-            key.display()
-        );
-    }
-    CertifiedKey::from_der(chain, der, provider)
-        .map(Arc::new)
-        .map_err(|e| {
-            Failure::Usage(match e {
-                rustls::Error::InconsistentKeys(_) => format!(
-                    "--tls-key {}: not the key of the certificate in --tls-cert {}: give the key \
-                     that was made with that certificate",
-                    key.display(),
-                    cert.display()
-                ),
-                e => format!(
-                    "--tls-key {}: this key cannot be used ({e}): give an ECDSA (P-256 or \
-                     P-384), Ed25519 or RSA key",
-                    key.display()
-                ),
-            })
-        })
-}
-
-/// Offers this client's certificate, if it has one, to a server that asks, and notes
-/// that it asked: a refusal then is about the client's certificate.
-#[derive(Debug)]
-struct ClientCert {
-    key: Option<Arc<CertifiedKey>>,
-    asked: Arc<AtomicBool>,
-}
-
-impl ResolvesClientCert for ClientCert {
-    fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
-        self.asked.store(true, SeqCst);
-        self.key.clone()
-    }
-
-    fn has_certs(&self) -> bool {
-        self.key.is_some()
-    }
 }
 
 /// A connection whose handshake is done.

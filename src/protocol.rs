@@ -60,11 +60,19 @@ impl TemplateField {
             TemplateField::Farewell => "--farewell",
         }
     }
+
+    /// The placeholders this option takes, for messages.
+    fn known(self) -> String {
+        match self {
+            TemplateField::Reply => format!("{{}} (the client's line), {PLACEHOLDERS}"),
+            _ => PLACEHOLDERS.to_string(),
+        }
+    }
 }
 
-/// The placeholders a template may hold, for messages.
-pub const PLACEHOLDERS: &str = "{} (the client's line, --reply only), {peer}, {local}, {host}, \
-                                {pid}, {conn}, and {{ and }} for literal braces";
+/// The placeholders every template may hold, for messages.
+const PLACEHOLDERS: &str =
+    "{peer}, {local}, {host}, {pid}, {conn}, and {{ and }} for literal braces";
 
 /// Why a template was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,20 +103,23 @@ impl std::fmt::Display for TemplateError {
         match self {
             TemplateError::Unknown { field, name } => write!(
                 f,
-                "{} has an unknown placeholder {{{name}}}; the known ones are {PLACEHOLDERS}",
-                field.flag()
+                "{} has an unknown placeholder {{{name}}}; the known ones are {}",
+                field.flag(),
+                field.known()
             ),
             TemplateError::LineOutsideReply { field } => write!(
                 f,
-                "{} cannot hold {{}}, the client's line, which only --reply has; write {{{{}}}} \
-                 for the two characters; the placeholders here are {PLACEHOLDERS}",
-                field.flag()
+                "{} cannot hold {{}}, the client's line, which only --reply has (write {{{{}}}} \
+                 for the two characters); the placeholders here are {}",
+                field.flag(),
+                field.known()
             ),
             TemplateError::Unmatched { field, brace } => write!(
                 f,
-                "{} has a lone {brace}; write {brace}{brace} for a literal one; the placeholders \
-                 are {PLACEHOLDERS}",
-                field.flag()
+                "{} has a lone {brace} (write {brace}{brace} for a literal one); the \
+                 placeholders are {}",
+                field.flag(),
+                field.known()
             ),
         }
     }

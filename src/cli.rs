@@ -93,15 +93,17 @@ pub struct ServeArgs {
     /// Line-delimited messages, or one message per read with no line endings.
     #[arg(long, value_enum, env = "TCP_HELLO_FRAMING", default_value_t = Framing::Line)]
     pub framing: Framing,
-    /// The first thing a client receives.
+    /// The first thing a client receives; `{peer}`, `{local}`, `{host}`, `{pid}`, `{conn}`
+    /// are replaced, `{{` and `}}` are braces.
     #[arg(
         long,
-        value_name = "TEXT",
+        value_name = "TEMPLATE",
         env = "TCP_HELLO_WELCOME",
         default_value = "Welcome!"
     )]
     pub welcome: String,
-    /// Reply template; every `{}` is replaced by the client's line.
+    /// Reply template; every `{}` is replaced by the client's line, and `{peer}`, `{local}`,
+    /// `{host}`, `{pid}`, `{conn}` as in `--welcome`.
     #[arg(
         long,
         value_name = "TEMPLATE",
@@ -110,9 +112,10 @@ pub struct ServeArgs {
     )]
     pub reply: String,
     /// Sent before closing when a client says `exit` or `quit`; empty sends nothing.
+    /// Placeholders as in `--welcome`.
     #[arg(
         long,
-        value_name = "TEXT",
+        value_name = "TEMPLATE",
         env = "TCP_HELLO_FAREWELL",
         default_value = "Bye!"
     )]

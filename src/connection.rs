@@ -14,8 +14,8 @@ use log::debug;
 
 use crate::pool::{BigBuffers, BufferPool};
 use crate::protocol::{
-    self, Framing, LogText, Mode, Notice, Request, Settings, TelnetFilter, chunk_message,
-    find_line_end, partial_len,
+    self, ConnectionValues, Framing, LogText, Mode, Notice, Piece, ReplyTemplate, Request,
+    Settings, TelnetFilter, chunk_message, find_line_end, partial_len,
 };
 
 /// Bytes of input kept on the thread's stack. Together with [`SMALL_OUTPUT`] it fits in
@@ -58,7 +58,7 @@ impl Context {
     /// A context whose buffer pool fits `settings`.
     pub fn new(settings: Settings, idle_timeout: Option<Duration>, delay: Duration) -> Self {
         let input = (64 * 1024).max(settings.max_message() + 1 + 16 * 1024);
-        // Replies larger than this go out in pieces (see `message`), so a long
+        // Replies larger than this go out in pieces (see `send`), so a long
         // --max-line or a template with many `{}` does not grow every busy connection.
         let output = (64 * 1024).max(2 * settings.max_answer()).min(OUTPUT_MAX);
         Context {
@@ -72,13 +72,16 @@ impl Context {
     }
 }
 
-/// Who is on the other end, for log lines.
+/// Who is on the other end, for log lines and the templates' `{conn}`, `{peer}` and
+/// `{local}`.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer {
     /// The server's number for this connection.
     pub id: u64,
     /// The client's address, as the caller knows it.
     pub addr: SocketAddr,
+    /// The address the client reached: the accepted socket's local address.
+    pub local: SocketAddr,
 }
 
 /// Why a connection ended.
@@ -142,6 +145,7 @@ pub fn serve<S: Read + Write>(stream: S, ctx: &Context, peer: Peer) -> Summary {
         stream,
         ctx,
         peer,
+        values: ConnectionValues::new(peer.addr, peer.local, peer.id),
         buf: Buffers {
             small_input: &mut small_input,
             small_output: &mut small_output,
@@ -282,6 +286,8 @@ struct Connection<'c, 's, S> {
     stream: S,
     ctx: &'c Context,
     peer: Peer,
+    /// The templates' per-connection values, formatted once.
+    values: ConnectionValues,
     buf: Buffers<'s>,
     telnet: TelnetFilter,
     /// Telnet refusals waiting to be queued for output; empty (unallocated) for non-telnet clients.
@@ -304,7 +310,7 @@ impl<S: Read + Write> Connection<'_, '_, S> {
         let ctx = self.ctx;
         // A longer partial line is skipped as it streams; up to this, it may yet be `exit`.
         let max_held = ctx.settings.max_held();
-        self.send_line(&ctx.settings.welcome)?;
+        self.send(&ctx.settings.welcome, 0, 0)?;
         self.flush()?;
         // Set after an over-long line's notice: its bytes are dropped up to the next line end.
         let mut skipping = false;
@@ -365,7 +371,7 @@ impl<S: Read + Write> Connection<'_, '_, S> {
     fn chunks(&mut self) -> Step {
         let ctx = self.ctx;
         let piece = ctx.settings.max_message();
-        self.write_out(&ctx.settings.welcome)?;
+        self.send(&ctx.settings.welcome, 0, 0)?;
         self.flush()?;
         loop {
             (self.buf.start, self.buf.end) = (0, 0);
@@ -535,7 +541,7 @@ impl<S: Read + Write> Connection<'_, '_, S> {
             Request::Blank => {}
             Request::Exit => {
                 if !settings.farewell.is_empty() {
-                    self.send_line(&settings.farewell)?;
+                    self.send(&settings.farewell, 0, 0)?;
                 }
                 self.flush()?;
             }
@@ -552,30 +558,7 @@ impl<S: Read + Write> Connection<'_, '_, S> {
                     self.flush()?;
                     std::thread::sleep(ctx.delay);
                 }
-                let eol = settings.eol();
-                let (input, _) = self.buf.split();
-                let len = settings
-                    .reply
-                    .len_for(protocol::telnet_len(&input[start..end]))
-                    + eol.len();
-                if len <= ctx.pool.output_size() {
-                    self.reserve(len)?;
-                    let at = self.buf.out_len;
-                    let (input, output) = self.buf.split();
-                    let n = settings.reply.render(&input[start..end], &mut output[at..]);
-                    output[at + n..at + n + eol.len()].copy_from_slice(eol);
-                    self.buf.out_len = at + n + eol.len();
-                } else {
-                    // A template with several `{}` times a long line: sent in pieces,
-                    // so that no buffer has to be sized for the largest possible reply.
-                    for (i, piece) in settings.reply.pieces().enumerate() {
-                        if i > 0 {
-                            self.write_input_escaped(start, end)?;
-                        }
-                        self.write_out(piece)?;
-                    }
-                    self.write_out(eol)?;
-                }
+                self.send(&settings.reply, start, end)?;
                 self.replies += 1;
                 if !ctx.delay.is_zero() {
                     self.flush()?;
@@ -616,9 +599,32 @@ impl<S: Read + Write> Connection<'_, '_, S> {
         self.write_out(&text)
     }
 
-    fn send_line(&mut self, text: &[u8]) -> Step<()> {
-        self.write_out(text)?;
-        self.write_out(self.ctx.settings.eol())
+    /// Queues `template` rendered for the line `input[start..end]` (an empty range for
+    /// the welcome and the farewell, which hold no `{}`), then the line ending.
+    fn send(&mut self, template: &ReplyTemplate, start: usize, end: usize) -> Step<()> {
+        let eol = self.ctx.settings.eol();
+        let (input, _) = self.buf.split();
+        let line_len = protocol::telnet_len(&input[start..end]);
+        let len = template.len_for(line_len, &self.values) + eol.len();
+        if len <= self.ctx.pool.output_size() {
+            self.reserve(len)?;
+            let at = self.buf.out_len;
+            let (input, output) = self.buf.split();
+            let n = template.render(&input[start..end], &self.values, &mut output[at..]);
+            output[at + n..at + n + eol.len()].copy_from_slice(eol);
+            self.buf.out_len = at + n + eol.len();
+            return Ok(());
+        }
+        // A template with several `{}` times a long line: sent in pieces, so that no
+        // buffer has to be sized for the largest possible reply.
+        let values = self.values;
+        for piece in template.pieces() {
+            match piece {
+                Piece::Line => self.write_input_escaped(start, end)?,
+                other => self.write_out(values.text(other))?,
+            }
+        }
+        self.write_out(eol)
     }
 
     fn room(&mut self) -> usize {

@@ -15,7 +15,7 @@ use tcp_hello::bench::Outcome;
 use tcp_hello::cli::{Cli, Command, ServeArgs};
 use tcp_hello::connection::Context;
 use tcp_hello::limits::{connection_limit, raise_fd_limit, warn_of_address_space_limit};
-use tcp_hello::protocol::{ReplyTemplate, Settings};
+use tcp_hello::protocol::{Machine, ReplyTemplate, Settings, TemplateField};
 use tcp_hello::rules::Rules;
 use tcp_hello::server::{Listening, Server, ServerConfig};
 use tcp_hello::signals::serve_signals;
@@ -84,12 +84,14 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
     } else if !rules.is_empty() {
         info!("address rules: {rules}");
     }
+    let machine = Machine::current();
+    let template = |text: &str, field| ReplyTemplate::parse(text, field, &machine);
     let settings = Settings {
         mode: args.mode,
         framing: args.framing,
-        welcome: args.welcome.into_bytes(),
-        reply: ReplyTemplate::new(&args.reply),
-        farewell: args.farewell.into_bytes(),
+        welcome: template(&args.welcome, TemplateField::Welcome)?,
+        reply: template(&args.reply, TemplateField::Reply)?,
+        farewell: template(&args.farewell, TemplateField::Farewell)?,
         max_line: args.max_line as usize,
     };
     settings.check().map_err(anyhow::Error::msg)?;

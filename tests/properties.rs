@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use tcp_hello::connection::{self, CloseReason, Context, Peer};
-use tcp_hello::protocol::{Framing, Mode, ReplyTemplate, Settings};
+use tcp_hello::protocol::{Framing, Machine, Mode, ReplyTemplate, Settings, TemplateField};
 
 /// Reads return the scripted chunks (split further if the reader's buffer is smaller),
 /// then EOF; writes are collected.
@@ -69,6 +69,7 @@ fn run(settings: Settings, input: &[u8], cuts: &[usize]) -> (Vec<u8>, CloseReaso
     let peer = Peer {
         id: 1,
         addr: "127.0.0.1:1".parse().unwrap(),
+        local: "127.0.0.1:9999".parse().unwrap(),
     };
     let summary = connection::serve(&mut script, &ctx, peer);
     (script.out, summary.reason)
@@ -371,7 +372,8 @@ fn telnet_option_requests_are_refused_in_place() {
 fn chunk_framing_answers_each_read_without_line_endings() {
     let s = Settings {
         framing: Framing::Chunk,
-        reply: ReplyTemplate::new("Hello,{}!"),
+        reply: ReplyTemplate::parse("Hello,{}!", TemplateField::Reply, &Machine::current())
+            .unwrap(),
         ..Settings::default()
     };
     let mut script_chunks = vec![b"Michael".to_vec(), b"Tracy\n".to_vec(), b"exit".to_vec()];

@@ -976,6 +976,148 @@ fn custom_welcome_reply_and_farewell() {
     assert_eq!(lossy(&c.rest()), "See you\r\n");
 }
 
+/// The host name `{host}` stands for: the kernel's, as the server reads it.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .expect("read /proc/sys/kernel/hostname")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn placeholders_say_which_backend_answered_and_to_whom() {
+    let server = Server::start(&[
+        "--welcome",
+        "Welcome to {host} ({pid}), conn {conn} from {peer}",
+        "--reply",
+        "Hello, {}! from {host}:{pid} conn {conn} via {local} for {peer}",
+        "--farewell",
+        "Bye from {local}, {{conn}} {conn}",
+    ]);
+    let (host, pid, local) = (host_name(), server.pid(), server.addr());
+    for conn in 1..=2 {
+        let mut c = server.connect();
+        let peer = c.stream.local_addr().unwrap();
+        assert_eq!(
+            c.text_line(),
+            format!("Welcome to {host} ({pid}), conn {conn} from {peer}")
+        );
+        c.send("Ann\n张三\nexit\n");
+        for name in ["Ann", "张三"] {
+            assert_eq!(
+                c.text_line(),
+                format!("Hello, {name}! from {host}:{pid} conn {conn} via {local} for {peer}")
+            );
+        }
+        assert_eq!(
+            lossy(&c.rest()),
+            format!("Bye from {local}, {{conn}} {conn}\r\n")
+        );
+    }
+}
+
+#[test]
+fn placeholders_in_chunk_framing_and_0xff_still_doubled() {
+    let server = Server::start(&[
+        "--framing",
+        "chunk",
+        "--welcome",
+        "{conn}@{host}",
+        "--reply",
+        "[{}|{peer}]",
+        "--farewell",
+        "{pid}",
+    ]);
+    let mut c = server.connect();
+    let peer = c.stream.local_addr().unwrap();
+    let welcome = format!("1@{}", host_name());
+    assert_eq!(lossy(&c.exact(welcome.len())), welcome);
+    c.send("Michael");
+    let want = format!("[Michael|{peer}]");
+    assert_eq!(lossy(&c.exact(want.len())), want);
+    // IAC IAC is one 0xFF data byte, sent back doubled; the placeholder's text is not.
+    c.send(b"a\xff\xffb");
+    let mut want = b"[a\xff\xffb|".to_vec();
+    want.extend_from_slice(format!("{peer}]").as_bytes());
+    assert_eq!(c.exact(want.len()), want);
+    c.send("exit");
+    assert_eq!(lossy(&c.rest()), server.pid().to_string());
+}
+
+#[test]
+fn a_reply_with_placeholders_larger_than_any_buffer_is_sent_in_pieces() {
+    let template = "{}<{conn}{peer}>".repeat(1000) + "!";
+    let server = Server::start(&["--max-line", "16777216", "--reply", &template]);
+    let mut c = greeted(&server);
+    let peer = c.stream.local_addr().unwrap();
+    let name = "ab".repeat(1000);
+    c.send(format!("{name}\nBob\n"));
+    let want = format!("{name}<1{peer}>").repeat(1000) + "!\r\n";
+    assert!(
+        lossy(&c.exact(want.len())) == want,
+        "the 2 MB reply differs"
+    );
+    assert_eq!(c.text_line(), format!("Bob<1{peer}>").repeat(1000) + "!");
+    say_exit(&mut c);
+}
+
+#[test]
+fn placeholders_show_ipv6_addresses_in_brackets() {
+    if let Err(e) = TcpListener::bind("[::1]:0") {
+        eprintln!("SKIPPED placeholders_show_ipv6_addresses_in_brackets: no [::1] ({e})");
+        return;
+    }
+    let server = Server::start_with_binds(
+        &["--bind", "[::1]:0", "--reply", "{}: {peer} -> {local}"],
+        1,
+    );
+    let mut c = greeted(&server);
+    let peer = c.stream.local_addr().unwrap();
+    c.send("Ann\n");
+    let line = c.text_line();
+    assert_eq!(line, format!("Ann: {peer} -> {}", server.addr()));
+    assert!(line.starts_with("Ann: [::1]:"), "{line}");
+    say_exit(&mut c);
+}
+
+#[test]
+fn an_unknown_placeholder_or_a_line_outside_reply_is_refused_at_start_up() {
+    let cases: [(&[&str], &[&str]); 5] = [
+        (&["--reply", "Hello, {nmae}!"], &["--reply", "{nmae}"]),
+        (&["--welcome", "Hi {host} {port}"], &["--welcome", "{port}"]),
+        (&["--farewell", "Bye {}"], &["--farewell", "{}", "--reply"]),
+        (&["--welcome", "Hi {}"], &["--welcome", "{}", "--reply"]),
+        (&["--reply", "Hello, {"], &["--reply", "lone {", "{{"]),
+    ];
+    for (args, says) in cases {
+        let mut all = vec!["--bind", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let (code, out, err) = run_with_deadline(
+            hello_cmd("serve", &all).stdin(Stdio::null()),
+            Duration::from_secs(20),
+        );
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert_eq!(out, "", "{args:?}: nothing is announced");
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
+        for word in says {
+            assert!(err.contains(word), "{args:?}: {word} in {err}");
+        }
+        for known in ["{peer}", "{local}", "{host}", "{pid}", "{conn}"] {
+            assert!(err.contains(known), "{args:?}: lists {known}: {err}");
+        }
+    }
+}
+
+#[test]
+fn doubled_braces_are_sent_as_single_ones() {
+    let server = Server::start(&["--welcome", "{{}} {{host}}", "--reply", "{{{}}}"]);
+    let mut c = server.connect();
+    assert_eq!(c.text_line(), "{} {host}");
+    c.send("Ann\n");
+    assert_eq!(c.text_line(), "{Ann}");
+    say_exit(&mut c);
+}
+
 #[test]
 fn empty_farewell_sends_nothing() {
     let server = Server::start(&["--farewell", ""]);

@@ -332,6 +332,33 @@ fn every_behaviour_works_over_tls_greet_chunk_echo_and_limits() {
 }
 
 #[test]
+fn placeholders_over_tls_name_the_connection_and_both_addresses() {
+    let Some(pki) = pki("placeholders") else {
+        return;
+    };
+    let server = tls_server(
+        &pki,
+        &[
+            "--welcome",
+            "conn {conn}",
+            "--reply",
+            "Hello, {}! {peer} -> {local}",
+        ],
+    );
+    let mut tls = BufReader::new(connect_tls(server.addr(), &pki, None).unwrap());
+    let peer = tls.get_ref().sock.local_addr().unwrap();
+    assert_eq!(read_line(&mut tls), "conn 1\r\n");
+    tls.get_mut().write_all(b"Ann\nexit\n").unwrap();
+    let mut rest = String::new();
+    tls.read_to_string(&mut rest)
+        .expect("a clean TLS close (close_notify)");
+    assert_eq!(
+        rest,
+        format!("Hello, Ann! {peer} -> {}\r\nBye!\r\n", server.addr())
+    );
+}
+
+#[test]
 fn mutual_tls_accepts_a_certificate_from_the_ca_and_refuses_others() {
     let Some(pki) = pki("mutual") else { return };
     let ca = pki.path("ca.pem").display().to_string();

@@ -32,6 +32,8 @@ struct Established {
     conn: Box<rustls::ServerConnection>,
     client: Option<String>,
     started: Instant,
+    /// The address the client reached.
+    local: SocketAddr,
 }
 
 impl Shared {
@@ -54,9 +56,10 @@ impl Shared {
             peer,
         };
         let started = Instant::now();
-        let ending = match (self.configure(&stream), &self.config.tls) {
+        let local = self.configure(&stream).and_then(|()| stream.local_addr());
+        let ending = match (local, &self.config.tls) {
             (Err(e), _) => failed(e),
-            (Ok(()), Some(config)) if tls => {
+            (Ok(local), Some(config)) if tls => {
                 match tls::handshake(
                     &stream,
                     config.current(),
@@ -83,14 +86,23 @@ impl Shared {
                             conn: Box::new(conn),
                             client: session.client,
                             started,
+                            local,
                         };
                         self.hand_off(established);
                         return;
                     }
                 }
             }
-            (Ok(()), _) => Ending {
-                summary: connection::serve(&*stream, &self.ctx, Peer { id, addr: peer }),
+            (Ok(local), _) => Ending {
+                summary: connection::serve(
+                    &*stream,
+                    &self.ctx,
+                    Peer {
+                        id,
+                        addr: peer,
+                        local,
+                    },
+                ),
                 detail: String::new(),
             },
         };
@@ -155,10 +167,12 @@ impl Shared {
             mut conn,
             client,
             started,
+            local,
         } = established;
         let peer = Peer {
             id: registered.id,
             addr: registered.peer,
+            local,
         };
         let ending = match self.end_handshake(&stream) {
             Err(e) => failed(e),

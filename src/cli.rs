@@ -218,6 +218,16 @@ pub struct ServeArgs {
         allow_negative_numbers = true
     )]
     pub backlog: i32,
+    /// Set SO_REUSEPORT on every listener, so that several tcp-hello processes can listen on
+    /// one port and the kernel spreads new connections among them.
+    #[arg(
+        long,
+        env = "TCP_HELLO_REUSE_PORT",
+        action = clap::ArgAction::SetTrue,
+        // The variable takes 1/0, yes/no, on/off and true/false.
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub reuse_port: bool,
     /// On SIGINT/SIGTERM, how long connections get to finish before the process exits anyway.
     #[arg(
         long,

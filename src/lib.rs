@@ -15,6 +15,7 @@
 //! - [`cli`], [`address`]: the command line, and the addresses given on it.
 #![forbid(unsafe_code)]
 
+pub mod activation;
 pub mod address;
 pub mod bench;
 pub mod cert;

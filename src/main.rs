@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use log::{info, warn};
 
+use tcp_hello::activation::{Inherited, Plan};
 use tcp_hello::bench::Outcome;
 use tcp_hello::cli::{Cli, Command, ServeArgs};
 use tcp_hello::connection::Context;
@@ -67,10 +68,15 @@ fn init_logging(verbose: u8, quiet: u8) {
 }
 
 fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
-    if args.bind.is_empty() && args.tls_bind.is_empty() {
+    let inherited = inherited_sockets(&args)?;
+    if inherited.is_none() && args.bind.is_empty() && args.tls_bind.is_empty() {
         args.bind.push(tcp_hello::cli::DEFAULT_ADDR.parse()?);
     }
-    let tls = tls_config(&args)?;
+    let tls_listeners = match &inherited {
+        Some(sockets) => sockets.iter().any(|s| s.tls),
+        None => !args.tls_bind.is_empty(),
+    };
+    let tls = tls_config(&args, tls_listeners)?;
     let all: Vec<_> = args.bind.iter().chain(&args.tls_bind).copied().collect();
     if let Some(twice) = tcp_hello::address::first_duplicate(&all) {
         anyhow::bail!(
@@ -100,32 +106,25 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
     let ctx = Context::new(settings, idle_timeout, Duration::from_millis(args.delay));
     warn_of_address_space_limit();
     let config = ServerConfig {
-        max_connections: connection_limit(args.max_connections, all.len()),
+        max_connections: connection_limit(
+            args.max_connections,
+            inherited.as_ref().map_or(all.len(), Vec::len),
+        ),
         max_per_source: args.max_per_source,
         rules,
         bind: args.bind,
         tls_bind: args.tls_bind,
         tls: tls.clone(),
         backlog: args.backlog,
+        reuse_port: args.reuse_port,
         idle_timeout,
         write_timeout: seconds(args.write_timeout),
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
     };
-    let server = Server::bind(config.clone(), ctx).map_err(|e| {
-        let hint = match e.kind() {
-            std::io::ErrorKind::AddrInUse => {
-                "; is another server running there? Pick another port with --bind"
-            }
-            std::io::ErrorKind::PermissionDenied => {
-                "; ports below 1024 need root: use a higher port"
-            }
-            std::io::ErrorKind::AddrNotAvailable => {
-                "; that address is not on this machine: try 127.0.0.1 or 0.0.0.0"
-            }
-            _ => "",
-        };
-        anyhow::anyhow!("{e}{hint}")
-    })?;
+    let server = match &inherited {
+        Some(sockets) => serve_inherited(sockets, config.clone(), ctx)?,
+        None => bind(config.clone(), ctx)?,
+    };
     // Before the announcement, so that a script may signal as soon as it has read it.
     serve_signals(server.shutdown_handle(), tls).context("cannot install signal handlers")?;
     let addrs = server.local_addrs()?;
@@ -140,26 +139,116 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = announce(&addrs) {
         warn!("cannot write the listening addresses to stdout ({e}); serving anyway");
     }
+    // A no-op unless systemd runs us as Type=notify (NOTIFY_SOCKET).
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        warn!("cannot tell systemd we are ready (READY=1): {e}");
+    }
     let left = server.run()?;
     info!("stopped ({left} connections cut off)");
     Ok(ExitCode::SUCCESS)
 }
 
+/// The sockets systemd passed us (socket activation), if any; checks that the command
+/// line does not also ask to bind.
+fn inherited_sockets(args: &ServeArgs) -> anyhow::Result<Option<Vec<Inherited>>> {
+    match tcp_hello::activation::plan_from_env()? {
+        Plan::NotActivated => Ok(None),
+        Plan::NotOurs { pid } => {
+            warn!(
+                "LISTEN_FDS is set but LISTEN_PID is {} instead of our process id {}: \
+                 those sockets are not ours (socket activation); binding as usual",
+                pid.as_deref().map_or("unset".into(), |p| format!("{p:?}")),
+                std::process::id()
+            );
+            Ok(None)
+        }
+        Plan::Sockets(sockets) => {
+            if !args.bind.is_empty() || !args.tls_bind.is_empty() {
+                anyhow::bail!(
+                    "--bind and --tls-bind (or TCP_HELLO_BIND, TCP_HELLO_TLS_BIND) cannot be \
+                     used with sockets inherited from systemd (LISTEN_FDS): the .socket \
+                     unit's ListenStream= says where to listen"
+                );
+            }
+            if args.reuse_port {
+                anyhow::bail!(
+                    "--reuse-port cannot be used with sockets inherited from systemd \
+                     (LISTEN_FDS): set ReusePort=yes in the .socket unit instead"
+                );
+            }
+            Ok(Some(sockets))
+        }
+    }
+}
+
+/// A server on the inherited sockets, each given the options our own listeners get.
+fn serve_inherited(
+    sockets: &[Inherited],
+    config: ServerConfig,
+    ctx: Context,
+) -> anyhow::Result<Server> {
+    let listeners = tcp_hello::activation::take_listeners(sockets.len())?;
+    let mut adopted = Vec::with_capacity(listeners.len());
+    for (i, (listener, socket)) in listeners.into_iter().zip(sockets).enumerate() {
+        let fd = 3 + i;
+        let listener = tcp_hello::server::adopt(listener, &config)
+            .with_context(|| format!("inherited socket fd {fd} (name {:?})", socket.name))?;
+        info!(
+            "using inherited socket fd {fd} (name {:?}) from systemd: {}",
+            socket.name,
+            Listening {
+                addr: listener.local_addr()?,
+                tls: socket.tls
+            }
+        );
+        adopted.push((listener, socket.tls));
+    }
+    Ok(Server::with_listeners(adopted, config, ctx)?)
+}
+
+/// Binds `config`'s addresses, with a hint for the usual failures.
+fn bind(config: ServerConfig, ctx: Context) -> anyhow::Result<Server> {
+    Server::bind(config, ctx).map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "; is another server running there? Pick another port with --bind, or, to \
+                 run several servers on one port, start each with --reuse-port"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "; ports below 1024 need root: use a higher port"
+            }
+            std::io::ErrorKind::AddrNotAvailable => {
+                "; that address is not on this machine: try 127.0.0.1 or 0.0.0.0"
+            }
+            _ => "",
+        };
+        anyhow::anyhow!("{e}{hint}")
+    })
+}
+
 /// The TLS configuration, read at start-up so that a bad file fails now, naming it.
-fn tls_config(args: &ServeArgs) -> anyhow::Result<Option<Arc<Tls>>> {
-    if args.tls_bind.is_empty() {
+/// `tls_listeners`: some listener speaks TLS (`--tls-bind`, or an inherited socket
+/// named `tls`).
+fn tls_config(args: &ServeArgs, tls_listeners: bool) -> anyhow::Result<Option<Arc<Tls>>> {
+    if !tls_listeners {
         if args.tls_cert.is_some() || args.tls_key.is_some() || args.tls_client_ca.is_some() {
             anyhow::bail!(
                 "--tls-cert, --tls-key and --tls-client-ca are for TLS listeners: add \
-                 --tls-bind ADDR (e.g. --tls-bind 127.0.0.1:9443)"
+                 --tls-bind ADDR (e.g. --tls-bind 127.0.0.1:9443), or, with systemd's \
+                 sockets, FileDescriptorName=tls in the .socket unit of the TLS one"
             );
         }
         return Ok(None);
     }
     let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
         anyhow::bail!(
-            "--tls-bind needs --tls-cert FILE and --tls-key FILE (`tcp-hello cert --out DIR` \
-             makes a set)"
+            "{} needs --tls-cert FILE and --tls-key FILE (`tcp-hello cert --out DIR` makes \
+             a set)",
+            if args.tls_bind.is_empty() {
+                "the inherited socket named tls"
+            } else {
+                "--tls-bind"
+            }
         );
     };
     if tcp_hello::pem::readable_by_others(key) {

@@ -70,7 +70,8 @@ pub fn action(signal: i32, stops_before: u32) -> Action {
 /// Installs the server's signal handling: the first SIGINT or SIGTERM stops the server
 /// gracefully, a second exits at once; SIGHUP reloads the TLS certificate, key and
 /// client CA (`tls`), and is logged and ignored without TLS; it never stops the server.
-/// The signals are read on a thread of their own.
+/// Under systemd (Type=notify), stopping is announced with `STOPPING=1`. The signals are
+/// read on a thread of their own.
 pub fn serve_signals(handle: ShutdownHandle, tls: Option<Arc<Tls>>) -> io::Result<()> {
     let wanted = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
     let mut signals = install_blocking(&wanted, || Signals::new([SIGINT, SIGTERM, SIGHUP]))?;
@@ -105,6 +106,9 @@ pub fn serve_signals(handle: ShutdownHandle, tls: Option<Arc<Tls>>) -> io::Resul
                     Action::Shutdown => {
                         stops += 1;
                         info!("signal {signal}: stopping; a second signal exits at once");
+                        // So that systemd shows the unit deactivating while connections
+                        // drain; a no-op unless it runs us as Type=notify.
+                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
                         handle.shutdown();
                     }
                     Action::Exit(status) => {

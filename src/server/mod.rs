@@ -26,7 +26,7 @@ use std::thread;
 use std::time::Duration;
 
 use slab::Slab;
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::connection::Context;
 use crate::tls::Tls;
@@ -57,6 +57,8 @@ pub struct ServerConfig {
     pub tls: Option<Arc<Tls>>,
     /// Listen backlog.
     pub backlog: i32,
+    /// SO_REUSEPORT on every listener: several processes may listen on one port.
+    pub reuse_port: bool,
     /// Most connections served at once.
     pub max_connections: usize,
     /// Most connections from one IP address at once; 0 = no limit.
@@ -128,6 +130,9 @@ pub fn listen(addr: SocketAddr, config: &ServerConfig) -> io::Result<TcpListener
     socket.set_write_timeout(config.write_timeout)?;
     // A restarted server must not wait for the old connections' TIME_WAIT to end.
     socket.set_reuse_address(true)?;
+    if config.reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() {
         // So that `[::]:P` and `0.0.0.0:P` can both be bound, as separate listeners.
         socket.set_only_v6(true)?;
@@ -137,9 +142,45 @@ pub fn listen(addr: SocketAddr, config: &ServerConfig) -> io::Result<TcpListener
     Ok(socket.into())
 }
 
+/// Prepares a listening socket opened by someone else (systemd's, inherited): gives it the
+/// options [`listen`] sets for every connection's sake, since Linux copies them to each
+/// accepted socket. Its address, backlog and SO_REUSEPORT stay as its opener set them.
+pub fn adopt(listener: TcpListener, config: &ServerConfig) -> io::Result<TcpListener> {
+    let socket = SockRef::from(&listener);
+    if !socket.is_listener()? {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is not a listening socket (a .socket unit needs Accept=no, the default)",
+        ));
+    }
+    // The accept loop blocks in accept; `NonBlocking=yes` in a .socket unit would spin it.
+    listener.set_nonblocking(false)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.set_read_timeout(config.idle_timeout)?;
+    socket.set_write_timeout(config.write_timeout)?;
+    Ok(listener)
+}
+
 impl Server {
     /// Binds every address in `config`, failing with the address in the message.
-    pub fn bind(config: ServerConfig, mut ctx: Context) -> io::Result<Server> {
+    pub fn bind(config: ServerConfig, ctx: Context) -> io::Result<Server> {
+        let mut listeners = Vec::new();
+        let plain = config.bind.iter().map(|&a| (a, false));
+        for (addr, tls) in plain.chain(config.tls_bind.iter().map(|&a| (a, true))) {
+            let listener = listen(addr, &config)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            listeners.push((listener, tls));
+        }
+        Server::with_listeners(listeners, config, ctx)
+    }
+
+    /// A server on listeners already open (e.g. inherited, after [`adopt`]), each with
+    /// whether it speaks TLS; `config`'s addresses are not bound.
+    pub fn with_listeners(
+        listeners: Vec<(TcpListener, bool)>,
+        config: ServerConfig,
+        mut ctx: Context,
+    ) -> io::Result<Server> {
         // A handler, so that WAKE_SIGNAL interrupts a read instead of being discarded as
         // an ignored signal. It only sets a flag nobody reads.
         signal_hook::flag::register(
@@ -148,13 +189,10 @@ impl Server {
         )?;
         // The streams' write timeout comes from here, so the connections learn it here.
         ctx.write_timeout = config.write_timeout;
-        let mut listeners = Vec::new();
-        let plain = config.bind.iter().map(|&a| (a, false));
-        for (addr, tls) in plain.chain(config.tls_bind.iter().map(|&a| (a, true))) {
-            let listener = listen(addr, &config)
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-            listeners.push((Arc::new(listener), tls));
-        }
+        let listeners: Vec<_> = listeners
+            .into_iter()
+            .map(|(l, tls)| (Arc::new(l), tls))
+            .collect();
         let shutdown_timeout = config.shutdown_timeout;
         let registry = Registry {
             // Sized once: growing by doubling would leave the smaller tables behind as

@@ -97,6 +97,7 @@ mod tests {
             tls_bind: Vec::new(),
             tls: None,
             backlog: 8,
+            reuse_port: false,
             max_connections: 4,
             max_per_source: 4,
             rules: Default::default(),

@@ -210,6 +210,14 @@ impl Conn {
         Conn { stream, reader }
     }
 
+    /// A connection opened elsewhere, with timeouts set.
+    pub fn from_stream(stream: TcpStream) -> Conn {
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Conn { stream, reader }
+    }
+
     pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
         self.stream.write_all(bytes.as_ref()).expect("send");
     }

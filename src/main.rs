@@ -108,6 +108,8 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
         idle_timeout,
         write_timeout: seconds(args.write_timeout),
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+        keepalive: seconds(args.keepalive),
+        user_timeout: seconds(args.user_timeout),
     };
     let server = Server::bind(config.clone(), ctx).map_err(|e| {
         let hint = match e.kind() {

@@ -87,9 +87,9 @@ pub struct ServeArgs {
         allow_negative_numbers = true
     )]
     pub tls_handshake_timeout: u64,
-    /// TCP keepalive: probe a connection silent for this long, then 3 more probes
-    /// SECS/3 apart (at least 1 s), so that a client whose machine vanished is dropped
-    /// about 2×SECS after it last sent anything, even with --idle-timeout 0 (0 = off).
+    /// TCP keepalive: a connection silent for this long gets 3 probes SECS/3 apart (at
+    /// least 1 s), so that a client whose machine vanished is dropped about 2×SECS after
+    /// it last sent anything, even with --idle-timeout 0 (0 = off).
     #[arg(
         long,
         value_name = "SECS",

@@ -87,14 +87,15 @@ pub const MAX_USER_TIMEOUT_SECS: u64 = i32::MAX as u64 / 1000;
 /// Keepalive probes sent, after the idle time, before a silent peer is declared gone.
 pub const KEEPALIVE_PROBES: u32 = 3;
 
-/// The keepalive of `--keepalive SECS`: the first probe after `idle`, then
-/// [`KEEPALIVE_PROBES`] probes `idle / 3` apart (at least 1 s), so that a peer that
-/// vanished is found about `2 × idle` after it last sent anything.
+/// The keepalive of `--keepalive SECS`: after `idle` of silence, [`KEEPALIVE_PROBES`]
+/// probes `idle / 3` whole seconds apart (at least 1); the connection is dropped one
+/// interval after the last unanswered one, about `2 × idle` after the peer last sent.
 pub fn keepalive(idle: Duration) -> socket2::TcpKeepalive {
     let params = socket2::TcpKeepalive::new().with_time(idle);
     #[cfg(target_os = "linux")]
     let params = params
-        .with_interval((idle / 3).max(Duration::from_secs(1)))
+        // Whole seconds: what the kernel takes.
+        .with_interval(Duration::from_secs((idle.as_secs() / 3).max(1)))
         .with_retries(KEEPALIVE_PROBES);
     params
 }

@@ -87,6 +87,29 @@ pub struct ServeArgs {
         allow_negative_numbers = true
     )]
     pub tls_handshake_timeout: u64,
+    /// TCP keepalive: a connection silent for this long gets 3 probes SECS/3 apart (at
+    /// least 1 s), so that a client whose machine vanished is dropped about 2×SECS after
+    /// it last sent anything, even with --idle-timeout 0 (0 = off).
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "TCP_HELLO_KEEPALIVE",
+        default_value_t = 0,
+        value_parser = at_most::<{ crate::server::MAX_KEEPALIVE_SECS }>,
+        allow_negative_numbers = true
+    )]
+    pub keepalive: u64,
+    /// TCP_USER_TIMEOUT: drop a connection whose client leaves our data unacknowledged
+    /// for this long (0 = the kernel's default, about 15 minutes of retransmissions).
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "TCP_HELLO_USER_TIMEOUT",
+        default_value_t = 0,
+        value_parser = at_most::<{ crate::server::MAX_USER_TIMEOUT_SECS }>,
+        allow_negative_numbers = true
+    )]
+    pub user_timeout: u64,
     /// Greet clients, or echo their bytes back (RFC 862).
     #[arg(long, value_enum, env = "TCP_HELLO_MODE", default_value_t = Mode::Greet)]
     pub mode: Mode,
@@ -445,6 +468,17 @@ where
         .map_err(|e| format!("{e}; give a whole number, 0 or more"))
 }
 
+/// Reads a whole number of seconds from 0 to `MAX`, the most the kernel takes.
+fn at_most<const MAX: u64>(s: &str) -> Result<u64, String> {
+    let n = whole_number::<u64>(s)?;
+    if n > MAX {
+        return Err(format!(
+            "{n} is more than {MAX}, the most the kernel takes; give 0 to {MAX}"
+        ));
+    }
+    Ok(n)
+}
+
 /// Reads a whole number, 1 or more, refusing 0 and negative ones as such.
 fn positive_number<T: FromStr + PartialEq + From<u8>>(s: &str) -> Result<T, String>
 where
@@ -550,6 +584,16 @@ mod tests {
             let e = positive_number::<usize>(bad).unwrap_err();
             assert!(e.contains("1 or more"), "{e}");
         }
+    }
+
+    #[test]
+    fn kernel_limited_seconds_are_refused_past_the_limit() {
+        assert_eq!(at_most::<32767>("32767"), Ok(32767));
+        assert_eq!(at_most::<32767>("0"), Ok(0));
+        let e = at_most::<32767>("32768").unwrap_err();
+        assert!(e.contains("give 0 to 32767"), "{e}");
+        let e = at_most::<32767>("-1").unwrap_err();
+        assert!(e.contains("negative"), "{e}");
     }
 
     #[test]

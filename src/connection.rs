@@ -457,7 +457,13 @@ impl<S: Read + Write> Connection<'_, '_, S> {
                 Ok(0) => return Ok(Got::Eof),
                 Ok(n) => break (n, room_end - end),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                // The read timeout: EAGAIN, or WSAETIMEDOUT on Windows. Elsewhere ETIMEDOUT
+                // means the connection died (keepalive, TCP_USER_TIMEOUT): a read error,
+                // not an idle client, and there is no one left to send the notice to.
+                Err(e)
+                    if e.kind() == ErrorKind::WouldBlock
+                        || (cfg!(windows) && e.kind() == ErrorKind::TimedOut) =>
+                {
                     // At shutdown the server shortens the read timeout to a moment: a
                     // read that finds nothing has read everything the client sent.
                     if ctx.shutting_down.load(Ordering::Acquire) {

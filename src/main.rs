@@ -120,6 +120,8 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
         idle_timeout,
         write_timeout: seconds(args.write_timeout),
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+        keepalive: seconds(args.keepalive),
+        user_timeout: seconds(args.user_timeout),
     };
     let server = match &inherited {
         Some(sockets) => serve_inherited(sockets, config.clone(), ctx)?,

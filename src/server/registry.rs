@@ -104,6 +104,8 @@ mod tests {
             idle_timeout: None,
             write_timeout: None,
             shutdown_timeout: Duration::from_secs(1),
+            keepalive: None,
+            user_timeout: None,
         };
         let ctx = Context::new(Default::default(), None, Duration::ZERO);
         let server = Server::bind(config, ctx).unwrap();

@@ -8,6 +8,7 @@
 //! - [`tls_client`]: the client side of TLS, as `client` and `bench` set it up;
 //! - [`signals`]: signal handlers installed without losing a signal, and what each does;
 //! - [`limits`]: the system's limits on one process, read at start-up;
+//! - [`metrics`]: the server's counters, served to Prometheus by `--metrics`;
 //! - [`client`], [`bench`](mod@bench): the bundled client and load generator;
 //! - [`rules`]: address rules (`--allow`, `--deny`): parsing and matching, pure;
 //! - [`pem`]: certificates and keys read from PEM files, errors naming the file;
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod client;
 pub mod connection;
 pub mod limits;
+pub mod metrics;
 pub mod pem;
 pub mod pool;
 pub mod protocol;

@@ -1,0 +1,455 @@
+//! `--metrics`: the server's counters, and the Prometheus text format over HTTP.
+//!
+//! The counters are relaxed atomics bumped where each event happens; per-connection
+//! counts (replies, bytes) are folded in once, when the connection closes. A scrape
+//! reads them, and the live-connection count once under the registry's lock, on the
+//! metrics thread of its own: it never holds up accepting or serving.
+
+use std::fmt::Write as _;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use crate::connection::{CloseReason, Summary};
+
+/// Why a connection was refused, as the `reason` label says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `--max-connections` reached (or no thread could be started).
+    Busy,
+    /// `--max-per-source` reached for the client's address.
+    PerSource,
+    /// The address rules (`--allow`, `--deny`) do not let the client in.
+    Rule,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 3] = [Refusal::Busy, Refusal::PerSource, Refusal::Rule];
+
+    /// The `reason` label's value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Busy => "busy",
+            Refusal::PerSource => "per_source",
+            Refusal::Rule => "rule",
+        }
+    }
+}
+
+/// The `reason` labels of closes, in the order of [`close_index`].
+const CLOSE_LABELS: [&str; 8] = [
+    "exit",
+    "client_closed",
+    "idle",
+    "shutdown",
+    "read_error",
+    "write_error",
+    "tls_handshake",
+    "tls_on_plain_port",
+];
+
+/// A close reason's place in [`CLOSE_LABELS`] (its `reason` label).
+fn close_index(reason: CloseReason) -> usize {
+    match reason {
+        CloseReason::Exit => 0,
+        CloseReason::ClientClosed => 1,
+        CloseReason::Idle => 2,
+        CloseReason::Shutdown => 3,
+        CloseReason::ReadError(_) => 4,
+        CloseReason::WriteError(_) => 5,
+        CloseReason::Handshake => 6,
+        CloseReason::TlsOnPlainPort => 7,
+    }
+}
+
+/// The server's counters, kept whether or not `--metrics` serves them: each is bumped
+/// at most a few times per connection, never per line.
+#[derive(Debug, Default)]
+pub struct Counters {
+    connections: AtomicU64,
+    refusals: [AtomicU64; 3],
+    closes: [AtomicU64; 8],
+    replies: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    accept_errors: AtomicU64,
+    tls_handshake_failures: AtomicU64,
+}
+
+impl Counters {
+    /// A connection was admitted.
+    pub fn admitted(&self) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection was refused.
+    pub fn refused(&self, why: Refusal) {
+        self.refusals[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection closed: its counts are folded in.
+    pub fn closed(&self, summary: &Summary) {
+        self.closes[close_index(summary.reason)].fetch_add(1, Ordering::Relaxed);
+        self.replies.fetch_add(summary.replies, Ordering::Relaxed);
+        self.bytes_in.fetch_add(summary.bytes_in, Ordering::Relaxed);
+        self.bytes_out
+            .fetch_add(summary.bytes_out, Ordering::Relaxed);
+    }
+
+    /// `accept` failed (other than by the listener's own timeout).
+    pub fn accept_failed(&self) {
+        self.accept_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A TLS handshake failed.
+    pub fn handshake_failed(&self) {
+        self.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters now, with the gauges the caller reads at scrape time.
+    pub fn snapshot(&self, open: usize, threads: Option<u64>) -> Snapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Snapshot {
+            open: open as u64,
+            connections: get(&self.connections),
+            refusals: self.refusals.each_ref().map(get),
+            closes: self.closes.each_ref().map(get),
+            replies: get(&self.replies),
+            bytes_in: get(&self.bytes_in),
+            bytes_out: get(&self.bytes_out),
+            accept_errors: get(&self.accept_errors),
+            tls_handshake_failures: get(&self.tls_handshake_failures),
+            threads,
+        }
+    }
+}
+
+/// The values of one scrape.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Connections open now.
+    pub open: u64,
+    /// Connections admitted since start.
+    pub connections: u64,
+    /// Refusals, by [`Refusal`] (in its order).
+    pub refusals: [u64; 3],
+    /// Closes, by reason (in the order of the `reason` labels).
+    pub closes: [u64; 8],
+    /// Replies sent by closed connections.
+    pub replies: u64,
+    /// Bytes received by closed connections.
+    pub bytes_in: u64,
+    /// Bytes sent by closed connections.
+    pub bytes_out: u64,
+    /// Failed accepts.
+    pub accept_errors: u64,
+    /// Failed TLS handshakes.
+    pub tls_handshake_failures: u64,
+    /// The process's threads, if `/proc/self/status` says.
+    pub threads: Option<u64>,
+}
+
+impl Snapshot {
+    /// The Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(2048);
+        let plain = |out: &mut String, name: &str, kind: &str, help: &str, value: u64| {
+            header(out, name, kind, help);
+            // Writing to a String cannot fail.
+            let _ = writeln!(out, "{name} {value}");
+        };
+        plain(
+            &mut out,
+            "tcp_hello_connections_open",
+            "gauge",
+            "Connections open now.",
+            self.open,
+        );
+        plain(
+            &mut out,
+            "tcp_hello_connections_total",
+            "counter",
+            "Connections admitted.",
+            self.connections,
+        );
+        let name = "tcp_hello_refusals_total";
+        header(&mut out, name, "counter", "Connections refused, by reason.");
+        for (why, value) in Refusal::ALL.iter().zip(self.refusals) {
+            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {value}", why.label());
+        }
+        let name = "tcp_hello_closes_total";
+        header(&mut out, name, "counter", "Connections closed, by reason.");
+        for (label, value) in CLOSE_LABELS.iter().zip(self.closes) {
+            let _ = writeln!(out, "{name}{{reason=\"{label}\"}} {value}");
+        }
+        plain(
+            &mut out,
+            "tcp_hello_replies_total",
+            "counter",
+            "Replies sent, counted when their connection closes.",
+            self.replies,
+        );
+        plain(
+            &mut out,
+            "tcp_hello_received_bytes_total",
+            "counter",
+            "Bytes received, counted when their connection closes.",
+            self.bytes_in,
+        );
+        plain(
+            &mut out,
+            "tcp_hello_sent_bytes_total",
+            "counter",
+            "Bytes sent, counted when their connection closes.",
+            self.bytes_out,
+        );
+        plain(
+            &mut out,
+            "tcp_hello_accept_errors_total",
+            "counter",
+            "Failed accepts.",
+            self.accept_errors,
+        );
+        plain(
+            &mut out,
+            "tcp_hello_tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes that failed.",
+            self.tls_handshake_failures,
+        );
+        if let Some(threads) = self.threads {
+            plain(
+                &mut out,
+                "tcp_hello_threads",
+                "gauge",
+                "Threads of the process.",
+                threads,
+            );
+        }
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// The `Threads:` count of a `/proc/PID/status` text.
+pub fn threads_in_status(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+/// The process's threads now (Linux; `None` elsewhere).
+pub fn threads() -> Option<u64> {
+    threads_in_status(&std::fs::read_to_string("/proc/self/status").ok()?)
+}
+
+/// How long the metrics thread waits on a scraper's reads and writes.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The longest request head read; the rest is ignored.
+const MAX_REQUEST: usize = 4096;
+
+/// Binds the metrics listener; the error names the address.
+pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot listen for metrics on {addr}: {e}"),
+        )
+    })
+}
+
+/// Serves `GET /metrics` on `listener` from a thread of its own, one scraper at a time,
+/// each bounded by [`SCRAPE_TIMEOUT`]; `scrape` renders the page. The thread ends with
+/// the process.
+///
+/// A minimal responder rather than an HTTP library: one path, one method, no keep-alive,
+/// and a slow or hostile scraper costs this thread two seconds, never a thread more.
+pub fn spawn<F>(listener: TcpListener, scrape: F) -> io::Result<thread::JoinHandle<()>>
+where
+    F: Fn() -> String + Send + 'static,
+{
+    thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            loop {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        if let Err(e) = answer(&stream, &scrape) {
+                            log::debug!("metrics: {e}");
+                        }
+                    }
+                    Err(e) => {
+                        log::debug!("metrics accept: {e}");
+                        // Out of descriptors, say: do not spin.
+                        thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        })
+}
+
+/// Reads one request head and answers it.
+fn answer<F: Fn() -> String>(mut stream: &TcpStream, scrape: &F) -> io::Result<()> {
+    stream.set_read_timeout(Some(SCRAPE_TIMEOUT))?;
+    stream.set_write_timeout(Some(SCRAPE_TIMEOUT))?;
+    let mut head = [0u8; MAX_REQUEST];
+    let mut len = 0;
+    while len < head.len() && !head[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut head[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let (status, body) = respond(&head[..len], scrape);
+    let content_type = if status == "200 OK" {
+        "text/plain; version=0.0.4; charset=utf-8"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes())?;
+    stream.flush()
+}
+
+/// The status line's text and the body for a request head.
+fn respond<F: Fn() -> String>(head: &[u8], scrape: &F) -> (&'static str, String) {
+    let line = head
+        .split(|&b| b == b'\r' || b == b'\n')
+        .next()
+        .unwrap_or(&[]);
+    let mut words = line.split(|&b| b == b' ');
+    let (method, target) = (words.next(), words.next());
+    let Some(target) = target else {
+        return ("400 Bad Request", "bad request\n".into());
+    };
+    let path = target.split(|&b| b == b'?').next().unwrap_or(target);
+    if path != b"/metrics" {
+        return ("404 Not Found", "not found: try /metrics\n".into());
+    }
+    if method != Some(b"GET".as_slice()) {
+        return ("405 Method Not Allowed", "only GET\n".into());
+    }
+    ("200 OK", scrape())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_text_format_with_help_type_and_labels() {
+        let snapshot = Snapshot {
+            open: 2,
+            connections: 5,
+            refusals: [1, 2, 3],
+            closes: [1, 0, 0, 0, 0, 0, 0, 4],
+            replies: 7,
+            bytes_in: 10,
+            bytes_out: 20,
+            accept_errors: 0,
+            tls_handshake_failures: 1,
+            threads: Some(3),
+        };
+        let text = snapshot.render();
+        for line in [
+            "# HELP tcp_hello_connections_open Connections open now.",
+            "# TYPE tcp_hello_connections_open gauge",
+            "tcp_hello_connections_open 2",
+            "# TYPE tcp_hello_connections_total counter",
+            "tcp_hello_connections_total 5",
+            "tcp_hello_refusals_total{reason=\"busy\"} 1",
+            "tcp_hello_refusals_total{reason=\"per_source\"} 2",
+            "tcp_hello_refusals_total{reason=\"rule\"} 3",
+            "tcp_hello_closes_total{reason=\"exit\"} 1",
+            "tcp_hello_closes_total{reason=\"tls_on_plain_port\"} 4",
+            "tcp_hello_replies_total 7",
+            "tcp_hello_received_bytes_total 10",
+            "tcp_hello_sent_bytes_total 20",
+            "tcp_hello_accept_errors_total 0",
+            "tcp_hello_tls_handshake_failures_total 1",
+            "# TYPE tcp_hello_threads gauge",
+            "tcp_hello_threads 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        assert!(text.ends_with('\n'));
+        // Every sample's metric has exactly one TYPE line, before it.
+        for sample in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = sample.split(['{', ' ']).next().unwrap();
+            let typed = format!("# TYPE {name} ");
+            let at = text.find(&typed).expect(&typed);
+            assert!(at < text.find(sample).unwrap());
+            assert_eq!(text.matches(&typed).count(), 1);
+        }
+    }
+
+    #[test]
+    fn without_a_thread_count_the_threads_gauge_is_left_out() {
+        let text = Snapshot::default().render();
+        assert!(!text.contains("tcp_hello_threads"));
+        assert!(text.contains("tcp_hello_closes_total{reason=\"shutdown\"} 0"));
+    }
+
+    #[test]
+    fn closes_fold_in_their_summary() {
+        let counters = Counters::default();
+        counters.admitted();
+        counters.refused(Refusal::Rule);
+        counters.closed(&Summary {
+            replies: 2,
+            bytes_in: 11,
+            bytes_out: 40,
+            reason: CloseReason::WriteError(ErrorKind::BrokenPipe),
+        });
+        let s = counters.snapshot(0, None);
+        assert_eq!((s.connections, s.refusals), (1, [0, 0, 1]));
+        assert_eq!(
+            s.closes[close_index(CloseReason::WriteError(ErrorKind::Other))],
+            1
+        );
+        assert_eq!((s.replies, s.bytes_in, s.bytes_out), (2, 11, 40));
+        assert_eq!(CLOSE_LABELS[5], "write_error");
+    }
+
+    #[test]
+    fn reads_threads_from_proc_status() {
+        let status = "Name:\ttcp-hello\nState:\tS (sleeping)\nThreads:\t17\nSigQ:\t0/1\n";
+        assert_eq!(threads_in_status(status), Some(17));
+        assert_eq!(threads_in_status("Name:\tx\n"), None);
+        if cfg!(target_os = "linux") {
+            assert!(threads().is_some_and(|n| n >= 1));
+        }
+    }
+
+    #[test]
+    fn answers_metrics_404_elsewhere_and_400_for_garbage() {
+        let scrape = || "x 1\n".to_string();
+        let req = |head: &str| respond(head.as_bytes(), &scrape);
+        assert_eq!(
+            req("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            ("200 OK", "x 1\n".into())
+        );
+        assert_eq!(req("GET /metrics?a=b HTTP/1.0\r\n\r\n").0, "200 OK");
+        assert_eq!(req("GET /other HTTP/1.1\r\n\r\n").0, "404 Not Found");
+        assert_eq!(req("GET / HTTP/1.1\r\n\r\n").0, "404 Not Found");
+        assert_eq!(
+            req("POST /metrics HTTP/1.1\r\n\r\n").0,
+            "405 Method Not Allowed"
+        );
+        assert_eq!(req("").0, "400 Bad Request");
+        assert_eq!(req("garbage\r\n\r\n").0, "400 Bad Request");
+    }
+}

@@ -14,6 +14,7 @@ use std::os::unix::thread::JoinHandleExt;
 
 use super::registry::Live;
 use super::{CONNECTION_STACK, Shared, TLS_CONNECTION_STACK};
+use crate::metrics::Refusal;
 use crate::protocol::{Mode, Notice};
 use crate::rules::Decision;
 
@@ -35,6 +36,9 @@ impl Shared {
                 }
                 Err(_) if self.stopping() => return,
                 Err(e) => {
+                    if !is_timeout(&e) {
+                        self.counters.accept_failed();
+                    }
                     if let Some(pause) = backoff.failed(&e, Instant::now()) {
                         thread::sleep(pause);
                     }
@@ -53,6 +57,7 @@ impl Shared {
                 // address learns no more than that the port is open, and costs next to
                 // nothing. If the client already sent data, the close is a reset: fine.
                 drop(stream);
+                self.counters.refused(Refusal::Rule);
                 refuse_address(peer, decision);
                 return;
             }
@@ -66,6 +71,7 @@ impl Shared {
             }
             if registry.live.len() >= self.config.max_connections {
                 drop(registry);
+                self.counters.refused(Refusal::Busy);
                 let connections = self.config.max_connections;
                 self.refuse(
                     &stream,
@@ -81,6 +87,7 @@ impl Shared {
                 let count = registry.per_source.entry(peer.ip()).or_insert(0);
                 if *count >= per_source {
                     drop(registry);
+                    self.counters.refused(Refusal::PerSource);
                     let notice = Notice::BusySource { limit: per_source };
                     self.refuse(&stream, peer, notice, "per-address limit reached", tls);
                     return;
@@ -93,6 +100,7 @@ impl Shared {
                 handed_off: false,
             })
         };
+        self.counters.admitted();
         // Logged here rather than on the connection's thread: formatting a log record
         // takes more stack than serving does, and every stack page a connection thread
         // touches stays resident for as long as the connection lives. At debug: the
@@ -125,6 +133,7 @@ impl Shared {
             }
             Err(e) => {
                 self.leave(slot, peer.ip());
+                self.counters.refused(Refusal::Busy);
                 let connections = self.lock().live.len();
                 let why = format!("cannot start a thread: {e}");
                 self.refuse(&stream, peer, Notice::Busy { connections }, &why, tls);

@@ -29,6 +29,7 @@ use slab::Slab;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::connection::Context;
+use crate::metrics::{Counters, Snapshot};
 use crate::tls::Tls;
 
 pub use accept::{AcceptBackoff, RateLimit};
@@ -135,6 +136,23 @@ pub struct ShutdownHandle {
     shared: Arc<Shared>,
 }
 
+/// Reads a running [`Server`]'s counters; cheap to clone and send to another thread.
+#[derive(Clone)]
+pub struct Stats {
+    shared: Arc<Shared>,
+}
+
+impl Stats {
+    /// The counters now, the connections open (the registry's lock, held for a moment)
+    /// and the process's threads.
+    pub fn snapshot(&self) -> Snapshot {
+        let open = self.shared.lock().live.len();
+        self.shared
+            .counters
+            .snapshot(open, crate::metrics::threads())
+    }
+}
+
 /// What the accept loops, the connection threads and shutdown share.
 struct Shared {
     ctx: Context,
@@ -145,6 +163,7 @@ struct Shared {
     left: Condvar,
     next_id: AtomicU64,
     busy_log: Mutex<RateLimit>,
+    counters: Counters,
 }
 
 /// Binds one listening socket with an explicit backlog (std's `bind` uses 128, which a
@@ -268,6 +287,7 @@ impl Server {
             left: Condvar::new(),
             next_id: AtomicU64::new(1),
             busy_log: Mutex::new(RateLimit::new(Duration::from_secs(1))),
+            counters: Counters::default(),
         });
         Ok(Server {
             listeners,
@@ -292,6 +312,13 @@ impl Server {
     /// A handle that stops the server from any thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// What `--metrics` reads: the server's counters, from any thread.
+    pub fn stats(&self) -> Stats {
+        Stats {
             shared: Arc::clone(&self.shared),
         }
     }

@@ -66,10 +66,13 @@ impl Shared {
                     config.handshake_timeout,
                     &self.ctx,
                 ) {
-                    Err(e) => Ending {
-                        summary: nothing(CloseReason::Handshake),
-                        detail: format!(": {e}"),
-                    },
+                    Err(e) => {
+                        self.counters.handshake_failed();
+                        Ending {
+                            summary: nothing(CloseReason::Handshake),
+                            detail: format!(": {e}"),
+                        }
+                    }
                     Ok((conn, session)) => {
                         log::debug!(
                             "conn {id} open: {peer}, {}{}{}",
@@ -187,6 +190,7 @@ impl Shared {
     /// Closes gracefully and logs the close line.
     fn close(&self, registered: &Registered, stream: &TcpStream, started: Instant, ending: Ending) {
         let Ending { summary, detail } = ending;
+        self.counters.closed(&summary);
         linger(stream, summary.reason);
         let quiet = summary.bytes_in == 0
             || matches!(

@@ -68,6 +68,15 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub tls_bind: Vec<SocketAddr>,
+    /// Serve Prometheus metrics over HTTP at `/metrics` on this address (port 0 picks a
+    /// free port, announced on stdout as `metrics on ADDR`). Off by default.
+    #[arg(
+        long = "metrics",
+        value_name = "ADDR",
+        value_parser = crate::address::parse_bind,
+        env = "TCP_HELLO_METRICS"
+    )]
+    pub metrics: Option<SocketAddr>,
     /// The TLS certificate chain, leaf first (PEM); reloaded on SIGHUP.
     #[arg(long, value_name = "FILE", env = "TCP_HELLO_TLS_CERT")]
     pub tls_cert: Option<std::path::PathBuf>,

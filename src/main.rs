@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,6 +128,19 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(sockets) => serve_inherited(sockets, config.clone(), ctx)?,
         None => bind(config.clone(), ctx)?,
     };
+    let metrics = match args.metrics {
+        Some(addr) => {
+            let listener = tcp_hello::metrics::listen(addr)?;
+            let local = listener.local_addr()?;
+            let stats = server.stats();
+            // The thread ends with the process: it holds nothing that needs closing.
+            tcp_hello::metrics::spawn(listener, move || stats.snapshot().render())
+                .context("cannot start the metrics thread")?;
+            info!("metrics on http://{local}/metrics");
+            Some(local)
+        }
+        None => None,
+    };
     // Before the announcement, so that a script may signal as soon as it has read it.
     serve_signals(server.shutdown_handle(), tls).context("cannot install signal handlers")?;
     let addrs = server.local_addrs()?;
@@ -138,7 +152,7 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     // The announcement is for whoever started us; if they stopped reading, or stdout is
     // full, clients can still be served.
-    if let Err(e) = announce(&addrs) {
+    if let Err(e) = announce(&addrs, metrics) {
         warn!("cannot write the listening addresses to stdout ({e}); serving anyway");
     }
     // A no-op unless systemd runs us as Type=notify (NOTIFY_SOCKET).
@@ -272,12 +286,16 @@ fn tls_config(args: &ServeArgs, tls_listeners: bool) -> anyhow::Result<Option<Ar
 }
 
 /// Writes one `listening on <address>` line per listener to stdout (`listening on tls
-/// <address>` for a TLS one), flushed, so that a script can read the port chosen for
-/// port 0.
-fn announce(addrs: &[Listening]) -> std::io::Result<()> {
+/// <address>` for a TLS one), then `metrics on <address>` with `--metrics`, flushed, so
+/// that a script can read the port chosen for port 0.
+fn announce(addrs: &[Listening], metrics: Option<SocketAddr>) -> std::io::Result<()> {
     let mut stdout = std::io::stdout().lock();
     for addr in addrs {
         writeln!(stdout, "listening on {addr}")?;
+    }
+    // After the listeners: scripts that read N `listening on` lines are not thrown off.
+    if let Some(addr) = metrics {
+        writeln!(stdout, "metrics on {addr}")?;
     }
     stdout.flush()
 }

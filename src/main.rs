@@ -136,7 +136,6 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
             // The thread ends with the process: it holds nothing that needs closing.
             tcp_hello::metrics::spawn(listener, move || stats.snapshot().render())
                 .context("cannot start the metrics thread")?;
-            info!("metrics on http://{local}/metrics");
             Some(local)
         }
         None => None,
@@ -149,6 +148,9 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
             "listening on {addr} (max {} connections)",
             config.max_connections
         );
+    }
+    if let Some(local) = metrics {
+        info!("metrics on http://{local}/metrics");
     }
     // The announcement is for whoever started us; if they stopped reading, or stdout is
     // full, clients can still be served.

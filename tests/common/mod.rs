@@ -317,8 +317,10 @@ pub fn cannot_run(why: &str) -> bool {
         panic!("{why} (CI=true: every test must run)");
     }
     // Straight to stderr, past libtest's capture of `eprintln!`, so that `cargo test`
-    // shows what was skipped, not only the tests that failed.
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+    // shows what was skipped; in one write, so that it does not interleave with libtest's
+    // lines.
+    let line = format!("SKIPPED {test}: {why}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
     false
 }
 

@@ -3,7 +3,6 @@
 mod common;
 
 use std::net::TcpListener;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -184,9 +183,8 @@ fn ctrl_c_ends_the_run_early_with_a_report() {
     // bench has installed its Ctrl-C handler.
     let server = Server::start(&["-v"]);
     let running = bench_connected(&server, "50");
-    let pid = running.pid().to_string();
-    let status = Command::new("kill").args(["-INT", &pid]).status().unwrap();
-    assert!(status.success(), "kill -INT {pid}");
+    let pid = running.pid();
+    assert!(send_signal(pid, "INT"), "kill -INT {pid}");
     let run = running.finish(RUN_LIMIT);
     assert!(
         run.elapsed < Duration::from_secs(40),
@@ -245,9 +243,8 @@ fn bench_connected(server: &Server, duration: &str) -> Running {
 fn a_huge_duration_runs_until_ctrl_c() {
     let server = Server::start(&["-v"]);
     let running = bench_connected(&server, "1e19");
-    let pid = running.pid().to_string();
-    let status = Command::new("kill").args(["-INT", &pid]).status().unwrap();
-    assert!(status.success(), "kill -INT {pid}");
+    let pid = running.pid();
+    assert!(send_signal(pid, "INT"), "kill -INT {pid}");
     let run = running.finish(RUN_LIMIT);
     let r = report_with_status(&run, 130);
     assert_eq!(r["errors_total"], 0, "{r}");

@@ -327,8 +327,7 @@ fn openssl(args: &[&str], dir: &Path) -> (bool, String) {
 
 #[test]
 fn openssl_reads_and_verifies_them() {
-    if Command::new("openssl").arg("version").output().is_err() {
-        eprintln!("skipped: no `openssl` command here (apt-get install -y openssl)");
+    if !common::require("openssl", "openssl") {
         return;
     }
     let temp = Temp::new("openssl");

@@ -646,6 +646,9 @@ fn a_closed_stdout_ends_the_client_quietly() {
 
 #[test]
 fn interactive_session_through_a_pty() {
+    if !require("python3", "python3") {
+        return;
+    }
     let server = Server::start(&[]);
     let mut child = Command::new("python3")
         .arg(fixture("pty_session.py"))
@@ -668,6 +671,9 @@ fn interactive_session_through_a_pty() {
 
 #[test]
 fn chunk_framing_against_the_tutorials_python_server() {
+    if !require("python3", "python3") {
+        return;
+    }
     let (_helper, addr) = tutorial_server();
     let run = run_client(
         &[
@@ -695,6 +701,9 @@ fn chunk_framing_against_the_tutorials_python_server() {
 /// recognises is sent that way.
 #[test]
 fn chunk_framing_sends_any_exit_word_as_exit() {
+    if !require("python3", "python3") {
+        return;
+    }
     let (_helper, addr) = tutorial_server();
     let run = run_client(
         &["--framing", "chunk", "--connect", &addr],
@@ -706,6 +715,9 @@ fn chunk_framing_sends_any_exit_word_as_exit() {
 
 #[test]
 fn line_framing_against_a_chunk_server_suggests_chunk_framing() {
+    if !require("python3", "python3") {
+        return;
+    }
     let (_helper, addr) = tutorial_server();
     let run = run_client(
         &["--connect", &addr, "--reply-timeout", "1", "Michael"],
@@ -797,6 +809,9 @@ fn raw_mode_keeps_sending_after_the_server_half_closes() {
 
 #[test]
 fn raw_mode_fetches_a_web_page() {
+    if !require("python3", "python3") {
+        return;
+    }
     let helper = Helper::start(
         Command::new("python3")
             .args([

@@ -173,21 +173,6 @@ fn p(path: &Path) -> &str {
     path.to_str().expect("temporary paths are UTF-8")
 }
 
-/// Whether `program` runs here; if not, says the test is skipped.
-fn installed(program: &str, test: &str) -> bool {
-    let found = Command::new(program)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        println!("skipping {test}: {program} is not installed");
-    }
-    found
-}
-
 /// Runs `tcp-hello client ARGS` with a clean environment (no system trust roots from
 /// SSL_CERT_FILE or SSL_CERT_DIR unless `env` sets them).
 fn client_env(args: &[&str], env: &[(&str, &Path)], stdin: Option<&[u8]>) -> Finished {
@@ -355,7 +340,7 @@ fn assert_failure(run: &Finished, code: u8, says: &[&str]) {
 
 #[test]
 fn line_framing_over_tls_1_3_and_1_2() {
-    if !installed("python3", "line_framing_over_tls_1_3_and_1_2") {
+    if !require("python3", "python3") {
         return;
     }
     let certs = make_certs();
@@ -377,10 +362,7 @@ fn line_framing_over_tls_1_3_and_1_2() {
 /// tolerated, noted at debug level; one that does send it leaves nothing to note.
 #[test]
 fn a_close_without_close_notify_after_everything_is_tolerated() {
-    if !installed(
-        "python3",
-        "a_close_without_close_notify_after_everything_is_tolerated",
-    ) {
+    if !require("python3", "python3") {
         return;
     }
     let certs = make_certs();
@@ -404,7 +386,7 @@ fn a_close_without_close_notify_after_everything_is_tolerated() {
 /// Closed mid-session without close_notify: today's "closed early", not a TLS failure.
 #[test]
 fn a_truncated_tls_session_is_closed_early() {
-    if !installed("python3", "a_truncated_tls_session_is_closed_early") {
+    if !require("python3", "python3") {
         return;
     }
     let certs = make_certs();
@@ -421,7 +403,7 @@ fn a_truncated_tls_session_is_closed_early() {
 /// lose or reorder a reply.
 #[test]
 fn piped_names_are_pipelined_over_tls() {
-    if !installed("python3", "piped_names_are_pipelined_over_tls") {
+    if !require("python3", "python3") {
         return;
     }
     let certs = make_certs();
@@ -442,7 +424,7 @@ fn piped_names_are_pipelined_over_tls() {
 
 #[test]
 fn chunk_framing_over_tls() {
-    if !installed("python3", "chunk_framing_over_tls") {
+    if !require("python3", "python3") {
         return;
     }
     let certs = make_certs();
@@ -460,7 +442,7 @@ fn chunk_framing_over_tls() {
 
 #[test]
 fn raw_mode_over_tls() {
-    if !installed("python3", "raw_mode_over_tls") {
+    if !require("python3", "python3") {
         return;
     }
     let certs = make_certs();
@@ -481,7 +463,7 @@ fn raw_mode_over_tls() {
 
 #[test]
 fn interactive_session_over_tls_through_a_pty() {
-    if !installed("python3", "interactive_session_over_tls_through_a_pty") {
+    if !require("python3", "python3") {
         return;
     }
     let certs = make_certs();
@@ -503,7 +485,7 @@ fn interactive_session_over_tls_through_a_pty() {
 /// Without --tls-ca the system's trust roots are used, which SSL_CERT_FILE names.
 #[test]
 fn the_systems_trust_roots_are_used_without_tls_ca() {
-    if !installed("python3", "the_systems_trust_roots_are_used_without_tls_ca") {
+    if !require("python3", "python3") {
         return;
     }
     let certs = make_certs();
@@ -544,7 +526,7 @@ fn the_systems_trust_roots_are_used_without_tls_ca() {
 /// localhost as a DNS name.
 #[test]
 fn ip_addresses_and_host_names_are_checked_as_such() {
-    if !installed("python3", "ip_addresses_and_host_names_are_checked_as_such") {
+    if !require("python3", "python3") {
         return;
     }
     let certs = make_certs();
@@ -563,7 +545,7 @@ fn ip_addresses_and_host_names_are_checked_as_such() {
 
 #[test]
 fn openssl_s_server_in_tls_1_2_and_1_3() {
-    if !installed("openssl", "openssl_s_server_in_tls_1_2_and_1_3") {
+    if !require("openssl", "openssl") {
         return;
     }
     let certs = make_certs();
@@ -584,7 +566,7 @@ fn openssl_s_server_in_tls_1_2_and_1_3() {
 /// a message that says which.
 #[test]
 fn mutual_tls_against_openssl_s_server() {
-    if !installed("openssl", "mutual_tls_against_openssl_s_server") {
+    if !require("openssl", "openssl") {
         return;
     }
     let certs = make_certs();
@@ -630,7 +612,7 @@ fn mutual_tls_against_openssl_s_server() {
 /// one, and works with one.
 #[test]
 fn a_server_that_wants_a_client_certificate() {
-    if !installed("python3", "a_server_that_wants_a_client_certificate") {
+    if !require("python3", "python3") {
         return;
     }
     let certs = make_certs();
@@ -662,7 +644,7 @@ fn a_server_that_wants_a_client_certificate() {
 
 #[test]
 fn an_unknown_issuer_says_to_give_tls_ca() {
-    if !installed("python3", "an_unknown_issuer_says_to_give_tls_ca") {
+    if !require("python3", "python3") {
         return;
     }
     let certs = make_certs();
@@ -688,7 +670,7 @@ fn an_unknown_issuer_says_to_give_tls_ca() {
 
 #[test]
 fn a_wrong_name_lists_the_certificates_names() {
-    if !installed("python3", "a_wrong_name_lists_the_certificates_names") {
+    if !require("python3", "python3") {
         return;
     }
     let certs = make_certs();
@@ -712,7 +694,7 @@ fn a_wrong_name_lists_the_certificates_names() {
 
 #[test]
 fn an_expired_certificate_says_when() {
-    if !installed("python3", "an_expired_certificate_says_when") {
+    if !require("python3", "python3") {
         return;
     }
     let certs = make_certs();

@@ -2,7 +2,8 @@
 //! connections. The client runs in a network namespace of the test's own, joined to the
 //! host by a veth pair; a `blackhole` qdisc then swallows every packet one way, which
 //! is what a machine that lost power or its network looks like: no FIN, no reset, no ACK.
-//! Needs root and iproute2 (`ip`, `tc`); elsewhere each test says so and passes.
+//! Needs root, iproute2 (`ip`, `tc`) and python3; elsewhere each test says so and passes,
+//! or fails under `CI=true` (see `common::cannot_run`).
 
 mod common;
 
@@ -14,7 +15,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Conn, KillOnDrop, Server, eventually};
+use common::{Conn, KillOnDrop, Server, cannot_run, eventually, require};
 
 /// Longest any awaited event may take; far beyond what each needs, for a loaded machine.
 const BOUND: Duration = Duration::from_secs(30);
@@ -52,12 +53,8 @@ struct Netns {
 }
 
 impl Netns {
-    /// Makes the namespace and the link, or says why it cannot (not root, no iproute2).
+    /// Makes the namespace and the link, or says why it cannot.
     fn make() -> Result<Netns, String> {
-        if common::proc_status(std::process::id(), "Uid") != 0 {
-            return Err("not root".into());
-        }
-        run("ip", &["-V"]).map_err(|e| format!("no iproute2 ({e})"))?;
         let pid = std::process::id();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         // A /30 picked from the pid and the test, so that parallel runs do not clash.
@@ -139,12 +136,21 @@ impl Drop for Netns {
     }
 }
 
-/// Makes the namespace, or prints why the test is skipped.
-fn netns_or_skip(test: &str) -> Option<Netns> {
+/// Makes the namespace, or says why the test cannot run and returns `None`, for it to
+/// skip; under `CI=true` fails it instead (see [`cannot_run`]), not being root included:
+/// CI runs as root, and a run that is not would otherwise pass without these tests.
+fn netns_or_skip() -> Option<Netns> {
+    if !require("ip", "iproute2") || !require("tc", "iproute2") || !require("python3", "python3") {
+        return None;
+    }
+    if common::proc_status(std::process::id(), "Uid") != 0 {
+        cannot_run("not root, needed to make a network namespace: run as root");
+        return None;
+    }
     match Netns::make() {
         Ok(ns) => Some(ns),
         Err(why) => {
-            println!("skipped {test}: cannot make a network namespace here ({why})");
+            cannot_run(&format!("cannot make a network namespace here ({why})"));
             None
         }
     }
@@ -284,7 +290,7 @@ fn close_line(server: &Server, peer: &str, since: Instant) -> (String, Duration)
 
 #[test]
 fn keepalive_frees_the_thread_of_a_client_that_vanished() {
-    let Some(ns) = netns_or_skip("keepalive_frees_the_thread_of_a_client_that_vanished") else {
+    let Some(ns) = netns_or_skip() else {
         return;
     };
     let server = server(&ns, &["--idle-timeout", "0", "--keepalive", "1"]);
@@ -313,7 +319,7 @@ fn keepalive_frees_the_thread_of_a_client_that_vanished() {
 
 #[test]
 fn user_timeout_drops_a_client_that_stops_acknowledging() {
-    let Some(ns) = netns_or_skip("user_timeout_drops_a_client_that_stops_acknowledging") else {
+    let Some(ns) = netns_or_skip() else {
         return;
     };
     let server = server(&ns, &["--idle-timeout", "0", "--user-timeout", "2"]);

@@ -508,6 +508,9 @@ fn failing_to_start_a_thread_refuses_cleanly_and_recovers() {
     let uid = Command::new("id").arg("-u").output().expect("id -u");
     let uid: u32 = String::from_utf8_lossy(&uid.stdout).trim().parse().unwrap();
     let serve = format!("exec {} serve --bind 127.0.0.1:0", bin());
+    if uid == 0 && !require("setpriv", "util-linux") {
+        return;
+    }
     let mut command = if uid == 0 {
         let mut c = Command::new("setpriv");
         c.args([
@@ -587,18 +590,15 @@ fn signal_while_installing(args: &[&str], signal: &str, hold: Duration) -> Optio
     let installs = format!("rt_sigaction({signal}, {{sa_handler=0x");
 
     // First, which rt_sigaction call installs the handler: its index for strace's `when`.
-    let probe = match Command::new("strace").arg("-V").output() {
-        Ok(o) if o.status.success() => Running::start(&mut traced(&[], &first), None),
-        _ => {
-            eprintln!("SKIPPED: strace is not installed (apt-get install strace)");
-            return None;
-        }
-    };
+    if !require("strace", "strace") {
+        return None;
+    }
+    let probe = Running::start(&mut traced(&[], &first), None);
     let found = eventually(IO_TIMEOUT, || {
         std::fs::read_to_string(&first).is_ok_and(|t| t.contains(&installs))
     });
     if let Some(program) = traced_program(probe.pid()) {
-        let _ = Command::new("kill").args(["-KILL", &program]).status();
+        let _ = send_signal(program, "KILL");
     }
     let done = probe.finish(IO_TIMEOUT);
     let trace = std::fs::read_to_string(&first).unwrap_or_default();
@@ -633,16 +633,15 @@ fn signal_while_installing(args: &[&str], signal: &str, hold: Duration) -> Optio
         std::fs::read_to_string(&second).unwrap_or_default()
     );
     let program = traced_program(running.pid()).expect("the traced program");
-    let sent = Command::new("kill")
-        .args([format!("-{}", &signal[3..]), program.to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    assert!(
+        send_signal(program, &signal[3..]),
+        "kill -{signal} {program}"
+    );
     // strace reaps the program as soon as it ends.
     let gone = || !std::path::Path::new(&format!("/proc/{program}")).exists();
     let stopped = eventually(hold + IO_TIMEOUT, gone);
     if !stopped {
-        let _ = Command::new("kill").args(["-KILL", &program]).status();
+        let _ = send_signal(program, "KILL");
     }
     let done = running.finish(IO_TIMEOUT);
     let _ = std::fs::remove_dir_all(&dir);
@@ -654,11 +653,11 @@ fn signal_while_installing(args: &[&str], signal: &str, hold: Duration) -> Optio
     Some(done)
 }
 
-/// The process strace runs (its only child), as a pid for kill(1).
-fn traced_program(strace: u32) -> Option<String> {
+/// The process strace runs (its only child).
+fn traced_program(strace: u32) -> Option<u32> {
     let children =
         std::fs::read_to_string(format!("/proc/{strace}/task/{strace}/children")).ok()?;
-    children.split_whitespace().next().map(str::to_string)
+    children.split_whitespace().next()?.parse().ok()
 }
 
 /// A supervisor that stops a service while it starts must see it stop: a SIGTERM that

@@ -51,18 +51,9 @@ fn without_reuse_port_a_second_server_on_the_port_fails_and_suggests_it() {
     );
 }
 
-/// Whether `systemd-socket-activate` can run; says so once when it cannot.
+/// Whether `systemd-socket-activate` is installed (see [`require`]).
 fn have_activator() -> bool {
-    let found = Command::new("systemd-socket-activate")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        println!("skipped: systemd-socket-activate is not installed (Debian package systemd)");
-    }
-    found
+    require("systemd-socket-activate", "systemd")
 }
 
 /// `systemd-socket-activate` listening on a free port, running `tcp-hello serve` once
@@ -138,10 +129,7 @@ impl Activated {
     /// it runs, the signal would end the activator.
     fn stop(mut self, term: bool) -> (Option<i32>, String, String) {
         if term {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(self.child.0.id().to_string())
-                .status();
+            let _ = send_signal(self.child.0.id(), "TERM");
         }
         let deadline = Instant::now() + IO_TIMEOUT;
         let status = loop {

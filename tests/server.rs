@@ -152,10 +152,7 @@ fn stdout_is_exactly_one_flushed_line_per_listener() {
         c.send("Alice\nexit\n");
         assert_eq!(lossy(&c.rest()), "Hello, Alice!\r\nBye!\r\n");
     }
-    let term = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    assert!(term.expect("run kill").success());
+    assert!(send_signal(child.id(), "TERM"), "kill -TERM");
     let deadline = Instant::now() + IO_TIMEOUT;
     while child.try_wait().expect("try_wait").is_none() {
         assert!(Instant::now() < deadline, "server did not exit after TERM");

@@ -2,8 +2,8 @@
 //! s_client`, Python's `ssl`), certificates made by the `openssl` command line at run
 //! time (no key is committed), mutual TLS, hostile input, reload and shutdown.
 //!
-//! The tests need `openssl` (Debian's `openssl` package); without it they say so and
-//! pass, as `.ci/run` installs it.
+//! The tests need `openssl` (Debian's `openssl` package), one also `python3`; without
+//! them they say so and pass, or fail under `CI=true` (see `common::require`).
 
 mod common;
 
@@ -110,8 +110,7 @@ fn issue(dir: &Path, name: &str, subject: &str, ca: Option<&str>, ext: &str) {
 }
 
 fn pki(tag: &str) -> Option<Pki> {
-    if Command::new("openssl").arg("version").output().is_err() {
-        eprintln!("SKIPPED: openssl is not installed (apt-get install openssl)");
+    if !require("openssl", "openssl") {
         return None;
     }
     let dir = std::env::temp_dir().join(format!("tcp-hello-tls-{}-{tag}", std::process::id()));
@@ -283,6 +282,9 @@ fn only_tls_listeners_open_no_plain_one_and_are_announced_as_tls() {
 #[test]
 fn every_behaviour_works_over_tls_greet_chunk_echo_and_limits() {
     let Some(pki) = pki("modes") else { return };
+    if !require("python3", "python3") {
+        return;
+    }
     // Greet, with a line too long and a 0xFF doubled.
     let server = tls_server(&pki, &["--max-line", "8"]);
     let mut tls = BufReader::new(connect_tls(server.addr(), &pki, None).unwrap());

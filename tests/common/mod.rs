@@ -126,14 +126,10 @@ impl Server {
         self.child.id()
     }
 
-    /// Sends a signal by name (`TERM`, `INT`) with kill(1).
+    /// Sends a signal by name (`TERM`, `INT`); see [`send_signal`].
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} failed");
+        let pid = self.pid();
+        assert!(send_signal(pid, name), "kill -{name} {pid} failed");
     }
 
     /// Waits for the process to exit, up to `limit`; returns its exit code and stderr.
@@ -258,6 +254,74 @@ impl Conn {
             .shutdown(std::net::Shutdown::Write)
             .expect("shutdown write");
     }
+}
+
+/// Sends signal `name` (`TERM`, `INT`, `KILL`) to process `pid` with kill(1), or with
+/// the shell's builtin `kill` where procps is not installed; whether it was sent.
+pub fn send_signal(pid: u32, name: &str) -> bool {
+    let pid = pid.to_string();
+    // Every test that stops a server signals it: on a machine without procps, the shell's
+    // builtin (POSIX `kill -s`) lets them run rather than skip.
+    let status = if on_path("kill") {
+        Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+    } else {
+        Command::new("sh")
+            .args(["-c", r#"kill -s "$0" "$1""#, name, &pid])
+            .status()
+    }
+    .expect("run kill");
+    status.success()
+}
+
+/// Whether an executable file `program` is in a directory on PATH (where `Command::new`
+/// looks); a shell builtin of that name does not count.
+pub fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|dir| {
+        std::fs::metadata(dir.join(program))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
+/// Whether the tests run under CI (`CI=true`, as `.ci/run` sets): then a test that cannot
+/// run here fails instead of skipping.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// Whether `program` is installed (on PATH); if not, says so with the Debian `package`
+/// that has it, and the test should return (see [`cannot_run`]).
+///
+/// ```ignore
+/// if !require("expect", "expect") { return; }
+/// ```
+pub fn require(program: &str, package: &str) -> bool {
+    on_path(program)
+        || cannot_run(&format!(
+            "{program} is not installed: apt-get install {package}"
+        ))
+}
+
+/// The calling test cannot run here, for the reason `why` (`"nc (OpenBSD netcat) is not
+/// installed: apt-get install netcat-openbsd"`): prints one line `SKIPPED test: why` and
+/// returns false, for the test to return and pass; under CI (see [`in_ci`]) fails the
+/// test with `why` instead, so that CI runs every test or says why not.
+pub fn cannot_run(why: &str) -> bool {
+    let thread = thread::current();
+    // libtest names each test's thread after the test.
+    let test = thread.name().unwrap_or("a test");
+    if in_ci() {
+        panic!("{why} (CI=true: every test must run)");
+    }
+    // Straight to stderr, past libtest's capture of `eprintln!`, so that `cargo test`
+    // shows what was skipped; in one write, so that it does not interleave with libtest's
+    // lines.
+    let line = format!("SKIPPED {test}: {why}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    false
 }
 
 /// A file under tests/fixtures.

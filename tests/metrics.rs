@@ -1,84 +1,44 @@
 //! Integration tests of `serve --metrics`: the real binary, scraped over a plain socket.
 //!
-//! `common::Server` reads only the `listening on` lines and lets the rest of stdout go,
-//! so these tests start the server themselves and read the `metrics on ADDR` line too.
+//! `common::Server` starts it and reads the `listening on` line; these tests read the
+//! `metrics on ADDR` line that follows.
 
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
-use std::thread;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use common::{IO_TIMEOUT, eventually, hello_cmd};
+use common::{IO_TIMEOUT, Server, eventually, hello_cmd};
 
 const SECOND: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
 /// A running `tcp-hello serve --metrics`, killed when dropped.
 struct Served {
-    child: Child,
+    server: Server,
     addr: SocketAddr,
     metrics: SocketAddr,
-    logs: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Served {
     /// Starts `tcp-hello serve --bind 127.0.0.1:0 <args>`, where `cmd` may set the
     /// environment, and reads its `listening on` and `metrics on` lines.
     fn start(mut cmd: Command, args: &[&str]) -> Served {
-        let mut child = cmd
-            .args(["--bind", "127.0.0.1:0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start tcp-hello serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let next = || rx.recv_timeout(IO_TIMEOUT).expect("an announcement line");
-        let first = next();
-        let addr = first
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-            .parse()
-            .expect("listening address");
-        let second = next();
-        let metrics = second
+        let server = Server::start_cmd(cmd.args(["--bind", "127.0.0.1:0"]).args(args), 1);
+        let line = server.stdout_line();
+        let metrics = line
             .strip_prefix("metrics on ")
-            .unwrap_or_else(|| panic!("expected `metrics on ADDR`, got {second:?}"))
+            .unwrap_or_else(|| panic!("expected `metrics on ADDR`, got {line:?}"))
             .parse()
             .expect("metrics address");
-        let mut stderr = child.stderr.take().expect("stderr");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&logs);
-        thread::spawn(move || {
-            let mut buf = [0u8; 8192];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        });
         Served {
-            child,
-            addr,
+            addr: server.addr(),
+            server,
             metrics,
-            logs,
         }
     }
 
@@ -111,31 +71,9 @@ impl Served {
     }
 
     /// Stops the server with SIGTERM; its exit code and everything it logged.
-    fn stop(mut self) -> (Option<i32>, String) {
-        let killed = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(killed.success());
-        let deadline = Instant::now() + IO_TIMEOUT;
-        let code = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status.code();
-            }
-            assert!(Instant::now() < deadline, "the server did not stop");
-            thread::sleep(Duration::from_millis(20));
-        };
-        // stderr closes with the process; let the drain catch up.
-        thread::sleep(Duration::from_millis(100));
-        let logs = String::from_utf8_lossy(&self.logs.lock().unwrap()).into_owned();
-        (code, logs)
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn stop(self) -> (Option<i32>, String) {
+        self.server.signal("TERM");
+        self.server.wait(IO_TIMEOUT)
     }
 }
 

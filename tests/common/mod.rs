@@ -46,6 +46,8 @@ pub struct Server {
     /// Everything it logged so far; drained by a thread so that logging never blocks it.
     logs: Arc<Mutex<Vec<u8>>>,
     drain: Option<thread::JoinHandle<()>>,
+    /// Its stdout lines after the `listening on` ones (e.g. `metrics on ADDR`).
+    stdout: mpsc::Receiver<String>,
 }
 
 impl Server {
@@ -108,7 +110,15 @@ impl Server {
             addrs,
             logs,
             drain: Some(drain),
+            stdout: rx,
         }
+    }
+
+    /// The next line the server writes to stdout after its announcements.
+    pub fn stdout_line(&self) -> String {
+        self.stdout
+            .recv_timeout(IO_TIMEOUT)
+            .expect("a line on the server's stdout")
     }
 
     /// The first announced address.

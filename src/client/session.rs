@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use super::failure::{ClosedWhen, Failure, Hint, Waiting};
 use super::lines::LineSplitter;
-use super::link::{Got, Link, ReadError, Writer};
+use super::link::{Got, Link, ReadError, Reader, Writer};
 use super::names::{Names, write_escaped};
 use super::tally::{Ends, Role, Tally};
-use super::wait::read_wait;
+use super::wait::{Wait, read_wait};
 use super::{Config, INPUT_BUF, READ_BUF, WRITE_BUF, note};
 use crate::protocol::{CHUNK_MAX, Request, TelnetFilter, chunk_message, classify};
 
@@ -50,6 +50,18 @@ impl Shared {
     fn fail(&self, failure: Failure, stream: &Writer) {
         *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(failure);
         stream.abort();
+    }
+
+    /// How long the next read may block: `due` says whether something is awaited from
+    /// the server, and the reply timeout runs from the latest activity either way.
+    fn read_wait(&self, cfg: &Config, due: bool, last_rx: Duration, origin: Instant) -> Wait {
+        let last_tx = Duration::from_millis(self.last_tx.load(SeqCst));
+        read_wait(
+            cfg.reply_timeout,
+            due,
+            last_rx.max(last_tx),
+            origin.elapsed(),
+        )
     }
 
     fn take_failure(&self) -> Option<Failure> {
@@ -170,19 +182,16 @@ pub(super) fn line_session(
     } = link;
     let writer_shared = Arc::clone(&shared);
     let interactive = cfg.interactive;
-    thread::Builder::new()
-        .name("client-writer".into())
-        .spawn(move || {
-            send_names(
-                writer_stream,
-                names,
-                &writer_shared,
-                origin,
-                welcome_rx,
-                interactive,
-            );
-        })
-        .map_err(Failure::Socket)?;
+    spawn_writer(move || {
+        send_names(
+            writer_stream,
+            names,
+            &writer_shared,
+            origin,
+            welcome_rx,
+            interactive,
+        );
+    })?;
 
     let mut tally = Tally::default();
     let mut split = LineSplitter::default();
@@ -193,13 +202,7 @@ pub(super) fn line_session(
     loop {
         out.flush().map_err(Failure::Stdout)?;
         let due = tally.due(shared.sent(), shared.finished());
-        let last_tx = Duration::from_millis(shared.last_tx.load(SeqCst));
-        let wait = read_wait(
-            cfg.reply_timeout,
-            due.is_some(),
-            last_rx.max(last_tx),
-            origin.elapsed(),
-        );
+        let wait = shared.read_wait(cfg, due.is_some(), last_rx, origin);
         if !stream.arm(wait)? {
             let partial = split.partial();
             let _ = out.write_all(if partial > 0 { b"\n" } else { b"" });
@@ -210,15 +213,10 @@ pub(super) fn line_session(
             };
             return Err(timed_out(cfg, due, hint));
         }
-        let n = match stream.read(&mut buf) {
-            Ok(Got::Bytes(n)) => n,
-            Ok(Got::Closed) => break,
-            Ok(Got::Nothing) => continue,
-            Err(ReadError::Reset(_)) => {
-                tally.reset = true;
-                break;
-            }
-            Err(e) => return Err(e.into()),
+        let n = match read_step(&mut stream, &mut buf, &mut tally)? {
+            Some(Got::Bytes(n)) => n,
+            Some(_) => continue,
+            None => break,
         };
         last_rx = origin.elapsed();
         // The server speaks telnet: a 0xFF of a name comes back doubled.
@@ -243,6 +241,32 @@ pub(super) fn line_session(
         return Err(failure);
     }
     tally.end(shared.sent(), shared.finished())
+}
+
+/// Starts the thread that sends to the server while this one reads.
+fn spawn_writer(body: impl FnOnce() + Send + 'static) -> Result<thread::JoinHandle<()>, Failure> {
+    thread::Builder::new()
+        .name("client-writer".into())
+        .spawn(body)
+        .map_err(Failure::Socket)
+}
+
+/// One read of the server's lines or chunks: `Some(Got::Bytes)` to use, `Some(_)` to
+/// look again, `None` when the server has closed or reset (noted in `tally`).
+fn read_step(
+    stream: &mut Reader,
+    buf: &mut [u8],
+    tally: &mut Tally,
+) -> Result<Option<Got>, Failure> {
+    match stream.read(buf) {
+        Ok(Got::Closed) => Ok(None),
+        Ok(got) => Ok(Some(got)),
+        Err(ReadError::Reset(_)) => {
+            tally.reset = true;
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The reply timeout passed while `due` was awaited.
@@ -381,19 +405,16 @@ pub(super) fn chunk_session(
     } = link;
     let writer_shared = Arc::clone(&shared);
     let interactive = cfg.interactive;
-    thread::Builder::new()
-        .name("client-writer".into())
-        .spawn(move || {
-            send_chunks(
-                writer_stream,
-                names,
-                &writer_shared,
-                origin,
-                answered_rx,
-                interactive,
-            );
-        })
-        .map_err(Failure::Socket)?;
+    spawn_writer(move || {
+        send_chunks(
+            writer_stream,
+            names,
+            &writer_shared,
+            origin,
+            answered_rx,
+            interactive,
+        );
+    })?;
 
     let mut tally = Tally::default();
     let mut buf = vec![0u8; READ_BUF];
@@ -405,13 +426,7 @@ pub(super) fn chunk_session(
     loop {
         out.flush().map_err(Failure::Stdout)?;
         let due = tally.due(shared.sent(), shared.finished());
-        let last_tx = Duration::from_millis(shared.last_tx.load(SeqCst));
-        let wait = read_wait(
-            cfg.reply_timeout,
-            due.is_some(),
-            last_rx.max(last_tx),
-            origin.elapsed(),
-        );
+        let wait = shared.read_wait(cfg, due.is_some(), last_rx, origin);
         if !stream.arm(wait)? {
             let hint = match due {
                 Some(Waiting::Replies(_) | Waiting::Close) if ends_lines => Hint::EndsLines,
@@ -419,15 +434,10 @@ pub(super) fn chunk_session(
             };
             return Err(timed_out(cfg, due, hint));
         }
-        let n = match stream.read(&mut buf) {
-            Ok(Got::Bytes(n)) => n,
-            Ok(Got::Closed) => break,
-            Ok(Got::Nothing) => continue,
-            Err(ReadError::Reset(_)) => {
-                tally.reset = true;
-                break;
-            }
-            Err(e) => return Err(e.into()),
+        let n = match read_step(&mut stream, &mut buf, &mut tally)? {
+            Some(Got::Bytes(n)) => n,
+            Some(_) => continue,
+            None => break,
         };
         last_rx = origin.elapsed();
         // The server speaks telnet: a 0xFF of a name comes back doubled.
@@ -482,23 +492,14 @@ pub(super) fn raw_session(link: Link, cfg: &Config, out: &mut impl Write) -> Res
         writer: writer_stream,
     } = link;
     let writer_shared = Arc::clone(&shared);
-    let writer = thread::Builder::new()
-        .name("client-writer".into())
-        .spawn(move || copy_stdin(writer_stream, &writer_shared, origin))
-        .map_err(Failure::Socket)?;
+    let writer = spawn_writer(move || copy_stdin(writer_stream, &writer_shared, origin))?;
     let mut buf = vec![0u8; READ_BUF];
     let mut last_rx = Duration::ZERO;
     let mut ends = Ends::new(cfg.framing);
     loop {
         out.flush().map_err(Failure::Stdout)?;
         let finished = shared.finished();
-        let last_tx = Duration::from_millis(shared.last_tx.load(SeqCst));
-        let wait = read_wait(
-            cfg.reply_timeout,
-            finished,
-            last_rx.max(last_tx),
-            origin.elapsed(),
-        );
+        let wait = shared.read_wait(cfg, finished, last_rx, origin);
         if !stream.arm(wait)? {
             return Err(timed_out(cfg, Some(Waiting::Close), Hint::None));
         }

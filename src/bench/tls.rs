@@ -185,18 +185,7 @@ impl TlsSetup {
     fn alert(&self, alert: AlertDescription) -> (Fail, String) {
         use AlertDescription as A;
         let asked = self.asked.load(Relaxed);
-        let refusal = matches!(
-            alert,
-            A::BadCertificate
-                | A::UnsupportedCertificate
-                | A::CertificateRevoked
-                | A::CertificateExpired
-                | A::CertificateUnknown
-                | A::UnknownCA
-                | A::AccessDenied
-                | A::HandshakeFailure
-                | A::DecryptError
-        );
+        let refusal = crate::tls_client::rejects_certificate(alert);
         match (&self.cert, alert) {
             (_, A::CertificateRequired) => (
                 Fail::TlsClientCertRequired,

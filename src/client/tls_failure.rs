@@ -241,7 +241,7 @@ fn alert_message(alert: AlertDescription, ctx: &TlsContext) -> String {
              (it may not take that key's type): give a certificate it accepts",
             cert.display()
         ),
-        (Some(cert), _) if asked && rejects_certificate(alert) => {
+        (Some(cert), _) if asked && crate::tls_client::rejects_certificate(alert) => {
             let why = match alert {
                 A::UnknownCA => "it does not trust the CA that signed it",
                 A::CertificateExpired => "it has expired, or is not valid yet",
@@ -271,23 +271,6 @@ fn alert_message(alert: AlertDescription, ctx: &TlsContext) -> String {
             format!("the server ended the TLS session with the alert {alert:?}: see its log")
         }
     }
-}
-
-/// Alerts a server sends about the client's certificate.
-fn rejects_certificate(alert: AlertDescription) -> bool {
-    use AlertDescription as A;
-    matches!(
-        alert,
-        A::BadCertificate
-            | A::UnsupportedCertificate
-            | A::CertificateRevoked
-            | A::CertificateExpired
-            | A::CertificateUnknown
-            | A::UnknownCA
-            | A::AccessDenied
-            | A::DecryptError
-            | A::HandshakeFailure
-    )
 }
 
 /// A time as `2001-01-01 00:00:00 UTC`.

@@ -119,6 +119,18 @@ pub struct ServeArgs {
         allow_negative_numbers = true
     )]
     pub user_timeout: u64,
+    /// Finished connection threads kept parked for the next connections (and as many
+    /// TLS handshake threads), each for up to 30 s: a new connection then skips
+    /// starting a thread. 0 = every thread ends with its connection.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "TCP_HELLO_THREAD_CACHE",
+        default_value_t = 64,
+        value_parser = whole_number::<usize>,
+        allow_negative_numbers = true
+    )]
+    pub thread_cache: usize,
     /// Greet clients, or echo their bytes back (RFC 862).
     #[arg(long, value_enum, env = "TCP_HELLO_MODE", default_value_t = Mode::Greet)]
     pub mode: Mode,

@@ -80,7 +80,9 @@ pub struct Peer {
     pub id: u64,
     /// The client's address, as the caller knows it.
     pub addr: SocketAddr,
-    /// The address the client reached: the accepted socket's local address.
+    /// The address the client reached (the accepted socket's local address) when a
+    /// template shows it ([`Settings::shows_local`](crate::protocol::Settings::shows_local)),
+    /// else the unspecified address: looking it up costs a system call per connection.
     pub local: SocketAddr,
 }
 

@@ -123,6 +123,7 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
         keepalive: seconds(args.keepalive),
         user_timeout: seconds(args.user_timeout),
+        thread_cache: args.thread_cache,
     };
     let server = match &inherited {
         Some(sockets) => serve_inherited(sockets, config.clone(), ctx)?,

@@ -277,6 +277,11 @@ impl ReplyTemplate {
         }
     }
 
+    /// Whether the template shows `{local}`.
+    pub fn shows_local(&self) -> bool {
+        self.counts[2] > 0
+    }
+
     /// Whether the template always renders to nothing.
     pub fn is_empty(&self) -> bool {
         self.pieces.is_empty()
@@ -453,6 +458,15 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// Whether a reply can show the address the client reached (`{local}`); echo mode
+    /// sends no template.
+    pub fn shows_local(&self) -> bool {
+        self.mode == Mode::Greet
+            && [&self.welcome, &self.reply, &self.farewell]
+                .iter()
+                .any(|t| t.shows_local())
+    }
+
     /// Refuses what cannot be sent as configured: in chunk framing nothing carries a
     /// line ending, so an empty welcome or reply would be no message at all, and a
     /// client (the tutorial's, the bundled one) would wait for it forever. In line
@@ -789,6 +803,22 @@ mod tests {
 
     fn reply(text: &str) -> ReplyTemplate {
         parse(text, TemplateField::Reply).unwrap()
+    }
+
+    #[test]
+    fn the_local_address_is_wanted_only_where_a_template_shows_it() {
+        let mut settings = Settings::default();
+        assert!(!settings.shows_local());
+        settings.farewell = parse("Bye from {local}", TemplateField::Farewell).unwrap();
+        assert!(settings.shows_local());
+        settings.mode = Mode::Echo;
+        assert!(!settings.shows_local(), "echo mode sends no template");
+        let settings = Settings {
+            welcome: parse("on {local}", TemplateField::Welcome).unwrap(),
+            ..Settings::default()
+        };
+        assert!(settings.shows_local());
+        assert!(!reply("{peer} {conn} {{local}}").shows_local());
     }
 
     fn values() -> ConnectionValues {

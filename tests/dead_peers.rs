@@ -293,7 +293,18 @@ fn keepalive_frees_the_thread_of_a_client_that_vanished() {
     let Some(ns) = netns_or_skip() else {
         return;
     };
-    let server = server(&ns, &["--idle-timeout", "0", "--keepalive", "1"]);
+    // Thread counts show connections freed: no thread may park for the next one.
+    let server = server(
+        &ns,
+        &[
+            "--idle-timeout",
+            "0",
+            "--keepalive",
+            "1",
+            "--thread-cache",
+            "0",
+        ],
+    );
     let idle = settled_threads(&server);
     let mut client = NsClient::connect(&ns, server.addr());
     assert!(eventually(BOUND, || server.proc_status("Threads") == idle + 1));
@@ -322,7 +333,18 @@ fn user_timeout_drops_a_client_that_stops_acknowledging() {
     let Some(ns) = netns_or_skip() else {
         return;
     };
-    let server = server(&ns, &["--idle-timeout", "0", "--user-timeout", "2"]);
+    // Thread counts show connections freed: no thread may park for the next one.
+    let server = server(
+        &ns,
+        &[
+            "--idle-timeout",
+            "0",
+            "--user-timeout",
+            "2",
+            "--thread-cache",
+            "0",
+        ],
+    );
     let idle = settled_threads(&server);
     let mut client = NsClient::connect(&ns, server.addr());
     assert!(eventually(BOUND, || server.proc_status("Threads") == idle + 1));

@@ -161,7 +161,8 @@ fn cycle(addr: SocketAddr, name: &str) -> std::io::Result<()> {
 }
 
 fn cycles(total: usize, par: usize) {
-    let server = Server::start(&["-q"]);
+    // Thread counts show connections freed: no thread may park for the next one.
+    let server = Server::start(&["-q", "--thread-cache", "0"]);
     let idle_threads = server.proc_status("Threads");
     let idle_fds = server.fd_count();
     let started = Instant::now();
@@ -218,7 +219,16 @@ fn cycles_100000_leave_no_threads_or_fds_behind() {
 
 #[test]
 fn resets_half_closes_silent_and_unread_clients_are_freed_while_others_are_served() {
-    let server = Server::start(&["-q", "--idle-timeout", "1", "--write-timeout", "1"]);
+    // Thread counts show connections freed: no thread may park for the next one.
+    let server = Server::start(&[
+        "-q",
+        "--idle-timeout",
+        "1",
+        "--write-timeout",
+        "1",
+        "--thread-cache",
+        "0",
+    ]);
     let idle_threads = server.proc_status("Threads");
 
     // Reset in the middle of a line.

@@ -2082,3 +2082,43 @@ fn verbosity_flags_and_rust_log() {
         "the tcp_hello module's lines are filtered out: {logs}"
     );
 }
+
+/// Runs `clients` connections at once to their end, and returns the server's thread
+/// count while they were all open.
+fn served_at_once(server: &Server, clients: usize) -> u64 {
+    let mut open: Vec<Conn> = (0..clients).map(|_| greeted(server)).collect();
+    // Each connection's thread wrote its welcome, so each one exists now.
+    let threads = server.proc_status("Threads");
+    for c in &mut open {
+        say_exit(c);
+    }
+    threads
+}
+
+#[test]
+fn finished_connection_threads_park_for_the_next_connections_up_to_the_cache_size() {
+    let server = Server::start(&["--thread-cache", "2"]);
+    let all_open = served_at_once(&server, 5);
+    assert!(
+        eventually(IO_TIMEOUT, || server.proc_status("Threads") == all_open - 3),
+        "two of the five threads should stay parked: {} threads, {all_open} with all open",
+        server.proc_status("Threads")
+    );
+    // The next connections run on the parked threads: no thread starts.
+    let mut next: Vec<Conn> = (0..2).map(|_| greeted(&server)).collect();
+    assert_eq!(server.proc_status("Threads"), all_open - 3);
+    for c in &mut next {
+        say_exit(c);
+    }
+}
+
+#[test]
+fn a_thread_cache_of_zero_ends_every_thread_with_its_connection() {
+    let server = Server::start(&["--thread-cache", "0"]);
+    let all_open = served_at_once(&server, 5);
+    assert!(
+        eventually(IO_TIMEOUT, || server.proc_status("Threads") == all_open - 5),
+        "{} threads, {all_open} with five open",
+        server.proc_status("Threads")
+    );
+}

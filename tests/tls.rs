@@ -634,7 +634,11 @@ fn half_done_handshakes_end_at_the_timeout_while_others_are_served() {
     let Some(pki) = pki("halfdone") else { return };
     let n = 1000;
     raise_fd_limit(n as u64 + 300);
-    let server = tls_server(&pki, &["-q", "--tls-handshake-timeout", "1"]);
+    // Thread counts show connections freed: no thread may park for the next one.
+    let server = tls_server(
+        &pki,
+        &["-q", "--tls-handshake-timeout", "1", "--thread-cache", "0"],
+    );
     let (threads, fds) = (server.proc_status("Threads"), server.fd_count());
     let mut stalled = Vec::with_capacity(n);
     for _ in 0..n {

@@ -10,10 +10,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
-use std::os::unix::thread::JoinHandleExt;
 
+use super::Shared;
 use super::registry::Live;
-use super::{CONNECTION_STACK, Shared, TLS_CONNECTION_STACK};
 use crate::metrics::Refusal;
 use crate::protocol::{Mode, Notice};
 use crate::rules::Decision;
@@ -111,19 +110,17 @@ impl Shared {
             debug!("conn {id} open: {peer}");
         }
         let (shared, conn_stream) = (Arc::clone(self), Arc::clone(&stream));
-        let spawned = thread::Builder::new()
-            .stack_size(if tls {
-                TLS_CONNECTION_STACK
-            } else {
-                CONNECTION_STACK
-            })
-            .spawn(move || shared.run_connection(id, slot, conn_stream, peer, tls));
-        match spawned {
-            Ok(handle) => {
+        let threads = if tls {
+            &self.handshake_threads
+        } else {
+            &self.threads
+        };
+        match threads.run(Box::new(move || {
+            shared.run_connection(id, slot, conn_stream, peer, tls)
+        })) {
+            Ok(thread) => {
                 // Recorded only while the slot is still this connection's: the thread
                 // may have finished already, and the slot gone to another connection.
-                let thread = handle.as_pthread_t();
-                drop(handle);
                 let mut registry = self.lock();
                 if let Some(live) = registry.live.get_mut(slot) {
                     if Arc::ptr_eq(&live.stream, &stream) && !live.handed_off {

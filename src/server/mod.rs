@@ -11,12 +11,14 @@
 //! - `registry`: the live connections, and a connection's place among them;
 //! - `setup`: what a connection's own thread does, from configuring its socket to
 //!   closing it gracefully;
-//! - `shutdown`: stopping: ending every connection's reading, and waiting for them.
+//! - `shutdown`: stopping: ending every connection's reading, and waiting for them;
+//! - `threads`: the thread cache, where finished connection threads wait for the next.
 
 mod accept;
 mod registry;
 mod setup;
 mod shutdown;
+mod threads;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -34,6 +36,8 @@ use crate::tls::Tls;
 
 pub use accept::{AcceptBackoff, RateLimit};
 use registry::Registry;
+pub use threads::PARKED_FOR;
+use threads::ThreadCache;
 
 /// Stack reserved for each connection thread. Only the pages a thread touches cost
 /// memory (two here: the thread control block and the frames); the reservation just
@@ -78,6 +82,9 @@ pub struct ServerConfig {
     /// `TCP_USER_TIMEOUT`: longest our data may go unacknowledged before the kernel drops
     /// the connection; `None` = the kernel's default (about 15 minutes of retransmission).
     pub user_timeout: Option<Duration>,
+    /// Most finished connection threads kept parked for the next connections, for plain
+    /// connections and as many again for TLS handshakes (see [`PARKED_FOR`]).
+    pub thread_cache: usize,
 }
 
 /// The longest `--keepalive` Linux takes (`TCP_KEEPIDLE` and `TCP_KEEPINTVL` stop at 32767 s).
@@ -164,6 +171,10 @@ struct Shared {
     next_id: AtomicU64,
     busy_log: Mutex<RateLimit>,
     counters: Counters,
+    /// Threads that serve: plain connections, and TLS ones after their handshake.
+    threads: Arc<ThreadCache>,
+    /// Threads with the deep stack a TLS handshake needs.
+    handshake_threads: Arc<ThreadCache>,
 }
 
 /// Binds one listening socket with an explicit backlog (std's `bind` uses 128, which a
@@ -279,7 +290,18 @@ impl Server {
             live: Slab::with_capacity(config.max_connections.min(1 << 16)),
             ..Registry::default()
         };
+        let threads = ThreadCache::new(CONNECTION_STACK, config.thread_cache);
+        let handshake_threads = ThreadCache::new(
+            TLS_CONNECTION_STACK,
+            if config.tls.is_some() {
+                config.thread_cache
+            } else {
+                0
+            },
+        );
         let shared = Arc::new(Shared {
+            threads,
+            handshake_threads,
             ctx,
             config,
             listeners: listeners.iter().map(|(l, _)| Arc::clone(l)).collect(),
@@ -376,6 +398,7 @@ mod tests {
             idle_timeout: None,
             write_timeout: None,
             shutdown_timeout: Duration::from_secs(1),
+            thread_cache: 0,
             keepalive,
             user_timeout,
         }

@@ -106,6 +106,7 @@ mod tests {
             shutdown_timeout: Duration::from_secs(1),
             keepalive: None,
             user_timeout: None,
+            thread_cache: 0,
         };
         let ctx = Context::new(Default::default(), None, Duration::ZERO);
         let server = Server::bind(config, ctx).unwrap();

@@ -56,7 +56,9 @@ impl Shared {
             peer,
         };
         let started = Instant::now();
-        let local = self.configure(&stream).and_then(|()| stream.local_addr());
+        let local = self
+            .configure(&stream)
+            .and_then(|()| self.local_address(&stream));
         let ending = match (local, &self.config.tls) {
             (Err(e), _) => failed(e),
             (Ok(local), Some(config)) if tls => {
@@ -124,23 +126,19 @@ impl Shared {
         // Taken by whichever thread serves: the new one, or this one if it cannot start.
         let parcel = Arc::new(std::sync::Mutex::new(Some(established)));
         let (shared, handed) = (Arc::clone(self), Arc::clone(&parcel));
-        let spawned = std::thread::Builder::new()
-            .stack_size(super::CONNECTION_STACK)
-            .spawn(move || {
-                let taken = handed
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .take();
-                if let Some(established) = taken {
-                    shared.serve_established(established);
-                }
-            });
+        let spawned = self.threads.run(Box::new(move || {
+            let taken = handed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some(established) = taken {
+                shared.serve_established(established);
+            }
+        }));
         match spawned {
-            Ok(handle) => {
-                // Recorded under the registry's lock before this thread ends, so that
-                // shutdown never signals a thread that has ended.
-                let thread = std::os::unix::thread::JoinHandleExt::as_pthread_t(&handle);
-                drop(handle);
+            Ok(thread) => {
+                // Recorded under the registry's lock before this thread moves on, so
+                // that shutdown never signals a thread that has left the connection.
                 let mut registry = self.lock();
                 if let Some(live) = registry.live.get_mut(slot) {
                     if Arc::ptr_eq(&live.stream, &stream) {
@@ -226,6 +224,15 @@ impl Shared {
             stream.set_read_timeout(Some(SHUTDOWN_READ_TIMEOUT))?;
         }
         Ok(())
+    }
+
+    /// The address the client reached, looked up only if a template shows it.
+    fn local_address(&self, stream: &TcpStream) -> io::Result<SocketAddr> {
+        if self.ctx.settings.shows_local() {
+            stream.local_addr()
+        } else {
+            Ok(SocketAddr::from(([0, 0, 0, 0], 0)))
+        }
     }
 
     pub(super) fn configure(&self, stream: &TcpStream) -> io::Result<()> {

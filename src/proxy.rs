@@ -140,7 +140,7 @@ pub fn framing(have: &[u8]) -> Framing {
     let prefix = have.len().min(V1_PREFIX.len());
     if have[..prefix] != V1_PREFIX[..prefix] {
         return Framing::Invalid(format!(
-            "starts with {:?}",
+            "starts with {:?}, neither \"PROXY \" (v1) nor the v2 signature",
             String::from_utf8_lossy(&have[..have.len().min(16)])
         ));
     }

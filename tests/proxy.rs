@@ -487,3 +487,24 @@ fn proxy_from_without_proxy_protocol_is_a_usage_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn shutdown_does_not_wait_for_a_header_that_does_not_come() {
+    let server = Proxied::start(&["--proxy-header-timeout", "60"]);
+    let mut silent = Conn::open(server.addr());
+    let mut served = open(server.addr(), &v2(addr("192.0.2.7:5555")), b"");
+    assert_eq!(served.text_line(), "Welcome!");
+    // The silent connection is registered by now: its thread started before the
+    // served one's, and both were accepted in order by the one accept loop.
+    let started = Instant::now();
+    server.server.signal("TERM");
+    let (code, logs) = server.server.wait(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{logs}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}: {logs}",
+        started.elapsed()
+    );
+    assert_closed_without_a_byte(&mut silent.stream, "a connection still without a header");
+    assert!(logs.contains("stopped (0 connections cut off)"), "{logs}");
+}

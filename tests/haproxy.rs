@@ -241,7 +241,10 @@ fn haproxy_sends_proxy_v2_and_health_checks_and_fails_over() {
     // retried elsewhere or its checks have marked the dead one down.
     let [dead, alive] = backends;
     dead.server.signal("KILL");
-    let dead_logs = dead.server.logs_so_far();
+    // Reaped, so that its listening socket is gone: a dying process's socket still
+    // completes connections in the kernel, which HAProxy would then see closed, too late
+    // to retry elsewhere (it retries only connections that fail).
+    let (_, dead_logs) = dead.server.wait(IO_TIMEOUT);
     let alive_pid = alive.server.pid();
     assert!(
         eventually(SETTLE, || greet(frontend, "first").is_ok()),

@@ -188,7 +188,7 @@ fn proxy_protocol(args: &ServeArgs) -> Option<ProxyProtocol> {
         );
     } else {
         info!(
-            "PROXY protocol from {}",
+            "PROXY protocol headers trusted from {} (--proxy-from)",
             args.proxy_from
                 .iter()
                 .map(|p| p.written())

@@ -159,6 +159,48 @@ fn warnings(logs: &str) -> Vec<&str> {
         .collect()
 }
 
+/// HAProxy in the foreground (`-db`) with the configuration of [`config`] written to
+/// `dir`, its log in `dir/haproxy.log`, once it accepts on its frontend's address. The
+/// port is one the kernel gave out and took back: if another process takes it first,
+/// HAProxy exits, and the next try takes another.
+fn start_haproxy(dir: &std::path::Path, backends: &[SocketAddr]) -> (KillOnDrop, SocketAddr) {
+    let cfg = dir.join("haproxy.cfg");
+    let log = dir.join("haproxy.log");
+    for _ in 0..5 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let frontend = SocketAddr::from(([127, 0, 0, 1], port));
+        std::fs::write(&cfg, config(port, backends)).expect("write haproxy.cfg");
+        let mut haproxy = KillOnDrop(
+            Command::new("haproxy")
+                .arg("-db")
+                .arg("-f")
+                .arg(&cfg)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("create haproxy.log"))
+                .spawn()
+                .expect("start haproxy"),
+        );
+        let mut exited = false;
+        let ready = eventually(SETTLE, || {
+            exited = haproxy.0.try_wait().expect("try_wait").is_some();
+            exited || TcpStream::connect_timeout(&frontend, Duration::from_millis(500)).is_ok()
+        });
+        // Accepting, and still running: the port is HAProxy's, not a passer-by's.
+        if ready && !exited && haproxy.0.try_wait().expect("try_wait").is_none() {
+            return (haproxy, frontend);
+        }
+        eprintln!(
+            "haproxy on {frontend} did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    panic!("haproxy could not listen on a free port in 5 tries");
+}
+
 #[test]
 fn haproxy_sends_proxy_v2_and_health_checks_and_fails_over() {
     if !require("haproxy", "haproxy") {
@@ -166,38 +208,11 @@ fn haproxy_sends_proxy_v2_and_health_checks_and_fails_over() {
     }
     let backends = [Backend::start(), Backend::start()];
     let pids: BTreeSet<u32> = backends.iter().map(|b| b.server.pid()).collect();
-    // A free port for HAProxy's frontend: taken from the kernel, then let go.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let frontend = SocketAddr::from(([127, 0, 0, 1], port));
     let dir = TempDir(common::tls::temp_dir("haproxy"));
-    let cfg = dir.0.join("haproxy.cfg");
     let addrs: Vec<_> = backends.iter().map(|b| b.server.addr()).collect();
-    std::fs::write(&cfg, config(port, &addrs)).expect("write haproxy.cfg");
     let log = dir.0.join("haproxy.log");
-    let haproxy = KillOnDrop(
-        Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("create haproxy.log"))
-            .spawn()
-            .expect("start haproxy"),
-    );
     let haproxy_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(
-        eventually(SETTLE, || TcpStream::connect_timeout(
-            &frontend,
-            Duration::from_millis(500)
-        )
-        .is_ok()),
-        "haproxy does not accept on {frontend}:\n{}",
-        haproxy_log()
-    );
+    let (haproxy, frontend) = start_haproxy(&dir.0, &addrs);
     // Both backends have passed a health check: served a LOCAL header and its welcome.
     assert!(
         eventually(SETTLE, || backends

@@ -38,13 +38,23 @@ const V2_FIXED: usize = 16;
 const V1_PREFIX: &[u8] = b"PROXY ";
 
 /// `--proxy-protocol` and what goes with it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ProxyProtocol {
     /// The peers that may send a header (`--proxy-from`): allow rules only, as an allow
     /// list. Empty (no rules at all) trusts every peer.
     pub trusted: crate::rules::Rules,
     /// How long a connection has to send its whole header.
     pub header_timeout: Duration,
+}
+
+impl Default for ProxyProtocol {
+    /// Every peer trusted, [`DEFAULT_HEADER_TIMEOUT`].
+    fn default() -> Self {
+        ProxyProtocol {
+            trusted: crate::rules::Rules::default(),
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+        }
+    }
 }
 
 /// Who the header says the client is.
@@ -99,7 +109,7 @@ impl fmt::Display for HeaderError {
 impl std::error::Error for HeaderError {}
 
 /// What the bytes read so far tell of the header they begin.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub enum Framing {
     /// The header is at least this many bytes long in all, counting those read: they
     /// are all header, and may be read without looking.
@@ -108,8 +118,9 @@ pub enum Framing {
     Line,
     /// The bytes read are the whole header.
     Complete,
-    /// The bytes cannot begin a header (or begin one too long): why.
-    Invalid(String),
+    /// The bytes cannot begin a header ([`HeaderError::Invalid`]), or begin one longer
+    /// than [`MAX_HEADER`] ([`HeaderError::TooLong`]).
+    Invalid(HeaderError),
 }
 
 /// What `have`, the bytes of a connection read so far (and only header bytes, as
@@ -122,14 +133,14 @@ pub fn framing(have: &[u8]) -> Framing {
     if first == v2::PROTOCOL_PREFIX[0] {
         let signature = have.len().min(v2::PROTOCOL_PREFIX.len());
         if have[..signature] != v2::PROTOCOL_PREFIX[..signature] {
-            return Framing::Invalid("bad v2 signature".into());
+            return Framing::Invalid(HeaderError::Invalid("bad v2 signature".into()));
         }
         if have.len() < V2_FIXED {
             return Framing::AtLeast(V2_FIXED);
         }
         let total = V2_FIXED + usize::from(u16::from_be_bytes([have[14], have[15]]));
         if total > MAX_HEADER {
-            return Framing::Invalid(HeaderError::TooLong(total).to_string());
+            return Framing::Invalid(HeaderError::TooLong(total));
         }
         return if have.len() < total {
             Framing::AtLeast(total)
@@ -139,15 +150,17 @@ pub fn framing(have: &[u8]) -> Framing {
     }
     let prefix = have.len().min(V1_PREFIX.len());
     if have[..prefix] != V1_PREFIX[..prefix] {
-        return Framing::Invalid(format!(
+        return Framing::Invalid(HeaderError::Invalid(format!(
             "starts with {:?}, neither \"PROXY \" (v1) nor the v2 signature",
             String::from_utf8_lossy(&have[..have.len().min(16)])
-        ));
+        )));
     }
     if have.ends_with(b"\n") {
         Framing::Complete
     } else if have.len() >= V1_MAX {
-        Framing::Invalid(format!("no CRLF within the first {V1_MAX} bytes (v1)"))
+        Framing::Invalid(HeaderError::Invalid(format!(
+            "no CRLF within the first {V1_MAX} bytes (v1)"
+        )))
     } else {
         Framing::Line
     }
@@ -215,7 +228,7 @@ pub fn read_header(
         let framing = framing(&buf[..have]);
         let want = match framing {
             Framing::Complete => return parse(&buf[..have]),
-            Framing::Invalid(why) => return Err(HeaderError::Invalid(why)),
+            Framing::Invalid(e) => return Err(e),
             Framing::AtLeast(total) => total,
             Framing::Line => V1_MAX,
         };
@@ -232,7 +245,7 @@ pub fn read_header(
             .set_read_timeout(Some(left))
             .map_err(HeaderError::Io)?;
         let space = &mut buf[have..want];
-        let got = if framing == Framing::Line {
+        let got = if matches!(framing, Framing::Line) {
             // A v1 header ends at its first `\n`: look before taking, and take what is
             // certainly header, up to that `\n` if it has come.
             match stream.peek(space) {
@@ -300,7 +313,7 @@ mod tests {
         loop {
             match framing(&bytes[..have]) {
                 Framing::Complete => return Ok(have),
-                Framing::Invalid(why) => return Err(why),
+                Framing::Invalid(e) => return Err(e.to_string()),
                 Framing::AtLeast(n) if n <= have => panic!("AtLeast({n}) with {have} read"),
                 Framing::AtLeast(_) | Framing::Line if have == bytes.len() => {
                     return Err("incomplete".into());
@@ -384,9 +397,13 @@ mod tests {
         );
         let mut too_long = v2(1, 0x11, &[0; 12], &[]);
         too_long[14..16].copy_from_slice(&1000u16.to_be_bytes());
-        assert_eq!(
-            framing(&too_long),
-            Framing::Invalid(HeaderError::TooLong(1016).to_string())
+        assert!(
+            matches!(
+                framing(&too_long),
+                Framing::Invalid(HeaderError::TooLong(1016))
+            ),
+            "{:?}",
+            framing(&too_long)
         );
         let unix = v2(1, 0x31, &[0; 216], &[]);
         assert!(read(&unix).unwrap_err().contains("UNIX socket"));
@@ -397,13 +414,31 @@ mod tests {
         assert!(read(&bad_command).unwrap_err().contains("not a PROXY"));
     }
 
+    proptest::proptest! {
+        /// No input panics framing or parsing, and a header is never longer than the
+        /// bytes it was read from, so what follows it is left alone.
+        #[test]
+        fn any_bytes_are_framed_and_parsed_without_panic(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+            prefix in 0usize..4,
+        ) {
+            let prefixes: [&[u8]; 4] = [b"", b"PROXY ", b"PROXY TCP4 ", v2::PROTOCOL_PREFIX];
+            let input = [prefixes[prefix], &bytes].concat();
+            if let Ok(len) = frame(&input) {
+                proptest::prop_assert!(len <= input.len());
+                let _ = parse(&input[..len]);
+            }
+        }
+    }
+
     #[test]
     fn a_header_read_from_a_socket_leaves_the_bytes_after_it() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let timeout = Duration::from_secs(10);
+        client.set_write_timeout(Some(timeout)).unwrap();
         let (server, _) = listener.accept().unwrap();
         let stopping = AtomicBool::new(false);
-        let timeout = Duration::from_secs(10);
         // Split inside the v1 text, then the rest with the client's first line.
         client.write_all(b"PROXY TCP4 192.0.2.7 ").unwrap();
         let writer = std::thread::spawn(move || {
@@ -424,6 +459,9 @@ mod tests {
     fn a_silent_connection_times_out_and_a_closed_one_is_told_apart() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client
+            .set_write_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let (server, _) = listener.accept().unwrap();
         let stopping = AtomicBool::new(false);
         let started = Instant::now();

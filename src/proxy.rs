@@ -21,10 +21,11 @@ use ppp::v2;
 /// connection still silent after this long is not a proxy doing its job.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The longest header accepted, in bytes. A v1 header is at most 107 bytes; a v2 one is
-/// 16 bytes, the addresses (36 for IPv6) and optional TLVs (TLS details, a unique ID),
-/// which HAProxy keeps to a few hundred bytes. The header is read into a buffer of this
-/// size on the connection's small stack, so it is not made larger than it needs to be.
+/// The longest header accepted, in bytes; a longer one is refused as a bad header. A v1
+/// header is at most 107 bytes; a v2 one is 16 bytes, the addresses (36 for IPv6) and
+/// optional TLVs (TLS details, a unique ID, the server name), which HAProxy sends only
+/// when asked to (`proxy-v2-options`). The header is read into a buffer of this size on
+/// the connection's small stack, so it is no larger than the common cases need.
 pub const MAX_HEADER: usize = 512;
 
 /// The longest v1 (text) header, CRLF included, as the specification sets it.

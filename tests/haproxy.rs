@@ -81,8 +81,9 @@ impl Drop for TempDir {
 }
 
 /// HAProxy's configuration: a TCP frontend on `port`, round robin over `backends`,
-/// each sent PROXY v2 and checked for the welcome.
-fn config(port: u16, backends: &[SocketAddr]) -> String {
+/// each sent the PROXY header of `send` (`send-proxy-v2`, or `send-proxy` for v1) and
+/// checked for the welcome.
+fn config(port: u16, backends: &[SocketAddr], send: &str) -> String {
     let mut cfg = format!(
         "global\n\
          \x20   maxconn 256\n\
@@ -101,7 +102,7 @@ fn config(port: u16, backends: &[SocketAddr]) -> String {
          \x20   balance roundrobin\n\
          \x20   option tcp-check\n\
          \x20   tcp-check expect string Welcome!\n\
-         \x20   default-server send-proxy-v2 check inter 300ms fall 2 rise 1\n"
+         \x20   default-server {send} check inter 300ms fall 2 rise 1\n"
     );
     for (i, addr) in backends.iter().enumerate() {
         cfg.push_str(&format!("    server hello{i} {addr}\n"));
@@ -163,7 +164,11 @@ fn warnings(logs: &str) -> Vec<&str> {
 /// `dir`, its log in `dir/haproxy.log`, once it accepts on its frontend's address. The
 /// port is one the kernel gave out and took back: if another process takes it first,
 /// HAProxy exits, and the next try takes another.
-fn start_haproxy(dir: &std::path::Path, backends: &[SocketAddr]) -> (KillOnDrop, SocketAddr) {
+fn start_haproxy(
+    dir: &std::path::Path,
+    backends: &[SocketAddr],
+    send: &str,
+) -> (KillOnDrop, SocketAddr) {
     let cfg = dir.join("haproxy.cfg");
     let log = dir.join("haproxy.log");
     for _ in 0..5 {
@@ -172,7 +177,7 @@ fn start_haproxy(dir: &std::path::Path, backends: &[SocketAddr]) -> (KillOnDrop,
             .expect("a free port")
             .port();
         let frontend = SocketAddr::from(([127, 0, 0, 1], port));
-        std::fs::write(&cfg, config(port, backends)).expect("write haproxy.cfg");
+        std::fs::write(&cfg, config(port, backends, send)).expect("write haproxy.cfg");
         let mut haproxy = KillOnDrop(
             Command::new("haproxy")
                 .arg("-db")
@@ -212,7 +217,7 @@ fn haproxy_sends_proxy_v2_and_health_checks_and_fails_over() {
     let addrs: Vec<_> = backends.iter().map(|b| b.server.addr()).collect();
     let log = dir.0.join("haproxy.log");
     let haproxy_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    let (haproxy, frontend) = start_haproxy(&dir.0, &addrs);
+    let (haproxy, frontend) = start_haproxy(&dir.0, &addrs, "send-proxy-v2");
     // Both backends have passed a health check: served a LOCAL header and its welcome.
     assert!(
         eventually(SETTLE, || backends
@@ -280,4 +285,36 @@ fn haproxy_sends_proxy_v2_and_health_checks_and_fails_over() {
             "health checks and proxied clients should leave no warning:\n{logs}"
         );
     }
+}
+
+#[test]
+fn haproxy_sends_proxy_v1_too() {
+    if !require("haproxy", "haproxy") {
+        return;
+    }
+    let backend = Backend::start();
+    let dir = TempDir(common::tls::temp_dir("haproxy-v1"));
+    let log = dir.0.join("haproxy.log");
+    let (haproxy, frontend) = start_haproxy(&dir.0, &[backend.server.addr()], "send-proxy");
+    for i in 0..3 {
+        let name = format!("v1client{i}");
+        let (me, reply) = greet(frontend, &name).unwrap_or_else(|e| {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("{name}: {e}\nhaproxy:\n{log}")
+        });
+        assert_eq!(replying_pid(&name, me, &reply), backend.server.pid());
+    }
+    // v1 health checks are served too: some came, and no header was refused.
+    assert!(
+        eventually(SETTLE, || backend.metric("tcp_hello_connections_total")
+            >= 6),
+        "no health checks reached the backend"
+    );
+    assert_eq!(
+        backend.metric("tcp_hello_refusals_total{reason=\"proxy_header\"}"),
+        0
+    );
+    drop(haproxy);
+    let logs = backend.server.stop_and_logs();
+    assert!(warnings(&logs).is_empty(), "{logs}");
 }

@@ -209,6 +209,42 @@ pub struct ServeArgs {
         value_parser = crate::rules::parse_pattern
     )]
     pub deny: Vec<crate::rules::Pattern>,
+    /// Every connection, on every listener, must begin with a PROXY protocol header (v1
+    /// or v2, as HAProxy's `send-proxy`/`send-proxy-v2` send): the client's address it
+    /// names is the one logged, matched by --allow/--deny, counted by --max-per-source
+    /// and shown by `{peer}`. Restrict who may send one with --proxy-from.
+    #[arg(
+        long,
+        env = "TCP_HELLO_PROXY_PROTOCOL",
+        action = clap::ArgAction::SetTrue,
+        // The variable takes 1/0, yes/no, on/off and true/false.
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub proxy_protocol: bool,
+    /// With --proxy-protocol, only peers matching a rule (IP address or CIDR, as
+    /// --allow) may connect and send a header; others are closed before a byte. Without
+    /// it, anyone who can reach the port can claim any address. Repeat, or separate
+    /// with commas.
+    #[arg(
+        long,
+        value_name = "RULE",
+        env = "TCP_HELLO_PROXY_FROM",
+        value_delimiter = ',',
+        value_parser = crate::rules::parse_pattern,
+        requires = "proxy_protocol"
+    )]
+    pub proxy_from: Vec<crate::rules::Pattern>,
+    /// With --proxy-protocol, longest a connection may take to send its whole PROXY
+    /// header before it is closed.
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "TCP_HELLO_PROXY_HEADER_TIMEOUT",
+        default_value_t = crate::proxy::DEFAULT_HEADER_TIMEOUT.as_secs(),
+        value_parser = positive_number::<u64>,
+        allow_negative_numbers = true
+    )]
+    pub proxy_header_timeout: u64,
     /// Allow rules read from a file, one a line, `#` starting a comment; repeatable. Given,
     /// it makes an allow list even if empty.
     #[arg(long, value_name = "FILE", env = "TCP_HELLO_ALLOW_FILE")]

@@ -10,6 +10,8 @@
 //! - [`limits`]: the system's limits on one process, read at start-up;
 //! - [`metrics`]: the server's counters, served to Prometheus by `--metrics`;
 //! - [`client`], [`bench`](mod@bench): the bundled client and load generator;
+//! - [`proxy`]: the PROXY protocol header (`--proxy-protocol`): framing and parsing,
+//!   pure, and reading it byte-exactly from a socket;
 //! - [`rules`]: address rules (`--allow`, `--deny`): parsing and matching, pure;
 //! - [`pem`]: certificates and keys read from PEM files, errors naming the file;
 //! - [`cert`]: `tcp-hello cert`, a private CA and certificates made without openssl;
@@ -28,6 +30,7 @@ pub mod metrics;
 pub mod pem;
 pub mod pool;
 pub mod protocol;
+pub mod proxy;
 pub mod rules;
 pub mod server;
 pub mod signals;

@@ -18,7 +18,8 @@ use tcp_hello::cli::{Cli, Command, ServeArgs};
 use tcp_hello::connection::Context;
 use tcp_hello::limits::{connection_limit, raise_fd_limit, warn_of_address_space_limit};
 use tcp_hello::protocol::{Machine, ReplyTemplate, Settings, TemplateField};
-use tcp_hello::rules::Rules;
+use tcp_hello::proxy::ProxyProtocol;
+use tcp_hello::rules::{Action, Rule, Rules};
 use tcp_hello::server::{Listening, Server, ServerConfig};
 use tcp_hello::signals::serve_signals;
 use tcp_hello::tls::{Tls, TlsFiles};
@@ -91,6 +92,7 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
     } else if !rules.is_empty() {
         info!("address rules: {rules}");
     }
+    let proxy = proxy_protocol(&args);
     let machine = Machine::current();
     let template = |text: &str, field| ReplyTemplate::parse(text, field, &machine);
     let settings = Settings {
@@ -113,6 +115,7 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
         ),
         max_per_source: args.max_per_source,
         rules,
+        proxy,
         bind: args.bind,
         tls_bind: args.tls_bind,
         tls: tls.clone(),
@@ -165,6 +168,40 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
     let left = server.run()?;
     info!("stopped ({left} connections cut off)");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--proxy-protocol`, with its trusted proxies (`--proxy-from`) as an allow list.
+/// Without any, says once what trusting every peer means.
+fn proxy_protocol(args: &ServeArgs) -> Option<ProxyProtocol> {
+    if !args.proxy_protocol {
+        return None;
+    }
+    let trusted = args
+        .proxy_from
+        .iter()
+        .map(|p| Rule::flag(Action::Allow, p.clone()))
+        .collect::<Vec<_>>();
+    if trusted.is_empty() {
+        warn!(
+            "--proxy-protocol without --proxy-from: anyone who can reach the port can claim \
+             any client address (and so pass --allow/--deny and --max-per-source); restrict \
+             who may send a PROXY header with --proxy-from (e.g. --proxy-from 10.0.0.5)"
+        );
+    } else {
+        info!(
+            "PROXY protocol headers trusted from {} (--proxy-from)",
+            args.proxy_from
+                .iter()
+                .map(|p| p.written())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Some(ProxyProtocol {
+        // Allow rules only: an allow list once there is one, else every peer is trusted.
+        trusted: Rules::new(trusted, false),
+        header_timeout: Duration::from_secs(args.proxy_header_timeout),
+    })
 }
 
 /// The sockets systemd passed us (socket activation), if any; checks that the command

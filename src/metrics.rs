@@ -21,12 +21,20 @@ pub enum Refusal {
     Busy,
     /// `--max-per-source` reached for the client's address.
     PerSource,
-    /// The address rules (`--allow`, `--deny`) do not let the client in.
+    /// The address rules (`--allow`, `--deny`) do not let the client in, or, with
+    /// `--proxy-protocol`, the peer is not a trusted proxy (`--proxy-from`).
     Rule,
+    /// `--proxy-protocol`: the connection did not begin with a usable PROXY header.
+    ProxyHeader,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 3] = [Refusal::Busy, Refusal::PerSource, Refusal::Rule];
+    const ALL: [Refusal; 4] = [
+        Refusal::Busy,
+        Refusal::PerSource,
+        Refusal::Rule,
+        Refusal::ProxyHeader,
+    ];
 
     /// The `reason` label's value.
     pub fn label(self) -> &'static str {
@@ -34,6 +42,7 @@ impl Refusal {
             Refusal::Busy => "busy",
             Refusal::PerSource => "per_source",
             Refusal::Rule => "rule",
+            Refusal::ProxyHeader => "proxy_header",
         }
     }
 }
@@ -69,7 +78,7 @@ fn close_index(reason: CloseReason) -> usize {
 #[derive(Debug, Default)]
 pub struct Counters {
     connections: AtomicU64,
-    refusals: [AtomicU64; 3],
+    refusals: [AtomicU64; 4],
     closes: [AtomicU64; 8],
     replies: AtomicU64,
     bytes_in: AtomicU64,
@@ -134,7 +143,7 @@ pub struct Snapshot {
     /// Connections admitted since start.
     pub connections: u64,
     /// Refusals, by [`Refusal`] (in its order).
-    pub refusals: [u64; 3],
+    pub refusals: [u64; 4],
     /// Closes, by reason (in the order of the `reason` labels).
     pub closes: [u64; 8],
     /// Replies sent by closed connections.
@@ -354,7 +363,7 @@ mod tests {
         let snapshot = Snapshot {
             open: 2,
             connections: 5,
-            refusals: [1, 2, 3],
+            refusals: [1, 2, 3, 4],
             closes: [1, 0, 0, 0, 0, 0, 0, 4],
             replies: 7,
             bytes_in: 10,
@@ -373,6 +382,7 @@ mod tests {
             "tcp_hello_refusals_total{reason=\"busy\"} 1",
             "tcp_hello_refusals_total{reason=\"per_source\"} 2",
             "tcp_hello_refusals_total{reason=\"rule\"} 3",
+            "tcp_hello_refusals_total{reason=\"proxy_header\"} 4",
             "tcp_hello_closes_total{reason=\"exit\"} 1",
             "tcp_hello_closes_total{reason=\"tls_on_plain_port\"} 4",
             "tcp_hello_replies_total 7",
@@ -415,7 +425,7 @@ mod tests {
             reason: CloseReason::WriteError(ErrorKind::BrokenPipe),
         });
         let s = counters.snapshot(0, None);
-        assert_eq!((s.connections, s.refusals), (1, [0, 0, 1]));
+        assert_eq!((s.connections, s.refusals), (1, [0, 0, 1, 0]));
         assert_eq!(
             s.closes[close_index(CloseReason::WriteError(ErrorKind::Other))],
             1

@@ -176,6 +176,10 @@ fn counts_sessions_closes_and_refusals() {
         value(&s, "tcp_hello_refusals_total{reason=\"per_source\"}"),
         0
     );
+    assert_eq!(
+        value(&s, "tcp_hello_refusals_total{reason=\"proxy_header\"}"),
+        0
+    );
     assert_eq!(value(&s, "tcp_hello_closes_total{reason=\"exit\"}"), 1);
     for reason in [
         "idle",

@@ -216,3 +216,33 @@ fn bind_is_refused_with_inherited_sockets() {
         "stderr: {err}"
     );
 }
+
+#[test]
+fn an_inherited_socket_takes_the_proxy_protocol() {
+    if !have_activator() {
+        return;
+    }
+    let (server, stream) = Activated::start(
+        &[],
+        &[
+            "--proxy-protocol",
+            "--proxy-from",
+            "127.0.0.1",
+            "--reply",
+            "Hello, {}! from {peer}",
+        ],
+    );
+    let addr = server.addr;
+    // The connection that started the server, then one the server accepts itself.
+    let mut first = Conn::from_stream(stream);
+    first.send("PROXY TCP4 192.0.2.7 10.0.0.1 5555 9999\r\nAnn\n");
+    assert_eq!(first.text_line(), "Welcome!");
+    assert_eq!(first.text_line(), "Hello, Ann! from 192.0.2.7:5555");
+    let mut second = Conn::open(addr);
+    second.send("PROXY TCP6 2001:db8::7 2001:db8::1 6666 9999\r\nBob\n");
+    assert_eq!(second.text_line(), "Welcome!");
+    assert_eq!(second.text_line(), "Hello, Bob! from [2001:db8::7]:6666");
+    drop((first, second));
+    let (code, _, err) = server.stop(true);
+    assert_eq!(code, Some(0), "stderr: {err}");
+}

@@ -2,8 +2,9 @@
 //! its thread, or refuses it from the loop itself; backs off when the system runs out of
 //! resources.
 
+use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
@@ -12,10 +13,10 @@ use std::time::{Duration, Instant};
 use log::{debug, error, info, warn};
 
 use super::Shared;
-use super::registry::Live;
+use super::registry::{Live, Registry};
 use crate::metrics::Refusal;
 use crate::protocol::{Mode, Notice};
-use crate::rules::Decision;
+use crate::rules::Rules;
 
 /// The log rate limit of address refusals, apart from `busy_log`: those are the rules
 /// doing their job, logged at info, and a scan from a denied network must not take the
@@ -47,19 +48,24 @@ impl Shared {
     }
 
     /// Registers a new connection and starts its thread, or refuses it.
+    ///
+    /// With `--proxy-protocol` the peer is a proxy: all that is checked here is whether
+    /// it may send a header (`--proxy-from`) and `--max-connections`. The client's
+    /// address, which the address rules and `--max-per-source` are about, comes with
+    /// the header, read on the connection's own thread (see `proxied`): the accept loop
+    /// never waits for a client's bytes.
     pub(super) fn admit(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, tls: bool) {
-        let rules = &self.config.rules;
-        if !rules.is_empty() {
-            let decision = rules.decide(peer.ip());
-            if !decision.allows() {
-                // Closed before anything else, without a byte or a thread: a refused
-                // address learns no more than that the port is open, and costs next to
-                // nothing. If the client already sent data, the close is a reset: fine.
-                drop(stream);
-                self.counters.refused(Refusal::Rule);
-                refuse_address(peer, decision);
-                return;
-            }
+        let proxied = self.config.proxy.is_some();
+        let allowed = match &self.config.proxy {
+            Some(proxy) => self.trusted_proxy(&proxy.trusted, peer),
+            None => self.let_in(peer),
+        };
+        if !allowed {
+            // Closed before anything else, without a byte or a thread: a refused
+            // address learns no more than that the port is open, and costs next to
+            // nothing. If the client already sent data, the close is a reset: fine.
+            drop(stream);
+            return;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let stream = Arc::new(stream);
@@ -81,17 +87,10 @@ impl Shared {
                 );
                 return;
             }
-            let per_source = self.config.max_per_source;
-            if per_source > 0 {
-                let count = registry.per_source.entry(peer.ip()).or_insert(0);
-                if *count >= per_source {
-                    drop(registry);
-                    self.counters.refused(Refusal::PerSource);
-                    let notice = Notice::BusySource { limit: per_source };
-                    self.refuse(&stream, peer, notice, "per-address limit reached", tls);
-                    return;
-                }
-                *count += 1;
+            if !proxied && !self.take_source_place(&mut registry, peer.ip()) {
+                drop(registry);
+                self.refuse_per_source(&stream, peer, tls);
+                return;
             }
             registry.live.insert(Live {
                 stream: Arc::clone(&stream),
@@ -99,14 +98,19 @@ impl Shared {
                 handed_off: false,
             })
         };
-        self.counters.admitted();
+        let counted = (!proxied && self.config.max_per_source > 0).then_some(peer.ip());
+        // A proxied connection is counted once its header has let it in.
+        if !proxied {
+            self.counters.admitted();
+        }
         // Logged here rather than on the connection's thread: formatting a log record
         // takes more stack than serving does, and every stack page a connection thread
         // touches stays resident for as long as the connection lives. At debug: the
         // close line says all there is to say, and a health check, which logs its close
         // at debug, must not leave an open line without its close at info.
-        // A TLS connection's open line comes after its handshake, with what it told.
-        if !tls {
+        // A TLS connection's open line comes after its handshake, with what it told,
+        // and a proxied one's after its header, with the client it names.
+        if !tls && !proxied {
             debug!("conn {id} open: {peer}");
         }
         let (shared, conn_stream) = (Arc::clone(self), Arc::clone(&stream));
@@ -116,7 +120,7 @@ impl Shared {
             &self.threads
         };
         match threads.run(Box::new(move || {
-            shared.run_connection(id, slot, conn_stream, peer, tls)
+            shared.run_connection(id, slot, conn_stream, peer, counted, tls)
         })) {
             Ok(thread) => {
                 // Recorded only while the slot is still this connection's: the thread
@@ -129,13 +133,65 @@ impl Shared {
                 }
             }
             Err(e) => {
-                self.leave(slot, peer.ip());
+                self.leave(slot, counted);
                 self.counters.refused(Refusal::Busy);
                 let connections = self.lock().live.len();
                 let why = format!("cannot start a thread: {e}");
                 self.refuse(&stream, peer, Notice::Busy { connections }, &why, tls);
             }
         }
+    }
+
+    /// The address rules (`--allow`, `--deny`) for a client's address: whether it is
+    /// let in. A refusal is counted and logged (at info, at most once a second).
+    pub(super) fn let_in(&self, client: SocketAddr) -> bool {
+        let rules = &self.config.rules;
+        if rules.is_empty() {
+            return true;
+        }
+        let decision = rules.decide(client.ip());
+        if decision.allows() {
+            return true;
+        }
+        self.counters.refused(Refusal::Rule);
+        refuse_address(client, format_args!("address not allowed ({decision})"));
+        false
+    }
+
+    /// `--proxy-from`: whether `peer` may send a PROXY header (every peer, without
+    /// rules). A refusal is counted as the rules' and logged like theirs.
+    fn trusted_proxy(&self, trusted: &Rules, peer: SocketAddr) -> bool {
+        if trusted.is_empty() || trusted.decide(peer.ip()).allows() {
+            return true;
+        }
+        self.counters.refused(Refusal::Rule);
+        refuse_address(peer, format_args!("not a trusted proxy (--proxy-from)"));
+        false
+    }
+
+    /// Takes a place for `ip` in `--max-per-source`'s count, under the registry's lock;
+    /// false if its connections are at the limit. Always true without a limit.
+    pub(super) fn take_source_place(&self, registry: &mut Registry, ip: IpAddr) -> bool {
+        let limit = self.config.max_per_source;
+        if limit == 0 {
+            return true;
+        }
+        let count = registry.per_source.entry(ip).or_insert(0);
+        if *count >= limit {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    /// Refuses a client whose address is at `--max-per-source`: counted, logged, and
+    /// told so (see [`Shared::refuse`]).
+    pub(super) fn refuse_per_source(&self, stream: &TcpStream, client: SocketAddr, tls: bool) {
+        self.counters.refused(Refusal::PerSource);
+        let notice = Notice::BusySource {
+            limit: self.config.max_per_source,
+        };
+        self.refuse(stream, client, notice, "per-address limit reached", tls);
     }
 
     /// Logs the refusals a burst left unreported: once their second has passed (`force`
@@ -199,17 +255,14 @@ impl Shared {
 }
 
 /// Logs an address refusal at info, at most once a second with a count of the others.
-fn refuse_address(peer: SocketAddr, decision: Decision<'_>) {
+fn refuse_address(peer: SocketAddr, why: fmt::Arguments<'_>) {
     let suppressed = ADDRESS_LOG
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .allow(Instant::now());
     match suppressed {
-        Some(0) => info!("refused {peer}: address not allowed ({decision})"),
-        Some(n) => info!(
-            "refused {peer}: address not allowed ({decision}) ({n} more refused since the last \
-             report)"
-        ),
+        Some(0) => info!("refused {peer}: {why}"),
+        Some(n) => info!("refused {peer}: {why} ({n} more refused since the last report)"),
         None => {}
     }
 }

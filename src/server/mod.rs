@@ -9,12 +9,15 @@
 //! - this module: the configuration, binding, and running the accept loops;
 //! - `accept`: the accept loop, admission (limits) and refusals, and its backoff;
 //! - `registry`: the live connections, and a connection's place among them;
+//! - `proxied`: with `--proxy-protocol`, a connection's PROXY header, and the admission
+//!   checks it moves from the accept loop to the connection's thread;
 //! - `setup`: what a connection's own thread does, from configuring its socket to
 //!   closing it gracefully;
 //! - `shutdown`: stopping: ending every connection's reading, and waiting for them;
 //! - `threads`: the thread cache, where finished connection threads wait for the next.
 
 mod accept;
+mod proxied;
 mod registry;
 mod setup;
 mod shutdown;
@@ -70,6 +73,10 @@ pub struct ServerConfig {
     pub max_per_source: usize,
     /// Which client addresses are let in (`--allow`, `--deny`); checked first.
     pub rules: crate::rules::Rules,
+    /// `--proxy-protocol`: every connection begins with a PROXY header, read on its own
+    /// thread, that names the client; the rules and `max_per_source` then apply to the
+    /// address it names. `None`: no header is read.
+    pub proxy: Option<crate::proxy::ProxyProtocol>,
     /// Read timeout set on every connection.
     pub idle_timeout: Option<Duration>,
     /// Write timeout set on every connection.
@@ -395,6 +402,7 @@ mod tests {
             max_connections: 4,
             max_per_source: 0,
             rules: Default::default(),
+            proxy: None,
             idle_timeout: None,
             write_timeout: None,
             shutdown_timeout: Duration::from_secs(1),

@@ -36,18 +36,22 @@ pub(super) struct Live {
 }
 
 impl Shared {
-    /// Gives up a connection's slot. Called exactly once per admitted connection (by
-    /// its `Registered` guard, or by `admit` when its thread could not start): slots
-    /// are reused, so a second call could free another connection's.
-    pub(super) fn leave(&self, slot: usize, source: IpAddr) {
+    /// Gives up a connection's slot, and its place in the count of `counted`, the
+    /// address it was counted for (see [`Registered::counted`]). Called exactly once per
+    /// admitted connection (by its `Registered` guard, or by `admit` when its thread
+    /// could not start): slots are reused, so a second call could free another
+    /// connection's.
+    pub(super) fn leave(&self, slot: usize, counted: Option<IpAddr>) {
         let mut registry = self.lock();
         if registry.live.try_remove(slot).is_none() {
             return;
         }
-        if let Some(count) = registry.per_source.get_mut(&source) {
-            *count -= 1;
-            if *count == 0 {
-                registry.per_source.remove(&source);
+        if let Some(source) = counted {
+            if let Some(count) = registry.per_source.get_mut(&source) {
+                *count -= 1;
+                if *count == 0 {
+                    registry.per_source.remove(&source);
+                }
             }
         }
         if registry.live.is_empty() {
@@ -65,7 +69,15 @@ pub(super) struct Registered {
     pub(super) shared: Arc<Shared>,
     pub(super) id: u64,
     pub(super) slot: usize,
+    /// The client's address: the socket's peer, or the one its PROXY header names.
     pub(super) peer: SocketAddr,
+    /// The address whose `--max-per-source` count holds this connection, if any: the
+    /// one given back on leaving. Not always `peer`'s: a proxy's health check is served
+    /// with the proxy's address but counted for none.
+    pub(super) counted: Option<IpAddr>,
+    /// With `--proxy-protocol`, the proxy the connection came through (the socket's
+    /// peer), once its header has named another client.
+    pub(super) via: Option<SocketAddr>,
 }
 
 impl Drop for Registered {
@@ -78,7 +90,7 @@ impl Drop for Registered {
                 self.id, self.peer
             );
         }
-        self.shared.leave(self.slot, self.peer.ip());
+        self.shared.leave(self.slot, self.counted);
     }
 }
 
@@ -101,6 +113,7 @@ mod tests {
             max_connections: 4,
             max_per_source: 4,
             rules: Default::default(),
+            proxy: None,
             idle_timeout: None,
             write_timeout: None,
             shutdown_timeout: Duration::from_secs(1),
@@ -130,6 +143,8 @@ mod tests {
                 id: 1,
                 slot,
                 peer,
+                counted: Some(peer.ip()),
+                via: None,
             };
             panic!("deliberate panic while registered");
         })

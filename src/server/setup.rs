@@ -2,7 +2,7 @@
 //! and logs how it went.
 
 use std::io::{self, ErrorKind, Read};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,26 +39,39 @@ struct Established {
 impl Shared {
     /// A connection's thread: configures the socket, serves it (a TLS one after its
     /// handshake, see [`Shared::hand_off`]), closes it gracefully, and logs the close.
+    /// `counted`: the address whose `--max-per-source` count the accept loop took a
+    /// place in for this connection, if any. With `--proxy-protocol`, the PROXY header
+    /// comes first (see `proxied`): before the TLS handshake, whose bytes follow it.
     pub(super) fn run_connection(
         self: &Arc<Self>,
         id: u64,
         slot: usize,
         stream: Arc<TcpStream>,
         peer: SocketAddr,
+        counted: Option<IpAddr>,
         tls: bool,
     ) {
         // Leaves the registry however the connection ends, a panic included, so that a
         // bug in one connection can neither leak its socket nor hold a slot for good.
-        let registered = Registered {
+        let mut registered = Registered {
             shared: Arc::clone(self),
             id,
             slot,
             peer,
+            counted,
+            via: None,
         };
         let started = Instant::now();
-        let local = self
-            .configure(&stream)
-            .and_then(|()| self.local_address(&stream));
+        let configured = self.configure(&stream);
+        if configured.is_ok() {
+            if let Some(proxy) = &self.config.proxy {
+                if !self.admit_proxied(&mut registered, &stream, proxy, tls) {
+                    return;
+                }
+            }
+        }
+        let peer = registered.peer;
+        let local = configured.and_then(|()| self.local_address(&stream));
         let ending = match (local, &self.config.tls) {
             (Err(e), _) => failed(e),
             (Ok(local), Some(config)) if tls => {
@@ -77,7 +90,8 @@ impl Shared {
                     }
                     Ok((conn, session)) => {
                         log::debug!(
-                            "conn {id} open: {peer}, {}{}{}",
+                            "conn {id} open: {peer}{}, {}{}{}",
+                            Via(registered.via),
                             session.version,
                             if session.resumed { " resumed" } else { "" },
                             session
@@ -176,7 +190,7 @@ impl Shared {
             addr: registered.peer,
             local,
         };
-        let ending = match self.end_handshake(&stream) {
+        let ending = match self.restore_read_timeout(&stream) {
             Err(e) => failed(e),
             Ok(()) => Ending {
                 summary: tls::serve(&stream, &mut conn, &self.ctx, peer),
@@ -205,9 +219,10 @@ impl Shared {
         };
         log::log!(
             level,
-            "conn {} closed: {}, {:.3} s, {} replies, {} bytes in, {} bytes out, {}{detail}",
+            "conn {} closed: {}{}, {:.3} s, {} replies, {} bytes in, {} bytes out, {}{detail}",
             registered.id,
             registered.peer,
+            Via(registered.via),
             started.elapsed().as_secs_f64(),
             summary.replies,
             summary.bytes_in,
@@ -216,10 +231,11 @@ impl Shared {
         );
     }
 
-    /// After the handshake, which set its own read timeouts: the idle timeout again, or
-    /// the shutdown's, if shutdown began meanwhile (set after the idle one, in the same
-    /// order as shutdown sets the flag and then the timeout, so neither is lost).
-    fn end_handshake(&self, stream: &TcpStream) -> io::Result<()> {
+    /// After the TLS handshake or the PROXY header, which set their own read timeouts:
+    /// the idle timeout again, or the shutdown's, if shutdown began meanwhile (set after
+    /// the idle one, in the same order as shutdown sets the flag and then the timeout,
+    /// so neither is lost).
+    pub(super) fn restore_read_timeout(&self, stream: &TcpStream) -> io::Result<()> {
         stream.set_read_timeout(self.config.idle_timeout)?;
         if self.stopping() {
             stream.set_read_timeout(Some(SHUTDOWN_READ_TIMEOUT))?;
@@ -248,6 +264,18 @@ impl Shared {
             stream.set_read_timeout(Some(SHUTDOWN_READ_TIMEOUT))?;
         }
         Ok(())
+    }
+}
+
+/// How the close line names the proxy a connection came through: ` (via ADDR)`.
+struct Via(Option<SocketAddr>);
+
+impl std::fmt::Display for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(proxy) => write!(f, " (via {proxy})"),
+            None => Ok(()),
+        }
     }
 }
 

@@ -20,9 +20,9 @@ use crate::protocol::{
 
 /// Bytes of input kept on the thread's stack. Together with [`SMALL_OUTPUT`] it fits in
 /// the stack pages every thread touches anyway (see the README's memory figures).
-pub const SMALL_INPUT: usize = 1024;
+pub const SMALL_INPUT: usize = 512;
 /// Bytes of output kept on the thread's stack.
-pub const SMALL_OUTPUT: usize = 1024;
+pub const SMALL_OUTPUT: usize = 512;
 /// The most a connection reads once shutdown has begun: more than the kernel can have
 /// queued for it at that moment (Linux's largest receive buffer is 6 MiB by default).
 pub const SHUTDOWN_READ_BUDGET: usize = 8 * 1024 * 1024;

@@ -1301,8 +1301,18 @@ fn a_connection_limit_beyond_the_mapping_limit_is_lowered_to_fit() {
         "{}",
         lowered[0]
     );
-    // Whichever limit is tighter is named: on most machines the mappings (about 16,000
-    // connections by default), unless the open-file limit is lower still.
+    // Every limit below 100,000,000 is named, each with the command that raises it.
+    for named in [
+        "kernel.pid_max is",
+        "sysctl -w kernel.pid_max=",
+        "kernel.threads-max is",
+        "MiB of memory is available",
+        "the open-file limit is",
+    ] {
+        assert!(lowered[0].contains(named), "{named}: {}", lowered[0]);
+    }
+    // Whichever limit is tighter is named first: on most machines the mappings (about
+    // 16,000 connections by default), unless the open-file limit is lower still.
     if lowered[0].contains("vm.max_map_count") {
         assert!(
             lowered[0].contains(&format!("vm.max_map_count is {max_maps}")),

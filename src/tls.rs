@@ -292,6 +292,10 @@ pub fn subject(der: &[u8]) -> Option<String> {
     })
 }
 
+/// The TLS session's last bytes are its close_notify, written by [`serve`]: the farewell
+/// is written as any other record.
+impl crate::connection::Transport for rustls::Stream<'_, ServerConnection, &TcpStream> {}
+
 /// The protocol over an established TLS session, then the session's end: the server's
 /// close_notify after its last bytes, as the TLS close of a graceful close.
 pub fn serve(sock: &TcpStream, conn: &mut ServerConnection, ctx: &Context, peer: Peer) -> Summary {

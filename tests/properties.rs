@@ -32,6 +32,8 @@ impl Read for Script {
     }
 }
 
+impl connection::Transport for Script {}
+
 impl Write for Script {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.out.extend_from_slice(buf);

@@ -34,9 +34,9 @@ pub fn raise_fd_limit() -> io::Result<u64> {
     rlimit::increase_nofile_limit(u64::MAX)
 }
 
-/// Tasks (threads and processes) kept for everything but connections, system-wide: the
-/// rest of the machine may start some, and the thread cache parks some of ours.
-pub const TASK_RESERVE: usize = 512;
+/// Tasks (threads and processes) kept for everything but connections: the rest of the
+/// machine (or of the user) may start some, and the thread cache parks some of ours.
+pub const TASK_RESERVE: usize = 160;
 
 /// Memory one held connection takes, user and kernel, for the estimate of how many fit:
 /// measured on Linux 6.x, x86_64 (README, "Sizing a machine"): about 10 KiB of the
@@ -181,19 +181,44 @@ fn task_limits() -> Vec<Limit> {
         });
     }
     if let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NPROC) {
-        // Root is exempt from RLIMIT_NPROC; and the user's other processes count too,
-        // which this cannot see, so this is the best case.
-        if soft != rlimit::INFINITY && !nix::unistd::geteuid().is_root() {
+        // Root is exempt from RLIMIT_NPROC.
+        let uid = nix::unistd::geteuid();
+        if soft != rlimit::INFINITY && !uid.is_root() {
+            let running = tasks_of(uid.as_raw());
             limits.push(Limit {
-                allows: connections_within_tasks(soft, 0),
+                allows: connections_within_tasks(soft, running),
                 why: format!(
                     "each connection is a thread and the per-user limit `ulimit -u` is {soft} \
-                     (raise it with `ulimit -u`, or LimitNPROC= in a systemd unit)"
+                     with {running} of this user's tasks running (raise it with `ulimit -u`, or \
+                     LimitNPROC= in a systemd unit)"
                 ),
             });
         }
     }
     limits
+}
+
+/// The tasks (threads) of processes owned by `uid`, counted in /proc.
+fn tasks_of(uid: u32) -> u64 {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut count = 0;
+    for entry in entries.flatten() {
+        let Ok(status) = fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        };
+        if field("Uid:") == Some(u64::from(uid)) {
+            count += field("Threads:").unwrap_or(1);
+        }
+    }
+    count
 }
 
 /// This process's cgroup's `pids.max` and `pids.current`, where it sets a maximum

@@ -96,6 +96,7 @@ impl Shared {
                 stream: Arc::clone(&stream),
                 thread: 0,
                 handed_off: false,
+                woken: false,
             })
         };
         let counted = (!proxied && self.config.max_per_source > 0).then_some(peer.ip());

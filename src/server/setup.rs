@@ -179,6 +179,7 @@ impl Shared {
                     if Arc::ptr_eq(&live.stream, &stream) {
                         live.thread = thread;
                         live.handed_off = true;
+                        live.woken = false;
                     }
                 }
             }

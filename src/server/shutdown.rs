@@ -55,7 +55,7 @@ impl ShutdownHandle {
         for stream in live {
             let _ = stream.set_read_timeout(Some(SHUTDOWN_READ_TIMEOUT));
         }
-        shared.interrupt_reads();
+        shared.interrupt_reads(false);
     }
 
     /// How many connections are open now.
@@ -65,14 +65,18 @@ impl ShutdownHandle {
 }
 
 impl Shared {
-    /// Interrupts every connection thread's blocked read (see [`WAKE_SIGNAL`]). Under
-    /// the registry's lock: a thread leaves the registry before it ends, so no thread
-    /// that has ended is signalled.
-    pub(super) fn interrupt_reads(&self) {
-        let registry = self.lock();
-        for (_, live) in registry.live.iter() {
-            if live.thread != 0 {
+    /// Interrupts connection threads' blocked reads (see [`WAKE_SIGNAL`]): those not
+    /// signalled yet, or with `again` every one. Once is enough for a read that runs
+    /// under the short shutdown timeout; `again` is for the few that set a timeout of
+    /// their own (a TLS handshake, a PROXY header) just as the first signal came. Under
+    /// the registry's lock: a thread leaves the registry before it ends or serves another
+    /// connection, so no other thread is signalled.
+    pub(super) fn interrupt_reads(&self, again: bool) {
+        let mut registry = self.lock();
+        for (_, live) in registry.live.iter_mut() {
+            if live.thread != 0 && (again || !live.woken) {
                 let _ = pthread_kill(live.thread, WAKE_SIGNAL);
+                live.woken = true;
             }
         }
     }
@@ -82,16 +86,22 @@ impl Shared {
         // A timeout past what the clock holds waits for as long as connections last.
         let deadline = Instant::now().checked_add(timeout);
         let mut registry = self.lock();
+        let mut last_full_pass = Instant::now();
         while !registry.live.is_empty() {
             let now = Instant::now();
             let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));
             if left.is_zero() {
                 break;
             }
-            // Again now and then: a thread started just before shutdown may have begun
-            // its read before its slot recorded the thread.
+            // Again now and then, for threads recorded since: one started just before
+            // shutdown may have begun its read before its slot recorded it. And every
+            // thread once a second (see `interrupt_reads`).
             drop(registry);
-            self.interrupt_reads();
+            let again = now.duration_since(last_full_pass) >= Duration::from_secs(1);
+            if again {
+                last_full_pass = now;
+            }
+            self.interrupt_reads(again);
             registry = self.lock();
             let slice = left.min(Duration::from_millis(100));
             registry = self

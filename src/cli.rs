@@ -368,7 +368,15 @@ pub struct BenchArgs {
     #[arg(short, long, value_name = "HOST:PORT", env = "TCP_HELLO_CONNECT", default_value = DEFAULT_ADDR,
           value_parser = connect_address)]
     pub connect: String,
-    /// Connections held open at once.
+    /// Local addresses to connect from: an IP address, an inclusive range
+    /// (127.0.0.1-127.0.0.8) or a comma-separated list; connection i binds to address
+    /// i mod N, the kernel picks the port. One address reaches about 28,000 ports of one
+    /// server port, so more connections need several. All of 127.0.0.0/8 is local on
+    /// Linux; other addresses must be assigned to an interface.
+    #[arg(long, value_name = "ADDRS", env = "TCP_HELLO_SOURCE",
+          value_parser = crate::address::parse_sources)]
+    pub source: Option<crate::address::SourceAddrs>,
+    /// Connections held open at once (at most 65,535 per --source address).
     #[arg(short = 'n', long, value_name = "N", default_value_t = 64,
         value_parser = positive_number::<usize>,
         allow_negative_numbers = true

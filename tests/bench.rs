@@ -374,7 +374,8 @@ fn impossible_values_are_refused_with_an_example() {
         (
             &["-n", "18446744073709551615"][..],
             "tcp-hello: --connections 18446744073709551615 is more than one address can open \
-             to one server (at most 65535, one per local port): e.g. --connections 10000\n",
+             to one server (at most 65535, one per local port): e.g. --connections 10000, or \
+             more addresses with --source\n",
         ),
         (
             &["--timeout=-1"],
@@ -393,4 +394,94 @@ fn impossible_values_are_refused_with_an_example() {
         assert_eq!(run.stderr, message, "{args:?}");
         assert_eq!(run.stdout, "", "{args:?}");
     }
+}
+
+/// `--source`: connection i comes from address i mod N of the range, and none from the
+/// address the kernel would have picked.
+#[test]
+fn connections_come_from_every_source_address_in_turn() {
+    let server = Server::start(&["-v"]);
+    let run = bench_server(
+        &server,
+        &[
+            "--source",
+            "127.0.0.2-127.0.0.4",
+            "-n",
+            "6",
+            "--messages",
+            "60",
+            "--json",
+        ],
+    );
+    assert_clean(&report(&run), 6);
+    // Stopping the server waits for it to exit: every line it logged is in.
+    let logs = server.stop_and_logs();
+    let mut peers: Vec<String> = logs
+        .lines()
+        .filter_map(|l| l.split_once(" open: "))
+        .map(|(_, peer)| {
+            let addr: std::net::SocketAddr = peer.trim().parse().expect("PEER is IP:PORT");
+            addr.ip().to_string()
+        })
+        .collect();
+    peers.sort();
+    assert_eq!(
+        peers,
+        [
+            "127.0.0.2",
+            "127.0.0.2",
+            "127.0.0.3",
+            "127.0.0.3",
+            "127.0.0.4",
+            "127.0.0.4"
+        ],
+        "{logs}"
+    );
+}
+
+/// A reversed, mixed or oversized range is a usage error that names the value; so is an
+/// address this machine does not have, with the fix.
+#[test]
+fn bad_source_addresses_are_usage_errors_naming_the_value() {
+    for (source, says) in [
+        ("127.0.0.4-127.0.0.2", "is reversed"),
+        ("127.0.0.1-::1", "mixes IPv4 and IPv6"),
+        ("10.0.0.0-10.2.0.0", "makes more than 65536 addresses"),
+    ] {
+        let run = bench(&["--connect", "127.0.0.1:1", "--source", source]);
+        assert_eq!(run.code, Some(2), "{source}: {}", run.stderr);
+        let first = run.stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.contains(&format!(
+                "invalid value '{source}' for '--source <ADDRS>': "
+            )),
+            "{source}: {}",
+            run.stderr
+        );
+        assert!(first.contains(says), "{source}: {}", run.stderr);
+        assert_eq!(run.stdout, "", "{source}");
+    }
+    // From the environment, the error names the variable.
+    let mut cmd = hello_cmd("bench", &["--connect", "127.0.0.1:1"]);
+    cmd.env("TCP_HELLO_SOURCE", "127.0.0.9-127.0.0.1");
+    let run = run_tool(&mut cmd, None, RUN_LIMIT);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("invalid value '127.0.0.9-127.0.0.1' for TCP_HELLO_SOURCE (for --source)"),
+        "{}",
+        run.stderr
+    );
+    // TEST-NET-3 (RFC 5737) is on no machine's interface.
+    let run = bench(&["--connect", "127.0.0.1:1", "--source", "203.0.113.7"]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr.starts_with(
+            "tcp-hello: cannot bind to --source address 203.0.113.7: Cannot assign requested \
+             address (os error 99); 203.0.113.7 is not an address of this machine: assign it"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
 }

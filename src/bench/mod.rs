@@ -42,6 +42,7 @@ mod fail;
 mod names;
 mod progress;
 mod report;
+mod source;
 mod state;
 mod tls;
 mod worker;
@@ -51,6 +52,7 @@ use fail::*;
 use names::*;
 use progress::*;
 use report::*;
+use source::{check_sources, connect_from};
 use state::*;
 use tls::{TlsParams, TlsSetup};
 use worker::*;
@@ -75,9 +77,12 @@ const MAX_BATCH_BYTES: usize = 64 << 20;
 /// Largest expected reply to one name (`--expect` with `--size`): the read buffer of
 /// one connection.
 const MAX_REPLY_BYTES: usize = 256 << 20;
-/// Largest `--connections`: each needs its own local port, as all go to one server
-/// address from one local address.
+/// Largest `--connections` per local address: each needs its own local port, as all go
+/// to one server address.
 const MAX_CONNECTIONS: usize = 65_535;
+/// Largest `--connections` with any `--source`: the usual most open files a process may
+/// have (`fs.nr_open`), and a bound on the memory the connection list takes.
+const MAX_ALL_CONNECTIONS: usize = 1 << 20;
 /// Reserved for the worker's waker; connection tokens are indices into its list.
 const WAKE: Token = Token(usize::MAX);
 

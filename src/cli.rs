@@ -435,6 +435,11 @@ pub struct BenchArgs {
     /// Print the results as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Also write the reply latencies to FILE in HdrHistogram's percentile-distribution
+    /// text format, in milliseconds, as wrk2 --latency prints it (plot it at
+    /// hdrhistogram.github.io/HdrHistogram/plotFiles.html). Opened before the run starts.
+    #[arg(long, value_name = "FILE", env = "TCP_HELLO_HGRM")]
+    pub hgrm: Option<std::path::PathBuf>,
     /// TLS: `--tls` and its options (every scenario runs over it, and each connection's
     /// handshake is timed).
     #[command(flatten)]

@@ -11,8 +11,9 @@
 //!
 //! Here: the run, start to report. `config` checks the arguments, `names` makes
 //! names and expected replies, `worker` drives connections, `tls` is `--tls` (set-up,
-//! a connection's TLS I/O, its failures), `state` holds the shared counters, `fail`
-//! names failures, `progress` and `report` print.
+//! a connection's TLS I/O, its failures), `source` is `--source`, `state` holds the
+//! shared counters, `fail` names failures, `progress` and `report` print, `hgrm` writes
+//! `--hgrm`.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -39,6 +40,7 @@ use crate::signals::install_blocking;
 
 mod config;
 mod fail;
+mod hgrm;
 mod names;
 mod progress;
 mod report;
@@ -105,6 +107,10 @@ pub enum Outcome {
 /// connection at all could be set up; the message names the likely cause and fix.
 pub fn run(args: &BenchArgs) -> io::Result<Outcome> {
     let cfg = Arc::new(Config::from_args(args)?);
+    let hgrm_file = match &args.hgrm {
+        Some(path) => Some((hgrm::open(path)?, path)),
+        None => None,
+    };
     // The first Ctrl-C ends the run early with a report of what was measured; a second
     // one exits at once.
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -217,6 +223,14 @@ pub fn run(args: &BenchArgs) -> io::Result<Outcome> {
         write!(io::stderr().lock(), "{}", report.human())?;
     } else {
         write!(io::stdout().lock(), "{}", report.human())?;
+    }
+    if let Some((file, path)) = hgrm_file {
+        let text = hgrm::percentile_distribution(
+            &total.hist,
+            hgrm::TICKS_PER_HALF_DISTANCE,
+            hgrm::NS_PER_MS,
+        );
+        hgrm::write(file, path, &text)?;
     }
     Ok(if shared.interrupted.load(Relaxed) {
         Outcome::Interrupted

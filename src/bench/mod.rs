@@ -216,6 +216,12 @@ pub fn run(args: &BenchArgs) -> io::Result<Outcome> {
             .filter(|&(_, n)| n > 0)
             .collect(),
         examples: total.examples,
+        // Only for a person at a terminal: a file or a pipe gets the report as it was.
+        chart: if !args.json && io::stdout().is_terminal() {
+            chart_rows(&total.hist)
+        } else {
+            Vec::new()
+        },
     };
     if args.json {
         let text = serde_json::to_string(&report.to_json()).map_err(io::Error::other)?;

@@ -51,14 +51,18 @@ pub(super) fn connect_from(addr: SocketAddr, source: Option<IpAddr>) -> io::Resu
 
 /// A failed bind to `ip`, named, with the fix when the address is not this machine's.
 fn bind_error(ip: IpAddr, e: &io::Error) -> io::Error {
-    let fix = if e.raw_os_error() == Some(Errno::EADDRNOTAVAIL as i32) {
-        format!(
+    let fix = match ip {
+        _ if e.raw_os_error() != Some(Errno::EADDRNOTAVAIL as i32) => String::new(),
+        IpAddr::V4(_) => format!(
             "; {ip} is not an address of this machine: assign it to an interface (e.g. ip \
              addr add {ip}/32 dev lo), or use loopback addresses, 127.0.0.0/8 being all \
              local on Linux"
-        )
-    } else {
-        String::new()
+        ),
+        // IPv6 has one loopback address, ::1.
+        IpAddr::V6(_) => format!(
+            "; {ip} is not an address of this machine: assign it to an interface (e.g. ip \
+             addr add {ip}/128 dev lo)"
+        ),
     };
     io::Error::new(
         e.kind(),
@@ -137,5 +141,20 @@ mod tests {
         );
         assert!(e.contains("ip addr add 203.0.113.7/32 dev lo"), "{e}");
         assert!(!e.contains('\n'), "{e}");
+        if std::net::TcpListener::bind("[::1]:0").is_err() {
+            return; // No IPv6 here.
+        }
+        // Documentation addresses (RFC 3849), with IPv6's own prefix length.
+        let e = check_sources(&parse_sources("::1,2001:db8::7").unwrap(), v6)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("cannot bind to --source address 2001:db8::7: "),
+            "{e}"
+        );
+        assert!(
+            e.ends_with("(e.g. ip addr add 2001:db8::7/128 dev lo)"),
+            "{e}"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Addresses on the command line: `serve --bind`, `client --connect` and
-//! `bench --connect` all read `HOST:PORT` the same way.
+//! `bench --connect` all read `HOST:PORT` the same way; `bench --source` reads
+//! ranges of IP addresses.
 
 use std::fmt;
 use std::io;
@@ -175,6 +176,149 @@ fn first_listen_addr(addrs: &[SocketAddr]) -> Option<SocketAddr> {
         .copied()
 }
 
+/// Most addresses `bench --source` takes: enough for 4 billion connections to one
+/// server port, few enough to list them all.
+pub const MAX_SOURCE_ADDRS: usize = 65_536;
+
+/// The local addresses `bench --source` spreads its connections over, in the order
+/// given: connection `i` binds to address `i mod N`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceAddrs(Vec<IpAddr>);
+
+impl SourceAddrs {
+    /// Every address, in order (never empty, never more than [`MAX_SOURCE_ADDRS`],
+    /// all of one family, none twice).
+    pub fn addrs(&self) -> &[IpAddr] {
+        &self.0
+    }
+
+    /// How many addresses there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Always false: a parsed list has at least one address.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The address connection number `i` binds to: number `i mod N`.
+    pub fn for_connection(&self, i: u64) -> IpAddr {
+        // The list is never empty, and `i % len` fits a usize because `len` does.
+        self.0[(i % self.0.len() as u64) as usize]
+    }
+
+    /// Whether the addresses are IPv4 ones.
+    pub fn is_ipv4(&self) -> bool {
+        self.0.first().is_some_and(IpAddr::is_ipv4)
+    }
+}
+
+impl fmt::Display for SourceAddrs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_slice() {
+            [] => Ok(()),
+            [one] => write!(f, "{one}"),
+            [first, .., last] => write!(f, "{first} .. {last} ({} addresses)", self.0.len()),
+        }
+    }
+}
+
+/// Reads `bench --source`: an IP address (`127.0.0.2`), an inclusive range of one
+/// family (`127.0.0.1-127.0.0.8`, `fd00::1-fd00::ff`), or a comma-separated list of
+/// either, at most [`MAX_SOURCE_ADDRS`] addresses in all, all of one family, none given
+/// twice. The error names the part that is wrong and what to write instead (a clap
+/// value parser: its error names the flag and the whole value).
+pub fn parse_sources(s: &str) -> Result<SourceAddrs, String> {
+    let mut addrs: Vec<IpAddr> = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        if part.is_empty() {
+            return Err(
+                "an empty address; give an IP address or a range, e.g. 127.0.0.1-127.0.0.8".into(),
+            );
+        }
+        let (first, last) = match part.split_once('-') {
+            Some((a, b)) => (source_ip(a)?, source_ip(b)?),
+            None => {
+                let ip = source_ip(part)?;
+                (ip, ip)
+            }
+        };
+        if first.is_ipv4() != last.is_ipv4() {
+            return Err(format!(
+                "{part} mixes IPv4 and IPv6; a range is of one family, e.g. 127.0.0.1-127.0.0.8"
+            ));
+        }
+        let (lo, hi) = (ip_number(first), ip_number(last));
+        if hi < lo {
+            return Err(format!(
+                "{part} is reversed; give the lower address first: {last}-{first}"
+            ));
+        }
+        let room = MAX_SOURCE_ADDRS - addrs.len();
+        if hi - lo >= room as u128 {
+            return Err(format!(
+                "{part} makes more than {MAX_SOURCE_ADDRS} addresses; give fewer, \
+                 e.g. {first}-{}",
+                ip_from_number(first, lo + room as u128 - 1)
+            ));
+        }
+        if let Some(seen) = addrs.first() {
+            if seen.is_ipv4() != first.is_ipv4() {
+                return Err(format!(
+                    "{part} is not of the same family as {seen}; give addresses of one family"
+                ));
+            }
+        }
+        for n in lo..=hi {
+            addrs.push(ip_from_number(first, n));
+        }
+    }
+    let mut sorted = addrs.clone();
+    sorted.sort_unstable();
+    if let Some(twice) = sorted.windows(2).find(|w| w[0] == w[1]) {
+        return Err(format!(
+            "{} is given twice; give each address once",
+            twice[0]
+        ));
+    }
+    Ok(SourceAddrs(addrs))
+}
+
+/// One end of a `--source` range: an IP address, IPv6 with or without brackets.
+fn source_ip(s: &str) -> Result<IpAddr, String> {
+    let s = s.trim();
+    let bare = s
+        .strip_prefix('[')
+        .and_then(|v| v.strip_suffix(']'))
+        .unwrap_or(s);
+    bare.parse().map_err(|_| {
+        format!(
+            "{s:?} is not an IP address; give an address or a range, e.g. 127.0.0.1-127.0.0.8 \
+             (no host names, no ports)"
+        )
+    })
+}
+
+/// An address as a number, for ranges (IPv4 in the low 32 bits).
+fn ip_number(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+/// The address numbered `n` in the family of `like` (`n` from [`ip_number`] of an
+/// address of that family, or between two such).
+fn ip_from_number(like: IpAddr, n: u128) -> IpAddr {
+    match like {
+        // Between two IPv4 addresses' numbers, so within 32 bits.
+        IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::from(n as u32)),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(n)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,5 +447,107 @@ mod tests {
         );
         let e = parse_bind("no-such-host.invalid:1").unwrap_err();
         assert!(e.contains("cannot resolve no-such-host.invalid"), "{e}");
+    }
+
+    #[test]
+    fn source_ranges_parse_in_order() {
+        let ips = |s: &str| -> Vec<String> {
+            parse_sources(s)
+                .unwrap()
+                .addrs()
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert_eq!(ips("127.0.0.2"), ["127.0.0.2"]);
+        assert_eq!(
+            ips(" 127.0.0.2 - 127.0.0.4 "),
+            ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+        );
+        assert_eq!(ips("127.0.0.5-127.0.0.5"), ["127.0.0.5"]);
+        // Any inclusive range, across octets.
+        assert_eq!(
+            ips("10.0.0.254-10.0.1.1"),
+            ["10.0.0.254", "10.0.0.255", "10.0.1.0", "10.0.1.1"]
+        );
+        assert_eq!(
+            ips("127.0.0.9,127.0.0.1-127.0.0.2"),
+            ["127.0.0.9", "127.0.0.1", "127.0.0.2"]
+        );
+        assert_eq!(ips("::1"), ["::1"]);
+        assert_eq!(ips("[fd00::fe]-[fd00::101]").len(), 4);
+        assert_eq!(ips("fd00::ffff-fd00::1:0"), ["fd00::ffff", "fd00::1:0"]);
+        let full = parse_sources("10.0.0.0-10.0.255.255").unwrap();
+        assert_eq!(full.len(), MAX_SOURCE_ADDRS);
+        assert!(full.is_ipv4() && !full.is_empty());
+        assert_eq!(
+            full.to_string(),
+            "10.0.0.0 .. 10.0.255.255 (65536 addresses)"
+        );
+        let three = parse_sources("127.0.0.2-127.0.0.4").unwrap();
+        let picked: Vec<String> = (0..7)
+            .map(|i| three.for_connection(i).to_string())
+            .collect();
+        assert_eq!(
+            picked,
+            [
+                "127.0.0.2",
+                "127.0.0.3",
+                "127.0.0.4",
+                "127.0.0.2",
+                "127.0.0.3",
+                "127.0.0.4",
+                "127.0.0.2"
+            ]
+        );
+        assert_eq!(
+            three.for_connection(u64::MAX).to_string(),
+            "127.0.0.2" // u64::MAX = 3 × 6148914691236517205
+        );
+        assert!(!parse_sources("::1").unwrap().is_ipv4());
+    }
+
+    #[test]
+    fn bad_source_ranges_say_what_to_write() {
+        for (bad, says) in [
+            (
+                "127.0.0.8-127.0.0.1",
+                "127.0.0.8-127.0.0.1 is reversed; give the lower address first: \
+                 127.0.0.1-127.0.0.8",
+            ),
+            (
+                "127.0.0.1-::1",
+                "127.0.0.1-::1 mixes IPv4 and IPv6; a range is of one family",
+            ),
+            (
+                "10.0.0.0-10.1.0.0",
+                "10.0.0.0-10.1.0.0 makes more than 65536 addresses; give fewer, e.g. \
+                 10.0.0.0-10.0.255.255",
+            ),
+            (
+                "10.0.0.1,10.0.0.0-10.0.255.255",
+                "10.0.0.0-10.0.255.255 makes more than 65536 addresses; give fewer, e.g. \
+                 10.0.0.0-10.0.255.254",
+            ),
+            ("::-ffff::", "::-ffff:: makes more than 65536 addresses"),
+            (
+                "127.0.0.1,::1",
+                "::1 is not of the same family as 127.0.0.1",
+            ),
+            ("127.0.0.1-127.0.0.3,127.0.0.2", "127.0.0.2 is given twice"),
+            ("localhost", "\"localhost\" is not an IP address"),
+            ("127.0.0.1:80", "\"127.0.0.1:80\" is not an IP address"),
+            ("127.0.0.1-", "\"\" is not an IP address"),
+            (
+                "127.0.0.1-127.0.0.2-127.0.0.3",
+                "\"127.0.0.2-127.0.0.3\" is not",
+            ),
+            ("", "an empty address"),
+            ("127.0.0.1,", "an empty address"),
+        ] {
+            let e = parse_sources(bad).unwrap_err();
+            assert!(e.starts_with(says), "{bad}: {e}");
+            assert!(!e.contains('\n'), "{bad}: {e}");
+        }
     }
 }

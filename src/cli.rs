@@ -404,7 +404,15 @@ pub struct BenchArgs {
     #[arg(short, long, value_name = "HOST:PORT", env = "TCP_HELLO_CONNECT", default_value = DEFAULT_ADDR,
           value_parser = connect_address)]
     pub connect: String,
-    /// Connections held open at once.
+    /// Local addresses to connect from: an IP address, an inclusive range
+    /// (127.0.0.1-127.0.0.8) or a comma-separated list; connection i binds to address
+    /// i mod N, the kernel picks the port. One address reaches about 28,000 ports of one
+    /// server port, so more connections need several. All of 127.0.0.0/8 is local on
+    /// Linux; other addresses must be assigned to an interface.
+    #[arg(long, value_name = "ADDRS", env = "TCP_HELLO_SOURCE",
+          value_parser = crate::address::parse_sources)]
+    pub source: Option<crate::address::SourceAddrs>,
+    /// Connections held open at once (at most 65,535 per --source address).
     #[arg(short = 'n', long, value_name = "N", default_value_t = 64,
         value_parser = positive_number::<usize>,
         allow_negative_numbers = true
@@ -463,6 +471,11 @@ pub struct BenchArgs {
     /// Print the results as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Also write the reply latencies to FILE in HdrHistogram's percentile-distribution
+    /// text format, in milliseconds, as wrk2 --latency prints it (plot it at
+    /// hdrhistogram.github.io/HdrHistogram/plotFiles.html). Opened before the run starts.
+    #[arg(long, value_name = "FILE", env = "TCP_HELLO_HGRM")]
+    pub hgrm: Option<std::path::PathBuf>,
     /// TLS: `--tls` and its options (every scenario runs over it, and each connection's
     /// handshake is timed).
     #[command(flatten)]

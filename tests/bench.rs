@@ -374,7 +374,8 @@ fn impossible_values_are_refused_with_an_example() {
         (
             &["-n", "18446744073709551615"][..],
             "tcp-hello: --connections 18446744073709551615 is more than one address can open \
-             to one server (at most 65535, one per local port): e.g. --connections 10000\n",
+             to one server (at most 65535, one per local port): e.g. --connections 10000, or \
+             more addresses with --source\n",
         ),
         (
             &["--timeout=-1"],
@@ -393,4 +394,193 @@ fn impossible_values_are_refused_with_an_example() {
         assert_eq!(run.stderr, message, "{args:?}");
         assert_eq!(run.stdout, "", "{args:?}");
     }
+}
+
+/// `--source`: connection i comes from address i mod N of the range, and none from the
+/// address the kernel would have picked.
+#[test]
+fn connections_come_from_every_source_address_in_turn() {
+    let server = Server::start(&["-v"]);
+    let run = bench_server(
+        &server,
+        &[
+            "--source",
+            "127.0.0.2-127.0.0.4",
+            "-n",
+            "6",
+            "--messages",
+            "60",
+            "--json",
+        ],
+    );
+    assert_clean(&report(&run), 6);
+    // Stopping the server waits for it to exit: every line it logged is in.
+    let logs = server.stop_and_logs();
+    let mut peers: Vec<String> = logs
+        .lines()
+        .filter_map(|l| l.split_once(" open: "))
+        .map(|(_, peer)| {
+            let addr: std::net::SocketAddr = peer.trim().parse().expect("PEER is IP:PORT");
+            addr.ip().to_string()
+        })
+        .collect();
+    peers.sort();
+    assert_eq!(
+        peers,
+        [
+            "127.0.0.2",
+            "127.0.0.2",
+            "127.0.0.3",
+            "127.0.0.3",
+            "127.0.0.4",
+            "127.0.0.4"
+        ],
+        "{logs}"
+    );
+}
+
+/// A reversed, mixed or oversized range is a usage error that names the value; so is an
+/// address this machine does not have, with the fix.
+#[test]
+fn bad_source_addresses_are_usage_errors_naming_the_value() {
+    for (source, says) in [
+        ("127.0.0.4-127.0.0.2", "is reversed"),
+        ("127.0.0.1-::1", "mixes IPv4 and IPv6"),
+        ("10.0.0.0-10.2.0.0", "makes more than 65536 addresses"),
+    ] {
+        let run = bench(&["--connect", "127.0.0.1:1", "--source", source]);
+        assert_eq!(run.code, Some(2), "{source}: {}", run.stderr);
+        let first = run.stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.contains(&format!(
+                "invalid value '{source}' for '--source <ADDRS>': "
+            )),
+            "{source}: {}",
+            run.stderr
+        );
+        assert!(first.contains(says), "{source}: {}", run.stderr);
+        assert_eq!(run.stdout, "", "{source}");
+    }
+    // From the environment, the error names the variable.
+    let mut cmd = hello_cmd("bench", &["--connect", "127.0.0.1:1"]);
+    cmd.env("TCP_HELLO_SOURCE", "127.0.0.9-127.0.0.1");
+    let run = run_tool(&mut cmd, None, RUN_LIMIT);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("invalid value '127.0.0.9-127.0.0.1' for TCP_HELLO_SOURCE (for --source)"),
+        "{}",
+        run.stderr
+    );
+    // TEST-NET-3 (RFC 5737) is on no machine's interface.
+    let run = bench(&["--connect", "127.0.0.1:1", "--source", "203.0.113.7"]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr.starts_with(
+            "tcp-hello: cannot bind to --source address 203.0.113.7: Cannot assign requested \
+             address (os error 99); 203.0.113.7 is not an address of this machine: assign it"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+}
+
+/// `--hgrm FILE`: the latencies in HdrHistogram's percentile-distribution format, as wrk2
+/// prints it, counting every reply the report counts.
+#[test]
+fn hgrm_writes_the_percentile_distribution() {
+    let dir = common::tls::temp_dir("hgrm");
+    let path = dir.join("latency.hgrm");
+    let path_arg = path.to_string_lossy().into_owned();
+    // An existing file is replaced.
+    std::fs::write(&path, "stale\n".repeat(10_000)).expect("write a stale file");
+    let run = bench_fresh_server(&[
+        "-n",
+        "4",
+        "--messages",
+        "3000",
+        "-p",
+        "2",
+        "--json",
+        "--hgrm",
+        &path_arg,
+    ]);
+    let r = report(&run);
+    assert_clean(&r, 4);
+    let text = std::fs::read_to_string(&path).expect("read the .hgrm file");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0], "       Value   Percentile   TotalCount 1/(1-Percentile)",
+        "{text}"
+    );
+    assert_eq!(lines[1], "", "{text}");
+    let rows: Vec<Vec<&str>> = lines[2..]
+        .iter()
+        .take_while(|l| !l.starts_with('#'))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(rows.len() >= 2, "{text}");
+    assert!(rows.iter().all(|r| r.len() == 4), "{text}");
+    let number = |s: &str| -> f64 { s.parse().unwrap_or_else(|_| panic!("{s:?}: {text}")) };
+    let values: Vec<f64> = rows.iter().map(|r| number(r[0])).collect();
+    let percentiles: Vec<f64> = rows.iter().map(|r| number(r[1])).collect();
+    let counts: Vec<f64> = rows.iter().map(|r| number(r[2])).collect();
+    assert!(*values.last().unwrap() > 0.0, "{text}");
+    for column in [&values, &percentiles, &counts] {
+        assert!(column.windows(2).all(|w| w[0] <= w[1]), "{text}");
+    }
+    assert_eq!(percentiles[0], 0.0, "{text}");
+    assert_eq!(*percentiles.last().unwrap(), 1.0, "{text}");
+    let last = rows.last().unwrap();
+    assert_eq!(last[3], "inf", "{text}");
+    let messages = r["messages"].as_u64().expect("messages");
+    assert_eq!(messages, 3000, "{r}");
+    assert_eq!(last[2], messages.to_string(), "{text}");
+    // The footer, as HdrHistogram prints it.
+    let footer = &lines[2 + rows.len()..];
+    assert_eq!(footer.len(), 3, "{text}");
+    assert!(footer[0].starts_with("#[Mean    = "), "{text}");
+    assert!(footer[0].contains(", StdDeviation   = "), "{text}");
+    assert!(footer[1].starts_with("#[Max     = "), "{text}");
+    assert!(
+        footer[1].ends_with(&format!(", Total count    = {messages:>12}]")),
+        "{text}"
+    );
+    let max = number(
+        footer[1]["#[Max     = ".len()..]
+            .split(',')
+            .next()
+            .unwrap()
+            .trim(),
+    );
+    assert_eq!(max, *values.last().unwrap(), "{text}");
+    assert_eq!(
+        footer[2], "#[Buckets =           32, SubBuckets     =         2048]",
+        "{text}"
+    );
+    // The report's max, in µs, is the file's, in ms.
+    let report_max = r["latency_us"]["max"].as_f64().expect("max");
+    assert!((report_max / 1000.0 - max).abs() < 0.001, "{r}\n{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A `--hgrm` file that cannot be written stops the bench before it connects, naming it.
+#[test]
+fn an_unwritable_hgrm_file_fails_at_start_up() {
+    let dir = common::tls::temp_dir("hgrm-bad");
+    let path = dir.join("no-such-dir").join("latency.hgrm");
+    let path_arg = path.to_string_lossy().into_owned();
+    // Nothing listens there: had the run started, it would say the connection was refused.
+    let run = bench(&["--connect", "127.0.0.1:1", "--hgrm", &path_arg]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "tcp-hello: --hgrm {path_arg}: cannot write to it: No such file or directory (os \
+             error 2); check the path and its permissions\n"
+        )
+    );
+    assert!(!path.exists());
+    let _ = std::fs::remove_dir_all(&dir);
 }

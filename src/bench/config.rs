@@ -1,11 +1,14 @@
 //! Command-line arguments checked and resolved, and how connections and messages are shared out.
 
 use super::*;
+use crate::address::SourceAddrs;
 
 /// `BenchArgs`, checked and resolved.
 #[derive(Debug)]
 pub(super) struct Config {
     pub(super) addr: SocketAddr,
+    /// `--source`: the local addresses to connect from; `None`: the kernel picks.
+    pub(super) sources: Option<SourceAddrs>,
     pub(super) connections: usize,
     pub(super) threads: usize,
     pub(super) pipeline: usize,
@@ -31,10 +34,25 @@ impl Config {
         if a.connections == 0 {
             return Err(invalid("--connections must be at least 1".into()));
         }
-        if a.connections > MAX_CONNECTIONS {
+        let addresses = a.source.as_ref().map_or(1, SourceAddrs::len);
+        let most = MAX_CONNECTIONS
+            .saturating_mul(addresses)
+            .min(MAX_ALL_CONNECTIONS);
+        if a.connections > most {
+            let from = match addresses {
+                1 => "one address".to_string(),
+                n => format!("{n} source addresses"),
+            };
+            let why = if most == MAX_ALL_CONNECTIONS {
+                "the most open files a process may have".to_string()
+            } else if addresses == 1 {
+                "one per local port".to_string()
+            } else {
+                format!("{MAX_CONNECTIONS} per address, one per local port")
+            };
             return Err(invalid(format!(
-                "--connections {} is more than one address can open to one server (at most \
-                 {MAX_CONNECTIONS}, one per local port): e.g. --connections 10000",
+                "--connections {} is more than {from} can open to one server (at most \
+                 {most}, {why}): e.g. --connections 10000, or more addresses with --source",
                 a.connections
             )));
         }
@@ -82,12 +100,16 @@ impl Config {
         // Before resolving: a bad file is the user's to fix whatever the network says.
         let tls = tls::setup(a, &target)?;
         let addr = resolve(&a.connect)?;
+        if let Some(sources) = &a.source {
+            check_sources(sources, addr)?;
+        }
         let threads = a
             .threads
             .unwrap_or_else(|| thread::available_parallelism().map_or(1, NonZeroUsize::get))
             .min(a.connections);
         Ok(Config {
             addr,
+            sources: a.source.clone(),
             connections: a.connections,
             threads,
             pipeline: a.pipeline,
@@ -351,7 +373,68 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "--connections 18446744073709551615 is more than one address can open to one \
-             server (at most 65535, one per local port): e.g. --connections 10000"
+             server (at most 65535, one per local port): e.g. --connections 10000, or more \
+             addresses with --source"
+        );
+        // Each --source address adds 65535, up to the open-file ceiling.
+        let c = cfg(&[
+            "--connect",
+            "127.0.0.1:1",
+            "--source",
+            "127.0.0.2-127.0.0.3",
+            "-n",
+            "131070",
+        ])
+        .unwrap();
+        assert_eq!(c.connections, 131_070);
+        assert_eq!(c.sources.unwrap().len(), 2);
+        let e = cfg(&[
+            "--connect",
+            "127.0.0.1:1",
+            "--source",
+            "127.0.0.2-127.0.0.3",
+            "-n",
+            "131071",
+        ])
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--connections 131071 is more than 2 source addresses can open to one server (at \
+             most 131070, 65535 per address, one per local port): e.g. --connections 10000, \
+             or more addresses with --source"
+        );
+        let e = cfg(&[
+            "--connect",
+            "127.0.0.1:1",
+            "--source",
+            "127.0.0.1-127.0.0.100",
+            "-n",
+            "2000000",
+        ])
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("(at most 1048576, the most open files a process may have)"),
+            "{e}"
+        );
+        let e = cfg(&["--connect", "[::1]:1", "--source", "127.0.0.2"]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(
+            e.to_string()
+                .contains("give source addresses of the server's family")
+        );
+        let e = cfg(&[
+            "--connect",
+            "127.0.0.1:1",
+            "--source",
+            "127.0.0.2-127.0.0.1",
+        ])
+        .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(
+            e.to_string()
+                .contains("invalid value '127.0.0.2-127.0.0.1' for '--source <ADDRS>': "),
+            "{e}"
         );
         let e = cfg(&[
             "--connect",

@@ -137,7 +137,10 @@ impl Fail {
     /// What to do about this kind of failure, when there is one thing to say.
     pub(super) fn hint(self) -> Option<&'static str> {
         Some(match self {
-            Fail::AddrUnavailable => "lower --connections or widen net.ipv4.ip_local_port_range",
+            Fail::AddrUnavailable => {
+                "lower --connections, widen net.ipv4.ip_local_port_range, or connect from more \
+                 local addresses with --source"
+            }
             Fail::TooManyOpenFiles => "raise the limit (ulimit -n) or lower --connections",
             Fail::TlsUnknownIssuer => {
                 "give the CA that signed the server's certificate with --tls-ca FILE (for \
@@ -267,8 +270,8 @@ pub(super) fn no_connection_error(addr: SocketAddr, timeout: Duration, tally: &T
         ),
         Some(Fail::AddrUnavailable) => (
             io::ErrorKind::AddrNotAvailable,
-            "no local address or port available: lower --connections or widen \
-             net.ipv4.ip_local_port_range"
+            "no local address or port available: lower --connections, widen \
+             net.ipv4.ip_local_port_range, or connect from more local addresses with --source"
                 .to_string(),
         ),
         Some(Fail::TooManyOpenFiles) => (

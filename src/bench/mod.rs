@@ -11,8 +11,9 @@
 //!
 //! Here: the run, start to report. `config` checks the arguments, `names` makes
 //! names and expected replies, `worker` drives connections, `tls` is `--tls` (set-up,
-//! a connection's TLS I/O, its failures), `state` holds the shared counters, `fail`
-//! names failures, `progress` and `report` print.
+//! a connection's TLS I/O, its failures), `source` is `--source`, `state` holds the
+//! shared counters, `fail` names failures, `progress` and `report` print, `hgrm` writes
+//! `--hgrm`.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -39,9 +40,11 @@ use crate::signals::install_blocking;
 
 mod config;
 mod fail;
+mod hgrm;
 mod names;
 mod progress;
 mod report;
+mod source;
 mod state;
 mod tls;
 mod worker;
@@ -51,6 +54,7 @@ use fail::*;
 use names::*;
 use progress::*;
 use report::*;
+use source::{check_sources, connect_from};
 use state::*;
 use tls::{TlsParams, TlsSetup};
 use worker::*;
@@ -75,9 +79,12 @@ const MAX_BATCH_BYTES: usize = 64 << 20;
 /// Largest expected reply to one name (`--expect` with `--size`): the read buffer of
 /// one connection.
 const MAX_REPLY_BYTES: usize = 256 << 20;
-/// Largest `--connections`: each needs its own local port, as all go to one server
-/// address from one local address.
+/// Largest `--connections` per local address: each needs its own local port, as all go
+/// to one server address.
 const MAX_CONNECTIONS: usize = 65_535;
+/// Largest `--connections` with any `--source`: the usual most open files a process may
+/// have (`fs.nr_open`), and a bound on the memory the connection list takes.
+const MAX_ALL_CONNECTIONS: usize = 1 << 20;
 /// Reserved for the worker's waker; connection tokens are indices into its list.
 const WAKE: Token = Token(usize::MAX);
 
@@ -100,6 +107,10 @@ pub enum Outcome {
 /// connection at all could be set up; the message names the likely cause and fix.
 pub fn run(args: &BenchArgs) -> io::Result<Outcome> {
     let cfg = Arc::new(Config::from_args(args)?);
+    let hgrm_file = match &args.hgrm {
+        Some(path) => Some((hgrm::open(path)?, path)),
+        None => None,
+    };
     // The first Ctrl-C ends the run early with a report of what was measured; a second
     // one exits at once.
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -205,6 +216,12 @@ pub fn run(args: &BenchArgs) -> io::Result<Outcome> {
             .filter(|&(_, n)| n > 0)
             .collect(),
         examples: total.examples,
+        // Only for a person at a terminal: a file or a pipe gets the report as it was.
+        chart: if !args.json && io::stdout().is_terminal() {
+            chart_rows(&total.hist)
+        } else {
+            Vec::new()
+        },
     };
     if args.json {
         let text = serde_json::to_string(&report.to_json()).map_err(io::Error::other)?;
@@ -212,6 +229,14 @@ pub fn run(args: &BenchArgs) -> io::Result<Outcome> {
         write!(io::stderr().lock(), "{}", report.human())?;
     } else {
         write!(io::stdout().lock(), "{}", report.human())?;
+    }
+    if let Some((file, path)) = hgrm_file {
+        let text = hgrm::percentile_distribution(
+            &total.hist,
+            hgrm::TICKS_PER_HALF_DISTANCE,
+            hgrm::NS_PER_MS,
+        );
+        hgrm::write(file, path, &text)?;
     }
     Ok(if shared.interrupted.load(Relaxed) {
         Outcome::Interrupted

@@ -30,6 +30,51 @@ pub(super) fn latency_summary(hist: &Histogram<u64>) -> Option<Latency> {
     })
 }
 
+/// Width of the longest bar of the latency chart, in characters.
+pub(super) const CHART_WIDTH: usize = 40;
+
+/// The latencies the report's bar chart shows, in ns: p50, p90, p99, p99.9, p99.99 and
+/// the max; none when `hist` is empty.
+pub(super) fn chart_rows(hist: &Histogram<u64>) -> Vec<(&'static str, u64)> {
+    if hist.is_empty() {
+        return Vec::new();
+    }
+    let mut rows: Vec<(&'static str, u64)> = [
+        ("p50", 0.5),
+        ("p90", 0.9),
+        ("p99", 0.99),
+        ("p99.9", 0.999),
+        ("p99.99", 0.9999),
+    ]
+    .iter()
+    .map(|&(label, q)| (label, hist.value_at_quantile(q)))
+    .collect();
+    rows.push(("max", hist.max()));
+    rows
+}
+
+/// A bar chart of `rows` (a label and a latency in ns each), one line a row: the label,
+/// the latency in ms and a bar, the largest latency's `width` characters long, the others
+/// in proportion to eighths of a character. A latency above 0 shows at least an eighth.
+pub(super) fn bar_chart(rows: &[(&str, u64)], width: usize) -> String {
+    const EIGHTHS: [&str; 8] = ["", "▏", "▎", "▍", "▌", "▋", "▊", "▉"];
+    let top = rows.iter().map(|&(_, ns)| ns).max().unwrap_or(0);
+    let mut s = String::new();
+    for &(label, ns) in rows {
+        let eighths = if top == 0 {
+            0
+        } else {
+            let exact = ns as f64 / top as f64 * (width * 8) as f64;
+            (exact.round() as usize).max(usize::from(ns > 0))
+        };
+        let bar = format!("{}{}", "█".repeat(eighths / 8), EIGHTHS[eighths % 8]);
+        let line = format!("    {label:<7}{:>10.3} ms  {bar}", ns as f64 / 1e6);
+        s.push_str(line.trim_end());
+        s.push('\n');
+    }
+    s
+}
+
 /// `--tls`: the handshakes of the connections that got their welcome.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct HandshakeReport {
@@ -63,6 +108,8 @@ pub(super) struct Report {
     pub(super) errors: Vec<(&'static str, u64)>,
     /// The first detail of each kind.
     pub(super) examples: Vec<(Fail, String)>,
+    /// The latencies to chart under the percentiles ([`chart_rows`]); none: no chart.
+    pub(super) chart: Vec<(&'static str, u64)>,
 }
 
 impl Report {
@@ -179,6 +226,7 @@ impl Report {
             }
             None => s.push_str("  latency µs  (no replies)\n"),
         }
+        s.push_str(&bar_chart(&self.chart, CHART_WIDTH));
         if let Some(h) = &self.handshake {
             let agreed = h.params.as_ref().map_or_else(String::new, |p| {
                 let kx = p.key_exchange.as_ref().map_or("", |k| k.as_str());
@@ -271,6 +319,7 @@ mod tests {
             handshake: None,
             errors: Vec::new(),
             examples: Vec::new(),
+            chart: Vec::new(),
         }
     }
 
@@ -288,6 +337,7 @@ mod tests {
         assert!(text.contains("1,000,000 in 2.00 s"), "{text}");
         assert!(text.contains("500,000 msg/s"), "{text}");
         assert!(text.contains("errors      none"), "{text}");
+        assert!(!text.contains('█'), "{text}");
 
         let mut bad = report();
         bad.errors = vec![("reply_mismatch", 2), ("eof", 1)];
@@ -305,5 +355,54 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("first reply_mismatch: expected"), "{text}");
+    }
+
+    #[test]
+    fn bars_are_scaled_to_the_largest_latency() {
+        let rows = [
+            ("p50", 250_000),
+            ("p90", 500_000),
+            ("p99", 1_234_000),
+            ("p99.9", 1_000),
+            ("p99.99", 0),
+            ("max", 2_000_000),
+        ];
+        assert_eq!(
+            bar_chart(&rows, 8),
+            "    p50         0.250 ms  █
+    p90         0.500 ms  ██
+    p99         1.234 ms  ████▉
+    p99.9       0.001 ms  ▏
+    p99.99      0.000 ms
+    max         2.000 ms  ████████
+"
+        );
+        assert_eq!(bar_chart(&[], 8), "");
+        assert_eq!(bar_chart(&[("max", 0)], 8), "    max         0.000 ms\n");
+    }
+
+    #[test]
+    fn the_chart_goes_under_the_percentiles_when_asked_for() {
+        let mut t = Tally::new().unwrap();
+        assert!(chart_rows(&t.hist).is_empty());
+        for us in 1..=10_000u64 {
+            t.hist.record(us * 1000).unwrap();
+        }
+        let rows = chart_rows(&t.hist);
+        let labels: Vec<&str> = rows.iter().map(|r| r.0).collect();
+        assert_eq!(labels, ["p50", "p90", "p99", "p99.9", "p99.99", "max"]);
+        assert!(rows.windows(2).all(|w| w[0].1 <= w[1].1), "{rows:?}");
+        let mut r = report();
+        r.chart = rows;
+        let text = r.human();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[2].starts_with("  latency µs  p50"), "{text}");
+        assert!(
+            lines[3].starts_with("    p50         5.001 ms  ████"),
+            "{text}"
+        );
+        assert!(lines[8].starts_with("    max        10.002 ms  "), "{text}");
+        assert!(lines[8].ends_with(&"█".repeat(CHART_WIDTH)), "{text}");
+        assert_eq!(lines[9], "  errors      none", "{text}");
     }
 }

@@ -208,7 +208,8 @@ impl Worker {
                 }
             }
         }
-        let mut stream = match TcpStream::connect(self.cfg.addr) {
+        let source = self.cfg.sources.as_ref().map(|s| s.for_connection(c.id));
+        let mut stream = match connect_from(self.cfg.addr, source) {
             Ok(s) => s,
             Err(e) => return self.fail(i, classify(&e, Stage::Connect), || e.to_string()),
         };
@@ -756,6 +757,7 @@ mod tests {
         let template = Template::parse(expect).unwrap();
         let cfg = Config {
             addr: "127.0.0.1:9".parse().unwrap(),
+            sources: None,
             connections: 1,
             threads: 1,
             pipeline: 8,

@@ -63,6 +63,13 @@ fn assert_clean(r: &Value, connections: u64) {
     assert_eq!(r["mismatches"], 0, "{r}");
     assert_eq!(r["connections"], connections, "{r}");
     assert_eq!(r["established"], connections, "{r}");
+    // Every connection was answered, and no more often than all of them together.
+    let fewest = r["fewest_replies"].as_u64().unwrap_or(0);
+    assert!(fewest >= 1, "a connection without a reply: {r}");
+    assert!(
+        fewest * connections <= r["messages"].as_u64().unwrap_or(0),
+        "{r}"
+    );
     assert!(r["messages_per_s"].as_f64().is_some_and(|x| x > 0.0), "{r}");
     let lat = &r["latency_us"];
     let q: Vec<f64> = ["p50", "p90", "p99", "p99_9", "max"]

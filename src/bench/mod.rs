@@ -189,6 +189,7 @@ pub fn run(args: &BenchArgs) -> io::Result<Outcome> {
         addr: cfg.addr,
         connections: cfg.connections,
         established: total.established,
+        fewest_replies: total.fewest_replies,
         threads: cfg.threads,
         pipeline: cfg.pipeline,
         size: cfg.size,

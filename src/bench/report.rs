@@ -92,6 +92,8 @@ pub(super) struct Report {
     pub(super) addr: SocketAddr,
     pub(super) connections: usize,
     pub(super) established: u64,
+    /// The fewest verified replies one connection got (of those open at the end).
+    pub(super) fewest_replies: Option<u64>,
     pub(super) threads: usize,
     pub(super) pipeline: usize,
     pub(super) size: usize,
@@ -175,6 +177,7 @@ impl Report {
             "addr": self.addr.to_string(),
             "connections": self.connections,
             "established": self.established,
+            "fewest_replies": self.fewest_replies,
             "threads": self.threads,
             "pipeline": self.pipeline,
             "size": self.size,
@@ -210,11 +213,15 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "  messages    {} in {:.2} s (setup {:.2} s): {} msg/s",
+            "  messages    {} in {:.2} s (setup {:.2} s): {} msg/s{}",
             group(self.messages),
             self.elapsed_s,
             self.setup_s,
-            group(self.messages_per_s().round() as u64)
+            group(self.messages_per_s().round() as u64),
+            self.fewest_replies.map_or(String::new(), |f| format!(
+                ", at least {} a connection",
+                group(f)
+            ))
         );
         match self.latency {
             Some(l) => {
@@ -300,6 +307,7 @@ mod tests {
             addr: "127.0.0.1:9999".parse().unwrap(),
             connections: 64,
             established: 64,
+            fewest_replies: Some(3),
             threads: 2,
             pipeline: 1,
             size: 8,

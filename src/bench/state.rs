@@ -60,6 +60,8 @@ pub(super) struct Tally {
     /// The first detail seen of each kind of failure.
     pub(super) examples: Vec<(Fail, String)>,
     pub(super) established: u64,
+    /// The fewest verified replies one connection got, of those that lasted to the end.
+    pub(super) fewest_replies: Option<u64>,
     pub(super) last_reply: Option<Instant>,
     /// Reply latencies in nanoseconds.
     pub(super) hist: Histogram<u64>,
@@ -78,6 +80,7 @@ impl Tally {
             errors: [0; Fail::ALL.len()],
             examples: Vec::new(),
             established: 0,
+            fewest_replies: None,
             last_reply: None,
             hist: Histogram::new_with_bounds(1, HIST_MAX_NS, 3).map_err(io::Error::other)?,
             handshakes: Histogram::new_with_bounds(1, HIST_MAX_NS, 3).map_err(io::Error::other)?,
@@ -106,6 +109,10 @@ impl Tally {
             }
         }
         self.established += other.established;
+        self.fewest_replies = match (self.fewest_replies, other.fewest_replies) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         self.last_reply = self.last_reply.max(other.last_reply);
         self.resumed += other.resumed;
         if self.tls_params.is_none() {

@@ -657,6 +657,13 @@ impl Worker {
     /// would make the kernel answer the farewell with a reset.
     pub(super) fn close(&mut self, i: usize) {
         let c = &mut self.conns[i];
+        // Every name before `next_seq` was sent; those still in `sent` await their reply.
+        let replies = c.next_seq - c.sent.len() as u64;
+        self.tally.fewest_replies = Some(
+            self.tally
+                .fewest_replies
+                .map_or(replies, |f| f.min(replies)),
+        );
         c.state = State::Closing;
         c.since = Instant::now();
         let said = match (c.stream.as_mut(), c.tls.as_deref_mut()) {

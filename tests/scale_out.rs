@@ -246,3 +246,99 @@ fn an_inherited_socket_takes_the_proxy_protocol() {
     let (code, _, err) = server.stop(true);
     assert_eq!(code, Some(0), "stderr: {err}");
 }
+
+/// `servers` processes share one port (`--reuse-port`) and `benches` bench processes
+/// hold `per_bench` connections each, bench `b` from its own range of 8 loopback source
+/// addresses; every connection must be established and answered at least twice. Prints
+/// the servers' memory per connection (their RSS above what they had idle).
+fn hold_across_processes(servers: usize, benches: usize, per_bench: usize, secs: u32) {
+    let total = benches * per_bench;
+    // Room for the kernel's uneven spread of connections among the servers.
+    let limit = (total / servers * 3 / 2 + 100).to_string();
+    let first = Server::start(&["-q", "--reuse-port", "--max-connections", &limit]);
+    let bind = first.addr().to_string();
+    let mut all = vec![first];
+    for _ in 1..servers {
+        all.push(Server::start(&[
+            "-q",
+            "--reuse-port",
+            "--bind",
+            &bind,
+            "--max-connections",
+            &limit,
+        ]));
+    }
+    let idle: u64 = all.iter().map(|s| s.proc_status("VmRSS")).sum();
+    let mut runs: Vec<Running> = (0..benches)
+        .map(|b| {
+            let sources = format!("127.0.{}.1-127.0.{}.8", b + 1, b + 1);
+            Running::start(
+                &mut hello_cmd(
+                    "bench",
+                    &[
+                        "-c",
+                        &bind,
+                        "--source",
+                        &sources,
+                        "-n",
+                        &per_bench.to_string(),
+                        "-d",
+                        &secs.to_string(),
+                        "--connect-rate",
+                        "0",
+                        "--timeout",
+                        "60",
+                        "--json",
+                        "-q",
+                    ],
+                ),
+                None,
+            )
+        })
+        .collect();
+    // Sampled while the benches run: once every connection is open, the servers hold
+    // them all until the benches end.
+    let mut peak = 0;
+    let mut held = 0;
+    let deadline = Instant::now() + Duration::from_secs(u64::from(secs) + 120);
+    while Instant::now() < deadline && runs.iter_mut().any(|r| r.is_running()) {
+        let open: usize = all.iter().map(|s| s.proc_status("Threads") as usize).sum();
+        let rss: u64 = all.iter().map(|s| s.proc_status("VmRSS")).sum();
+        if open >= held {
+            held = open;
+            peak = peak.max(rss);
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    for (b, run) in runs.into_iter().enumerate() {
+        let done = run.finish(Duration::from_secs(60));
+        assert_eq!(done.code, Some(0), "bench {b}: {}", done.stderr);
+        let r: serde_json::Value = serde_json::from_str(done.stdout.trim())
+            .unwrap_or_else(|e| panic!("bench {b} report ({e}): {}", done.stdout));
+        assert_eq!(r["established"], per_bench as u64, "bench {b}: {r}");
+        assert_eq!(r["errors_total"], 0, "bench {b}: {r}");
+        assert!(
+            r["fewest_replies"].as_u64().unwrap_or(0) >= 2,
+            "bench {b}: a connection answered fewer than twice: {r}"
+        );
+    }
+    let per_conn = (peak.saturating_sub(idle)) as f64 / total as f64;
+    eprintln!(
+        "hold across processes: {total} connections over {servers} servers, every one \
+         answered at least twice; servers' RSS {peak} kB at the peak ({idle} kB idle): \
+         {per_conn:.2} KiB per connection"
+    );
+}
+
+#[test]
+fn hold_2000_across_two_servers_and_two_benches() {
+    hold_across_processes(2, 2, 1000, 2);
+}
+
+/// Needs `sysctl -w vm.max_map_count=262144 kernel.pid_max=4194304` (100,000 threads,
+/// 17,000 connections a server), 20,000 open files a process, and about 5 GB of memory.
+#[test]
+#[ignore = "full size: cargo test --release --test scale_out -- --ignored --nocapture"]
+fn hold_100000_across_six_servers_and_six_benches() {
+    hold_across_processes(6, 6, 16_667, 20);
+}

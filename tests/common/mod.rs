@@ -425,6 +425,11 @@ impl Running {
         self.child.0.id()
     }
 
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.0.try_wait(), Ok(None))
+    }
+
     /// Waits for the process to end; kills it and fails the test if it runs longer than
     /// `limit` in all.
     pub fn finish(mut self, limit: Duration) -> Finished {

@@ -76,14 +76,19 @@ impl ThreadCache {
     /// full or no job comes for [`PARKED_FOR`].
     fn work(&self, first: Job) {
         let mut job = first;
-        let mailbox = Arc::new(Parked {
-            job: Mutex::new(None),
-            arrived: Condvar::new(),
-            thread: pthread_self(),
-        });
+        // Made at the first park, not before: a thread that serves one long connection
+        // never needs it, and every byte allocated on its behalf is held as long.
+        let mut mailbox = None;
         loop {
             job();
-            match self.park(&mailbox) {
+            let mailbox = mailbox.get_or_insert_with(|| {
+                Arc::new(Parked {
+                    job: Mutex::new(None),
+                    arrived: Condvar::new(),
+                    thread: pthread_self(),
+                })
+            });
+            match self.park(mailbox) {
                 Some(next) => job = next,
                 None => return,
             }

@@ -199,7 +199,7 @@ fn task_limits() -> Vec<Limit> {
 }
 
 /// The tasks (threads) of processes owned by `uid`, counted in /proc.
-fn tasks_of(uid: u32) -> u64 {
+pub fn tasks_of(uid: u32) -> u64 {
     let Ok(entries) = fs::read_dir("/proc") else {
         return 0;
     };

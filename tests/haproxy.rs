@@ -41,12 +41,7 @@ impl Backend {
             "--metrics",
             "127.0.0.1:0",
         ]);
-        let line = server.stdout_line();
-        let metrics = line
-            .strip_prefix("metrics on ")
-            .unwrap_or_else(|| panic!("expected `metrics on ADDR`, got {line:?}"))
-            .parse()
-            .expect("metrics address");
+        let metrics = metrics_addr(&server);
         Backend { server, metrics }
     }
 

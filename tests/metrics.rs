@@ -11,9 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Protocol, Socket, Type};
-
-use common::{IO_TIMEOUT, Server, eventually, hello_cmd};
+use common::{IO_TIMEOUT, Server, connect_from, eventually, hello_cmd, metrics_addr};
 
 const SECOND: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
@@ -29,12 +27,7 @@ impl Served {
     /// environment, and reads its `listening on` and `metrics on` lines.
     fn start(mut cmd: Command, args: &[&str]) -> Served {
         let server = Server::start_cmd(cmd.args(["--bind", "127.0.0.1:0"]).args(args), 1);
-        let line = server.stdout_line();
-        let metrics = line
-            .strip_prefix("metrics on ")
-            .unwrap_or_else(|| panic!("expected `metrics on ADDR`, got {line:?}"))
-            .parse()
-            .expect("metrics address");
+        let metrics = metrics_addr(&server);
         Served {
             addr: server.addr(),
             server,
@@ -93,22 +86,6 @@ fn value(samples: &HashMap<String, u64>, name: &str) -> u64 {
     *samples
         .get(name)
         .unwrap_or_else(|| panic!("no {name} in {samples:?}"))
-}
-
-/// A connection with timeouts, from `from`.
-fn connect_from(from: IpAddr, to: SocketAddr) -> TcpStream {
-    let socket =
-        Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP)).expect("socket");
-    socket
-        .bind(&SocketAddr::new(from, 0).into())
-        .expect("bind the client");
-    socket
-        .connect_timeout(&to.into(), IO_TIMEOUT)
-        .expect("connect");
-    let stream = TcpStream::from(socket);
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream
 }
 
 /// Reads one line (to `\n`) byte by byte; the bytes read.

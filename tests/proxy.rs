@@ -13,8 +13,6 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Protocol, Socket, Type};
-
 use common::*;
 
 const REPLY: &str = "Hello, {}! from {peer}";
@@ -101,12 +99,7 @@ impl Proxied {
 
     /// A server started with `--metrics 127.0.0.1:0` among its arguments.
     fn from(server: Server) -> Proxied {
-        let line = server.stdout_line();
-        let metrics = line
-            .strip_prefix("metrics on ")
-            .unwrap_or_else(|| panic!("expected `metrics on ADDR`, got {line:?}"))
-            .parse()
-            .expect("metrics address");
+        let metrics = metrics_addr(&server);
         Proxied { server, metrics }
     }
 
@@ -145,26 +138,6 @@ fn scrape(addr: SocketAddr) -> HashMap<String, u64> {
             (name.to_string(), value.parse().expect("a whole number"))
         })
         .collect()
-}
-
-/// A connection to `server` from the source address `from`, with timeouts.
-fn connect_from(from: IpAddr, server: SocketAddr) -> TcpStream {
-    let socket = Socket::new(
-        Domain::for_address(server),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )
-    .expect("socket");
-    socket
-        .bind(&SocketAddr::new(from, 0).into())
-        .unwrap_or_else(|e| panic!("bind the client to {from}: {e}"));
-    socket
-        .connect_timeout(&server.into(), IO_TIMEOUT)
-        .unwrap_or_else(|e| panic!("connect from {from} to {server}: {e}"));
-    let stream = TcpStream::from(socket);
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream
 }
 
 /// A connection that sends `header` and `then` in one write.

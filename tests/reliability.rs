@@ -14,6 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use tcp_hello::limits::tasks_of;
 
 /// CPU seconds the process has used (user + system), from /proc/PID/stat.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -542,26 +543,6 @@ fn a_64_mib_line_keeps_memory_bounded() {
 #[ignore = "full size: cargo test --release --test reliability -- --ignored"]
 fn a_1_gib_line_keeps_memory_bounded() {
     huge_line(1 << 30);
-}
-
-/// Tasks (processes and threads) owned by `uid`, counted from /proc.
-fn tasks_of(uid: u32) -> u64 {
-    let mut count = 0;
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
-            continue;
-        };
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        };
-        if field("Uid:") == Some(u64::from(uid)) {
-            count += field("Threads:").unwrap_or(1);
-        }
-    }
-    count
 }
 
 /// Thread creation fails here the way it does under a per-user process limit

@@ -7,12 +7,10 @@
 mod common;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
-
-use socket2::{Domain, Protocol, Socket, Type};
 
 use common::*;
 
@@ -21,26 +19,6 @@ const THIRD: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
 
 /// Long enough for a start-up on a loaded machine; a hang fails rather than blocks.
 const START_LIMIT: Duration = Duration::from_secs(30);
-
-/// A connection to `server` from the source address `from` (any port), with timeouts.
-fn connect_from(from: IpAddr, server: SocketAddr) -> TcpStream {
-    let socket = Socket::new(
-        Domain::for_address(server),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )
-    .expect("socket");
-    socket
-        .bind(&SocketAddr::new(from, 0).into())
-        .unwrap_or_else(|e| panic!("bind the client to {from}: {e}"));
-    socket
-        .connect_timeout(&server.into(), IO_TIMEOUT)
-        .unwrap_or_else(|e| panic!("connect from {from} to {server}: {e}"));
-    let stream = TcpStream::from(socket);
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream
-}
 
 /// Checks that the server closed `stream` (EOF, or a reset) without sending a byte.
 fn assert_closed_without_a_byte(mut stream: TcpStream) {

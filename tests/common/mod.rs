@@ -15,6 +15,37 @@ use std::time::{Duration, Instant};
 /// Every socket read or write in the tests gives up after this long.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A connection to `server` from the source address `from` (any port), with timeouts.
+pub fn connect_from(from: std::net::IpAddr, server: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(server),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )
+    .expect("socket");
+    socket
+        .bind(&SocketAddr::new(from, 0).into())
+        .unwrap_or_else(|e| panic!("bind the client to {from}: {e}"));
+    socket
+        .connect_timeout(&server.into(), IO_TIMEOUT)
+        .unwrap_or_else(|e| panic!("connect from {from} to {server}: {e}"));
+    let stream = TcpStream::from(socket);
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream
+}
+
+/// The address of a server started with `--metrics 127.0.0.1:0`: its next stdout line,
+/// `metrics on ADDR`.
+pub fn metrics_addr(server: &Server) -> SocketAddr {
+    let line = server.stdout_line();
+    line.strip_prefix("metrics on ")
+        .unwrap_or_else(|| panic!("expected `metrics on ADDR`, got {line:?}"))
+        .parse()
+        .expect("metrics address")
+}
+
 /// The binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tcp-hello")

@@ -1,0 +1,318 @@
+//! The datagram half: `serve --udp-bind`. Each datagram gets at most one datagram back
+//! (`Hello, <payload>!`, or the payload itself in echo mode); there is no welcome and
+//! no session.
+//!
+//! - `reply`: which peers are never answered, and the reply's bytes, pure;
+//! - `rate`: `--udp-rate`, per-address token buckets in a bounded table, pure;
+//! - this module: binding the sockets, and one thread per socket that receives, asks
+//!   `reply` and `rate`, sends, counts, and stops when the server stops.
+//!
+//! A thread blocks in `recv_from` for at most [`POLL`], then looks at the stopping
+//! flag; so it stops within that time of SIGINT or SIGTERM. Nothing is shared between
+//! the threads: each socket has its own counts and its own rate table.
+
+pub mod rate;
+pub mod reply;
+
+use std::io::{self, ErrorKind};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, log_enabled, warn};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::protocol::{ConnectionValues, LogText};
+use crate::rules::Rules;
+use rate::RateLimit;
+use reply::{Drop, Replies, check_peer};
+
+/// Longest a thread blocks in `recv_from` before it looks at the stopping flag.
+pub const POLL: Duration = Duration::from_millis(200);
+
+/// Least time between two info summaries of one socket while datagrams arrive.
+pub const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+
+/// Default `--udp-rate`: datagrams per second per address.
+pub const DEFAULT_RATE: u32 = 1000;
+
+/// How the UDP sockets serve, apart from the replies.
+#[derive(Debug, Clone)]
+pub struct UdpConfig {
+    /// `--udp-rate`: datagrams per second per address, 0 = no limit.
+    pub rate: u32,
+    /// `--allow`/`--deny`, as for TCP.
+    pub rules: Rules,
+}
+
+/// Binds a UDP socket on `addr` (IPv6 sockets are IPv6-only, as the TCP listeners
+/// are), with SO_REUSEPORT if asked, and the [`POLL`] read timeout.
+pub fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.set_read_timeout(Some(POLL))?;
+    Ok(socket.into())
+}
+
+/// Datagrams one socket answered and dropped, by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Datagrams received.
+    pub received: u64,
+    /// Replies sent.
+    pub answered: u64,
+    /// Dropped, by [`Drop::index`].
+    pub dropped: [u64; Drop::ALL.len()],
+    /// Replies the kernel refused to send.
+    pub send_failed: u64,
+    /// Receive errors other than the timeout.
+    pub recv_failed: u64,
+}
+
+impl std::fmt::Display for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} datagrams received, {} answered",
+            self.received, self.answered
+        )?;
+        let dropped: u64 = self.dropped.iter().sum();
+        write!(f, ", {dropped} dropped")?;
+        if dropped > 0 {
+            let reasons: Vec<String> = Drop::ALL
+                .iter()
+                .filter(|d| self.dropped[d.index()] > 0)
+                .map(|d| format!("{} {}", d.label(), self.dropped[d.index()]))
+                .collect();
+            write!(f, " ({})", reasons.join(", "))?;
+        }
+        if self.send_failed > 0 {
+            write!(f, ", {} replies failed to send", self.send_failed)?;
+        }
+        if self.recv_failed > 0 {
+            write!(f, ", {} receive errors", self.recv_failed)?;
+        }
+        Ok(())
+    }
+}
+
+/// The running UDP threads.
+pub struct UdpServer {
+    threads: Vec<thread::JoinHandle<Counts>>,
+}
+
+impl UdpServer {
+    /// Starts one thread per socket; each serves until `stopping()` says so.
+    pub fn spawn(
+        sockets: Vec<UdpSocket>,
+        replies: Replies,
+        config: UdpConfig,
+        stopping: Arc<dyn Fn() -> bool + Send + Sync>,
+    ) -> io::Result<UdpServer> {
+        let replies = Arc::new(replies);
+        let mut threads = Vec::with_capacity(sockets.len());
+        for socket in sockets {
+            let (replies, config, stopping) =
+                (Arc::clone(&replies), config.clone(), Arc::clone(&stopping));
+            threads.push(
+                thread::Builder::new()
+                    .name("udp".into())
+                    .spawn(move || serve(&socket, &replies, &config, &*stopping))?,
+            );
+        }
+        Ok(UdpServer { threads })
+    }
+
+    /// Waits for every thread to stop; returns the counts of all sockets together.
+    pub fn join(self) -> Counts {
+        let mut total = Counts::default();
+        for thread in self.threads {
+            // A thread that panicked has logged the panic; its counts are lost.
+            if let Ok(c) = thread.join() {
+                total.received += c.received;
+                total.answered += c.answered;
+                total.send_failed += c.send_failed;
+                total.recv_failed += c.recv_failed;
+                for (t, n) in total.dropped.iter_mut().zip(c.dropped) {
+                    *t += n;
+                }
+            }
+        }
+        total
+    }
+}
+
+/// One socket's loop: until `stopping()`, each datagram is judged and maybe answered.
+/// Logs each at debug level, and a summary at info at most every [`SUMMARY_EVERY`]
+/// while datagrams arrive, and when it stops.
+pub fn serve(
+    socket: &UdpSocket,
+    replies: &Replies,
+    config: &UdpConfig,
+    stopping: &dyn Fn() -> bool,
+) -> Counts {
+    let local = socket
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let mut buf = vec![0u8; replies.buffer_len()];
+    let mut out = Vec::with_capacity(replies.buffer_len() + replies.fixed());
+    let mut limit = RateLimit::new(config.rate);
+    let mut counts = Counts::default();
+    let mut summarized = Counts::default();
+    let mut last_summary = Instant::now();
+    // `{conn}` over UDP is the datagram's number on this socket, from 1.
+    let mut values = ConnectionValues::new(local, local, 0);
+    while !stopping() {
+        let (n, peer) = match socket.recv_from(&mut buf) {
+            Ok(got) => got,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                continue;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // Linux reports an earlier reply's ICMP error here on some sockets;
+                // nothing to do but go on.
+                counts.recv_failed += 1;
+                if counts.recv_failed == 1 {
+                    warn!("udp {local}: receive failed: {e}; going on");
+                } else {
+                    debug!("udp {local}: receive failed: {e}");
+                }
+                continue;
+            }
+        };
+        counts.received += 1;
+        let datagram = &buf[..n];
+        let verdict = judge(peer, local.port(), config, &mut limit).and_then(|()| {
+            if replies.needs_values() {
+                values = ConnectionValues::new(peer, local, counts.received);
+            }
+            replies.answer(datagram, &values, &mut out)
+        });
+        match verdict {
+            Ok(()) => match socket.send_to(&out, peer) {
+                Ok(_) => {
+                    counts.answered += 1;
+                    if log_enabled!(log::Level::Debug) {
+                        debug!(
+                            "udp {local}: {peer} sent {n} bytes {:?}, answered {} bytes",
+                            LogText(datagram).to_string(),
+                            out.len()
+                        );
+                    }
+                }
+                Err(e) => {
+                    counts.send_failed += 1;
+                    debug!("udp {local}: reply to {peer} failed: {e}");
+                }
+            },
+            Err(why) => {
+                counts.dropped[why.index()] += 1;
+                debug!(
+                    "udp {local}: {peer} sent {n} bytes, dropped ({})",
+                    why.label()
+                );
+            }
+        }
+        if counts != summarized && last_summary.elapsed() >= SUMMARY_EVERY {
+            info!("udp {local}: {counts} so far");
+            summarized = counts.clone();
+            last_summary = Instant::now();
+        }
+    }
+    info!("udp {local} stopped: {counts}");
+    counts
+}
+
+/// The checks that do not depend on the payload: the peer's address, the rules, the rate.
+fn judge(
+    peer: SocketAddr,
+    local_port: u16,
+    config: &UdpConfig,
+    limit: &mut RateLimit,
+) -> Result<(), Drop> {
+    check_peer(peer, local_port)?;
+    if !config.rules.decide(reply::canonical(peer.ip())).allows() {
+        return Err(Drop::Rule);
+    }
+    if !limit.allow(peer.ip(), Instant::now()) {
+        return Err(Drop::Rate);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Settings;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn a_socket_answers_and_stops_when_told() {
+        let socket = bind("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let server = UdpServer::spawn(
+            vec![socket],
+            Replies::new(&Settings::default()).unwrap(),
+            UdpConfig {
+                rate: 0,
+                rules: Rules::default(),
+            },
+            Arc::new(move || flag.load(Ordering::Acquire)),
+        )
+        .unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        client.send_to(b"Alice\n", addr).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = client.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"Hello, Alice!\n");
+        assert_eq!(from, addr);
+        client.send_to(b"", addr).unwrap();
+        client.send_to(b"Bob", addr).unwrap();
+        let (n, _) = client.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"Hello, Bob!");
+        stop.store(true, Ordering::Release);
+        let counts = server.join();
+        assert_eq!(counts.received, 3);
+        assert_eq!(counts.answered, 2);
+        assert_eq!(counts.dropped[Drop::Empty.index()], 1);
+    }
+
+    #[test]
+    fn rules_and_rate_are_checked_before_the_payload() {
+        let deny = Rules::load(
+            &[],
+            &[crate::rules::parse_pattern("127.0.0.0/8").unwrap()],
+            &[],
+            &[],
+        )
+        .unwrap();
+        let config = UdpConfig {
+            rate: 1,
+            rules: deny,
+        };
+        let mut limit = RateLimit::new(1);
+        let peer = "127.0.0.1:40000".parse().unwrap();
+        assert_eq!(judge(peer, 9999, &config, &mut limit), Err(Drop::Rule));
+        let config = UdpConfig {
+            rate: 1,
+            rules: Rules::default(),
+        };
+        assert_eq!(judge(peer, 9999, &config, &mut limit), Ok(()));
+        assert_eq!(judge(peer, 9999, &config, &mut limit), Err(Drop::Rate));
+        let own = "127.0.0.1:9999".parse().unwrap();
+        assert_eq!(judge(own, 9999, &config, &mut limit), Err(Drop::Loop));
+    }
+}

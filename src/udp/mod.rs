@@ -202,8 +202,8 @@ pub fn serve(
                     counts.answered += 1;
                     if log_enabled!(log::Level::Debug) {
                         debug!(
-                            "udp {local}: {peer} sent {n} bytes {:?}, answered {} bytes",
-                            LogText(datagram).to_string(),
+                            "udp {local}: {peer} sent {n} bytes \"{}\", answered {} bytes",
+                            LogText(datagram),
                             out.len()
                         );
                     }

@@ -152,10 +152,10 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut udp_sockets = Vec::with_capacity(args.udp_bind.len());
     for &addr in &args.udp_bind {
         let socket = tcp_hello::udp::bind(addr, args.reuse_port).map_err(|e| {
-            bind_error(std::io::Error::new(
-                e.kind(),
-                format!("cannot bind udp {addr}: {e}"),
-            ))
+            bind_error(
+                std::io::Error::new(e.kind(), format!("cannot bind udp {addr}: {e}")),
+                "--udp-bind",
+            )
         })?;
         udp_sockets.push(socket);
     }
@@ -333,27 +333,25 @@ fn serve_inherited(
 
 /// Binds `config`'s addresses, with a hint for the usual failures.
 fn bind(config: ServerConfig, ctx: Context) -> anyhow::Result<Server> {
-    Server::bind(config, ctx).map_err(bind_error)
+    Server::bind(config, ctx).map_err(|e| bind_error(e, "--bind"))
 }
 
-/// A failure to bind, with a hint for the usual causes.
-fn bind_error(e: std::io::Error) -> anyhow::Error {
-    {
-        let hint = match e.kind() {
-            std::io::ErrorKind::AddrInUse => {
-                "; is another server running there? Pick another port with --bind, or, to \
-                 run several servers on one port, start each with --reuse-port"
-            }
-            std::io::ErrorKind::PermissionDenied => {
-                "; ports below 1024 need root: use a higher port"
-            }
-            std::io::ErrorKind::AddrNotAvailable => {
-                "; that address is not on this machine: try 127.0.0.1 or 0.0.0.0"
-            }
-            _ => "",
-        };
-        anyhow::anyhow!("{e}{hint}")
-    }
+/// A failure to bind, with a hint for the usual causes; `flag` names the addresses.
+fn bind_error(e: std::io::Error, flag: &str) -> anyhow::Error {
+    let hint = match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "; is another server running there? Pick another port with {flag}, or, to run \
+             several servers on one port, start each with --reuse-port"
+        ),
+        std::io::ErrorKind::PermissionDenied => {
+            "; ports below 1024 need root: use a higher port".to_string()
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "; that address is not on this machine: try 127.0.0.1 or 0.0.0.0".to_string()
+        }
+        _ => String::new(),
+    };
+    anyhow::anyhow!("{e}{hint}")
 }
 
 /// The TLS configuration, read at start-up so that a bad file fails now, naming it.

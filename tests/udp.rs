@@ -419,3 +419,20 @@ fn sigterm_stops_a_udp_only_server_with_its_summary() {
     assert_eq!(code, Some(0), "{logs}");
     assert!(logs.contains("1 datagrams received, 1 answered"), "{logs}");
 }
+
+#[test]
+fn a_udp_port_in_use_is_named_with_its_flag() {
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let done = run_tool(
+        &mut hello_cmd("serve", &["--udp-bind", &addr]),
+        None,
+        IO_TIMEOUT,
+    );
+    assert_eq!(done.code, Some(2), "{done:?}");
+    assert!(
+        done.stderr.contains(&format!("cannot bind udp {addr}"))
+            && done.stderr.contains("another port with --udp-bind"),
+        "{done:?}"
+    );
+}

@@ -4,7 +4,6 @@
 //!
 //! - `reply`: which peers are never answered, and the reply's bytes, pure;
 //! - `rate`: `--udp-rate`, per-address token buckets in a bounded table, pure;
-//! - `batch`: `recvmmsg` and `sendmmsg`, up to 32 datagrams per system call;
 //! - this module: binding the sockets, and one thread per socket that receives, asks
 //!   `reply` and `rate`, sends, counts, and stops when the server stops.
 //!
@@ -12,7 +11,6 @@
 //! flag; so it stops within that time of SIGINT or SIGTERM. Nothing is shared between
 //! the threads: each socket has its own counts and its own rate table.
 
-pub mod batch;
 pub mod rate;
 pub mod reply;
 
@@ -27,7 +25,6 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::protocol::{ConnectionValues, LogText};
 use crate::rules::Rules;
-use batch::Batch;
 use rate::RateLimit;
 use reply::{Drop, Replies, check_peer};
 
@@ -164,8 +161,8 @@ pub fn serve(
     let local = socket
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let mut batch = Batch::new(replies.buffer_len(), replies.buffer_len() + replies.fixed());
-    let mut failed = Vec::new();
+    let mut buf = vec![0u8; replies.buffer_len()];
+    let mut out = Vec::with_capacity(replies.buffer_len() + replies.fixed());
     let mut limit = RateLimit::new(config.rate);
     let mut counts = Counts::default();
     let mut summarized = Counts::default();
@@ -173,8 +170,8 @@ pub fn serve(
     // `{conn}` over UDP is the datagram's number on this socket, from 1.
     let mut values = ConnectionValues::new(local, local, 0);
     while !stopping() {
-        let received = match batch.recv(socket) {
-            Ok(n) => n,
+        let (n, peer) = match socket.recv_from(&mut buf) {
+            Ok(got) => got,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 continue;
             }
@@ -191,41 +188,38 @@ pub fn serve(
                 continue;
             }
         };
-        for i in 0..received {
-            counts.received += 1;
-            let (datagram, peer, out) = batch.split(i);
-            let verdict = judge(peer, local.port(), config, &mut limit).and_then(|()| {
-                if replies.needs_values() {
-                    values = ConnectionValues::new(peer, local, counts.received);
-                }
-                replies.answer(datagram, &values, out)
-            });
-            match verdict {
-                Ok(()) => {
+        counts.received += 1;
+        let datagram = &buf[..n];
+        let verdict = judge(peer, local.port(), config, &mut limit).and_then(|()| {
+            if replies.needs_values() {
+                values = ConnectionValues::new(peer, local, counts.received);
+            }
+            replies.answer(datagram, &values, &mut out)
+        });
+        match verdict {
+            Ok(()) => match socket.send_to(&out, peer) {
+                Ok(_) => {
+                    counts.answered += 1;
                     if log_enabled!(log::Level::Debug) {
                         debug!(
-                            "udp {local}: {peer} sent {} bytes \"{}\", answering {} bytes",
-                            datagram.len(),
+                            "udp {local}: {peer} sent {n} bytes \"{}\", answered {} bytes",
                             LogText(datagram),
                             out.len()
                         );
                     }
-                    batch.queue(peer);
                 }
-                Err(why) => {
-                    counts.dropped[why.index()] += 1;
-                    debug!(
-                        "udp {local}: {peer} sent {} bytes, dropped ({})",
-                        datagram.len(),
-                        why.label()
-                    );
+                Err(e) => {
+                    counts.send_failed += 1;
+                    debug!("udp {local}: reply to {peer} failed: {e}");
                 }
+            },
+            Err(why) => {
+                counts.dropped[why.index()] += 1;
+                debug!(
+                    "udp {local}: {peer} sent {n} bytes, dropped ({})",
+                    why.label()
+                );
             }
-        }
-        counts.answered += batch.send(socket, &mut failed) as u64;
-        for (peer, e) in failed.drain(..) {
-            counts.send_failed += 1;
-            debug!("udp {local}: reply to {peer} failed: {e}");
         }
         if counts != summarized && last_summary.elapsed() >= SUMMARY_EVERY {
             info!("udp {local}: {counts} so far");

@@ -24,7 +24,7 @@ use tcp_hello::server::{Listening, Server, ServerConfig};
 use tcp_hello::signals::serve_signals;
 use tcp_hello::tls::{Tls, TlsFiles};
 use tcp_hello::udp::reply::Replies;
-use tcp_hello::udp::{UdpConfig, UdpServer};
+use tcp_hello::udp::{UdpConfig, UdpServer, UdpStats};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args(std::env::args_os().collect());
@@ -159,14 +159,22 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
         })?;
         udp_sockets.push(socket);
     }
+    let udp_stats = Arc::new(UdpStats::default());
     let metrics = match args.metrics {
         Some(addr) => {
             let listener = tcp_hello::metrics::listen(addr)?;
             let local = listener.local_addr()?;
             let stats = server.stats();
+            let udp_stats = (!udp_sockets.is_empty()).then(|| Arc::clone(&udp_stats));
             // The thread ends with the process: it holds nothing that needs closing.
-            tcp_hello::metrics::spawn(listener, move || stats.snapshot().render())
-                .context("cannot start the metrics thread")?;
+            tcp_hello::metrics::spawn(listener, move || {
+                let mut text = stats.snapshot().render();
+                if let Some(udp) = &udp_stats {
+                    text.push_str(&udp.render());
+                }
+                text
+            })
+            .context("cannot start the metrics thread")?;
             Some(local)
         }
         None => None,
@@ -207,6 +215,7 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
                     udp_sockets,
                     replies,
                     udp_config,
+                    udp_stats,
                     Arc::new(move || handle.stopping()),
                 )
                 .context("cannot start the UDP threads")?,

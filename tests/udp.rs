@@ -436,3 +436,50 @@ fn a_udp_port_in_use_is_named_with_its_flag() {
         "{done:?}"
     );
 }
+
+/// The body of `GET /metrics` at `addr`.
+fn scrape(addr: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    response
+}
+
+#[test]
+fn metrics_count_udp_datagrams() {
+    let server = Server::start_with_binds(
+        &["--udp-bind", "127.0.0.1:0", "--metrics", "127.0.0.1:0"],
+        1,
+    );
+    let metrics: SocketAddr = server
+        .stdout_line()
+        .strip_prefix("metrics on ")
+        .expect("metrics announced")
+        .parse()
+        .unwrap();
+    let addr = server.addrs[0];
+    let socket = client_socket(local_for(addr), addr);
+    assert_eq!(ask(&socket, b"Alice"), b"Hello, Alice!");
+    socket.send(b"").unwrap();
+    // Published once the socket is quiet for its poll (200 ms), or within a second.
+    assert!(
+        common::eventually(IO_TIMEOUT, || {
+            let body = scrape(metrics);
+            body.contains("tcp_hello_udp_datagrams_total 2\n")
+                && body.contains("tcp_hello_udp_replies_total 1\n")
+                && body.contains("tcp_hello_udp_dropped_total{reason=\"empty\"} 1\n")
+        }),
+        "{}",
+        scrape(metrics)
+    );
+    // The TCP counters are still there.
+    assert!(scrape(metrics).contains("tcp_hello_connections_total 0\n"));
+}

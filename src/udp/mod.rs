@@ -14,9 +14,10 @@
 pub mod rate;
 pub mod reply;
 
+use std::fmt::Write as _;
 use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,9 @@ pub const POLL: Duration = Duration::from_millis(200);
 
 /// Least time between two info summaries of one socket while datagrams arrive.
 pub const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+
+/// Longest a socket's counts may go unpublished to [`UdpStats`] while datagrams arrive.
+pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 /// Default `--udp-rate`: datagrams per second per address.
 pub const DEFAULT_RATE: u32 = 1000;
@@ -103,29 +107,119 @@ impl std::fmt::Display for Counts {
     }
 }
 
+impl Counts {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &Counts) {
+        self.received += other.received;
+        self.answered += other.answered;
+        self.send_failed += other.send_failed;
+        self.recv_failed += other.recv_failed;
+        for (t, n) in self.dropped.iter_mut().zip(other.dropped) {
+            *t += n;
+        }
+    }
+}
+
+/// The counts of every UDP socket, as each last published them (at most
+/// [`PUBLISH_EVERY`] old while datagrams arrive, [`POLL`] when they stop), for
+/// `--metrics`. The lock is taken by a socket's thread about once a second, never per
+/// datagram.
+#[derive(Debug, Default)]
+pub struct UdpStats {
+    sockets: Mutex<Vec<Counts>>,
+}
+
+impl UdpStats {
+    /// Every socket's counts together.
+    pub fn total(&self) -> Counts {
+        let sockets = self.sockets.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut total = Counts::default();
+        for c in sockets.iter() {
+            total.add(c);
+        }
+        total
+    }
+
+    fn publish(&self, socket: usize, counts: &Counts) {
+        let mut sockets = self.sockets.lock().unwrap_or_else(PoisonError::into_inner);
+        if sockets.len() <= socket {
+            sockets.resize(socket + 1, Counts::default());
+        }
+        sockets[socket] = counts.clone();
+    }
+
+    /// The counts in the Prometheus text format, to follow the TCP server's.
+    pub fn render(&self) -> String {
+        let c = self.total();
+        let mut out = String::with_capacity(1024);
+        let mut plain = |name: &str, help: &str, value: u64| {
+            // Writing to a String cannot fail.
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        };
+        plain(
+            "tcp_hello_udp_datagrams_total",
+            "UDP datagrams received.",
+            c.received,
+        );
+        plain(
+            "tcp_hello_udp_replies_total",
+            "UDP datagrams answered.",
+            c.answered,
+        );
+        plain(
+            "tcp_hello_udp_send_errors_total",
+            "UDP replies the kernel refused to send.",
+            c.send_failed,
+        );
+        let name = "tcp_hello_udp_dropped_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} UDP datagrams not answered, by reason.\n# TYPE {name} counter"
+        );
+        for d in Drop::ALL {
+            let _ = writeln!(
+                out,
+                "{name}{{reason=\"{}\"}} {}",
+                d.label(),
+                c.dropped[d.index()]
+            );
+        }
+        out
+    }
+}
+
 /// The running UDP threads.
 pub struct UdpServer {
     threads: Vec<thread::JoinHandle<Counts>>,
 }
 
 impl UdpServer {
-    /// Starts one thread per socket; each serves until `stopping()` says so.
+    /// Starts one thread per socket; each serves until `stopping()` says so, and
+    /// publishes its counts to `stats`.
     pub fn spawn(
         sockets: Vec<UdpSocket>,
         replies: Replies,
         config: UdpConfig,
+        stats: Arc<UdpStats>,
         stopping: Arc<dyn Fn() -> bool + Send + Sync>,
     ) -> io::Result<UdpServer> {
         let replies = Arc::new(replies);
         let mut threads = Vec::with_capacity(sockets.len());
-        for socket in sockets {
-            let (replies, config, stopping) =
-                (Arc::clone(&replies), config.clone(), Arc::clone(&stopping));
-            threads.push(
-                thread::Builder::new()
-                    .name("udp".into())
-                    .spawn(move || serve(&socket, &replies, &config, &*stopping))?,
+        for (i, socket) in sockets.into_iter().enumerate() {
+            let (replies, config, stopping, stats) = (
+                Arc::clone(&replies),
+                config.clone(),
+                Arc::clone(&stopping),
+                Arc::clone(&stats),
             );
+            threads.push(thread::Builder::new().name("udp".into()).spawn(move || {
+                serve(&socket, &replies, &config, &*stopping, &|c: &Counts| {
+                    stats.publish(i, c)
+                })
+            })?);
         }
         Ok(UdpServer { threads })
     }
@@ -136,13 +230,7 @@ impl UdpServer {
         for thread in self.threads {
             // A thread that panicked has logged the panic; its counts are lost.
             if let Ok(c) = thread.join() {
-                total.received += c.received;
-                total.answered += c.answered;
-                total.send_failed += c.send_failed;
-                total.recv_failed += c.recv_failed;
-                for (t, n) in total.dropped.iter_mut().zip(c.dropped) {
-                    *t += n;
-                }
+                total.add(&c);
             }
         }
         total
@@ -151,12 +239,15 @@ impl UdpServer {
 
 /// One socket's loop: until `stopping()`, each datagram is judged and maybe answered.
 /// Logs each at debug level, and a summary at info at most every [`SUMMARY_EVERY`]
-/// while datagrams arrive, and when it stops.
+/// while datagrams arrive, and when it stops. Gives its counts to `publish` at most
+/// every [`PUBLISH_EVERY`] while datagrams arrive, after the first quiet [`POLL`], and
+/// when it stops.
 pub fn serve(
     socket: &UdpSocket,
     replies: &Replies,
     config: &UdpConfig,
     stopping: &dyn Fn() -> bool,
+    publish: &dyn Fn(&Counts),
 ) -> Counts {
     let local = socket
         .local_addr()
@@ -167,12 +258,19 @@ pub fn serve(
     let mut counts = Counts::default();
     let mut summarized = Counts::default();
     let mut last_summary = Instant::now();
+    let mut published = Counts::default();
+    let mut last_publish = Instant::now();
     // `{conn}` over UDP is the datagram's number on this socket, from 1.
     let mut values = ConnectionValues::new(local, local, 0);
     while !stopping() {
         let (n, peer) = match socket.recv_from(&mut buf) {
             Ok(got) => got,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                if counts != published {
+                    publish(&counts);
+                    published = counts.clone();
+                    last_publish = Instant::now();
+                }
                 continue;
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -221,6 +319,11 @@ pub fn serve(
                 );
             }
         }
+        if last_publish.elapsed() >= PUBLISH_EVERY {
+            publish(&counts);
+            published = counts.clone();
+            last_publish = Instant::now();
+        }
         if counts != summarized && last_summary.elapsed() >= SUMMARY_EVERY {
             info!("udp {local}: {counts} so far");
             summarized = counts.clone();
@@ -228,6 +331,7 @@ pub fn serve(
         }
     }
     info!("udp {local} stopped: {counts}");
+    publish(&counts);
     counts
 }
 
@@ -260,6 +364,7 @@ mod tests {
         let addr = socket.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
+        let stats = Arc::new(UdpStats::default());
         let server = UdpServer::spawn(
             vec![socket],
             Replies::new(&Settings::default()).unwrap(),
@@ -267,6 +372,7 @@ mod tests {
                 rate: 0,
                 rules: Rules::default(),
             },
+            Arc::clone(&stats),
             Arc::new(move || flag.load(Ordering::Acquire)),
         )
         .unwrap();
@@ -288,6 +394,14 @@ mod tests {
         assert_eq!(counts.received, 3);
         assert_eq!(counts.answered, 2);
         assert_eq!(counts.dropped[Drop::Empty.index()], 1);
+        assert_eq!(stats.total(), counts);
+        let text = stats.render();
+        assert!(text.contains("tcp_hello_udp_datagrams_total 3\n"), "{text}");
+        assert!(text.contains("tcp_hello_udp_replies_total 2\n"), "{text}");
+        assert!(
+            text.contains("tcp_hello_udp_dropped_total{reason=\"empty\"} 1\n"),
+            "{text}"
+        );
     }
 
     #[test]

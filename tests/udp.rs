@@ -399,11 +399,15 @@ fn a_closed_port_is_exit_3() {
         .unwrap()
         .port();
     let target = format!("127.0.0.1:{port}");
-    let done = run_tool(
-        &mut hello_cmd("client", &["--udp", "--connect", &target, "Alice"]),
-        None,
-        IO_TIMEOUT,
-    );
+    let args = [
+        "--udp",
+        "--connect",
+        &target,
+        "--reply-timeout",
+        "5",
+        "Alice",
+    ];
+    let done = run_tool(&mut hello_cmd("client", &args), None, IO_TIMEOUT);
     assert_eq!(done.code, Some(3), "{done:?}");
     assert!(done.stderr.contains("nothing listens on udp"), "{done:?}");
 }
@@ -482,4 +486,28 @@ fn metrics_count_udp_datagrams() {
     );
     // The TCP counters are still there.
     assert!(scrape(metrics).contains("tcp_hello_connections_total 0\n"));
+}
+
+#[test]
+fn retries_without_udp_is_a_usage_error() {
+    let done = run_tool(
+        &mut hello_cmd("client", &["--retries", "2", "Alice"]),
+        None,
+        IO_TIMEOUT,
+    );
+    assert_eq!(done.code, Some(2), "{done:?}");
+    assert!(done.stderr.contains("--udp"), "{done:?}");
+}
+
+#[test]
+fn the_environment_names_udp_sockets_too() {
+    let mut cmd = Command::new(common::bin());
+    common::clean_env(&mut cmd)
+        .env("TCP_HELLO_UDP_BIND", "127.0.0.1:0")
+        .arg("serve");
+    let server = Server::start_cmd(&mut cmd, 1);
+    assert!(server.announced[0].starts_with("listening on udp "));
+    let addr = server.addrs[0];
+    let socket = client_socket(local_for(addr), addr);
+    assert_eq!(ask(&socket, b"env"), b"Hello, env!");
 }

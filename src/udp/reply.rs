@@ -364,6 +364,39 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever the bytes, the template, the addresses and the datagram's number, a
+        /// reply is never longer than the request plus [`Replies::fixed`].
+        #[test]
+        fn any_datagram_s_reply_is_within_the_bound(
+            datagram in proptest::collection::vec(
+                proptest::sample::select(vec![b'a', b' ', b'\t', b'\r', b'\n', 0xff, 0]),
+                0..80,
+            ),
+            template in 0usize..5,
+            echo in proptest::bool::ANY,
+            peer in proptest::sample::select(vec![
+                "192.0.2.1:1",
+                "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535",
+                "[::1]:40000",
+            ]),
+            conn in proptest::num::u64::ANY,
+        ) {
+            let templates = ["Hello, {}!", "{}", "pong", "{peer}{local}{conn}{}", "{host} {pid} {peer}"];
+            let mode = if echo { Mode::Echo } else { Mode::Greet };
+            let r = Replies::new(&settings(mode, templates[template], 64)).unwrap();
+            let peer: SocketAddr = peer.parse().unwrap();
+            let values = ConnectionValues::new(peer, peer, conn);
+            let mut out = Vec::new();
+            if r.answer(&datagram, &values, &mut out).is_ok() {
+                proptest::prop_assert!(out.len() <= datagram.len() + r.fixed());
+                proptest::prop_assert!(!out.is_empty() || datagram.is_empty());
+            } else {
+                proptest::prop_assert!(out.is_empty());
+            }
+        }
+    }
+
     #[test]
     fn peers_that_could_start_a_loop_or_are_not_unicast_are_never_answered() {
         let check = |s: &str| check_peer(s.parse().unwrap(), 9999);

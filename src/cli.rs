@@ -34,7 +34,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server: a welcome, `Hello, <name>!` for each line, `exit` to leave.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Talk to a server: names as arguments, lines from stdin, or an interactive session.
     Client(ClientArgs),
     /// Load-test a greeting server and report messages/s and latency percentiles.
@@ -48,7 +48,7 @@ pub enum Command {
 pub struct ServeArgs {
     /// Address to listen on in plain text; repeat for several (IPv6: `[::1]:9999`; port 0
     /// picks a free port; a host name binds its first IPv4 address; no port means 9999).
-    /// Default 127.0.0.1:9999, unless only --tls-bind is given.
+    /// Default 127.0.0.1:9999, unless only --tls-bind or --udp-bind is given.
     #[arg(
         short,
         long = "bind",
@@ -68,6 +68,28 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub tls_bind: Vec<SocketAddr>,
+    /// Address to answer UDP datagrams on (one datagram back per datagram, no welcome);
+    /// repeat for several; IPv6 as `[::1]:9999`; port 0 picks a free port, announced as
+    /// `listening on udp ADDR`. Given alone, no TCP listener opens.
+    #[arg(
+        long = "udp-bind",
+        value_name = "ADDR",
+        value_parser = crate::address::parse_bind,
+        env = "TCP_HELLO_UDP_BIND",
+        value_delimiter = ','
+    )]
+    pub udp_bind: Vec<SocketAddr>,
+    /// Most UDP datagrams per second answered from one address (an IPv6 /64), bursts of
+    /// as many; more are dropped and counted (0 = no limit).
+    #[arg(
+        long,
+        value_name = "N",
+        env = "TCP_HELLO_UDP_RATE",
+        default_value_t = crate::udp::DEFAULT_RATE,
+        value_parser = whole_number::<u32>,
+        allow_negative_numbers = true
+    )]
+    pub udp_rate: u32,
     /// Serve Prometheus metrics over HTTP at `/metrics` on this address (port 0 picks a
     /// free port, announced on stdout as `metrics on ADDR`). Off by default.
     #[arg(
@@ -356,9 +378,26 @@ pub struct ClientArgs {
     /// The server's framing: `chunk` for servers that send no line endings (the Python tutorial's).
     #[arg(long, value_enum, env = "TCP_HELLO_FRAMING", default_value_t = Framing::Line)]
     pub framing: Framing,
-    /// A plain byte pipe like nc: stdin to the socket, the socket to stdout.
+    /// A plain byte pipe like nc: stdin to the socket, the socket to stdout (with
+    /// --udp: each line of stdin one datagram, each datagram received printed as it is).
     #[arg(long, conflicts_with = "names")]
     pub raw: bool,
+    /// Speak UDP: each name is one datagram, answered by one datagram within
+    /// --reply-timeout, sent again up to --retries times; a name left unanswered is
+    /// exit 8.
+    #[arg(long, conflicts_with = "tls")]
+    pub udp: bool,
+    /// With --udp, how many times a name is sent again when no reply comes; the sends
+    /// share --reply-timeout, each waiting twice as long as the one before.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 3,
+        requires = "udp",
+        value_parser = clap::value_parser!(u32).range(0..=10),
+        allow_negative_numbers = true
+    )]
+    pub retries: u32,
     /// TLS: `--tls` and its options.
     #[command(flatten)]
     pub tls_args: TlsClientArgs,

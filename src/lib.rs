@@ -15,6 +15,7 @@
 //! - [`rules`]: address rules (`--allow`, `--deny`): parsing and matching, pure;
 //! - [`pem`]: certificates and keys read from PEM files, errors naming the file;
 //! - [`cert`]: `tcp-hello cert`, a private CA and certificates made without openssl;
+//! - [`udp`]: `serve --udp-bind`: one datagram back per datagram, never an amplifier;
 //! - [`cli`], [`address`]: the command line, and the addresses given on it.
 #![forbid(unsafe_code)]
 
@@ -36,3 +37,4 @@ pub mod server;
 pub mod signals;
 pub mod tls;
 pub mod tls_client;
+pub mod udp;

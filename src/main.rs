@@ -23,12 +23,14 @@ use tcp_hello::rules::{Action, Rule, Rules};
 use tcp_hello::server::{Listening, Server, ServerConfig};
 use tcp_hello::signals::serve_signals;
 use tcp_hello::tls::{Tls, TlsFiles};
+use tcp_hello::udp::reply::Replies;
+use tcp_hello::udp::{UdpConfig, UdpServer, UdpStats};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args(std::env::args_os().collect());
     init_logging(cli.verbose, cli.quiet);
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Client(args) => Ok(tcp_hello::client::run(&args)),
         Command::Bench(args) => match raise_fd_limit().and_then(|_| tcp_hello::bench::run(&args)) {
             Ok(Outcome::Passed) => Ok(ExitCode::SUCCESS),
@@ -71,7 +73,11 @@ fn init_logging(verbose: u8, quiet: u8) {
 
 fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
     let inherited = inherited_sockets(&args)?;
-    if inherited.is_none() && args.bind.is_empty() && args.tls_bind.is_empty() {
+    if inherited.is_none()
+        && args.bind.is_empty()
+        && args.tls_bind.is_empty()
+        && args.udp_bind.is_empty()
+    {
         args.bind.push(tcp_hello::cli::DEFAULT_ADDR.parse()?);
     }
     let tls_listeners = match &inherited {
@@ -84,6 +90,12 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!(
             "--bind {twice} is given twice (names count by the address they resolve to): \
              give each listener an address of its own"
+        );
+    }
+    if let Some(twice) = tcp_hello::address::first_duplicate(&args.udp_bind) {
+        anyhow::bail!(
+            "--udp-bind {twice} is given twice (names count by the address they resolve \
+             to): give each UDP socket an address of its own"
         );
     }
     let rules = Rules::load(&args.allow, &args.deny, &args.allow_file, &args.deny_file)?;
@@ -104,6 +116,11 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_line: args.max_line as usize,
     };
     settings.check().map_err(anyhow::Error::msg)?;
+    let udp_replies = if args.udp_bind.is_empty() {
+        None
+    } else {
+        Some(Replies::new(&settings).map_err(anyhow::Error::msg)?)
+    };
     let seconds = |s: u64| (s > 0).then(|| Duration::from_secs(s));
     let idle_timeout = seconds(args.idle_timeout);
     let ctx = Context::new(settings, idle_timeout, Duration::from_millis(args.delay));
@@ -132,14 +149,32 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(sockets) => serve_inherited(sockets, config.clone(), ctx)?,
         None => bind(config.clone(), ctx)?,
     };
+    let mut udp_sockets = Vec::with_capacity(args.udp_bind.len());
+    for &addr in &args.udp_bind {
+        let socket = tcp_hello::udp::bind(addr, args.reuse_port).map_err(|e| {
+            bind_error(
+                std::io::Error::new(e.kind(), format!("cannot bind udp {addr}: {e}")),
+                "--udp-bind",
+            )
+        })?;
+        udp_sockets.push(socket);
+    }
+    let udp_stats = Arc::new(UdpStats::default());
     let metrics = match args.metrics {
         Some(addr) => {
             let listener = tcp_hello::metrics::listen(addr)?;
             let local = listener.local_addr()?;
             let stats = server.stats();
+            let udp_stats = (!udp_sockets.is_empty()).then(|| Arc::clone(&udp_stats));
             // The thread ends with the process: it holds nothing that needs closing.
-            tcp_hello::metrics::spawn(listener, move || stats.snapshot().render())
-                .context("cannot start the metrics thread")?;
+            tcp_hello::metrics::spawn(listener, move || {
+                let mut text = stats.snapshot().render();
+                if let Some(udp) = &udp_stats {
+                    text.push_str(&udp.render());
+                }
+                text
+            })
+            .context("cannot start the metrics thread")?;
             Some(local)
         }
         None => None,
@@ -153,19 +188,62 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
             config.max_connections
         );
     }
+    let udp_addrs = udp_sockets
+        .iter()
+        .map(std::net::UdpSocket::local_addr)
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let udp = match udp_replies {
+        Some(replies) => {
+            let rate = match args.udp_rate {
+                0 => "no rate limit".to_string(),
+                n => format!("at most {n} datagrams/s per address"),
+            };
+            for addr in &udp_addrs {
+                info!(
+                    "listening on udp {addr} (replies at most {} bytes longer than the \
+                     request; {rate})",
+                    replies.fixed()
+                );
+            }
+            let handle = server.shutdown_handle();
+            let udp_config = UdpConfig {
+                rate: args.udp_rate,
+                rules: config.rules.clone(),
+            };
+            Some(
+                UdpServer::spawn(
+                    udp_sockets,
+                    replies,
+                    udp_config,
+                    udp_stats,
+                    Arc::new(move || handle.stopping()),
+                )
+                .context("cannot start the UDP threads")?,
+            )
+        }
+        None => None,
+    };
     if let Some(local) = metrics {
         info!("metrics on http://{local}/metrics");
     }
     // The announcement is for whoever started us; if they stopped reading, or stdout is
     // full, clients can still be served.
-    if let Err(e) = announce(&addrs, metrics) {
+    if let Err(e) = announce(&addrs, &udp_addrs, metrics) {
         warn!("cannot write the listening addresses to stdout ({e}); serving anyway");
     }
     // A no-op unless systemd runs us as Type=notify (NOTIFY_SOCKET).
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         warn!("cannot tell systemd we are ready (READY=1): {e}");
     }
+    // Without TCP listeners this returns at once, and the UDP threads hold the process
+    // until a signal stops them.
     let left = server.run()?;
+    if let Some(udp) = udp {
+        let counts = udp.join();
+        if udp_addrs.len() > 1 {
+            info!("udp, every socket: {counts}");
+        }
+    }
     info!("stopped ({left} connections cut off)");
     Ok(ExitCode::SUCCESS)
 }
@@ -264,22 +342,25 @@ fn serve_inherited(
 
 /// Binds `config`'s addresses, with a hint for the usual failures.
 fn bind(config: ServerConfig, ctx: Context) -> anyhow::Result<Server> {
-    Server::bind(config, ctx).map_err(|e| {
-        let hint = match e.kind() {
-            std::io::ErrorKind::AddrInUse => {
-                "; is another server running there? Pick another port with --bind, or, to \
-                 run several servers on one port, start each with --reuse-port"
-            }
-            std::io::ErrorKind::PermissionDenied => {
-                "; ports below 1024 need root: use a higher port"
-            }
-            std::io::ErrorKind::AddrNotAvailable => {
-                "; that address is not on this machine: try 127.0.0.1 or 0.0.0.0"
-            }
-            _ => "",
-        };
-        anyhow::anyhow!("{e}{hint}")
-    })
+    Server::bind(config, ctx).map_err(|e| bind_error(e, "--bind"))
+}
+
+/// A failure to bind, with a hint for the usual causes; `flag` names the addresses.
+fn bind_error(e: std::io::Error, flag: &str) -> anyhow::Error {
+    let hint = match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "; is another server running there? Pick another port with {flag}, or, to run \
+             several servers on one port, start each with --reuse-port"
+        ),
+        std::io::ErrorKind::PermissionDenied => {
+            "; ports below 1024 need root: use a higher port".to_string()
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "; that address is not on this machine: try 127.0.0.1 or 0.0.0.0".to_string()
+        }
+        _ => String::new(),
+    };
+    anyhow::anyhow!("{e}{hint}")
 }
 
 /// The TLS configuration, read at start-up so that a bad file fails now, naming it.
@@ -326,12 +407,20 @@ fn tls_config(args: &ServeArgs, tls_listeners: bool) -> anyhow::Result<Option<Ar
 }
 
 /// Writes one `listening on <address>` line per listener to stdout (`listening on tls
-/// <address>` for a TLS one), then `metrics on <address>` with `--metrics`, flushed, so
-/// that a script can read the port chosen for port 0.
-fn announce(addrs: &[Listening], metrics: Option<SocketAddr>) -> std::io::Result<()> {
+/// <address>` for a TLS one, `listening on udp <address>` for a UDP socket), then
+/// `metrics on <address>` with `--metrics`, flushed, so that a script can read the port
+/// chosen for port 0.
+fn announce(
+    addrs: &[Listening],
+    udp: &[SocketAddr],
+    metrics: Option<SocketAddr>,
+) -> std::io::Result<()> {
     let mut stdout = std::io::stdout().lock();
     for addr in addrs {
         writeln!(stdout, "listening on {addr}")?;
+    }
+    for addr in udp {
+        writeln!(stdout, "listening on udp {addr}")?;
     }
     // After the listeners: scripts that read N `listening on` lines are not thrown off.
     if let Some(addr) = metrics {

@@ -176,9 +176,9 @@ fn default_bind_address_is_127_0_0_1_9999() {
         Duration::from_secs(10),
     );
     assert_eq!(code, Some(0));
-    // No clap default: given only --tls-bind, no plain listener may open.
+    // No clap default: given only --tls-bind or --udp-bind, no plain listener may open.
     assert!(
-        out.contains("Default 127.0.0.1:9999, unless only --tls-bind is given"),
+        out.contains("Default 127.0.0.1:9999, unless only --tls-bind or --udp-bind is given"),
         "{out}"
     );
     assert!(out.contains("TCP_HELLO_BIND"), "{out}");

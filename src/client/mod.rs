@@ -95,7 +95,8 @@
 //! # Exit codes
 //!
 //! [`EXIT_OK`] 0, [`EXIT_LOCAL_IO`] 1, [`EXIT_USAGE`] 2, [`EXIT_CONNECT`] 3,
-//! [`EXIT_TIMEOUT`] 4, [`EXIT_PROTOCOL`] 5, [`EXIT_BUSY`] 6, [`EXIT_TLS`] 7.
+//! [`EXIT_TIMEOUT`] 4, [`EXIT_PROTOCOL`] 5, [`EXIT_BUSY`] 6, [`EXIT_TLS`] 7,
+//! [`EXIT_LOST`] 8 (`--udp`: a name got no reply).
 //!
 //! # Modules
 //!
@@ -111,7 +112,8 @@
 //! - `tls`: the TLS set-up, the handshake, and how the two halves share one TLS
 //!   connection;
 //! - `tls_failure`: why TLS failed, and the message that says so;
-//! - `session`: the line framing, chunk framing and `--raw` sessions.
+//! - `session`: the line framing, chunk framing and `--raw` sessions;
+//! - `udp`: `--udp`, names as datagrams with retries, and `--raw --udp`.
 //!
 //! [`CHUNK_MAX`]: crate::protocol::CHUNK_MAX
 
@@ -125,6 +127,7 @@ mod session;
 mod tally;
 mod tls;
 mod tls_failure;
+mod udp;
 mod wait;
 
 use std::io::{self, BufWriter, IsTerminal, Write};
@@ -172,6 +175,9 @@ pub const EXIT_BUSY: u8 = 6;
 /// does not speak TLS; or another failure of the handshake or of TLS later. (A handshake
 /// that gets no answer in time is [`EXIT_TIMEOUT`].)
 pub const EXIT_TLS: u8 = 7;
+/// `--udp`: a name got no reply after every retry (or, `--raw --udp`, fewer datagrams
+/// came back than went out): UDP lost it, or nothing answers there.
+pub const EXIT_LOST: u8 = 8;
 
 /// Bytes read from the socket at once.
 const READ_BUF: usize = 64 * 1024;
@@ -187,6 +193,17 @@ const HEAD: usize = 256;
 /// Meant for the binary's `main`: on failure it returns while the thread reading stdin
 /// may still be blocked, which is harmless only because the process then exits.
 pub fn run(args: &ClientArgs) -> ExitCode {
+    if args.udp {
+        return match udp::session(args) {
+            Ok(()) => ExitCode::from(EXIT_OK),
+            Err(failure) => {
+                if let Some(message) = failure.message() {
+                    let _ = writeln!(io::stderr(), "tcp-hello: {message}");
+                }
+                ExitCode::from(failure.code())
+            }
+        };
+    }
     match session(args) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(failure) => {

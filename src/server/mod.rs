@@ -258,6 +258,14 @@ fn set_user_timeout(_: &Socket, timeout: Option<Duration>) -> io::Result<()> {
     }
 }
 
+impl ShutdownHandle {
+    /// Whether the server has been told to stop (for the UDP threads, which look at it
+    /// between datagrams).
+    pub fn stopping(&self) -> bool {
+        self.shared.stopping()
+    }
+}
+
 impl Server {
     /// Binds every address in `config`, failing with the address in the message.
     pub fn bind(config: ServerConfig, ctx: Context) -> io::Result<Server> {

@@ -74,6 +74,8 @@ pub struct Server {
     pub child: Child,
     /// Every address it announced, in order.
     pub addrs: Vec<SocketAddr>,
+    /// The announcement lines themselves (`listening on udp ADDR`, ...), in order.
+    pub announced: Vec<String>,
     /// Everything it logged so far; drained by a thread so that logging never blocks it.
     logs: Arc<Mutex<Vec<u8>>>,
     drain: Option<thread::JoinHandle<()>>,
@@ -113,6 +115,7 @@ impl Server {
             }
         });
         let mut addrs = Vec::new();
+        let mut announced = Vec::new();
         while addrs.len() < listeners {
             let line = rx
                 .recv_timeout(IO_TIMEOUT)
@@ -120,9 +123,12 @@ impl Server {
             let addr = line
                 .strip_prefix("listening on ")
                 .unwrap_or_else(|| panic!("unexpected stdout line {line:?}"));
-            // A TLS listener is announced as `listening on tls ADDR`.
+            // A TLS listener is announced as `listening on tls ADDR`, a UDP socket as
+            // `listening on udp ADDR`.
             let addr = addr.strip_prefix("tls ").unwrap_or(addr);
+            let addr = addr.strip_prefix("udp ").unwrap_or(addr);
             addrs.push(addr.parse().expect("announced address parses"));
+            announced.push(line);
         }
         let mut stderr = child.stderr.take().expect("stderr");
         let logs = Arc::new(Mutex::new(Vec::new()));
@@ -139,6 +145,7 @@ impl Server {
         Server {
             child,
             addrs,
+            announced,
             logs,
             drain: Some(drain),
             stdout: rx,

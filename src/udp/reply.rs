@@ -1,0 +1,433 @@
+//! What the UDP server does with one datagram, decided without sockets: which peers
+//! are never answered, and the reply's bytes, never more than the request's size plus
+//! the template's fixed length ([`Replies::fixed`]).
+
+use std::net::{IpAddr, SocketAddr};
+
+use crate::protocol::{ConnectionValues, Mode, Piece, ReplyTemplate, Request, Settings, classify};
+
+/// The largest UDP payload over IPv4 (65,535 less the IPv4 and UDP headers); IPv6
+/// without jumbograms allows 20 bytes more, which a receive buffer of 65,536 still holds.
+pub const MAX_PAYLOAD: usize = 65_507;
+
+/// The largest receive buffer worth having: one byte more than any UDP payload.
+pub const MAX_BUFFER: usize = 65_536;
+
+/// Source ports of the classic small UDP services (echo, daytime, chargen, time) that
+/// answer anything: a reply to one would be answered again, forever. BSD inetd refuses
+/// them for the same reason.
+pub const SERVICE_PORTS: [u16; 4] = [7, 13, 19, 37];
+
+/// Why a datagram got no reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drop {
+    /// Sent from port 0, where no reply can go.
+    PortZero,
+    /// Sent from this socket's own port (on any address: the server itself, or another
+    /// server on the same port that would answer the reply), or from one of the
+    /// [`SERVICE_PORTS`]: answering could start a loop.
+    Loop,
+    /// Sent from a broadcast, multicast or unspecified address: no reply may go there.
+    NotUnicast,
+    /// `--allow`/`--deny` refuse the address.
+    Rule,
+    /// Over `--udp-rate` datagrams per second from the address.
+    Rate,
+    /// Empty, or (greet mode) only spaces and tabs, as a blank line over TCP.
+    Empty,
+    /// Longer than `--max-line` (after one trailing LF or CRLF).
+    TooLong,
+    /// The reply would exceed the amplification bound; never happens with a template
+    /// accepted by [`Replies::new`], checked anyway.
+    Bound,
+}
+
+impl Drop {
+    /// Every reason, in the order of [`Drop::index`].
+    pub const ALL: [Drop; 8] = [
+        Drop::PortZero,
+        Drop::Loop,
+        Drop::NotUnicast,
+        Drop::Rule,
+        Drop::Rate,
+        Drop::Empty,
+        Drop::TooLong,
+        Drop::Bound,
+    ];
+
+    /// The reason's place in [`Drop::ALL`], for counting.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The reason as logs name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Drop::PortZero => "port_zero",
+            Drop::Loop => "loop",
+            Drop::NotUnicast => "not_unicast",
+            Drop::Rule => "rule",
+            Drop::Rate => "rate",
+            Drop::Empty => "empty",
+            Drop::TooLong => "too_long",
+            Drop::Bound => "bound",
+        }
+    }
+}
+
+/// Whether a datagram from `peer`, received on a socket bound to port `local_port`,
+/// may be answered at all: never to port 0, to the socket's own port (which covers the
+/// server's own address), to the [`SERVICE_PORTS`], or to an address that is not
+/// unicast (IPv4 broadcast 255.255.255.255, multicast, unspecified; IPv4-mapped IPv6
+/// addresses are judged as IPv4). A subnet's directed broadcast (e.g. 192.168.1.255)
+/// cannot be told from a host address without the interfaces' netmasks, and is not
+/// checked; the kernel does not deliver datagrams whose source is one of its own
+/// broadcast addresses.
+pub fn check_peer(peer: SocketAddr, local_port: u16) -> Result<(), Drop> {
+    let port = peer.port();
+    if port == 0 {
+        return Err(Drop::PortZero);
+    }
+    if port == local_port || SERVICE_PORTS.contains(&port) {
+        return Err(Drop::Loop);
+    }
+    let unicast = match canonical(peer.ip()) {
+        IpAddr::V4(v4) => !(v4.is_broadcast() || v4.is_multicast() || v4.is_unspecified()),
+        IpAddr::V6(v6) => !(v6.is_multicast() || v6.is_unspecified()),
+    };
+    if unicast {
+        Ok(())
+    } else {
+        Err(Drop::NotUnicast)
+    }
+}
+
+/// `ip`, or the IPv4 address an IPv4-mapped IPv6 address carries.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The reply rules of one server: the mode, the reply template and `--max-line`.
+#[derive(Debug, Clone)]
+pub struct Replies {
+    mode: Mode,
+    reply: ReplyTemplate,
+    max_line: usize,
+    fixed: usize,
+    /// The template shows `{peer}`, `{local}` or `{conn}`.
+    needs_values: bool,
+}
+
+impl Replies {
+    /// The replies of `settings` (the welcome and the farewell have no use over UDP).
+    /// Refuses, in greet mode, a `--reply` with more than one `{}`: each copy of the
+    /// payload would multiply it, and a reply must stay within the request's size plus
+    /// a fixed length.
+    pub fn new(settings: &Settings) -> Result<Replies, String> {
+        let lines = settings
+            .reply
+            .pieces()
+            .iter()
+            .filter(|p| matches!(p, Piece::Line))
+            .count();
+        if settings.mode == Mode::Greet && lines > 1 {
+            return Err(format!(
+                "--reply has {lines} `{{}}`: over UDP (--udp-bind) a reply must not be more \
+                 than the request's size plus a fixed length, or the server amplifies \
+                 spoofed requests; use `{{}}` once"
+            ));
+        }
+        let fixed = match settings.mode {
+            Mode::Greet => settings.reply.max_len_for(0),
+            Mode::Echo => 0,
+        };
+        let needs_values = settings
+            .reply
+            .pieces()
+            .iter()
+            .any(|p| matches!(p, Piece::Peer | Piece::Local | Piece::Conn));
+        Ok(Replies {
+            mode: settings.mode,
+            reply: settings.reply.clone(),
+            max_line: settings.max_line,
+            fixed,
+            needs_values,
+        })
+    }
+
+    /// The amplification bound's constant: no reply is longer than the request plus
+    /// this many bytes. In greet mode the template's text (`{host}` and `{pid}`
+    /// included) plus [`ADDR_TEXT_MAX`](crate::protocol::ADDR_TEXT_MAX) for each `{peer}` and `{local}` and 20 for each
+    /// `{conn}`; 0 in echo mode.
+    pub fn fixed(&self) -> usize {
+        self.fixed
+    }
+
+    /// Whether replies show `{peer}`, `{local}` or `{conn}`, so that the caller must
+    /// give each datagram's values.
+    pub fn needs_values(&self) -> bool {
+        self.mode == Mode::Greet && self.needs_values
+    }
+
+    /// The receive buffer: room for the longest accepted payload and a CRLF, and one
+    /// byte more, so that a longer datagram (which the kernel cuts to the buffer) is
+    /// seen to be too long; at most [`MAX_BUFFER`].
+    pub fn buffer_len(&self) -> usize {
+        self.max_line.saturating_add(3).min(MAX_BUFFER)
+    }
+
+    /// The reply to `datagram` (as received, at most [`Replies::buffer_len`] bytes), in
+    /// `out` (cleared first), or why there is none. `values` fill `{peer}`, `{local}`
+    /// and `{conn}`. Greet mode: one trailing LF or CRLF is taken off, the rest is
+    /// `{}`, and the same ending goes back on the reply; `exit` is a name like any
+    /// other. Echo mode: the datagram itself.
+    pub fn answer(
+        &self,
+        datagram: &[u8],
+        values: &ConnectionValues,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Drop> {
+        out.clear();
+        if datagram.is_empty() {
+            return Err(Drop::Empty);
+        }
+        let (payload, ending) = split_ending(datagram);
+        if payload.len() > self.max_line {
+            return Err(Drop::TooLong);
+        }
+        match self.mode {
+            Mode::Echo => out.extend_from_slice(datagram),
+            Mode::Greet => {
+                if classify(payload) == Request::Blank {
+                    return Err(Drop::Empty);
+                }
+                for piece in self.reply.pieces() {
+                    match piece {
+                        // No telnet escaping: a datagram is not a telnet stream.
+                        Piece::Line => out.extend_from_slice(payload),
+                        other => out.extend_from_slice(values.text(other)),
+                    }
+                }
+                out.extend_from_slice(ending);
+            }
+        }
+        if out.len() > datagram.len() + self.fixed {
+            out.clear();
+            return Err(Drop::Bound);
+        }
+        Ok(())
+    }
+}
+
+/// `datagram` without one trailing LF or CRLF, and that ending.
+pub fn split_ending(datagram: &[u8]) -> (&[u8], &[u8]) {
+    let cut = if datagram.ends_with(b"\r\n") {
+        2
+    } else if datagram.ends_with(b"\n") {
+        1
+    } else {
+        0
+    };
+    datagram.split_at(datagram.len() - cut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Machine, TemplateField};
+
+    fn settings(mode: Mode, reply: &str, max_line: usize) -> Settings {
+        let machine = Machine {
+            host: "box".into(),
+            pid: 42,
+        };
+        Settings {
+            mode,
+            reply: ReplyTemplate::parse(reply, TemplateField::Reply, &machine).unwrap(),
+            max_line,
+            ..Settings::default()
+        }
+    }
+
+    fn values() -> ConnectionValues {
+        ConnectionValues::new(
+            "192.0.2.7:5353".parse().unwrap(),
+            "127.0.0.1:9999".parse().unwrap(),
+            3,
+        )
+    }
+
+    fn answer(r: &Replies, datagram: &[u8]) -> Result<Vec<u8>, Drop> {
+        let mut out = Vec::new();
+        r.answer(datagram, &values(), &mut out).map(|()| out)
+    }
+
+    #[test]
+    fn greet_trims_one_ending_and_puts_it_back() {
+        let r = Replies::new(&settings(Mode::Greet, "Hello, {}!", 100)).unwrap();
+        assert_eq!(answer(&r, b"Alice").unwrap(), b"Hello, Alice!");
+        assert_eq!(answer(&r, b"Alice\n").unwrap(), b"Hello, Alice!\n");
+        assert_eq!(answer(&r, b"Alice\r\n").unwrap(), b"Hello, Alice!\r\n");
+        assert_eq!(answer(&r, b"Alice\n\n").unwrap(), b"Hello, Alice\n!\n");
+        assert_eq!(answer(&r, b"exit").unwrap(), b"Hello, exit!");
+        assert_eq!(answer(&r, b"\xff\x00").unwrap(), b"Hello, \xff\x00!");
+    }
+
+    #[test]
+    fn echo_sends_the_datagram_back_unchanged() {
+        let r = Replies::new(&settings(Mode::Echo, "Hello, {}!", 100)).unwrap();
+        for d in [&b"Alice\r\n"[..], b"  ", b"\xff\xfe", b"exit\n"] {
+            assert_eq!(answer(&r, d).unwrap(), d);
+        }
+        assert_eq!(r.fixed(), 0);
+    }
+
+    #[test]
+    fn empty_and_blank_datagrams_get_nothing() {
+        let r = Replies::new(&settings(Mode::Greet, "Hello, {}!", 100)).unwrap();
+        for d in [&b""[..], b"\n", b"\r\n", b" \t\n"] {
+            assert_eq!(answer(&r, d), Err(Drop::Empty), "{d:?}");
+        }
+        let echo = Replies::new(&settings(Mode::Echo, "{}", 100)).unwrap();
+        assert_eq!(answer(&echo, b""), Err(Drop::Empty));
+    }
+
+    #[test]
+    fn max_line_counts_the_payload_without_its_ending() {
+        let r = Replies::new(&settings(Mode::Greet, "Hello, {}!", 4)).unwrap();
+        assert_eq!(r.buffer_len(), 7);
+        assert!(answer(&r, b"abcd\r\n").is_ok());
+        assert_eq!(answer(&r, b"abcde"), Err(Drop::TooLong));
+        // What the kernel leaves of a longer datagram in a buffer of 7.
+        assert_eq!(answer(&r, b"abcdefg"), Err(Drop::TooLong));
+        assert_eq!(answer(&r, b"abcde\r\n"), Err(Drop::TooLong));
+        let big = Replies::new(&settings(Mode::Greet, "{}", 16 << 20)).unwrap();
+        assert_eq!(big.buffer_len(), MAX_BUFFER);
+    }
+
+    #[test]
+    fn placeholders_fill_and_stay_within_the_bound() {
+        let r = Replies::new(&settings(
+            Mode::Greet,
+            "{peer} {local} #{conn} {host}/{pid}: {}",
+            100,
+        ))
+        .unwrap();
+        assert!(r.needs_values());
+        assert_eq!(
+            answer(&r, b"x").unwrap(),
+            b"192.0.2.7:5353 127.0.0.1:9999 #3 box/42: x"
+        );
+        // The text (" ", " #", " box/42: "), two addresses at 64 and a number at 20.
+        assert_eq!(r.fixed(), 12 + 2 * 64 + 20);
+        // The longest address text still fits the bound.
+        let long = ConnectionValues::new(
+            "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535"
+                .parse()
+                .unwrap(),
+            "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535"
+                .parse()
+                .unwrap(),
+            u64::MAX,
+        );
+        let mut out = Vec::new();
+        r.answer(b"y", &long, &mut out).unwrap();
+        assert!(out.len() <= 1 + r.fixed());
+    }
+
+    #[test]
+    fn a_reply_with_two_lines_is_refused_in_greet_mode() {
+        let e = Replies::new(&settings(Mode::Greet, "{} and {}", 100)).unwrap_err();
+        assert!(e.contains("use `{}` once"), "{e}");
+        assert!(Replies::new(&settings(Mode::Echo, "{} and {}", 100)).is_ok());
+        let none = Replies::new(&settings(Mode::Greet, "pong", 100)).unwrap();
+        assert_eq!(answer(&none, b"x").unwrap(), b"pong");
+        assert!(!none.needs_values());
+    }
+
+    #[test]
+    fn no_reply_exceeds_request_plus_fixed() {
+        // Every size up to the buffer, for the default template and a busy one.
+        for template in ["Hello, {}!", "{peer}{local}{conn}{}{host}", "x"] {
+            for mode in [Mode::Greet, Mode::Echo] {
+                let r = Replies::new(&settings(mode, template, 300)).unwrap();
+                for n in 0..=r.buffer_len() {
+                    let d = vec![b'a'; n];
+                    if let Ok(out) = answer(&r, &d) {
+                        assert!(out.len() <= n + r.fixed(), "{template} {n}");
+                    }
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the bytes, the template, the addresses and the datagram's number, a
+        /// reply is never longer than the request plus [`Replies::fixed`].
+        #[test]
+        fn any_datagram_s_reply_is_within_the_bound(
+            datagram in proptest::collection::vec(
+                proptest::sample::select(vec![b'a', b' ', b'\t', b'\r', b'\n', 0xff, 0]),
+                0..80,
+            ),
+            template in 0usize..5,
+            echo in proptest::bool::ANY,
+            peer in proptest::sample::select(vec![
+                "192.0.2.1:1",
+                "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535",
+                "[::1]:40000",
+            ]),
+            conn in proptest::num::u64::ANY,
+        ) {
+            let templates = ["Hello, {}!", "{}", "pong", "{peer}{local}{conn}{}", "{host} {pid} {peer}"];
+            let mode = if echo { Mode::Echo } else { Mode::Greet };
+            let r = Replies::new(&settings(mode, templates[template], 64)).unwrap();
+            let peer: SocketAddr = peer.parse().unwrap();
+            let values = ConnectionValues::new(peer, peer, conn);
+            let mut out = Vec::new();
+            if r.answer(&datagram, &values, &mut out).is_ok() {
+                proptest::prop_assert!(out.len() <= datagram.len() + r.fixed());
+                proptest::prop_assert!(!out.is_empty() || datagram.is_empty());
+            } else {
+                proptest::prop_assert!(out.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn peers_that_could_start_a_loop_or_are_not_unicast_are_never_answered() {
+        let check = |s: &str| check_peer(s.parse().unwrap(), 9999);
+        assert_eq!(check("127.0.0.1:40000"), Ok(()));
+        assert_eq!(check("[::1]:40000"), Ok(()));
+        assert_eq!(check("127.0.0.1:0"), Err(Drop::PortZero));
+        assert_eq!(check("127.0.0.1:9999"), Err(Drop::Loop));
+        assert_eq!(check("[::1]:9999"), Err(Drop::Loop));
+        assert_eq!(check("192.0.2.1:9999"), Err(Drop::Loop));
+        for port in SERVICE_PORTS {
+            assert_eq!(check(&format!("192.0.2.1:{port}")), Err(Drop::Loop));
+        }
+        for bad in [
+            "255.255.255.255:40000",
+            "224.0.0.1:40000",
+            "239.1.2.3:40000",
+            "0.0.0.0:40000",
+            "[ff02::1]:40000",
+            "[::]:40000",
+            "[::ffff:255.255.255.255]:40000",
+            "[::ffff:224.0.0.1]:40000",
+        ] {
+            assert_eq!(check(bad), Err(Drop::NotUnicast), "{bad}");
+        }
+    }
+
+    #[test]
+    fn labels_follow_the_order_of_all() {
+        for (i, d) in Drop::ALL.iter().enumerate() {
+            assert_eq!(d.index(), i);
+            assert!(!d.label().is_empty());
+        }
+    }
+}

@@ -1,0 +1,513 @@
+//! `serve --udp-bind` and `client --udp`: the datagram half, over real sockets. Every
+//! socket has a timeout; no test sleeps for readiness (servers announce their ports).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{IO_TIMEOUT, KillOnDrop, Server, hello_cmd, require, run_tool};
+
+/// A UDP server alone on IPv4 and IPv6, with `args`.
+fn udp_server(args: &[&str]) -> Server {
+    let mut all = vec!["--udp-bind", "127.0.0.1:0", "--udp-bind", "[::1]:0"];
+    all.extend_from_slice(args);
+    Server::start_with_binds(&all, 2)
+}
+
+/// A UDP socket on `local` with timeouts, connected to `server`.
+fn client_socket(local: &str, server: SocketAddr) -> UdpSocket {
+    let socket = UdpSocket::bind(local).expect("bind a client socket");
+    socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    socket.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    socket.connect(server).unwrap();
+    socket
+}
+
+fn local_for(server: SocketAddr) -> &'static str {
+    if server.is_ipv6() {
+        "[::1]:0"
+    } else {
+        "127.0.0.1:0"
+    }
+}
+
+/// Sends `datagram` and returns the reply.
+fn ask(socket: &UdpSocket, datagram: &[u8]) -> Vec<u8> {
+    socket.send(datagram).unwrap();
+    let mut buf = vec![0u8; 70_000];
+    let n = socket.recv(&mut buf).expect("a reply");
+    buf.truncate(n);
+    buf
+}
+
+/// Nothing arrives on `socket` within a short while (the server dropped the datagram).
+fn nothing_more(socket: &UdpSocket) {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    if let Ok(n) = socket.recv(&mut buf) {
+        panic!(
+            "unexpected datagram {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
+    socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+}
+
+#[test]
+fn greets_over_ipv4_and_ipv6_and_opens_no_tcp_listener_alone() {
+    let server = udp_server(&[]);
+    assert!(server.announced[0].starts_with("listening on udp 127.0.0.1:"));
+    assert!(server.announced[1].starts_with("listening on udp [::1]:"));
+    for &addr in &server.addrs {
+        let socket = client_socket(local_for(addr), addr);
+        assert_eq!(ask(&socket, b"Alice"), b"Hello, Alice!");
+        assert_eq!(ask(&socket, b"Bob\n"), b"Hello, Bob!\n");
+        assert_eq!(ask(&socket, b"Carol\r\n"), b"Hello, Carol!\r\n");
+        // No session, so `exit` is a name like any other.
+        assert_eq!(ask(&socket, b"exit"), b"Hello, exit!");
+        // No TCP listener on the port (the default --bind does not apply).
+        assert!(std::net::TcpStream::connect_timeout(&addr, IO_TIMEOUT).is_err());
+    }
+    let logs = server.stop_and_logs();
+    assert!(
+        logs.contains("4 datagrams received, 4 answered, 0 dropped"),
+        "{logs}"
+    );
+    assert!(!logs.contains("datagrams received, 0 answered"), "{logs}");
+}
+
+#[test]
+fn echoes_over_ipv4_and_ipv6() {
+    let server = udp_server(&["--mode", "echo"]);
+    for &addr in &server.addrs {
+        let socket = client_socket(local_for(addr), addr);
+        for datagram in [&b"Alice\r\n"[..], b"exit", b"\xff\x00 bytes", b"   "] {
+            assert_eq!(ask(&socket, datagram), datagram);
+        }
+    }
+}
+
+#[test]
+fn tcp_and_udp_serve_side_by_side() {
+    let server =
+        Server::start_with_binds(&["--bind", "127.0.0.1:0", "--udp-bind", "127.0.0.1:0"], 2);
+    assert!(!server.announced[0].contains("udp"));
+    assert!(server.announced[1].starts_with("listening on udp "));
+    let mut conn = server.connect();
+    assert_eq!(conn.text_line(), "Welcome!");
+    conn.send("Alice\n");
+    assert_eq!(conn.text_line(), "Hello, Alice!");
+    let udp = server.addrs[1];
+    let socket = client_socket(local_for(udp), udp);
+    assert_eq!(ask(&socket, b"Bob"), b"Hello, Bob!");
+}
+
+#[test]
+fn empty_maximum_and_over_size_datagrams() {
+    let server = udp_server(&["--max-line", "100"]);
+    let addr = server.addrs[0];
+    let socket = client_socket(local_for(addr), addr);
+    // The empty one and the blank one get nothing: the next reply is the marker's.
+    socket.send(b"").unwrap();
+    socket.send(b" \t\n").unwrap();
+    assert_eq!(ask(&socket, b"marker"), b"Hello, marker!");
+    let max = vec![b'm'; 100];
+    let reply = ask(&socket, &[&max[..], b"\r\n"].concat());
+    assert_eq!(reply, [&b"Hello, "[..], &max, b"!\r\n"].concat());
+    // One byte over: dropped, not cut to fit; far over too.
+    socket.send(&[b'o'; 101]).unwrap();
+    socket.send(&[b'o'; 60_000]).unwrap();
+    assert_eq!(ask(&socket, b"after"), b"Hello, after!");
+    nothing_more(&socket);
+    let logs = server.stop_and_logs();
+    assert!(
+        logs.contains("7 datagrams received, 3 answered, 4 dropped (empty 2, too_long 2)"),
+        "{logs}"
+    );
+}
+
+#[test]
+fn no_reply_exceeds_the_request_plus_the_announced_bound() {
+    let template = "{peer} {local} #{conn} {host}/{pid}: {}";
+    let server = udp_server(&["--reply", template, "--max-line", "2000"]);
+    // Logged just before the announcement, but read from stderr by another thread.
+    assert!(common::eventually(IO_TIMEOUT, || server
+        .logs_so_far()
+        .contains("replies at most ")));
+    let logs = server.logs_so_far();
+    let fixed: usize = logs
+        .split("replies at most ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no bound announced: {logs}"));
+    for &addr in &server.addrs {
+        let socket = client_socket(local_for(addr), addr);
+        for size in [1, 2, 10, 100, 1000, 2000] {
+            let request = vec![b'a'; size];
+            let reply = ask(&socket, &request);
+            assert!(
+                reply.len() <= size + fixed,
+                "{size} bytes got {} back, bound {fixed}",
+                reply.len()
+            );
+            assert!(reply.ends_with(&request));
+        }
+    }
+}
+
+#[test]
+fn a_reply_template_that_multiplies_the_payload_is_refused() {
+    let done = run_tool(
+        &mut hello_cmd("serve", &["--udp-bind", "127.0.0.1:0", "--reply", "{} {}"]),
+        None,
+        IO_TIMEOUT,
+    );
+    assert_eq!(done.code, Some(2), "{done:?}");
+    assert!(done.stderr.contains("use `{}` once"), "{done:?}");
+}
+
+#[test]
+fn the_server_s_own_port_is_never_answered() {
+    let server = Server::start_with_binds(&["--udp-bind", "127.0.0.1:0"], 1);
+    let addr = server.addrs[0];
+    // The same port on another loopback address: what the server's own address, or
+    // another server on that port (which would answer the reply), looks like.
+    let twin = client_socket(&format!("127.0.0.2:{}", addr.port()), addr);
+    twin.send(b"loop?").unwrap();
+    let socket = client_socket("127.0.0.1:0", addr);
+    // Handled in order on the server's one thread: once this is answered, so was that.
+    assert_eq!(ask(&socket, b"marker"), b"Hello, marker!");
+    nothing_more(&twin);
+    let logs = server.stop_and_logs();
+    assert!(logs.contains("1 dropped (loop 1)"), "{logs}");
+}
+
+#[test]
+fn rules_and_the_rate_limit_apply() {
+    let server = Server::start_with_binds(
+        &[
+            "--udp-bind",
+            "127.0.0.1:0",
+            "--deny",
+            "127.0.0.3",
+            "--udp-rate",
+            "1",
+        ],
+        1,
+    );
+    let addr = server.addrs[0];
+    let denied = client_socket("127.0.0.3:0", addr);
+    denied.send(b"denied").unwrap();
+    let busy = client_socket("127.0.0.1:0", addr);
+    for _ in 0..5 {
+        busy.send(b"again").unwrap();
+    }
+    // Another address has a bucket of its own.
+    let marker = client_socket("127.0.0.2:0", addr);
+    assert_eq!(ask(&marker, b"marker"), b"Hello, marker!");
+    nothing_more(&denied);
+    busy.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    let mut answered = 0;
+    while busy.recv(&mut buf).is_ok() {
+        answered += 1;
+    }
+    // A burst of 1, and perhaps a second token if the machine is very slow.
+    assert!((1..=2).contains(&answered), "{answered} answered");
+    let logs = server.stop_and_logs();
+    assert!(logs.contains("rule 1"), "{logs}");
+    assert!(logs.contains(&format!("rate {}", 5 - answered)), "{logs}");
+}
+
+#[test]
+fn nc_u_talks_to_the_server() {
+    if !require("nc", "netcat-openbsd") {
+        return;
+    }
+    let server = Server::start_with_binds(&["--udp-bind", "127.0.0.1:0"], 1);
+    let addr = server.addrs[0];
+    let done = run_tool(
+        Command::new("nc").args(["-u", "-w", "2", "127.0.0.1", &addr.port().to_string()]),
+        Some(b"Alice\n"),
+        IO_TIMEOUT * 2,
+    );
+    assert_eq!(done.stdout, "Hello, Alice!\n", "{done:?}");
+}
+
+#[test]
+fn the_client_greets_over_ipv4_and_ipv6() {
+    let server = udp_server(&[]);
+    for addr in &server.addrs {
+        let target = addr.to_string();
+        let done = run_tool(
+            &mut hello_cmd("client", &["--udp", "--connect", &target, "Alice", "Bob"]),
+            None,
+            IO_TIMEOUT,
+        );
+        assert_eq!(done.code, Some(0), "{done:?}");
+        assert_eq!(done.stdout, "Hello, Alice!\nHello, Bob!\n");
+        // Each line of stdin is a name; blank lines are not sent.
+        let done = run_tool(
+            &mut hello_cmd("client", &["--udp", "--connect", &target]),
+            Some(b"Carol\n\nDave\r\n"),
+            IO_TIMEOUT,
+        );
+        assert_eq!(done.code, Some(0), "{done:?}");
+        assert_eq!(done.stdout, "Hello, Carol!\nHello, Dave!\n");
+    }
+}
+
+#[test]
+fn raw_over_udp_sends_stdin_lines_as_datagrams() {
+    let server = Server::start_with_binds(&["--udp-bind", "127.0.0.1:0", "--mode", "echo"], 1);
+    let target = server.addrs[0].to_string();
+    let args = [
+        "--udp",
+        "--raw",
+        "--connect",
+        &target,
+        "--reply-timeout",
+        "1",
+    ];
+    let done = run_tool(
+        &mut hello_cmd("client", &args),
+        Some(b"one\ntwo\r\nthree"),
+        IO_TIMEOUT,
+    );
+    assert_eq!(done.code, Some(0), "{done:?}");
+    assert_eq!(done.stdout, "one\ntwo\r\nthree");
+}
+
+/// A tiny UDP server in Python: prints its port, then answers `Hi <datagram>`; `drop`
+/// ignores the first datagram, `silent` never answers.
+const PYTHON_SERVER: &str = r#"
+import socket, sys
+mode = sys.argv[1]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1], flush=True)
+seen = 0
+while True:
+    data, peer = s.recvfrom(65535)
+    seen += 1
+    if mode == "silent" or (mode == "drop" and seen == 1):
+        continue
+    s.sendto(b"Hi " + data, peer)
+"#;
+
+/// Starts [`PYTHON_SERVER`] in `mode`; returns it and its address.
+fn python_server(mode: &str) -> Option<(KillOnDrop, SocketAddr)> {
+    if !require("python3", "python3") {
+        return None;
+    }
+    let mut child = KillOnDrop(
+        Command::new("python3")
+            .args(["-c", PYTHON_SERVER, mode])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start python3"),
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line.trim().parse().expect("python announces its port");
+    Some((child, SocketAddr::from(([127, 0, 0, 1], port))))
+}
+
+#[test]
+fn the_client_talks_to_a_python_udp_server() {
+    let Some((_python, addr)) = python_server("answer") else {
+        return;
+    };
+    let done = run_tool(
+        &mut hello_cmd(
+            "client",
+            &["--udp", "--connect", &addr.to_string(), "Alice"],
+        ),
+        None,
+        IO_TIMEOUT,
+    );
+    assert_eq!(done.code, Some(0), "{done:?}");
+    assert_eq!(done.stdout, "Hi Alice\n");
+}
+
+#[test]
+fn a_lost_datagram_is_sent_again() {
+    let Some((_python, addr)) = python_server("drop") else {
+        return;
+    };
+    // 7 s over 3 sends: waits of 1, 2 and 4 s.
+    let args = [
+        "-v",
+        "--udp",
+        "--connect",
+        &addr.to_string(),
+        "--reply-timeout",
+        "7",
+        "--retries",
+        "2",
+        "Alice",
+    ];
+    let done = run_tool(&mut hello_cmd("client", &args), None, IO_TIMEOUT);
+    assert_eq!(done.code, Some(0), "{done:?}");
+    assert_eq!(done.stdout, "Hi Alice\n");
+    assert!(done.stderr.contains("sending again"), "{done:?}");
+}
+
+#[test]
+fn a_server_that_never_answers_is_loss_exit_8() {
+    let Some((_python, addr)) = python_server("silent") else {
+        return;
+    };
+    let args = [
+        "--udp",
+        "--connect",
+        &addr.to_string(),
+        "--reply-timeout",
+        "0.6",
+        "--retries",
+        "1",
+        "Alice",
+        "Bob",
+    ];
+    let started = Instant::now();
+    let done = run_tool(&mut hello_cmd("client", &args), None, IO_TIMEOUT);
+    assert_eq!(done.code, Some(8), "{done:?}");
+    assert!(started.elapsed() >= Duration::from_millis(1200), "{done:?}");
+    assert_eq!(done.stdout, "");
+    assert!(done.stderr.contains("no reply from udp"), "{done:?}");
+    assert!(
+        done.stderr.contains("2 of 2 names got no reply"),
+        "{done:?}"
+    );
+}
+
+#[test]
+fn a_closed_port_is_exit_3() {
+    // A port just freed: nothing listens there, so the kernel answers ICMP unreachable.
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let target = format!("127.0.0.1:{port}");
+    let args = [
+        "--udp",
+        "--connect",
+        &target,
+        "--reply-timeout",
+        "5",
+        "Alice",
+    ];
+    let done = run_tool(&mut hello_cmd("client", &args), None, IO_TIMEOUT);
+    assert_eq!(done.code, Some(3), "{done:?}");
+    assert!(done.stderr.contains("nothing listens on udp"), "{done:?}");
+}
+
+#[test]
+fn sigterm_stops_a_udp_only_server_with_its_summary() {
+    let server = udp_server(&[]);
+    let addr = server.addrs[0];
+    let socket = client_socket(local_for(addr), addr);
+    assert_eq!(ask(&socket, b"Alice"), b"Hello, Alice!");
+    server.signal("TERM");
+    let (code, logs) = server.wait(IO_TIMEOUT);
+    assert_eq!(code, Some(0), "{logs}");
+    assert!(logs.contains("1 datagrams received, 1 answered"), "{logs}");
+}
+
+#[test]
+fn a_udp_port_in_use_is_named_with_its_flag() {
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let done = run_tool(
+        &mut hello_cmd("serve", &["--udp-bind", &addr]),
+        None,
+        IO_TIMEOUT,
+    );
+    assert_eq!(done.code, Some(2), "{done:?}");
+    assert!(
+        done.stderr.contains(&format!("cannot bind udp {addr}"))
+            && done.stderr.contains("another port with --udp-bind"),
+        "{done:?}"
+    );
+}
+
+/// The body of `GET /metrics` at `addr`.
+fn scrape(addr: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    response
+}
+
+#[test]
+fn metrics_count_udp_datagrams() {
+    let server = Server::start_with_binds(
+        &["--udp-bind", "127.0.0.1:0", "--metrics", "127.0.0.1:0"],
+        1,
+    );
+    let metrics: SocketAddr = server
+        .stdout_line()
+        .strip_prefix("metrics on ")
+        .expect("metrics announced")
+        .parse()
+        .unwrap();
+    let addr = server.addrs[0];
+    let socket = client_socket(local_for(addr), addr);
+    assert_eq!(ask(&socket, b"Alice"), b"Hello, Alice!");
+    socket.send(b"").unwrap();
+    // Published once the socket is quiet for its poll (200 ms), or within a second.
+    assert!(
+        common::eventually(IO_TIMEOUT, || {
+            let body = scrape(metrics);
+            body.contains("tcp_hello_udp_datagrams_total 2\n")
+                && body.contains("tcp_hello_udp_replies_total 1\n")
+                && body.contains("tcp_hello_udp_dropped_total{reason=\"empty\"} 1\n")
+        }),
+        "{}",
+        scrape(metrics)
+    );
+    // The TCP counters are still there.
+    assert!(scrape(metrics).contains("tcp_hello_connections_total 0\n"));
+}
+
+#[test]
+fn retries_without_udp_is_a_usage_error() {
+    let done = run_tool(
+        &mut hello_cmd("client", &["--retries", "2", "Alice"]),
+        None,
+        IO_TIMEOUT,
+    );
+    assert_eq!(done.code, Some(2), "{done:?}");
+    assert!(done.stderr.contains("--udp"), "{done:?}");
+}
+
+#[test]
+fn the_environment_names_udp_sockets_too() {
+    let mut cmd = Command::new(common::bin());
+    common::clean_env(&mut cmd)
+        .env("TCP_HELLO_UDP_BIND", "127.0.0.1:0")
+        .arg("serve");
+    let server = Server::start_cmd(&mut cmd, 1);
+    assert!(server.announced[0].starts_with("listening on udp "));
+    let addr = server.addrs[0];
+    let socket = client_socket(local_for(addr), addr);
+    assert_eq!(ask(&socket, b"env"), b"Hello, env!");
+}

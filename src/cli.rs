@@ -341,6 +341,19 @@ pub struct ServeArgs {
         allow_negative_numbers = true
     )]
     pub shutdown_timeout: u64,
+    /// After `exit`, an idle timeout or shutdown, how long the server waits for the
+    /// client to close its side after the server's last bytes (reading and discarding what
+    /// the client still sends), so that those bytes cannot make the kernel reset the
+    /// connection and destroy the farewell. 0 = close at once, as most servers do.
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "TCP_HELLO_LINGER",
+        default_value_t = 2,
+        value_parser = at_most::<3600>,
+        allow_negative_numbers = true
+    )]
+    pub linger: u64,
 }
 
 /// Options of `tcp-hello client`.

@@ -141,6 +141,7 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
         idle_timeout,
         write_timeout: seconds(args.write_timeout),
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+        linger: Duration::from_secs(args.linger),
         keepalive: seconds(args.keepalive),
         user_timeout: seconds(args.user_timeout),
         thread_cache: args.thread_cache,

@@ -2132,3 +2132,33 @@ fn a_thread_cache_of_zero_ends_every_thread_with_its_connection() {
         server.proc_status("Threads")
     );
 }
+
+/// The connection's socket stays open on the server while the client keeps its end, for
+/// at most `--linger`: at once closed with `--linger 0`, still open with `--linger 30`.
+#[test]
+fn linger_bounds_how_long_a_closing_connection_waits_for_the_client() {
+    let (quick, patient) = (
+        Server::start(&["--linger", "0"]),
+        Server::start(&["--linger", "30"]),
+    );
+    let idle = (quick.fd_count(), patient.fd_count());
+    let mut held = Vec::new();
+    for server in [&quick, &patient] {
+        let mut c = greeted(server);
+        c.send("exit\n");
+        assert_eq!(lossy(&c.rest()), "Bye!\r\n");
+        // The client keeps its end open: no FIN from it.
+        held.push(c);
+    }
+    assert!(
+        eventually(Duration::from_millis(1500), || quick.fd_count() == idle.0),
+        "--linger 0 kept the socket open"
+    );
+    assert_eq!(
+        patient.fd_count(),
+        idle.1 + 1,
+        "--linger 30 closed before the client did"
+    );
+    drop(held);
+    assert!(eventually(IO_TIMEOUT, || patient.fd_count() == idle.1));
+}

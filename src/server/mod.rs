@@ -83,6 +83,9 @@ pub struct ServerConfig {
     pub write_timeout: Option<Duration>,
     /// How long shutdown waits for connections to finish.
     pub shutdown_timeout: Duration,
+    /// How long a closing connection waits for the client to close too (`--linger`);
+    /// zero: it closes at once.
+    pub linger: Duration,
     /// TCP keepalive: silence after which the first probe goes out (see [`keepalive`]);
     /// `None` = off.
     pub keepalive: Option<Duration>,
@@ -414,6 +417,7 @@ mod tests {
             idle_timeout: None,
             write_timeout: None,
             shutdown_timeout: Duration::from_secs(1),
+            linger: Duration::from_secs(2),
             thread_cache: 0,
             keepalive,
             user_timeout,

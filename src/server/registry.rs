@@ -120,6 +120,7 @@ mod tests {
             idle_timeout: None,
             write_timeout: None,
             shutdown_timeout: Duration::from_secs(1),
+            linger: Duration::from_secs(2),
             keepalive: None,
             user_timeout: None,
             thread_cache: 0,

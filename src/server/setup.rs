@@ -12,11 +12,6 @@ use super::shutdown::SHUTDOWN_READ_TIMEOUT;
 use crate::connection::{self, CloseReason, Peer, Summary};
 use crate::tls;
 
-/// How long a closing connection waits for the client to close its side after the
-/// server's last bytes, so that unread client data does not turn the close into a reset
-/// that destroys the farewell in flight.
-const LINGER: Duration = Duration::from_secs(2);
-
 /// What a connection's thread reports in its close line.
 struct Ending {
     summary: Summary,
@@ -225,7 +220,7 @@ impl Shared {
     fn close(&self, registered: &Registered, stream: &TcpStream, started: Instant, ending: Ending) {
         let Ending { summary, detail } = ending;
         self.counters.closed(&summary);
-        linger(stream, summary.reason);
+        linger(stream, summary.reason, self.config.linger);
         let quiet = summary.bytes_in == 0
             || matches!(
                 summary.reason,
@@ -319,9 +314,9 @@ fn failed(e: io::Error) -> Ending {
 }
 
 /// Closes gracefully: after the server's last bytes, sends FIN and reads until the
-/// client closes too (bounded by [`LINGER`]), so unread input cannot make the kernel
-/// answer with a reset that discards the farewell the client has not read yet.
-fn linger(stream: &TcpStream, reason: CloseReason) {
+/// client closes too (for at most `limit`, `--linger`), so unread input cannot make the
+/// kernel answer with a reset that discards the farewell the client has not read yet.
+fn linger(stream: &TcpStream, reason: CloseReason, limit: Duration) {
     if !matches!(
         reason,
         // A failed handshake too: its alert, or the plain-text notice, must not be
@@ -330,10 +325,12 @@ fn linger(stream: &TcpStream, reason: CloseReason) {
     ) {
         return;
     }
-    if stream.shutdown(Shutdown::Write).is_err() {
+    if stream.shutdown(Shutdown::Write).is_err() || limit.is_zero() {
         return;
     }
-    let deadline = Instant::now() + LINGER;
+    let Some(deadline) = Instant::now().checked_add(limit) else {
+        return;
+    };
     let mut scratch = [0u8; 512];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -13,10 +13,13 @@
 //!   checks it moves from the accept loop to the connection's thread;
 //! - `setup`: what a connection's own thread does, from configuring its socket to
 //!   closing it gracefully;
+//! - `closer`: where a closed connection waits for its client's close (`--linger`), off
+//!   its thread;
 //! - `shutdown`: stopping: ending every connection's reading, and waiting for them;
 //! - `threads`: the thread cache, where finished connection threads wait for the next.
 
 mod accept;
+mod closer;
 mod proxied;
 mod registry;
 mod setup;
@@ -185,6 +188,8 @@ struct Shared {
     threads: Arc<ThreadCache>,
     /// Threads with the deep stack a TLS handshake needs.
     handshake_threads: Arc<ThreadCache>,
+    /// Closed connections waiting for their clients' close.
+    closer: Arc<closer::Closer>,
 }
 
 /// Binds one listening socket with an explicit backlog (std's `bind` uses 128, which a
@@ -317,9 +322,14 @@ impl Server {
                 0
             },
         );
+        // Started before the server announces itself, so that its thread is among the
+        // idle ones.
+        let closer = Arc::new(closer::Closer::default());
+        closer.start(CONNECTION_STACK)?;
         let shared = Arc::new(Shared {
             threads,
             handshake_threads,
+            closer: Arc::clone(&closer),
             ctx,
             config,
             listeners: listeners.iter().map(|(l, _)| Arc::clone(l)).collect(),

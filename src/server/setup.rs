@@ -1,12 +1,13 @@
 //! A connection's own thread: configures its socket, serves it, closes it gracefully,
 //! and logs how it went.
 
-use std::io::{self, ErrorKind, Read};
+use std::io::{self, ErrorKind};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::Shared;
+use super::closer::Lingering;
 use super::registry::Registered;
 use super::shutdown::SHUTDOWN_READ_TIMEOUT;
 use crate::connection::{self, CloseReason, Peer, Summary};
@@ -86,7 +87,7 @@ impl Shared {
                 detail: String::new(),
             },
         };
-        self.close(&registered, &stream, started, ending);
+        self.close(registered, stream, started, ending);
     }
 
     /// A TLS connection's handshake, then its hand-off to a serving thread; or, if the
@@ -115,7 +116,7 @@ impl Shared {
                     summary: nothing(CloseReason::Handshake),
                     detail: format!(": {e}"),
                 };
-                self.close(&registered, &stream, started, ending);
+                self.close(registered, stream, started, ending);
             }
             Ok((conn, session)) => {
                 log::debug!(
@@ -213,14 +214,21 @@ impl Shared {
                 detail: client.map_or(String::new(), |c| format!(", client {c}")),
             },
         };
-        self.close(&registered, &stream, started, ending);
+        self.close(registered, stream, started, ending);
     }
 
-    /// Closes gracefully and logs the close line.
-    fn close(&self, registered: &Registered, stream: &TcpStream, started: Instant, ending: Ending) {
+    /// Logs the close line and closes gracefully: after `exit`, an idle timeout,
+    /// shutdown or a failed handshake, sends FIN, then hands the connection to the closer,
+    /// which closes it once the client has closed too (see [`closer`](super::closer)).
+    fn close(
+        &self,
+        registered: Registered,
+        stream: Arc<TcpStream>,
+        started: Instant,
+        ending: Ending,
+    ) {
         let Ending { summary, detail } = ending;
         self.counters.closed(&summary);
-        linger(stream, summary.reason, self.config.linger);
         let quiet = summary.bytes_in == 0
             || matches!(
                 summary.reason,
@@ -245,6 +253,37 @@ impl Shared {
             summary.bytes_out,
             summary.reason
         );
+        let lingers = matches!(
+            summary.reason,
+            // A failed handshake too: its alert, or the plain-text notice, must not be
+            // destroyed by a reset over unread client bytes.
+            CloseReason::Exit | CloseReason::Idle | CloseReason::Shutdown | CloseReason::Handshake
+        );
+        if !lingers || stream.shutdown(Shutdown::Write).is_err() {
+            return;
+        }
+        if self.config.linger.is_zero() {
+            return;
+        }
+        // A linger past what the clock holds: closed now rather than never.
+        let Some(deadline) = Instant::now().checked_add(self.config.linger) else {
+            return;
+        };
+        {
+            // This thread moves on to other connections: shutdown must not signal it
+            // for this one.
+            let mut registry = self.lock();
+            if let Some(live) = registry.live.get_mut(registered.slot) {
+                if Arc::ptr_eq(&live.stream, &stream) {
+                    live.thread = 0;
+                }
+            }
+        }
+        self.closer.take(Lingering {
+            _registered: registered,
+            stream,
+            deadline,
+        });
     }
 
     /// After the TLS handshake or the PROXY header, which set their own read timeouts:
@@ -310,43 +349,5 @@ fn failed(e: io::Error) -> Ending {
     Ending {
         summary: nothing(CloseReason::ReadError(e.kind())),
         detail: String::new(),
-    }
-}
-
-/// Closes gracefully: after the server's last bytes, sends FIN and reads until the
-/// client closes too (for at most `limit`, `--linger`), so unread input cannot make the
-/// kernel answer with a reset that discards the farewell the client has not read yet.
-fn linger(stream: &TcpStream, reason: CloseReason, limit: Duration) {
-    if !matches!(
-        reason,
-        // A failed handshake too: its alert, or the plain-text notice, must not be
-        // destroyed by a reset over unread client bytes.
-        CloseReason::Exit | CloseReason::Idle | CloseReason::Shutdown | CloseReason::Handshake
-    ) {
-        return;
-    }
-    if stream.shutdown(Shutdown::Write).is_err() || limit.is_zero() {
-        return;
-    }
-    let Some(deadline) = Instant::now().checked_add(limit) else {
-        return;
-    };
-    let mut scratch = [0u8; 512];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        // Set each time: shutdown may have shortened the timeout meanwhile.
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-            return;
-        }
-        match (&*stream).read(&mut scratch) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return,
-        }
     }
 }

@@ -1,0 +1,166 @@
+//! The closer: where a finished connection waits for its client to close (`--linger`),
+//! off the connection's thread.
+//!
+//! After the server's last bytes and its FIN, a connection is kept open until the client
+//! closes too (or `--linger` passes), so that bytes the client still sends cannot make the
+//! kernel reset the connection and destroy the farewell the client has not read yet. A
+//! thread blocked in `read` for that FIN is woken by it, and the client pays for the
+//! wake-up: 10% of the connection rate (README, "Connection rate"). Here one thread looks
+//! at every lingering socket every [`LOOK_EVERY`], without blocking on any: a FIN wakes
+//! nobody. The connection keeps its place in the registry until it is closed.
+
+use std::io::{self, ErrorKind};
+use std::mem::MaybeUninit;
+use std::net::TcpStream;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+use socket2::SockRef;
+
+use super::registry::Registered;
+
+/// How often the closer looks at the sockets it holds, while it holds any: a connection
+/// keeps its place under `--max-connections` up to this long after its client closed.
+pub const LOOK_EVERY: Duration = Duration::from_millis(1);
+
+/// A connection whose last bytes and FIN are sent, waiting for its client's close.
+pub(super) struct Lingering {
+    /// Its place in the registry, held for its `Drop`: given up (and the socket closed)
+    /// when this is dropped.
+    pub(super) _registered: Registered,
+    pub(super) stream: Arc<TcpStream>,
+    /// When it is closed whatever the client does.
+    pub(super) deadline: Instant,
+}
+
+/// The connections handed over, and a signal for the closer's thread when it has none.
+#[derive(Default)]
+pub(super) struct Closer {
+    handed: Mutex<Vec<Lingering>>,
+    arrived: Condvar,
+}
+
+impl Closer {
+    /// Starts the closer's thread (`stack` bytes of stack) with the stop signals blocked:
+    /// it never needs them, and it starts before the server installs their handlers, so a
+    /// signal that arrived meanwhile could otherwise be delivered to it, and be lost,
+    /// instead of waiting for the handler (see `signals::install_blocking`).
+    pub(super) fn start(self: &Arc<Self>, stack: usize) -> io::Result<()> {
+        let mut stops = SigSet::empty();
+        for signal in [
+            Signal::SIGINT,
+            Signal::SIGTERM,
+            Signal::SIGHUP,
+            Signal::SIGQUIT,
+        ] {
+            stops.add(signal);
+        }
+        let mut old = SigSet::empty();
+        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&stops), Some(&mut old))
+            .map_err(io::Error::from)?;
+        let closer = Arc::clone(self);
+        // The new thread inherits this thread's mask: blocked from its first instruction.
+        let spawned = thread::Builder::new()
+            .name("closer".into())
+            .stack_size(stack)
+            .spawn(move || closer.run());
+        pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None).map_err(io::Error::from)?;
+        // Never joined: it holds nothing once shutdown has waited for every connection,
+        // and ends with the process.
+        spawned.map(drop)
+    }
+
+    /// Takes a connection to close once its client has closed, or at its deadline.
+    pub(super) fn take(&self, lingering: Lingering) {
+        let mut handed = self.handed.lock().unwrap_or_else(PoisonError::into_inner);
+        handed.push(lingering);
+        if handed.len() == 1 {
+            self.arrived.notify_one();
+        }
+    }
+
+    /// The closer's thread: closes each connection handed over once its client has
+    /// closed (or its deadline has passed). Runs for as long as the process.
+    fn run(&self) {
+        let mut held: Vec<Lingering> = Vec::new();
+        let mut scratch = [MaybeUninit::<u8>::uninit(); 512];
+        loop {
+            {
+                let mut handed = self.handed.lock().unwrap_or_else(PoisonError::into_inner);
+                while held.is_empty() && handed.is_empty() {
+                    handed = self
+                        .arrived
+                        .wait(handed)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+                held.append(&mut handed);
+            }
+            let now = Instant::now();
+            // Dropping one gives up its registry place and closes its socket.
+            held.retain(|l| still_waiting(&l.stream, l.deadline, now, &mut scratch));
+            if !held.is_empty() {
+                thread::sleep(LOOK_EVERY);
+            }
+        }
+    }
+}
+
+/// Reads, without waiting, what the client sent on `stream` since the last look, and
+/// says whether to keep waiting for its close: until it closes, or `deadline` passes.
+fn still_waiting(
+    stream: &TcpStream,
+    deadline: Instant,
+    now: Instant,
+    scratch: &mut [MaybeUninit<u8>],
+) -> bool {
+    let socket = SockRef::from(stream);
+    loop {
+        match socket.recv_with_flags(scratch, libc::MSG_DONTWAIT) {
+            // The client closed: so can we.
+            Ok(0) => return false,
+            // Late bytes, read so that they cannot turn the close into a reset.
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return now < deadline,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::TcpListener;
+
+    #[test]
+    fn a_socket_waits_through_late_bytes_until_its_client_closes_or_the_deadline() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let mut scratch = [MaybeUninit::<u8>::uninit(); 512];
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        assert!(
+            still_waiting(&server, later, now, &mut scratch),
+            "nothing yet"
+        );
+        assert!(
+            !still_waiting(&server, now, now, &mut scratch),
+            "the deadline has passed"
+        );
+        client.write_all(&[b'x'; 4096]).unwrap();
+        drop(client);
+        // The late bytes and the FIN arrive; the look that reads the FIN ends the wait.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while still_waiting(&server, later, Instant::now(), &mut scratch) {
+            assert!(
+                Instant::now() < deadline,
+                "the client's close was never seen"
+            );
+            thread::yield_now();
+        }
+    }
+}

@@ -7,7 +7,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::thread;
@@ -145,24 +145,6 @@ fn open(server: SocketAddr, header: &[u8], then: &[u8]) -> Conn {
     let mut conn = Conn::open(server);
     conn.send([header, then].concat());
     conn
-}
-
-/// Checks that the server closed `stream` without sending a byte (EOF, or a reset).
-fn assert_closed_without_a_byte(stream: &mut TcpStream, what: &str) {
-    let mut buf = [0u8; 256];
-    match stream.read(&mut buf) {
-        Ok(0) => {}
-        Err(e)
-            if matches!(
-                e.kind(),
-                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
-            ) => {}
-        Ok(n) => panic!(
-            "{what}: should be closed without a byte, got {:?}",
-            String::from_utf8_lossy(&buf[..n])
-        ),
-        Err(e) => panic!("{what}: should have been closed: {e}"),
-    }
 }
 
 /// Lines logged above debug level.

@@ -100,10 +100,10 @@ pub(super) fn session(args: &ClientArgs) -> Result<(), UdpFailure> {
         })?
         .first()
         .ok_or_else(|| UdpFailure::Setup(format!("{} resolves to no address", target.host)))?;
-    let local: SocketAddr = if addr.is_ipv6() {
-        "[::]:0".parse().expect("a literal address")
+    let local = if addr.is_ipv6() {
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
     } else {
-        "0.0.0.0:0".parse().expect("a literal address")
+        SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
     };
     let socket = UdpSocket::bind(local)
         .and_then(|s| s.connect(addr).map(|()| s))

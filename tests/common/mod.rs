@@ -36,6 +36,25 @@ pub fn connect_from(from: std::net::IpAddr, server: SocketAddr) -> TcpStream {
     stream
 }
 
+/// Checks that the server closed `stream` without sending a byte (EOF, or a reset);
+/// `what` names the connection in the failure.
+pub fn assert_closed_without_a_byte(stream: &mut TcpStream, what: &str) {
+    let mut buf = [0u8; 256];
+    match stream.read(&mut buf) {
+        Ok(0) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+            ) => {}
+        Ok(n) => panic!(
+            "{what}: should be closed without a byte, got {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+        Err(e) => panic!("{what}: should have been closed: {e}"),
+    }
+}
+
 /// The address of a server started with `--metrics 127.0.0.1:0`: its next stdout line,
 /// `metrics on ADDR`.
 pub fn metrics_addr(server: &Server) -> SocketAddr {

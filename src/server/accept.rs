@@ -198,24 +198,10 @@ impl Shared {
     /// Logs the refusals a burst left unreported: once their second has passed (`force`
     /// false), or at once (at shutdown).
     pub(super) fn report_suppressed_refusals(&self, force: bool) {
-        let mut log = self.busy_log.lock().unwrap_or_else(PoisonError::into_inner);
-        let overdue = if force {
-            log.flush()
-        } else {
-            log.overdue(Instant::now())
-        };
-        drop(log);
-        if let Some(n) = overdue {
+        if let Some(n) = unreported(&self.busy_log, force) {
             warn!("refused {n} more connections since the last report");
         }
-        let mut log = ADDRESS_LOG.lock().unwrap_or_else(PoisonError::into_inner);
-        let overdue = if force {
-            log.flush()
-        } else {
-            log.overdue(Instant::now())
-        };
-        drop(log);
-        if let Some(n) = overdue {
+        if let Some(n) = unreported(&ADDRESS_LOG, force) {
             info!("refused {n} more connections by address rules since the last report");
         }
     }
@@ -252,6 +238,17 @@ impl Shared {
         let _ = (&*stream).read(&mut scratch);
         let _ = (&*stream).write(&notice);
         let _ = stream.shutdown(Shutdown::Write);
+    }
+}
+
+/// What `log` suppressed and has not reported: once its period has passed (`force`
+/// false), or at once.
+fn unreported(log: &Mutex<RateLimit>, force: bool) -> Option<u64> {
+    let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
+    if force {
+        log.flush()
+    } else {
+        log.overdue(Instant::now())
     }
 }
 

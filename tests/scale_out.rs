@@ -331,8 +331,8 @@ fn hold_across_processes(servers: usize, benches: usize, per_bench: usize, secs:
 }
 
 #[test]
-fn hold_2000_across_two_servers_and_two_benches() {
-    hold_across_processes(2, 2, 1000, 2);
+fn hold_1000_across_two_servers_and_two_benches() {
+    hold_across_processes(2, 2, 500, 3);
 }
 
 /// Needs `sysctl -w vm.max_map_count=262144 kernel.pid_max=4194304` (100,000 threads,

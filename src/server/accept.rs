@@ -71,6 +71,13 @@ impl Shared {
         let stream = Arc::new(stream);
         let slot = {
             let mut registry = self.lock();
+            if registry.live.len() >= self.config.max_connections {
+                // Connections waiting for their clients' close hold places too: those
+                // whose clients have closed since the closer last looked give theirs up.
+                drop(registry);
+                self.closer.sweep();
+                registry = self.lock();
+            }
             if registry.stopping {
                 return;
             }

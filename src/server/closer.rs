@@ -35,10 +35,10 @@ pub(super) struct Lingering {
     pub(super) deadline: Instant,
 }
 
-/// The connections handed over, and a signal for the closer's thread when it has none.
+/// The connections waiting, and a signal for the closer's thread when it has none.
 #[derive(Default)]
 pub(super) struct Closer {
-    handed: Mutex<Vec<Lingering>>,
+    lingering: Mutex<Vec<Lingering>>,
     arrived: Condvar,
 }
 
@@ -74,36 +74,60 @@ impl Closer {
 
     /// Takes a connection to close once its client has closed, or at its deadline.
     pub(super) fn take(&self, lingering: Lingering) {
-        let mut handed = self.handed.lock().unwrap_or_else(PoisonError::into_inner);
-        handed.push(lingering);
-        if handed.len() == 1 {
+        let mut waiting = self.lock();
+        waiting.push(lingering);
+        if waiting.len() == 1 {
             self.arrived.notify_one();
         }
     }
 
-    /// The closer's thread: closes each connection handed over once its client has
-    /// closed (or its deadline has passed). Runs for as long as the process.
-    fn run(&self) {
-        let mut held: Vec<Lingering> = Vec::new();
+    /// Closes, now, the connections whose clients have closed or whose deadline has
+    /// passed; returns how many. The closer's thread calls it every [`LOOK_EVERY`], and
+    /// the accept loop when `--max-connections` is reached, so that a place held by a
+    /// client that has gone is not refused to the next one.
+    pub(super) fn sweep(&self) -> usize {
         let mut scratch = [MaybeUninit::<u8>::uninit(); 512];
-        loop {
-            {
-                let mut handed = self.handed.lock().unwrap_or_else(PoisonError::into_inner);
-                while held.is_empty() && handed.is_empty() {
-                    handed = self
-                        .arrived
-                        .wait(handed)
-                        .unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        let mut done = Vec::new();
+        {
+            let mut waiting = self.lock();
+            let mut i = 0;
+            while i < waiting.len() {
+                let l = &waiting[i];
+                if still_waiting(&l.stream, l.deadline, now, &mut scratch) {
+                    i += 1;
+                } else {
+                    done.push(waiting.swap_remove(i));
                 }
-                held.append(&mut handed);
-            }
-            let now = Instant::now();
-            // Dropping one gives up its registry place and closes its socket.
-            held.retain(|l| still_waiting(&l.stream, l.deadline, now, &mut scratch));
-            if !held.is_empty() {
-                thread::sleep(LOOK_EVERY);
             }
         }
+        // Dropped outside the lock: each gives up its registry place, under the
+        // registry's lock, and closes its socket.
+        done.len()
+    }
+
+    /// The closer's thread: sweeps while any connection waits. Runs for as long as the
+    /// process.
+    fn run(&self) {
+        loop {
+            {
+                let mut waiting = self.lock();
+                while waiting.is_empty() {
+                    waiting = self
+                        .arrived
+                        .wait(waiting)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+            }
+            self.sweep();
+            thread::sleep(LOOK_EVERY);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Lingering>> {
+        self.lingering
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 

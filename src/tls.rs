@@ -212,24 +212,20 @@ pub fn handshake(
         }
         sock.set_read_timeout(Some(left))
             .map_err(HandshakeError::Io)?;
-        if first {
-            let mut byte = [0u8; 1];
-            match sock.peek(&mut byte) {
-                Ok(0) => return Err(HandshakeError::Closed),
-                Ok(_) if byte[0] != HANDSHAKE_RECORD => {
-                    let _ = io.write_all(PLAIN_TEXT_NOTICE);
-                    return Err(HandshakeError::PlainText);
-                }
-                Ok(_) => first = false,
-                Err(e) => {
-                    retry(e)?;
-                    continue;
-                }
-            }
-        }
-        match conn.read_tls(&mut io) {
+        let mut reader = FirstByte {
+            sock,
+            first: first.then_some(None),
+        };
+        match conn.read_tls(&mut reader) {
             Ok(0) => return Err(HandshakeError::Closed),
             Ok(_) => {
+                if let Some(Some(byte)) = reader.first {
+                    if byte != HANDSHAKE_RECORD {
+                        let _ = io.write_all(PLAIN_TEXT_NOTICE);
+                        return Err(HandshakeError::PlainText);
+                    }
+                }
+                first = false;
                 if let Err(e) = conn.process_new_packets() {
                     // rustls has queued an alert saying why: send it, then report.
                     let _ = flush_tls(&mut conn, &mut io);
@@ -239,8 +235,8 @@ pub fn handshake(
             Err(e) => retry(e)?,
         }
     }
-    // Anything queued after the last message (TLS 1.3 session tickets) goes out now.
-    flush_tls(&mut conn, &mut io).map_err(closed_or_io)?;
+    // What rustls queued after its last message (TLS 1.3 session tickets, TLS 1.2's
+    // Finished) leaves with the first bytes written (see `Encrypted`).
     let session = Session {
         version: conn
             .protocol_version()
@@ -260,6 +256,25 @@ fn retry(e: io::Error) -> Result<(), HandshakeError> {
     match e.kind() {
         ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut => Ok(()),
         _ => Err(closed_or_io(e)),
+    }
+}
+
+/// The socket, noting the first byte a read brings: a TLS handshake begins with
+/// [`HANDSHAKE_RECORD`], plain text (telnet, nc) does not.
+struct FirstByte<'a> {
+    sock: &'a TcpStream,
+    /// `Some` while the first byte is still to be noted.
+    first: Option<Option<u8>>,
+}
+
+impl io::Read for FirstByte<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut sock = self.sock;
+        let n = sock.read(buf)?;
+        if let (Some(first @ None), Some(&byte)) = (&mut self.first, buf[..n].first()) {
+            *first = Some(byte);
+        }
+        Ok(n)
     }
 }
 
@@ -292,21 +307,123 @@ pub fn subject(der: &[u8]) -> Option<String> {
     })
 }
 
-/// The TLS session's last bytes are its close_notify, written by [`serve`]: the farewell
-/// is written as any other record.
-impl crate::connection::Transport for rustls::Stream<'_, ServerConnection, &TcpStream> {}
+/// A TLS session over its socket, as [`connection::serve`] speaks over it. Unlike
+/// `rustls::Stream`, a write sends whatever rustls had queued before it together with
+/// its own record, in one `writev`: the TLS 1.3 session tickets left by the handshake
+/// leave with the welcome (one segment, one wake-up of the client, instead of two).
+struct Encrypted<'a> {
+    conn: &'a mut ServerConnection,
+    sock: &'a TcpStream,
+}
+
+impl Encrypted<'_> {
+    /// Sends every queued record; `more`: the connection's last bytes, held back for
+    /// the FIN (see [`connection::Transport::write_last`]).
+    fn send_queued(&mut self, more: bool) -> io::Result<()> {
+        while self.conn.wants_write() {
+            if more {
+                self.conn.write_tls(&mut Corked(self.sock))?;
+            } else {
+                self.conn.write_tls(&mut self.sock)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands `bytes` to rustls, then sends what is queued. Once rustls holds the bytes
+    /// they are written (`Ok`), so a failed send is reported by the next call, as
+    /// `rustls::Stream` does: returning it here would have the caller send them twice.
+    fn write_as(&mut self, bytes: &[u8], last: bool) -> io::Result<usize> {
+        let mut n = self.conn.writer().write(bytes)?;
+        if n == 0 && !bytes.is_empty() {
+            // rustls's send buffer is at its limit: empty it first.
+            self.send_queued(false)?;
+            n = self.conn.writer().write(bytes)?;
+        }
+        if last && n == bytes.len() {
+            // The farewell, the close_notify and (see `write_last`) the FIN leave
+            // together.
+            self.conn.send_close_notify();
+        }
+        let _ = self.send_queued(last);
+        Ok(n)
+    }
+}
+
+impl io::Read for Encrypted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // What a write left queued (after a failed send), before waiting for the client.
+        self.send_queued(false)?;
+        // As `rustls::Stream`: one read may bring only part of a record.
+        while self.conn.wants_read() {
+            if self.conn.complete_io(&mut self.sock)?.0 == 0 {
+                break;
+            }
+        }
+        self.conn.reader().read(buf)
+    }
+}
+
+impl Write for Encrypted<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.write_as(bytes, false)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send_queued(false)
+    }
+}
+
+impl connection::Transport for Encrypted<'_> {
+    fn write_last(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.write_as(bytes, true)
+    }
+}
+
+/// A socket whose writes are held back for what follows (`MSG_MORE`): the connection's
+/// last records, which leave with the FIN that follows them.
+struct Corked<'a>(&'a TcpStream);
+
+impl Write for Corked<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[io::IoSlice::new(bytes)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        #[cfg(target_os = "linux")]
+        {
+            socket2::SockRef::from(self.0).send_vectored_with_flags(bufs, libc::MSG_MORE)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let mut sock = self.0;
+            sock.write_vectored(bufs)
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
 
 /// The protocol over an established TLS session, then the session's end: the server's
 /// close_notify after its last bytes, as the TLS close of a graceful close.
 pub fn serve(sock: &TcpStream, conn: &mut ServerConnection, ctx: &Context, peer: Peer) -> Summary {
-    let mut io = sock;
-    let summary = connection::serve(rustls::Stream::new(conn, &mut io), ctx, peer);
+    let summary = connection::serve(
+        Encrypted {
+            conn: &mut *conn,
+            sock,
+        },
+        ctx,
+        peer,
+    );
     if matches!(
         summary.reason,
         CloseReason::Exit | CloseReason::Idle | CloseReason::Shutdown | CloseReason::ClientClosed
     ) {
+        // After `exit`, already sent with the farewell.
         conn.send_close_notify();
-        let _ = flush_tls(conn, &mut io);
+        let _ = flush_tls(conn, &mut &*sock);
     }
     summary
 }

@@ -738,6 +738,36 @@ fn sighup_reloads_the_certificate_for_new_connections_and_a_broken_file_keeps_th
     assert_eq!(serial(&pki), after);
 }
 
+/// Up to `--thread-cache` TLS connections are served by the thread that ran their
+/// handshake, with no hand-off; the next ones are each handed to a serving thread, so
+/// that however many are held, at most that many keep a handshake's deep stack.
+#[test]
+fn tls_connections_stay_on_their_handshake_thread_up_to_the_thread_cache_size() {
+    let Some(pki) = pki("seats") else { return };
+    let server = tls_server(&pki, &["--thread-cache", "2"]);
+    let idle = server.proc_status("Threads");
+    let mut open = Vec::new();
+    for (n, threads) in [(1, idle + 1), (2, idle + 2), (3, idle + 4)] {
+        let mut c = BufReader::new(connect_tls(server.addr(), &pki, None).unwrap());
+        // The thread that wrote the welcome exists now, and so does one that handed
+        // the connection to it.
+        assert_eq!(read_line(&mut c), "Welcome!\r\n");
+        assert_eq!(
+            server.proc_status("Threads"),
+            threads,
+            "connection {n}: one thread each for the first two; the third's handshake \
+             thread hands it to a serving thread"
+        );
+        open.push(c);
+    }
+    for c in &mut open {
+        c.get_mut().write_all(b"Alice\nexit\n").unwrap();
+        let mut rest = String::new();
+        c.read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, "Hello, Alice!\r\nBye!\r\n");
+    }
+}
+
 #[test]
 fn sigterm_over_tls_answers_then_says_shutting_down_then_close_notify() {
     let Some(pki) = pki("shutdown") else { return };

@@ -28,7 +28,7 @@ mod threads;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::Duration;
@@ -190,6 +190,9 @@ struct Shared {
     handshake_threads: Arc<ThreadCache>,
     /// Closed connections waiting for their clients' close.
     closer: Arc<closer::Closer>,
+    /// TLS connections served by the thread that ran their handshake (see
+    /// [`Shared::stay_on_handshake_thread`]).
+    on_handshake_threads: AtomicUsize,
 }
 
 /// Binds one listening socket with an explicit backlog (std's `bind` uses 128, which a
@@ -330,6 +333,7 @@ impl Server {
             threads,
             handshake_threads,
             closer: Arc::clone(&closer),
+            on_handshake_threads: AtomicUsize::new(0),
             ctx,
             config,
             listeners: listeners.iter().map(|(l, _)| Arc::clone(l)).collect(),

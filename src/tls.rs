@@ -428,6 +428,11 @@ pub fn serve(sock: &TcpStream, conn: &mut ServerConnection, ctx: &Context, peer:
     summary
 }
 
+/// Sends the records rustls has queued on `sock`.
+pub fn send_queued(sock: &TcpStream, conn: &mut ServerConnection) -> io::Result<()> {
+    flush_tls(conn, &mut &*sock)
+}
+
 /// Writes whatever TLS records are queued.
 fn flush_tls(conn: &mut ServerConnection, io: &mut impl Write) -> io::Result<()> {
     while conn.wants_write() {

@@ -738,13 +738,13 @@ fn sighup_reloads_the_certificate_for_new_connections_and_a_broken_file_keeps_th
     assert_eq!(serial(&pki), after);
 }
 
-/// Up to `--thread-cache` TLS connections are served by the thread that ran their
-/// handshake, with no hand-off; the next ones are each handed to a serving thread, so
-/// that however many are held, at most that many keep a handshake's deep stack.
+/// Up to a quarter of `--thread-cache` TLS connections are served by the thread that ran
+/// their handshake, with no hand-off; the next ones are each handed to a serving thread,
+/// so that however many are held, at most that many keep a handshake's deep stack.
 #[test]
 fn tls_connections_stay_on_their_handshake_thread_up_to_the_thread_cache_size() {
     let Some(pki) = pki("seats") else { return };
-    let server = tls_server(&pki, &["--thread-cache", "2"]);
+    let server = tls_server(&pki, &["--thread-cache", "8"]);
     let idle = server.proc_status("Threads");
     let mut open = Vec::new();
     for (n, threads) in [(1, idle + 1), (2, idle + 2), (3, idle + 4)] {

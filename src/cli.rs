@@ -143,7 +143,8 @@ pub struct ServeArgs {
     pub user_timeout: u64,
     /// Finished connection threads kept parked for the next connections (and as many
     /// TLS handshake threads), each for up to 30 s: a new connection then skips
-    /// starting a thread. 0 = every thread ends with its connection.
+    /// starting a thread; a quarter of N TLS connections at most are served by their
+    /// handshake's thread. 0 = every thread ends with its connection.
     #[arg(
         long,
         value_name = "N",

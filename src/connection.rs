@@ -168,6 +168,42 @@ impl<T: Transport + ?Sized> Transport for &mut T {
 /// Runs the protocol on `stream` until it ends. Never panics on any input; every
 /// error ends up in the summary's reason.
 pub fn serve<S: Transport>(stream: S, ctx: &Context, peer: Peer) -> Summary {
+    serve_from(stream, ctx, peer, None)
+}
+
+/// The welcome [`serve`] begins with, rendered for `peer` (empty in echo mode), for a
+/// caller that sends it ahead of the protocol: TLS sends it within the handshake.
+pub fn welcome(ctx: &Context, peer: Peer) -> Vec<u8> {
+    if matches!(ctx.settings.mode, Mode::Echo) {
+        return Vec::new();
+    }
+    let values = ConnectionValues::new(peer.addr, peer.local, peer.id);
+    let template = &ctx.settings.welcome;
+    let eol = ctx.settings.eol();
+    let mut out = vec![0; template.len_for(0, &values) + eol.len()];
+    let n = template.render(&[], &values, &mut out);
+    out.truncate(n);
+    out.extend_from_slice(eol);
+    out
+}
+
+/// [`serve`] after the caller has sent the [`welcome`], `welcome_len` bytes: the
+/// protocol goes on from there.
+pub fn serve_welcomed<S: Transport>(
+    stream: S,
+    ctx: &Context,
+    peer: Peer,
+    welcome_len: usize,
+) -> Summary {
+    serve_from(stream, ctx, peer, Some(welcome_len))
+}
+
+fn serve_from<S: Transport>(
+    stream: S,
+    ctx: &Context,
+    peer: Peer,
+    welcomed: Option<usize>,
+) -> Summary {
     let mut small_input = [0u8; SMALL_INPUT];
     let mut small_output = [0u8; SMALL_OUTPUT];
     let mut conn = Connection {
@@ -188,9 +224,10 @@ pub fn serve<S: Transport>(stream: S, ctx: &Context, peer: Peer) -> Summary {
         drained: true,
         read_all: false,
         read_after_stop: 0,
+        welcomed: welcomed.is_some(),
         replies: 0,
         bytes_in: 0,
-        bytes_out: 0,
+        bytes_out: welcomed.map_or(0, |n| n as u64),
     };
     let reason = match (ctx.settings.mode, ctx.settings.framing) {
         (Mode::Echo, _) => conn.echo(),
@@ -328,6 +365,8 @@ struct Connection<'c, 's, S> {
     read_all: bool,
     /// Bytes read since shutdown began.
     read_after_stop: usize,
+    /// The caller sent the welcome (see [`serve_welcomed`]).
+    welcomed: bool,
     replies: u64,
     bytes_in: u64,
     bytes_out: u64,
@@ -339,8 +378,7 @@ impl<S: Transport> Connection<'_, '_, S> {
         let ctx = self.ctx;
         // A longer partial line is skipped as it streams; up to this, it may yet be `exit`.
         let max_held = ctx.settings.max_held();
-        self.send(&ctx.settings.welcome, 0, 0)?;
-        self.flush()?;
+        self.welcome()?;
         // Set after an over-long line's notice: its bytes are dropped up to the next line end.
         let mut skipping = false;
         loop {
@@ -400,8 +438,7 @@ impl<S: Transport> Connection<'_, '_, S> {
     fn chunks(&mut self) -> Step {
         let ctx = self.ctx;
         let piece = ctx.settings.max_message();
-        self.send(&ctx.settings.welcome, 0, 0)?;
-        self.flush()?;
+        self.welcome()?;
         loop {
             (self.buf.start, self.buf.end) = (0, 0);
             match self.read(true)? {
@@ -627,6 +664,15 @@ impl<S: Transport> Connection<'_, '_, S> {
         self.notice(Notice::Idle { secs })?;
         self.flush()?;
         Ok(CloseReason::Idle)
+    }
+
+    /// Sends the welcome, unless the caller has.
+    fn welcome(&mut self) -> Step<()> {
+        if self.welcomed {
+            return Ok(());
+        }
+        self.send(&self.ctx.settings.welcome, 0, 0)?;
+        self.flush()
     }
 
     fn notice(&mut self, notice: Notice) -> Step<()> {

@@ -129,6 +129,10 @@ fn build(files: &TlsFiles, ticketer: &Arc<dyn ProducesTickets>) -> Result<Server
         ),
     })?;
     config.ticketer = Arc::clone(ticketer);
+    // The welcome leaves with the server's first flight in TLS 1.3, a round trip before
+    // the handshake ends (see `handshake`). rustls does it only without client
+    // certificates: a client that must prove who it is hears nothing before it has.
+    config.send_half_rtt_data = true;
     Ok(config)
 }
 
@@ -172,6 +176,8 @@ pub struct Session {
     pub client: Option<String>,
     /// The handshake resumed an earlier session.
     pub resumed: bool,
+    /// The welcome given to [`handshake`] is sent (or queued to be).
+    pub welcomed: bool,
 }
 
 /// The first byte of every TLS handshake: a handshake record.
@@ -184,15 +190,24 @@ pub const PLAIN_TEXT_NOTICE: &[u8] =
 
 /// Runs the handshake on `sock` within `timeout`, leaving the socket's read timeout for
 /// the caller to set. A client whose first byte cannot begin a TLS handshake (telnet,
-/// nc) is told so in plain text.
+/// nc) is told so in plain text. `welcome`, the server's first words, is queued before
+/// the handshake begins: in TLS 1.3 without client certificates it leaves with the
+/// server's first flight (half-RTT data), so that the client has it as soon as its
+/// handshake ends, and answers without waiting another round trip; otherwise as soon
+/// as the handshake ends.
 pub fn handshake(
     sock: &TcpStream,
     config: Arc<ServerConfig>,
     timeout: Duration,
     ctx: &Context,
+    welcome: &[u8],
 ) -> Result<(ServerConnection, Session), HandshakeError> {
     let mut conn = ServerConnection::new(config).map_err(HandshakeError::Tls)?;
     conn.set_buffer_limit(Some(SEND_BUFFER_LIMIT));
+    // Within the limit, rustls takes all of it into its empty buffer.
+    let welcomed = !welcome.is_empty()
+        && welcome.len() <= SEND_BUFFER_LIMIT
+        && conn.writer().write(welcome).map_err(HandshakeError::Io)? == welcome.len();
     let deadline = Instant::now().checked_add(timeout);
     let mut io = sock;
     let mut first = true;
@@ -246,6 +261,7 @@ pub fn handshake(
             .and_then(|certs| certs.first())
             .and_then(|leaf| subject(leaf.as_ref())),
         resumed: matches!(conn.handshake_kind(), Some(rustls::HandshakeKind::Resumed)),
+        welcomed,
     };
     Ok((conn, session))
 }
@@ -408,15 +424,22 @@ impl Write for Corked<'_> {
 
 /// The protocol over an established TLS session, then the session's end: the server's
 /// close_notify after its last bytes, as the TLS close of a graceful close.
-pub fn serve(sock: &TcpStream, conn: &mut ServerConnection, ctx: &Context, peer: Peer) -> Summary {
-    let summary = connection::serve(
-        Encrypted {
-            conn: &mut *conn,
-            sock,
-        },
-        ctx,
-        peer,
-    );
+/// `welcomed`: the length of the welcome the handshake sent, if it did.
+pub fn serve(
+    sock: &TcpStream,
+    conn: &mut ServerConnection,
+    ctx: &Context,
+    peer: Peer,
+    welcomed: Option<usize>,
+) -> Summary {
+    let stream = Encrypted {
+        conn: &mut *conn,
+        sock,
+    };
+    let summary = match welcomed {
+        Some(n) => connection::serve_welcomed(stream, ctx, peer, n),
+        None => connection::serve(stream, ctx, peer),
+    };
     if matches!(
         summary.reason,
         CloseReason::Exit | CloseReason::Idle | CloseReason::Shutdown | CloseReason::ClientClosed

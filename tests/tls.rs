@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -148,6 +148,24 @@ type Tls = StreamOwned<ClientConnection, TcpStream>;
 /// A rustls client trusting `ca`, with a client certificate `client` (a name in the
 /// PKI) if given; the handshake is done when it returns.
 fn connect_tls(addr: SocketAddr, pki: &Pki, client: Option<&str>) -> std::io::Result<Tls> {
+    let conn = ClientConnection::new(
+        client_config(pki, client),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let sock = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+    sock.set_read_timeout(Some(IO_TIMEOUT))?;
+    sock.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut tls = StreamOwned::new(conn, sock);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock)?;
+    }
+    Ok(tls)
+}
+
+/// A rustls client configuration trusting `ca`, with a client certificate `client` (a
+/// name in the PKI) if given.
+fn client_config(pki: &Pki, client: Option<&str>) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     for cert in tcp_hello::pem::certificates(&pki.path("ca.pem")).unwrap() {
         roots.add(cert).unwrap();
@@ -165,16 +183,44 @@ fn connect_tls(addr: SocketAddr, pki: &Pki, client: Option<&str>) -> std::io::Re
             builder.with_client_auth_cert(certs, key).unwrap()
         }
     };
-    let conn = ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
-        .unwrap();
-    let sock = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
-    sock.set_read_timeout(Some(IO_TIMEOUT))?;
+    Arc::new(config)
+}
+
+/// Sends a ClientHello and reads what the server sends back, without ever sending the
+/// client's Finished: returns the plaintext that arrived within `wait` (the server's
+/// half-RTT data), or what ended the wait.
+fn before_the_clients_finished(
+    addr: SocketAddr,
+    pki: &Pki,
+    client: Option<&str>,
+    wait: Duration,
+) -> Result<Vec<u8>, std::io::Error> {
+    let mut conn = ClientConnection::new(
+        client_config(pki, client),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let mut sock = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+    sock.set_read_timeout(Some(wait))?;
     sock.set_write_timeout(Some(IO_TIMEOUT))?;
-    let mut tls = StreamOwned::new(conn, sock);
-    while tls.conn.is_handshaking() {
-        tls.conn.complete_io(&mut tls.sock)?;
+    while conn.wants_write() {
+        conn.write_tls(&mut sock)?;
     }
-    Ok(tls)
+    // The ClientHello is all this client sends: whatever it queues next stays queued.
+    loop {
+        if conn.read_tls(&mut sock)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        conn.process_new_packets().map_err(std::io::Error::other)?;
+        let mut plain = vec![0u8; 256];
+        match conn.reader().read(&mut plain) {
+            Ok(n) if n > 0 => {
+                plain.truncate(n);
+                return Ok(plain);
+            }
+            _ => continue,
+        }
+    }
 }
 
 fn read_line(r: &mut impl BufRead) -> String {
@@ -738,6 +784,30 @@ fn sighup_reloads_the_certificate_for_new_connections_and_a_broken_file_keeps_th
     assert_eq!(serial(&pki), after);
 }
 
+/// TLS 1.3 without client certificates: the welcome leaves with the server's first
+/// flight, so a client has it before it has even sent its Finished; with mutual TLS,
+/// not before the client has proved who it is.
+#[test]
+fn the_welcome_leaves_with_the_servers_first_flight_unless_the_client_must_prove_itself() {
+    let Some(pki) = pki("halfrtt") else { return };
+    let server = tls_server(&pki, &[]);
+    let early = before_the_clients_finished(server.addr(), &pki, None, IO_TIMEOUT)
+        .expect("the welcome before the client's Finished");
+    assert_eq!(early, b"Welcome!\r\n");
+    let ca = pki.path("ca.pem").display().to_string();
+    let mutual = tls_server(&pki, &["--tls-client-ca", &ca]);
+    let quiet = Duration::from_millis(300);
+    match before_the_clients_finished(mutual.addr(), &pki, Some("alice"), quiet) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!("mutual TLS: nothing before the client's Finished, got {other:?}"),
+    }
+    // The full handshake still gets the welcome, then answers.
+    let mut c = BufReader::new(connect_tls(mutual.addr(), &pki, Some("alice")).unwrap());
+    assert_eq!(read_line(&mut c), "Welcome!\r\n");
+    c.get_mut().write_all(b"Alice\n").unwrap();
+    assert_eq!(read_line(&mut c), "Hello, Alice!\r\n");
+}
+
 /// Up to a quarter of `--thread-cache` TLS connections are served by the thread that ran
 /// their handshake, with no hand-off; the next ones are each handed to a serving thread,
 /// so that however many are held, at most that many keep a handshake's deep stack.
@@ -749,9 +819,12 @@ fn tls_connections_stay_on_their_handshake_thread_up_to_the_thread_cache_size() 
     let mut open = Vec::new();
     for (n, threads) in [(1, idle + 1), (2, idle + 2), (3, idle + 4)] {
         let mut c = BufReader::new(connect_tls(server.addr(), &pki, None).unwrap());
-        // The thread that wrote the welcome exists now, and so does one that handed
-        // the connection to it.
         assert_eq!(read_line(&mut c), "Welcome!\r\n");
+        // The welcome left within the handshake; the reply comes after it, from the
+        // thread that serves: that thread exists now, and so does one that handed the
+        // connection to it.
+        c.get_mut().write_all(b"Alice\n").unwrap();
+        assert_eq!(read_line(&mut c), "Hello, Alice!\r\n");
         assert_eq!(
             server.proc_status("Threads"),
             threads,
@@ -761,10 +834,10 @@ fn tls_connections_stay_on_their_handshake_thread_up_to_the_thread_cache_size() 
         open.push(c);
     }
     for c in &mut open {
-        c.get_mut().write_all(b"Alice\nexit\n").unwrap();
+        c.get_mut().write_all(b"exit\n").unwrap();
         let mut rest = String::new();
         c.read_to_string(&mut rest).unwrap();
-        assert_eq!(rest, "Hello, Alice!\r\nBye!\r\n");
+        assert_eq!(rest, "Bye!\r\n");
     }
 }
 

@@ -31,6 +31,8 @@ struct Established {
     started: Instant,
     /// The address the client reached.
     local: SocketAddr,
+    /// The length of the welcome the handshake sent, if it did.
+    welcomed: Option<usize>,
 }
 
 impl Shared {
@@ -104,11 +106,20 @@ impl Shared {
         started: Instant,
         local: SocketAddr,
     ) {
+        let welcome = connection::welcome(
+            &self.ctx,
+            Peer {
+                id: registered.id,
+                addr: registered.peer,
+                local,
+            },
+        );
         let handshake = tls::handshake(
             &stream,
             config.current(),
             config.handshake_timeout,
             &self.ctx,
+            &welcome,
         );
         match handshake {
             Err(e) => {
@@ -139,6 +150,7 @@ impl Shared {
                     client: session.client,
                     started,
                     local,
+                    welcomed: session.welcomed.then_some(welcome.len()),
                 };
                 match self.stay_on_handshake_thread() {
                     Some(_seat) => self.serve_established(established),
@@ -229,6 +241,7 @@ impl Shared {
             client,
             started,
             local,
+            welcomed,
         } = established;
         let peer = Peer {
             id: registered.id,
@@ -238,7 +251,7 @@ impl Shared {
         let ending = match self.restore_read_timeout(&stream) {
             Err(e) => failed(e),
             Ok(()) => Ending {
-                summary: tls::serve(&stream, &mut conn, &self.ctx, peer),
+                summary: tls::serve(&stream, &mut conn, &self.ctx, peer, welcomed),
                 detail: client.map_or(String::new(), |c| format!(", client {c}")),
             },
         };

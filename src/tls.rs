@@ -336,7 +336,7 @@ pub fn subject(der: &[u8]) -> Option<String> {
 /// A TLS session over its socket, as [`connection::serve`] speaks over it. Unlike
 /// `rustls::Stream`, a write sends whatever rustls had queued before it together with
 /// its own record, in one `writev`: the TLS 1.3 session tickets left by the handshake
-/// leave with the welcome (one segment, one wake-up of the client, instead of two).
+/// leave with the first reply (one segment, one wake-up of the client, instead of two).
 struct Encrypted<'a> {
     conn: &'a mut ServerConnection,
     sock: &'a TcpStream,

@@ -156,10 +156,11 @@ impl Shared {
                     Some(_seat) => self.serve_established(established),
                     None => {
                         // What rustls queued after the handshake (the session tickets)
-                        // leaves now rather than with the welcome: freed by this thread,
-                        // its buffers stay out of the serving thread's allocator cache,
-                        // which a held connection keeps (0.4 KiB a connection, measured).
-                        // A failed send fails the serving thread's first write too.
+                        // leaves now, from this thread, rather than with the serving
+                        // thread's first write: freed here, its buffers stay out of the
+                        // serving thread's allocator cache, which a held connection keeps
+                        // (0.4 KiB a connection, measured). A failed send fails the
+                        // serving thread's first write too.
                         let _ = tls::send_queued(&established.stream, &mut established.conn);
                         self.hand_off(established);
                     }

@@ -845,6 +845,81 @@ fn write_within<W: Transport>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{Machine, TemplateField};
+
+    /// A client that sends `input`, then closes; what the server writes is kept.
+    struct Client {
+        input: std::io::Cursor<Vec<u8>>,
+        out: Vec<u8>,
+    }
+
+    impl Read for Client {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.input.read(buf)
+        }
+    }
+
+    impl Write for Client {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.out.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Transport for Client {}
+
+    fn client(input: &[u8]) -> Client {
+        Client {
+            input: std::io::Cursor::new(input.to_vec()),
+            out: Vec::new(),
+        }
+    }
+
+    /// The welcome a caller sends ahead ([`welcome`]) is what `serve` would have sent,
+    /// and `serve_welcomed` goes on after it, counting it.
+    #[test]
+    fn the_welcome_sent_ahead_is_the_one_serve_sends_and_serve_welcomed_goes_on_from_it() {
+        let machine = Machine {
+            host: "box".into(),
+            pid: 7,
+        };
+        let settings = Settings {
+            welcome: ReplyTemplate::parse(
+                "Hi {peer} #{conn} on {host}",
+                TemplateField::Welcome,
+                &machine,
+            )
+            .unwrap(),
+            ..Settings::default()
+        };
+        let ctx = Context::new(settings, None, Duration::ZERO);
+        let peer = Peer {
+            id: 42,
+            addr: "127.0.0.1:5000".parse().unwrap(),
+            local: "127.0.0.1:9999".parse().unwrap(),
+        };
+        let welcome = welcome(&ctx, peer);
+        assert_eq!(welcome, b"Hi 127.0.0.1:5000 #42 on box\r\n");
+        let mut whole = client(b"Ann\nexit\n");
+        let summary = serve(&mut whole, &ctx, peer);
+        let mut after = client(b"Ann\nexit\n");
+        let rest = serve_welcomed(&mut after, &ctx, peer, welcome.len());
+        assert_eq!([&welcome[..], &after.out[..]].concat(), whole.out);
+        assert_eq!(rest, summary);
+        let echo = Context::new(
+            Settings {
+                mode: Mode::Echo,
+                ..Settings::default()
+            },
+            None,
+            Duration::ZERO,
+        );
+        assert!(super::welcome(&echo, peer).is_empty());
+    }
 
     #[test]
     fn the_pool_keeps_64_default_pairs_idle_and_no_oversized_ones() {

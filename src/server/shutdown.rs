@@ -44,16 +44,19 @@ impl ShutdownHandle {
             live.len(),
             shared.config.shutdown_timeout.as_secs()
         );
-        for listener in &shared.listeners {
-            // Makes a blocked `accept` return at once (Linux).
-            let _ = SockRef::from(listener.as_ref()).shutdown(Shutdown::Both);
-        }
         // Not `shutdown(Read)`: Linux answers data that arrives after it, once the FIN
         // has gone, with a reset that discards the replies still queued for the client.
         // A short read timeout ends reading once what was sent has been read, and the
-        // signal makes a read already blocked start again under it.
+        // signal makes a read already blocked start again under it. Set before the
+        // listeners are shut: the accept loops then go on to wait for the connections
+        // and signal their threads, and a read the signal restarts must find the short
+        // timeout already there (else it blocks again for the idle timeout).
         for stream in live {
             let _ = stream.set_read_timeout(Some(SHUTDOWN_READ_TIMEOUT));
+        }
+        for listener in &shared.listeners {
+            // Makes a blocked `accept` return at once (Linux).
+            let _ = SockRef::from(listener.as_ref()).shutdown(Shutdown::Both);
         }
         shared.interrupt_reads(false);
     }

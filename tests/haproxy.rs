@@ -8,8 +8,8 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -47,22 +47,10 @@ impl Backend {
 
     /// A sample of its `/metrics`, by name with labels.
     fn metric(&self, name: &str) -> u64 {
-        let mut stream = TcpStream::connect_timeout(&self.metrics, IO_TIMEOUT).expect("connect");
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("read metrics");
-        let samples: HashMap<&str, u64> = response
-            .lines()
-            .filter_map(|l| l.rsplit_once(' '))
-            .filter_map(|(name, value)| Some((name, value.parse().ok()?)))
-            .collect();
+        let samples = metrics_samples(self.metrics);
         *samples
             .get(name)
-            .unwrap_or_else(|| panic!("no {name} in {response}"))
+            .unwrap_or_else(|| panic!("no {name} in {samples:?}"))
     }
 }
 

@@ -6,8 +6,7 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::thread;
@@ -109,7 +108,7 @@ impl Proxied {
 
     /// One sample of `/metrics`, by its name with labels.
     fn metric(&self, name: &str) -> u64 {
-        let samples = scrape(self.metrics);
+        let samples = metrics_samples(self.metrics);
         *samples
             .get(name)
             .unwrap_or_else(|| panic!("no {name} in {samples:?}"))
@@ -118,26 +117,6 @@ impl Proxied {
     fn refusals(&self, reason: &str) -> u64 {
         self.metric(&format!("tcp_hello_refusals_total{{reason=\"{reason}\"}}"))
     }
-}
-
-/// `GET /metrics` from `addr`: its samples.
-fn scrape(addr: SocketAddr) -> HashMap<String, u64> {
-    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect to metrics");
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read metrics");
-    let (_, body) = response.split_once("\r\n\r\n").expect("a head and a body");
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (name, value) = l.rsplit_once(' ').expect("`name value`");
-            (name.to_string(), value.parse().expect("a whole number"))
-        })
-        .collect()
 }
 
 /// A connection that sends `header` and `then` in one write.

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{IO_TIMEOUT, KillOnDrop, Server, hello_cmd, require, run_tool};
+use common::{IO_TIMEOUT, KillOnDrop, Server, hello_cmd, metrics_body, require, run_tool};
 
 /// A UDP server alone on IPv4 and IPv6, with `args`.
 fn udp_server(args: &[&str]) -> Server {
@@ -441,22 +441,6 @@ fn a_udp_port_in_use_is_named_with_its_flag() {
     );
 }
 
-/// The body of `GET /metrics` at `addr`.
-fn scrape(addr: SocketAddr) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect");
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read response");
-    response
-}
-
 #[test]
 fn metrics_count_udp_datagrams() {
     let server = Server::start_with_binds(
@@ -476,16 +460,16 @@ fn metrics_count_udp_datagrams() {
     // Published once the socket is quiet for its poll (200 ms), or within a second.
     assert!(
         common::eventually(IO_TIMEOUT, || {
-            let body = scrape(metrics);
+            let body = metrics_body(metrics);
             body.contains("tcp_hello_udp_datagrams_total 2\n")
                 && body.contains("tcp_hello_udp_replies_total 1\n")
                 && body.contains("tcp_hello_udp_dropped_total{reason=\"empty\"} 1\n")
         }),
         "{}",
-        scrape(metrics)
+        metrics_body(metrics)
     );
     // The TCP counters are still there.
-    assert!(scrape(metrics).contains("tcp_hello_connections_total 0\n"));
+    assert!(metrics_body(metrics).contains("tcp_hello_connections_total 0\n"));
 }
 
 #[test]

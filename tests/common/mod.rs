@@ -65,6 +65,32 @@ pub fn metrics_addr(server: &Server) -> SocketAddr {
         .expect("metrics address")
 }
 
+/// The body of `GET /metrics` from a metrics listener at `addr`.
+pub fn metrics_body(addr: SocketAddr) -> String {
+    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect to metrics");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read metrics");
+    let (_, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    body.to_string()
+}
+
+/// The samples of `GET /metrics` at `addr`, by name with labels.
+pub fn metrics_samples(addr: SocketAddr) -> std::collections::HashMap<String, u64> {
+    metrics_body(addr)
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').expect("`name value`");
+            (name.to_string(), value.parse().expect("a whole number"))
+        })
+        .collect()
+}
+
 /// The binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tcp-hello")

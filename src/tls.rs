@@ -356,6 +356,16 @@ impl Encrypted<'_> {
         Ok(())
     }
 
+    /// Decrypts what [`ServerConnection::read_tls`] took in; on bad input, sends the
+    /// alert that says why before failing, as `complete_io` does.
+    fn process(&mut self) -> io::Result<()> {
+        if let Err(e) = self.conn.process_new_packets() {
+            let _ = self.send_queued(false);
+            return Err(io::Error::new(ErrorKind::InvalidData, e));
+        }
+        Ok(())
+    }
+
     /// Hands `bytes` to rustls, then sends what is queued. Once rustls holds the bytes
     /// they are written (`Ok`), so a failed send is reported by the next call, as
     /// `rustls::Stream` does: returning it here would have the caller send them twice.
@@ -378,8 +388,20 @@ impl Encrypted<'_> {
 
 impl io::Read for Encrypted<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // What a write left queued (after a failed send), before waiting for the client.
-        self.send_queued(false)?;
+        if self.conn.wants_write() && self.conn.wants_read() {
+            // Records are queued: the session tickets after the handshake, or what a
+            // failed send left. When the client's next bytes are here already, the queue
+            // leaves with the reply to them (one segment, not two).
+            match self.conn.read_tls(&mut DontWait(self.sock)) {
+                Ok(_) => self.process()?,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.conn.wants_read() {
+            // Nothing for the caller yet: before the wait, the queue leaves.
+            self.send_queued(false)?;
+        }
         // As `rustls::Stream`: one read may bring only part of a record.
         while self.conn.wants_read() {
             if self.conn.complete_io(&mut self.sock)?.0 == 0 {
@@ -403,6 +425,22 @@ impl Write for Encrypted<'_> {
 impl connection::Transport for Encrypted<'_> {
     fn write_last(&mut self, bytes: &[u8]) -> io::Result<usize> {
         self.write_as(bytes, true)
+    }
+}
+
+/// A socket read that returns `WouldBlock` instead of waiting (`MSG_DONTWAIT`).
+struct DontWait<'a>(&'a TcpStream);
+
+impl io::Read for DontWait<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use nix::sys::socket::{MsgFlags, recv};
+        use std::os::fd::AsRawFd;
+        loop {
+            match recv(self.0.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                result => return result.map_err(io::Error::from),
+            }
+        }
     }
 }
 

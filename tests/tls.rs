@@ -808,6 +808,102 @@ fn the_welcome_leaves_with_the_servers_first_flight_unless_the_client_must_prove
     assert_eq!(read_line(&mut c), "Hello, Alice!\r\n");
 }
 
+/// A client whose first line comes with its Finished (as a client does once it has the
+/// welcome from the server's first flight) gets the session tickets in the same segment
+/// as the reply to that line: two segments from the server in all, not three.
+#[test]
+fn the_session_tickets_leave_with_the_reply_to_a_line_sent_with_the_clients_finished() {
+    let Some(pki) = pki("tickets") else { return };
+    if !require("ss", "iproute2") {
+        return;
+    }
+    let server = tls_server(&pki, &[]);
+    let mut conn = ClientConnection::new(
+        client_config(&pki, None),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let mut sock = TcpStream::connect_timeout(&server.addr(), IO_TIMEOUT).unwrap();
+    sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    sock.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    conn.write_tls(&mut sock).unwrap();
+    while conn.is_handshaking() {
+        assert!(
+            conn.read_tls(&mut sock).unwrap() > 0,
+            "closed in the handshake"
+        );
+        conn.process_new_packets().unwrap();
+    }
+    // The client's Finished and its first line leave in one write.
+    conn.writer().write_all(b"Alice\n").unwrap();
+    conn.write_tls(&mut sock).unwrap();
+    assert!(!conn.wants_write(), "one write took both records");
+    let mut got = Vec::new();
+    while !got.ends_with(b"Hello, Alice!\r\n") {
+        assert!(
+            conn.read_tls(&mut sock).unwrap() > 0,
+            "closed before the reply"
+        );
+        conn.process_new_packets().unwrap();
+        let mut plain = [0u8; 256];
+        while let Ok(n @ 1..) = conn.reader().read(&mut plain) {
+            got.extend_from_slice(&plain[..n]);
+        }
+    }
+    assert_eq!(got, b"Welcome!\r\nHello, Alice!\r\n");
+    // The kernel's count of the segments with data this socket received.
+    let port = sock.local_addr().unwrap().port();
+    let out = Command::new("ss")
+        .args(["-tinH", "state", "established", &format!("sport = :{port}")])
+        .output()
+        .expect("run ss");
+    let info = String::from_utf8_lossy(&out.stdout);
+    let segments = info
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("data_segs_in:"))
+        .unwrap_or_else(|| panic!("no data_segs_in in ss's output: {info:?}"));
+    assert_eq!(
+        segments, "2",
+        "the first flight with the welcome, then the tickets with the reply: {info}"
+    );
+}
+
+/// A client that sends nothing after its handshake still gets its session tickets (they
+/// leave before the server waits for it), and its next connection resumes.
+#[test]
+fn a_client_silent_after_its_handshake_still_gets_tickets_and_resumes() {
+    let Some(pki) = pki("silent") else { return };
+    let server = tls_server(&pki, &[]);
+    let config = client_config(&pki, None);
+    let connect = || {
+        let conn =
+            ClientConnection::new(config.clone(), ServerName::try_from("localhost").unwrap())
+                .unwrap();
+        let sock = TcpStream::connect_timeout(&server.addr(), IO_TIMEOUT).unwrap();
+        sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        sock.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut tls = BufReader::new(StreamOwned::new(conn, sock));
+        assert_eq!(read_line(&mut tls), "Welcome!\r\n");
+        tls.into_inner()
+    };
+    let mut first = connect();
+    assert_eq!(
+        first.conn.handshake_kind(),
+        Some(rustls::HandshakeKind::Full)
+    );
+    // The welcome came with the first flight; what comes next, unasked, is the tickets.
+    assert!(
+        first.conn.read_tls(&mut first.sock).unwrap() > 0,
+        "the tickets"
+    );
+    first.conn.process_new_packets().unwrap();
+    let second = connect();
+    assert_eq!(
+        second.conn.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+}
+
 /// Up to a quarter of `--thread-cache` TLS connections are served by the thread that ran
 /// their handshake, with no hand-off; the next ones are each handed to a serving thread,
 /// so that however many are held, at most that many keep a handshake's deep stack.

@@ -91,6 +91,12 @@ impl Tls {
     pub fn current(&self) -> Arc<ServerConfig> {
         Arc::clone(&self.config.read().unwrap_or_else(PoisonError::into_inner))
     }
+
+    /// Whether clients must present a certificate (`--tls-client-ca`): then rustls sends
+    /// nothing before it has verified one, so the welcome waits for the handshake's end.
+    pub fn asks_client_certificate(&self) -> bool {
+        self.files.client_ca.is_some()
+    }
 }
 
 /// Builds a server configuration from the files.
@@ -190,11 +196,12 @@ pub const PLAIN_TEXT_NOTICE: &[u8] =
 
 /// Runs the handshake on `sock` within `timeout`, leaving the socket's read timeout for
 /// the caller to set. A client whose first byte cannot begin a TLS handshake (telnet,
-/// nc) is told so in plain text. `welcome`, the server's first words, is sent within a
-/// TLS 1.3 handshake: without client certificates it leaves with the server's first
-/// flight (half-RTT data), so that the client has it as soon as its handshake ends,
-/// and answers without waiting another round trip; with them, as soon as the handshake
-/// ends. [`Session::welcomed`] says whether it was; TLS 1.2 leaves it to the caller.
+/// nc) is told so in plain text. `welcome`, the server's first words (empty: none to
+/// send), leaves in TLS 1.3 with the server's first flight (half-RTT data), so that the
+/// client has it as soon as its handshake ends and answers without waiting another round
+/// trip. [`Session::welcomed`] says whether it did; if not (TLS 1.2, a HelloRetryRequest,
+/// see [`welcome_in_first_flight`]) it is the caller's to send. rustls sends no half-RTT
+/// data to a client asked for a certificate: then pass none.
 pub fn handshake(
     sock: &TcpStream,
     config: Arc<ServerConfig>,
@@ -244,13 +251,8 @@ pub fn handshake(
                     let _ = flush_tls(&mut conn, &mut io);
                     return Err(HandshakeError::Tls(e));
                 }
-                // TLS 1.3: the server's flight is queued, and with it (without client
-                // certificates) its keys for application data, so the welcome is
-                // encrypted behind it at once. Not before the ClientHello is read: rustls
-                // would hold it in a plaintext queue whose buffer, once made, each held
-                // connection keeps (0.17 KiB, measured). Within the limit, rustls takes
-                // all of it.
-                if conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
+                // Within the limit, rustls takes all of the welcome.
+                if welcome_in_first_flight(conn.protocol_version(), conn.handshake_kind()) {
                     if let Some(welcome) = early.take() {
                         welcomed = conn.writer().write(welcome).map_err(HandshakeError::Io)?
                             == welcome.len();
@@ -274,6 +276,21 @@ pub fn handshake(
         welcomed,
     };
     Ok((conn, session))
+}
+
+/// Whether, with the ClientHello just read, the welcome can go to rustls to leave
+/// encrypted behind the server's first flight (TLS 1.3 half-RTT data). Only when rustls
+/// has the keys for it: in TLS 1.3, and not after a HelloRetryRequest (they come with the
+/// second ClientHello). Handed over sooner, rustls holds it in a plaintext queue whose
+/// buffer, once made, the connection keeps for its life (0.17 KiB, measured); then the
+/// caller sends it after the handshake, as in TLS 1.2. (With client certificates rustls
+/// sends no half-RTT data; the caller gives no welcome then.)
+fn welcome_in_first_flight(
+    version: Option<rustls::ProtocolVersion>,
+    kind: Option<rustls::HandshakeKind>,
+) -> bool {
+    version == Some(rustls::ProtocolVersion::TLSv1_3)
+        && kind != Some(rustls::HandshakeKind::FullWithHelloRetryRequest)
 }
 
 /// A read that failed during the handshake: `Ok` to try again (a signal, or a read
@@ -515,6 +532,21 @@ fn flush_tls(conn: &mut ServerConnection, io: &mut impl Write) -> io::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_welcome_goes_with_the_first_flight_only_in_tls_1_3_without_a_retry() {
+        use rustls::HandshakeKind::{Full, FullWithHelloRetryRequest, Resumed};
+        use rustls::ProtocolVersion::{TLSv1_2, TLSv1_3};
+        assert!(welcome_in_first_flight(Some(TLSv1_3), Some(Full)));
+        assert!(welcome_in_first_flight(Some(TLSv1_3), Some(Resumed)));
+        // After a HelloRetryRequest rustls has no keys for it until the second ClientHello.
+        assert!(!welcome_in_first_flight(
+            Some(TLSv1_3),
+            Some(FullWithHelloRetryRequest)
+        ));
+        assert!(!welcome_in_first_flight(Some(TLSv1_2), Some(Full)));
+        assert!(!welcome_in_first_flight(None, None));
+    }
 
     #[test]
     fn missing_files_are_named() {

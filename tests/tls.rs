@@ -281,6 +281,50 @@ fn openssl_s_client_is_greeted_over_tls_1_2_and_1_3_and_tls_1_1_is_refused() {
     );
 }
 
+/// A client whose key share the server cannot use (X448) gets a HelloRetryRequest, then
+/// its welcome after the handshake (not as half-RTT data: the keys for it come with the
+/// second ClientHello), then its replies.
+#[test]
+fn a_client_sent_a_hello_retry_request_is_greeted_and_answered() {
+    let Some(pki) = pki("retry") else { return };
+    let server = tls_server(&pki, &[]);
+    let done = s_client(
+        server.addr(),
+        &pki,
+        &["-tls1_3", "-groups", "X448:X25519", "-msg"],
+        b"Alice\nexit\n",
+    );
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    assert_eq!(
+        done.stdout.matches(", ServerHello").count(),
+        2,
+        "a HelloRetryRequest (a ServerHello), then the ServerHello: {}",
+        done.stdout
+    );
+    // Between the lines, -msg shows the records that brought them.
+    let at = |text: &str| {
+        assert_eq!(
+            done.stdout.matches(text).count(),
+            1,
+            "{text}: {}",
+            done.stdout
+        );
+        done.stdout.find(text).unwrap()
+    };
+    let client_finished = done
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(">>> ") && l.ends_with(", Finished"))
+        .and_then(|l| done.stdout.find(l))
+        .unwrap_or_else(|| panic!("the client's Finished: {}", done.stdout));
+    let (welcome, hello, bye) = (at("Welcome!\r\n"), at("Hello, Alice!\r\n"), at("Bye!\r\n"));
+    assert!(
+        client_finished < welcome && welcome < hello && hello < bye,
+        "{}",
+        done.stdout
+    );
+}
+
 #[test]
 fn only_tls_listeners_open_no_plain_one_and_are_announced_as_tls() {
     let Some(pki) = pki("announce") else { return };

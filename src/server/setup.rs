@@ -106,14 +106,18 @@ impl Shared {
         started: Instant,
         local: SocketAddr,
     ) {
-        let welcome = connection::welcome(
-            &self.ctx,
-            Peer {
-                id: registered.id,
-                addr: registered.peer,
-                local,
-            },
-        );
+        let welcome = if config.asks_client_certificate() {
+            Vec::new()
+        } else {
+            connection::welcome(
+                &self.ctx,
+                Peer {
+                    id: registered.id,
+                    addr: registered.peer,
+                    local,
+                },
+            )
+        };
         let handshake = tls::handshake(
             &stream,
             config.current(),

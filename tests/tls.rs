@@ -148,19 +148,26 @@ type Tls = StreamOwned<ClientConnection, TcpStream>;
 /// A rustls client trusting `ca`, with a client certificate `client` (a name in the
 /// PKI) if given; the handshake is done when it returns.
 fn connect_tls(addr: SocketAddr, pki: &Pki, client: Option<&str>) -> std::io::Result<Tls> {
-    let conn = ClientConnection::new(
-        client_config(pki, client),
-        ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
-    let sock = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
-    sock.set_read_timeout(Some(IO_TIMEOUT))?;
-    sock.set_write_timeout(Some(IO_TIMEOUT))?;
+    let (conn, sock) = tls_client(addr, client_config(pki, client), IO_TIMEOUT)?;
     let mut tls = StreamOwned::new(conn, sock);
     while tls.conn.is_handshaking() {
         tls.conn.complete_io(&mut tls.sock)?;
     }
     Ok(tls)
+}
+
+/// A rustls client of `localhost` with `config`, and its socket to `addr` (reads time out
+/// after `read_timeout`); nothing is sent yet.
+fn tls_client(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    read_timeout: Duration,
+) -> std::io::Result<(ClientConnection, TcpStream)> {
+    let conn = ClientConnection::new(config, ServerName::try_from("localhost").unwrap()).unwrap();
+    let sock = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+    sock.set_read_timeout(Some(read_timeout))?;
+    sock.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok((conn, sock))
 }
 
 /// A rustls client configuration trusting `ca`, with a client certificate `client` (a
@@ -195,14 +202,7 @@ fn before_the_clients_finished(
     client: Option<&str>,
     wait: Duration,
 ) -> Result<Vec<u8>, std::io::Error> {
-    let mut conn = ClientConnection::new(
-        client_config(pki, client),
-        ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
-    let mut sock = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
-    sock.set_read_timeout(Some(wait))?;
-    sock.set_write_timeout(Some(IO_TIMEOUT))?;
+    let (mut conn, mut sock) = tls_client(addr, client_config(pki, client), wait)?;
     while conn.wants_write() {
         conn.write_tls(&mut sock)?;
     }
@@ -862,14 +862,8 @@ fn the_session_tickets_leave_with_the_reply_to_a_line_sent_with_the_clients_fini
         return;
     }
     let server = tls_server(&pki, &[]);
-    let mut conn = ClientConnection::new(
-        client_config(&pki, None),
-        ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
-    let mut sock = TcpStream::connect_timeout(&server.addr(), IO_TIMEOUT).unwrap();
-    sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    sock.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    let (mut conn, mut sock) =
+        tls_client(server.addr(), client_config(&pki, None), IO_TIMEOUT).unwrap();
     conn.write_tls(&mut sock).unwrap();
     while conn.is_handshaking() {
         assert!(
@@ -920,12 +914,7 @@ fn a_client_silent_after_its_handshake_still_gets_tickets_and_resumes() {
     let server = tls_server(&pki, &[]);
     let config = client_config(&pki, None);
     let connect = || {
-        let conn =
-            ClientConnection::new(config.clone(), ServerName::try_from("localhost").unwrap())
-                .unwrap();
-        let sock = TcpStream::connect_timeout(&server.addr(), IO_TIMEOUT).unwrap();
-        sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        sock.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        let (conn, sock) = tls_client(server.addr(), config.clone(), IO_TIMEOUT).unwrap();
         let mut tls = BufReader::new(StreamOwned::new(conn, sock));
         assert_eq!(read_line(&mut tls), "Welcome!\r\n");
         tls.into_inner()

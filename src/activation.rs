@@ -48,12 +48,14 @@ impl fmt::Display for ActivationError {
 impl std::error::Error for ActivationError {}
 
 /// Decides from the values of `LISTEN_FDS`, `LISTEN_PID` and `LISTEN_FDNAMES` (each
-/// `None` when unset) which sockets, if any, this process (`our_pid`) inherited.
+/// `None` when unset) which sockets, if any, this process (`our_pid`, whose hard
+/// open-file limit is `fd_limit`) inherited.
 pub fn plan(
     listen_fds: Option<&str>,
     listen_pid: Option<&str>,
     fd_names: Option<&str>,
     our_pid: u32,
+    fd_limit: u64,
 ) -> Result<Plan, ActivationError> {
     let Some(fds) = listen_fds else {
         return Ok(Plan::NotActivated);
@@ -71,6 +73,15 @@ pub fn plan(
     })?;
     if count == 0 {
         return Ok(Plan::NotActivated);
+    }
+    // Checked before anything is sized by the count: the sockets are descriptors 3 on,
+    // and no process holds descriptors past its hard limit.
+    if count as u64 > fd_limit.saturating_sub(3) {
+        return Err(ActivationError(format!(
+            "LISTEN_FDS={count} is more sockets than this process can hold (its open-file \
+             limit, `ulimit -Hn`, is {fd_limit}): it was not set by a service manager for \
+             us; unset it (socket activation)"
+        )));
     }
     let names: Vec<&str> = match fd_names {
         Some(names) => names.split(':').collect(),
@@ -96,11 +107,16 @@ pub fn plan(
 /// [`plan`] for this process, from its environment.
 pub fn plan_from_env() -> Result<Plan, ActivationError> {
     let var = |name| std::env::var(name).ok();
+    // Descriptors are C ints: none is numbered past that, whatever a limit that cannot
+    // be read, or an unlimited one, would allow.
+    let fd_limit = rlimit::getrlimit(rlimit::Resource::NOFILE)
+        .map_or(i32::MAX as u64, |(_, hard)| hard.min(i32::MAX as u64));
     plan(
         var("LISTEN_FDS").as_deref(),
         var("LISTEN_PID").as_deref(),
         var("LISTEN_FDNAMES").as_deref(),
         std::process::id(),
+        fd_limit,
     )
 }
 
@@ -132,6 +148,9 @@ pub fn take_listeners(count: usize) -> io::Result<Vec<TcpListener>> {
 mod tests {
     use super::*;
 
+    /// A usual hard open-file limit.
+    const LIMIT: u64 = 4096;
+
     fn sockets(names: &[(&str, bool)]) -> Plan {
         Plan::Sockets(
             names
@@ -146,10 +165,13 @@ mod tests {
 
     #[test]
     fn no_listen_fds_or_none_of_them_binds_as_usual() {
-        assert_eq!(plan(None, None, None, 42), Ok(Plan::NotActivated));
-        assert_eq!(plan(None, Some("42"), None, 42), Ok(Plan::NotActivated));
+        assert_eq!(plan(None, None, None, 42, LIMIT), Ok(Plan::NotActivated));
         assert_eq!(
-            plan(Some("0"), Some("42"), None, 42),
+            plan(None, Some("42"), None, 42, LIMIT),
+            Ok(Plan::NotActivated)
+        );
+        assert_eq!(
+            plan(Some("0"), Some("42"), None, 42, LIMIT),
             Ok(Plan::NotActivated)
         );
     }
@@ -157,17 +179,17 @@ mod tests {
     #[test]
     fn sockets_for_another_process_or_no_process_are_not_ours() {
         assert_eq!(
-            plan(Some("1"), Some("41"), None, 42),
+            plan(Some("1"), Some("41"), None, 42, LIMIT),
             Ok(Plan::NotOurs {
                 pid: Some("41".into())
             })
         );
         assert_eq!(
-            plan(Some("1"), None, None, 42),
+            plan(Some("1"), None, None, 42, LIMIT),
             Ok(Plan::NotOurs { pid: None })
         );
         assert_eq!(
-            plan(Some("1"), Some("x"), None, 42),
+            plan(Some("1"), Some("x"), None, 42, LIMIT),
             Ok(Plan::NotOurs {
                 pid: Some("x".into())
             })
@@ -177,11 +199,17 @@ mod tests {
     #[test]
     fn only_a_socket_named_tls_is_tls() {
         assert_eq!(
-            plan(Some("2"), Some("42"), None, 42),
+            plan(Some("2"), Some("42"), None, 42, LIMIT),
             Ok(sockets(&[("unknown", false), ("unknown", false)]))
         );
         assert_eq!(
-            plan(Some("3"), Some("42"), Some("hello.socket:tls:TLS"), 42),
+            plan(
+                Some("3"),
+                Some("42"),
+                Some("hello.socket:tls:TLS"),
+                42,
+                LIMIT
+            ),
             Ok(sockets(&[
                 ("hello.socket", false),
                 ("tls", true),
@@ -192,7 +220,21 @@ mod tests {
 
     #[test]
     fn a_bad_count_or_names_that_do_not_match_it_are_errors() {
-        assert!(plan(Some("two"), Some("42"), None, 42).is_err());
-        assert!(plan(Some("2"), Some("42"), Some("tls"), 42).is_err());
+        assert!(plan(Some("two"), Some("42"), None, 42, LIMIT).is_err());
+        assert!(plan(Some("2"), Some("42"), Some("tls"), 42, LIMIT).is_err());
+    }
+
+    #[test]
+    fn a_count_past_the_open_file_limit_is_an_error_not_an_allocation() {
+        for fds in ["99999999999", "18446744073709551615", "4094"] {
+            let e = plan(Some(fds), Some("42"), None, 42, LIMIT).unwrap_err();
+            assert!(e.to_string().contains("`ulimit -Hn`, is 4096"), "{e}");
+            assert!(!e.to_string().contains('\n'), "{e}");
+        }
+        // Descriptors 3 to 4095: the most a limit of 4096 leaves room for.
+        let Ok(Plan::Sockets(all)) = plan(Some("4093"), Some("42"), None, 42, LIMIT) else {
+            panic!("4093 sockets fit under a limit of 4096");
+        };
+        assert_eq!(all.len(), 4093);
     }
 }

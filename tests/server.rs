@@ -414,6 +414,27 @@ fn a_bad_value_from_the_environment_names_the_variable() {
     assert!(!err.contains("TCP_HELLO_MAX_LINE"), "{err}");
 }
 
+/// A socket-activation environment that cannot be right fails at start-up with one
+/// line and exit 2, whatever count `LISTEN_FDS` claims: a huge one must not be sized
+/// into memory before a descriptor is looked at.
+#[test]
+fn a_listen_fds_that_cannot_be_right_is_one_line_and_exit_2() {
+    for (fds, says) in [
+        ("abc", "is not a number of sockets"),
+        ("99999999999", "more sockets than this process can hold"),
+    ] {
+        // `$$` is the shell's process ID, and so the server's after `exec`.
+        let script = format!("LISTEN_PID=$$ LISTEN_FDS={fds} exec \"$0\" serve");
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &script, bin()]).stdin(Stdio::null());
+        let (code, out, err) = run_with_deadline(clean_env(&mut cmd), Duration::from_secs(20));
+        assert_eq!(code, Some(2), "LISTEN_FDS={fds}: {err}");
+        assert_eq!(out, "", "nothing is announced");
+        assert_eq!(err.lines().count(), 1, "LISTEN_FDS={fds}: {err}");
+        assert!(err.contains(says), "LISTEN_FDS={fds}: {err}");
+    }
+}
+
 /// `--welcome ''` is an empty line in line framing; chunk framing has no empty message,
 /// so an empty welcome (or reply) is refused at start-up rather than leaving clients
 /// waiting for it.

@@ -181,6 +181,7 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     // Before the announcement, so that a script may signal as soon as it has read it.
+    // Every thread started before this blocks the signals (`spawn_blocking_stops`).
     serve_signals(server.shutdown_handle(), tls).context("cannot install signal handlers")?;
     let addrs = server.local_addrs()?;
     for addr in &addrs {

@@ -284,24 +284,23 @@ pub fn spawn<F>(listener: TcpListener, scrape: F) -> io::Result<thread::JoinHand
 where
     F: Fn() -> String + Send + 'static,
 {
-    thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || {
-            loop {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        if let Err(e) = answer(&stream, &scrape) {
-                            log::debug!("metrics: {e}");
-                        }
-                    }
-                    Err(e) => {
-                        log::debug!("metrics accept: {e}");
-                        // Out of descriptors, say: do not spin.
-                        thread::sleep(Duration::from_millis(100));
+    // The server starts it before it installs its signal handlers.
+    crate::signals::spawn_blocking_stops(thread::Builder::new().name("metrics".into()), move || {
+        loop {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    if let Err(e) = answer(&stream, &scrape) {
+                        log::debug!("metrics: {e}");
                     }
                 }
+                Err(e) => {
+                    log::debug!("metrics accept: {e}");
+                    // Out of descriptors, say: do not spin.
+                    thread::sleep(Duration::from_millis(100));
+                }
             }
-        })
+        }
+    })
 }
 
 /// Reads one request head and answers it.

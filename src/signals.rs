@@ -23,8 +23,9 @@ use crate::tls::Tls;
 /// Runs `install` with `signals` blocked on the calling thread, then unblocks them, so
 /// that one arriving meanwhile is delivered to what `install` set up.
 ///
-/// Call it before the process starts other threads: the kernel gives a process-wide
-/// signal to any thread that does not block it.
+/// Call it before the process starts other threads, or after starting only threads that
+/// block them ([`spawn_blocking_stops`]): the kernel gives a process-wide signal to any
+/// thread that does not block it.
 pub fn install_blocking<T>(
     signals: &[Signal],
     install: impl FnOnce() -> io::Result<T>,
@@ -45,6 +46,40 @@ pub fn install_blocking<T>(
     }
     pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&unblock), None).map_err(io::Error::from)?;
     installed
+}
+
+/// The signals that a thread started before their handlers blocks: the server's own
+/// (SIGINT, SIGTERM, SIGHUP), and SIGQUIT.
+const BLOCKED_EARLY: [Signal; 4] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
+
+/// Starts `f` on a thread of `builder` with the server's signals (and SIGQUIT) blocked
+/// from its first instruction, for the rest of its life. Every thread the server starts
+/// before it installs their handlers ([`serve_signals`]) starts here: a signal that
+/// arrives while a handler is being installed is delivered to a thread that does not
+/// block it, where it runs the handler before the handler has its action, and is lost.
+pub fn spawn_blocking_stops<F, T>(
+    builder: thread::Builder,
+    f: F,
+) -> io::Result<thread::JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let mut set = SigSet::empty();
+    for signal in BLOCKED_EARLY {
+        set.add(signal);
+    }
+    let mut old = SigSet::empty();
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old)).map_err(io::Error::from)?;
+    // The new thread inherits this thread's mask.
+    let spawned = builder.spawn(f);
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None).map_err(io::Error::from)?;
+    spawned
 }
 
 /// What the server does on a signal, by how many stop signals came before it.

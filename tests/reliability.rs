@@ -657,8 +657,8 @@ fn signal_while_installing(args: &[&str], signal: &str, hold: Duration) -> Optio
         clean_env(&mut cmd);
         cmd
     };
-    let dir = std::env::temp_dir().join(format!("tcp-hello-sig-{}-{signal}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    // A directory of its own: the tests that use this run at the same time.
+    let dir = common::tls::temp_dir(&format!("sig-{signal}"));
     let (first, second) = (dir.join("first"), dir.join("second"));
     let installs = format!("rt_sigaction({signal}, {{sa_handler=0x");
 
@@ -742,6 +742,39 @@ fn sigterm_while_the_server_installs_its_handler_stops_it() {
     if let Some(done) = signal_while_installing(&args, "SIGTERM", Duration::from_secs(1)) {
         assert_eq!(done.code, Some(0), "{}", done.stderr);
         assert!(done.stderr.contains("stopped"), "{}", done.stderr);
+    }
+}
+
+/// The same with each option that starts a thread of its own at start-up (`--metrics`,
+/// UDP, TLS), and all of them: a thread that does not block the stop signals while the
+/// handler is being installed takes the SIGTERM meant for it, and it is lost.
+#[test]
+fn sigterm_while_installing_stops_the_server_whatever_threads_it_starts() {
+    let certs = common::tls::make_certs();
+    let (cert, key) = (
+        certs.server.cert.display().to_string(),
+        certs.server.key.display().to_string(),
+    );
+    let metrics = ["--metrics", "127.0.0.1:0"];
+    let udp = ["--udp-bind", "127.0.0.1:0"];
+    let tls = [
+        "--tls-bind",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ];
+    let all: Vec<&str> = [&metrics[..], &udp, &tls].concat();
+    for extra in [&metrics[..], &udp, &tls, &all] {
+        let mut args = vec!["serve", "--bind", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        eprintln!("tcp-hello {}", args.join(" "));
+        let Some(done) = signal_while_installing(&args, "SIGTERM", Duration::from_secs(1)) else {
+            return;
+        };
+        assert_eq!(done.code, Some(0), "{args:?}: {}", done.stderr);
+        assert!(done.stderr.contains("stopped"), "{args:?}: {}", done.stderr);
     }
 }
 

@@ -16,10 +16,10 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use socket2::SockRef;
 
 use super::registry::Registered;
+use crate::signals::spawn_blocking_stops;
 
 /// How often the closer looks at the sockets it holds, while it holds any: a connection
 /// keeps its place under `--max-connections` up to this long after its client closed.
@@ -43,33 +43,17 @@ pub(super) struct Closer {
 }
 
 impl Closer {
-    /// Starts the closer's thread (`stack` bytes of stack) with the stop signals blocked:
-    /// it never needs them, and it starts before the server installs their handlers, so a
-    /// signal that arrived meanwhile could otherwise be delivered to it, and be lost,
-    /// instead of waiting for the handler (see `signals::install_blocking`).
+    /// Starts the closer's thread (`stack` bytes of stack). It starts before the server
+    /// installs its signal handlers, so it blocks their signals (see
+    /// [`spawn_blocking_stops`]); it never needs them.
     pub(super) fn start(self: &Arc<Self>, stack: usize) -> io::Result<()> {
-        let mut stops = SigSet::empty();
-        for signal in [
-            Signal::SIGINT,
-            Signal::SIGTERM,
-            Signal::SIGHUP,
-            Signal::SIGQUIT,
-        ] {
-            stops.add(signal);
-        }
-        let mut old = SigSet::empty();
-        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&stops), Some(&mut old))
-            .map_err(io::Error::from)?;
         let closer = Arc::clone(self);
-        // The new thread inherits this thread's mask: blocked from its first instruction.
-        let spawned = thread::Builder::new()
+        let builder = thread::Builder::new()
             .name("closer".into())
-            .stack_size(stack)
-            .spawn(move || closer.run());
-        pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None).map_err(io::Error::from)?;
+            .stack_size(stack);
         // Never joined: it holds nothing once shutdown has waited for every connection,
         // and ends with the process.
-        spawned.map(drop)
+        spawn_blocking_stops(builder, move || closer.run()).map(drop)
     }
 
     /// Takes a connection to close once its client has closed, or at its deadline.

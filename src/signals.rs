@@ -9,7 +9,7 @@
 //! they are unblocked.
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 
 use log::{error, info, warn};
@@ -110,33 +110,19 @@ pub fn action(signal: i32, stops_before: u32) -> Action {
 pub fn serve_signals(handle: ShutdownHandle, tls: Option<Arc<Tls>>) -> io::Result<()> {
     let wanted = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
     let mut signals = install_blocking(&wanted, || Signals::new([SIGINT, SIGTERM, SIGHUP]))?;
+    let reloads = tls.map(Reloads::new);
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let mut stops = 0;
             for signal in signals.forever() {
                 match action(signal, stops) {
-                    Action::Reload => match &tls {
+                    Action::Reload => match &reloads {
                         None => info!(
                             "signal {signal} (SIGHUP): ignored, there is nothing to reload \
                              without TLS; SIGTERM or SIGINT stops the server"
                         ),
-                        Some(tls) => match tls.reload() {
-                            Ok(()) => info!(
-                                "signal {signal} (SIGHUP): reloaded {} and {}{}; new \
-                                 connections use them",
-                                tls.files().cert.display(),
-                                tls.files().key.display(),
-                                tls.files()
-                                    .client_ca
-                                    .as_ref()
-                                    .map_or(String::new(), |ca| format!(" and {}", ca.display()))
-                            ),
-                            Err(e) => error!(
-                                "signal {signal} (SIGHUP): reload failed, still serving the \
-                                 certificates loaded before: {e}"
-                            ),
-                        },
+                        Some(reloads) => reloads.request(signal),
                     },
                     Action::Shutdown => {
                         stops += 1;
@@ -157,6 +143,98 @@ pub fn serve_signals(handle: ShutdownHandle, tls: Option<Arc<Tls>>) -> io::Resul
             }
         })?;
     Ok(())
+}
+
+/// SIGHUP's reloads, run off the thread that reads the signals: reading the files can
+/// hang (a FIFO in a file's place, a hung network mount), and that thread must stay free
+/// to stop the server. One reload runs at a time, on a thread of its own; SIGHUPs that
+/// arrive meanwhile make one more run after it, so that the files are read as they are
+/// now, and a hung reload holds one thread, however many SIGHUPs follow.
+struct Reloads {
+    tls: Arc<Tls>,
+    state: Mutex<ReloadState>,
+}
+
+#[derive(Default)]
+struct ReloadState {
+    /// A reload thread is running.
+    running: bool,
+    /// A SIGHUP came while it ran: it reloads once more.
+    again: bool,
+}
+
+impl Reloads {
+    fn new(tls: Arc<Tls>) -> Arc<Reloads> {
+        Arc::new(Reloads {
+            tls,
+            state: Mutex::new(ReloadState::default()),
+        })
+    }
+
+    /// Starts a reload for `signal`; with one running, has it reload once more after.
+    fn request(self: &Arc<Self>, signal: i32) {
+        {
+            let mut state = self.lock();
+            if state.running {
+                state.again = true;
+                warn!(
+                    "signal {signal} (SIGHUP): the last reload is still reading the files (is \
+                     one a FIFO, or on a network mount that hangs?); reloading again once it \
+                     has finished"
+                );
+                return;
+            }
+            state.running = true;
+        }
+        let reloads = Arc::clone(self);
+        let spawned = thread::Builder::new()
+            .name("reload".into())
+            .spawn(move || reloads.run(signal));
+        if let Err(e) = spawned {
+            self.lock().running = false;
+            error!(
+                "signal {signal} (SIGHUP): cannot start a thread to reload ({e}); still \
+                 serving the certificates loaded before; send SIGHUP again to retry"
+            );
+        }
+    }
+
+    /// The reload thread: reloads until no SIGHUP came during the last reload.
+    fn run(&self, signal: i32) {
+        loop {
+            reload(&self.tls, signal);
+            let mut state = self.lock();
+            if !state.again {
+                state.running = false;
+                return;
+            }
+            state.again = false;
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ReloadState> {
+        // Every update is a single assignment: consistent even after a panic elsewhere.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Reloads the TLS files for `signal`, and logs the outcome.
+fn reload(tls: &Tls, signal: i32) {
+    match tls.reload() {
+        Ok(()) => info!(
+            "signal {signal} (SIGHUP): reloaded {} and {}{}; new connections use them",
+            tls.files().cert.display(),
+            tls.files().key.display(),
+            tls.files()
+                .client_ca
+                .as_ref()
+                .map_or(String::new(), |ca| format!(" and {}", ca.display()))
+        ),
+        Err(e) => error!(
+            "signal {signal} (SIGHUP): reload failed, still serving the certificates loaded \
+             before: {e}"
+        ),
+    }
 }
 
 #[cfg(test)]

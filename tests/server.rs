@@ -1880,6 +1880,108 @@ fn sighup_is_logged_and_ignored() {
     assert_eq!(log_lines(&logs, "SIGHUP").len(), 1, "{logs}");
 }
 
+/// A TLS server whose certificate file is a FIFO by the time a SIGHUP makes it reload:
+/// the reload hangs reading it until someone writes. Returns the server, the writing end
+/// (held open, the reload waits for more), the path and the certificates, or `None`
+/// without `mkfifo`.
+fn tls_reload_hung_on_a_fifo() -> Option<(Server, std::fs::File, std::path::PathBuf, tls::Certs)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if !require("mkfifo", "coreutils") {
+        return None;
+    }
+    let certs = tls::make_certs();
+    let cert = certs.dir.join("live.pem");
+    std::fs::copy(&certs.server.cert, &cert).unwrap();
+    let server = Server::start_with_binds(
+        &[
+            "--tls-bind",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert.display().to_string(),
+            "--tls-key",
+            &certs.server.key.display().to_string(),
+        ],
+        1,
+    );
+    std::fs::remove_file(&cert).unwrap();
+    let made = run_tool(
+        Command::new("mkfifo").arg(&cert),
+        None,
+        Duration::from_secs(20),
+    );
+    assert_eq!(made.code, Some(0), "mkfifo: {}", made.stderr);
+    server.signal("HUP");
+    // A writer opens without waiting only once a reader has the FIFO open: the reload.
+    let mut writer = None;
+    assert!(
+        eventually(IO_TIMEOUT, || {
+            writer = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&cert)
+                .ok();
+            writer.is_some()
+        }),
+        "the reload never opened the FIFO: {}",
+        server.logs_so_far()
+    );
+    Some((server, writer?, cert, certs))
+}
+
+/// A reload that hangs (a FIFO, a hung network mount) must not keep SIGTERM from
+/// stopping the server: it runs off the thread that handles the signals.
+#[test]
+fn sigterm_stops_the_server_while_a_sighup_reload_hangs() {
+    let Some((server, writer, _, _certs)) = tls_reload_hung_on_a_fifo() else {
+        return;
+    };
+    server.signal("TERM");
+    let (code, logs) = server.wait(IO_TIMEOUT);
+    assert_eq!(code, Some(0), "{logs}");
+    assert!(logs.contains("stopped"), "{logs}");
+    // Held until the server is gone: the reload was hung all along.
+    drop(writer);
+}
+
+/// SIGHUPs that come while a reload hangs start no thread each: they make one more
+/// reload after it, which reads the files as they are then.
+#[test]
+fn sighups_while_a_reload_hangs_make_one_more_reload_and_no_more_threads() {
+    let Some((server, writer, cert, certs)) = tls_reload_hung_on_a_fifo() else {
+        return;
+    };
+    let threads = server.proc_status("Threads");
+    let waiting = || log_lines(&server.logs_so_far(), "still reading").len();
+    for n in 1..=3 {
+        server.signal("HUP");
+        assert!(
+            eventually(IO_TIMEOUT, || waiting() == n),
+            "SIGHUP {n} while the reload hangs: {}",
+            server.logs_so_far()
+        );
+    }
+    assert_eq!(
+        server.proc_status("Threads"),
+        threads,
+        "{}",
+        server.logs_so_far()
+    );
+    // The real file back in the FIFO's place; the hung reload reads an empty FIFO and
+    // fails, and the one after it reads the file.
+    let fresh = certs.dir.join("fresh.pem");
+    std::fs::copy(&certs.server.cert, &fresh).unwrap();
+    std::fs::rename(&fresh, &cert).unwrap();
+    drop(writer);
+    assert!(
+        eventually(IO_TIMEOUT, || server.logs_so_far().contains("reloaded")),
+        "{}",
+        server.logs_so_far()
+    );
+    let logs = server.stop_and_logs();
+    assert_eq!(log_lines(&logs, "reload failed").len(), 1, "{logs}");
+    assert!(logs.find("reload failed") < logs.find("reloaded"), "{logs}");
+}
+
 #[test]
 fn shutdown_timeout_bounds_the_wait_for_slow_connections() {
     let server = Server::start(&["--delay", "20000", "--shutdown-timeout", "1"]);

@@ -274,6 +274,74 @@ fn a_scraper_that_sends_nothing_holds_up_no_client() {
     assert_eq!(status, 200);
 }
 
+/// A connection to the metrics listener, with timeouts.
+fn metrics_conn(server: &Served) -> TcpStream {
+    let stream = TcpStream::connect_timeout(&server.metrics, IO_TIMEOUT).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream
+}
+
+/// A scraper that sends its request a byte at a time, each well within the time any one
+/// read may wait, is closed at its deadline, and no scrape waits for it meanwhile.
+#[test]
+fn a_scraper_sending_a_byte_at_a_time_is_cut_off_and_delays_no_scrape() {
+    let server = Served::start(hello_cmd("serve", &[]), &["--metrics", "127.0.0.1:0"]);
+    let mut slow = metrics_conn(&server);
+    let started = Instant::now();
+    let mut writer = slow.try_clone().unwrap();
+    // Ahead of the scrape in the listen queue; at this pace the 4,096-byte request
+    // would take 20 minutes.
+    let trickle = std::thread::spawn(move || {
+        for byte in b"GET /metrics HTTP/1.1\r\nX: ".iter().chain(&[b'a'; 4096]) {
+            if writer.write_all(&[*byte]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    let (status, body) = server.get("/metrics");
+    assert_eq!(status, 200, "{body}");
+    // Closed at its deadline, while it still sends: no answer, or an empty read.
+    let mut got = Vec::new();
+    match slow.read_to_end(&mut got) {
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the slow scraper was not closed: {e}"),
+    }
+    let took = started.elapsed();
+    assert!(took < IO_TIMEOUT, "closed after {took:?}");
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    trickle.join().unwrap();
+}
+
+/// More connections than the responder serves at once, all silent and ahead of a
+/// scrape, delay it by nothing: the newest take the oldest's places, and each is
+/// closed at its deadline.
+#[test]
+fn silent_connections_ahead_of_a_scrape_delay_it_by_nothing() {
+    let server = Served::start(hello_cmd("serve", &[]), &["--metrics", "127.0.0.1:0"]);
+    let mut silent: Vec<TcpStream> = (0..tcp_hello::metrics::MAX_SCRAPERS + 10)
+        .map(|_| metrics_conn(&server))
+        .collect();
+    let started = Instant::now();
+    let (status, body) = server.get("/metrics");
+    assert_eq!(status, 200, "{body}");
+    eprintln!(
+        "a scrape behind {} silent connections: {:?}",
+        silent.len(),
+        started.elapsed()
+    );
+    for (i, conn) in silent.iter_mut().enumerate() {
+        let mut got = Vec::new();
+        match conn.read_to_end(&mut got) {
+            Ok(_) => assert!(got.is_empty(), "silent {i} got an answer"),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("silent {i} was not closed: {e}"),
+        }
+    }
+}
+
 #[test]
 fn a_bad_metrics_address_fails_at_start_up() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();

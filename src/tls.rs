@@ -419,9 +419,13 @@ impl io::Read for Encrypted<'_> {
             // Nothing for the caller yet: before the wait, the queue leaves.
             self.send_queued(false)?;
         }
-        // As `rustls::Stream`: one read may bring only part of a record.
+        // One read may bring only part of a record. Unlike `rustls::Stream`, a call that
+        // only wrote (the no_renegotiation alert that answers a TLS 1.2 renegotiation
+        // request) goes on to read: stopping there would leave the reader with no
+        // plaintext, whose `WouldBlock` the caller takes for the idle timeout. Only the
+        // end of input reads and writes nothing.
         while self.conn.wants_read() {
-            if self.conn.complete_io(&mut self.sock)?.0 == 0 {
+            if self.conn.complete_io(&mut self.sock)? == (0, 0) {
                 break;
             }
         }

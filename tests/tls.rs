@@ -970,6 +970,83 @@ fn tls_connections_stay_on_their_handshake_thread_up_to_the_thread_cache_size() 
     }
 }
 
+/// A TLS 1.2 client that asks to renegotiate (`R` to `openssl s_client`) is refused with
+/// the no_renegotiation alert, and the server reads on rather than take the missing
+/// plaintext for the idle timeout. openssl gives up then with a fatal alert: the close
+/// line names it, and nothing is closed or counted as idle.
+#[test]
+fn a_tls_1_2_renegotiation_request_is_refused_and_not_taken_for_the_idle_timeout() {
+    let Some(pki) = pki("reneg") else { return };
+    let server = tls_server(&pki, &["--metrics", "127.0.0.1:0"]);
+    let metrics = metrics_addr(&server);
+    // Not `s_client` above: its -quiet implies -ign_eof, under which `R` is a name, not
+    // the command to renegotiate. The lines are sent one at a time, as typed.
+    let mut s_client = Command::new("openssl");
+    s_client
+        .args(["s_client", "-tls1_2", "-verify_return_error"])
+        .args([
+            "-connect",
+            &server.addr().to_string(),
+            "-servername",
+            "localhost",
+        ])
+        .arg("-CAfile")
+        .arg(pki.path("ca.pem"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut s_client = KillOnDrop(s_client.spawn().expect("run openssl s_client"));
+    let mut typed = s_client.0.stdin.take().expect("stdin is piped");
+    let printed = s_client.0.stdout.take().expect("stdout is piped");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(printed).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut wait_for = |text: &str| {
+        while !seen.iter().any(|l: &String| l.contains(text)) {
+            let line = lines
+                .recv_timeout(IO_TIMEOUT)
+                .unwrap_or_else(|e| panic!("s_client did not print {text:?} ({e}): {seen:?}"));
+            seen.push(line);
+        }
+    };
+    typed.write_all(b"Bob\n").unwrap();
+    wait_for("Hello, Bob!");
+    typed.write_all(b"R\n").unwrap();
+    let closed = |logs: &str| {
+        logs.lines()
+            .find(|l| l.contains("conn 1 closed"))
+            .map(str::to_string)
+    };
+    assert!(
+        eventually(IO_TIMEOUT, || closed(&server.logs_so_far()).is_some()),
+        "{}",
+        server.logs_so_far()
+    );
+    let close = closed(&server.logs_so_far()).unwrap();
+    assert!(
+        close.ends_with("client sent the TLS alert HandshakeFailure"),
+        "{close}"
+    );
+    drop(typed);
+    let samples = metrics_samples(metrics);
+    assert_eq!(samples["tcp_hello_closes_total{reason=\"idle\"}"], 0);
+    assert_eq!(samples["tcp_hello_closes_total{reason=\"read_error\"}"], 1);
+    // What s_client printed to the end: no idle notice.
+    while let Ok(line) = lines.recv_timeout(IO_TIMEOUT) {
+        assert!(!line.contains("ERROR idle"), "{line}");
+    }
+    // The server serves on.
+    let mut next = BufReader::new(connect_tls(server.addr(), &pki, None).unwrap());
+    assert_eq!(read_line(&mut next), "Welcome!\r\n");
+}
+
 #[test]
 fn sigterm_over_tls_answers_then_says_shutting_down_then_close_notify() {
     let Some(pki) = pki("shutdown") else { return };

@@ -18,6 +18,7 @@ use rustls::{RootCertStore, ServerConfig, ServerConnection};
 
 use crate::connection::{self, CloseReason, Context, Peer, Summary};
 use crate::pem;
+use crate::protocol::LogText;
 
 /// Records of at most this much plaintext are queued for sending before a write waits
 /// for the socket: what one large reply needs, not rustls's unbounded default.
@@ -331,20 +332,23 @@ fn closed_or_io(e: io::Error) -> HandshakeError {
     }
 }
 
-/// A certificate's subject for the log: its CN, or else its first SAN.
+/// A certificate's subject for the log: its CN, or else its first SAN. The client chose
+/// these names, so they are escaped as a client's line is: no newline, escape sequence
+/// or bidirectional control reaches the log raw.
 pub fn subject(der: &[u8]) -> Option<String> {
     use x509_cert::der::Decode;
     use x509_cert::ext::pkix::SubjectAltName;
     use x509_cert::ext::pkix::name::GeneralName;
+    let escaped = |name: String| LogText(name.as_bytes()).to_string();
     let cert = x509_cert::Certificate::from_der(der).ok()?;
     let tbs = cert.tbs_certificate();
     if let Ok(Some(cn)) = tbs.subject().common_name() {
-        return Some(String::from(cn));
+        return Some(escaped(String::from(cn)));
     }
     let (_, san) = tbs.get_extension::<SubjectAltName>().ok()??;
     san.0.iter().find_map(|name| match name {
-        GeneralName::DnsName(dns) => Some(dns.to_string()),
-        GeneralName::Rfc822Name(mail) => Some(mail.to_string()),
+        GeneralName::DnsName(dns) => Some(escaped(dns.to_string())),
+        GeneralName::Rfc822Name(mail) => Some(escaped(mail.to_string())),
         GeneralName::IpAddress(ip) => Some(format!("{:?}", ip.as_bytes())),
         _ => None,
     })
@@ -550,6 +554,37 @@ mod tests {
         ));
         assert!(!welcome_in_first_flight(Some(TLSv1_2), Some(Full)));
         assert!(!welcome_in_first_flight(None, None));
+    }
+
+    /// A self-signed certificate's DER, made by `params` from rcgen's defaults.
+    fn certificate(params: impl FnOnce(&mut rcgen::CertificateParams)) -> Vec<u8> {
+        let mut p = rcgen::CertificateParams::default();
+        params(&mut p);
+        let key = rcgen::KeyPair::generate().unwrap();
+        p.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn the_subject_logged_is_escaped_as_a_clients_line_is() {
+        use rcgen::{DistinguishedName, DnType, SanType};
+        let hostile = "mallory\n[2026] INFO forged\x1b[31m\u{202E}txt";
+        let cn = certificate(|p| p.distinguished_name.push(DnType::CommonName, hostile));
+        assert_eq!(
+            subject(&cn).unwrap(),
+            r"mallory\n[2026] INFO forged\u{1b}[31m\u{202e}txt"
+        );
+        assert_eq!(
+            subject(&cn).unwrap(),
+            LogText(hostile.as_bytes()).to_string()
+        );
+        // No CN: the DNS SAN (ASCII only, as IA5String allows), escaped alike.
+        let dns = certificate(|p| {
+            p.distinguished_name = DistinguishedName::new();
+            p.subject_alt_names = vec![SanType::DnsName("evil\nforged\x1b[2J".try_into().unwrap())];
+        });
+        assert_eq!(subject(&dns).unwrap(), r"evil\nforged\u{1b}[2J");
+        let plain = certificate(|p| p.distinguished_name.push(DnType::CommonName, "alice"));
+        assert_eq!(subject(&plain).unwrap(), "alice");
     }
 
     #[test]

@@ -1137,13 +1137,11 @@ fn our_client_and_our_server_speak_mutual_tls() {
     assert!(logs.contains("client said exit, client alice"), "{logs}");
 }
 
-/// Mutual TLS refuses an expired client certificate from the right CA, as it refuses one
-/// from another CA; the close line (at debug) says why.
-#[test]
-fn mutual_tls_refuses_an_expired_client_certificate() {
-    let certs = common::tls::make_certs();
+/// `serve -v` with a TLS listener for mutual TLS, with the certificates of
+/// `common::tls`.
+fn mutual_tls_server(certs: &common::tls::Certs) -> Server {
     let p = |path: &Path| path.display().to_string();
-    let server = Server::start_with_binds(
+    Server::start_with_binds(
         &[
             "-v",
             "--tls-bind",
@@ -1156,29 +1154,47 @@ fn mutual_tls_refuses_an_expired_client_certificate() {
             &p(&certs.ca),
         ],
         1,
-    );
-    let addr = server.addr().to_string();
+    )
+}
+
+/// `tcp-hello client` saying `Bob` over TLS to `server`, with the client certificate
+/// `pair`.
+fn client_with_certificate(
+    server: &Server,
+    certs: &common::tls::Certs,
+    pair: &common::tls::Pair,
+) -> Finished {
+    let p = |path: &Path| path.display().to_string();
+    run_tool(
+        hello_cmd(
+            "client",
+            &[
+                "--tls",
+                "--connect",
+                &server.addr().to_string(),
+                "--tls-ca",
+                &p(&certs.ca),
+                "--tls-cert",
+                &p(&pair.cert),
+                "--tls-key",
+                &p(&pair.key),
+                "Bob",
+            ],
+        )
+        .stdin(Stdio::null()),
+        None,
+        Duration::from_secs(20),
+    )
+}
+
+/// Mutual TLS refuses an expired client certificate from the right CA, as it refuses one
+/// from another CA; the close line (at debug) says why.
+#[test]
+fn mutual_tls_refuses_an_expired_client_certificate() {
+    let certs = common::tls::make_certs();
+    let server = mutual_tls_server(&certs);
     for (pair, served) in [(&certs.client, true), (&certs.expired_client, false)] {
-        let done = run_tool(
-            hello_cmd(
-                "client",
-                &[
-                    "--tls",
-                    "--connect",
-                    &addr,
-                    "--tls-ca",
-                    &p(&certs.ca),
-                    "--tls-cert",
-                    &p(&pair.cert),
-                    "--tls-key",
-                    &p(&pair.key),
-                    "Bob",
-                ],
-            )
-            .stdin(Stdio::null()),
-            None,
-            Duration::from_secs(20),
-        );
+        let done = client_with_certificate(&server, &certs, pair);
         assert_eq!(done.code == Some(0), served, "{}", done.stderr);
         assert_eq!(
             done.stdout.contains("Hello, Bob!"),
@@ -1191,5 +1207,38 @@ fn mutual_tls_refuses_an_expired_client_certificate() {
     assert!(
         logs.contains("TLS handshake failed: invalid peer certificate: certificate expired"),
         "{logs}"
+    );
+}
+
+/// A client certificate's names are the client's to choose: its CN, or its only DNS
+/// SAN, reach the open and close lines escaped as a client's line is, each line whole.
+#[test]
+fn client_certificate_names_reach_the_log_escaped() {
+    use common::tls::{HOSTILE_DNS_NAME, HOSTILE_NAME};
+    let certs = common::tls::make_certs();
+    let server = mutual_tls_server(&certs);
+    for pair in [&certs.hostile_cn_client, &certs.hostile_dns_client] {
+        let done = client_with_certificate(&server, &certs, pair);
+        assert_eq!(done.code, Some(0), "{}", done.stderr);
+        assert!(done.stdout.contains("Hello, Bob!"), "{}", done.stdout);
+    }
+    let logs = server.stop_and_logs();
+    let escaped = |name: &str| tcp_hello::protocol::LogText(name.as_bytes()).to_string();
+    for name in [HOSTILE_NAME, HOSTILE_DNS_NAME] {
+        let escaped = format!(", client {}", escaped(name));
+        assert!(!escaped.contains(['\n', '\x1b', '\u{202E}']), "{escaped}");
+        let lines: Vec<&str> = logs.lines().filter(|l| l.contains(&escaped)).collect();
+        assert_eq!(
+            lines.len(),
+            2,
+            "an open and a close line with {escaped}: {logs}"
+        );
+        assert!(lines[0].contains(" open: "), "{}", lines[0]);
+        assert!(lines[1].contains(" closed: "), "{}", lines[1]);
+    }
+    assert!(!logs.contains(['\x1b', '\u{202E}']), "{logs}");
+    assert!(
+        !logs.lines().any(|l| l.starts_with("[2026-01-01")),
+        "a forged line: {logs}"
     );
 }

@@ -349,9 +349,20 @@ pub fn subject(der: &[u8]) -> Option<String> {
     san.0.iter().find_map(|name| match name {
         GeneralName::DnsName(dns) => Some(escaped(dns.to_string())),
         GeneralName::Rfc822Name(mail) => Some(escaped(mail.to_string())),
-        GeneralName::IpAddress(ip) => Some(format!("{:?}", ip.as_bytes())),
+        GeneralName::IpAddress(ip) => ip_address(ip.as_bytes()).map(|ip| ip.to_string()),
         _ => None,
     })
+}
+
+/// An iPAddress SAN's octets as the address: 4 for IPv4, 16 for IPv6 (RFC 5280 4.2.1.6).
+fn ip_address(octets: &[u8]) -> Option<std::net::IpAddr> {
+    match octets.len() {
+        4 => <[u8; 4]>::try_from(octets).ok().map(std::net::IpAddr::from),
+        16 => <[u8; 16]>::try_from(octets)
+            .ok()
+            .map(std::net::IpAddr::from),
+        _ => None,
+    }
 }
 
 /// A TLS session over its socket, as [`connection::serve`] speaks over it. Unlike
@@ -585,6 +596,19 @@ mod tests {
         assert_eq!(subject(&dns).unwrap(), r"evil\nforged\u{1b}[2J");
         let plain = certificate(|p| p.distinguished_name.push(DnType::CommonName, "alice"));
         assert_eq!(subject(&plain).unwrap(), "alice");
+    }
+
+    #[test]
+    fn an_ip_address_san_is_logged_as_an_ip_address() {
+        use rcgen::{DistinguishedName, SanType};
+        for ip in ["10.1.2.3", "2001:db8::7"] {
+            let der = certificate(|p| {
+                p.distinguished_name = DistinguishedName::new();
+                p.subject_alt_names = vec![SanType::IpAddress(ip.parse().unwrap())];
+            });
+            assert_eq!(subject(&der).unwrap(), ip);
+        }
+        assert_eq!(ip_address(&[10, 1, 2, 3, 0]), None);
     }
 
     #[test]

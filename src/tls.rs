@@ -12,9 +12,15 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ProducesTickets, WebPkiClientVerifier};
-use rustls::{RootCertStore, ServerConfig, ServerConnection};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, RootCertStore,
+    ServerConfig, ServerConnection, SignatureScheme,
+};
 
 use crate::connection::{self, CloseReason, Context, Peer, Summary};
 use crate::pem;
@@ -120,7 +126,7 @@ fn build(files: &TlsFiles, ticketer: &Arc<dyn ProducesTickets>) -> Result<Server
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .map_err(|e| format!("{}: cannot verify clients with it: {e}", ca.display()))?;
-            builder.with_client_cert_verifier(verifier)
+            builder.with_client_cert_verifier(Arc::new(ClientVerifier(verifier)))
         }
     };
     let mut config = builder.with_single_cert(certs, key).map_err(|e| match e {
@@ -141,6 +147,101 @@ fn build(files: &TlsFiles, ticketer: &Arc<dyn ProducesTickets>) -> Result<Server
     // certificates: a client that must prove who it is hears nothing before it has.
     config.send_half_rtt_data = true;
     Ok(config)
+}
+
+/// webpki's verification of client certificates, and then what webpki leaves out for an
+/// end-entity certificate: its key usage. The rule, as a TLS server applies it (and
+/// `openssl verify -purpose sslclient`): a certificate without the keyUsage extension
+/// may sign; one with it must list digitalSignature, for the client signs the handshake
+/// with its key (CertificateVerify).
+#[derive(Debug)]
+struct ClientVerifier(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for ClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.0.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self.0.verify_client_cert(end_entity, intermediates, now)?;
+        may_sign(end_entity.as_ref()).map_err(|e| {
+            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
+        })?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.0.requires_raw_public_keys()
+    }
+}
+
+/// Why a client certificate's key may not sign the handshake.
+#[derive(Debug)]
+struct KeyUsageError(String);
+
+impl fmt::Display for KeyUsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for KeyUsageError {}
+
+/// Whether a client certificate's key usage lets its key sign (see [`ClientVerifier`]).
+fn may_sign(der: &[u8]) -> Result<(), KeyUsageError> {
+    use x509_cert::der::Decode;
+    use x509_cert::ext::pkix::KeyUsage;
+    let unreadable = |e: x509_cert::der::Error| {
+        KeyUsageError(format!(
+            "cannot read the client certificate's keyUsage ({e}); issue it again"
+        ))
+    };
+    let cert = x509_cert::Certificate::from_der(der).map_err(unreadable)?;
+    match cert.tbs_certificate().get_extension::<KeyUsage>() {
+        Err(e) => Err(unreadable(e)),
+        Ok(None) => Ok(()),
+        Ok(Some((_, usage))) if usage.digital_signature() => Ok(()),
+        Ok(Some(_)) => Err(KeyUsageError(
+            "the client certificate's keyUsage lacks digitalSignature, which the client \
+             signs the handshake with; issue it with digitalSignature"
+                .to_string(),
+        )),
+    }
 }
 
 /// How a TLS connection ended before the protocol began.
@@ -166,6 +267,10 @@ impl fmt::Display for HandshakeError {
         match self {
             HandshakeError::Timeout => f.write_str("TLS handshake timed out"),
             HandshakeError::Closed => f.write_str("client closed during the TLS handshake"),
+            // rustls shows the error of a check of its own as Debug.
+            HandshakeError::Tls(rustls::Error::InvalidCertificate(CertificateError::Other(e))) => {
+                write!(f, "TLS handshake failed: invalid peer certificate: {e}")
+            }
             HandshakeError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
             HandshakeError::Shutdown => f.write_str("server shutdown during the TLS handshake"),
             HandshakeError::PlainText => f.write_str("plain text on a TLS port"),
@@ -596,6 +701,41 @@ mod tests {
         assert_eq!(subject(&dns).unwrap(), r"evil\nforged\u{1b}[2J");
         let plain = certificate(|p| p.distinguished_name.push(DnType::CommonName, "alice"));
         assert_eq!(subject(&plain).unwrap(), "alice");
+    }
+
+    #[test]
+    fn a_client_key_may_sign_without_key_usage_or_with_digital_signature_only() {
+        use rcgen::KeyUsagePurpose::{
+            ContentCommitment, CrlSign, DigitalSignature, KeyAgreement, KeyEncipherment,
+        };
+        for (usages, signs) in [
+            (vec![], true),
+            (vec![DigitalSignature], true),
+            (vec![KeyEncipherment, DigitalSignature], true),
+            (vec![CrlSign], false),
+            (
+                vec![KeyEncipherment, KeyAgreement, ContentCommitment],
+                false,
+            ),
+        ] {
+            let der = certificate(|p| {
+                p.key_usages = usages.clone();
+                // Without another extension rcgen writes none, keyUsage included.
+                p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+            });
+            match may_sign(&der) {
+                Ok(()) => assert!(signs, "{usages:?} may not sign"),
+                Err(e) => {
+                    assert!(!signs, "{usages:?}: {e}");
+                    assert!(e.to_string().contains("lacks digitalSignature"), "{e}");
+                }
+            }
+        }
+        let e = may_sign(b"not a certificate").unwrap_err().to_string();
+        assert!(
+            e.starts_with("cannot read the client certificate's keyUsage"),
+            "{e}"
+        );
     }
 
     #[test]

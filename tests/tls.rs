@@ -1210,6 +1210,39 @@ fn mutual_tls_refuses_an_expired_client_certificate() {
     );
 }
 
+/// Mutual TLS refuses a certificate from the right CA, for client authentication,
+/// whose key usage does not allow digitalSignature (webpki does not check it on the
+/// client's certificate), and says so in the close line; one without the key usage
+/// extension is served.
+#[test]
+fn mutual_tls_refuses_a_client_certificate_whose_key_usage_lacks_digital_signature() {
+    let certs = common::tls::make_certs();
+    let server = mutual_tls_server(&certs);
+    for (pair, served) in [
+        (&certs.no_key_usage_client, true),
+        (&certs.crl_sign_only_client, false),
+    ] {
+        let done = client_with_certificate(&server, &certs, pair);
+        assert_eq!(done.code == Some(0), served, "{}", done.stderr);
+        assert_eq!(
+            done.stdout.contains("Hello, Bob!"),
+            served,
+            "{}",
+            done.stdout
+        );
+    }
+    let logs = server.stop_and_logs();
+    assert!(logs.contains(", client no-key-usage"), "{logs}");
+    assert!(!logs.contains(", client crl-signer"), "{logs}");
+    assert!(
+        logs.contains(
+            "no TLS session: TLS handshake failed: invalid peer certificate: the client \
+             certificate's keyUsage lacks digitalSignature"
+        ),
+        "{logs}"
+    );
+}
+
 /// A client certificate's names are the client's to choose: its CN, or its only DNS
 /// SAN, reach the open and close lines escaped as a client's line is, each line whole.
 #[test]

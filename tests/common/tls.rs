@@ -41,6 +41,11 @@ pub struct Certs {
     pub wrong_name: Pair,
     /// A client certificate signed by the CA, valid in 2000 only.
     pub expired_client: Pair,
+    /// A client certificate signed by the CA whose key usage is CRL signing only
+    /// (critical): its key may not sign a handshake.
+    pub crl_sign_only_client: Pair,
+    /// A client certificate signed by the CA without the key usage extension.
+    pub no_key_usage_client: Pair,
     /// A client certificate signed by the CA whose CN is [`HOSTILE_NAME`].
     pub hostile_cn_client: Pair,
     /// A client certificate signed by the CA with no subject, only the DNS SAN
@@ -182,6 +187,21 @@ pub fn make_certs() -> Certs {
         expired_client: pair("expired-client", leaf(&ours, &["eve"], false, true)),
         expired: pair("expired", leaf(&ours, &SERVER_NAMES, true, true)),
         wrong_name: pair("wrong-name", leaf(&ours, &["wrong.example"], true, false)),
+        crl_sign_only_client: pair(
+            "crl-sign-only-client",
+            client(&ours, |p| {
+                p.distinguished_name.push(DnType::CommonName, "crl-signer");
+                p.key_usages = vec![KeyUsagePurpose::CrlSign];
+            }),
+        ),
+        no_key_usage_client: pair(
+            "no-key-usage-client",
+            client(&ours, |p| {
+                p.distinguished_name
+                    .push(DnType::CommonName, "no-key-usage");
+                p.key_usages = Vec::new();
+            }),
+        ),
         hostile_cn_client: pair(
             "hostile-cn-client",
             client(&ours, |p| {

@@ -590,7 +590,19 @@ fn bad_certificate_files_fail_at_start_naming_the_file() {
         )
     };
     let missing = p("missing.pem");
+    // A certificate cut short: its END line is missing.
+    let whole = std::fs::read_to_string(pki.path("server.pem")).unwrap();
+    std::fs::write(pki.path("cut.pem"), &whole[..whole.len() / 2]).unwrap();
     for (cert, key, says) in [
+        (
+            p("cut.pem"),
+            p("server.key"),
+            format!(
+                "{}: not valid PEM: the -----BEGIN CERTIFICATE----- block has no -----END \
+                 CERTIFICATE----- line",
+                p("cut.pem")
+            ),
+        ),
         (
             missing.clone(),
             p("server.key"),

@@ -110,6 +110,14 @@ impl Tls {
 fn build(files: &TlsFiles, ticketer: &Arc<dyn ProducesTickets>) -> Result<ServerConfig, String> {
     let certs = pem::certificates(&files.cert).map_err(|e| e.to_string())?;
     let key = pem::private_key(&files.key).map_err(|e| e.to_string())?;
+    // On every load, SIGHUP's too: the key may have been replaced or its mode changed.
+    if pem::readable_by_others(&files.key) {
+        log::warn!(
+            "{}: the private key is readable by other users; make it private with `chmod 600 {}`",
+            files.key.display(),
+            files.key.display()
+        );
+    }
     let provider = provider();
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])

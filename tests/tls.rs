@@ -678,6 +678,54 @@ fn a_private_key_readable_by_others_is_warned_about() {
     );
 }
 
+/// The warning comes with every load of the key, a reload's too: a key made readable by
+/// others while the server runs is warned about at the next SIGHUP, and again at the
+/// one after.
+#[test]
+fn a_private_key_made_readable_by_others_is_warned_about_on_every_reload() {
+    use std::os::unix::fs::PermissionsExt;
+    let certs = common::tls::make_certs();
+    let p = |path: &Path| path.display().to_string();
+    let server = Server::start_with_binds(
+        &[
+            "--tls-bind",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &p(&certs.server.cert),
+            "--tls-key",
+            &p(&certs.server.key),
+        ],
+        1,
+    );
+    let warnings = || {
+        server
+            .logs_so_far()
+            .matches("the private key is readable by other users")
+            .count()
+    };
+    // Announced, so loaded: a private key is not warned about.
+    assert_eq!(warnings(), 0, "{}", server.logs_so_far());
+    let readable = std::fs::Permissions::from_mode(0o644);
+    std::fs::set_permissions(&certs.server.key, readable).unwrap();
+    for reloads in 1..=2 {
+        server.signal("HUP");
+        assert!(
+            eventually(IO_TIMEOUT, || warnings() == reloads),
+            "{reloads} reloads: {}",
+            server.logs_so_far()
+        );
+    }
+    let logs = server.stop_and_logs();
+    assert!(
+        logs.contains(&format!(
+            "{}: the private key is readable by other users; make it private with `chmod 600 {}`",
+            p(&certs.server.key),
+            p(&certs.server.key)
+        )),
+        "{logs}"
+    );
+}
+
 #[test]
 fn plain_text_on_a_tls_port_is_told_and_a_client_hello_on_a_plain_port_is_closed() {
     let Some(pki) = pki("wrongport") else { return };

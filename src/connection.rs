@@ -105,6 +105,9 @@ pub enum CloseReason {
     TlsOnPlainPort,
     /// The TLS handshake did not complete (the close line says why).
     Handshake,
+    /// The client ended its TLS session with this fatal alert (after the handshake:
+    /// `handshake_failure` from a client whose renegotiation was refused, ...).
+    TlsAlert(rustls::AlertDescription),
 }
 
 impl std::fmt::Display for CloseReason {
@@ -121,6 +124,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::WriteError(kind) => write!(f, "write error: {kind}"),
             CloseReason::TlsOnPlainPort => f.write_str("a TLS handshake on a plain port"),
             CloseReason::Handshake => f.write_str("no TLS session"),
+            CloseReason::TlsAlert(alert) => write!(f, "client sent the TLS alert {alert:?}"),
         }
     }
 }
@@ -236,7 +240,7 @@ fn serve_from<S: Transport>(
     };
     let reason = reason.unwrap_or_else(|failure| match failure {
         Failure::Write(e) => CloseReason::WriteError(e.kind()),
-        Failure::Read(e) => CloseReason::ReadError(e.kind()),
+        Failure::Read(e) => read_failure(&e),
     });
     if let Some(big) = conn.buf.big.take() {
         ctx.pool.give(big);
@@ -246,6 +250,19 @@ fn serve_from<S: Transport>(
         bytes_in: conn.bytes_in,
         bytes_out: conn.bytes_out,
         reason,
+    }
+}
+
+/// Why a failed read ended the connection: a fatal alert from a TLS client (which the
+/// TLS stream reports as invalid data carrying the rustls error) by its name, anything
+/// else by its kind.
+fn read_failure(e: &io::Error) -> CloseReason {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::AlertReceived(alert)) => CloseReason::TlsAlert(*alert),
+        _ => CloseReason::ReadError(e.kind()),
     }
 }
 
@@ -919,6 +936,27 @@ mod tests {
             Duration::ZERO,
         );
         assert!(super::welcome(&echo, peer).is_empty());
+    }
+
+    #[test]
+    fn a_fatal_tls_alert_from_the_client_is_named_as_the_close_reason() {
+        let alert = rustls::AlertDescription::HandshakeFailure;
+        let e = io::Error::new(ErrorKind::InvalidData, rustls::Error::AlertReceived(alert));
+        assert_eq!(read_failure(&e), CloseReason::TlsAlert(alert));
+        assert_eq!(
+            read_failure(&e).to_string(),
+            "client sent the TLS alert HandshakeFailure"
+        );
+        let other = io::Error::new(ErrorKind::InvalidData, rustls::Error::DecryptError);
+        assert_eq!(
+            read_failure(&other),
+            CloseReason::ReadError(ErrorKind::InvalidData)
+        );
+        let reset = io::Error::from(ErrorKind::ConnectionReset);
+        assert_eq!(
+            read_failure(&reset),
+            CloseReason::ReadError(ErrorKind::ConnectionReset)
+        );
     }
 
     #[test]

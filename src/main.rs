@@ -390,13 +390,6 @@ fn tls_config(args: &ServeArgs, tls_listeners: bool) -> anyhow::Result<Option<Ar
             }
         );
     };
-    if tcp_hello::pem::readable_by_others(key) {
-        warn!(
-            "{}: the private key is readable by other users; make it private with `chmod 600 {}`",
-            key.display(),
-            key.display()
-        );
-    }
     let files = TlsFiles {
         cert: cert.clone(),
         key: key.clone(),

@@ -69,7 +69,7 @@ fn close_index(reason: CloseReason) -> usize {
         CloseReason::ClientClosed => 1,
         CloseReason::Idle => 2,
         CloseReason::Shutdown => 3,
-        CloseReason::ReadError(_) => 4,
+        CloseReason::ReadError(_) | CloseReason::TlsAlert(_) => 4,
         CloseReason::WriteError(_) => 5,
         CloseReason::Handshake => 6,
         CloseReason::TlsOnPlainPort => 7,

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::protocol::LogText;
+
 /// Why a PEM file could not be used.
 #[derive(Debug)]
 pub struct PemError {
@@ -51,7 +53,24 @@ fn read_cause(e: pem::Error, what: &str) -> String {
         pem::Error::NoItemsFound => {
             format!("no {what} found in it; is it a PEM file (-----BEGIN ...-----)?")
         }
-        other => format!("not valid PEM: {other:?}; is it a PEM {what} file?"),
+        // The file's own bytes are shown as text, escaped: it may hold anything.
+        pem::Error::MissingSectionEnd { end_marker } => format!(
+            "not valid PEM: the -----BEGIN {label}----- block has no -----END {label}----- \
+             line; the file is cut short or damaged: give the whole PEM {what} file",
+            label = LogText(&end_marker)
+        ),
+        pem::Error::IllegalSectionStart { line } => format!(
+            "not valid PEM: the line \"{}\" does not begin a block as -----BEGIN LABEL----- \
+             does; is it a PEM {what} file?",
+            LogText(line.trim_ascii())
+        ),
+        pem::Error::Base64Decode(_) => {
+            format!("not valid PEM: a block's base64 is damaged; give an intact PEM {what} file")
+        }
+        pem::Error::SectionTooLarge => {
+            format!("not valid PEM: a block is over 256 MB; is it a PEM {what} file?")
+        }
+        other => format!("not valid PEM: {other}; is it a PEM {what} file?"),
     }
 }
 
@@ -119,5 +138,47 @@ mod tests {
         assert!(e.contains("no certificate found"), "{e}");
         let e = private_key(&text).unwrap_err().to_string();
         assert!(e.contains("no private key found"), "{e}");
+    }
+
+    #[test]
+    fn malformed_pem_is_one_readable_line_naming_the_file() {
+        let cut = temp("cut.pem", "-----BEGIN CERTIFICATE-----\nMIIBwTCCAWig\n");
+        let e = certificates(&cut).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}: not valid PEM: the -----BEGIN CERTIFICATE----- block has no -----END \
+                 CERTIFICATE----- line; the file is cut short or damaged: give the whole PEM \
+                 certificate file",
+                cut.display()
+            )
+        );
+        let e = private_key(&temp("cut.key", "-----BEGIN PRIVATE KEY-----\nMIGH\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("the -----BEGIN PRIVATE KEY----- block has no -----END PRIVATE KEY"),
+            "{e}"
+        );
+        let start = temp("start.pem", "-----BEGIN CERTIFICATE\x1b[31m--\nMIIB\n");
+        let e = certificates(&start).unwrap_err().to_string();
+        assert!(
+            e.contains(r#"the line "-----BEGIN CERTIFICATE\u{1b}[31m--" does not begin"#),
+            "{e}"
+        );
+        let damaged = temp(
+            "damaged.pem",
+            "-----BEGIN CERTIFICATE-----\nM*I=B\n-----END CERTIFICATE-----\n",
+        );
+        let e = certificates(&damaged).unwrap_err().to_string();
+        assert!(e.contains("a block's base64 is damaged"), "{e}");
+        for e in [
+            certificates(&cut).unwrap_err().to_string(),
+            certificates(&start).unwrap_err().to_string(),
+            certificates(&damaged).unwrap_err().to_string(),
+        ] {
+            assert!(!e.contains('\n') && !e.contains('\x1b'), "{e}");
+            assert!(!e.contains("[67, "), "no bytes as numbers: {e}");
+        }
     }
 }

@@ -12,12 +12,19 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ProducesTickets, WebPkiClientVerifier};
-use rustls::{RootCertStore, ServerConfig, ServerConnection};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, RootCertStore,
+    ServerConfig, ServerConnection, SignatureScheme,
+};
 
 use crate::connection::{self, CloseReason, Context, Peer, Summary};
 use crate::pem;
+use crate::protocol::LogText;
 
 /// Records of at most this much plaintext are queued for sending before a write waits
 /// for the socket: what one large reply needs, not rustls's unbounded default.
@@ -103,6 +110,14 @@ impl Tls {
 fn build(files: &TlsFiles, ticketer: &Arc<dyn ProducesTickets>) -> Result<ServerConfig, String> {
     let certs = pem::certificates(&files.cert).map_err(|e| e.to_string())?;
     let key = pem::private_key(&files.key).map_err(|e| e.to_string())?;
+    // On every load, SIGHUP's too: the key may have been replaced or its mode changed.
+    if pem::readable_by_others(&files.key) {
+        log::warn!(
+            "{}: the private key is readable by other users; make it private with `chmod 600 {}`",
+            files.key.display(),
+            files.key.display()
+        );
+    }
     let provider = provider();
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -119,7 +134,7 @@ fn build(files: &TlsFiles, ticketer: &Arc<dyn ProducesTickets>) -> Result<Server
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .map_err(|e| format!("{}: cannot verify clients with it: {e}", ca.display()))?;
-            builder.with_client_cert_verifier(verifier)
+            builder.with_client_cert_verifier(Arc::new(ClientVerifier(verifier)))
         }
     };
     let mut config = builder.with_single_cert(certs, key).map_err(|e| match e {
@@ -140,6 +155,101 @@ fn build(files: &TlsFiles, ticketer: &Arc<dyn ProducesTickets>) -> Result<Server
     // certificates: a client that must prove who it is hears nothing before it has.
     config.send_half_rtt_data = true;
     Ok(config)
+}
+
+/// webpki's verification of client certificates, and then what webpki leaves out for an
+/// end-entity certificate: its key usage. The rule, as a TLS server applies it (and
+/// `openssl verify -purpose sslclient`): a certificate without the keyUsage extension
+/// may sign; one with it must list digitalSignature, for the client signs the handshake
+/// with its key (CertificateVerify).
+#[derive(Debug)]
+struct ClientVerifier(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for ClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.0.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self.0.verify_client_cert(end_entity, intermediates, now)?;
+        may_sign(end_entity.as_ref()).map_err(|e| {
+            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
+        })?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.0.requires_raw_public_keys()
+    }
+}
+
+/// Why a client certificate's key may not sign the handshake.
+#[derive(Debug)]
+struct KeyUsageError(String);
+
+impl fmt::Display for KeyUsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for KeyUsageError {}
+
+/// Whether a client certificate's key usage lets its key sign (see [`ClientVerifier`]).
+fn may_sign(der: &[u8]) -> Result<(), KeyUsageError> {
+    use x509_cert::der::Decode;
+    use x509_cert::ext::pkix::KeyUsage;
+    let unreadable = |e: x509_cert::der::Error| {
+        KeyUsageError(format!(
+            "cannot read the client certificate's keyUsage ({e}); issue it again"
+        ))
+    };
+    let cert = x509_cert::Certificate::from_der(der).map_err(unreadable)?;
+    match cert.tbs_certificate().get_extension::<KeyUsage>() {
+        Err(e) => Err(unreadable(e)),
+        Ok(None) => Ok(()),
+        Ok(Some((_, usage))) if usage.digital_signature() => Ok(()),
+        Ok(Some(_)) => Err(KeyUsageError(
+            "the client certificate's keyUsage lacks digitalSignature, which the client \
+             signs the handshake with; issue it with digitalSignature"
+                .to_string(),
+        )),
+    }
 }
 
 /// How a TLS connection ended before the protocol began.
@@ -165,6 +275,10 @@ impl fmt::Display for HandshakeError {
         match self {
             HandshakeError::Timeout => f.write_str("TLS handshake timed out"),
             HandshakeError::Closed => f.write_str("client closed during the TLS handshake"),
+            // rustls shows the error of a check of its own as Debug.
+            HandshakeError::Tls(rustls::Error::InvalidCertificate(CertificateError::Other(e))) => {
+                write!(f, "TLS handshake failed: invalid peer certificate: {e}")
+            }
             HandshakeError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
             HandshakeError::Shutdown => f.write_str("server shutdown during the TLS handshake"),
             HandshakeError::PlainText => f.write_str("plain text on a TLS port"),
@@ -331,23 +445,37 @@ fn closed_or_io(e: io::Error) -> HandshakeError {
     }
 }
 
-/// A certificate's subject for the log: its CN, or else its first SAN.
+/// A certificate's subject for the log: its CN, or else its first SAN. The client chose
+/// these names, so they are escaped as a client's line is: no newline, escape sequence
+/// or bidirectional control reaches the log raw.
 pub fn subject(der: &[u8]) -> Option<String> {
     use x509_cert::der::Decode;
     use x509_cert::ext::pkix::SubjectAltName;
     use x509_cert::ext::pkix::name::GeneralName;
+    let escaped = |name: String| LogText(name.as_bytes()).to_string();
     let cert = x509_cert::Certificate::from_der(der).ok()?;
     let tbs = cert.tbs_certificate();
     if let Ok(Some(cn)) = tbs.subject().common_name() {
-        return Some(String::from(cn));
+        return Some(escaped(String::from(cn)));
     }
     let (_, san) = tbs.get_extension::<SubjectAltName>().ok()??;
     san.0.iter().find_map(|name| match name {
-        GeneralName::DnsName(dns) => Some(dns.to_string()),
-        GeneralName::Rfc822Name(mail) => Some(mail.to_string()),
-        GeneralName::IpAddress(ip) => Some(format!("{:?}", ip.as_bytes())),
+        GeneralName::DnsName(dns) => Some(escaped(dns.to_string())),
+        GeneralName::Rfc822Name(mail) => Some(escaped(mail.to_string())),
+        GeneralName::IpAddress(ip) => ip_address(ip.as_bytes()).map(|ip| ip.to_string()),
         _ => None,
     })
+}
+
+/// An iPAddress SAN's octets as the address: 4 for IPv4, 16 for IPv6 (RFC 5280 4.2.1.6).
+fn ip_address(octets: &[u8]) -> Option<std::net::IpAddr> {
+    match octets.len() {
+        4 => <[u8; 4]>::try_from(octets).ok().map(std::net::IpAddr::from),
+        16 => <[u8; 16]>::try_from(octets)
+            .ok()
+            .map(std::net::IpAddr::from),
+        _ => None,
+    }
 }
 
 /// A TLS session over its socket, as [`connection::serve`] speaks over it. Unlike
@@ -419,9 +547,13 @@ impl io::Read for Encrypted<'_> {
             // Nothing for the caller yet: before the wait, the queue leaves.
             self.send_queued(false)?;
         }
-        // As `rustls::Stream`: one read may bring only part of a record.
+        // One read may bring only part of a record. Unlike `rustls::Stream`, a call that
+        // only wrote (the no_renegotiation alert that answers a TLS 1.2 renegotiation
+        // request) goes on to read: stopping there would leave the reader with no
+        // plaintext, whose `WouldBlock` the caller takes for the idle timeout. Only the
+        // end of input reads and writes nothing.
         while self.conn.wants_read() {
-            if self.conn.complete_io(&mut self.sock)?.0 == 0 {
+            if self.conn.complete_io(&mut self.sock)? == (0, 0) {
                 break;
             }
         }
@@ -546,6 +678,85 @@ mod tests {
         ));
         assert!(!welcome_in_first_flight(Some(TLSv1_2), Some(Full)));
         assert!(!welcome_in_first_flight(None, None));
+    }
+
+    /// A self-signed certificate's DER, made by `params` from rcgen's defaults.
+    fn certificate(params: impl FnOnce(&mut rcgen::CertificateParams)) -> Vec<u8> {
+        let mut p = rcgen::CertificateParams::default();
+        params(&mut p);
+        let key = rcgen::KeyPair::generate().unwrap();
+        p.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn the_subject_logged_is_escaped_as_a_clients_line_is() {
+        use rcgen::{DistinguishedName, DnType, SanType};
+        let hostile = "mallory\n[2026] INFO forged\x1b[31m\u{202E}txt";
+        let cn = certificate(|p| p.distinguished_name.push(DnType::CommonName, hostile));
+        assert_eq!(
+            subject(&cn).unwrap(),
+            r"mallory\n[2026] INFO forged\u{1b}[31m\u{202e}txt"
+        );
+        assert_eq!(
+            subject(&cn).unwrap(),
+            LogText(hostile.as_bytes()).to_string()
+        );
+        // No CN: the DNS SAN (ASCII only, as IA5String allows), escaped alike.
+        let dns = certificate(|p| {
+            p.distinguished_name = DistinguishedName::new();
+            p.subject_alt_names = vec![SanType::DnsName("evil\nforged\x1b[2J".try_into().unwrap())];
+        });
+        assert_eq!(subject(&dns).unwrap(), r"evil\nforged\u{1b}[2J");
+        let plain = certificate(|p| p.distinguished_name.push(DnType::CommonName, "alice"));
+        assert_eq!(subject(&plain).unwrap(), "alice");
+    }
+
+    #[test]
+    fn a_client_key_may_sign_without_key_usage_or_with_digital_signature_only() {
+        use rcgen::KeyUsagePurpose::{
+            ContentCommitment, CrlSign, DigitalSignature, KeyAgreement, KeyEncipherment,
+        };
+        for (usages, signs) in [
+            (vec![], true),
+            (vec![DigitalSignature], true),
+            (vec![KeyEncipherment, DigitalSignature], true),
+            (vec![CrlSign], false),
+            (
+                vec![KeyEncipherment, KeyAgreement, ContentCommitment],
+                false,
+            ),
+        ] {
+            let der = certificate(|p| {
+                p.key_usages = usages.clone();
+                // Without another extension rcgen writes none, keyUsage included.
+                p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+            });
+            match may_sign(&der) {
+                Ok(()) => assert!(signs, "{usages:?} may not sign"),
+                Err(e) => {
+                    assert!(!signs, "{usages:?}: {e}");
+                    assert!(e.to_string().contains("lacks digitalSignature"), "{e}");
+                }
+            }
+        }
+        let e = may_sign(b"not a certificate").unwrap_err().to_string();
+        assert!(
+            e.starts_with("cannot read the client certificate's keyUsage"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_ip_address_san_is_logged_as_an_ip_address() {
+        use rcgen::{DistinguishedName, SanType};
+        for ip in ["10.1.2.3", "2001:db8::7"] {
+            let der = certificate(|p| {
+                p.distinguished_name = DistinguishedName::new();
+                p.subject_alt_names = vec![SanType::IpAddress(ip.parse().unwrap())];
+            });
+            assert_eq!(subject(&der).unwrap(), ip);
+        }
+        assert_eq!(ip_address(&[10, 1, 2, 3, 0]), None);
     }
 
     #[test]

@@ -590,7 +590,19 @@ fn bad_certificate_files_fail_at_start_naming_the_file() {
         )
     };
     let missing = p("missing.pem");
+    // A certificate cut short: its END line is missing.
+    let whole = std::fs::read_to_string(pki.path("server.pem")).unwrap();
+    std::fs::write(pki.path("cut.pem"), &whole[..whole.len() / 2]).unwrap();
     for (cert, key, says) in [
+        (
+            p("cut.pem"),
+            p("server.key"),
+            format!(
+                "{}: not valid PEM: the -----BEGIN CERTIFICATE----- block has no -----END \
+                 CERTIFICATE----- line",
+                p("cut.pem")
+            ),
+        ),
         (
             missing.clone(),
             p("server.key"),
@@ -662,6 +674,54 @@ fn a_private_key_readable_by_others_is_warned_about() {
     let logs = server.stop_and_logs();
     assert!(
         logs.contains("the private key is readable by other users") && logs.contains("chmod 600"),
+        "{logs}"
+    );
+}
+
+/// The warning comes with every load of the key, a reload's too: a key made readable by
+/// others while the server runs is warned about at the next SIGHUP, and again at the
+/// one after.
+#[test]
+fn a_private_key_made_readable_by_others_is_warned_about_on_every_reload() {
+    use std::os::unix::fs::PermissionsExt;
+    let certs = common::tls::make_certs();
+    let p = |path: &Path| path.display().to_string();
+    let server = Server::start_with_binds(
+        &[
+            "--tls-bind",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &p(&certs.server.cert),
+            "--tls-key",
+            &p(&certs.server.key),
+        ],
+        1,
+    );
+    let warnings = || {
+        server
+            .logs_so_far()
+            .matches("the private key is readable by other users")
+            .count()
+    };
+    // Announced, so loaded: a private key is not warned about.
+    assert_eq!(warnings(), 0, "{}", server.logs_so_far());
+    let readable = std::fs::Permissions::from_mode(0o644);
+    std::fs::set_permissions(&certs.server.key, readable).unwrap();
+    for reloads in 1..=2 {
+        server.signal("HUP");
+        assert!(
+            eventually(IO_TIMEOUT, || warnings() == reloads),
+            "{reloads} reloads: {}",
+            server.logs_so_far()
+        );
+    }
+    let logs = server.stop_and_logs();
+    assert!(
+        logs.contains(&format!(
+            "{}: the private key is readable by other users; make it private with `chmod 600 {}`",
+            p(&certs.server.key),
+            p(&certs.server.key)
+        )),
         "{logs}"
     );
 }
@@ -970,6 +1030,83 @@ fn tls_connections_stay_on_their_handshake_thread_up_to_the_thread_cache_size() 
     }
 }
 
+/// A TLS 1.2 client that asks to renegotiate (`R` to `openssl s_client`) is refused with
+/// the no_renegotiation alert, and the server reads on rather than take the missing
+/// plaintext for the idle timeout. openssl gives up then with a fatal alert: the close
+/// line names it, and nothing is closed or counted as idle.
+#[test]
+fn a_tls_1_2_renegotiation_request_is_refused_and_not_taken_for_the_idle_timeout() {
+    let Some(pki) = pki("reneg") else { return };
+    let server = tls_server(&pki, &["--metrics", "127.0.0.1:0"]);
+    let metrics = metrics_addr(&server);
+    // Not `s_client` above: its -quiet implies -ign_eof, under which `R` is a name, not
+    // the command to renegotiate. The lines are sent one at a time, as typed.
+    let mut s_client = Command::new("openssl");
+    s_client
+        .args(["s_client", "-tls1_2", "-verify_return_error"])
+        .args([
+            "-connect",
+            &server.addr().to_string(),
+            "-servername",
+            "localhost",
+        ])
+        .arg("-CAfile")
+        .arg(pki.path("ca.pem"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut s_client = KillOnDrop(s_client.spawn().expect("run openssl s_client"));
+    let mut typed = s_client.0.stdin.take().expect("stdin is piped");
+    let printed = s_client.0.stdout.take().expect("stdout is piped");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(printed).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut wait_for = |text: &str| {
+        while !seen.iter().any(|l: &String| l.contains(text)) {
+            let line = lines
+                .recv_timeout(IO_TIMEOUT)
+                .unwrap_or_else(|e| panic!("s_client did not print {text:?} ({e}): {seen:?}"));
+            seen.push(line);
+        }
+    };
+    typed.write_all(b"Bob\n").unwrap();
+    wait_for("Hello, Bob!");
+    typed.write_all(b"R\n").unwrap();
+    let closed = |logs: &str| {
+        logs.lines()
+            .find(|l| l.contains("conn 1 closed"))
+            .map(str::to_string)
+    };
+    assert!(
+        eventually(IO_TIMEOUT, || closed(&server.logs_so_far()).is_some()),
+        "{}",
+        server.logs_so_far()
+    );
+    let close = closed(&server.logs_so_far()).unwrap();
+    assert!(
+        close.ends_with("client sent the TLS alert HandshakeFailure"),
+        "{close}"
+    );
+    drop(typed);
+    let samples = metrics_samples(metrics);
+    assert_eq!(samples["tcp_hello_closes_total{reason=\"idle\"}"], 0);
+    assert_eq!(samples["tcp_hello_closes_total{reason=\"read_error\"}"], 1);
+    // What s_client printed to the end: no idle notice.
+    while let Ok(line) = lines.recv_timeout(IO_TIMEOUT) {
+        assert!(!line.contains("ERROR idle"), "{line}");
+    }
+    // The server serves on.
+    let mut next = BufReader::new(connect_tls(server.addr(), &pki, None).unwrap());
+    assert_eq!(read_line(&mut next), "Welcome!\r\n");
+}
+
 #[test]
 fn sigterm_over_tls_answers_then_says_shutting_down_then_close_notify() {
     let Some(pki) = pki("shutdown") else { return };
@@ -1060,13 +1197,11 @@ fn our_client_and_our_server_speak_mutual_tls() {
     assert!(logs.contains("client said exit, client alice"), "{logs}");
 }
 
-/// Mutual TLS refuses an expired client certificate from the right CA, as it refuses one
-/// from another CA; the close line (at debug) says why.
-#[test]
-fn mutual_tls_refuses_an_expired_client_certificate() {
-    let certs = common::tls::make_certs();
+/// `serve -v` with a TLS listener for mutual TLS, with the certificates of
+/// `common::tls`.
+fn mutual_tls_server(certs: &common::tls::Certs) -> Server {
     let p = |path: &Path| path.display().to_string();
-    let server = Server::start_with_binds(
+    Server::start_with_binds(
         &[
             "-v",
             "--tls-bind",
@@ -1079,29 +1214,47 @@ fn mutual_tls_refuses_an_expired_client_certificate() {
             &p(&certs.ca),
         ],
         1,
-    );
-    let addr = server.addr().to_string();
+    )
+}
+
+/// `tcp-hello client` saying `Bob` over TLS to `server`, with the client certificate
+/// `pair`.
+fn client_with_certificate(
+    server: &Server,
+    certs: &common::tls::Certs,
+    pair: &common::tls::Pair,
+) -> Finished {
+    let p = |path: &Path| path.display().to_string();
+    run_tool(
+        hello_cmd(
+            "client",
+            &[
+                "--tls",
+                "--connect",
+                &server.addr().to_string(),
+                "--tls-ca",
+                &p(&certs.ca),
+                "--tls-cert",
+                &p(&pair.cert),
+                "--tls-key",
+                &p(&pair.key),
+                "Bob",
+            ],
+        )
+        .stdin(Stdio::null()),
+        None,
+        Duration::from_secs(20),
+    )
+}
+
+/// Mutual TLS refuses an expired client certificate from the right CA, as it refuses one
+/// from another CA; the close line (at debug) says why.
+#[test]
+fn mutual_tls_refuses_an_expired_client_certificate() {
+    let certs = common::tls::make_certs();
+    let server = mutual_tls_server(&certs);
     for (pair, served) in [(&certs.client, true), (&certs.expired_client, false)] {
-        let done = run_tool(
-            hello_cmd(
-                "client",
-                &[
-                    "--tls",
-                    "--connect",
-                    &addr,
-                    "--tls-ca",
-                    &p(&certs.ca),
-                    "--tls-cert",
-                    &p(&pair.cert),
-                    "--tls-key",
-                    &p(&pair.key),
-                    "Bob",
-                ],
-            )
-            .stdin(Stdio::null()),
-            None,
-            Duration::from_secs(20),
-        );
+        let done = client_with_certificate(&server, &certs, pair);
         assert_eq!(done.code == Some(0), served, "{}", done.stderr);
         assert_eq!(
             done.stdout.contains("Hello, Bob!"),
@@ -1114,5 +1267,71 @@ fn mutual_tls_refuses_an_expired_client_certificate() {
     assert!(
         logs.contains("TLS handshake failed: invalid peer certificate: certificate expired"),
         "{logs}"
+    );
+}
+
+/// Mutual TLS refuses a certificate from the right CA, for client authentication,
+/// whose key usage does not allow digitalSignature (webpki does not check it on the
+/// client's certificate), and says so in the close line; one without the key usage
+/// extension is served.
+#[test]
+fn mutual_tls_refuses_a_client_certificate_whose_key_usage_lacks_digital_signature() {
+    let certs = common::tls::make_certs();
+    let server = mutual_tls_server(&certs);
+    for (pair, served) in [
+        (&certs.no_key_usage_client, true),
+        (&certs.crl_sign_only_client, false),
+    ] {
+        let done = client_with_certificate(&server, &certs, pair);
+        assert_eq!(done.code == Some(0), served, "{}", done.stderr);
+        assert_eq!(
+            done.stdout.contains("Hello, Bob!"),
+            served,
+            "{}",
+            done.stdout
+        );
+    }
+    let logs = server.stop_and_logs();
+    assert!(logs.contains(", client no-key-usage"), "{logs}");
+    assert!(!logs.contains(", client crl-signer"), "{logs}");
+    assert!(
+        logs.contains(
+            "no TLS session: TLS handshake failed: invalid peer certificate: the client \
+             certificate's keyUsage lacks digitalSignature"
+        ),
+        "{logs}"
+    );
+}
+
+/// A client certificate's names are the client's to choose: its CN, or its only DNS
+/// SAN, reach the open and close lines escaped as a client's line is, each line whole.
+#[test]
+fn client_certificate_names_reach_the_log_escaped() {
+    use common::tls::{HOSTILE_DNS_NAME, HOSTILE_NAME};
+    let certs = common::tls::make_certs();
+    let server = mutual_tls_server(&certs);
+    for pair in [&certs.hostile_cn_client, &certs.hostile_dns_client] {
+        let done = client_with_certificate(&server, &certs, pair);
+        assert_eq!(done.code, Some(0), "{}", done.stderr);
+        assert!(done.stdout.contains("Hello, Bob!"), "{}", done.stdout);
+    }
+    let logs = server.stop_and_logs();
+    let escaped = |name: &str| tcp_hello::protocol::LogText(name.as_bytes()).to_string();
+    for name in [HOSTILE_NAME, HOSTILE_DNS_NAME] {
+        let escaped = format!(", client {}", escaped(name));
+        assert!(!escaped.contains(['\n', '\x1b', '\u{202E}']), "{escaped}");
+        let lines: Vec<&str> = logs.lines().filter(|l| l.contains(&escaped)).collect();
+        assert_eq!(
+            lines.len(),
+            2,
+            "an open and a close line with {escaped}: {logs}"
+        );
+        assert!(lines[0].contains(" open: "), "{}", lines[0]);
+        assert!(lines[1].contains(" closed: "), "{}", lines[1]);
+    }
+    assert!(!logs.contains(['\x1b', '\u{202E}']), "{logs}");
+    assert!(
+        !logs.lines().any(|l| l.starts_with("[2026-01-01")),
+        "a forged line: {logs}"
     );
 }

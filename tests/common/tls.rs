@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, date_time_ymd,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, date_time_ymd,
 };
 
 /// A certificate file and its key file.
@@ -41,7 +41,25 @@ pub struct Certs {
     pub wrong_name: Pair,
     /// A client certificate signed by the CA, valid in 2000 only.
     pub expired_client: Pair,
+    /// A client certificate signed by the CA whose key usage is CRL signing only
+    /// (critical): its key may not sign a handshake.
+    pub crl_sign_only_client: Pair,
+    /// A client certificate signed by the CA without the key usage extension.
+    pub no_key_usage_client: Pair,
+    /// A client certificate signed by the CA whose CN is [`HOSTILE_NAME`].
+    pub hostile_cn_client: Pair,
+    /// A client certificate signed by the CA with no subject, only the DNS SAN
+    /// [`HOSTILE_DNS_NAME`].
+    pub hostile_dns_client: Pair,
 }
+
+/// A name that would forge a log line, colour a terminal and reverse the text after it,
+/// if logged raw.
+pub const HOSTILE_NAME: &str =
+    "mallory\n[2026-01-01T00:00:00Z INFO  tcp_hello] forged\x1b[31m\u{202E}txt";
+
+/// [`HOSTILE_NAME`] as a DNS name can hold it: ASCII only (an IA5String).
+pub const HOSTILE_DNS_NAME: &str = "evil\n[2026-01-01T00:00:00Z INFO  tcp_hello] forged\x1b[2J";
 
 impl Drop for Certs {
     fn drop(&mut self) {
@@ -77,7 +95,6 @@ fn ca(name: &str) -> Ca {
 
 /// A leaf certificate with these names, for a server or a client, signed by `ca`.
 fn leaf(ca: &Ca, names: &[&str], server: bool, valid_in_2000_only: bool) -> (String, String) {
-    let key = KeyPair::generate().expect("leaf key");
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     let mut params = CertificateParams::new(names.clone()).expect("leaf params");
     params.distinguished_name.push(
@@ -94,6 +111,22 @@ fn leaf(ca: &Ca, names: &[&str], server: bool, valid_in_2000_only: bool) -> (Str
         params.not_before = date_time_ymd(2000, 1, 1);
         params.not_after = date_time_ymd(2001, 1, 1);
     }
+    signed(ca, params)
+}
+
+/// A client certificate signed by `ca`: clientAuth, digitalSignature, then whatever
+/// `change` makes of it (names, key usages).
+fn client(ca: &Ca, change: impl FnOnce(&mut CertificateParams)) -> (String, String) {
+    let mut params = CertificateParams::default();
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    change(&mut params);
+    signed(ca, params)
+}
+
+/// A certificate made from `params` with a fresh key, signed by `ca`, and its key.
+fn signed(ca: &Ca, params: CertificateParams) -> (String, String) {
+    let key = KeyPair::generate().expect("leaf key");
     let cert = params.signed_by(&key, &ca.issuer).expect("sign leaf");
     (cert.pem(), key.serialize_pem())
 }
@@ -154,6 +187,36 @@ pub fn make_certs() -> Certs {
         expired_client: pair("expired-client", leaf(&ours, &["eve"], false, true)),
         expired: pair("expired", leaf(&ours, &SERVER_NAMES, true, true)),
         wrong_name: pair("wrong-name", leaf(&ours, &["wrong.example"], true, false)),
+        crl_sign_only_client: pair(
+            "crl-sign-only-client",
+            client(&ours, |p| {
+                p.distinguished_name.push(DnType::CommonName, "crl-signer");
+                p.key_usages = vec![KeyUsagePurpose::CrlSign];
+            }),
+        ),
+        no_key_usage_client: pair(
+            "no-key-usage-client",
+            client(&ours, |p| {
+                p.distinguished_name
+                    .push(DnType::CommonName, "no-key-usage");
+                p.key_usages = Vec::new();
+            }),
+        ),
+        hostile_cn_client: pair(
+            "hostile-cn-client",
+            client(&ours, |p| {
+                p.distinguished_name = DistinguishedName::new();
+                p.distinguished_name.push(DnType::CommonName, HOSTILE_NAME);
+            }),
+        ),
+        hostile_dns_client: pair(
+            "hostile-dns-client",
+            client(&ours, |p| {
+                p.distinguished_name = DistinguishedName::new();
+                let name = HOSTILE_DNS_NAME.try_into().expect("an ASCII DNS name");
+                p.subject_alt_names = vec![SanType::DnsName(name)];
+            }),
+        ),
         dir,
     }
 }

@@ -26,6 +26,8 @@ use std::sync::Arc;
 
 use ipnet::{IpNet, Ipv4Net};
 
+use crate::protocol::LogText;
+
 /// What a rule does with the addresses it matches. Deny sorts first: it wins a tie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Action {
@@ -244,7 +246,8 @@ pub enum LoadError {
         path: Arc<str>,
         /// The line, counted from 1.
         line: usize,
-        /// What the line says, comment and blanks removed.
+        /// What the line says, comment and blanks removed; shown escaped (the file may
+        /// hold anything, escape sequences included).
         text: String,
         /// What is wrong with it.
         error: RuleError,
@@ -262,7 +265,7 @@ impl fmt::Display for LoadError {
                 line,
                 text,
                 error,
-            } => write!(f, "{path}:{line}: {text}: {error}"),
+            } => write!(f, "{path}:{line}: {}: {error}", LogText(text.as_bytes())),
         }
     }
 }
@@ -654,6 +657,19 @@ mod tests {
         );
         let e = parse_file("r", b"10.0.0.1\n\xff\xfe\n", Action::Allow).unwrap_err();
         assert!(e.to_string().starts_with("r:2: "), "{e}");
+        // A terminal escape, a bidirectional override and a carriage return reach the
+        // message escaped, so that it stays one line that shows what the file holds.
+        let e = parse_file(
+            "r",
+            b"\x1b[2J10.0.0.1\r\xe2\x80\xae8/0.0.0.01\n",
+            Action::Deny,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "r:1: \\u{1b}[2J10.0.0.1\\r\\u{202e}8/0.0.0.01: not an IP address or CIDR (e.g. \
+             10.0.0.0/8 or 2001:db8::/32)"
+        );
         let e = parse_file("r", b"10.1.2.3/16\n", Action::Deny).unwrap_err();
         assert!(
             e.to_string().starts_with("r:1: 10.1.2.3/16: host bits"),

@@ -94,6 +94,19 @@ impl FromStr for Pattern {
         // 10.0.0.1, which inet_aton and the tools built on it read as octal, 8.0.0.1.
         let addr: IpAddr = address.parse().map_err(|_| RuleError::NotAnAddress)?;
         let net = if prefix {
+            let (_, len) = written.split_once('/').unwrap_or_default();
+            if len.len() > 1 && len.starts_with('0') && len.bytes().all(|b| b.is_ascii_digit()) {
+                // Read as octal by the same tools as `010.0.0.1`: `/010` could be 8 or 10.
+                let digits = match len.trim_start_matches('0') {
+                    "" => "0",
+                    digits => digits,
+                };
+                let decimal = format!("{address}/{digits}");
+                return Err(match decimal.parse::<IpNet>() {
+                    Ok(_) => RuleError::PrefixZero { net: decimal },
+                    Err(_) => RuleError::NotAnAddress,
+                });
+            }
             written
                 .parse::<IpNet>()
                 .map_err(|_| RuleError::NotAnAddress)?
@@ -147,6 +160,12 @@ pub enum RuleError {
         /// The address as written (`10.0.0.1`).
         host: IpAddr,
     },
+    /// A prefix length with a leading zero (`10.0.0.0/08`): a leading zero can mean octal,
+    /// as in `010.0.0.1`, so which length was meant cannot be told.
+    PrefixZero {
+        /// The network with its prefix length in decimal, to write instead.
+        net: String,
+    },
     /// An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`): clients are matched by the IPv4
     /// address such an address carries, so the rule is to be written as IPv4.
     Mapped {
@@ -165,6 +184,11 @@ impl fmt::Display for RuleError {
                 f,
                 "host bits set past the prefix; write {network} for the network, or {host} \
                  for the one address"
+            ),
+            RuleError::PrefixZero { net } => write!(
+                f,
+                "a prefix length with a leading zero, which some tools read as octal (as \
+                 010.0.0.1 is 8.0.0.1 to inet_aton); write {net}"
             ),
             RuleError::Mapped { ipv4 } => write!(
                 f,
@@ -562,6 +586,7 @@ mod tests {
             "/8",
             "010.0.0.1",
             "010.0.0.0/8",
+            "10.0.0.0/033",
             "localhost",
             "example.com",
             "10.0.0.1:80",
@@ -593,6 +618,29 @@ mod tests {
         let e = "2001:db8::1/32".parse::<Pattern>().unwrap_err();
         assert!(e.to_string().contains("write 2001:db8::/32"), "{e}");
         assert!("0.0.0.1/0".parse::<Pattern>().is_err());
+    }
+
+    #[test]
+    fn a_prefix_length_with_a_leading_zero_is_refused_with_its_decimal_form() {
+        for (bad, net) in [
+            ("10.0.0.0/08", "10.0.0.0/8"),
+            ("10.0.0.0/010", "10.0.0.0/10"),
+            ("0.0.0.0/00", "0.0.0.0/0"),
+            ("2001:db8::/032", "2001:db8::/32"),
+        ] {
+            let e = bad.parse::<Pattern>().unwrap_err();
+            assert_eq!(e, RuleError::PrefixZero { net: net.into() }, "{bad}");
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "a prefix length with a leading zero, which some tools read as octal \
+                     (as 010.0.0.1 is 8.0.0.1 to inet_aton); write {net}"
+                )
+            );
+        }
+        for good in ["10.0.0.0/8", "0.0.0.0/0", "10.0.0.0/10", "2001:db8::/32"] {
+            assert!(good.parse::<Pattern>().is_ok(), "{good}");
+        }
     }
 
     #[test]

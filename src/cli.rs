@@ -200,7 +200,8 @@ pub struct ServeArgs {
     )]
     pub max_connections: usize,
     /// Most connections from one client IP address at once, like xinetd's `per_source`
-    /// (0 = no limit). Keeps one address's idle connections (slowloris) from taking every slot.
+    /// (0 = no limit; an IPv6 address counts by its /64). Keeps one address's idle
+    /// connections (slowloris) from taking every slot.
     #[arg(
         long,
         value_name = "N",

@@ -19,7 +19,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -136,6 +136,20 @@ impl FromStr for Pattern {
             net,
             written: written.into(),
         })
+    }
+}
+
+/// The address the per-address limits count a client by, `--max-per-source` and
+/// `--udp-rate` alike: an IPv4 address as it is, an IPv4-mapped IPv6 address as the
+/// IPv4 address it carries (as the rules match it), any other IPv6 address by its /64
+/// (one host can pick any address in its /64, so a limit per /128 would be no limit).
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
     }
 }
 
@@ -462,10 +476,7 @@ impl Rules {
     /// Decides for a client's address: the longest matching prefix, deny at a tie,
     /// else the default. An IPv4-mapped IPv6 address is matched as IPv4.
     pub fn decide(&self, ip: IpAddr) -> Decision<'_> {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            IpAddr::V4(_) => ip,
-        };
+        let ip = ip.to_canonical();
         let levels = match ip {
             IpAddr::V4(_) => &self.v4,
             IpAddr::V6(_) => &self.v6,
@@ -824,6 +835,18 @@ mod tests {
         assert_eq!(decide(&r, "::ffff:10.0.0.1"), "deny by default");
         // Only the mapped form is IPv4: the deprecated compatible form ::a.b.c.d is not.
         assert_eq!(decide(&r, "::127.0.0.1"), "deny by default");
+    }
+
+    #[test]
+    fn sources_count_ipv4_as_is_mapped_as_ipv4_and_ipv6_by_its_64() {
+        let key = |s: &str| source_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("192.0.2.9"), "192.0.2.9");
+        assert_eq!(key("::ffff:192.0.2.9"), "192.0.2.9");
+        assert_eq!(key("2001:db8::1"), "2001:db8::");
+        assert_eq!(key("2001:db8::ffff:2"), "2001:db8::");
+        assert_eq!(key("2001:db8:0:1::1"), "2001:db8:0:1::");
+        // IPv4-compatible (deprecated) addresses are IPv6 as far as the kernel goes.
+        assert_eq!(key("::192.0.2.9"), "::");
     }
 
     #[test]

@@ -347,7 +347,7 @@ fn judge(
     limit: &mut RateLimit,
 ) -> Result<(), Drop> {
     check_peer(peer, local_port)?;
-    if !config.rules.decide(reply::canonical(peer.ip())).allows() {
+    if !config.rules.decide(peer.ip()).allows() {
         return Err(Drop::Rule);
     }
     if !limit.allow(peer.ip(), Instant::now()) {

@@ -91,7 +91,7 @@ pub fn check_peer(peer: SocketAddr, local_port: u16) -> Result<(), Drop> {
     if port == local_port || SERVICE_PORTS.contains(&port) {
         return Err(Drop::Loop);
     }
-    let unicast = match canonical(peer.ip()) {
+    let unicast = match peer.ip().to_canonical() {
         IpAddr::V4(v4) => !(v4.is_broadcast() || v4.is_multicast() || v4.is_unspecified()),
         IpAddr::V6(v6) => !(v6.is_multicast() || v6.is_unspecified()),
     };
@@ -99,14 +99,6 @@ pub fn check_peer(peer: SocketAddr, local_port: u16) -> Result<(), Drop> {
         Ok(())
     } else {
         Err(Drop::NotUnicast)
-    }
-}
-
-/// `ip`, or the IPv4 address an IPv4-mapped IPv6 address carries.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }
 

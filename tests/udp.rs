@@ -133,7 +133,7 @@ fn empty_maximum_and_over_size_datagrams() {
 
 #[test]
 fn no_reply_exceeds_the_request_plus_the_announced_bound() {
-    let template = "{peer} {local} #{conn} {host}/{pid}: {}";
+    let template = "{peer} #{conn} {host}/{pid}: {}";
     let server = udp_server(&["--reply", template, "--max-line", "2000"]);
     // Logged just before the announcement, but read from stderr by another thread.
     assert!(common::eventually(IO_TIMEOUT, || server
@@ -170,6 +170,31 @@ fn a_reply_template_that_multiplies_the_payload_is_refused() {
     );
     assert_eq!(done.code, Some(2), "{done:?}");
     assert!(done.stderr.contains("use `{}` once"), "{done:?}");
+}
+
+#[test]
+fn a_reply_template_that_adds_more_than_128_bytes_is_refused() {
+    let long = format!("{}{{}}", "A".repeat(60_000));
+    for (args, adds) in [
+        (&["--reply", long.as_str()][..], 60_000),
+        (&["--reply", "{peer} {local} {}"], 130),
+    ] {
+        let mut all = vec!["--udp-bind", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let done = run_tool(&mut hello_cmd("serve", &all), None, IO_TIMEOUT);
+        assert_eq!(done.code, Some(2), "{done:?}");
+        let says = format!("--reply adds up to {adds} bytes to a request");
+        assert!(
+            done.stderr.contains(&says) && done.stderr.contains("at most 128"),
+            "{done:?}"
+        );
+        assert_eq!(done.stderr.lines().count(), 1, "{done:?}");
+    }
+    // Over TCP alone the template is not a UDP reply, and is served.
+    let server = Server::start(&["--reply", &long]);
+    let mut conn = server.connect();
+    assert_eq!(conn.text_line(), "Welcome!");
+    drop(server);
 }
 
 #[test]

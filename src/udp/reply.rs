@@ -13,6 +13,11 @@ pub const MAX_PAYLOAD: usize = 65_507;
 /// The largest receive buffer worth having: one byte more than any UDP payload.
 pub const MAX_BUFFER: usize = 65_536;
 
+/// Most bytes a reply may add to its request ([`Replies::fixed`]): a 1-byte request
+/// (29 bytes on the wire with the IPv4 and UDP headers) gets at most 157 back, and the
+/// ratio falls as requests grow. Room for `{peer}` and a sentence.
+pub const MAX_FIXED: usize = 128;
+
 /// Source ports of the classic small UDP services (echo, daytime, chargen, time) that
 /// answer anything: a reply to one would be answered again, forever. BSD inetd refuses
 /// them for the same reason.
@@ -117,7 +122,7 @@ impl Replies {
     /// The replies of `settings` (the welcome and the farewell have no use over UDP).
     /// Refuses, in greet mode, a `--reply` with more than one `{}`: each copy of the
     /// payload would multiply it, and a reply must stay within the request's size plus
-    /// a fixed length.
+    /// a fixed length; and one whose fixed length is over [`MAX_FIXED`].
     pub fn new(settings: &Settings) -> Result<Replies, String> {
         let lines = settings
             .reply
@@ -136,6 +141,14 @@ impl Replies {
             Mode::Greet => settings.reply.max_len_for(0),
             Mode::Echo => 0,
         };
+        if fixed > MAX_FIXED {
+            return Err(format!(
+                "--reply adds up to {fixed} bytes to a request (its text, and 64 for each \
+                 `{{peer}}` and `{{local}}`, 20 for each `{{conn}}`): over UDP (--udp-bind) \
+                 a reply may add at most {MAX_FIXED}, or the server amplifies spoofed \
+                 requests; shorten the template"
+            ));
+        }
         let needs_values = settings
             .reply
             .pieces()
@@ -302,32 +315,34 @@ mod tests {
 
     #[test]
     fn placeholders_fill_and_stay_within_the_bound() {
-        let r = Replies::new(&settings(
-            Mode::Greet,
-            "{peer} {local} #{conn} {host}/{pid}: {}",
-            100,
-        ))
-        .unwrap();
-        assert!(r.needs_values());
-        assert_eq!(
-            answer(&r, b"x").unwrap(),
-            b"192.0.2.7:5353 127.0.0.1:9999 #3 box/42: x"
-        );
-        // The text (" ", " #", " box/42: "), two addresses at 64 and a number at 20.
-        assert_eq!(r.fixed(), 12 + 2 * 64 + 20);
-        // The longest address text still fits the bound.
-        let long = ConnectionValues::new(
-            "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535"
-                .parse()
-                .unwrap(),
-            "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535"
-                .parse()
-                .unwrap(),
-            u64::MAX,
-        );
-        let mut out = Vec::new();
-        r.answer(b"y", &long, &mut out).unwrap();
-        assert!(out.len() <= 1 + r.fixed());
+        // The text (" #", " box/42: "), an address at 64 and a number at 20; and the
+        // text (" ") and an address.
+        for (template, reply, fixed) in [
+            (
+                "{peer} #{conn} {host}/{pid}: {}",
+                &b"192.0.2.7:5353 #3 box/42: x"[..],
+                11 + 64 + 20,
+            ),
+            ("{local} {}", b"127.0.0.1:9999 x", 1 + 64),
+        ] {
+            let r = Replies::new(&settings(Mode::Greet, template, 100)).unwrap();
+            assert!(r.needs_values());
+            assert_eq!(answer(&r, b"x").unwrap(), reply);
+            assert_eq!(r.fixed(), fixed);
+            // The longest address text still fits the bound.
+            let long = ConnectionValues::new(
+                "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535"
+                    .parse()
+                    .unwrap(),
+                "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535"
+                    .parse()
+                    .unwrap(),
+                u64::MAX,
+            );
+            let mut out = Vec::new();
+            r.answer(b"y", &long, &mut out).unwrap();
+            assert!(out.len() <= 1 + r.fixed());
+        }
     }
 
     #[test]
@@ -341,9 +356,32 @@ mod tests {
     }
 
     #[test]
+    fn a_template_that_adds_more_than_max_fixed_is_refused_in_greet_mode() {
+        let text = "A".repeat(MAX_FIXED - 2);
+        let at = Replies::new(&settings(Mode::Greet, &format!("{text}{{}}!!"), 100)).unwrap();
+        assert_eq!(at.fixed(), MAX_FIXED);
+        let over = format!("{text}{{}}!!!");
+        let e = Replies::new(&settings(Mode::Greet, &over, 100)).unwrap_err();
+        assert!(
+            e.starts_with("--reply adds up to 129 bytes to a request") && e.contains("128"),
+            "{e}"
+        );
+        // Placeholders count at their longest: two addresses and a number are 148.
+        assert!(Replies::new(&settings(Mode::Greet, "{peer}{local}{conn}{}", 100)).is_err());
+        assert!(Replies::new(&settings(Mode::Greet, "{peer} says {}", 100)).is_ok());
+        // Echo mode does not use the template.
+        assert_eq!(
+            Replies::new(&settings(Mode::Echo, &over, 100))
+                .unwrap()
+                .fixed(),
+            0
+        );
+    }
+
+    #[test]
     fn no_reply_exceeds_request_plus_fixed() {
         // Every size up to the buffer, for the default template and a busy one.
-        for template in ["Hello, {}!", "{peer}{local}{conn}{}{host}", "x"] {
+        for template in ["Hello, {}!", "{peer}{conn}{}{host}", "{local}{}", "x"] {
             for mode in [Mode::Greet, Mode::Echo] {
                 let r = Replies::new(&settings(mode, template, 300)).unwrap();
                 for n in 0..=r.buffer_len() {
@@ -374,7 +412,7 @@ mod tests {
             ]),
             conn in proptest::num::u64::ANY,
         ) {
-            let templates = ["Hello, {}!", "{}", "pong", "{peer}{local}{conn}{}", "{host} {pid} {peer}"];
+            let templates = ["Hello, {}!", "{}", "pong", "{peer}{conn}{}", "{host} {pid} {local}"];
             let mode = if echo { Mode::Echo } else { Mode::Greet };
             let r = Replies::new(&settings(mode, templates[template], 64)).unwrap();
             let peer: SocketAddr = peer.parse().unwrap();

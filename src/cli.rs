@@ -90,6 +90,16 @@ pub struct ServeArgs {
         allow_negative_numbers = true
     )]
     pub udp_rate: u32,
+    /// With `--udp-bind`, also answer source ports below 1024, where services rather
+    /// than clients send from (never 7, 13, 17, 19 and 37, which answer anything).
+    #[arg(
+        long,
+        env = "TCP_HELLO_UDP_LOW_PORTS",
+        action = clap::ArgAction::SetTrue,
+        // The variable takes 1/0, yes/no, on/off and true/false.
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub udp_low_ports: bool,
     /// Serve Prometheus metrics over HTTP at `/metrics` on this address (port 0 picks a
     /// free port, announced on stdout as `metrics on ADDR`). Off by default.
     #[arg(

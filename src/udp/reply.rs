@@ -18,20 +18,43 @@ pub const MAX_BUFFER: usize = 65_536;
 /// ratio falls as requests grow. Room for `{peer}` and a sentence.
 pub const MAX_FIXED: usize = 128;
 
-/// Source ports of the classic small UDP services (echo, daytime, chargen, time) that
-/// answer anything: a reply to one would be answered again, forever. BSD inetd refuses
-/// them for the same reason.
-pub const SERVICE_PORTS: [u16; 4] = [7, 13, 19, 37];
+/// Source ports of the classic small UDP services (echo, daytime, qotd, chargen, time)
+/// that answer anything: a reply to one would be answered again, forever. BSD inetd
+/// refuses them for the same reason. Never answered, even with `--udp-low-ports`.
+pub const SERVICE_PORTS: [u16; 5] = [7, 13, 17, 19, 37];
+
+/// Source ports below this are services' (root binds them), not clients', and are not
+/// answered without `--udp-low-ports`: a service there may answer the reply.
+pub const FIRST_CLIENT_PORT: u16 = 1024;
+
+/// The DSCP every reply carries (IP_TOS, IPV6_TCLASS; Linux), one of RFC 2474's pool 2
+/// for experimental or local use: a datagram that carries it is another tcp-hello's
+/// reply, and is never answered, so that two servers cannot feed each other.
+pub const REPLY_DSCP: u8 = 0b00_0011;
+
+/// The TOS (IPv4) or traffic class (IPv6) byte of a reply: [`REPLY_DSCP`], and ECN
+/// "not capable".
+pub const REPLY_CLASS: u8 = REPLY_DSCP << 2;
+
+/// Whether a datagram's TOS or traffic class byte marks it as a tcp-hello reply (the
+/// ECN bits, which routers may change, do not count).
+pub fn is_reply_class(class: u8) -> bool {
+    class >> 2 == REPLY_DSCP
+}
 
 /// Why a datagram got no reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Drop {
     /// Sent from port 0, where no reply can go.
     PortZero,
-    /// Sent from this socket's own port (on any address: the server itself, or another
-    /// server on the same port that would answer the reply), or from one of the
-    /// [`SERVICE_PORTS`]: answering could start a loop.
+    /// Sent from the port of one of this server's UDP sockets (on any address: the
+    /// server itself, or another server on that port that would answer the reply), or
+    /// from one of the [`SERVICE_PORTS`]: answering could start a loop.
     Loop,
+    /// Sent from a port below [`FIRST_CLIENT_PORT`] without `--udp-low-ports`.
+    LowPort,
+    /// Carries [`REPLY_DSCP`]: another tcp-hello's reply, which answering would bounce.
+    Reply,
     /// Sent from a broadcast, multicast or unspecified address: no reply may go there.
     NotUnicast,
     /// `--allow`/`--deny` refuse the address.
@@ -49,9 +72,11 @@ pub enum Drop {
 
 impl Drop {
     /// Every reason, in the order of [`Drop::index`].
-    pub const ALL: [Drop; 8] = [
+    pub const ALL: [Drop; 10] = [
         Drop::PortZero,
         Drop::Loop,
+        Drop::LowPort,
+        Drop::Reply,
         Drop::NotUnicast,
         Drop::Rule,
         Drop::Rate,
@@ -70,6 +95,8 @@ impl Drop {
         match self {
             Drop::PortZero => "port_zero",
             Drop::Loop => "loop",
+            Drop::LowPort => "low_port",
+            Drop::Reply => "reply",
             Drop::NotUnicast => "not_unicast",
             Drop::Rule => "rule",
             Drop::Rate => "rate",
@@ -80,21 +107,40 @@ impl Drop {
     }
 }
 
-/// Whether a datagram from `peer`, received on a socket bound to port `local_port`,
-/// may be answered at all: never to port 0, to the socket's own port (which covers the
-/// server's own address), to the [`SERVICE_PORTS`], or to an address that is not
-/// unicast (IPv4 broadcast 255.255.255.255, multicast, unspecified; IPv4-mapped IPv6
-/// addresses are judged as IPv4). A subnet's directed broadcast (e.g. 192.168.1.255)
-/// cannot be told from a host address without the interfaces' netmasks, and is not
-/// checked; the kernel does not deliver datagrams whose source is one of its own
-/// broadcast addresses.
-pub fn check_peer(peer: SocketAddr, local_port: u16) -> Result<(), Drop> {
+/// Which peers are never answered, whatever the datagram says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerRules {
+    /// The ports of every UDP socket of this server: a datagram from one of them (from
+    /// any address) may be a reply of this server or of another on that port.
+    pub own_ports: Vec<u16>,
+    /// `--udp-low-ports`: answer source ports below [`FIRST_CLIENT_PORT`] (but never
+    /// the [`SERVICE_PORTS`]).
+    pub low_ports: bool,
+}
+
+/// Whether a datagram from `peer`, whose TOS or traffic class byte is `class` (0 where
+/// it is not known), may be answered at all: never a tcp-hello reply
+/// ([`is_reply_class`]); never to port 0, to the port of one of this server's sockets
+/// (which covers the server's own addresses), to the [`SERVICE_PORTS`], or without
+/// `--udp-low-ports` to another port below [`FIRST_CLIENT_PORT`]; never to an address
+/// that is not unicast (IPv4 broadcast 255.255.255.255, multicast, unspecified;
+/// IPv4-mapped IPv6 addresses are judged as IPv4). A subnet's directed broadcast (e.g.
+/// 192.168.1.255) cannot be told from a host address without the interfaces' netmasks,
+/// and is not checked; the kernel does not deliver datagrams whose source is one of its
+/// own broadcast addresses.
+pub fn check_peer(peer: SocketAddr, class: u8, rules: &PeerRules) -> Result<(), Drop> {
+    if is_reply_class(class) {
+        return Err(Drop::Reply);
+    }
     let port = peer.port();
     if port == 0 {
         return Err(Drop::PortZero);
     }
-    if port == local_port || SERVICE_PORTS.contains(&port) {
+    if rules.own_ports.contains(&port) || SERVICE_PORTS.contains(&port) {
         return Err(Drop::Loop);
+    }
+    if port < FIRST_CLIENT_PORT && !rules.low_ports {
+        return Err(Drop::LowPort);
     }
     let unicast = match peer.ip().to_canonical() {
         IpAddr::V4(v4) => !(v4.is_broadcast() || v4.is_multicast() || v4.is_unspecified()),
@@ -429,16 +475,40 @@ mod tests {
 
     #[test]
     fn peers_that_could_start_a_loop_or_are_not_unicast_are_never_answered() {
-        let check = |s: &str| check_peer(s.parse().unwrap(), 9999);
+        let rules = PeerRules {
+            own_ports: vec![9999, 8888],
+            low_ports: false,
+        };
+        let check = |s: &str| check_peer(s.parse().unwrap(), 0, &rules);
         assert_eq!(check("127.0.0.1:40000"), Ok(()));
         assert_eq!(check("[::1]:40000"), Ok(()));
+        assert_eq!(check("127.0.0.1:1024"), Ok(()));
         assert_eq!(check("127.0.0.1:0"), Err(Drop::PortZero));
-        assert_eq!(check("127.0.0.1:9999"), Err(Drop::Loop));
-        assert_eq!(check("[::1]:9999"), Err(Drop::Loop));
-        assert_eq!(check("192.0.2.1:9999"), Err(Drop::Loop));
+        // Every socket's port, not only the one the datagram came to.
+        for own in [
+            "127.0.0.1:9999",
+            "[::1]:9999",
+            "192.0.2.1:9999",
+            "127.0.0.1:8888",
+        ] {
+            assert_eq!(check(own), Err(Drop::Loop), "{own}");
+        }
         for port in SERVICE_PORTS {
             assert_eq!(check(&format!("192.0.2.1:{port}")), Err(Drop::Loop));
         }
+        for port in [1, 53, 123, 1023] {
+            assert_eq!(check(&format!("192.0.2.1:{port}")), Err(Drop::LowPort));
+        }
+        // --udp-low-ports opens the low ports, never the services' nor the own ones.
+        let open = PeerRules {
+            low_ports: true,
+            ..rules.clone()
+        };
+        let check_open = |s: &str| check_peer(s.parse().unwrap(), 0, &open);
+        assert_eq!(check_open("192.0.2.1:53"), Ok(()));
+        assert_eq!(check_open("192.0.2.1:17"), Err(Drop::Loop));
+        assert_eq!(check_open("192.0.2.1:8888"), Err(Drop::Loop));
+        assert_eq!(check_open("192.0.2.1:0"), Err(Drop::PortZero));
         for bad in [
             "255.255.255.255:40000",
             "224.0.0.1:40000",
@@ -450,6 +520,29 @@ mod tests {
             "[::ffff:224.0.0.1]:40000",
         ] {
             assert_eq!(check(bad), Err(Drop::NotUnicast), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_datagram_marked_as_a_reply_is_never_answered_whatever_its_ecn_bits() {
+        let rules = PeerRules::default();
+        let peer = "127.0.0.1:40000".parse().unwrap();
+        for ecn in 0..4 {
+            let class = REPLY_CLASS | ecn;
+            assert!(is_reply_class(class));
+            assert_eq!(check_peer(peer, class, &rules), Err(Drop::Reply));
+        }
+        // Best effort, other DSCPs (LE, AF11, EF), and a DSCP that differs in one bit.
+        for class in [
+            0,
+            1 << 2,
+            10 << 2,
+            46 << 2,
+            (REPLY_DSCP ^ 0b10_0000) << 2,
+            0xff,
+        ] {
+            assert!(!is_reply_class(class), "{class:#04x}");
+            assert_eq!(check_peer(peer, class, &rules), Ok(()));
         }
     }
 

@@ -124,8 +124,11 @@ pub fn check_client_name(name: &str) -> Result<(), CertError> {
         "contains '/'"
     } else if name.starts_with('.') {
         "starts with '.'"
-    } else if name.chars().any(char::is_control) {
-        "contains a control character"
+    } else if name.chars().any(crate::protocol::is_invisible) {
+        // A right-to-left override makes `\u{202e}gnp.exe` show as `exe.png`; a
+        // zero-width space makes two names look the same.
+        "contains a control, format or invisible character (such as U+202E, which \
+         reverses the text after it)"
     } else if name.chars().count() > MAX_CLIENT_NAME {
         "is longer than 64 characters, the most a common name holds"
     } else {
@@ -617,6 +620,9 @@ mod tests {
             "../x",
             ".x",
             "a\nb",
+            "\u{202e}gnp.exe",
+            "ali\u{200b}ce",
+            "\u{feff}bob",
             long.as_str(),
         ] {
             let e = check_client_name(bad).unwrap_err().to_string();

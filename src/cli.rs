@@ -90,6 +90,16 @@ pub struct ServeArgs {
         allow_negative_numbers = true
     )]
     pub udp_rate: u32,
+    /// With `--udp-bind`, also answer source ports below 1024, where services rather
+    /// than clients send from (never 7, 13, 17, 19 and 37, which answer anything).
+    #[arg(
+        long,
+        env = "TCP_HELLO_UDP_LOW_PORTS",
+        action = clap::ArgAction::SetTrue,
+        // The variable takes 1/0, yes/no, on/off and true/false.
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub udp_low_ports: bool,
     /// Serve Prometheus metrics over HTTP at `/metrics` on this address (port 0 picks a
     /// free port, announced on stdout as `metrics on ADDR`). Off by default.
     #[arg(
@@ -200,7 +210,8 @@ pub struct ServeArgs {
     )]
     pub max_connections: usize,
     /// Most connections from one client IP address at once, like xinetd's `per_source`
-    /// (0 = no limit). Keeps one address's idle connections (slowloris) from taking every slot.
+    /// (0 = no limit; an IPv6 address counts by its /64). Keeps one address's idle
+    /// connections (slowloris) from taking every slot.
     #[arg(
         long,
         value_name = "N",

@@ -211,6 +211,10 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
             let udp_config = UdpConfig {
                 rate: args.udp_rate,
                 rules: config.rules.clone(),
+                peers: tcp_hello::udp::reply::PeerRules {
+                    own_ports: Vec::new(),
+                    low_ports: args.udp_low_ports,
+                },
             };
             Some(
                 UdpServer::spawn(

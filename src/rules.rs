@@ -19,12 +19,14 @@
 
 use std::fmt;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
 use ipnet::{IpNet, Ipv4Net};
+
+use crate::protocol::LogText;
 
 /// What a rule does with the addresses it matches. Deny sorts first: it wins a tie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -92,6 +94,19 @@ impl FromStr for Pattern {
         // 10.0.0.1, which inet_aton and the tools built on it read as octal, 8.0.0.1.
         let addr: IpAddr = address.parse().map_err(|_| RuleError::NotAnAddress)?;
         let net = if prefix {
+            let (_, len) = written.split_once('/').unwrap_or_default();
+            if len.len() > 1 && len.starts_with('0') && len.bytes().all(|b| b.is_ascii_digit()) {
+                // Read as octal by the same tools as `010.0.0.1`: `/010` could be 8 or 10.
+                let digits = match len.trim_start_matches('0') {
+                    "" => "0",
+                    digits => digits,
+                };
+                let decimal = format!("{address}/{digits}");
+                return Err(match decimal.parse::<IpNet>() {
+                    Ok(_) => RuleError::PrefixZero { net: decimal },
+                    Err(_) => RuleError::NotAnAddress,
+                });
+            }
             written
                 .parse::<IpNet>()
                 .map_err(|_| RuleError::NotAnAddress)?
@@ -124,6 +139,20 @@ impl FromStr for Pattern {
     }
 }
 
+/// The address the per-address limits count a client by, `--max-per-source` and
+/// `--udp-rate` alike: an IPv4 address as it is, an IPv4-mapped IPv6 address as the
+/// IPv4 address it carries (as the rules match it), any other IPv6 address by its /64
+/// (one host can pick any address in its /64, so a limit per /128 would be no limit).
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
 /// Reads a `--allow` or `--deny` value (clap's value parser for them).
 pub fn parse_pattern(s: &str) -> Result<Pattern, RuleError> {
     s.parse()
@@ -145,6 +174,12 @@ pub enum RuleError {
         /// The address as written (`10.0.0.1`).
         host: IpAddr,
     },
+    /// A prefix length with a leading zero (`10.0.0.0/08`): a leading zero can mean octal,
+    /// as in `010.0.0.1`, so which length was meant cannot be told.
+    PrefixZero {
+        /// The network with its prefix length in decimal, to write instead.
+        net: String,
+    },
     /// An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`): clients are matched by the IPv4
     /// address such an address carries, so the rule is to be written as IPv4.
     Mapped {
@@ -163,6 +198,11 @@ impl fmt::Display for RuleError {
                 f,
                 "host bits set past the prefix; write {network} for the network, or {host} \
                  for the one address"
+            ),
+            RuleError::PrefixZero { net } => write!(
+                f,
+                "a prefix length with a leading zero, which some tools read as octal (as \
+                 010.0.0.1 is 8.0.0.1 to inet_aton); write {net}"
             ),
             RuleError::Mapped { ipv4 } => write!(
                 f,
@@ -244,7 +284,8 @@ pub enum LoadError {
         path: Arc<str>,
         /// The line, counted from 1.
         line: usize,
-        /// What the line says, comment and blanks removed.
+        /// What the line says, comment and blanks removed; shown escaped (the file may
+        /// hold anything, escape sequences included).
         text: String,
         /// What is wrong with it.
         error: RuleError,
@@ -262,7 +303,7 @@ impl fmt::Display for LoadError {
                 line,
                 text,
                 error,
-            } => write!(f, "{path}:{line}: {text}: {error}"),
+            } => write!(f, "{path}:{line}: {}: {error}", LogText(text.as_bytes())),
         }
     }
 }
@@ -435,10 +476,7 @@ impl Rules {
     /// Decides for a client's address: the longest matching prefix, deny at a tie,
     /// else the default. An IPv4-mapped IPv6 address is matched as IPv4.
     pub fn decide(&self, ip: IpAddr) -> Decision<'_> {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            IpAddr::V4(_) => ip,
-        };
+        let ip = ip.to_canonical();
         let levels = match ip {
             IpAddr::V4(_) => &self.v4,
             IpAddr::V6(_) => &self.v6,
@@ -559,6 +597,7 @@ mod tests {
             "/8",
             "010.0.0.1",
             "010.0.0.0/8",
+            "10.0.0.0/033",
             "localhost",
             "example.com",
             "10.0.0.1:80",
@@ -590,6 +629,29 @@ mod tests {
         let e = "2001:db8::1/32".parse::<Pattern>().unwrap_err();
         assert!(e.to_string().contains("write 2001:db8::/32"), "{e}");
         assert!("0.0.0.1/0".parse::<Pattern>().is_err());
+    }
+
+    #[test]
+    fn a_prefix_length_with_a_leading_zero_is_refused_with_its_decimal_form() {
+        for (bad, net) in [
+            ("10.0.0.0/08", "10.0.0.0/8"),
+            ("10.0.0.0/010", "10.0.0.0/10"),
+            ("0.0.0.0/00", "0.0.0.0/0"),
+            ("2001:db8::/032", "2001:db8::/32"),
+        ] {
+            let e = bad.parse::<Pattern>().unwrap_err();
+            assert_eq!(e, RuleError::PrefixZero { net: net.into() }, "{bad}");
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "a prefix length with a leading zero, which some tools read as octal \
+                     (as 010.0.0.1 is 8.0.0.1 to inet_aton); write {net}"
+                )
+            );
+        }
+        for good in ["10.0.0.0/8", "0.0.0.0/0", "10.0.0.0/10", "2001:db8::/32"] {
+            assert!(good.parse::<Pattern>().is_ok(), "{good}");
+        }
     }
 
     #[test]
@@ -654,6 +716,19 @@ mod tests {
         );
         let e = parse_file("r", b"10.0.0.1\n\xff\xfe\n", Action::Allow).unwrap_err();
         assert!(e.to_string().starts_with("r:2: "), "{e}");
+        // A terminal escape, a bidirectional override and a carriage return reach the
+        // message escaped, so that it stays one line that shows what the file holds.
+        let e = parse_file(
+            "r",
+            b"\x1b[2J10.0.0.1\r\xe2\x80\xae8/0.0.0.01\n",
+            Action::Deny,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "r:1: \\u{1b}[2J10.0.0.1\\r\\u{202e}8/0.0.0.01: not an IP address or CIDR (e.g. \
+             10.0.0.0/8 or 2001:db8::/32)"
+        );
         let e = parse_file("r", b"10.1.2.3/16\n", Action::Deny).unwrap_err();
         assert!(
             e.to_string().starts_with("r:1: 10.1.2.3/16: host bits"),
@@ -760,6 +835,18 @@ mod tests {
         assert_eq!(decide(&r, "::ffff:10.0.0.1"), "deny by default");
         // Only the mapped form is IPv4: the deprecated compatible form ::a.b.c.d is not.
         assert_eq!(decide(&r, "::127.0.0.1"), "deny by default");
+    }
+
+    #[test]
+    fn sources_count_ipv4_as_is_mapped_as_ipv4_and_ipv6_by_its_64() {
+        let key = |s: &str| source_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("192.0.2.9"), "192.0.2.9");
+        assert_eq!(key("::ffff:192.0.2.9"), "192.0.2.9");
+        assert_eq!(key("2001:db8::1"), "2001:db8::");
+        assert_eq!(key("2001:db8::ffff:2"), "2001:db8::");
+        assert_eq!(key("2001:db8:0:1::1"), "2001:db8:0:1::");
+        // IPv4-compatible (deprecated) addresses are IPv6 as far as the kernel goes.
+        assert_eq!(key("::192.0.2.9"), "::");
     }
 
     #[test]

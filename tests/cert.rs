@@ -251,7 +251,11 @@ fn bad_client_names_and_hosts_are_refused_with_one_line_and_nothing_written() {
         (&["--client", ".hidden"], "starts with '.'"),
         (
             &["--client", "a\nb"],
-            "--client 'a\\nb' contains a control character",
+            "--client 'a\\nb' contains a control, format or invisible character",
+        ),
+        (
+            &["--client", "\u{202e}gnp.exe"],
+            "--client '\\u{202e}gnp.exe' contains a control, format or invisible character",
         ),
         (&["--client", &long], "longer than 64"),
         (

@@ -296,6 +296,29 @@ fn the_per_source_limit_counts_the_claimed_address() {
 }
 
 #[test]
+fn the_per_source_limit_counts_a_mapped_address_as_ipv4_and_ipv6_by_its_64() {
+    let server = Proxied::start(&["--max-per-source", "1"]);
+    let busy = "ERROR too many connections from your address (1), try again later";
+    let mut held = Vec::new();
+    for (first, same) in [
+        ("192.0.2.9:1000", "[::ffff:192.0.2.9]:1001"),
+        ("[::ffff:198.51.100.9]:1000", "198.51.100.9:1001"),
+        ("[2001:db8::1]:1000", "[2001:db8::ffff:2]:1001"),
+    ] {
+        let mut conn = open(server.addr(), &v2(addr(first)), b"");
+        assert_eq!(conn.text_line(), "Welcome!", "{first}");
+        held.push(conn);
+        let mut refused = open(server.addr(), &v2(addr(same)), b"");
+        assert_eq!(refused.text_line(), busy, "{same} after {first}");
+    }
+    // The next /64 is another source.
+    let mut other = open(server.addr(), &v2(addr("[2001:db8:0:1::1]:1002")), b"");
+    assert_eq!(other.text_line(), "Welcome!");
+    assert_eq!(server.refusals("per_source"), 3);
+    drop((held, other));
+}
+
+#[test]
 fn the_address_rules_apply_to_the_claimed_address() {
     let server = Proxied::start(&["--deny", "192.0.2.0/24"]);
     let mut denied = open(server.addr(), &v1(addr("192.0.2.7:5555")), b"Ann\n");

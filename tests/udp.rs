@@ -8,7 +8,10 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{IO_TIMEOUT, KillOnDrop, Server, hello_cmd, metrics_body, require, run_tool};
+use common::{
+    IO_TIMEOUT, KillOnDrop, Server, cannot_run, eventually, hello_cmd, metrics_addr, metrics_body,
+    metrics_samples, require, run_tool,
+};
 
 /// A UDP server alone on IPv4 and IPv6, with `args`.
 fn udp_server(args: &[&str]) -> Server {
@@ -133,7 +136,7 @@ fn empty_maximum_and_over_size_datagrams() {
 
 #[test]
 fn no_reply_exceeds_the_request_plus_the_announced_bound() {
-    let template = "{peer} {local} #{conn} {host}/{pid}: {}";
+    let template = "{peer} #{conn} {host}/{pid}: {}";
     let server = udp_server(&["--reply", template, "--max-line", "2000"]);
     // Logged just before the announcement, but read from stderr by another thread.
     assert!(common::eventually(IO_TIMEOUT, || server
@@ -173,6 +176,31 @@ fn a_reply_template_that_multiplies_the_payload_is_refused() {
 }
 
 #[test]
+fn a_reply_template_that_adds_more_than_128_bytes_is_refused() {
+    let long = format!("{}{{}}", "A".repeat(60_000));
+    for (args, adds) in [
+        (&["--reply", long.as_str()][..], 60_000),
+        (&["--reply", "{peer} {local} {}"], 130),
+    ] {
+        let mut all = vec!["--udp-bind", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let done = run_tool(&mut hello_cmd("serve", &all), None, IO_TIMEOUT);
+        assert_eq!(done.code, Some(2), "{done:?}");
+        let says = format!("--reply adds up to {adds} bytes to a request");
+        assert!(
+            done.stderr.contains(&says) && done.stderr.contains("at most 128"),
+            "{done:?}"
+        );
+        assert_eq!(done.stderr.lines().count(), 1, "{done:?}");
+    }
+    // Over TCP alone the template is not a UDP reply, and is served.
+    let server = Server::start(&["--reply", &long]);
+    let mut conn = server.connect();
+    assert_eq!(conn.text_line(), "Welcome!");
+    drop(server);
+}
+
+#[test]
 fn the_server_s_own_port_is_never_answered() {
     let server = Server::start_with_binds(&["--udp-bind", "127.0.0.1:0"], 1);
     let addr = server.addrs[0];
@@ -186,6 +214,150 @@ fn the_server_s_own_port_is_never_answered() {
     nothing_more(&twin);
     let logs = server.stop_and_logs();
     assert!(logs.contains("1 dropped (loop 1)"), "{logs}");
+}
+
+#[test]
+fn no_socket_answers_a_datagram_from_another_socket_s_port() {
+    // Two sockets of one server, in the mode and with the rate that loop the longest.
+    let args = [
+        "--udp-bind",
+        "127.0.0.1:0",
+        "--udp-bind",
+        "127.0.0.1:0",
+        "--mode",
+        "echo",
+        "--udp-rate",
+        "0",
+    ];
+    let server = Server::start_with_binds(&args, 2);
+    let (first, second) = (server.addrs[0], server.addrs[1]);
+    // The second socket's port on another loopback address stands for the second
+    // socket (which would answer the reply, and so on).
+    let twin = client_socket(&format!("127.0.0.2:{}", second.port()), first);
+    twin.send(b"loop?").unwrap();
+    let socket = client_socket("127.0.0.1:0", first);
+    // Handled in order on the socket's one thread: once this is answered, so was that.
+    assert_eq!(ask(&socket, b"marker"), b"marker");
+    nothing_more(&twin);
+    let logs = server.stop_and_logs();
+    assert!(
+        logs.contains(&format!(
+            "udp {first} stopped: 2 datagrams received, 1 answered, 1 dropped (loop 1)"
+        )),
+        "{logs}"
+    );
+}
+
+/// A raw IPv4 UDP socket, to send datagrams from any source port (the kernel writes
+/// the IP header, from 127.0.0.1 on loopback); None, having said why (see
+/// `cannot_run`), without the privilege to open one (CAP_NET_RAW: root).
+fn forger() -> Option<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    match Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::UDP)) {
+        Ok(raw) => {
+            raw.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+            raw.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            Some(raw)
+        }
+        Err(e) => {
+            cannot_run(&format!(
+                "cannot open a raw socket to forge a source port ({e}): run as root"
+            ));
+            None
+        }
+    }
+}
+
+/// Sends `payload` to `to` from 127.0.0.1:`from_port`, whoever has that port.
+fn forge(raw: &socket2::Socket, from_port: u16, to: SocketAddr, payload: &[u8]) {
+    let mut datagram = Vec::with_capacity(8 + payload.len());
+    datagram.extend_from_slice(&from_port.to_be_bytes());
+    datagram.extend_from_slice(&to.port().to_be_bytes());
+    datagram.extend_from_slice(&u16::try_from(8 + payload.len()).unwrap().to_be_bytes());
+    // Checksum 0: none, which UDP over IPv4 allows.
+    datagram.extend_from_slice(&[0, 0]);
+    datagram.extend_from_slice(payload);
+    let mut ip = to;
+    ip.set_port(0);
+    raw.send_to(&datagram, &ip.into())
+        .expect("send a forged datagram");
+}
+
+/// The total of the UDP samples named `name` on a metrics listener.
+fn udp_metric(metrics: SocketAddr, name: &str) -> u64 {
+    metrics_samples(metrics)
+        .get(name)
+        .copied()
+        .unwrap_or_default()
+}
+
+#[test]
+fn one_forged_datagram_between_two_servers_makes_one_reply() {
+    let Some(raw) = forger() else { return };
+    // Echo with no rate limit looped forever; two default servers, 1,024 times.
+    for flags in [&["--mode", "echo", "--udp-rate", "0"][..], &[]] {
+        let start = |metrics: bool| {
+            let mut args = vec!["--udp-bind", "127.0.0.1:0"];
+            if metrics {
+                args.extend_from_slice(&["--metrics", "127.0.0.1:0"]);
+            }
+            args.extend_from_slice(flags);
+            Server::start_with_binds(&args, 1)
+        };
+        let (a, b) = (start(false), start(true));
+        let b_metrics = metrics_addr(&b);
+        let (a_addr, b_addr) = (a.addrs[0], b.addrs[0]);
+        // From B's address and port to A: A answers B, whose socket gets the reply.
+        forge(&raw, b_addr.port(), a_addr, b"Alice\n");
+        assert!(
+            eventually(IO_TIMEOUT, || udp_metric(
+                b_metrics,
+                "tcp_hello_udp_datagrams_total"
+            ) >= 1),
+            "{flags:?}: B never got A's reply"
+        );
+        let (a_logs, b_logs) = (a.stop_and_logs(), b.stop_and_logs());
+        assert!(
+            a_logs.contains(&format!(
+                "udp {a_addr} stopped: 1 datagrams received, 1 answered, 0 dropped"
+            )),
+            "{flags:?}: A\n{a_logs}"
+        );
+        assert!(
+            b_logs.contains(&format!(
+                "udp {b_addr} stopped: 1 datagrams received, 0 answered, 1 dropped (reply 1)"
+            )),
+            "{flags:?}: B\n{b_logs}"
+        );
+    }
+}
+
+#[test]
+fn service_and_low_source_ports_are_not_answered_unless_allowed() {
+    let Some(raw) = forger() else { return };
+    for (flags, summary) in [
+        (
+            &[][..],
+            "3 datagrams received, 1 answered, 2 dropped (loop 1, low_port 1)",
+        ),
+        (
+            &["--udp-low-ports"],
+            "3 datagrams received, 2 answered, 1 dropped (loop 1)",
+        ),
+    ] {
+        let mut args = vec!["--udp-bind", "127.0.0.1:0"];
+        args.extend_from_slice(flags);
+        let server = Server::start_with_binds(&args, 1);
+        let addr = server.addrs[0];
+        // 17 is QOTD, answered by no one; 1000 is another service's port.
+        forge(&raw, 17, addr, b"qotd?");
+        forge(&raw, 1000, addr, b"service?");
+        let socket = client_socket("127.0.0.1:0", addr);
+        // Handled in order: once this is answered, so were those.
+        assert_eq!(ask(&socket, b"marker"), b"Hello, marker!");
+        let logs = server.stop_and_logs();
+        assert!(logs.contains(summary), "{flags:?}\n{logs}");
+    }
 }
 
 #[test]

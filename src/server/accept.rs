@@ -16,7 +16,7 @@ use super::Shared;
 use super::registry::{Live, Registry};
 use crate::metrics::Refusal;
 use crate::protocol::{Mode, Notice};
-use crate::rules::Rules;
+use crate::rules::{Rules, source_key};
 
 /// The log rate limit of address refusals, apart from `busy_log`: those are the rules
 /// doing their job, logged at info, and a scan from a denied network must not take the
@@ -106,7 +106,7 @@ impl Shared {
                 woken: false,
             })
         };
-        let counted = (!proxied && self.config.max_per_source > 0).then_some(peer.ip());
+        let counted = (!proxied && self.config.max_per_source > 0).then_some(source_key(peer.ip()));
         // A proxied connection is counted once its header has let it in.
         if !proxied {
             self.counters.admitted();
@@ -178,13 +178,14 @@ impl Shared {
     }
 
     /// Takes a place for `ip` in `--max-per-source`'s count, under the registry's lock;
-    /// false if its connections are at the limit. Always true without a limit.
+    /// false if its connections are at the limit. Always true without a limit. The count
+    /// is by [`source_key`]: an IPv6 address's /64, a mapped address's IPv4 one.
     pub(super) fn take_source_place(&self, registry: &mut Registry, ip: IpAddr) -> bool {
         let limit = self.config.max_per_source;
         if limit == 0 {
             return true;
         }
-        let count = registry.per_source.entry(ip).or_insert(0);
+        let count = registry.per_source.entry(source_key(ip)).or_insert(0);
         if *count >= limit {
             return false;
         }

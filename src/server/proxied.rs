@@ -8,6 +8,7 @@ use super::Shared;
 use super::registry::Registered;
 use crate::metrics::Refusal;
 use crate::proxy::{self, HeaderError, ProxyProtocol, Source};
+use crate::rules::source_key;
 
 impl Shared {
     /// Reads the connection's PROXY header and admits the client it names: `registered`
@@ -45,7 +46,8 @@ impl Shared {
                     return false;
                 }
                 drop(registry);
-                registered.counted = (self.config.max_per_source > 0).then_some(client.ip());
+                registered.counted =
+                    (self.config.max_per_source > 0).then_some(source_key(client.ip()));
                 registered.via = Some(peer);
                 registered.peer = client;
             }

@@ -18,7 +18,8 @@ pub(super) struct Registry {
     /// a hash map sized for the limit took 27 bytes a connection before the thread
     /// was kept too.
     pub(super) live: Slab<Live>,
-    /// Connections per client address, kept only with `--max-per-source`.
+    /// Connections per client address (its [`source_key`](crate::rules::source_key)),
+    /// kept only with `--max-per-source`.
     pub(super) per_source: HashMap<IpAddr, usize>,
     pub(super) stopping: bool,
 }

@@ -31,7 +31,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::protocol::{ConnectionValues, LogText};
 use crate::rules::Rules;
 use rate::RateLimit;
-use reply::{Drop, Replies, check_peer};
+use reply::{Drop, PeerRules, Replies, check_peer};
 
 /// Longest a thread blocks in `recv_from` before it looks at the stopping flag.
 pub const POLL: Duration = Duration::from_millis(200);
@@ -46,16 +46,20 @@ pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 pub const DEFAULT_RATE: u32 = 1000;
 
 /// How the UDP sockets serve, apart from the replies.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct UdpConfig {
     /// `--udp-rate`: datagrams per second per address, 0 = no limit.
     pub rate: u32,
     /// `--allow`/`--deny`, as for TCP.
     pub rules: Rules,
+    /// The peers never answered; [`UdpServer::spawn`] adds every socket's port.
+    pub peers: PeerRules,
 }
 
 /// Binds a UDP socket on `addr` (IPv6 sockets are IPv6-only, as the TCP listeners
-/// are), with SO_REUSEPORT if asked, and the [`POLL`] read timeout.
+/// are), with SO_REUSEPORT if asked, and the [`POLL`] read timeout. On Linux its
+/// datagrams carry [`reply::REPLY_CLASS`], and it reports each datagram's TOS or
+/// traffic class, so that no two tcp-hello sockets answer each other.
 pub fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if reuse_port {
@@ -64,9 +68,76 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
+    #[cfg(target_os = "linux")]
+    if addr.is_ipv6() {
+        socket.set_tclass_v6(u32::from(reply::REPLY_CLASS))?;
+        socket.set_recv_tclass_v6(true)?;
+    } else {
+        socket.set_tos_v4(u32::from(reply::REPLY_CLASS))?;
+        socket.set_recv_tos_v4(true)?;
+    }
     socket.bind(&addr.into())?;
     socket.set_read_timeout(Some(POLL))?;
     Ok(socket.into())
+}
+
+/// Room for the one control message [`receive`] asks for (a TOS byte or a traffic
+/// class, an int at most).
+#[cfg(target_os = "linux")]
+fn control_buffer() -> Vec<u8> {
+    nix::cmsg_space!(libc::c_int)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn control_buffer() -> Vec<u8> {
+    Vec::new()
+}
+
+/// One datagram into `buf`: its length, its sender, and its TOS (IPv4) or traffic
+/// class (IPv6) byte, as [`bind`] asked the kernel to report it.
+#[cfg(target_os = "linux")]
+fn receive(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    control: &mut [u8],
+) -> io::Result<(usize, SocketAddr, u8)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg};
+    use std::os::fd::AsRawFd;
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrStorage>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(control),
+        MsgFlags::empty(),
+    )?;
+    let peer = msg.address.and_then(|a| {
+        a.as_sockaddr_in()
+            .map(|v4| SocketAddr::V4((*v4).into()))
+            .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into())))
+    });
+    let peer = peer.ok_or_else(|| io::Error::other("a datagram without an IP sender"))?;
+    let mut class = 0;
+    // A truncated control buffer (it cannot be, at its size) only loses the mark.
+    for cmsg in msg.cmsgs().into_iter().flatten() {
+        match cmsg {
+            ControlMessageOwned::Ipv4Tos(tos) => class = tos,
+            // The traffic class is one byte, passed as an int.
+            ControlMessageOwned::Ipv6TClass(tc) => class = tc as u8,
+            _ => {}
+        }
+    }
+    Ok((msg.bytes, peer, class))
+}
+
+/// Elsewhere the class is not read: only the ports and the rate stop loops there.
+#[cfg(not(target_os = "linux"))]
+fn receive(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    _control: &mut [u8],
+) -> io::Result<(usize, SocketAddr, u8)> {
+    let (n, peer) = socket.recv_from(buf)?;
+    Ok((n, peer, 0))
 }
 
 /// Datagrams one socket answered and dropped, by reason.
@@ -211,6 +282,10 @@ impl UdpServer {
         stopping: Arc<dyn Fn() -> bool + Send + Sync>,
     ) -> io::Result<UdpServer> {
         let replies = Arc::new(replies);
+        let mut config = config;
+        for socket in &sockets {
+            config.peers.own_ports.push(socket.local_addr()?.port());
+        }
         let mut threads = Vec::with_capacity(sockets.len());
         for (i, socket) in sockets.into_iter().enumerate() {
             let (replies, config, stopping, stats) = (
@@ -257,6 +332,7 @@ pub fn serve(
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let mut buf = vec![0u8; replies.buffer_len()];
+    let mut control = control_buffer();
     let mut out = Vec::with_capacity(replies.buffer_len() + replies.fixed());
     let mut limit = RateLimit::new(config.rate);
     let mut counts = Counts::default();
@@ -267,7 +343,7 @@ pub fn serve(
     // `{conn}` over UDP is the datagram's number on this socket, from 1.
     let mut values = ConnectionValues::new(local, local, 0);
     while !stopping() {
-        let (n, peer) = match socket.recv_from(&mut buf) {
+        let (n, peer, class) = match receive(socket, &mut buf, &mut control) {
             Ok(got) => got,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 if counts != published {
@@ -292,7 +368,7 @@ pub fn serve(
         };
         counts.received += 1;
         let datagram = &buf[..n];
-        let verdict = judge(peer, local.port(), config, &mut limit).and_then(|()| {
+        let verdict = judge(peer, class, config, &mut limit).and_then(|()| {
             if replies.needs_values() {
                 values = ConnectionValues::new(peer, local, counts.received);
             }
@@ -339,15 +415,16 @@ pub fn serve(
     counts
 }
 
-/// The checks that do not depend on the payload: the peer's address, the rules, the rate.
+/// The checks that do not depend on the payload: the peer's address and port, the
+/// reply mark (`class`), the rules, the rate.
 fn judge(
     peer: SocketAddr,
-    local_port: u16,
+    class: u8,
     config: &UdpConfig,
     limit: &mut RateLimit,
 ) -> Result<(), Drop> {
-    check_peer(peer, local_port)?;
-    if !config.rules.decide(reply::canonical(peer.ip())).allows() {
+    check_peer(peer, class, &config.peers)?;
+    if !config.rules.decide(peer.ip()).allows() {
         return Err(Drop::Rule);
     }
     if !limit.allow(peer.ip(), Instant::now()) {
@@ -372,10 +449,7 @@ mod tests {
         let server = UdpServer::spawn(
             vec![socket],
             Replies::new(&Settings::default()).unwrap(),
-            UdpConfig {
-                rate: 0,
-                rules: Rules::default(),
-            },
+            UdpConfig::default(),
             Arc::clone(&stats),
             Arc::new(move || flag.load(Ordering::Acquire)),
         )
@@ -417,20 +491,29 @@ mod tests {
             &[],
         )
         .unwrap();
+        let peers = PeerRules {
+            own_ports: vec![9999],
+            low_ports: false,
+        };
         let config = UdpConfig {
             rate: 1,
             rules: deny,
+            peers: peers.clone(),
         };
         let mut limit = RateLimit::new(1);
         let peer = "127.0.0.1:40000".parse().unwrap();
-        assert_eq!(judge(peer, 9999, &config, &mut limit), Err(Drop::Rule));
+        assert_eq!(judge(peer, 0, &config, &mut limit), Err(Drop::Rule));
         let config = UdpConfig {
             rate: 1,
             rules: Rules::default(),
+            peers,
         };
-        assert_eq!(judge(peer, 9999, &config, &mut limit), Ok(()));
-        assert_eq!(judge(peer, 9999, &config, &mut limit), Err(Drop::Rate));
+        assert_eq!(judge(peer, 0, &config, &mut limit), Ok(()));
+        assert_eq!(judge(peer, 0, &config, &mut limit), Err(Drop::Rate));
+        // The loop checks come before the rate, and take no token.
         let own = "127.0.0.1:9999".parse().unwrap();
-        assert_eq!(judge(own, 9999, &config, &mut limit), Err(Drop::Loop));
+        assert_eq!(judge(own, 0, &config, &mut limit), Err(Drop::Loop));
+        let marked = reply::REPLY_CLASS;
+        assert_eq!(judge(peer, marked, &config, &mut limit), Err(Drop::Reply));
     }
 }

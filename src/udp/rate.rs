@@ -9,14 +9,14 @@
 //! last generation keeps its bucket. The cost: an address forgotten under such a flood
 //! starts again with a full bucket, one second's worth of datagrams.
 //!
-//! IPv6 addresses count by their /64 (one host can pick any address in its /64, so a
-//! limit per /128 would be no limit); IPv4-mapped IPv6 addresses count as IPv4.
+//! Addresses count as [`source_key`] says, as for `--max-per-source`: IPv6 addresses by
+//! their /64, IPv4-mapped IPv6 addresses as IPv4.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::time::Instant;
 
-use super::reply::canonical;
+use crate::rules::source_key;
 
 /// Most addresses in one generation of the table (see the module's documentation).
 pub const TABLE_CAP: usize = 16_384;
@@ -59,7 +59,7 @@ impl RateLimit {
         if self.rate == 0.0 {
             return true;
         }
-        let key = key(ip);
+        let key = source_key(ip);
         let bucket = match self.current.get_mut(&key) {
             Some(bucket) => bucket,
             None => {
@@ -93,17 +93,6 @@ impl RateLimit {
     /// Whether no address is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-/// The address a bucket belongs to: IPv4 as it is, IPv6 cut to its /64.
-fn key(ip: IpAddr) -> IpAddr {
-    match canonical(ip) {
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-        }
-        v4 => v4,
     }
 }
 

@@ -13,20 +13,48 @@ pub const MAX_PAYLOAD: usize = 65_507;
 /// The largest receive buffer worth having: one byte more than any UDP payload.
 pub const MAX_BUFFER: usize = 65_536;
 
-/// Source ports of the classic small UDP services (echo, daytime, chargen, time) that
-/// answer anything: a reply to one would be answered again, forever. BSD inetd refuses
-/// them for the same reason.
-pub const SERVICE_PORTS: [u16; 4] = [7, 13, 19, 37];
+/// Most bytes a reply may add to its request ([`Replies::fixed`]): a 1-byte request
+/// (29 bytes on the wire with the IPv4 and UDP headers) gets at most 157 back, and the
+/// ratio falls as requests grow. Room for `{peer}` and a sentence.
+pub const MAX_FIXED: usize = 128;
+
+/// Source ports of the classic small UDP services (echo, daytime, qotd, chargen, time)
+/// that answer anything: a reply to one would be answered again, forever. BSD inetd
+/// refuses them for the same reason. Never answered, even with `--udp-low-ports`.
+pub const SERVICE_PORTS: [u16; 5] = [7, 13, 17, 19, 37];
+
+/// Source ports below this are services' (root binds them), not clients', and are not
+/// answered without `--udp-low-ports`: a service there may answer the reply.
+pub const FIRST_CLIENT_PORT: u16 = 1024;
+
+/// The DSCP every reply carries (IP_TOS, IPV6_TCLASS; Linux), one of RFC 2474's pool 2
+/// for experimental or local use: a datagram that carries it is another tcp-hello's
+/// reply, and is never answered, so that two servers cannot feed each other.
+pub const REPLY_DSCP: u8 = 0b00_0011;
+
+/// The TOS (IPv4) or traffic class (IPv6) byte of a reply: [`REPLY_DSCP`], and ECN
+/// "not capable".
+pub const REPLY_CLASS: u8 = REPLY_DSCP << 2;
+
+/// Whether a datagram's TOS or traffic class byte marks it as a tcp-hello reply (the
+/// ECN bits, which routers may change, do not count).
+pub fn is_reply_class(class: u8) -> bool {
+    class >> 2 == REPLY_DSCP
+}
 
 /// Why a datagram got no reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Drop {
     /// Sent from port 0, where no reply can go.
     PortZero,
-    /// Sent from this socket's own port (on any address: the server itself, or another
-    /// server on the same port that would answer the reply), or from one of the
-    /// [`SERVICE_PORTS`]: answering could start a loop.
+    /// Sent from the port of one of this server's UDP sockets (on any address: the
+    /// server itself, or another server on that port that would answer the reply), or
+    /// from one of the [`SERVICE_PORTS`]: answering could start a loop.
     Loop,
+    /// Sent from a port below [`FIRST_CLIENT_PORT`] without `--udp-low-ports`.
+    LowPort,
+    /// Carries [`REPLY_DSCP`]: another tcp-hello's reply, which answering would bounce.
+    Reply,
     /// Sent from a broadcast, multicast or unspecified address: no reply may go there.
     NotUnicast,
     /// `--allow`/`--deny` refuse the address.
@@ -44,9 +72,11 @@ pub enum Drop {
 
 impl Drop {
     /// Every reason, in the order of [`Drop::index`].
-    pub const ALL: [Drop; 8] = [
+    pub const ALL: [Drop; 10] = [
         Drop::PortZero,
         Drop::Loop,
+        Drop::LowPort,
+        Drop::Reply,
         Drop::NotUnicast,
         Drop::Rule,
         Drop::Rate,
@@ -65,6 +95,8 @@ impl Drop {
         match self {
             Drop::PortZero => "port_zero",
             Drop::Loop => "loop",
+            Drop::LowPort => "low_port",
+            Drop::Reply => "reply",
             Drop::NotUnicast => "not_unicast",
             Drop::Rule => "rule",
             Drop::Rate => "rate",
@@ -75,23 +107,42 @@ impl Drop {
     }
 }
 
-/// Whether a datagram from `peer`, received on a socket bound to port `local_port`,
-/// may be answered at all: never to port 0, to the socket's own port (which covers the
-/// server's own address), to the [`SERVICE_PORTS`], or to an address that is not
-/// unicast (IPv4 broadcast 255.255.255.255, multicast, unspecified; IPv4-mapped IPv6
-/// addresses are judged as IPv4). A subnet's directed broadcast (e.g. 192.168.1.255)
-/// cannot be told from a host address without the interfaces' netmasks, and is not
-/// checked; the kernel does not deliver datagrams whose source is one of its own
-/// broadcast addresses.
-pub fn check_peer(peer: SocketAddr, local_port: u16) -> Result<(), Drop> {
+/// Which peers are never answered, whatever the datagram says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerRules {
+    /// The ports of every UDP socket of this server: a datagram from one of them (from
+    /// any address) may be a reply of this server or of another on that port.
+    pub own_ports: Vec<u16>,
+    /// `--udp-low-ports`: answer source ports below [`FIRST_CLIENT_PORT`] (but never
+    /// the [`SERVICE_PORTS`]).
+    pub low_ports: bool,
+}
+
+/// Whether a datagram from `peer`, whose TOS or traffic class byte is `class` (0 where
+/// it is not known), may be answered at all: never a tcp-hello reply
+/// ([`is_reply_class`]); never to port 0, to the port of one of this server's sockets
+/// (which covers the server's own addresses), to the [`SERVICE_PORTS`], or without
+/// `--udp-low-ports` to another port below [`FIRST_CLIENT_PORT`]; never to an address
+/// that is not unicast (IPv4 broadcast 255.255.255.255, multicast, unspecified;
+/// IPv4-mapped IPv6 addresses are judged as IPv4). A subnet's directed broadcast (e.g.
+/// 192.168.1.255) cannot be told from a host address without the interfaces' netmasks,
+/// and is not checked; the kernel does not deliver datagrams whose source is one of its
+/// own broadcast addresses.
+pub fn check_peer(peer: SocketAddr, class: u8, rules: &PeerRules) -> Result<(), Drop> {
+    if is_reply_class(class) {
+        return Err(Drop::Reply);
+    }
     let port = peer.port();
     if port == 0 {
         return Err(Drop::PortZero);
     }
-    if port == local_port || SERVICE_PORTS.contains(&port) {
+    if rules.own_ports.contains(&port) || SERVICE_PORTS.contains(&port) {
         return Err(Drop::Loop);
     }
-    let unicast = match canonical(peer.ip()) {
+    if port < FIRST_CLIENT_PORT && !rules.low_ports {
+        return Err(Drop::LowPort);
+    }
+    let unicast = match peer.ip().to_canonical() {
         IpAddr::V4(v4) => !(v4.is_broadcast() || v4.is_multicast() || v4.is_unspecified()),
         IpAddr::V6(v6) => !(v6.is_multicast() || v6.is_unspecified()),
     };
@@ -99,14 +150,6 @@ pub fn check_peer(peer: SocketAddr, local_port: u16) -> Result<(), Drop> {
         Ok(())
     } else {
         Err(Drop::NotUnicast)
-    }
-}
-
-/// `ip`, or the IPv4 address an IPv4-mapped IPv6 address carries.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }
 
@@ -125,7 +168,7 @@ impl Replies {
     /// The replies of `settings` (the welcome and the farewell have no use over UDP).
     /// Refuses, in greet mode, a `--reply` with more than one `{}`: each copy of the
     /// payload would multiply it, and a reply must stay within the request's size plus
-    /// a fixed length.
+    /// a fixed length; and one whose fixed length is over [`MAX_FIXED`].
     pub fn new(settings: &Settings) -> Result<Replies, String> {
         let lines = settings
             .reply
@@ -144,6 +187,14 @@ impl Replies {
             Mode::Greet => settings.reply.max_len_for(0),
             Mode::Echo => 0,
         };
+        if fixed > MAX_FIXED {
+            return Err(format!(
+                "--reply adds up to {fixed} bytes to a request (its text, and 64 for each \
+                 `{{peer}}` and `{{local}}`, 20 for each `{{conn}}`): over UDP (--udp-bind) \
+                 a reply may add at most {MAX_FIXED}, or the server amplifies spoofed \
+                 requests; shorten the template"
+            ));
+        }
         let needs_values = settings
             .reply
             .pieces()
@@ -310,32 +361,34 @@ mod tests {
 
     #[test]
     fn placeholders_fill_and_stay_within_the_bound() {
-        let r = Replies::new(&settings(
-            Mode::Greet,
-            "{peer} {local} #{conn} {host}/{pid}: {}",
-            100,
-        ))
-        .unwrap();
-        assert!(r.needs_values());
-        assert_eq!(
-            answer(&r, b"x").unwrap(),
-            b"192.0.2.7:5353 127.0.0.1:9999 #3 box/42: x"
-        );
-        // The text (" ", " #", " box/42: "), two addresses at 64 and a number at 20.
-        assert_eq!(r.fixed(), 12 + 2 * 64 + 20);
-        // The longest address text still fits the bound.
-        let long = ConnectionValues::new(
-            "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535"
-                .parse()
-                .unwrap(),
-            "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535"
-                .parse()
-                .unwrap(),
-            u64::MAX,
-        );
-        let mut out = Vec::new();
-        r.answer(b"y", &long, &mut out).unwrap();
-        assert!(out.len() <= 1 + r.fixed());
+        // The text (" #", " box/42: "), an address at 64 and a number at 20; and the
+        // text (" ") and an address.
+        for (template, reply, fixed) in [
+            (
+                "{peer} #{conn} {host}/{pid}: {}",
+                &b"192.0.2.7:5353 #3 box/42: x"[..],
+                11 + 64 + 20,
+            ),
+            ("{local} {}", b"127.0.0.1:9999 x", 1 + 64),
+        ] {
+            let r = Replies::new(&settings(Mode::Greet, template, 100)).unwrap();
+            assert!(r.needs_values());
+            assert_eq!(answer(&r, b"x").unwrap(), reply);
+            assert_eq!(r.fixed(), fixed);
+            // The longest address text still fits the bound.
+            let long = ConnectionValues::new(
+                "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535"
+                    .parse()
+                    .unwrap(),
+                "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535"
+                    .parse()
+                    .unwrap(),
+                u64::MAX,
+            );
+            let mut out = Vec::new();
+            r.answer(b"y", &long, &mut out).unwrap();
+            assert!(out.len() <= 1 + r.fixed());
+        }
     }
 
     #[test]
@@ -349,9 +402,32 @@ mod tests {
     }
 
     #[test]
+    fn a_template_that_adds_more_than_max_fixed_is_refused_in_greet_mode() {
+        let text = "A".repeat(MAX_FIXED - 2);
+        let at = Replies::new(&settings(Mode::Greet, &format!("{text}{{}}!!"), 100)).unwrap();
+        assert_eq!(at.fixed(), MAX_FIXED);
+        let over = format!("{text}{{}}!!!");
+        let e = Replies::new(&settings(Mode::Greet, &over, 100)).unwrap_err();
+        assert!(
+            e.starts_with("--reply adds up to 129 bytes to a request") && e.contains("128"),
+            "{e}"
+        );
+        // Placeholders count at their longest: two addresses and a number are 148.
+        assert!(Replies::new(&settings(Mode::Greet, "{peer}{local}{conn}{}", 100)).is_err());
+        assert!(Replies::new(&settings(Mode::Greet, "{peer} says {}", 100)).is_ok());
+        // Echo mode does not use the template.
+        assert_eq!(
+            Replies::new(&settings(Mode::Echo, &over, 100))
+                .unwrap()
+                .fixed(),
+            0
+        );
+    }
+
+    #[test]
     fn no_reply_exceeds_request_plus_fixed() {
         // Every size up to the buffer, for the default template and a busy one.
-        for template in ["Hello, {}!", "{peer}{local}{conn}{}{host}", "x"] {
+        for template in ["Hello, {}!", "{peer}{conn}{}{host}", "{local}{}", "x"] {
             for mode in [Mode::Greet, Mode::Echo] {
                 let r = Replies::new(&settings(mode, template, 300)).unwrap();
                 for n in 0..=r.buffer_len() {
@@ -382,7 +458,7 @@ mod tests {
             ]),
             conn in proptest::num::u64::ANY,
         ) {
-            let templates = ["Hello, {}!", "{}", "pong", "{peer}{local}{conn}{}", "{host} {pid} {peer}"];
+            let templates = ["Hello, {}!", "{}", "pong", "{peer}{conn}{}", "{host} {pid} {local}"];
             let mode = if echo { Mode::Echo } else { Mode::Greet };
             let r = Replies::new(&settings(mode, templates[template], 64)).unwrap();
             let peer: SocketAddr = peer.parse().unwrap();
@@ -399,16 +475,40 @@ mod tests {
 
     #[test]
     fn peers_that_could_start_a_loop_or_are_not_unicast_are_never_answered() {
-        let check = |s: &str| check_peer(s.parse().unwrap(), 9999);
+        let rules = PeerRules {
+            own_ports: vec![9999, 8888],
+            low_ports: false,
+        };
+        let check = |s: &str| check_peer(s.parse().unwrap(), 0, &rules);
         assert_eq!(check("127.0.0.1:40000"), Ok(()));
         assert_eq!(check("[::1]:40000"), Ok(()));
+        assert_eq!(check("127.0.0.1:1024"), Ok(()));
         assert_eq!(check("127.0.0.1:0"), Err(Drop::PortZero));
-        assert_eq!(check("127.0.0.1:9999"), Err(Drop::Loop));
-        assert_eq!(check("[::1]:9999"), Err(Drop::Loop));
-        assert_eq!(check("192.0.2.1:9999"), Err(Drop::Loop));
+        // Every socket's port, not only the one the datagram came to.
+        for own in [
+            "127.0.0.1:9999",
+            "[::1]:9999",
+            "192.0.2.1:9999",
+            "127.0.0.1:8888",
+        ] {
+            assert_eq!(check(own), Err(Drop::Loop), "{own}");
+        }
         for port in SERVICE_PORTS {
             assert_eq!(check(&format!("192.0.2.1:{port}")), Err(Drop::Loop));
         }
+        for port in [1, 53, 123, 1023] {
+            assert_eq!(check(&format!("192.0.2.1:{port}")), Err(Drop::LowPort));
+        }
+        // --udp-low-ports opens the low ports, never the services' nor the own ones.
+        let open = PeerRules {
+            low_ports: true,
+            ..rules.clone()
+        };
+        let check_open = |s: &str| check_peer(s.parse().unwrap(), 0, &open);
+        assert_eq!(check_open("192.0.2.1:53"), Ok(()));
+        assert_eq!(check_open("192.0.2.1:17"), Err(Drop::Loop));
+        assert_eq!(check_open("192.0.2.1:8888"), Err(Drop::Loop));
+        assert_eq!(check_open("192.0.2.1:0"), Err(Drop::PortZero));
         for bad in [
             "255.255.255.255:40000",
             "224.0.0.1:40000",
@@ -420,6 +520,29 @@ mod tests {
             "[::ffff:224.0.0.1]:40000",
         ] {
             assert_eq!(check(bad), Err(Drop::NotUnicast), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_datagram_marked_as_a_reply_is_never_answered_whatever_its_ecn_bits() {
+        let rules = PeerRules::default();
+        let peer = "127.0.0.1:40000".parse().unwrap();
+        for ecn in 0..4 {
+            let class = REPLY_CLASS | ecn;
+            assert!(is_reply_class(class));
+            assert_eq!(check_peer(peer, class, &rules), Err(Drop::Reply));
+        }
+        // Best effort, other DSCPs (LE, AF11, EF), and a DSCP that differs in one bit.
+        for class in [
+            0,
+            1 << 2,
+            10 << 2,
+            46 << 2,
+            (REPLY_DSCP ^ 0b10_0000) << 2,
+            0xff,
+        ] {
+            assert!(!is_reply_class(class), "{class:#04x}");
+            assert_eq!(check_peer(peer, class, &rules), Ok(()));
         }
     }
 

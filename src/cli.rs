@@ -108,7 +108,8 @@ pub struct ServeArgs {
     /// Mutual TLS: clients must present a certificate chained to this CA (PEM).
     #[arg(long, value_name = "FILE", env = "TCP_HELLO_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<std::path::PathBuf>,
-    /// Longest a TLS handshake may take before the connection is closed.
+    /// Longest a TLS handshake may take before the connection is closed, its writes
+    /// included.
     #[arg(
         long,
         value_name = "SECS",

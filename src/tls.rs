@@ -194,9 +194,10 @@ const HANDSHAKE_RECORD: u8 = 0x16;
 pub const PLAIN_TEXT_NOTICE: &[u8] =
     b"ERROR this port speaks TLS: connect with TLS (tcp-hello client --tls, openssl s_client)\r\n";
 
-/// Runs the handshake on `sock` within `timeout`, leaving the socket's read timeout for
-/// the caller to set. A client whose first byte cannot begin a TLS handshake (telnet,
-/// nc) is told so in plain text. `welcome`, the server's first words (empty: none to
+/// Runs the handshake on `sock` within `timeout`, its reads and its writes alike,
+/// leaving the socket's read timeout for the caller to set (the write timeout is
+/// `ctx`'s again after a handshake that succeeds). A client whose first byte cannot
+/// begin a TLS handshake (telnet, nc) is told so in plain text. `welcome`, the server's first words (empty: none to
 /// send), leaves in TLS 1.3 with the server's first flight (half-RTT data), so that the
 /// client has it as soon as its handshake ends and answers without waiting another round
 /// trip. [`Session::welcomed`] says whether it did; if not (TLS 1.2, a HelloRetryRequest,
@@ -214,19 +215,31 @@ pub fn handshake(
     let mut early = (!welcome.is_empty() && welcome.len() <= SEND_BUFFER_LIMIT).then_some(welcome);
     let mut welcomed = false;
     let deadline = Instant::now().checked_add(timeout);
-    let mut io = sock;
+    let mut out = Output {
+        sock,
+        deadline,
+        waited: false,
+    };
     let mut first = true;
     while conn.is_handshaking() {
-        flush_tls(&mut conn, &mut io).map_err(closed_or_io)?;
+        if conn.wants_write() {
+            match flush_tls(&mut conn, &mut out) {
+                Ok(()) => {}
+                // A signal (shutdown's): checked below, then the rest is sent.
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(write_failed(e)),
+            }
+        }
         if !conn.is_handshaking() {
             break;
         }
         if ctx.shutting_down.load(Ordering::Acquire) {
             return Err(HandshakeError::Shutdown);
         }
-        let left = deadline.map_or(Duration::MAX, |d| {
-            d.saturating_duration_since(Instant::now())
-        });
+        if conn.wants_write() {
+            continue;
+        }
+        let left = time_left(deadline);
         if left.is_zero() {
             return Err(HandshakeError::Timeout);
         }
@@ -241,14 +254,14 @@ pub fn handshake(
             Ok(_) => {
                 if let Some(Some(byte)) = reader.first {
                     if byte != HANDSHAKE_RECORD {
-                        let _ = io.write_all(PLAIN_TEXT_NOTICE);
+                        let _ = out.write_all(PLAIN_TEXT_NOTICE);
                         return Err(HandshakeError::PlainText);
                     }
                 }
                 first = false;
                 if let Err(e) = conn.process_new_packets() {
                     // rustls has queued an alert saying why: send it, then report.
-                    let _ = flush_tls(&mut conn, &mut io);
+                    let _ = flush_tls(&mut conn, &mut out);
                     return Err(HandshakeError::Tls(e));
                 }
                 // Within the limit, rustls takes all of the welcome.
@@ -261,6 +274,10 @@ pub fn handshake(
             }
             Err(e) => retry(e)?,
         }
+    }
+    if out.waited {
+        sock.set_write_timeout(ctx.write_timeout)
+            .map_err(HandshakeError::Io)?;
     }
     // What rustls queued after its last message (TLS 1.3 session tickets, TLS 1.2's
     // Finished) leaves with the first bytes written (see `Encrypted`).
@@ -299,6 +316,59 @@ fn retry(e: io::Error) -> Result<(), HandshakeError> {
     match e.kind() {
         ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut => Ok(()),
         _ => Err(closed_or_io(e)),
+    }
+}
+
+/// A write that failed during the handshake: a wait past the deadline is its timeout.
+fn write_failed(e: io::Error) -> HandshakeError {
+    match e.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => HandshakeError::Timeout,
+        _ => closed_or_io(e),
+    }
+}
+
+/// What is left before `deadline` (none: no end).
+fn time_left(deadline: Option<Instant>) -> Duration {
+    deadline.map_or(Duration::MAX, |d| {
+        d.saturating_duration_since(Instant::now())
+    })
+}
+
+/// The socket as the handshake writes to it: a write waits no longer than the time left
+/// before the handshake's deadline, rather than the socket's write timeout, so that a
+/// client that never reads the server's flight (a large certificate chain) holds the
+/// thread no longer than one that never sends.
+struct Output<'a> {
+    sock: &'a TcpStream,
+    deadline: Option<Instant>,
+    /// The socket's write timeout was changed: the caller's is to be put back.
+    waited: bool,
+}
+
+impl Write for Output<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[io::IoSlice::new(bytes)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        // A flight nearly always fits in the socket's buffer: then it leaves without a
+        // timeout to set.
+        match socket2::SockRef::from(self.sock).send_vectored_with_flags(bufs, libc::MSG_DONTWAIT) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            sent => return sent,
+        }
+        let left = time_left(self.deadline);
+        if left.is_zero() {
+            return Err(ErrorKind::TimedOut.into());
+        }
+        self.sock.set_write_timeout(Some(left))?;
+        self.waited = true;
+        let mut sock = self.sock;
+        sock.write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

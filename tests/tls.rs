@@ -1116,3 +1116,70 @@ fn mutual_tls_refuses_an_expired_client_certificate() {
         "{logs}"
     );
 }
+
+/// A client that sends its ClientHello and never reads, so that the server's flight (a
+/// certificate of about 60 KB) cannot all be written: the handshake still ends at
+/// `--tls-handshake-timeout`, even with no write timeout. A small MSS and receive buffer
+/// keep the server's send buffer small on loopback, as a real network path does.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_handshake_whose_flight_the_client_never_reads_ends_at_the_handshake_timeout() {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let dir = common::tls::temp_dir("bigcert");
+    let mut args = vec!["--out".to_string(), dir.display().to_string()];
+    for i in 0..1500 {
+        args.push("--host".into());
+        args.push(format!("name-{i}.a-long-enough-domain.example"));
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let made = run_tool(&mut hello_cmd("cert", &refs), None, IO_TIMEOUT);
+    assert_eq!(made.code, Some(0), "{}", made.stderr);
+    let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
+    let server = Server::start_with_binds(
+        &[
+            "-v",
+            "--tls-bind",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert.display().to_string(),
+            "--tls-key",
+            &key.display().to_string(),
+            "--tls-handshake-timeout",
+            "1",
+            "--write-timeout",
+            "0",
+        ],
+        1,
+    );
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+    socket.set_recv_buffer_size(1024).unwrap();
+    socket.set_tcp_mss(536).unwrap();
+    socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    socket.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    socket
+        .connect_timeout(&server.addr().into(), IO_TIMEOUT)
+        .unwrap();
+    let mut sock = TcpStream::from(socket);
+    // Any client's ClientHello: this one never gets as far as checking the certificate.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth();
+    let mut client =
+        ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
+            .unwrap();
+    while client.wants_write() {
+        client.write_tls(&mut sock).unwrap();
+    }
+    assert!(
+        eventually(IO_TIMEOUT, || server
+            .logs_so_far()
+            .contains("no TLS session: TLS handshake timed out")),
+        "the handshake outlived its timeout: {}",
+        server.logs_so_far()
+    );
+    drop(sock);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1183,3 +1183,53 @@ fn a_handshake_whose_flight_the_client_never_reads_ends_at_the_handshake_timeout
     drop(sock);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A ClientHello announced larger than the server takes is refused as soon as its
+/// header is read, and a flight of more than the server reads before answering (here a
+/// ClientHello just within the limit, split over two records) as soon as that much has
+/// come: not at the handshake timeout, and each with a debug close line saying why.
+#[test]
+fn a_client_hello_over_the_read_limit_is_refused_at_once() {
+    let Some(pki) = pki("hellolimit") else { return };
+    let server = tls_server(&pki, &["-v", "--tls-handshake-timeout", "60"]);
+    let too_large = tcp_hello::tls::CLIENT_HELLO_LIMIT + 1;
+    let mut c = Conn::open(server.addr());
+    let mut hello = b"\x16\x03\x01\x40\x00\x01".to_vec();
+    hello.extend_from_slice(&(too_large as u32).to_be_bytes()[1..]);
+    hello.extend_from_slice(&[0x03; 1000]);
+    c.send(&hello);
+    assert_closed_without_a_byte(&mut c.stream, "an oversized ClientHello");
+    // The largest ClientHello taken, in two records: five bytes over the flight limit.
+    let limit = tcp_hello::tls::CLIENT_HELLO_LIMIT;
+    let mut split = b"\x16\x03\x01\x20\x00\x01".to_vec();
+    split.extend_from_slice(&(limit as u32).to_be_bytes()[1..]);
+    split.resize(5 + 0x2000, 0x03);
+    let second = 4 + limit - 0x2000;
+    split.extend_from_slice(&[0x16, 0x03, 0x01]);
+    split.extend_from_slice(&(second as u16).to_be_bytes());
+    split.resize(split.len() + second, 0x03);
+    let mut c = Conn::open(server.addr());
+    // The server may close before taking the last bytes, and reset.
+    let _ = c.stream.write_all(&split);
+    assert_closed_without_a_byte(&mut c.stream, "a flight over the limit");
+    // Everyone else is served.
+    let mut ok = BufReader::new(connect_tls(server.addr(), &pki, None).unwrap());
+    assert_eq!(read_line(&mut ok), "Welcome!\r\n");
+    drop(ok);
+    let logs = server.stop_and_logs();
+    let line = |says: &str| {
+        logs.lines()
+            .find(|l| l.contains(" closed: ") && l.contains(says))
+            .unwrap_or_else(|| panic!("no close line with {says:?}: {logs}"))
+            .to_string()
+    };
+    let hello = line(&format!(
+        "TLS handshake refused: a ClientHello of {too_large} bytes, more than the {limit} taken"
+    ));
+    assert!(hello.contains("DEBUG"), "{hello}");
+    let flight = line(&format!(
+        "TLS handshake refused: more than {} bytes of handshake from the client before an answer",
+        tcp_hello::tls::FLIGHT_LIMIT
+    ));
+    assert!(flight.contains("DEBUG"), "{flight}");
+}

@@ -118,7 +118,8 @@ pub struct ServeArgs {
     /// Mutual TLS: clients must present a certificate chained to this CA (PEM).
     #[arg(long, value_name = "FILE", env = "TCP_HELLO_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<std::path::PathBuf>,
-    /// Longest a TLS handshake may take before the connection is closed.
+    /// Longest a TLS handshake may take before the connection is closed, its writes
+    /// included.
     #[arg(
         long,
         value_name = "SECS",
@@ -128,6 +129,28 @@ pub struct ServeArgs {
         allow_negative_numbers = true
     )]
     pub tls_handshake_timeout: u64,
+    /// Most TLS handshakes under way at once; one more ends the oldest (a real client's
+    /// takes a round trip or two). Each holds at most 16 KiB of the client's bytes.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "TCP_HELLO_TLS_MAX_HANDSHAKES",
+        default_value_t = 1024,
+        value_parser = positive_number::<usize>,
+        allow_negative_numbers = true
+    )]
+    pub tls_max_handshakes: usize,
+    /// Most TLS handshakes under way at once from one client address; one more ends
+    /// that address's oldest.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "TCP_HELLO_TLS_MAX_HANDSHAKES_PER_SOURCE",
+        default_value_t = 128,
+        value_parser = positive_number::<usize>,
+        allow_negative_numbers = true
+    )]
+    pub tls_max_handshakes_per_source: usize,
     /// TCP keepalive: a connection silent for this long gets 3 probes SECS/3 apart (at
     /// least 1 s), so that a client whose machine vanished is dropped about 2×SECS after
     /// it last sent anything, even with --idle-timeout 0 (0 = off).

@@ -145,6 +145,8 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
         keepalive: seconds(args.keepalive),
         user_timeout: seconds(args.user_timeout),
         thread_cache: args.thread_cache,
+        max_handshakes: args.tls_max_handshakes,
+        max_handshakes_per_source: args.tls_max_handshakes_per_source,
     };
     let server = match &inherited {
         Some(sockets) => serve_inherited(sockets, config.clone(), ctx)?,

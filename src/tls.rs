@@ -30,6 +30,18 @@ use crate::protocol::LogText;
 /// for the socket: what one large reply needs, not rustls's unbounded default.
 const SEND_BUFFER_LIMIT: usize = 64 * 1024;
 
+/// The most the handshake reads of one flight of the client's (its ClientHello; with
+/// client certificates, its chain) before the server answers it. rustls alone would
+/// buffer a handshake message of up to 64 KiB for a client that has proved nothing. A
+/// real ClientHello is a few KiB, post-quantum key shares included (X25519MLKEM768's
+/// is 1,216 bytes), and a client chain of a few certificates as much. 16 KiB exactly:
+/// rustls's buffer grows 4 KiB a read and doubles its allocation, so that it then
+/// stays a 16 KiB allocation; one byte more would make it 32 KiB.
+pub const FLIGHT_LIMIT: usize = 16 * 1024;
+
+/// The largest ClientHello taken: with its record's header and its own, a flight.
+pub const CLIENT_HELLO_LIMIT: usize = FLIGHT_LIMIT - 5 - 4;
+
 /// The files the server's TLS configuration is read from, at start-up and on reload.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -266,6 +278,10 @@ pub enum HandshakeError {
     Shutdown,
     /// The client spoke plain text (its first byte cannot begin a TLS handshake).
     PlainText,
+    /// The client's ClientHello announced more than [`CLIENT_HELLO_LIMIT`] bytes.
+    ClientHelloTooLarge(usize),
+    /// The client sent more than [`FLIGHT_LIMIT`] bytes without completing a flight.
+    FlightTooLarge,
     /// Any other socket error.
     Io(io::Error),
 }
@@ -282,6 +298,16 @@ impl fmt::Display for HandshakeError {
             HandshakeError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
             HandshakeError::Shutdown => f.write_str("server shutdown during the TLS handshake"),
             HandshakeError::PlainText => f.write_str("plain text on a TLS port"),
+            HandshakeError::ClientHelloTooLarge(n) => write!(
+                f,
+                "TLS handshake refused: a ClientHello of {n} bytes, more than the \
+                 {CLIENT_HELLO_LIMIT} taken"
+            ),
+            HandshakeError::FlightTooLarge => write!(
+                f,
+                "TLS handshake refused: more than {FLIGHT_LIMIT} bytes of handshake from \
+                 the client before an answer"
+            ),
             HandshakeError::Io(e) => write!(f, "TLS handshake failed: {e}"),
         }
     }
@@ -308,9 +334,11 @@ const HANDSHAKE_RECORD: u8 = 0x16;
 pub const PLAIN_TEXT_NOTICE: &[u8] =
     b"ERROR this port speaks TLS: connect with TLS (tcp-hello client --tls, openssl s_client)\r\n";
 
-/// Runs the handshake on `sock` within `timeout`, leaving the socket's read timeout for
-/// the caller to set. A client whose first byte cannot begin a TLS handshake (telnet,
-/// nc) is told so in plain text. `welcome`, the server's first words (empty: none to
+/// Runs the handshake on `sock` within `timeout`, its reads and its writes alike,
+/// leaving the socket's read timeout for the caller to set (the write timeout is
+/// `ctx`'s again after a handshake that succeeds). The client's flights are taken up to
+/// [`FLIGHT_LIMIT`] bytes each. A client whose first byte cannot begin a TLS handshake
+/// (telnet, nc) is told so in plain text. `welcome`, the server's first words (empty: none to
 /// send), leaves in TLS 1.3 with the server's first flight (half-RTT data), so that the
 /// client has it as soon as its handshake ends and answers without waiting another round
 /// trip. [`Session::welcomed`] says whether it did; if not (TLS 1.2, a HelloRetryRequest,
@@ -328,41 +356,62 @@ pub fn handshake(
     let mut early = (!welcome.is_empty() && welcome.len() <= SEND_BUFFER_LIMIT).then_some(welcome);
     let mut welcomed = false;
     let deadline = Instant::now().checked_add(timeout);
-    let mut io = sock;
+    let mut out = Output {
+        sock,
+        deadline,
+        waited: false,
+    };
+    let mut input = Input {
+        sock,
+        head: [0; 9],
+        seen: 0,
+        left: FLIGHT_LIMIT,
+    };
     let mut first = true;
     while conn.is_handshaking() {
-        flush_tls(&mut conn, &mut io).map_err(closed_or_io)?;
+        if conn.wants_write() {
+            match flush_tls(&mut conn, &mut out) {
+                // Answered: the client's next flight may be as large as its first.
+                Ok(()) => input.left = FLIGHT_LIMIT,
+                // A signal (shutdown's): checked below, then the rest is sent.
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(write_failed(e)),
+            }
+        }
         if !conn.is_handshaking() {
             break;
         }
         if ctx.shutting_down.load(Ordering::Acquire) {
             return Err(HandshakeError::Shutdown);
         }
-        let left = deadline.map_or(Duration::MAX, |d| {
-            d.saturating_duration_since(Instant::now())
-        });
+        if conn.wants_write() {
+            continue;
+        }
+        let left = time_left(deadline);
         if left.is_zero() {
             return Err(HandshakeError::Timeout);
         }
+        if input.left == 0 {
+            return Err(HandshakeError::FlightTooLarge);
+        }
         sock.set_read_timeout(Some(left))
             .map_err(HandshakeError::Io)?;
-        let mut reader = FirstByte {
-            sock,
-            first: first.then_some(None),
-        };
-        match conn.read_tls(&mut reader) {
+        match conn.read_tls(&mut input) {
             Ok(0) => return Err(HandshakeError::Closed),
             Ok(_) => {
-                if let Some(Some(byte)) = reader.first {
-                    if byte != HANDSHAKE_RECORD {
-                        let _ = io.write_all(PLAIN_TEXT_NOTICE);
-                        return Err(HandshakeError::PlainText);
-                    }
+                if first && input.head[0] != HANDSHAKE_RECORD {
+                    let _ = out.write_all(PLAIN_TEXT_NOTICE);
+                    return Err(HandshakeError::PlainText);
                 }
                 first = false;
+                if let Some(n) = input.client_hello_len() {
+                    if n > CLIENT_HELLO_LIMIT {
+                        return Err(HandshakeError::ClientHelloTooLarge(n));
+                    }
+                }
                 if let Err(e) = conn.process_new_packets() {
                     // rustls has queued an alert saying why: send it, then report.
-                    let _ = flush_tls(&mut conn, &mut io);
+                    let _ = flush_tls(&mut conn, &mut out);
                     return Err(HandshakeError::Tls(e));
                 }
                 // Within the limit, rustls takes all of the welcome.
@@ -375,6 +424,10 @@ pub fn handshake(
             }
             Err(e) => retry(e)?,
         }
+    }
+    if out.waited {
+        sock.set_write_timeout(ctx.write_timeout)
+            .map_err(HandshakeError::Io)?;
     }
     // What rustls queued after its last message (TLS 1.3 session tickets, TLS 1.2's
     // Finished) leaves with the first bytes written (see `Encrypted`).
@@ -416,22 +469,94 @@ fn retry(e: io::Error) -> Result<(), HandshakeError> {
     }
 }
 
-/// The socket, noting the first byte a read brings: a TLS handshake begins with
-/// [`HANDSHAKE_RECORD`], plain text (telnet, nc) does not.
-struct FirstByte<'a> {
-    sock: &'a TcpStream,
-    /// `Some` while the first byte is still to be noted.
-    first: Option<Option<u8>>,
+/// A write that failed during the handshake: a wait past the deadline is its timeout.
+fn write_failed(e: io::Error) -> HandshakeError {
+    match e.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => HandshakeError::Timeout,
+        _ => closed_or_io(e),
+    }
 }
 
-impl io::Read for FirstByte<'_> {
+/// What is left before `deadline` (none: no end).
+fn time_left(deadline: Option<Instant>) -> Duration {
+    deadline.map_or(Duration::MAX, |d| {
+        d.saturating_duration_since(Instant::now())
+    })
+}
+
+/// The socket as the handshake reads it: it notes the first bytes (a TLS handshake
+/// begins with [`HANDSHAKE_RECORD`], plain text from telnet or nc does not; then comes
+/// the length of the ClientHello), and gives rustls no more than is `left` of the
+/// client's flight, so that what rustls buffers is bounded before the client has
+/// proved anything.
+struct Input<'a> {
+    sock: &'a TcpStream,
+    /// The first record's header and the first handshake message's, as far as read.
+    head: [u8; 9],
+    seen: usize,
+    /// Bytes the client may still send before the server answers.
+    left: usize,
+}
+
+impl Input<'_> {
+    /// The length the first handshake message announces, once its header is here, if it
+    /// is a ClientHello.
+    fn client_hello_len(&self) -> Option<usize> {
+        const CLIENT_HELLO: u8 = 1;
+        let h = &self.head;
+        (self.seen == h.len() && h[0] == HANDSHAKE_RECORD && h[5] == CLIENT_HELLO)
+            .then(|| usize::from(h[6]) << 16 | usize::from(h[7]) << 8 | usize::from(h[8]))
+    }
+}
+
+impl io::Read for Input<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let len = buf.len().min(self.left);
         let mut sock = self.sock;
-        let n = sock.read(buf)?;
-        if let (Some(first @ None), Some(&byte)) = (&mut self.first, buf[..n].first()) {
-            *first = Some(byte);
-        }
+        let n = sock.read(&mut buf[..len])?;
+        let noted = n.min(self.head.len() - self.seen);
+        self.head[self.seen..self.seen + noted].copy_from_slice(&buf[..noted]);
+        self.seen += noted;
+        self.left -= n;
         Ok(n)
+    }
+}
+
+/// The socket as the handshake writes to it: a write waits no longer than the time left
+/// before the handshake's deadline, rather than the socket's write timeout, so that a
+/// client that never reads the server's flight (a large certificate chain) holds the
+/// thread no longer than one that never sends.
+struct Output<'a> {
+    sock: &'a TcpStream,
+    deadline: Option<Instant>,
+    /// The socket's write timeout was changed: the caller's is to be put back.
+    waited: bool,
+}
+
+impl Write for Output<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[io::IoSlice::new(bytes)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        // A flight nearly always fits in the socket's buffer: then it leaves without a
+        // timeout to set.
+        match socket2::SockRef::from(self.sock).send_vectored_with_flags(bufs, libc::MSG_DONTWAIT) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            sent => return sent,
+        }
+        let left = time_left(self.deadline);
+        if left.is_zero() {
+            return Err(ErrorKind::TimedOut.into());
+        }
+        self.sock.set_write_timeout(Some(left))?;
+        self.waited = true;
+        let mut sock = self.sock;
+        sock.write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

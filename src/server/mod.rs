@@ -98,6 +98,11 @@ pub struct ServerConfig {
     /// Most finished connection threads kept parked for the next connections, for plain
     /// connections and as many again for TLS handshakes (see [`PARKED_FOR`]).
     pub thread_cache: usize,
+    /// Most TLS handshakes under way at once; a new one ends the oldest.
+    pub max_handshakes: usize,
+    /// Most TLS handshakes under way at once from one client address; a new one ends
+    /// the address's oldest.
+    pub max_handshakes_per_source: usize,
 }
 
 /// The longest `--keepalive` Linux takes (`TCP_KEEPIDLE` and `TCP_KEEPINTVL` stop at 32767 s).
@@ -433,6 +438,8 @@ mod tests {
             shutdown_timeout: Duration::from_secs(1),
             linger: Duration::from_secs(2),
             thread_cache: 0,
+            max_handshakes: 4,
+            max_handshakes_per_source: 4,
             keepalive,
             user_timeout,
         }

@@ -1,12 +1,13 @@
 //! The live connections: each one's stream and thread, for shutdown, and the count per
 //! client address, for `--max-per-source`.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::sync::{Arc, PoisonError};
 use std::thread;
+use std::time::Instant;
 
-use log::error;
+use log::{error, warn};
 use nix::sys::pthread::Pthread;
 use slab::Slab;
 
@@ -21,7 +22,34 @@ pub(super) struct Registry {
     /// Connections per client address (its [`source_key`](crate::rules::source_key)),
     /// kept only with `--max-per-source`.
     pub(super) per_source: HashMap<IpAddr, usize>,
+    /// TLS handshakes under way, by connection: ids only grow, so the first is the
+    /// oldest. At most `--tls-max-handshakes`.
+    pub(super) handshakes: BTreeMap<u64, Pending>,
+    /// TLS handshakes under way per client address, at most
+    /// `--tls-max-handshakes-per-source` each.
+    pub(super) handshakes_per_source: HashMap<IpAddr, usize>,
     pub(super) stopping: bool,
+}
+
+/// A TLS handshake under way, as a newer one may have to end it.
+pub(super) struct Pending {
+    pub(super) peer: SocketAddr,
+    pub(super) stream: Arc<TcpStream>,
+}
+
+impl Registry {
+    /// Removes handshake `id` from those under way; `None` if it is not there.
+    fn end_handshake(&mut self, id: u64) -> Option<Pending> {
+        let pending = self.handshakes.remove(&id)?;
+        let source = pending.peer.ip();
+        if let Some(count) = self.handshakes_per_source.get_mut(&source) {
+            *count -= 1;
+            if *count == 0 {
+                self.handshakes_per_source.remove(&source);
+            }
+        }
+        Some(pending)
+    }
 }
 
 /// A live connection: its stream, shared so that shutdown can reach it, and its thread,
@@ -65,6 +93,105 @@ impl Shared {
         // A burst of refusals at the limit is followed by connections leaving: report
         // what it left unreported without waiting for the next refusal.
         self.report_suppressed_refusals(false);
+    }
+}
+
+impl Shared {
+    /// Takes a place for connection `id`'s TLS handshake among those under way. With
+    /// `--tls-max-handshakes-per-source` under way from `peer`'s address, or
+    /// `--tls-max-handshakes` in all, the oldest one (of the address, or of all) is
+    /// ended to make room: a real client's handshake takes a round trip or two, so the
+    /// oldest is the likeliest to be stalled, and a flood of stalled handshakes cannot
+    /// shut out the clients that come after it, as refusing the newest would.
+    pub(super) fn begin_handshake(
+        &self,
+        id: u64,
+        peer: SocketAddr,
+        stream: &Arc<TcpStream>,
+    ) -> HandshakePlace<'_> {
+        let (per_source, all) = (
+            self.config.max_handshakes_per_source,
+            self.config.max_handshakes,
+        );
+        let mut registry = self.lock();
+        let from_source = registry.handshakes_per_source.get(&peer.ip());
+        let oldest = if from_source.is_some_and(|&n| n >= per_source) {
+            registry
+                .handshakes
+                .iter()
+                .find(|(_, p)| p.peer.ip() == peer.ip())
+                .map(|(&id, _)| id)
+        } else if registry.handshakes.len() >= all {
+            registry.handshakes.keys().next().copied()
+        } else {
+            None
+        };
+        let ended = oldest.and_then(|old| registry.end_handshake(old));
+        registry.handshakes.insert(
+            id,
+            Pending {
+                peer,
+                stream: Arc::clone(stream),
+            },
+        );
+        *registry.handshakes_per_source.entry(peer.ip()).or_insert(0) += 1;
+        drop(registry);
+        if let Some(ended) = ended {
+            // Its thread's read or write returns at once, and it closes.
+            let _ = ended.stream.shutdown(Shutdown::Both);
+            let why = if ended.peer.ip() == peer.ip() {
+                format!("{per_source} under way from its address (--tls-max-handshakes-per-source)")
+            } else {
+                format!("{all} under way (--tls-max-handshakes)")
+            };
+            let suppressed = self
+                .busy_log
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .allow(Instant::now());
+            match suppressed {
+                Some(0) => warn!(
+                    "ended the TLS handshake of {} for a newer one: {why}",
+                    ended.peer
+                ),
+                Some(n) => warn!(
+                    "ended the TLS handshake of {} for a newer one: {why} ({n} more ended or \
+                     refused since the last report)",
+                    ended.peer
+                ),
+                None => {}
+            }
+        }
+        HandshakePlace {
+            shared: self,
+            id,
+            given_up: false,
+        }
+    }
+}
+
+/// A TLS handshake's place among those under way, given up when it ends (on drop, if
+/// not before).
+pub(super) struct HandshakePlace<'a> {
+    shared: &'a Shared,
+    id: u64,
+    given_up: bool,
+}
+
+impl HandshakePlace<'_> {
+    /// Gives the place up; false if a newer handshake took it (see
+    /// [`Shared::begin_handshake`]), which also closed the socket.
+    pub(super) fn give_up(mut self) -> bool {
+        self.given_up = true;
+        self.shared.lock().end_handshake(self.id).is_some()
+    }
+}
+
+impl Drop for HandshakePlace<'_> {
+    fn drop(&mut self) {
+        if !self.given_up {
+            self.shared.lock().end_handshake(self.id);
+        }
     }
 }
 
@@ -125,6 +252,8 @@ mod tests {
             keepalive: None,
             user_timeout: None,
             thread_cache: 0,
+            max_handshakes: 4,
+            max_handshakes_per_source: 4,
         };
         let ctx = Context::new(Default::default(), None, Duration::ZERO);
         let server = Server::bind(config, ctx).unwrap();

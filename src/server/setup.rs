@@ -118,6 +118,7 @@ impl Shared {
                 },
             )
         };
+        let place = self.begin_handshake(registered.id, registered.peer, &stream);
         let handshake = tls::handshake(
             &stream,
             config.current(),
@@ -125,16 +126,10 @@ impl Shared {
             &self.ctx,
             &welcome,
         );
+        // False if a newer handshake took the place, and closed the socket.
+        let kept = place.give_up();
         match handshake {
-            Err(e) => {
-                self.counters.handshake_failed();
-                let ending = Ending {
-                    summary: nothing(CloseReason::Handshake),
-                    detail: format!(": {e}"),
-                };
-                self.close(registered, stream, started, ending);
-            }
-            Ok((conn, session)) => {
+            Ok((conn, session)) if kept => {
                 log::debug!(
                     "conn {} open: {}{}, {}{}{}",
                     registered.id,
@@ -169,6 +164,20 @@ impl Shared {
                         self.hand_off(established);
                     }
                 }
+            }
+            failed => {
+                self.counters.handshake_failed();
+                let detail = match failed {
+                    Err(e) if kept => format!(": {e}"),
+                    _ => ": TLS handshake ended for a newer one (--tls-max-handshakes, \
+                          --tls-max-handshakes-per-source)"
+                        .to_string(),
+                };
+                let ending = Ending {
+                    summary: nothing(CloseReason::Handshake),
+                    detail,
+                };
+                self.close(registered, stream, started, ending);
             }
         }
     }

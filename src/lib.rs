@@ -6,6 +6,7 @@
 //! - [`server`]: listeners, the accept loop, connection limits and shutdown;
 //! - [`tls`]: the server's TLS configuration (reloaded on SIGHUP) and handshake;
 //! - [`tls_client`]: the client side of TLS, as `client` and `bench` set it up;
+//! - [`tls_failure`]: why a client's TLS failed, as `client` and `bench` explain it;
 //! - [`signals`]: signal handlers installed without losing a signal, and what each does;
 //! - [`limits`]: the system's limits on one process, read at start-up;
 //! - [`metrics`]: the server's counters, served to Prometheus by `--metrics`;
@@ -37,4 +38,5 @@ pub mod server;
 pub mod signals;
 pub mod tls;
 pub mod tls_client;
+pub mod tls_failure;
 pub mod udp;

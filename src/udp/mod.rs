@@ -18,7 +18,6 @@
 pub mod rate;
 pub mod reply;
 
-use std::fmt::Write as _;
 use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -28,6 +27,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, log_enabled, warn};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::metrics::{MetricType, TextFormat};
 use crate::protocol::{ConnectionValues, LogText};
 use crate::rules::Rules;
 use rate::RateLimit;
@@ -226,43 +226,33 @@ impl UdpStats {
     /// The counts in the Prometheus text format, to follow the TCP server's.
     pub fn render(&self) -> String {
         let c = self.total();
-        let mut out = String::with_capacity(1024);
-        let mut plain = |name: &str, help: &str, value: u64| {
-            // Writing to a String cannot fail.
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
-        };
-        plain(
+        let mut out = TextFormat::with_capacity(1024);
+        out.single(
             "tcp_hello_udp_datagrams_total",
+            MetricType::Counter,
             "UDP datagrams received.",
             c.received,
         );
-        plain(
+        out.single(
             "tcp_hello_udp_replies_total",
+            MetricType::Counter,
             "UDP datagrams answered.",
             c.answered,
         );
-        plain(
+        out.single(
             "tcp_hello_udp_send_errors_total",
+            MetricType::Counter,
             "UDP replies the kernel refused to send.",
             c.send_failed,
         );
-        let name = "tcp_hello_udp_dropped_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} UDP datagrams not answered, by reason.\n# TYPE {name} counter"
+        out.by_label(
+            "tcp_hello_udp_dropped_total",
+            MetricType::Counter,
+            "UDP datagrams not answered, by reason.",
+            "reason",
+            Drop::ALL.iter().map(|d| (d.label(), c.dropped[d.index()])),
         );
-        for d in Drop::ALL {
-            let _ = writeln!(
-                out,
-                "{name}{{reason=\"{}\"}} {}",
-                d.label(),
-                c.dropped[d.index()]
-            );
-        }
-        out
+        out.finish()
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::io::{self, BufWriter, ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use super::tally::{Ends, Role, Tally};
 use super::wait::{Wait, read_wait};
 use super::{Config, INPUT_BUF, READ_BUF, WRITE_BUF, note};
 use crate::protocol::{CHUNK_MAX, Request, TelnetFilter, chunk_message, classify};
+use crate::sync::lock;
 
 /// Milliseconds since `origin`, for the atomics the threads share.
 fn millis(origin: Instant) -> u64 {
@@ -48,7 +49,7 @@ impl Shared {
 
     /// Records why the writer stops, and wakes the reader to report it.
     fn fail(&self, failure: Failure, stream: &Writer) {
-        *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(failure);
+        *lock(&self.failure) = Some(failure);
         stream.abort();
     }
 
@@ -65,10 +66,7 @@ impl Shared {
     }
 
     fn take_failure(&self) -> Option<Failure> {
-        self.failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
+        lock(&self.failure).take()
     }
 }
 

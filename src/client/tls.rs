@@ -23,7 +23,7 @@
 
 use std::io::{self, BufRead, ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use log::debug;
@@ -37,6 +37,7 @@ use super::tls_failure::{TlsCause, TlsFailure};
 use super::wait::{is_reset, is_timeout};
 use crate::address::HostPort;
 use crate::cli::ClientArgs;
+use crate::sync::lock;
 use crate::tls_failure::{TlsContext, plain_text};
 
 /// The TLS set-up when `--tls` is on; without it, a TLS option is a usage error (it
@@ -205,11 +206,6 @@ fn take_records(conn: &mut ClientConnection) -> Vec<u8> {
         }
     }
     records
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A thread that panicked holding it leaves a connection still fit to be closed.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// What both halves share.

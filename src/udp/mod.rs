@@ -20,7 +20,7 @@ pub mod reply;
 
 use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::metrics::{MetricType, TextFormat};
 use crate::protocol::{ConnectionValues, LogText};
 use crate::rules::Rules;
+use crate::sync::lock;
 use rate::RateLimit;
 use reply::{Drop, PeerRules, Replies, check_peer};
 
@@ -207,7 +208,7 @@ pub struct UdpStats {
 impl UdpStats {
     /// Every socket's counts together.
     pub fn total(&self) -> Counts {
-        let sockets = self.sockets.lock().unwrap_or_else(PoisonError::into_inner);
+        let sockets = lock(&self.sockets);
         let mut total = Counts::default();
         for c in sockets.iter() {
             total.add(c);
@@ -216,7 +217,7 @@ impl UdpStats {
     }
 
     fn publish(&self, socket: usize, counts: &Counts) {
-        let mut sockets = self.sockets.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut sockets = lock(&self.sockets);
         if sockets.len() <= socket {
             sockets.resize(socket + 1, Counts::default());
         }

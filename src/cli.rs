@@ -552,7 +552,8 @@ pub struct BenchArgs {
         allow_negative_numbers = true
     )]
     pub timeout: f64,
-    /// Reply template the server is expected to use; `{}` is the name sent.
+    /// Reply template the server is expected to use, written as its `--reply`; `{}` is
+    /// the name sent, `{conn}` any connection number.
     #[arg(long, value_name = "TEMPLATE", default_value = "Hello, {}!")]
     pub expect: String,
     /// Print the results as one JSON object on stdout.

@@ -6,7 +6,9 @@
 //! - [`server`]: listeners, the accept loop, connection limits and shutdown;
 //! - [`tls`]: the server's TLS configuration (reloaded on SIGHUP) and handshake;
 //! - [`tls_client`]: the client side of TLS, as `client` and `bench` set it up;
+//! - [`tls_failure`]: why a client's TLS failed, as `client` and `bench` explain it;
 //! - [`signals`]: signal handlers installed without losing a signal, and what each does;
+//! - [`sync`]: locking a mutex that a panicking thread may have poisoned;
 //! - [`limits`]: the system's limits on one process, read at start-up;
 //! - [`metrics`]: the server's counters, served to Prometheus by `--metrics`;
 //! - [`client`], [`bench`](mod@bench): the bundled client and load generator;
@@ -35,6 +37,8 @@ pub mod proxy;
 pub mod rules;
 pub mod server;
 pub mod signals;
+pub mod sync;
 pub mod tls;
 pub mod tls_client;
+pub mod tls_failure;
 pub mod udp;

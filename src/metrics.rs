@@ -166,86 +166,152 @@ pub struct Snapshot {
 impl Snapshot {
     /// The Prometheus text exposition format (version 0.0.4).
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(2048);
-        let plain = |out: &mut String, name: &str, kind: &str, help: &str, value: u64| {
-            header(out, name, kind, help);
-            // Writing to a String cannot fail.
-            let _ = writeln!(out, "{name} {value}");
-        };
-        plain(
-            &mut out,
+        let mut out = TextFormat::with_capacity(2048);
+        out.single(
             "tcp_hello_connections_open",
-            "gauge",
+            MetricType::Gauge,
             "Connections open now.",
             self.open,
         );
-        plain(
-            &mut out,
+        out.single(
             "tcp_hello_connections_total",
-            "counter",
+            MetricType::Counter,
             "Connections admitted.",
             self.connections,
         );
-        let name = "tcp_hello_refusals_total";
-        header(&mut out, name, "counter", "Connections refused, by reason.");
-        for (why, value) in Refusal::ALL.iter().zip(self.refusals) {
-            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {value}", why.label());
-        }
-        let name = "tcp_hello_closes_total";
-        header(&mut out, name, "counter", "Connections closed, by reason.");
-        for (label, value) in CLOSE_LABELS.iter().zip(self.closes) {
-            let _ = writeln!(out, "{name}{{reason=\"{label}\"}} {value}");
-        }
-        plain(
-            &mut out,
+        let labels = Refusal::ALL.iter().map(|why| why.label());
+        out.by_label(
+            "tcp_hello_refusals_total",
+            MetricType::Counter,
+            "Connections refused, by reason.",
+            "reason",
+            labels.zip(self.refusals),
+        );
+        out.by_label(
+            "tcp_hello_closes_total",
+            MetricType::Counter,
+            "Connections closed, by reason.",
+            "reason",
+            CLOSE_LABELS.iter().copied().zip(self.closes),
+        );
+        out.single(
             "tcp_hello_replies_total",
-            "counter",
+            MetricType::Counter,
             "Replies sent, counted when their connection closes.",
             self.replies,
         );
-        plain(
-            &mut out,
+        out.single(
             "tcp_hello_received_bytes_total",
-            "counter",
+            MetricType::Counter,
             "Bytes received, counted when their connection closes.",
             self.bytes_in,
         );
-        plain(
-            &mut out,
+        out.single(
             "tcp_hello_sent_bytes_total",
-            "counter",
+            MetricType::Counter,
             "Bytes sent, counted when their connection closes.",
             self.bytes_out,
         );
-        plain(
-            &mut out,
+        out.single(
             "tcp_hello_accept_errors_total",
-            "counter",
+            MetricType::Counter,
             "Failed accepts.",
             self.accept_errors,
         );
-        plain(
-            &mut out,
+        out.single(
             "tcp_hello_tls_handshake_failures_total",
-            "counter",
+            MetricType::Counter,
             "TLS handshakes that failed.",
             self.tls_handshake_failures,
         );
         if let Some(threads) = self.threads {
-            plain(
-                &mut out,
+            out.single(
                 "tcp_hello_threads",
-                "gauge",
+                MetricType::Gauge,
                 "Threads of the process.",
                 threads,
             );
         }
-        out
+        out.finish()
     }
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+/// A metric's type, as its `# TYPE` line says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricType {
+    Counter,
+    Gauge,
+}
+
+/// Writes the Prometheus text exposition format (version 0.0.4): each metric's `# HELP`
+/// and `# TYPE` lines, then its samples. The TCP server's counters and the UDP
+/// server's are both written with it, so a scrape reads as one.
+#[derive(Debug)]
+pub struct TextFormat {
+    out: String,
+}
+
+impl TextFormat {
+    /// An empty exposition with room for `bytes`.
+    pub fn with_capacity(bytes: usize) -> TextFormat {
+        TextFormat {
+            out: String::with_capacity(bytes),
+        }
+    }
+
+    /// A metric with one sample, without labels.
+    pub fn single(&mut self, name: &str, kind: MetricType, help: &str, value: u64) {
+        self.header(name, kind, help);
+        // Writing to a String cannot fail.
+        let _ = writeln!(self.out, "{name} {value}");
+    }
+
+    /// A metric with one sample per value of its one label.
+    pub fn by_label<'a>(
+        &mut self,
+        name: &str,
+        kind: MetricType,
+        help: &str,
+        label: &str,
+        samples: impl IntoIterator<Item = (&'a str, u64)>,
+    ) {
+        self.header(name, kind, help);
+        for (value_of_label, value) in samples {
+            let shown = escape_label(value_of_label);
+            let _ = writeln!(self.out, "{name}{{{label}=\"{shown}\"}} {value}");
+        }
+    }
+
+    /// The text written.
+    pub fn finish(self) -> String {
+        self.out
+    }
+
+    fn header(&mut self, name: &str, kind: MetricType, help: &str) {
+        let kind = match kind {
+            MetricType::Counter => "counter",
+            MetricType::Gauge => "gauge",
+        };
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+}
+
+/// A label's value as the text format writes it: backslash, double quote and line feed
+/// escaped, so that no value can end its sample's line or quotes early.
+fn escape_label(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return value.into();
+    }
+    let mut out = String::with_capacity(value.len() + 2);
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.into()
 }
 
 /// The `Threads:` count of a `/proc/PID/status` text.
@@ -592,6 +658,22 @@ mod tests {
             assert!(at < text.find(sample).unwrap());
             assert_eq!(text.matches(&typed).count(), 1);
         }
+    }
+
+    #[test]
+    fn the_writer_escapes_label_values() {
+        let mut out = TextFormat::with_capacity(0);
+        out.by_label(
+            "m",
+            MetricType::Counter,
+            "Help.",
+            "l",
+            [("plain", 1), ("a\\b\"c\nd", 2)],
+        );
+        assert_eq!(
+            out.finish(),
+            "# HELP m Help.\n# TYPE m counter\nm{l=\"plain\"} 1\nm{l=\"a\\\\b\\\"c\\nd\"} 2\n"
+        );
     }
 
     #[test]

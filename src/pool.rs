@@ -6,7 +6,9 @@
 //! pool, and it gives the pair back as soon as the burst is over. Memory for buffers
 //! therefore follows the number of busy connections, not the number of open ones.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
+
+use crate::sync::lock;
 
 /// An input and an output buffer, borrowed together from a [`BufferPool`].
 #[derive(Debug)]
@@ -51,11 +53,7 @@ impl BufferPool {
     pub fn take(&self) -> BigBuffers {
         // A panic while the lock was held cannot leave the Vec inconsistent, so a
         // poisoned lock is still usable.
-        let idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
+        let idle = lock(&self.idle).pop();
         idle.unwrap_or_else(|| BigBuffers {
             input: vec![0; self.input_size].into_boxed_slice(),
             output: vec![0; self.output_size].into_boxed_slice(),
@@ -64,7 +62,7 @@ impl BufferPool {
 
     /// Returns a pair; it is freed if enough pairs are idle already.
     pub fn give(&self, buffers: BigBuffers) {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = lock(&self.idle);
         if idle.len() < self.max_idle {
             idle.push(buffers);
         }
@@ -72,10 +70,7 @@ impl BufferPool {
 
     /// How many pairs are idle in the pool.
     pub fn idle(&self) -> usize {
-        self.idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        lock(&self.idle).len()
     }
 }
 

@@ -49,6 +49,8 @@ pub enum TemplateField {
     Reply,
     /// `--farewell`: its line is the exit word, so `{}` is refused.
     Farewell,
+    /// `bench --expect`: the reply to a `--reply`, so `{}` is the name the bench sent.
+    Expect,
 }
 
 impl TemplateField {
@@ -58,6 +60,7 @@ impl TemplateField {
             TemplateField::Welcome => "--welcome",
             TemplateField::Reply => "--reply",
             TemplateField::Farewell => "--farewell",
+            TemplateField::Expect => "--expect",
         }
     }
 
@@ -65,6 +68,7 @@ impl TemplateField {
     fn known(self) -> String {
         match self {
             TemplateField::Reply => format!("{{}} (the client's line), {PLACEHOLDERS}"),
+            TemplateField::Expect => format!("{{}} (the name sent), {PLACEHOLDERS}"),
             _ => PLACEHOLDERS.to_string(),
         }
     }
@@ -219,7 +223,7 @@ impl ReplyTemplate {
             let name = &text[i + 1..i + 1 + len];
             i += len + 2;
             let piece = match name {
-                "" if field == TemplateField::Reply => Piece::Line,
+                "" if matches!(field, TemplateField::Reply | TemplateField::Expect) => Piece::Line,
                 "" => return Err(TemplateError::LineOutsideReply { field }),
                 "peer" => Piece::Peer,
                 "local" => Piece::Local,

@@ -9,7 +9,7 @@
 //! they are unblocked.
 
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 
 use log::{error, info, warn};
@@ -214,7 +214,7 @@ impl Reloads {
 
     fn lock(&self) -> MutexGuard<'_, ReloadState> {
         // Every update is a single assignment: consistent even after a panic elsewhere.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.state)
     }
 }
 

@@ -178,22 +178,3 @@ impl ResolvesClientCert for ClientCert {
         self.key.is_some()
     }
 }
-
-/// Whether an alert from the server is about the client's certificate (missing,
-/// untrusted, expired, ...), as servers send them: TLS 1.3 servers refuse a client
-/// certificate with one of these after the client's side of the handshake is done.
-pub fn rejects_certificate(alert: rustls::AlertDescription) -> bool {
-    use rustls::AlertDescription as A;
-    matches!(
-        alert,
-        A::BadCertificate
-            | A::UnsupportedCertificate
-            | A::CertificateRevoked
-            | A::CertificateExpired
-            | A::CertificateUnknown
-            | A::UnknownCA
-            | A::AccessDenied
-            | A::DecryptError
-            | A::HandshakeFailure
-    )
-}

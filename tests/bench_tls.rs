@@ -295,7 +295,7 @@ fn an_unknown_issuer_a_wrong_name_and_a_plain_server_are_named() {
     );
     let said = refusal(&run, "tls_bad_name");
     assert!(
-        said.contains("not for example.test but for localhost, 127.0.0.1"),
+        said.contains("not valid for example.test, the name given to --tls-server-name (it is for localhost, 127.0.0.1)"),
         "{said}"
     );
 
@@ -306,7 +306,7 @@ fn an_unknown_issuer_a_wrong_name_and_a_plain_server_are_named() {
     );
     let said = refusal(&run, "tls_not_tls");
     assert!(
-        said.contains("the server answered in plain text: \"Welcome!\""),
+        said.contains("does not speak TLS on that port (it answered in plain text: \"Welcome!\")"),
         "{said}"
     );
 }

@@ -134,7 +134,8 @@ impl Fail {
         }
     }
 
-    /// What to do about this kind of failure, when there is one thing to say.
+    /// What to do about this kind of failure, when there is one thing to say. A TLS
+    /// failure's example says its own fix (see [`crate::tls_failure`]), except a timeout.
     pub(super) fn hint(self) -> Option<&'static str> {
         Some(match self {
             Fail::AddrUnavailable => {
@@ -142,29 +143,10 @@ impl Fail {
                  local addresses with --source"
             }
             Fail::TooManyOpenFiles => "raise the limit (ulimit -n) or lower --connections",
-            Fail::TlsUnknownIssuer => {
-                "give the CA that signed the server's certificate with --tls-ca FILE (for \
-                 tcp-hello serve, the ca.pem that tcp-hello cert made with it)"
-            }
-            Fail::TlsBadName => {
-                "give a name the certificate is for with --tls-server-name, or --connect by \
-                 that name"
-            }
-            Fail::TlsExpired => "renew the server's certificate, or check the clocks",
-            Fail::TlsClientCertRequired => {
-                "give a client certificate signed by the server's client CA with --tls-cert \
-                 and --tls-key"
-            }
-            Fail::TlsClientCertRefused => {
-                "give --tls-cert a certificate signed by the CA the server trusts for clients \
-                 (its --tls-client-ca); see the server's log"
-            }
-            Fail::TlsNotTls => "drop --tls, or --connect to the server's TLS port",
             Fail::TlsTimeout => {
                 "is --connect a TLS port? (a plain server that waits for the client to speak \
                  first looks like this) Raise --timeout for a slow server"
             }
-            Fail::TlsOther => "see the server's log",
             Fail::ServerBusy => "raise the server's --max-connections or lower --connections",
             Fail::PerSourceLimit => "raise the server's --max-per-source or lower --connections",
             Fail::ReplyTimeout => "raise --timeout, or lower --connections or --pipeline",

@@ -36,6 +36,7 @@ use serde_json::{Map, Value, json};
 
 use crate::address::parse_connect;
 use crate::cli::BenchArgs;
+use crate::protocol::ConnectionValues;
 use crate::signals::install_blocking;
 
 mod config;

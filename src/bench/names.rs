@@ -1,11 +1,22 @@
 //! The names the bench sends and the replies it expects.
 
-/// The reply the server should send: literal parts around each `{}`.
+use std::net::SocketAddr;
+
+use crate::protocol::{
+    CONN_TEXT_MAX, ConnectionValues, Machine, Piece, ReplyTemplate, TemplateError, TemplateField,
+};
+
+/// The reply the server should send: `--expect` read with the grammar of the server's
+/// `--reply` ([`ReplyTemplate`]), so that it can mirror any `--reply`. `{}` is the name
+/// sent; `{peer}` and `{local}` are the connection's addresses as its socket sees them
+/// (the server's when no proxy stands between); `{host}` is this machine's name (the
+/// server's when it runs here); `{conn}`, which the bench cannot know, is any
+/// connection number; `{pid}` is refused, as the server's process id is not the bench's.
 #[derive(Debug, Clone)]
 pub(super) struct Template {
-    /// One more part than there are `{}` (so never empty).
-    pub(super) parts: Vec<Vec<u8>>,
-    pub(super) fixed: usize,
+    reply: ReplyTemplate,
+    /// The values of a connection whose addresses the template does not show.
+    blank: ConnectionValues,
 }
 
 impl Template {
@@ -13,45 +24,112 @@ impl Template {
         if template.contains(['\r', '\n']) {
             return Err(format!("--expect {template:?} must be a single line"));
         }
-        let parts: Vec<Vec<u8>> = template
-            .split("{}")
-            .map(|p| p.as_bytes().to_vec())
-            .collect();
-        let fixed = parts.iter().map(Vec::len).sum();
-        Ok(Template { parts, fixed })
+        let host = Machine::current().host;
+        // `{pid}` becomes text when parsed: two process ids tell whether it was there.
+        let with_pid = |pid| {
+            let machine = Machine {
+                host: host.clone(),
+                pid,
+            };
+            ReplyTemplate::parse(template, TemplateField::Expect, &machine)
+        };
+        let reply = match (with_pid(0), with_pid(1)) {
+            (Ok(zero), Ok(one)) if zero != one => {
+                return Err(format!(
+                    "--expect {template:?} holds {{pid}}, the server's process id, which the \
+                     bench cannot know: write the number the server shows"
+                ));
+            }
+            (Ok(reply), _) => reply,
+            // What the server refuses (a lone brace, an unknown `{name}`) the bench has
+            // always read as text around each `{}`: kept so.
+            (Err(TemplateError::Unmatched { .. } | TemplateError::Unknown { .. }), _) => {
+                ReplyTemplate::parse(
+                    &braces_as_text(template),
+                    TemplateField::Expect,
+                    &Machine { host, pid: 0 },
+                )
+                .map_err(|e| e.to_string())?
+            }
+            (Err(e), _) => return Err(e.to_string()),
+        };
+        let nowhere = SocketAddr::from(([0, 0, 0, 0], 0));
+        Ok(Template {
+            reply,
+            blank: ConnectionValues::new(nowhere, nowhere, 0),
+        })
     }
 
-    /// Length of the reply to a name of `name_len` bytes.
+    /// Whether the reply shows the connection's addresses (`{peer}`, `{local}`).
+    pub(super) fn shows_addresses(&self) -> bool {
+        (self.reply.pieces().iter()).any(|p| matches!(p, Piece::Peer | Piece::Local))
+    }
+
+    /// The longest reply to a name of `name_len` bytes.
     pub(super) fn reply_len(&self, name_len: usize) -> usize {
-        let names = (self.parts.len() - 1).saturating_mul(name_len);
-        self.fixed.saturating_add(names)
+        self.reply.max_len_for(name_len)
     }
 
-    /// Whether `line` (without its line ending) is the reply to `name`.
-    pub(super) fn matches(&self, line: &[u8], name: &[u8]) -> bool {
-        if line.len() != self.reply_len(name.len()) {
+    /// Whether `line` (without its line ending) is the reply to `name` on a connection
+    /// with `values` (`None` when the template shows no address).
+    pub(super) fn matches(
+        &self,
+        line: &[u8],
+        name: &[u8],
+        values: Option<&ConnectionValues>,
+    ) -> bool {
+        let values = values.unwrap_or(&self.blank);
+        let any_conn = self.reply.pieces().contains(&Piece::Conn);
+        if !any_conn && line.len() != self.reply.len_for(name.len(), values) {
             return false;
         }
-        let mut rest = line;
-        for (i, part) in self.parts.iter().enumerate() {
-            if i > 0 {
-                match rest.strip_prefix(name) {
-                    Some(r) => rest = r,
-                    None => return false,
-                }
-            }
-            match rest.strip_prefix(part.as_slice()) {
-                Some(r) => rest = r,
-                None => return false,
-            }
-        }
-        rest.is_empty()
+        matches_pieces(self.reply.pieces(), line, name, values)
     }
 
-    /// The reply to `name`.
-    pub(super) fn render(&self, name: &[u8]) -> Vec<u8> {
-        self.parts.join(name)
+    /// The reply to `name`, `{conn}` shown as it is written.
+    pub(super) fn render(&self, name: &[u8], values: Option<&ConnectionValues>) -> Vec<u8> {
+        let values = values.unwrap_or(&self.blank);
+        let mut out = Vec::new();
+        for piece in self.reply.pieces() {
+            out.extend_from_slice(match piece {
+                Piece::Line => name,
+                Piece::Conn => b"{conn}",
+                other => values.text(other),
+            });
+        }
+        out
     }
+}
+
+/// Whether `line` is what `pieces` render for `name`: a name is letters and digits, so
+/// the server sends it unchanged; `{conn}` is any connection number.
+fn matches_pieces(pieces: &[Piece], line: &[u8], name: &[u8], values: &ConnectionValues) -> bool {
+    let Some((first, rest)) = pieces.split_first() else {
+        return line.is_empty();
+    };
+    let text = match first {
+        Piece::Line => name,
+        Piece::Conn => {
+            let digits = line
+                .iter()
+                .take(CONN_TEXT_MAX)
+                .take_while(|b| b.is_ascii_digit());
+            return (1..=digits.count()).any(|n| matches_pieces(rest, &line[n..], name, values));
+        }
+        other => values.text(other),
+    };
+    line.strip_prefix(text)
+        .is_some_and(|line| matches_pieces(rest, line, name, values))
+}
+
+/// `template` as the bench read it before it took the server's grammar, in that
+/// grammar: every brace that is not part of a `{}` is a literal one.
+fn braces_as_text(template: &str) -> String {
+    let parts: Vec<String> = template
+        .split("{}")
+        .map(|part| part.replace('{', "{{").replace('}', "}}"))
+        .collect();
+    parts.join("{}")
 }
 
 /// Appends name number `seq` of connection `conn`: exactly `size` bytes of
@@ -144,33 +222,95 @@ mod tests {
 
         #[test]
         fn rendered_replies_match(t in "[^\r\n]{0,20}", name in "[a-z0-9]{1,20}") {
+            // The two values the bench cannot render as the server would.
+            prop_assume!(!t.contains("{pid}") && !t.contains("{conn}"));
             let tpl = Template::parse(&t).unwrap();
-            let reply = tpl.render(name.as_bytes());
+            let reply = tpl.render(name.as_bytes(), None);
             prop_assert_eq!(reply.len(), tpl.reply_len(name.len()));
-            prop_assert!(tpl.matches(&reply, name.as_bytes()));
+            prop_assert!(tpl.matches(&reply, name.as_bytes(), None));
         }
     }
 
     #[test]
     fn template_checks_every_byte() {
         let t = Template::parse("Hello, {}!").unwrap();
-        assert!(t.matches(b"Hello, bob!", b"bob"));
-        assert!(!t.matches(b"Hello, bob", b"bob"));
-        assert!(!t.matches(b"Hello, bob!!", b"bob"));
-        assert!(!t.matches(b"Hello, bOb!", b"bob"));
-        assert!(!t.matches(b"hello, bob!", b"bob"));
-        assert!(!t.matches(b"", b"bob"));
-        assert_eq!(t.render(b"bob"), b"Hello, bob!");
+        assert!(t.matches(b"Hello, bob!", b"bob", None));
+        assert!(!t.matches(b"Hello, bob", b"bob", None));
+        assert!(!t.matches(b"Hello, bob!!", b"bob", None));
+        assert!(!t.matches(b"Hello, bOb!", b"bob", None));
+        assert!(!t.matches(b"hello, bob!", b"bob", None));
+        assert!(!t.matches(b"", b"bob", None));
+        assert_eq!(t.render(b"bob", None), b"Hello, bob!");
 
         let two = Template::parse("{}-{}").unwrap();
-        assert!(two.matches(b"ab-ab", b"ab"));
-        assert!(!two.matches(b"ab-ba", b"ab"));
+        assert!(two.matches(b"ab-ab", b"ab", None));
+        assert!(!two.matches(b"ab-ba", b"ab", None));
         let none = Template::parse("OK").unwrap();
-        assert!(none.matches(b"OK", b"anything"));
-        assert!(!none.matches(b"OK anything", b"anything"));
+        assert!(none.matches(b"OK", b"anything", None));
+        assert!(!none.matches(b"OK anything", b"anything", None));
 
         assert!(Template::parse("a\nb").is_err());
         assert!(Template::parse("a\r").is_err());
+    }
+
+    #[test]
+    fn expect_reads_as_the_server_s_reply_does() {
+        let v = ConnectionValues::new(
+            "10.0.0.7:40000".parse().unwrap(),
+            "10.0.0.1:9999".parse().unwrap(),
+            0,
+        );
+        let t = Template::parse("{{{}}} from {peer} to {local}").unwrap();
+        assert!(t.shows_addresses());
+        assert!(t.matches(
+            b"{bob} from 10.0.0.7:40000 to 10.0.0.1:9999",
+            b"bob",
+            Some(&v)
+        ));
+        assert!(!t.matches(
+            b"{bob} from 10.0.0.8:40000 to 10.0.0.1:9999",
+            b"bob",
+            Some(&v)
+        ));
+        assert_eq!(
+            t.render(b"bob", Some(&v)),
+            b"{bob} from 10.0.0.7:40000 to 10.0.0.1:9999"
+        );
+        let host = Machine::current().host;
+        let t = Template::parse("{} on {host}").unwrap();
+        assert!(!t.shows_addresses());
+        assert!(t.matches(format!("bob on {host}").as_bytes(), b"bob", None));
+
+        // `{conn}` is any connection number.
+        let t = Template::parse("#{conn}1: {}").unwrap();
+        assert!(t.matches(b"#71: bob", b"bob", None));
+        assert!(t.matches(b"#12345671: bob", b"bob", None));
+        assert!(!t.matches(b"#1: bob", b"bob", None));
+        assert!(!t.matches(b"#x1: bob", b"bob", None));
+        assert_eq!(t.render(b"bob", None), b"#{conn}1: bob");
+
+        let e = Template::parse("{pid}: {}").unwrap_err();
+        assert!(e.contains("{pid}, the server's process id"), "{e}");
+        assert!(
+            Template::parse("{{pid}}: {}")
+                .unwrap()
+                .matches(b"{pid}: a", b"a", None)
+        );
+    }
+
+    #[test]
+    fn what_the_server_refuses_expect_reads_as_before() {
+        // A lone brace, or an unknown name in braces, is text around each `{}`.
+        for (expect, reply) in [
+            ("a{b {}", &b"a{b bob"[..]),
+            ("}{}{", b"}bob{"),
+            ("{x} {}", b"{x} bob"),
+            ("{}}", b"bob}"),
+        ] {
+            let t = Template::parse(expect).unwrap();
+            assert!(t.matches(reply, b"bob", None), "{expect}");
+            assert_eq!(t.render(b"bob", None), reply, "{expect}");
+        }
     }
 
     #[test]

@@ -12,16 +12,14 @@
 
 use std::fmt;
 use std::io::{self, Read};
-use std::net::IpAddr;
-use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 
 use rustls::client::Resumption;
 use rustls::pki_types::ServerName;
-use rustls::{AlertDescription, CertificateError, ClientConfig, ClientConnection, InvalidMessage};
+use rustls::{ClientConfig, ClientConnection};
 
 use super::*;
 use crate::address::HostPort;
+use crate::tls_failure::{self, Kind, TlsContext};
 
 /// The first byte of a TLS record a server may send first: a handshake record, or an
 /// alert (a refusal of the ClientHello).
@@ -39,32 +37,8 @@ pub(super) struct TlsSetup {
     pub(super) server_name: ServerName<'static>,
     /// `--tls-resume`.
     pub(super) resume: bool,
-    /// Where the trust roots came from, for the examples of failures.
-    roots: Roots,
-    /// `--tls-cert`.
-    cert: Option<PathBuf>,
-    /// Set once a server has asked for a client certificate: tells a refusal of the
-    /// client's certificate from other alerts.
-    asked: Arc<AtomicBool>,
-}
-
-/// Where the trust roots came from.
-#[derive(Debug)]
-enum Roots {
-    /// `--tls-ca FILE`.
-    File(PathBuf),
-    /// The system's, this many of them usable.
-    System(usize),
-}
-
-impl fmt::Display for Roots {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Roots::File(path) => write!(f, "the CA in --tls-ca {}", path.display()),
-            Roots::System(0) => f.write_str("a system trust root (this system has none)"),
-            Roots::System(n) => write!(f, "any of the system's {n} trust roots"),
-        }
-    }
+    /// What the set-up was, to explain a failure.
+    ctx: TlsContext,
 }
 
 /// `--tls` and its options read: `None` without `--tls`. A file that cannot be used,
@@ -81,6 +55,7 @@ pub(super) fn setup(args: &BenchArgs, target: &HostPort) -> io::Result<Option<Tl
         };
     }
     let made = crate::tls_client::client_tls(tls, &target.host).map_err(invalid)?;
+    let ctx = TlsContext::new(target.to_string(), &made, tls.tls_cert.clone());
     let mut config = made.config;
     if !args.tls_resume {
         // rustls keeps sessions by default; without them every handshake is a full one,
@@ -91,12 +66,7 @@ pub(super) fn setup(args: &BenchArgs, target: &HostPort) -> io::Result<Option<Tl
         config: Arc::new(config),
         server_name: made.server_name,
         resume: args.tls_resume,
-        roots: match made.ca {
-            Some(path) => Roots::File(path),
-            None => Roots::System(made.system_roots),
-        },
-        cert: tls.tls_cert.clone(),
-        asked: made.asked,
+        ctx,
     }))
 }
 
@@ -110,124 +80,21 @@ impl TlsSetup {
     /// the handshake was done (after it, an alert refuses the client's certificate in
     /// TLS 1.3, but nothing is plain text).
     pub(super) fn failure(&self, e: &rustls::Error, in_handshake: bool) -> (Fail, String) {
-        use rustls::Error as E;
-        match e {
-            E::InvalidCertificate(cert) => self.certificate(cert),
-            E::AlertReceived(alert) => self.alert(*alert),
-            E::InvalidMessage(
-                InvalidMessage::InvalidContentType
-                | InvalidMessage::UnknownProtocolVersion
-                | InvalidMessage::MessageTooLarge
-                | InvalidMessage::InvalidEmptyPayload,
-            ) if in_handshake => (
-                Fail::TlsNotTls,
-                format!("the server's first bytes are not a TLS record ({e})"),
-            ),
-            e if in_handshake => (Fail::TlsOther, format!("TLS handshake failed: {e}")),
-            e => (Fail::TlsOther, format!("TLS failed: {e}")),
-        }
+        let (kind, example) = tls_failure::explain(e, in_handshake, None, &self.ctx);
+        (fail_kind(kind), example)
     }
+}
 
-    fn certificate(&self, e: &CertificateError) -> (Fail, String) {
-        let name = self.name();
-        match e {
-            CertificateError::UnknownIssuer => (
-                Fail::TlsUnknownIssuer,
-                format!(
-                    "unknown issuer: the server's certificate is not signed by {}",
-                    self.roots
-                ),
-            ),
-            CertificateError::NotValidForNameContext { presented, .. } => (
-                Fail::TlsBadName,
-                format!(
-                    "the server's certificate is not for {name} but for {}",
-                    presented
-                        .iter()
-                        .map(|p| presented_name(p))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ),
-            CertificateError::NotValidForName => (
-                Fail::TlsBadName,
-                format!("the server's certificate is not for {name}"),
-            ),
-            CertificateError::ExpiredContext { time, not_after } => (
-                Fail::TlsExpired,
-                format!(
-                    "the server's certificate expired {} ago",
-                    ago(time.as_secs().saturating_sub(not_after.as_secs()))
-                ),
-            ),
-            CertificateError::Expired => (
-                Fail::TlsExpired,
-                "the server's certificate has expired".into(),
-            ),
-            CertificateError::NotValidYetContext { time, not_before } => (
-                Fail::TlsExpired,
-                format!(
-                    "the server's certificate is not valid for another {}: check the clocks",
-                    ago(not_before.as_secs().saturating_sub(time.as_secs()))
-                ),
-            ),
-            CertificateError::NotValidYet => (
-                Fail::TlsExpired,
-                "the server's certificate is not valid yet: check the clocks".into(),
-            ),
-            e => (
-                Fail::TlsOther,
-                format!("the server's certificate cannot be used: {e:?}"),
-            ),
-        }
-    }
-
-    fn alert(&self, alert: AlertDescription) -> (Fail, String) {
-        use AlertDescription as A;
-        let asked = self.asked.load(Relaxed);
-        let refusal = crate::tls_client::rejects_certificate(alert);
-        match (&self.cert, alert) {
-            (_, A::CertificateRequired) => (
-                Fail::TlsClientCertRequired,
-                match &self.cert {
-                    None => "the server requires a client certificate (alert \
-                             certificate_required)"
-                        .to_string(),
-                    Some(cert) => format!(
-                        "the server requires a client certificate and took none from \
-                         --tls-cert {} (alert certificate_required): its key type may not \
-                         be one the server accepts",
-                        cert.display()
-                    ),
-                },
-            ),
-            (None, _) if asked && refusal => (
-                Fail::TlsClientCertRequired,
-                format!(
-                    "the server asked for a client certificate, got none, and sent alert {alert:?}"
-                ),
-            ),
-            (Some(cert), _) if asked && refusal => (
-                Fail::TlsClientCertRefused,
-                format!(
-                    "the server refused the client certificate --tls-cert {} (alert {alert:?})",
-                    cert.display()
-                ),
-            ),
-            _ => (
-                Fail::TlsOther,
-                format!("the server sent TLS alert {alert:?}"),
-            ),
-        }
-    }
-
-    /// The name checked, for messages.
-    fn name(&self) -> String {
-        match &self.server_name {
-            ServerName::DnsName(dns) => dns.as_ref().to_string(),
-            ServerName::IpAddress(ip) => IpAddr::from(*ip).to_string(),
-            other => format!("{other:?}"),
-        }
+/// The bench's kind of a TLS failure.
+fn fail_kind(kind: Kind) -> Fail {
+    match kind {
+        Kind::UnknownIssuer => Fail::TlsUnknownIssuer,
+        Kind::BadName => Fail::TlsBadName,
+        Kind::Expired => Fail::TlsExpired,
+        Kind::ClientCertRequired => Fail::TlsClientCertRequired,
+        Kind::ClientCertRefused => Fail::TlsClientCertRefused,
+        Kind::NotTls => Fail::TlsNotTls,
+        Kind::Other => Fail::TlsOther,
     }
 }
 
@@ -257,38 +124,14 @@ pub(super) fn params(tls: &ClientConnection) -> TlsParams {
     }
 }
 
-/// A name a certificate presents, as rustls words it (`DnsName("localhost")`,
-/// `IpAddress(127.0.0.1)`), without the wording.
-fn presented_name(p: &str) -> &str {
-    p.strip_prefix("DnsName(\"")
-        .and_then(|rest| rest.strip_suffix("\")"))
-        .or_else(|| {
-            p.strip_prefix("IpAddress(")
-                .and_then(|rest| rest.strip_suffix(')'))
-        })
-        .unwrap_or(p)
-}
-
-/// `secs` in words: the largest unit that fits.
-fn ago(secs: u64) -> String {
-    match secs {
-        0..120 => format!("{secs} s"),
-        120..7_200 => format!("{} min", secs / 60),
-        7_200..172_800 => format!("{} h", secs / 3_600),
-        _ => format!("{} days", secs / 86_400),
-    }
-}
-
-/// What a server said first instead of a TLS record: `None` when its first bytes could
-/// begin TLS (`peeked` is what `peek` found; never empty).
+/// What a server whose first bytes cannot begin TLS is told (what it said, and the
+/// fix): `None` when they could begin TLS (`peeked` is what `peek` found; never empty).
 pub(super) fn not_tls(peeked: &[u8]) -> Option<String> {
     if peeked.first().is_some_and(|b| FIRST_RECORDS.contains(b)) {
         return None;
     }
-    let line = peeked.split(|&b| b == b'\n').next().unwrap_or(peeked);
-    Some(format!(
-        "the server answered in plain text: {:?}",
-        lossy(strip_cr(line))
+    Some(tls_failure::not_tls(
+        tls_failure::plain_text(peeked).as_deref(),
     ))
 }
 
@@ -461,16 +304,25 @@ pub(super) fn plain_text(e: &io::Error) -> Option<&NotTls> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
+    use std::sync::atomic::AtomicBool;
+
+    use rustls::{AlertDescription, CertificateError, InvalidMessage};
 
     #[test]
     fn plain_text_is_told_from_tls_by_its_first_byte() {
         assert_eq!(
             not_tls(b"Welcome!\r\nHello"),
-            Some("the server answered in plain text: \"Welcome!\"".to_string())
+            Some(
+                "the server does not speak TLS on that port (it answered in plain text: \
+                 \"Welcome!\"): drop --tls, or use the server's TLS port in --connect"
+                    .to_string()
+            )
         );
-        assert_eq!(
-            not_tls(b"HTTP/1.1 400 Bad Request\r\n"),
-            Some("the server answered in plain text: \"HTTP/1.1 400 Bad Request\"".into())
+        let http = not_tls(b"HTTP/1.1 400 Bad Request\r\n").unwrap();
+        assert!(
+            http.contains("(it answered in plain text: \"HTTP/1.1 400 Bad Request\")"),
+            "{http}"
         );
         assert_eq!(not_tls(&[0x16, 3, 3, 0, 90]), None);
         assert_eq!(not_tls(&[0x15, 3, 3, 0, 2, 2, 40]), None);
@@ -488,9 +340,15 @@ mod tests {
             config: Arc::new(config),
             server_name: ServerName::try_from("127.0.0.1").unwrap(),
             resume: false,
-            roots: Roots::File("certs/ca.pem".into()),
-            cert: cert.map(PathBuf::from),
-            asked: Arc::new(AtomicBool::new(false)),
+            ctx: TlsContext {
+                target: "127.0.0.1:9443".into(),
+                server_name: "127.0.0.1".into(),
+                name_given: false,
+                ca: Some("certs/ca.pem".into()),
+                system_roots: 0,
+                cert: cert.map(PathBuf::from),
+                asked: Arc::new(AtomicBool::new(false)),
+            },
         }
     }
 
@@ -500,14 +358,14 @@ mod tests {
         use rustls::pki_types::UnixTime;
         let setup = setup_for(None);
         let kind = |e: E| setup.failure(&e, true);
-        assert_eq!(
-            kind(E::InvalidCertificate(CertificateError::UnknownIssuer)),
-            (
-                Fail::TlsUnknownIssuer,
-                "unknown issuer: the server's certificate is not signed by the CA in --tls-ca \
-                 certs/ca.pem"
-                    .into()
-            )
+        let (k, detail) = kind(E::InvalidCertificate(CertificateError::UnknownIssuer));
+        assert_eq!(k, Fail::TlsUnknownIssuer);
+        assert!(
+            detail.starts_with(
+                "the server's certificate is not signed by the CA in --tls-ca certs/ca.pem \
+                 (unknown issuer): give --tls-ca the CA that signed it"
+            ),
+            "{detail}"
         );
         let (k, detail) = kind(E::InvalidCertificate(
             CertificateError::NotValidForNameContext {
@@ -518,14 +376,18 @@ mod tests {
         assert_eq!(k, Fail::TlsBadName);
         assert_eq!(
             detail,
-            "the server's certificate is not for 127.0.0.1 but for localhost, ::1"
+            "the server's certificate is not valid for 127.0.0.1 (it is for localhost, ::1): \
+             connect with one of those names, or give --tls-server-name with one"
         );
         let (k, detail) = kind(E::InvalidCertificate(CertificateError::ExpiredContext {
             time: UnixTime::since_unix_epoch(Duration::from_secs(10 * 86_400)),
             not_after: UnixTime::since_unix_epoch(Duration::from_secs(7 * 86_400)),
         }));
         assert_eq!(k, Fail::TlsExpired);
-        assert_eq!(detail, "the server's certificate expired 3 days ago");
+        assert!(
+            detail.starts_with("the server's certificate expired on 1970-01-08 00:00:00 UTC"),
+            "{detail}"
+        );
         assert_eq!(
             kind(E::InvalidCertificate(CertificateError::NotValidYet)).0,
             Fail::TlsExpired
@@ -554,13 +416,13 @@ mod tests {
             alert(&without, AlertDescription::BadCertificate),
             Fail::TlsOther
         );
-        without.asked.store(true, Relaxed);
+        without.ctx.asked.store(true, Relaxed);
         assert_eq!(
             alert(&without, AlertDescription::BadCertificate),
             Fail::TlsClientCertRequired
         );
         let with = setup_for(Some("alice.pem"));
-        with.asked.store(true, Relaxed);
+        with.ctx.asked.store(true, Relaxed);
         for a in [
             AlertDescription::UnknownCA,
             AlertDescription::BadCertificate,
@@ -570,30 +432,16 @@ mod tests {
             assert_eq!(alert(&with, a), Fail::TlsClientCertRefused, "{a:?}");
         }
         let (_, detail) = with.failure(&E::AlertReceived(AlertDescription::UnknownCA), false);
-        assert_eq!(
-            detail,
-            "the server refused the client certificate --tls-cert alice.pem (alert UnknownCA)"
+        assert!(
+            detail.starts_with(
+                "the server rejected this client's certificate, --tls-cert alice.pem \
+                 (UnknownCA: it does not trust the CA that signed it)"
+            ),
+            "{detail}"
         );
         assert_eq!(
             alert(&with, AlertDescription::ProtocolVersion),
             Fail::TlsOther
         );
-    }
-
-    #[test]
-    fn presented_names_lose_rustls_s_wording() {
-        assert_eq!(presented_name("DnsName(\"localhost\")"), "localhost");
-        assert_eq!(presented_name("IpAddress(127.0.0.1)"), "127.0.0.1");
-        assert_eq!(presented_name("IpAddress(::1)"), "::1");
-        assert_eq!(presented_name("something else"), "something else");
-    }
-
-    #[test]
-    fn durations_are_in_words() {
-        assert_eq!(ago(0), "0 s");
-        assert_eq!(ago(119), "119 s");
-        assert_eq!(ago(120), "2 min");
-        assert_eq!(ago(7_200), "2 h");
-        assert_eq!(ago(3 * 86_400 + 5), "3 days");
     }
 }

@@ -44,6 +44,8 @@ pub(super) struct Conn {
     pub(super) sent: VecDeque<Instant>,
     /// Number of the next name to send.
     pub(super) next_seq: u64,
+    /// Its `{peer}` and `{local}`, when `--expect` shows them.
+    pub(super) values: Option<Box<ConnectionValues>>,
 }
 
 pub(super) struct Worker {
@@ -93,6 +95,7 @@ impl Worker {
                 wpos: 0,
                 sent: VecDeque::new(),
                 next_seq: 0,
+                values: None,
             })
             .collect();
         Ok(Worker {
@@ -225,7 +228,18 @@ impl Worker {
                 format!("registering with poll: {e}")
             });
         }
+        let values = if self.cfg.template.shows_addresses() {
+            // The server's `{peer}` is this end; its `{local}`, the address connected to.
+            // The port is bound by the connect, though it is still in progress.
+            match stream.local_addr() {
+                Ok(here) => Some(Box::new(ConnectionValues::new(here, self.cfg.addr, 0))),
+                Err(e) => return self.fail(i, classify(&e, Stage::Connect), || e.to_string()),
+            }
+        } else {
+            None
+        };
         let c = &mut self.conns[i];
+        c.values = values;
         c.stream = Some(stream);
         c.rbuf = vec![0; self.cfg.read_cap].into_boxed_slice();
         c.wbuf = Vec::with_capacity(self.cfg.pipeline * (self.cfg.size + 1));
@@ -518,7 +532,7 @@ impl Worker {
                         let seq = c.next_seq - c.sent.len() as u64 - 1;
                         name.clear();
                         write_name(name, c.id, seq, cfg.size);
-                        if cfg.template.matches(line, name) {
+                        if cfg.template.matches(line, name, c.values.as_deref()) {
                             ok += 1;
                             let ns = now.saturating_duration_since(sent_at).as_nanos();
                             tally
@@ -540,7 +554,7 @@ impl Worker {
                             None => tally.note(Fail::ReplyMismatch, || {
                                 format!(
                                     "expected {:?}, got {:?}",
-                                    lossy(&cfg.template.render(name)),
+                                    lossy(&cfg.template.render(name, c.values.as_deref())),
                                     lossy(line)
                                 )
                             }),
@@ -814,7 +828,7 @@ mod tests {
     fn reply(seq: u64) -> Vec<u8> {
         let mut name = Vec::new();
         write_name(&mut name, 0, seq, 8);
-        Template::parse("Hello, {}!").unwrap().render(&name)
+        Template::parse("Hello, {}!").unwrap().render(&name, None)
     }
 
     fn notice(n: Notice) -> Vec<u8> {

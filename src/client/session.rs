@@ -2,7 +2,7 @@
 
 use std::io::{self, BufWriter, ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use super::tally::{Ends, Role, Tally};
 use super::wait::{Wait, read_wait};
 use super::{Config, INPUT_BUF, READ_BUF, WRITE_BUF, note};
 use crate::protocol::{CHUNK_MAX, Request, TelnetFilter, chunk_message, classify};
+use crate::sync::lock;
 
 /// Milliseconds since `origin`, for the atomics the threads share.
 fn millis(origin: Instant) -> u64 {
@@ -48,7 +49,7 @@ impl Shared {
 
     /// Records why the writer stops, and wakes the reader to report it.
     fn fail(&self, failure: Failure, stream: &Writer) {
-        *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(failure);
+        *lock(&self.failure) = Some(failure);
         stream.abort();
     }
 
@@ -65,10 +66,7 @@ impl Shared {
     }
 
     fn take_failure(&self) -> Option<Failure> {
-        self.failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
+        lock(&self.failure).take()
     }
 }
 
@@ -173,24 +171,11 @@ pub(super) fn line_session(
     out: &mut impl Write,
 ) -> Result<(), Failure> {
     let origin = Instant::now();
-    let shared = Arc::new(Shared::default());
     let (welcome_tx, welcome_rx) = mpsc::channel();
     let mut welcome_tx = Some(welcome_tx);
-    let Link {
-        reader: mut stream,
-        writer: writer_stream,
-    } = link;
-    let writer_shared = Arc::clone(&shared);
     let interactive = cfg.interactive;
-    spawn_writer(move || {
-        send_names(
-            writer_stream,
-            names,
-            &writer_shared,
-            origin,
-            welcome_rx,
-            interactive,
-        );
+    let (mut stream, shared, _) = start_writer(link, move |writer, shared| {
+        send_names(writer, names, shared, origin, welcome_rx, interactive);
     })?;
 
     let mut tally = Tally::default();
@@ -243,12 +228,21 @@ pub(super) fn line_session(
     tally.end(shared.sent(), shared.finished())
 }
 
-/// Starts the thread that sends to the server while this one reads.
-fn spawn_writer(body: impl FnOnce() + Send + 'static) -> Result<thread::JoinHandle<()>, Failure> {
-    thread::Builder::new()
+/// Splits `link` and starts the thread that sends to the server while this one reads:
+/// `body`, with the writing half and the state both threads share. Returns the reading
+/// half, that state, and the thread.
+fn start_writer(
+    link: Link,
+    body: impl FnOnce(Writer, &Shared) + Send + 'static,
+) -> Result<(Reader, Arc<Shared>, thread::JoinHandle<()>), Failure> {
+    let Link { reader, writer } = link;
+    let shared = Arc::new(Shared::default());
+    let writer_shared = Arc::clone(&shared);
+    let thread = thread::Builder::new()
         .name("client-writer".into())
-        .spawn(body)
-        .map_err(Failure::Socket)
+        .spawn(move || body(writer, &writer_shared))
+        .map_err(Failure::Socket)?;
+    Ok((reader, shared, thread))
 }
 
 /// One read of the server's lines or chunks: `Some(Got::Bytes)` to use, `Some(_)` to
@@ -397,23 +391,10 @@ pub(super) fn chunk_session(
     out: &mut impl Write,
 ) -> Result<(), Failure> {
     let origin = Instant::now();
-    let shared = Arc::new(Shared::default());
     let (answered_tx, answered_rx) = mpsc::channel();
-    let Link {
-        reader: mut stream,
-        writer: writer_stream,
-    } = link;
-    let writer_shared = Arc::clone(&shared);
     let interactive = cfg.interactive;
-    spawn_writer(move || {
-        send_chunks(
-            writer_stream,
-            names,
-            &writer_shared,
-            origin,
-            answered_rx,
-            interactive,
-        );
+    let (mut stream, shared, _) = start_writer(link, move |writer, shared| {
+        send_chunks(writer, names, shared, origin, answered_rx, interactive);
     })?;
 
     let mut tally = Tally::default();
@@ -486,13 +467,9 @@ pub(super) fn chunk_session(
 /// stdin ends; done when the server closes.
 pub(super) fn raw_session(link: Link, cfg: &Config, out: &mut impl Write) -> Result<(), Failure> {
     let origin = Instant::now();
-    let shared = Arc::new(Shared::default());
-    let Link {
-        reader: mut stream,
-        writer: writer_stream,
-    } = link;
-    let writer_shared = Arc::clone(&shared);
-    let writer = spawn_writer(move || copy_stdin(writer_stream, &writer_shared, origin))?;
+    let (mut stream, shared, writer) = start_writer(link, move |writer, shared| {
+        copy_stdin(writer, shared, origin);
+    })?;
     let mut buf = vec![0u8; READ_BUF];
     let mut last_rx = Duration::ZERO;
     let mut ends = Ends::new(cfg.framing);

@@ -23,7 +23,7 @@
 
 use std::io::{self, BufRead, ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use log::debug;
@@ -33,10 +33,12 @@ use rustls::{ClientConfig, ClientConnection, ProtocolVersion};
 use super::READ_BUF;
 use super::failure::Failure;
 use super::link::{Got, ReadError, got};
-use super::tls_failure::{TlsCause, TlsContext, TlsFailure};
+use super::tls_failure::{TlsCause, TlsFailure};
 use super::wait::{is_reset, is_timeout};
 use crate::address::HostPort;
 use crate::cli::ClientArgs;
+use crate::sync::lock;
+use crate::tls_failure::{TlsContext, plain_text};
 
 /// The TLS set-up when `--tls` is on; without it, a TLS option is a usage error (it
 /// would otherwise be ignored, e.g. when `TCP_HELLO_TLS=0` turned TLS off).
@@ -50,17 +52,13 @@ pub(super) fn tls_setup(args: &ClientArgs, target: &HostPort) -> Result<Option<T
     }
     let made = crate::tls_client::client_tls(tls, &target.host).map_err(Failure::Usage)?;
     Ok(Some(TlsSetup {
+        ctx: Arc::new(TlsContext::new(
+            target.to_string(),
+            &made,
+            tls.tls_cert.clone(),
+        )),
         config: Arc::new(made.config),
         server_name: made.server_name,
-        ctx: Arc::new(TlsContext {
-            target: target.to_string(),
-            server_name: made.name,
-            name_given: made.name_given,
-            ca: made.ca,
-            system_roots: made.system_roots,
-            cert: tls.tls_cert.clone(),
-            asked: made.asked,
-        }),
     }))
 }
 
@@ -84,7 +82,7 @@ impl TlsSetup {
             fail(TlsCause::Refused {
                 error,
                 in_handshake: true,
-                plain: plain.and_then(as_text),
+                plain: plain.and_then(plain_text),
             })
         };
         let mut conn = ClientConnection::new(Arc::clone(&self.config), self.server_name.clone())
@@ -179,14 +177,6 @@ fn handshake_io(e: io::Error, fail: &impl Fn(TlsCause) -> Failure) -> Failure {
     }
 }
 
-/// The server's first bytes as text, when they are: up to the first line ending, every
-/// byte printable ASCII.
-fn as_text(bytes: &[u8]) -> Option<String> {
-    let line = bytes.split(|&b| b == b'\r' || b == b'\n').next()?;
-    let printable = !line.is_empty() && line.iter().all(|b| (0x20..0x7f).contains(b));
-    printable.then(|| String::from_utf8_lossy(line).into_owned())
-}
-
 /// A connection whose handshake is done.
 pub(super) struct Handshaken {
     conn: ClientConnection,
@@ -216,11 +206,6 @@ fn take_records(conn: &mut ClientConnection) -> Vec<u8> {
         }
     }
     records
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A thread that panicked holding it leaves a connection still fit to be closed.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// What both halves share.
@@ -443,22 +428,5 @@ impl TlsWriter {
         }
         conn.send_close_notify();
         self.shared.send_and_release(sending, conn)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_plain_text_answer_is_shown_up_to_its_line_ending() {
-        assert_eq!(as_text(b"Welcome!\r\n").as_deref(), Some("Welcome!"));
-        assert_eq!(
-            as_text(b"ERROR server busy\n").as_deref(),
-            Some("ERROR server busy")
-        );
-        assert_eq!(as_text(b"\x15\x03\x03\x00\x02\x02\x28"), None);
-        assert_eq!(as_text(b"\r\n"), None);
-        assert_eq!(as_text(b"caf\xc3\xa9\n"), None);
     }
 }

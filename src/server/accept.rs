@@ -6,7 +6,7 @@ use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use super::registry::{Live, Registry};
 use crate::metrics::Refusal;
 use crate::protocol::{Mode, Notice};
 use crate::rules::{Rules, source_key};
+use crate::sync::lock;
 
 /// The log rate limit of address refusals, apart from `busy_log`: those are the rules
 /// doing their job, logged at info, and a scan from a denied network must not take the
@@ -223,11 +224,7 @@ impl Shared {
         why: &str,
         tls: bool,
     ) {
-        let suppressed = self
-            .busy_log
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .allow(Instant::now());
+        let suppressed = lock(&self.busy_log).allow(Instant::now());
         match suppressed {
             Some(0) => warn!("refused {peer}: {why}"),
             Some(n) => warn!("refused {peer}: {why} ({n} more refused since the last report)"),
@@ -252,7 +249,7 @@ impl Shared {
 /// What `log` suppressed and has not reported: once its period has passed (`force`
 /// false), or at once.
 fn unreported(log: &Mutex<RateLimit>, force: bool) -> Option<u64> {
-    let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut log = lock(log);
     if force {
         log.flush()
     } else {
@@ -262,10 +259,7 @@ fn unreported(log: &Mutex<RateLimit>, force: bool) -> Option<u64> {
 
 /// Logs an address refusal at info, at most once a second with a count of the others.
 fn refuse_address(peer: SocketAddr, why: fmt::Arguments<'_>) {
-    let suppressed = ADDRESS_LOG
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .allow(Instant::now());
+    let suppressed = lock(&ADDRESS_LOG).allow(Instant::now());
     match suppressed {
         Some(0) => info!("refused {peer}: {why}"),
         Some(n) => info!("refused {peer}: {why} ({n} more refused since the last report)"),

@@ -110,9 +110,7 @@ impl Closer {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Lingering>> {
-        self.lingering
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.lingering)
     }
 }
 

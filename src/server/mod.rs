@@ -29,7 +29,7 @@ mod threads;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
@@ -408,7 +408,7 @@ impl Server {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Registry> {
         // The registry stays consistent even if a holder panicked: every update is one call.
-        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.registry)
     }
 
     fn stopping(&self) -> bool {

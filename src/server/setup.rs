@@ -212,10 +212,7 @@ impl Shared {
         let parcel = Arc::new(std::sync::Mutex::new(Some(established)));
         let (shared, handed) = (Arc::clone(self), Arc::clone(&parcel));
         let spawned = self.threads.run(Box::new(move || {
-            let taken = handed
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take();
+            let taken = crate::sync::lock(&handed).take();
             if let Some(established) = taken {
                 shared.serve_established(established);
             }
@@ -235,10 +232,7 @@ impl Shared {
             }
             Err(e) => {
                 log::debug!("cannot start a serving thread ({e}); serving on the handshake's");
-                let taken = parcel
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .take();
+                let taken = crate::sync::lock(&parcel).take();
                 if let Some(established) = taken {
                     self.serve_established(established);
                 }

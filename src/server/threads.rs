@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use nix::sys::pthread::{Pthread, pthread_self};
 
+use crate::sync::lock;
+
 /// Work for a connection thread.
 pub(super) type Job = Box<dyn FnOnce() + Send + 'static>;
 
@@ -131,12 +133,6 @@ impl ThreadCache {
     fn lock_parked(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Parked>>> {
         lock(&self.parked)
     }
-}
-
-/// A lock that outlives a panic elsewhere: what it guards (a job slot, a list of
-/// parked threads) is consistent after every single operation.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

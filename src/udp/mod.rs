@@ -18,18 +18,19 @@
 pub mod rate;
 pub mod reply;
 
-use std::fmt::Write as _;
 use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, log_enabled, warn};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::metrics::{MetricType, TextFormat};
 use crate::protocol::{ConnectionValues, LogText};
 use crate::rules::Rules;
+use crate::sync::lock;
 use rate::RateLimit;
 use reply::{Drop, PeerRules, Replies, check_peer};
 
@@ -207,7 +208,7 @@ pub struct UdpStats {
 impl UdpStats {
     /// Every socket's counts together.
     pub fn total(&self) -> Counts {
-        let sockets = self.sockets.lock().unwrap_or_else(PoisonError::into_inner);
+        let sockets = lock(&self.sockets);
         let mut total = Counts::default();
         for c in sockets.iter() {
             total.add(c);
@@ -216,7 +217,7 @@ impl UdpStats {
     }
 
     fn publish(&self, socket: usize, counts: &Counts) {
-        let mut sockets = self.sockets.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut sockets = lock(&self.sockets);
         if sockets.len() <= socket {
             sockets.resize(socket + 1, Counts::default());
         }
@@ -226,43 +227,33 @@ impl UdpStats {
     /// The counts in the Prometheus text format, to follow the TCP server's.
     pub fn render(&self) -> String {
         let c = self.total();
-        let mut out = String::with_capacity(1024);
-        let mut plain = |name: &str, help: &str, value: u64| {
-            // Writing to a String cannot fail.
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
-        };
-        plain(
+        let mut out = TextFormat::with_capacity(1024);
+        out.single(
             "tcp_hello_udp_datagrams_total",
+            MetricType::Counter,
             "UDP datagrams received.",
             c.received,
         );
-        plain(
+        out.single(
             "tcp_hello_udp_replies_total",
+            MetricType::Counter,
             "UDP datagrams answered.",
             c.answered,
         );
-        plain(
+        out.single(
             "tcp_hello_udp_send_errors_total",
+            MetricType::Counter,
             "UDP replies the kernel refused to send.",
             c.send_failed,
         );
-        let name = "tcp_hello_udp_dropped_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} UDP datagrams not answered, by reason.\n# TYPE {name} counter"
+        out.by_label(
+            "tcp_hello_udp_dropped_total",
+            MetricType::Counter,
+            "UDP datagrams not answered, by reason.",
+            "reason",
+            Drop::ALL.iter().map(|d| (d.label(), c.dropped[d.index()])),
         );
-        for d in Drop::ALL {
-            let _ = writeln!(
-                out,
-                "{name}{{reason=\"{}\"}} {}",
-                d.label(),
-                c.dropped[d.index()]
-            );
-        }
-        out
+        out.finish()
     }
 }
 

@@ -6,7 +6,10 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 
-/// The port used when an address names none: the port of [`crate::cli::DEFAULT_ADDR`].
+/// The default address for `serve --bind` and `client --connect`.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:9999";
+
+/// The port used when an address names none: the port of [`DEFAULT_ADDR`].
 pub const DEFAULT_PORT: u16 = 9999;
 
 /// A host (a name, or an IP address; IPv6 kept without brackets) and a port, as the
@@ -330,7 +333,7 @@ mod tests {
     #[test]
     fn default_port_matches_the_default_address() {
         assert_eq!(
-            parsed(crate::cli::DEFAULT_ADDR),
+            parsed(DEFAULT_ADDR),
             Ok(("127.0.0.1".to_string(), DEFAULT_PORT))
         );
     }

@@ -1,19 +1,21 @@
 //! Command-line interface: every subcommand's options, each also settable by a
-//! `TCP_HELLO_*` environment variable.
+//! `TCP_HELLO_*` environment variable, and their conversion, once, into the library's
+//! typed configurations ([`tcp_hello::config`]), whose defaults `--help` shows.
 
 use std::net::SocketAddr;
 
 use std::ffi::OsString;
 use std::fmt::Display;
 use std::str::FromStr;
+use std::time::Duration;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-pub use crate::protocol::{Framing, Mode};
-
-/// The default address for `serve --bind` and `client --connect`.
-pub const DEFAULT_ADDR: &str = "127.0.0.1:9999";
+use tcp_hello::config::{
+    self, BenchConfig, ClientConfig, DEFAULT_ADDR, ServeConfig, TlsClientConfig,
+};
+use tcp_hello::protocol::{Framing, Mode};
 
 /// tcp-hello: a thread-per-connection TCP greeting and echo server, its client and its load generator.
 #[derive(Debug, Parser)]
@@ -53,7 +55,7 @@ pub struct ServeArgs {
         short,
         long = "bind",
         value_name = "ADDR",
-        value_parser = crate::address::parse_bind,
+        value_parser = tcp_hello::address::parse_bind,
         env = "TCP_HELLO_BIND",
         value_delimiter = ','
     )]
@@ -63,7 +65,7 @@ pub struct ServeArgs {
     #[arg(
         long = "tls-bind",
         value_name = "ADDR",
-        value_parser = crate::address::parse_bind,
+        value_parser = tcp_hello::address::parse_bind,
         env = "TCP_HELLO_TLS_BIND",
         value_delimiter = ','
     )]
@@ -74,7 +76,7 @@ pub struct ServeArgs {
     #[arg(
         long = "udp-bind",
         value_name = "ADDR",
-        value_parser = crate::address::parse_bind,
+        value_parser = tcp_hello::address::parse_bind,
         env = "TCP_HELLO_UDP_BIND",
         value_delimiter = ','
     )]
@@ -85,7 +87,7 @@ pub struct ServeArgs {
         long,
         value_name = "N",
         env = "TCP_HELLO_UDP_RATE",
-        default_value_t = crate::udp::DEFAULT_RATE,
+        default_value_t = config::UDP_RATE,
         value_parser = whole_number::<u32>,
         allow_negative_numbers = true
     )]
@@ -105,7 +107,7 @@ pub struct ServeArgs {
     #[arg(
         long = "metrics",
         value_name = "ADDR",
-        value_parser = crate::address::parse_bind,
+        value_parser = tcp_hello::address::parse_bind,
         env = "TCP_HELLO_METRICS"
     )]
     pub metrics: Option<SocketAddr>,
@@ -124,7 +126,7 @@ pub struct ServeArgs {
         long,
         value_name = "SECS",
         env = "TCP_HELLO_TLS_HANDSHAKE_TIMEOUT",
-        default_value_t = 5,
+        default_value_t = config::TLS_HANDSHAKE_TIMEOUT.as_secs(),
         value_parser = positive_number::<u64>,
         allow_negative_numbers = true
     )]
@@ -135,7 +137,7 @@ pub struct ServeArgs {
         long,
         value_name = "N",
         env = "TCP_HELLO_TLS_MAX_HANDSHAKES",
-        default_value_t = 1024,
+        default_value_t = config::TLS_MAX_HANDSHAKES,
         value_parser = positive_number::<usize>,
         allow_negative_numbers = true
     )]
@@ -146,7 +148,7 @@ pub struct ServeArgs {
         long,
         value_name = "N",
         env = "TCP_HELLO_TLS_MAX_HANDSHAKES_PER_SOURCE",
-        default_value_t = 128,
+        default_value_t = config::TLS_MAX_HANDSHAKES_PER_SOURCE,
         value_parser = positive_number::<usize>,
         allow_negative_numbers = true
     )]
@@ -158,8 +160,8 @@ pub struct ServeArgs {
         long,
         value_name = "SECS",
         env = "TCP_HELLO_KEEPALIVE",
-        default_value_t = 0,
-        value_parser = at_most::<{ crate::server::MAX_KEEPALIVE_SECS }>,
+        default_value_t = config::whole_secs(config::KEEPALIVE),
+        value_parser = at_most::<{ tcp_hello::server::MAX_KEEPALIVE_SECS }>,
         allow_negative_numbers = true
     )]
     pub keepalive: u64,
@@ -169,8 +171,8 @@ pub struct ServeArgs {
         long,
         value_name = "SECS",
         env = "TCP_HELLO_USER_TIMEOUT",
-        default_value_t = 0,
-        value_parser = at_most::<{ crate::server::MAX_USER_TIMEOUT_SECS }>,
+        default_value_t = config::whole_secs(config::USER_TIMEOUT),
+        value_parser = at_most::<{ tcp_hello::server::MAX_USER_TIMEOUT_SECS }>,
         allow_negative_numbers = true
     )]
     pub user_timeout: u64,
@@ -182,16 +184,16 @@ pub struct ServeArgs {
         long,
         value_name = "N",
         env = "TCP_HELLO_THREAD_CACHE",
-        default_value_t = 64,
+        default_value_t = config::THREAD_CACHE,
         value_parser = whole_number::<usize>,
         allow_negative_numbers = true
     )]
     pub thread_cache: usize,
     /// Greet clients, or echo their bytes back (RFC 862).
-    #[arg(long, value_enum, env = "TCP_HELLO_MODE", default_value_t = Mode::Greet)]
+    #[arg(long, value_enum, env = "TCP_HELLO_MODE", default_value_t = config::MODE)]
     pub mode: Mode,
     /// Line-delimited messages, or one message per read with no line endings.
-    #[arg(long, value_enum, env = "TCP_HELLO_FRAMING", default_value_t = Framing::Line)]
+    #[arg(long, value_enum, env = "TCP_HELLO_FRAMING", default_value_t = config::FRAMING)]
     pub framing: Framing,
     /// The first thing a client receives; `{peer}`, `{local}`, `{host}`, `{pid}`, `{conn}`
     /// are replaced, `{{` and `}}` are braces.
@@ -199,7 +201,7 @@ pub struct ServeArgs {
         long,
         value_name = "TEMPLATE",
         env = "TCP_HELLO_WELCOME",
-        default_value = "Welcome!"
+        default_value = config::WELCOME
     )]
     pub welcome: String,
     /// Reply template; every `{}` is replaced by the client's line, and `{peer}`, `{local}`,
@@ -208,7 +210,7 @@ pub struct ServeArgs {
         long,
         value_name = "TEMPLATE",
         env = "TCP_HELLO_REPLY",
-        default_value = "Hello, {}!"
+        default_value = config::REPLY
     )]
     pub reply: String,
     /// Sent before closing when a client says `exit` or `quit`; empty sends nothing.
@@ -217,7 +219,7 @@ pub struct ServeArgs {
         long,
         value_name = "TEMPLATE",
         env = "TCP_HELLO_FAREWELL",
-        default_value = "Bye!"
+        default_value = config::FAREWELL
     )]
     pub farewell: String,
     /// Most connections served at once; the next one gets `ERROR server busy` and is closed.
@@ -226,8 +228,7 @@ pub struct ServeArgs {
         long,
         value_name = "N",
         env = "TCP_HELLO_MAX_CONNECTIONS",
-        default_value_t = 10_000
-    ,
+        default_value_t = config::MAX_CONNECTIONS,
         value_parser = whole_number::<usize>,
         allow_negative_numbers = true
     )]
@@ -239,8 +240,7 @@ pub struct ServeArgs {
         long,
         value_name = "N",
         env = "TCP_HELLO_MAX_PER_SOURCE",
-        default_value_t = 0
-    ,
+        default_value_t = config::MAX_PER_SOURCE,
         value_parser = whole_number::<usize>,
         allow_negative_numbers = true
     )]
@@ -253,9 +253,9 @@ pub struct ServeArgs {
         value_name = "RULE",
         env = "TCP_HELLO_ALLOW",
         value_delimiter = ',',
-        value_parser = crate::rules::parse_pattern
+        value_parser = tcp_hello::rules::parse_pattern
     )]
-    pub allow: Vec<crate::rules::Pattern>,
+    pub allow: Vec<tcp_hello::rules::Pattern>,
     /// Refuse clients whose address matches: an IP address or CIDR; repeat, or separate
     /// with commas. Refused clients are closed before a byte is sent.
     #[arg(
@@ -263,9 +263,9 @@ pub struct ServeArgs {
         value_name = "RULE",
         env = "TCP_HELLO_DENY",
         value_delimiter = ',',
-        value_parser = crate::rules::parse_pattern
+        value_parser = tcp_hello::rules::parse_pattern
     )]
-    pub deny: Vec<crate::rules::Pattern>,
+    pub deny: Vec<tcp_hello::rules::Pattern>,
     /// Every connection, on every listener, must begin with a PROXY protocol header (v1
     /// or v2, as HAProxy's `send-proxy`/`send-proxy-v2` send): the client's address it
     /// names is the one logged, matched by --allow/--deny, counted by --max-per-source
@@ -287,17 +287,17 @@ pub struct ServeArgs {
         value_name = "RULE",
         env = "TCP_HELLO_PROXY_FROM",
         value_delimiter = ',',
-        value_parser = crate::rules::parse_pattern,
+        value_parser = tcp_hello::rules::parse_pattern,
         requires = "proxy_protocol"
     )]
-    pub proxy_from: Vec<crate::rules::Pattern>,
+    pub proxy_from: Vec<tcp_hello::rules::Pattern>,
     /// With --proxy-protocol, longest a connection may take to send its whole PROXY
     /// header before it is closed.
     #[arg(
         long,
         value_name = "SECS",
         env = "TCP_HELLO_PROXY_HEADER_TIMEOUT",
-        default_value_t = crate::proxy::DEFAULT_HEADER_TIMEOUT.as_secs(),
+        default_value_t = config::PROXY_HEADER_TIMEOUT.as_secs(),
         value_parser = positive_number::<u64>,
         allow_negative_numbers = true
     )]
@@ -314,8 +314,7 @@ pub struct ServeArgs {
         long,
         value_name = "SECS",
         env = "TCP_HELLO_IDLE_TIMEOUT",
-        default_value_t = 300
-    ,
+        default_value_t = config::whole_secs(config::IDLE_TIMEOUT),
         value_parser = whole_number::<u64>,
         allow_negative_numbers = true
     )]
@@ -325,20 +324,20 @@ pub struct ServeArgs {
         long,
         value_name = "SECS",
         env = "TCP_HELLO_WRITE_TIMEOUT",
-        default_value_t = 30
-    ,
+        default_value_t = config::whole_secs(config::WRITE_TIMEOUT),
         value_parser = whole_number::<u64>,
         allow_negative_numbers = true
     )]
     pub write_timeout: u64,
     /// Longest line accepted, in bytes; a longer one gets an error line and is skipped.
-    #[arg(long, value_name = "BYTES", env = "TCP_HELLO_MAX_LINE", default_value_t = 8192,
-          value_parser = clap::value_parser!(u32).range(1..=crate::protocol::MAX_LINE_LIMIT as i64),
+    #[arg(long, value_name = "BYTES", env = "TCP_HELLO_MAX_LINE", default_value_t = config::MAX_LINE as u32,
+          value_parser = clap::value_parser!(u32).range(1..=tcp_hello::protocol::MAX_LINE_LIMIT as i64),
         allow_negative_numbers = true
     )]
     pub max_line: u32,
     /// Wait this long before each reply, like the tutorial's `time.sleep(1)`.
-    #[arg(long, value_name = "MS", env = "TCP_HELLO_DELAY", default_value_t = 0,
+    #[arg(long, value_name = "MS", env = "TCP_HELLO_DELAY",
+        default_value_t = config::DELAY.as_millis() as u64,
         value_parser = whole_number::<u64>,
         allow_negative_numbers = true
     )]
@@ -348,7 +347,7 @@ pub struct ServeArgs {
         long,
         value_name = "N",
         env = "TCP_HELLO_BACKLOG",
-        default_value_t = 1024,
+        default_value_t = config::BACKLOG,
         // Linux reads a negative backlog as the largest; say so rather than surprise.
         value_parser = clap::value_parser!(i32).range(0..)
     ,
@@ -370,8 +369,7 @@ pub struct ServeArgs {
         long,
         value_name = "SECS",
         env = "TCP_HELLO_SHUTDOWN_TIMEOUT",
-        default_value_t = 10
-    ,
+        default_value_t = config::SHUTDOWN_TIMEOUT.as_secs(),
         value_parser = whole_number::<u64>,
         allow_negative_numbers = true
     )]
@@ -384,7 +382,7 @@ pub struct ServeArgs {
         long,
         value_name = "SECS",
         env = "TCP_HELLO_LINGER",
-        default_value_t = 2,
+        default_value_t = config::LINGER.as_secs(),
         value_parser = at_most::<3600>,
         allow_negative_numbers = true
     )]
@@ -406,25 +404,23 @@ pub struct ClientArgs {
         long,
         value_name = "SECS",
         env = "TCP_HELLO_CONNECT_TIMEOUT",
-        default_value_t = 5.0,
-        allow_negative_numbers = true
-    ,
-        value_parser = timeout_seconds
+        default_value_t = Timeout(config::CONNECT_TIMEOUT),
+        allow_negative_numbers = true,
+        value_parser = timeout
     )]
-    pub connect_timeout: f64,
+    pub connect_timeout: Timeout,
     /// Give up when the server sends nothing for this many seconds while a reply is due (0 = never).
     #[arg(
         long,
         value_name = "SECS",
         env = "TCP_HELLO_REPLY_TIMEOUT",
-        default_value_t = 10.0,
-        allow_negative_numbers = true
-    ,
-        value_parser = timeout_seconds
+        default_value_t = Timeout(config::REPLY_TIMEOUT),
+        allow_negative_numbers = true,
+        value_parser = timeout
     )]
-    pub reply_timeout: f64,
+    pub reply_timeout: Timeout,
     /// The server's framing: `chunk` for servers that send no line endings (the Python tutorial's).
-    #[arg(long, value_enum, env = "TCP_HELLO_FRAMING", default_value_t = Framing::Line)]
+    #[arg(long, value_enum, env = "TCP_HELLO_FRAMING", default_value_t = config::FRAMING)]
     pub framing: Framing,
     /// A plain byte pipe like nc: stdin to the socket, the socket to stdout (with
     /// --udp: each line of stdin one datagram, each datagram received printed as it is).
@@ -440,7 +436,7 @@ pub struct ClientArgs {
     #[arg(
         long,
         value_name = "N",
-        default_value_t = 3,
+        default_value_t = config::RETRIES,
         requires = "udp",
         value_parser = clap::value_parser!(u32).range(0..=10),
         allow_negative_numbers = true
@@ -497,10 +493,10 @@ pub struct BenchArgs {
     /// server port, so more connections need several. All of 127.0.0.0/8 is local on
     /// Linux; other addresses must be assigned to an interface.
     #[arg(long, value_name = "ADDRS", env = "TCP_HELLO_SOURCE",
-          value_parser = crate::address::parse_sources)]
-    pub source: Option<crate::address::SourceAddrs>,
+          value_parser = tcp_hello::address::parse_sources)]
+    pub source: Option<tcp_hello::address::SourceAddrs>,
     /// Connections held open at once (at most 65,535 per --source address).
-    #[arg(short = 'n', long, value_name = "N", default_value_t = 64,
+    #[arg(short = 'n', long, value_name = "N", default_value_t = config::BENCH_CONNECTIONS,
         value_parser = positive_number::<usize>,
         allow_negative_numbers = true
     )]
@@ -521,19 +517,19 @@ pub struct BenchArgs {
     )]
     pub messages: Option<u64>,
     /// Names in flight per connection.
-    #[arg(short, long, value_name = "K", default_value_t = 1,
+    #[arg(short, long, value_name = "K", default_value_t = config::BENCH_PIPELINE,
         value_parser = positive_number::<usize>,
         allow_negative_numbers = true
     )]
     pub pipeline: usize,
     /// Bytes per name sent.
-    #[arg(short, long, value_name = "BYTES", default_value_t = 8,
+    #[arg(short, long, value_name = "BYTES", default_value_t = config::BENCH_SIZE,
         value_parser = positive_number::<usize>,
         allow_negative_numbers = true
     )]
     pub size: usize,
     /// New connections opened per second while ramping up (0 = as fast as possible).
-    #[arg(long, value_name = "N", default_value_t = 2000,
+    #[arg(long, value_name = "N", default_value_t = config::BENCH_CONNECT_RATE,
         value_parser = whole_number::<u64>,
         allow_negative_numbers = true
     )]
@@ -548,13 +544,13 @@ pub struct BenchArgs {
     #[arg(
         long,
         value_name = "SECS",
-        default_value_t = 5.0,
+        default_value_t = config::BENCH_TIMEOUT.as_secs_f64(),
         allow_negative_numbers = true
     )]
     pub timeout: f64,
     /// Reply template the server is expected to use, written as its `--reply`; `{}` is
     /// the name sent, `{conn}` any connection number.
-    #[arg(long, value_name = "TEMPLATE", default_value = "Hello, {}!")]
+    #[arg(long, value_name = "TEMPLATE", default_value = config::REPLY)]
     pub expect: String,
     /// Print the results as one JSON object on stdout.
     #[arg(long)]
@@ -583,7 +579,7 @@ pub struct CertArgs {
     pub out: std::path::PathBuf,
     /// A name or IP address the server certificate is for; repeat for several (the first
     /// is its common name).
-    #[arg(long = "host", value_name = "NAME_OR_IP", default_values = crate::cert::DEFAULT_HOSTS)]
+    #[arg(long = "host", value_name = "NAME_OR_IP", default_values = tcp_hello::cert::DEFAULT_HOSTS)]
     pub hosts: Vec<String>,
     /// Also make a client certificate for mutual TLS, NAME.pem and NAME.key, with NAME as
     /// its common name; repeat for several.
@@ -591,25 +587,139 @@ pub struct CertArgs {
     pub clients: Vec<String>,
 }
 
-/// Checks a `--connect` address's form (resolving it is the subcommand's job).
-fn connect_address(s: &str) -> Result<String, String> {
-    crate::address::check_connect(s.trim()).map(|_| s.trim().to_string())
+impl ServeArgs {
+    /// The typed configuration: seconds as durations, 0 as none where 0 means off.
+    pub fn into_config(self) -> ServeConfig {
+        let seconds = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+        ServeConfig {
+            bind: self.bind,
+            tls_bind: self.tls_bind,
+            udp_bind: self.udp_bind,
+            udp_rate: self.udp_rate,
+            udp_low_ports: self.udp_low_ports,
+            metrics: self.metrics,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
+            tls_client_ca: self.tls_client_ca,
+            tls_handshake_timeout: Duration::from_secs(self.tls_handshake_timeout),
+            tls_max_handshakes: self.tls_max_handshakes,
+            tls_max_handshakes_per_source: self.tls_max_handshakes_per_source,
+            keepalive: seconds(self.keepalive),
+            user_timeout: seconds(self.user_timeout),
+            thread_cache: self.thread_cache,
+            mode: self.mode,
+            framing: self.framing,
+            welcome: self.welcome,
+            reply: self.reply,
+            farewell: self.farewell,
+            max_connections: self.max_connections,
+            max_per_source: self.max_per_source,
+            allow: self.allow,
+            deny: self.deny,
+            proxy_protocol: self.proxy_protocol,
+            proxy_from: self.proxy_from,
+            proxy_header_timeout: Duration::from_secs(self.proxy_header_timeout),
+            allow_file: self.allow_file,
+            deny_file: self.deny_file,
+            idle_timeout: seconds(self.idle_timeout),
+            write_timeout: seconds(self.write_timeout),
+            max_line: self.max_line as usize,
+            delay: Duration::from_millis(self.delay),
+            backlog: self.backlog,
+            reuse_port: self.reuse_port,
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
+            linger: Duration::from_secs(self.linger),
+        }
+    }
 }
 
-/// Reads a client timeout in seconds: 0 (none) up to one year.
-fn timeout_seconds(s: &str) -> Result<f64, String> {
-    let max = crate::client::MAX_TIMEOUT_SECS;
-    let fix =
-        format!("give 0 (no timeout) or a number of seconds up to {max} (one year), e.g. 5 or 0.5");
-    match s.trim().parse::<f64>() {
-        Ok(secs) if secs == 0.0 => Ok(secs),
-        Ok(secs) if secs < 0.0 => Err(format!("{s} is negative; {fix}")),
-        Ok(secs) if secs > max as f64 => Err(format!("{s} is more than {max} s; {fix}")),
-        Ok(secs) if std::time::Duration::try_from_secs_f64(secs).is_ok_and(|d| !d.is_zero()) => {
-            Ok(secs)
+impl TlsClientArgs {
+    fn into_config(self) -> TlsClientConfig {
+        TlsClientConfig {
+            enabled: self.enabled,
+            ca: self.tls_ca,
+            cert: self.tls_cert,
+            key: self.tls_key,
+            server_name: self.tls_server_name,
         }
-        _ => Err(format!("{s} is not a usable number of seconds; {fix}")),
     }
+}
+
+impl ClientArgs {
+    /// The typed configuration (the timeouts were checked as they were read).
+    pub fn into_config(self) -> ClientConfig {
+        ClientConfig {
+            connect: self.connect,
+            names: self.names,
+            connect_timeout: self.connect_timeout.0,
+            reply_timeout: self.reply_timeout.0,
+            framing: self.framing,
+            raw: self.raw,
+            udp: self.udp,
+            retries: self.retries,
+            tls: self.tls_args.into_config(),
+        }
+    }
+}
+
+impl BenchArgs {
+    /// The typed configuration; a `--timeout` or `--duration` that is no usable number of
+    /// seconds is refused, naming the flag.
+    pub fn into_config(self) -> Result<BenchConfig, String> {
+        let timeout = config::positive_seconds("--timeout", self.timeout, "5")?;
+        let duration = match self.duration {
+            Some(secs) => config::positive_seconds("--duration", secs, "10")?,
+            None => config::BENCH_DURATION,
+        };
+        Ok(BenchConfig {
+            connect: self.connect,
+            source: self.source,
+            connections: self.connections,
+            duration,
+            messages: self.messages,
+            pipeline: self.pipeline,
+            size: self.size,
+            connect_rate: self.connect_rate,
+            threads: self.threads,
+            timeout,
+            expect: self.expect,
+            json: self.json,
+            hgrm: self.hgrm,
+            tls: self.tls_args.into_config(),
+            tls_resume: self.tls_resume,
+        })
+    }
+}
+
+impl CertArgs {
+    /// What `tcp-hello cert` is asked to make.
+    pub fn into_request(self) -> tcp_hello::cert::Request {
+        tcp_hello::cert::Request {
+            out: self.out,
+            hosts: self.hosts,
+            clients: self.clients,
+        }
+    }
+}
+
+/// Checks a `--connect` address's form (resolving it is the subcommand's job).
+fn connect_address(s: &str) -> Result<String, String> {
+    tcp_hello::address::check_connect(s.trim()).map(|_| s.trim().to_string())
+}
+
+/// A client timeout as the command line holds it: shown in seconds, 0 for none.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timeout(pub Option<Duration>);
+
+impl Display for Timeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0.map_or(0.0, |d| d.as_secs_f64()))
+    }
+}
+
+/// Reads a client timeout: [`config::client_timeout`], the one check of it.
+fn timeout(s: &str) -> Result<Timeout, String> {
+    config::client_timeout(s).map(Timeout)
 }
 
 /// Reads a whole number, 0 or more; a negative one is refused as such rather than as
@@ -710,21 +820,73 @@ fn from_environment(e: &clap::Error, args: &[OsString]) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// Parses `tcp-hello SUB ARGS...` without the process's `TCP_HELLO_*` variables
+    /// mattering for the flags given.
+    fn parsed(args: &[&str]) -> Command {
+        Cli::try_parse_from(std::iter::once("tcp-hello").chain(args.iter().copied()))
+            .unwrap()
+            .command
+    }
+
     #[test]
-    fn client_timeouts_are_0_to_a_year() {
-        assert_eq!(timeout_seconds("0"), Ok(0.0));
-        assert_eq!(timeout_seconds("0.5"), Ok(0.5));
-        assert_eq!(timeout_seconds("31536000"), Ok(31_536_000.0));
-        for (bad, says) in [
-            ("-1", "negative"),
-            ("1e19", "more than 31536000"),
-            ("NaN", "not a usable"),
-            ("1e-12", "not a usable"),
-            ("x", "not a usable"),
-        ] {
-            let e = timeout_seconds(bad).unwrap_err();
-            assert!(e.contains(says) && e.contains("one year"), "{bad}: {e}");
+    fn client_timeouts_are_read_once_into_durations() {
+        let Command::Client(args) =
+            parsed(&["client", "--reply-timeout", "0.5", "--connect-timeout", "0"])
+        else {
+            panic!("not client");
+        };
+        let config = args.into_config();
+        assert_eq!(config.reply_timeout, Some(Duration::from_millis(500)));
+        assert_eq!(config.connect_timeout, None);
+        let e = Cli::try_parse_from(["tcp-hello", "client", "--reply-timeout", "-1"]).unwrap_err();
+        assert!(e.to_string().contains("-1 is negative"), "{e}");
+        assert_eq!(Timeout(config::CONNECT_TIMEOUT).to_string(), "5");
+        assert_eq!(Timeout(None).to_string(), "0");
+    }
+
+    #[test]
+    fn bench_seconds_become_durations_or_are_refused_naming_the_flag() {
+        let bench = |args: &[&str]| {
+            let mut all = vec!["bench"];
+            all.extend_from_slice(args);
+            let Command::Bench(args) = parsed(&all) else {
+                panic!("not bench");
+            };
+            args.into_config()
+        };
+        let c = bench(&["-d", "inf", "--timeout", "0.25"]).unwrap();
+        assert_eq!(c.duration, Duration::MAX);
+        assert_eq!(c.timeout, Duration::from_millis(250));
+        assert_eq!(bench(&[]).unwrap().duration, config::BENCH_DURATION);
+        assert_eq!(
+            bench(&["--timeout", "0"]).unwrap_err(),
+            "--timeout must be a number of seconds above 0, not 0: e.g. --timeout 5"
+        );
+        assert_eq!(
+            bench(&["-d", "NaN"]).unwrap_err(),
+            "--duration must be a number of seconds above 0, not NaN: e.g. --duration 10"
+        );
+    }
+
+    /// The library's defaults are the command line's: nothing given, nothing differs.
+    #[test]
+    fn defaults_are_the_configs_defaults() {
+        // Only when no TCP_HELLO_* variable sets a flag behind the test's back.
+        if std::env::vars().any(|(k, _)| k.starts_with("TCP_HELLO_")) {
+            return;
         }
+        let Command::Serve(args) = parsed(&["serve"]) else {
+            panic!("not serve");
+        };
+        assert_eq!(args.into_config(), ServeConfig::default());
+        let Command::Client(args) = parsed(&["client"]) else {
+            panic!("not client");
+        };
+        assert_eq!(args.into_config(), ClientConfig::default());
+        let Command::Bench(args) = parsed(&["bench"]) else {
+            panic!("not bench");
+        };
+        assert_eq!(args.into_config().unwrap(), BenchConfig::default());
     }
 
     #[test]

@@ -18,15 +18,18 @@
 //! - [`pem`]: certificates and keys read from PEM files, errors naming the file;
 //! - [`cert`]: `tcp-hello cert`, a private CA and certificates made without openssl;
 //! - [`udp`]: `serve --udp-bind`: one datagram back per datagram, never an amplifier;
-//! - [`cli`], [`address`]: the command line, and the addresses given on it.
+//! - [`config`]: each subcommand's typed, validated configuration, and the defaults;
+//! - [`serve`](mod@serve): running a server as `tcp-hello serve` does, in a program or
+//!   a test;
+//! - [`address`]: the addresses given on the command line.
 #![forbid(unsafe_code)]
 
 pub mod activation;
 pub mod address;
 pub mod bench;
 pub mod cert;
-pub mod cli;
 pub mod client;
+pub mod config;
 pub mod connection;
 pub mod limits;
 pub mod metrics;
@@ -35,6 +38,7 @@ pub mod pool;
 pub mod protocol;
 pub mod proxy;
 pub mod rules;
+pub mod serve;
 pub mod server;
 pub mod signals;
 pub mod sync;

@@ -17,7 +17,6 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::server::ShutdownHandle;
 use crate::tls::Tls;
 
 /// Runs `install` with `signals` blocked on the calling thread, then unblocks them, so
@@ -106,8 +105,13 @@ pub fn action(signal: i32, stops_before: u32) -> Action {
 /// gracefully, a second exits at once; SIGHUP reloads the TLS certificate, key and
 /// client CA (`tls`), and is logged and ignored without TLS; it never stops the server.
 /// Under systemd (Type=notify), stopping is announced with `STOPPING=1`. The signals are
-/// read on a thread of their own.
-pub fn serve_signals(handle: ShutdownHandle, tls: Option<Arc<Tls>>) -> io::Result<()> {
+/// read on a thread of their own. `shutdown` stops the server gracefully; `connections`
+/// says how many it has open.
+pub fn serve_signals(
+    shutdown: impl Fn() + Send + 'static,
+    connections: impl Fn() -> usize + Send + 'static,
+    tls: Option<Arc<Tls>>,
+) -> io::Result<()> {
     let wanted = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
     let mut signals = install_blocking(&wanted, || Signals::new([SIGINT, SIGTERM, SIGHUP]))?;
     let reloads = tls.map(Reloads::new);
@@ -130,12 +134,12 @@ pub fn serve_signals(handle: ShutdownHandle, tls: Option<Arc<Tls>>) -> io::Resul
                         // So that systemd shows the unit deactivating while connections
                         // drain; a no-op unless it runs us as Type=notify.
                         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-                        handle.shutdown();
+                        shutdown();
                     }
                     Action::Exit(status) => {
                         warn!(
                             "signal {signal} again: exiting with {} connections open",
-                            handle.connections()
+                            connections()
                         );
                         std::process::exit(status);
                     }

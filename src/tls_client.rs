@@ -1,5 +1,5 @@
 //! The client side of TLS, as `tcp-hello client` and `tcp-hello bench` both set it up
-//! from the same flags ([`TlsClientArgs`](crate::cli::TlsClientArgs)): the trust roots,
+//! from the same options ([`TlsClientConfig`]): the trust roots,
 //! the client certificate for mutual TLS, and the name the server's certificate must
 //! have. Every error is one line naming the flag, the file and the fix.
 
@@ -14,7 +14,7 @@ use rustls::pki_types::ServerName;
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, SignatureScheme};
 
-use crate::cli::TlsClientArgs;
+use crate::config::TlsClientConfig;
 use crate::pem;
 
 /// A client's TLS configuration, read from its flags.
@@ -41,12 +41,12 @@ pub struct ClientTls {
 /// Without `--tls`, the first TLS option given (besides `extra`, the caller's own), as
 /// the error to report: ignoring it would talk plain text to a server the user thinks
 /// is TLS (e.g. when `TCP_HELLO_TLS=0` turned TLS off).
-pub fn options_without_tls(args: &TlsClientArgs, extra: &[(&str, bool)]) -> Option<String> {
+pub fn options_without_tls(tls: &TlsClientConfig, extra: &[(&str, bool)]) -> Option<String> {
     let given = [
-        ("--tls-ca", args.tls_ca.is_some()),
-        ("--tls-cert", args.tls_cert.is_some()),
-        ("--tls-key", args.tls_key.is_some()),
-        ("--tls-server-name", args.tls_server_name.is_some()),
+        ("--tls-ca", tls.ca.is_some()),
+        ("--tls-cert", tls.cert.is_some()),
+        ("--tls-key", tls.key.is_some()),
+        ("--tls-server-name", tls.server_name.is_some()),
     ];
     given
         .iter()
@@ -59,16 +59,16 @@ pub fn options_without_tls(args: &TlsClientArgs, extra: &[(&str, bool)]) -> Opti
 
 /// Reads `--tls-ca`, `--tls-cert` and `--tls-key`, and the name to check (`host`, the
 /// `--connect` host, unless `--tls-server-name` is given).
-pub fn client_tls(args: &TlsClientArgs, host: &str) -> Result<ClientTls, String> {
+pub fn client_tls(tls: &TlsClientConfig, host: &str) -> Result<ClientTls, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let (roots, system_roots) = trust_roots(args.tls_ca.as_deref())?;
-    let key = match (&args.tls_cert, &args.tls_key) {
+    let (roots, system_roots) = trust_roots(tls.ca.as_deref())?;
+    let key = match (&tls.cert, &tls.key) {
         (Some(cert), Some(key)) => Some(client_key(cert, key, &provider)?),
         (None, None) => None,
         // The command line's parser requires both or neither; say so all the same.
         _ => return Err("--tls-cert and --tls-key go together: give both, or neither".into()),
     };
-    let given = args.tls_server_name.as_deref().map(str::trim);
+    let given = tls.server_name.as_deref().map(str::trim);
     let name = given.unwrap_or(host).to_string();
     let server_name = ServerName::try_from(name.clone()).map_err(|_| match given {
         Some(_) => format!(
@@ -95,7 +95,7 @@ pub fn client_tls(args: &TlsClientArgs, host: &str) -> Result<ClientTls, String>
         server_name,
         name,
         name_given: given.is_some(),
-        ca: args.tls_ca.clone(),
+        ca: tls.ca.clone(),
         system_roots,
         asked,
     })

@@ -35,7 +35,7 @@ use rustls::ClientConnection;
 use serde_json::{Map, Value, json};
 
 use crate::address::parse_connect;
-use crate::cli::BenchArgs;
+use crate::config::BenchConfig;
 use crate::protocol::ConnectionValues;
 use crate::signals::install_blocking;
 
@@ -73,8 +73,6 @@ const COORDINATOR_TICK: Duration = Duration::from_millis(10);
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Largest latency the histogram tells apart (an hour, in ns); larger ones are clamped.
 const HIST_MAX_NS: u64 = 3_600_000_000_000;
-/// Run time when neither `--duration` nor `--messages` is given.
-const DEFAULT_SECS: f64 = 5.0;
 /// Largest `--pipeline` × (`--size` + 1): the write buffer of one connection.
 const MAX_BATCH_BYTES: usize = 64 << 20;
 /// Largest expected reply to one name (`--expect` with `--size`): the read buffer of
@@ -106,7 +104,7 @@ pub enum Outcome {
 /// Progress goes to stderr. The report goes to stdout, or with `--json` one JSON
 /// object goes to stdout and the human report to stderr. It is an error when no
 /// connection at all could be set up; the message names the likely cause and fix.
-pub fn run(args: &BenchArgs) -> io::Result<Outcome> {
+pub fn run(args: &BenchConfig) -> io::Result<Outcome> {
     let cfg = Arc::new(Config::from_args(args)?);
     let hgrm_file = match &args.hgrm {
         Some(path) => Some((hgrm::open(path)?, path)),

@@ -44,9 +44,9 @@ pub(super) struct TlsSetup {
 /// `--tls` and its options read: `None` without `--tls`. A file that cannot be used,
 /// a name that cannot be checked, or a TLS option without `--tls`, is an
 /// `InvalidInput` error of one line that names the flag and the file.
-pub(super) fn setup(args: &BenchArgs, target: &HostPort) -> io::Result<Option<TlsSetup>> {
+pub(super) fn setup(args: &BenchConfig, target: &HostPort) -> io::Result<Option<TlsSetup>> {
     let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
-    let tls = &args.tls_args;
+    let tls = &args.tls;
     if !tls.enabled {
         let resume = [("--tls-resume", args.tls_resume)];
         return match crate::tls_client::options_without_tls(tls, &resume) {
@@ -55,7 +55,7 @@ pub(super) fn setup(args: &BenchArgs, target: &HostPort) -> io::Result<Option<Tl
         };
     }
     let made = crate::tls_client::client_tls(tls, &target.host).map_err(invalid)?;
-    let ctx = TlsContext::new(target.to_string(), &made, tls.tls_cert.clone());
+    let ctx = TlsContext::new(target.to_string(), &made, tls.cert.clone());
     let mut config = made.config;
     if !args.tls_resume {
         // rustls keeps sessions by default; without them every handshake is a full one,

@@ -62,7 +62,7 @@
 //!   close after `exit`); a person thinking at the prompt never times out.
 //!   In `--raw` mode it runs once stdin has ended.
 //! - A reply timeout of 0 means "no timeout"; a connect timeout of 0 leaves it to the
-//!   system. Either is at most [`MAX_TIMEOUT_SECS`] (one year): longer is refused as a
+//!   system. Either is at most [`MAX_TIMEOUT_SECS`](crate::config::MAX_TIMEOUT_SECS) (one year): longer is refused as a
 //!   usage error, as it could only mean "forever", which 0 says.
 //!
 //! # TLS
@@ -100,7 +100,6 @@
 //!
 //! # Modules
 //!
-//! - `args`: parsing the timeout options;
 //! - `connect`: resolving the target, trying each address in turn, and why none accepted;
 //! - `failure`: why a session failed, with its exit code and its message;
 //! - `tally`: what the server's lines are, classified and tallied against names sent
@@ -117,7 +116,6 @@
 //!
 //! [`CHUNK_MAX`]: crate::protocol::CHUNK_MAX
 
-mod args;
 mod connect;
 mod failure;
 mod lines;
@@ -137,11 +135,9 @@ use std::time::Duration;
 use log::debug;
 
 use crate::address::{HostPort, parse_connect};
-use crate::cli::ClientArgs;
+use crate::config::ClientConfig;
 use crate::protocol::Framing;
 
-pub use args::MAX_TIMEOUT_SECS;
-use args::timeout_arg;
 use connect::connect;
 use failure::Failure;
 use link::Link;
@@ -192,9 +188,9 @@ const HEAD: usize = 256;
 ///
 /// Meant for the binary's `main`: on failure it returns while the thread reading stdin
 /// may still be blocked, which is harmless only because the process then exits.
-pub fn run(args: &ClientArgs) -> ExitCode {
-    if args.udp {
-        return match udp::session(args) {
+pub fn run(config: &ClientConfig) -> ExitCode {
+    if config.udp {
+        return match udp::session(config) {
             Ok(()) => ExitCode::from(EXIT_OK),
             Err(failure) => {
                 if let Some(message) = failure.message() {
@@ -204,7 +200,7 @@ pub fn run(args: &ClientArgs) -> ExitCode {
             }
         };
     }
-    match session(args) {
+    match session(config) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(failure) => {
             if let Some(message) = failure.message() {
@@ -215,17 +211,13 @@ pub fn run(args: &ClientArgs) -> ExitCode {
     }
 }
 
-fn session(args: &ClientArgs) -> Result<(), Failure> {
-    let target = parse_connect(&args.connect).map_err(Failure::Usage)?;
-    let connect_timeout = timeout_arg(
-        "--connect-timeout",
-        args.connect_timeout,
-        "the system's own timeout will do",
-    )?;
-    let reply_timeout = timeout_arg("--reply-timeout", args.reply_timeout, "you want none")?;
+fn session(config: &ClientConfig) -> Result<(), Failure> {
+    let target = parse_connect(&config.connect).map_err(Failure::Usage)?;
+    let connect_timeout = config.connect_timeout;
+    let reply_timeout = config.reply_timeout;
     // Before connecting: a bad file is a usage error, whatever the server.
-    let tls = tls_setup(args, &target)?;
-    let interactive = !args.raw && args.names.is_empty() && io::stdin().is_terminal();
+    let tls = tls_setup(&config.tls, &target)?;
+    let interactive = !config.raw && config.names.is_empty() && io::stdin().is_terminal();
     let (stream, addr) = connect(&target, connect_timeout)?;
     debug!("connected to {addr}");
     // Names leave in batches (or one at a time, awaited), so Nagle's delay only adds latency.
@@ -247,7 +239,7 @@ fn session(args: &ClientArgs) -> Result<(), Failure> {
         target,
         reply_timeout,
         interactive,
-        framing: args.framing,
+        framing: config.framing,
     };
     if interactive {
         let shown = cfg.target.to_string();
@@ -262,11 +254,11 @@ fn session(args: &ClientArgs) -> Result<(), Failure> {
         ));
     }
     let mut out = BufWriter::with_capacity(READ_BUF, io::stdout().lock());
-    let result = if args.raw {
+    let result = if config.raw {
         raw_session(link, &cfg, &mut out)
     } else {
-        let input = Names::new(names_input(&args.names));
-        match args.framing {
+        let input = Names::new(names_input(&config.names));
+        match config.framing {
             Framing::Line => line_session(link, &cfg, input, &mut out),
             Framing::Chunk => chunk_session(link, &cfg, input, &mut out),
         }

@@ -36,14 +36,16 @@ use super::link::{Got, ReadError, got};
 use super::tls_failure::{TlsCause, TlsFailure};
 use super::wait::{is_reset, is_timeout};
 use crate::address::HostPort;
-use crate::cli::ClientArgs;
+use crate::config::TlsClientConfig;
 use crate::sync::lock;
 use crate::tls_failure::{TlsContext, plain_text};
 
 /// The TLS set-up when `--tls` is on; without it, a TLS option is a usage error (it
 /// would otherwise be ignored, e.g. when `TCP_HELLO_TLS=0` turned TLS off).
-pub(super) fn tls_setup(args: &ClientArgs, target: &HostPort) -> Result<Option<TlsSetup>, Failure> {
-    let tls = &args.tls_args;
+pub(super) fn tls_setup(
+    tls: &TlsClientConfig,
+    target: &HostPort,
+) -> Result<Option<TlsSetup>, Failure> {
     if !tls.enabled {
         return match crate::tls_client::options_without_tls(tls, &[]) {
             Some(message) => Err(Failure::Usage(message)),
@@ -52,11 +54,7 @@ pub(super) fn tls_setup(args: &ClientArgs, target: &HostPort) -> Result<Option<T
     }
     let made = crate::tls_client::client_tls(tls, &target.host).map_err(Failure::Usage)?;
     Ok(Some(TlsSetup {
-        ctx: Arc::new(TlsContext::new(
-            target.to_string(),
-            &made,
-            tls.tls_cert.clone(),
-        )),
+        ctx: Arc::new(TlsContext::new(target.to_string(), &made, tls.cert.clone())),
         config: Arc::new(made.config),
         server_name: made.server_name,
     }))

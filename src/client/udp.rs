@@ -30,10 +30,9 @@ use std::time::{Duration, Instant};
 
 use log::debug;
 
-use super::args::timeout_arg;
 use super::{EXIT_CONNECT, EXIT_LOCAL_IO, EXIT_LOST, EXIT_USAGE};
 use crate::address::parse_connect;
-use crate::cli::ClientArgs;
+use crate::config::ClientConfig;
 use crate::udp::reply::{MAX_BUFFER, MAX_PAYLOAD, split_ending};
 
 /// Why a `--udp` run failed.
@@ -86,10 +85,9 @@ pub(super) fn waits(total: Duration, sends: u32) -> Vec<Duration> {
 }
 
 /// Runs `client --udp`; the exit code is the caller's to print.
-pub(super) fn session(args: &ClientArgs) -> Result<(), UdpFailure> {
-    let target = parse_connect(&args.connect).map_err(UdpFailure::Usage)?;
-    let reply_timeout = timeout_arg("--reply-timeout", args.reply_timeout, "you want none")
-        .map_err(|f| UdpFailure::Usage(f.message().unwrap_or_default()))?;
+pub(super) fn session(config: &ClientConfig) -> Result<(), UdpFailure> {
+    let target = parse_connect(&config.connect).map_err(UdpFailure::Usage)?;
+    let reply_timeout = config.reply_timeout;
     let addr = *target
         .resolve()
         .map_err(|e| {
@@ -110,20 +108,20 @@ pub(super) fn session(args: &ClientArgs) -> Result<(), UdpFailure> {
         .map_err(|e| UdpFailure::Setup(format!("cannot open a UDP socket to {addr}: {e}")))?;
     debug!("udp socket {:?} to {addr}", socket.local_addr().ok());
     let out = io::stdout().lock();
-    if args.raw {
+    if config.raw {
         raw(socket, addr, reply_timeout, out)
     } else {
-        let names: Box<dyn Read + Send> = if args.names.is_empty() {
+        let names: Box<dyn Read + Send> = if config.names.is_empty() {
             Box::new(io::stdin())
         } else {
             let mut text = Vec::new();
-            for name in &args.names {
+            for name in &config.names {
                 text.extend_from_slice(name.as_encoded_bytes());
                 text.push(b'\n');
             }
             Box::new(io::Cursor::new(text))
         };
-        let sends = args.retries.saturating_add(1);
+        let sends = config.retries.saturating_add(1);
         names_session(&socket, addr, reply_timeout, sends, names, out)
     }
 }

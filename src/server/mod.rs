@@ -105,6 +105,33 @@ pub struct ServerConfig {
     pub max_handshakes_per_source: usize,
 }
 
+/// The defaults of `tcp-hello serve` ([`crate::config`]); no address to listen on.
+impl Default for ServerConfig {
+    fn default() -> Self {
+        use crate::config;
+        ServerConfig {
+            bind: Vec::new(),
+            tls_bind: Vec::new(),
+            tls: None,
+            backlog: config::BACKLOG,
+            reuse_port: false,
+            max_connections: config::MAX_CONNECTIONS,
+            max_per_source: config::MAX_PER_SOURCE,
+            rules: crate::rules::Rules::default(),
+            proxy: None,
+            idle_timeout: config::IDLE_TIMEOUT,
+            write_timeout: config::WRITE_TIMEOUT,
+            shutdown_timeout: config::SHUTDOWN_TIMEOUT,
+            linger: config::LINGER,
+            keepalive: config::KEEPALIVE,
+            user_timeout: config::USER_TIMEOUT,
+            thread_cache: config::THREAD_CACHE,
+            max_handshakes: config::TLS_MAX_HANDSHAKES,
+            max_handshakes_per_source: config::TLS_MAX_HANDSHAKES_PER_SOURCE,
+        }
+    }
+}
+
 /// The longest `--keepalive` Linux takes (`TCP_KEEPIDLE` and `TCP_KEEPINTVL` stop at 32767 s).
 pub const MAX_KEEPALIVE_SECS: u64 = 32_767;
 

@@ -43,9 +43,6 @@ pub const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 /// Longest a socket's counts may go unpublished to [`UdpStats`] while datagrams arrive.
 pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
-/// Default `--udp-rate`: datagrams per second per address.
-pub const DEFAULT_RATE: u32 = 1000;
-
 /// How the UDP sockets serve, apart from the replies.
 #[derive(Debug, Clone, Default)]
 pub struct UdpConfig {

@@ -1,0 +1,500 @@
+//! Running a server as `tcp-hello serve` does: from a [`ServeConfig`] to listeners,
+//! UDP sockets and metrics, serving until stopped.
+//!
+//! [`run`] is all of `tcp-hello serve`: besides serving it adopts the sockets systemd
+//! passes (socket activation), installs the signal handlers, announces the addresses on
+//! stdout and tells systemd it is ready. [`start`] is for a program or a test: the same
+//! server without touching the process (no signal handlers, no stdout, no systemd), on
+//! threads of its own, with its addresses and a handle that stops it.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread;
+
+use anyhow::Context as _;
+use log::{info, warn};
+
+use crate::activation::{Inherited, Plan};
+use crate::config::{DEFAULT_ADDR, ServeConfig};
+use crate::connection::Context;
+use crate::limits::{connection_limit, warn_of_address_space_limit};
+use crate::protocol::{Machine, ReplyTemplate, Settings, TemplateField};
+use crate::proxy::ProxyProtocol;
+use crate::rules::{Action, Rule, Rules};
+use crate::server::{Listening, Server, ServerConfig, ShutdownHandle};
+use crate::signals::serve_signals;
+use crate::tls::{Tls, TlsFiles};
+use crate::udp::reply::Replies;
+use crate::udp::{UdpConfig, UdpServer, UdpStats};
+
+/// Runs `tcp-hello serve` until a signal stops it; bad configuration fails before
+/// anything is served, with a message naming the value.
+pub fn run(config: ServeConfig) -> anyhow::Result<()> {
+    launch(config, Process::Own)?.serve().map(drop)
+}
+
+/// Starts a server on threads of its own, leaving the process alone: no signal
+/// handlers, nothing on stdout, no systemd. Bad configuration fails before anything is
+/// served, with the message [`run`] gives.
+pub fn start(config: ServeConfig) -> anyhow::Result<Running> {
+    let serving = launch(config, Process::Shared)?;
+    let running = Running {
+        listeners: serving.listeners.clone(),
+        udp: serving.udp_addrs.clone(),
+        metrics: serving.metrics,
+        handle: serving.server.shutdown_handle(),
+        thread: thread::Builder::new()
+            .name("serve".into())
+            .spawn(move || serving.serve())
+            .context("cannot start the server's thread")?,
+    };
+    Ok(running)
+}
+
+/// A server [`start`]ed: its addresses, and stopping it.
+pub struct Running {
+    listeners: Vec<Listening>,
+    udp: Vec<SocketAddr>,
+    metrics: Option<SocketAddr>,
+    handle: ShutdownHandle,
+    thread: thread::JoinHandle<anyhow::Result<usize>>,
+}
+
+impl Running {
+    /// The TCP listeners' addresses (port 0 resolved): the plain ones, then the TLS ones.
+    pub fn listeners(&self) -> &[Listening] {
+        &self.listeners
+    }
+
+    /// The UDP sockets' addresses (port 0 resolved).
+    pub fn udp_addrs(&self) -> &[SocketAddr] {
+        &self.udp
+    }
+
+    /// Where the metrics are served, with [`ServeConfig::metrics`].
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+    }
+
+    /// A handle that stops the server from any thread, as SIGTERM does.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.handle.clone()
+    }
+
+    /// Stops the server gracefully and waits for it; returns how many connections
+    /// were cut off after the shutdown timeout.
+    pub fn stop(self) -> anyhow::Result<usize> {
+        self.handle.shutdown();
+        self.wait()
+    }
+
+    /// Waits until the server stops (through [`Running::shutdown_handle`]); returns how
+    /// many connections were cut off after the shutdown timeout.
+    pub fn wait(self) -> anyhow::Result<usize> {
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the server's thread panicked"))?
+    }
+}
+
+/// Whether the server has the process to itself ([`run`]) or shares it ([`start`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Process {
+    /// Socket activation, signal handlers, the announcement on stdout, systemd's ready.
+    Own,
+    /// None of those.
+    Shared,
+}
+
+/// A server set up and announced, not yet accepting.
+struct Serving {
+    server: Server,
+    udp: Option<UdpServer>,
+    listeners: Vec<Listening>,
+    udp_addrs: Vec<SocketAddr>,
+    metrics: Option<SocketAddr>,
+}
+
+impl Serving {
+    /// Accepts until stopped, then waits for the connections and the UDP threads;
+    /// returns how many connections were cut off.
+    fn serve(self) -> anyhow::Result<usize> {
+        // Without TCP listeners this returns at once, and the UDP threads hold on
+        // until the server is stopped.
+        let left = self.server.run()?;
+        if let Some(udp) = self.udp {
+            let counts = udp.join();
+            if self.udp_addrs.len() > 1 {
+                info!("udp, every socket: {counts}");
+            }
+        }
+        info!("stopped ({left} connections cut off)");
+        Ok(left)
+    }
+}
+
+/// Everything up to accepting: checks, TLS, listeners, UDP, metrics and, with
+/// [`Process::Own`], the signal handlers, the announcement and systemd's ready.
+fn launch(mut args: ServeConfig, process: Process) -> anyhow::Result<Serving> {
+    let inherited = match process {
+        Process::Own => inherited_sockets(&args)?,
+        Process::Shared => None,
+    };
+    if inherited.is_none()
+        && args.bind.is_empty()
+        && args.tls_bind.is_empty()
+        && args.udp_bind.is_empty()
+    {
+        args.bind.push(DEFAULT_ADDR.parse()?);
+    }
+    let tls_listeners = match &inherited {
+        Some(sockets) => sockets.iter().any(|s| s.tls),
+        None => !args.tls_bind.is_empty(),
+    };
+    let tls = tls_config(&args, tls_listeners)?;
+    let all: Vec<_> = args.bind.iter().chain(&args.tls_bind).copied().collect();
+    if let Some(twice) = crate::address::first_duplicate(&all) {
+        anyhow::bail!(
+            "--bind {twice} is given twice (names count by the address they resolve to): \
+             give each listener an address of its own"
+        );
+    }
+    if let Some(twice) = crate::address::first_duplicate(&args.udp_bind) {
+        anyhow::bail!(
+            "--udp-bind {twice} is given twice (names count by the address they resolve \
+             to): give each UDP socket an address of its own"
+        );
+    }
+    let rules = Rules::load(&args.allow, &args.deny, &args.allow_file, &args.deny_file)?;
+    if rules.refuses_everyone() {
+        warn!("address rules: {rules}");
+    } else if !rules.is_empty() {
+        info!("address rules: {rules}");
+    }
+    let proxy = proxy_protocol(&args);
+    let machine = Machine::current();
+    let template = |text: &str, field| ReplyTemplate::parse(text, field, &machine);
+    let settings = Settings {
+        mode: args.mode,
+        framing: args.framing,
+        welcome: template(&args.welcome, TemplateField::Welcome)?,
+        reply: template(&args.reply, TemplateField::Reply)?,
+        farewell: template(&args.farewell, TemplateField::Farewell)?,
+        max_line: args.max_line,
+    };
+    settings.check().map_err(anyhow::Error::msg)?;
+    let udp_replies = if args.udp_bind.is_empty() {
+        None
+    } else {
+        Some(Replies::new(&settings).map_err(anyhow::Error::msg)?)
+    };
+    let idle_timeout = args.idle_timeout;
+    let ctx = Context::new(settings, idle_timeout, args.delay);
+    warn_of_address_space_limit();
+    let config = ServerConfig {
+        max_connections: connection_limit(
+            args.max_connections,
+            inherited.as_ref().map_or(all.len(), Vec::len),
+        ),
+        max_per_source: args.max_per_source,
+        rules,
+        proxy,
+        bind: args.bind,
+        tls_bind: args.tls_bind,
+        tls: tls.clone(),
+        backlog: args.backlog,
+        reuse_port: args.reuse_port,
+        idle_timeout,
+        write_timeout: args.write_timeout,
+        shutdown_timeout: args.shutdown_timeout,
+        linger: args.linger,
+        keepalive: args.keepalive,
+        user_timeout: args.user_timeout,
+        thread_cache: args.thread_cache,
+        max_handshakes: args.tls_max_handshakes,
+        max_handshakes_per_source: args.tls_max_handshakes_per_source,
+    };
+    let server = match &inherited {
+        Some(sockets) => serve_inherited(sockets, config.clone(), ctx)?,
+        None => bind(config.clone(), ctx)?,
+    };
+    let mut udp_sockets = Vec::with_capacity(args.udp_bind.len());
+    for &addr in &args.udp_bind {
+        let socket = crate::udp::bind(addr, args.reuse_port).map_err(|e| {
+            bind_error(
+                std::io::Error::new(e.kind(), format!("cannot bind udp {addr}: {e}")),
+                "--udp-bind",
+            )
+        })?;
+        udp_sockets.push(socket);
+    }
+    let udp_stats = Arc::new(UdpStats::default());
+    let metrics = match args.metrics {
+        Some(addr) => {
+            let listener = crate::metrics::listen(addr)?;
+            let local = listener.local_addr()?;
+            let stats = server.stats();
+            let udp_stats = (!udp_sockets.is_empty()).then(|| Arc::clone(&udp_stats));
+            // The thread ends with the process: it holds nothing that needs closing.
+            crate::metrics::spawn(listener, move || {
+                let mut text = stats.snapshot().render();
+                if let Some(udp) = &udp_stats {
+                    text.push_str(&udp.render());
+                }
+                text
+            })
+            .context("cannot start the metrics thread")?;
+            Some(local)
+        }
+        None => None,
+    };
+    // Before the announcement, so that a script may signal as soon as it has read it.
+    // Every thread started before this blocks the signals (`spawn_blocking_stops`).
+    if process == Process::Own {
+        let (stop, count) = (server.shutdown_handle(), server.shutdown_handle());
+        serve_signals(move || stop.shutdown(), move || count.connections(), tls)
+            .context("cannot install signal handlers")?;
+    }
+    let addrs = server.local_addrs()?;
+    for addr in &addrs {
+        info!(
+            "listening on {addr} (max {} connections)",
+            config.max_connections
+        );
+    }
+    let udp_addrs = udp_sockets
+        .iter()
+        .map(std::net::UdpSocket::local_addr)
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let udp = match udp_replies {
+        Some(replies) => {
+            let rate = match args.udp_rate {
+                0 => "no rate limit".to_string(),
+                n => format!("at most {n} datagrams/s per address"),
+            };
+            for addr in &udp_addrs {
+                info!(
+                    "listening on udp {addr} (replies at most {} bytes longer than the \
+                     request; {rate})",
+                    replies.fixed()
+                );
+            }
+            let handle = server.shutdown_handle();
+            let udp_config = UdpConfig {
+                rate: args.udp_rate,
+                rules: config.rules.clone(),
+                peers: crate::udp::reply::PeerRules {
+                    own_ports: Vec::new(),
+                    low_ports: args.udp_low_ports,
+                },
+            };
+            Some(
+                UdpServer::spawn(
+                    udp_sockets,
+                    replies,
+                    udp_config,
+                    udp_stats,
+                    Arc::new(move || handle.stopping()),
+                )
+                .context("cannot start the UDP threads")?,
+            )
+        }
+        None => None,
+    };
+    if let Some(local) = metrics {
+        info!("metrics on http://{local}/metrics");
+    }
+    if process == Process::Own {
+        // The announcement is for whoever started us; if they stopped reading, or stdout
+        // is full, clients can still be served.
+        if let Err(e) = announce(&addrs, &udp_addrs, metrics) {
+            warn!("cannot write the listening addresses to stdout ({e}); serving anyway");
+        }
+        // A no-op unless systemd runs us as Type=notify (NOTIFY_SOCKET).
+        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+            warn!("cannot tell systemd we are ready (READY=1): {e}");
+        }
+    }
+    Ok(Serving {
+        server,
+        udp,
+        listeners: addrs,
+        udp_addrs,
+        metrics,
+    })
+}
+
+/// `--proxy-protocol`, with its trusted proxies (`--proxy-from`) as an allow list.
+/// Without any, says once what trusting every peer means.
+fn proxy_protocol(args: &ServeConfig) -> Option<ProxyProtocol> {
+    if !args.proxy_protocol {
+        return None;
+    }
+    let trusted = args
+        .proxy_from
+        .iter()
+        .map(|p| Rule::flag(Action::Allow, p.clone()))
+        .collect::<Vec<_>>();
+    if trusted.is_empty() {
+        warn!(
+            "--proxy-protocol without --proxy-from: anyone who can reach the port can claim \
+             any client address (and so pass --allow/--deny and --max-per-source); restrict \
+             who may send a PROXY header with --proxy-from (e.g. --proxy-from 10.0.0.5)"
+        );
+    } else {
+        info!(
+            "PROXY protocol headers trusted from {} (--proxy-from)",
+            args.proxy_from
+                .iter()
+                .map(|p| p.written())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Some(ProxyProtocol {
+        // Allow rules only: an allow list once there is one, else every peer is trusted.
+        trusted: Rules::new(trusted, false),
+        header_timeout: args.proxy_header_timeout,
+    })
+}
+
+/// The sockets systemd passed us (socket activation), if any; checks that the command
+/// line does not also ask to bind.
+fn inherited_sockets(args: &ServeConfig) -> anyhow::Result<Option<Vec<Inherited>>> {
+    match crate::activation::plan_from_env()? {
+        Plan::NotActivated => Ok(None),
+        Plan::NotOurs { pid } => {
+            warn!(
+                "LISTEN_FDS is set but LISTEN_PID is {} instead of our process id {}: \
+                 those sockets are not ours (socket activation); binding as usual",
+                pid.as_deref().map_or("unset".into(), |p| format!("{p:?}")),
+                std::process::id()
+            );
+            Ok(None)
+        }
+        Plan::Sockets(sockets) => {
+            if !args.bind.is_empty() || !args.tls_bind.is_empty() {
+                anyhow::bail!(
+                    "--bind and --tls-bind (or TCP_HELLO_BIND, TCP_HELLO_TLS_BIND) cannot be \
+                     used with sockets inherited from systemd (LISTEN_FDS): the .socket \
+                     unit's ListenStream= says where to listen"
+                );
+            }
+            if args.reuse_port {
+                anyhow::bail!(
+                    "--reuse-port cannot be used with sockets inherited from systemd \
+                     (LISTEN_FDS): set ReusePort=yes in the .socket unit instead"
+                );
+            }
+            Ok(Some(sockets))
+        }
+    }
+}
+
+/// A server on the inherited sockets, each given the options our own listeners get.
+fn serve_inherited(
+    sockets: &[Inherited],
+    config: ServerConfig,
+    ctx: Context,
+) -> anyhow::Result<Server> {
+    let listeners = crate::activation::take_listeners(sockets.len())?;
+    let mut adopted = Vec::with_capacity(listeners.len());
+    for (i, (listener, socket)) in listeners.into_iter().zip(sockets).enumerate() {
+        let fd = 3 + i;
+        let listener = crate::server::adopt(listener, &config)
+            .with_context(|| format!("inherited socket fd {fd} (name {:?})", socket.name))?;
+        info!(
+            "using inherited socket fd {fd} (name {:?}) from systemd: {}",
+            socket.name,
+            Listening {
+                addr: listener.local_addr()?,
+                tls: socket.tls
+            }
+        );
+        adopted.push((listener, socket.tls));
+    }
+    Ok(Server::with_listeners(adopted, config, ctx)?)
+}
+
+/// Binds `config`'s addresses, with a hint for the usual failures.
+fn bind(config: ServerConfig, ctx: Context) -> anyhow::Result<Server> {
+    Server::bind(config, ctx).map_err(|e| bind_error(e, "--bind"))
+}
+
+/// A failure to bind, with a hint for the usual causes; `flag` names the addresses.
+fn bind_error(e: std::io::Error, flag: &str) -> anyhow::Error {
+    let hint = match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "; is another server running there? Pick another port with {flag}, or, to run \
+             several servers on one port, start each with --reuse-port"
+        ),
+        std::io::ErrorKind::PermissionDenied => {
+            "; ports below 1024 need root: use a higher port".to_string()
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "; that address is not on this machine: try 127.0.0.1 or 0.0.0.0".to_string()
+        }
+        _ => String::new(),
+    };
+    anyhow::anyhow!("{e}{hint}")
+}
+
+/// The TLS configuration, read at start-up so that a bad file fails now, naming it.
+/// `tls_listeners`: some listener speaks TLS (`--tls-bind`, or an inherited socket
+/// named `tls`).
+fn tls_config(args: &ServeConfig, tls_listeners: bool) -> anyhow::Result<Option<Arc<Tls>>> {
+    if !tls_listeners {
+        if args.tls_cert.is_some() || args.tls_key.is_some() || args.tls_client_ca.is_some() {
+            anyhow::bail!(
+                "--tls-cert, --tls-key and --tls-client-ca are for TLS listeners: add \
+                 --tls-bind ADDR (e.g. --tls-bind 127.0.0.1:9443), or, with systemd's \
+                 sockets, FileDescriptorName=tls in the .socket unit of the TLS one"
+            );
+        }
+        return Ok(None);
+    }
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        anyhow::bail!(
+            "{} needs --tls-cert FILE and --tls-key FILE (`tcp-hello cert --out DIR` makes \
+             a set)",
+            if args.tls_bind.is_empty() {
+                "the inherited socket named tls"
+            } else {
+                "--tls-bind"
+            }
+        );
+    };
+    let files = TlsFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+        client_ca: args.tls_client_ca.clone(),
+    };
+    let timeout = args.tls_handshake_timeout;
+    Ok(Some(Arc::new(
+        Tls::load(files, timeout).map_err(anyhow::Error::msg)?,
+    )))
+}
+
+/// Writes one `listening on <address>` line per listener to stdout (`listening on tls
+/// <address>` for a TLS one, `listening on udp <address>` for a UDP socket), then
+/// `metrics on <address>` with `--metrics`, flushed, so that a script can read the port
+/// chosen for port 0.
+fn announce(
+    addrs: &[Listening],
+    udp: &[SocketAddr],
+    metrics: Option<SocketAddr>,
+) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    for addr in addrs {
+        writeln!(stdout, "listening on {addr}")?;
+    }
+    for addr in udp {
+        writeln!(stdout, "listening on udp {addr}")?;
+    }
+    // After the listeners: scripts that read N `listening on` lines are not thrown off.
+    if let Some(addr) = metrics {
+        writeln!(stdout, "metrics on {addr}")?;
+    }
+    stdout.flush()
+}

@@ -136,92 +136,102 @@ impl Serving {
 
 /// Everything up to accepting: checks, TLS, listeners, UDP, metrics and, with
 /// [`Process::Own`], the signal handlers, the announcement and systemd's ready.
-fn launch(mut args: ServeConfig, process: Process) -> anyhow::Result<Serving> {
+fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> {
     let inherited = match process {
-        Process::Own => inherited_sockets(&args)?,
+        Process::Own => inherited_sockets(&config)?,
         Process::Shared => None,
     };
     if inherited.is_none()
-        && args.bind.is_empty()
-        && args.tls_bind.is_empty()
-        && args.udp_bind.is_empty()
+        && config.bind.is_empty()
+        && config.tls_bind.is_empty()
+        && config.udp_bind.is_empty()
     {
-        args.bind.push(DEFAULT_ADDR.parse()?);
+        config.bind.push(DEFAULT_ADDR.parse()?);
     }
     let tls_listeners = match &inherited {
         Some(sockets) => sockets.iter().any(|s| s.tls),
-        None => !args.tls_bind.is_empty(),
+        None => !config.tls_bind.is_empty(),
     };
-    let tls = tls_config(&args, tls_listeners)?;
-    let all: Vec<_> = args.bind.iter().chain(&args.tls_bind).copied().collect();
+    let tls = tls_config(&config, tls_listeners)?;
+    let all: Vec<_> = config
+        .bind
+        .iter()
+        .chain(&config.tls_bind)
+        .copied()
+        .collect();
     if let Some(twice) = crate::address::first_duplicate(&all) {
         anyhow::bail!(
             "--bind {twice} is given twice (names count by the address they resolve to): \
              give each listener an address of its own"
         );
     }
-    if let Some(twice) = crate::address::first_duplicate(&args.udp_bind) {
+    if let Some(twice) = crate::address::first_duplicate(&config.udp_bind) {
         anyhow::bail!(
             "--udp-bind {twice} is given twice (names count by the address they resolve \
              to): give each UDP socket an address of its own"
         );
     }
-    let rules = Rules::load(&args.allow, &args.deny, &args.allow_file, &args.deny_file)?;
+    let rules = Rules::load(
+        &config.allow,
+        &config.deny,
+        &config.allow_file,
+        &config.deny_file,
+    )?;
     if rules.refuses_everyone() {
         warn!("address rules: {rules}");
     } else if !rules.is_empty() {
         info!("address rules: {rules}");
     }
-    let proxy = proxy_protocol(&args);
+    let proxy = proxy_protocol(&config);
     let machine = Machine::current();
     let template = |text: &str, field| ReplyTemplate::parse(text, field, &machine);
     let settings = Settings {
-        mode: args.mode,
-        framing: args.framing,
-        welcome: template(&args.welcome, TemplateField::Welcome)?,
-        reply: template(&args.reply, TemplateField::Reply)?,
-        farewell: template(&args.farewell, TemplateField::Farewell)?,
-        max_line: args.max_line,
+        mode: config.mode,
+        framing: config.framing,
+        welcome: template(&config.welcome, TemplateField::Welcome)?,
+        reply: template(&config.reply, TemplateField::Reply)?,
+        farewell: template(&config.farewell, TemplateField::Farewell)?,
+        max_line: config.max_line,
     };
     settings.check().map_err(anyhow::Error::msg)?;
-    let udp_replies = if args.udp_bind.is_empty() {
+    let udp_replies = if config.udp_bind.is_empty() {
         None
     } else {
         Some(Replies::new(&settings).map_err(anyhow::Error::msg)?)
     };
-    let idle_timeout = args.idle_timeout;
-    let ctx = Context::new(settings, idle_timeout, args.delay);
+    let idle_timeout = config.idle_timeout;
+    let ctx = Context::new(settings, idle_timeout, config.delay);
     warn_of_address_space_limit();
-    let config = ServerConfig {
+    let server_config = ServerConfig {
         max_connections: connection_limit(
-            args.max_connections,
+            config.max_connections,
             inherited.as_ref().map_or(all.len(), Vec::len),
         ),
-        max_per_source: args.max_per_source,
+        max_per_source: config.max_per_source,
         rules,
         proxy,
-        bind: args.bind,
-        tls_bind: args.tls_bind,
+        bind: config.bind,
+        tls_bind: config.tls_bind,
         tls: tls.clone(),
-        backlog: args.backlog,
-        reuse_port: args.reuse_port,
+        backlog: config.backlog,
+        reuse_port: config.reuse_port,
         idle_timeout,
-        write_timeout: args.write_timeout,
-        shutdown_timeout: args.shutdown_timeout,
-        linger: args.linger,
-        keepalive: args.keepalive,
-        user_timeout: args.user_timeout,
-        thread_cache: args.thread_cache,
-        max_handshakes: args.tls_max_handshakes,
-        max_handshakes_per_source: args.tls_max_handshakes_per_source,
+        write_timeout: config.write_timeout,
+        shutdown_timeout: config.shutdown_timeout,
+        linger: config.linger,
+        keepalive: config.keepalive,
+        user_timeout: config.user_timeout,
+        thread_cache: config.thread_cache,
+        max_handshakes: config.tls_max_handshakes,
+        max_handshakes_per_source: config.tls_max_handshakes_per_source,
     };
     let server = match &inherited {
-        Some(sockets) => serve_inherited(sockets, config.clone(), ctx)?,
-        None => bind(config.clone(), ctx)?,
+        Some(sockets) => serve_inherited(sockets, server_config.clone(), ctx)?,
+        None => bind(server_config.clone(), ctx)?,
     };
-    let mut udp_sockets = Vec::with_capacity(args.udp_bind.len());
-    for &addr in &args.udp_bind {
-        let socket = crate::udp::bind(addr, args.reuse_port).map_err(|e| {
+    let mut udp_sockets = Vec::with_capacity(config.udp_bind.len());
+    for &addr in &config.udp_bind {
+        let socket = crate::udp::bind(addr, config.reuse_port).map_err(|e| {
             bind_error(
                 std::io::Error::new(e.kind(), format!("cannot bind udp {addr}: {e}")),
                 "--udp-bind",
@@ -230,7 +240,7 @@ fn launch(mut args: ServeConfig, process: Process) -> anyhow::Result<Serving> {
         udp_sockets.push(socket);
     }
     let udp_stats = Arc::new(UdpStats::default());
-    let metrics = match args.metrics {
+    let metrics = match config.metrics {
         Some(addr) => {
             let listener = crate::metrics::listen(addr)?;
             let local = listener.local_addr()?;
@@ -260,7 +270,7 @@ fn launch(mut args: ServeConfig, process: Process) -> anyhow::Result<Serving> {
     for addr in &addrs {
         info!(
             "listening on {addr} (max {} connections)",
-            config.max_connections
+            server_config.max_connections
         );
     }
     let udp_addrs = udp_sockets
@@ -269,7 +279,7 @@ fn launch(mut args: ServeConfig, process: Process) -> anyhow::Result<Serving> {
         .collect::<std::io::Result<Vec<_>>>()?;
     let udp = match udp_replies {
         Some(replies) => {
-            let rate = match args.udp_rate {
+            let rate = match config.udp_rate {
                 0 => "no rate limit".to_string(),
                 n => format!("at most {n} datagrams/s per address"),
             };
@@ -282,11 +292,11 @@ fn launch(mut args: ServeConfig, process: Process) -> anyhow::Result<Serving> {
             }
             let handle = server.shutdown_handle();
             let udp_config = UdpConfig {
-                rate: args.udp_rate,
-                rules: config.rules.clone(),
+                rate: config.udp_rate,
+                rules: server_config.rules.clone(),
                 peers: crate::udp::reply::PeerRules {
                     own_ports: Vec::new(),
-                    low_ports: args.udp_low_ports,
+                    low_ports: config.udp_low_ports,
                 },
             };
             Some(
@@ -327,11 +337,11 @@ fn launch(mut args: ServeConfig, process: Process) -> anyhow::Result<Serving> {
 
 /// `--proxy-protocol`, with its trusted proxies (`--proxy-from`) as an allow list.
 /// Without any, says once what trusting every peer means.
-fn proxy_protocol(args: &ServeConfig) -> Option<ProxyProtocol> {
-    if !args.proxy_protocol {
+fn proxy_protocol(config: &ServeConfig) -> Option<ProxyProtocol> {
+    if !config.proxy_protocol {
         return None;
     }
-    let trusted = args
+    let trusted = config
         .proxy_from
         .iter()
         .map(|p| Rule::flag(Action::Allow, p.clone()))
@@ -345,7 +355,8 @@ fn proxy_protocol(args: &ServeConfig) -> Option<ProxyProtocol> {
     } else {
         info!(
             "PROXY protocol headers trusted from {} (--proxy-from)",
-            args.proxy_from
+            config
+                .proxy_from
                 .iter()
                 .map(|p| p.written())
                 .collect::<Vec<_>>()
@@ -355,13 +366,13 @@ fn proxy_protocol(args: &ServeConfig) -> Option<ProxyProtocol> {
     Some(ProxyProtocol {
         // Allow rules only: an allow list once there is one, else every peer is trusted.
         trusted: Rules::new(trusted, false),
-        header_timeout: args.proxy_header_timeout,
+        header_timeout: config.proxy_header_timeout,
     })
 }
 
 /// The sockets systemd passed us (socket activation), if any; checks that the command
 /// line does not also ask to bind.
-fn inherited_sockets(args: &ServeConfig) -> anyhow::Result<Option<Vec<Inherited>>> {
+fn inherited_sockets(config: &ServeConfig) -> anyhow::Result<Option<Vec<Inherited>>> {
     match crate::activation::plan_from_env()? {
         Plan::NotActivated => Ok(None),
         Plan::NotOurs { pid } => {
@@ -374,14 +385,14 @@ fn inherited_sockets(args: &ServeConfig) -> anyhow::Result<Option<Vec<Inherited>
             Ok(None)
         }
         Plan::Sockets(sockets) => {
-            if !args.bind.is_empty() || !args.tls_bind.is_empty() {
+            if !config.bind.is_empty() || !config.tls_bind.is_empty() {
                 anyhow::bail!(
                     "--bind and --tls-bind (or TCP_HELLO_BIND, TCP_HELLO_TLS_BIND) cannot be \
                      used with sockets inherited from systemd (LISTEN_FDS): the .socket \
                      unit's ListenStream= says where to listen"
                 );
             }
-            if args.reuse_port {
+            if config.reuse_port {
                 anyhow::bail!(
                     "--reuse-port cannot be used with sockets inherited from systemd \
                      (LISTEN_FDS): set ReusePort=yes in the .socket unit instead"
@@ -395,14 +406,14 @@ fn inherited_sockets(args: &ServeConfig) -> anyhow::Result<Option<Vec<Inherited>
 /// A server on the inherited sockets, each given the options our own listeners get.
 fn serve_inherited(
     sockets: &[Inherited],
-    config: ServerConfig,
+    server_config: ServerConfig,
     ctx: Context,
 ) -> anyhow::Result<Server> {
     let listeners = crate::activation::take_listeners(sockets.len())?;
     let mut adopted = Vec::with_capacity(listeners.len());
     for (i, (listener, socket)) in listeners.into_iter().zip(sockets).enumerate() {
         let fd = 3 + i;
-        let listener = crate::server::adopt(listener, &config)
+        let listener = crate::server::adopt(listener, &server_config)
             .with_context(|| format!("inherited socket fd {fd} (name {:?})", socket.name))?;
         info!(
             "using inherited socket fd {fd} (name {:?}) from systemd: {}",
@@ -414,12 +425,12 @@ fn serve_inherited(
         );
         adopted.push((listener, socket.tls));
     }
-    Ok(Server::with_listeners(adopted, config, ctx)?)
+    Ok(Server::with_listeners(adopted, server_config, ctx)?)
 }
 
-/// Binds `config`'s addresses, with a hint for the usual failures.
-fn bind(config: ServerConfig, ctx: Context) -> anyhow::Result<Server> {
-    Server::bind(config, ctx).map_err(|e| bind_error(e, "--bind"))
+/// Binds `server_config`'s addresses, with a hint for the usual failures.
+fn bind(server_config: ServerConfig, ctx: Context) -> anyhow::Result<Server> {
+    Server::bind(server_config, ctx).map_err(|e| bind_error(e, "--bind"))
 }
 
 /// A failure to bind, with a hint for the usual causes; `flag` names the addresses.
@@ -443,9 +454,9 @@ fn bind_error(e: std::io::Error, flag: &str) -> anyhow::Error {
 /// The TLS configuration, read at start-up so that a bad file fails now, naming it.
 /// `tls_listeners`: some listener speaks TLS (`--tls-bind`, or an inherited socket
 /// named `tls`).
-fn tls_config(args: &ServeConfig, tls_listeners: bool) -> anyhow::Result<Option<Arc<Tls>>> {
+fn tls_config(config: &ServeConfig, tls_listeners: bool) -> anyhow::Result<Option<Arc<Tls>>> {
     if !tls_listeners {
-        if args.tls_cert.is_some() || args.tls_key.is_some() || args.tls_client_ca.is_some() {
+        if config.tls_cert.is_some() || config.tls_key.is_some() || config.tls_client_ca.is_some() {
             anyhow::bail!(
                 "--tls-cert, --tls-key and --tls-client-ca are for TLS listeners: add \
                  --tls-bind ADDR (e.g. --tls-bind 127.0.0.1:9443), or, with systemd's \
@@ -454,11 +465,11 @@ fn tls_config(args: &ServeConfig, tls_listeners: bool) -> anyhow::Result<Option<
         }
         return Ok(None);
     }
-    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
         anyhow::bail!(
             "{} needs --tls-cert FILE and --tls-key FILE (`tcp-hello cert --out DIR` makes \
              a set)",
-            if args.tls_bind.is_empty() {
+            if config.tls_bind.is_empty() {
                 "the inherited socket named tls"
             } else {
                 "--tls-bind"
@@ -468,9 +479,9 @@ fn tls_config(args: &ServeConfig, tls_listeners: bool) -> anyhow::Result<Option<
     let files = TlsFiles {
         cert: cert.clone(),
         key: key.clone(),
-        client_ca: args.tls_client_ca.clone(),
+        client_ca: config.tls_client_ca.clone(),
     };
-    let timeout = args.tls_handshake_timeout;
+    let timeout = config.tls_handshake_timeout;
     Ok(Some(Arc::new(
         Tls::load(files, timeout).map_err(anyhow::Error::msg)?,
     )))

@@ -1,11 +1,9 @@
 //! The system's limits on one process (`src/limits.rs`): what the server does when a
 //! limit it cannot meet gracefully would be reached.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// Connections opened before their welcomes are read.
 const BATCH: usize = 256;

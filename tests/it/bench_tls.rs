@@ -3,13 +3,11 @@
 //! replies verified and handshakes timed, resumption, mutual TLS, and each way a
 //! handshake fails named by its kind.
 
-mod common;
-
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// Longest run of one command before the test gives up on it.

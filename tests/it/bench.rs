@@ -1,11 +1,9 @@
 //! End-to-end tests of `tcp-hello bench` against a real `tcp-hello serve`.
 
-mod common;
-
 use std::net::TcpListener;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 use serde_json::Value;
 
@@ -508,7 +506,7 @@ fn bad_source_addresses_are_usage_errors_naming_the_value() {
 /// prints it, counting every reply the report counts.
 #[test]
 fn hgrm_writes_the_percentile_distribution() {
-    let dir = common::tls::temp_dir("hgrm");
+    let dir = crate::common::tls::temp_dir("hgrm");
     let path = dir.join("latency.hgrm");
     let path_arg = path.to_string_lossy().into_owned();
     // An existing file is replaced.
@@ -586,7 +584,7 @@ fn hgrm_writes_the_percentile_distribution() {
 /// A `--hgrm` file that cannot be written stops the bench before it connects, naming it.
 #[test]
 fn an_unwritable_hgrm_file_fails_at_start_up() {
-    let dir = common::tls::temp_dir("hgrm-bad");
+    let dir = crate::common::tls::temp_dir("hgrm-bad");
     let path = dir.join("no-such-dir").join("latency.hgrm");
     let path_arg = path.to_string_lossy().into_owned();
     // Nothing listens there: had the run started, it would say the connection was refused.

@@ -6,8 +6,6 @@
 //! 127.0.0.9 (all of 127.0.0.0/8 is loopback on Linux) so that the address the backends
 //! see in the header is told apart from HAProxy's own, 127.0.0.1.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -17,7 +15,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use common::*;
+use crate::common::*;
 
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9));
 
@@ -196,7 +194,7 @@ fn haproxy_sends_proxy_v2_and_health_checks_and_fails_over() {
     }
     let backends = [Backend::start(), Backend::start()];
     let pids: BTreeSet<u32> = backends.iter().map(|b| b.server.pid()).collect();
-    let dir = TempDir(common::tls::temp_dir("haproxy"));
+    let dir = TempDir(crate::common::tls::temp_dir("haproxy"));
     let addrs: Vec<_> = backends.iter().map(|b| b.server.addr()).collect();
     let log = dir.0.join("haproxy.log");
     let haproxy_log = || std::fs::read_to_string(&log).unwrap_or_default();
@@ -276,7 +274,7 @@ fn haproxy_sends_proxy_v1_too() {
         return;
     }
     let backend = Backend::start();
-    let dir = TempDir(common::tls::temp_dir("haproxy-v1"));
+    let dir = TempDir(crate::common::tls::temp_dir("haproxy-v1"));
     let log = dir.0.join("haproxy.log");
     let (haproxy, frontend) = start_haproxy(&dir.0, &[backend.server.addr()], "send-proxy");
     for i in 0..3 {

@@ -2,8 +2,7 @@
 //! against fake servers made here with std sockets (silent, pipelining-only, closing
 //! early), against the Python tutorial's chunk server (tests/fixtures), through a pty
 //! (tests/fixtures/pty_session.py), and in `--raw` mode against `python3 -m http.server`.
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

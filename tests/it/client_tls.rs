@@ -1,12 +1,11 @@
 //! `tcp-hello client --tls` end to end, with certificates made at run time
-//! (tests/common/tls.rs): against a greeting server written here with Python's `ssl`
+//! (tests/it/common/tls.rs): against a greeting server written here with Python's `ssl`
 //! (line and chunk framing, TLS 1.2 and 1.3, with and without close_notify, requiring a
 //! client certificate), against `openssl s_server -rev` (TLS 1.2 and 1.3, mutual TLS),
 //! and against the plain-text `tcp-hello serve`. Each TLS failure is exit 7 with its
 //! own message; each bad file is exit 2, naming the file.
-mod common;
-use common::tls::{Certs, Pair, make_certs, temp_dir};
-use common::*;
+use crate::common::tls::{Certs, Pair, make_certs, temp_dir};
+use crate::common::*;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};

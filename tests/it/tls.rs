@@ -5,8 +5,6 @@
 //! The tests need `openssl` (Debian's `openssl` package), one also `python3`; without
 //! them they say so and pass, or fail under `CI=true` (see `common::require`).
 
-mod common;
-
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -14,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
@@ -684,7 +682,7 @@ fn a_private_key_readable_by_others_is_warned_about() {
 #[test]
 fn a_private_key_made_readable_by_others_is_warned_about_on_every_reload() {
     use std::os::unix::fs::PermissionsExt;
-    let certs = common::tls::make_certs();
+    let certs = crate::common::tls::make_certs();
     let p = |path: &Path| path.display().to_string();
     let server = Server::start_with_binds(
         &[
@@ -1199,7 +1197,7 @@ fn our_client_and_our_server_speak_mutual_tls() {
 
 /// `serve -v` with a TLS listener for mutual TLS, with the certificates of
 /// `common::tls`.
-fn mutual_tls_server(certs: &common::tls::Certs) -> Server {
+fn mutual_tls_server(certs: &crate::common::tls::Certs) -> Server {
     let p = |path: &Path| path.display().to_string();
     Server::start_with_binds(
         &[
@@ -1221,8 +1219,8 @@ fn mutual_tls_server(certs: &common::tls::Certs) -> Server {
 /// `pair`.
 fn client_with_certificate(
     server: &Server,
-    certs: &common::tls::Certs,
-    pair: &common::tls::Pair,
+    certs: &crate::common::tls::Certs,
+    pair: &crate::common::tls::Pair,
 ) -> Finished {
     let p = |path: &Path| path.display().to_string();
     run_tool(
@@ -1251,7 +1249,7 @@ fn client_with_certificate(
 /// from another CA; the close line (at debug) says why.
 #[test]
 fn mutual_tls_refuses_an_expired_client_certificate() {
-    let certs = common::tls::make_certs();
+    let certs = crate::common::tls::make_certs();
     let server = mutual_tls_server(&certs);
     for (pair, served) in [(&certs.client, true), (&certs.expired_client, false)] {
         let done = client_with_certificate(&server, &certs, pair);
@@ -1276,7 +1274,7 @@ fn mutual_tls_refuses_an_expired_client_certificate() {
 /// extension is served.
 #[test]
 fn mutual_tls_refuses_a_client_certificate_whose_key_usage_lacks_digital_signature() {
-    let certs = common::tls::make_certs();
+    let certs = crate::common::tls::make_certs();
     let server = mutual_tls_server(&certs);
     for (pair, served) in [
         (&certs.no_key_usage_client, true),
@@ -1307,8 +1305,8 @@ fn mutual_tls_refuses_a_client_certificate_whose_key_usage_lacks_digital_signatu
 /// SAN, reach the open and close lines escaped as a client's line is, each line whole.
 #[test]
 fn client_certificate_names_reach_the_log_escaped() {
-    use common::tls::{HOSTILE_DNS_NAME, HOSTILE_NAME};
-    let certs = common::tls::make_certs();
+    use crate::common::tls::{HOSTILE_DNS_NAME, HOSTILE_NAME};
+    let certs = crate::common::tls::make_certs();
     let server = mutual_tls_server(&certs);
     for pair in [&certs.hostile_cn_client, &certs.hostile_dns_client] {
         let done = client_with_certificate(&server, &certs, pair);

@@ -2,8 +2,6 @@
 //! openssl and rustls accept what it makes for TLS and mutual TLS. Keys are made at run
 //! time in temporary directories, never stored.
 
-mod common;
-
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -20,7 +18,7 @@ use rustls::{
     ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig, ServerConnection,
 };
 
-use common::{Finished, clean_env, run_tool};
+use crate::common::{Finished, clean_env, run_tool};
 use tcp_hello::pem;
 
 const DAY: u64 = 86_400;
@@ -56,7 +54,7 @@ fn cert(out: &Path, args: &[&str]) -> Finished {
         .args([
             "-c",
             r#"umask 022 && exec "$0" "$@""#,
-            common::bin(),
+            crate::common::bin(),
             "cert",
             "--out",
         ])
@@ -294,7 +292,7 @@ fn a_write_that_fails_halfway_removes_what_the_run_wrote() {
         .args([
             "-c",
             r#"trap '' XFSZ && ulimit -f 2 && exec "$0" "$@""#,
-            common::bin(),
+            crate::common::bin(),
             "cert",
             "--out",
         ])
@@ -332,7 +330,7 @@ fn openssl(args: &[&str], dir: &Path) -> (bool, String) {
 
 #[test]
 fn openssl_reads_and_verifies_them() {
-    if !common::require("openssl", "openssl") {
+    if !crate::common::require("openssl", "openssl") {
         return;
     }
     let temp = Temp::new("openssl");

@@ -6,15 +6,13 @@
 //! The few sleeps left are in tests about time passing (idle timeout, delay) or in a
 //! bounded retry of "try again later".
 
-mod common;
-
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 // ---------------------------------------------------------------------------------
 // Helpers

@@ -2,10 +2,8 @@
 //! (README, "What we guarantee, and how we test it").
 //!
 //! `cargo test` runs every load test at a reduced size; the full sizes of the issue run with
-//! `cargo test --release --test reliability -- --ignored --nocapture --test-threads 1`.
+//! `cargo test --release --test it reliability:: -- --ignored --nocapture --test-threads 1`.
 //! Each test prints what it measured (connections, memory, lines, cycles).
-
-mod common;
 
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -13,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tcp_hello::limits::tasks_of;
 
 /// CPU seconds the process has used (user + system), from /proc/PID/stat.
@@ -75,7 +73,7 @@ fn hold_1000_connections() {
 }
 
 #[test]
-#[ignore = "full size: cargo test --release --test reliability -- --ignored"]
+#[ignore = "full size: cargo test --release --test it reliability:: -- --ignored"]
 fn hold_10000_connections() {
     hold(10_000);
 }
@@ -135,13 +133,13 @@ fn pipeline_100k_lines_100_connections() {
 }
 
 #[test]
-#[ignore = "full size: cargo test --release --test reliability -- --ignored"]
+#[ignore = "full size: cargo test --release --test it reliability:: -- --ignored"]
 fn pipeline_1m_lines_one_connection() {
     pipeline(1, 1_000_000);
 }
 
 #[test]
-#[ignore = "full size: cargo test --release --test reliability -- --ignored"]
+#[ignore = "full size: cargo test --release --test it reliability:: -- --ignored"]
 fn pipeline_1m_lines_100_connections() {
     pipeline(100, 10_000);
 }
@@ -211,7 +209,7 @@ fn cycles_5000_leave_no_threads_or_fds_behind() {
 }
 
 #[test]
-#[ignore = "full size: cargo test --release --test reliability -- --ignored"]
+#[ignore = "full size: cargo test --release --test it reliability:: -- --ignored"]
 fn cycles_100000_leave_no_threads_or_fds_behind() {
     cycles(100_000, 8);
 }
@@ -487,7 +485,7 @@ fn sigterm_with_1000_held_connections_tells_each_and_exits_0() {
 /// Needs `sysctl -w vm.max_map_count=262144` (the server lowers its limit to about
 /// 15,860 connections under the default) and 20,000 open files.
 #[test]
-#[ignore = "full size: cargo test --release --test reliability -- --ignored"]
+#[ignore = "full size: cargo test --release --test it reliability:: -- --ignored"]
 fn sigterm_with_19900_held_connections_tells_each_and_exits_0() {
     sigterm_with_held(19_900);
 }
@@ -540,7 +538,7 @@ fn a_64_mib_line_keeps_memory_bounded() {
 }
 
 #[test]
-#[ignore = "full size: cargo test --release --test reliability -- --ignored"]
+#[ignore = "full size: cargo test --release --test it reliability:: -- --ignored"]
 fn a_1_gib_line_keeps_memory_bounded() {
     huge_line(1 << 30);
 }
@@ -658,7 +656,7 @@ fn signal_while_installing(args: &[&str], signal: &str, hold: Duration) -> Optio
         cmd
     };
     // A directory of its own: the tests that use this run at the same time.
-    let dir = common::tls::temp_dir(&format!("sig-{signal}"));
+    let dir = crate::common::tls::temp_dir(&format!("sig-{signal}"));
     let (first, second) = (dir.join("first"), dir.join("second"));
     let installs = format!("rt_sigaction({signal}, {{sa_handler=0x");
 
@@ -750,7 +748,7 @@ fn sigterm_while_the_server_installs_its_handler_stops_it() {
 /// handler is being installed takes the SIGTERM meant for it, and it is lost.
 #[test]
 fn sigterm_while_installing_stops_the_server_whatever_threads_it_starts() {
-    let certs = common::tls::make_certs();
+    let certs = crate::common::tls::make_certs();
     let (cert, key) = (
         certs.server.cert.display().to_string(),
         certs.server.key.display().to_string(),

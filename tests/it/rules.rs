@@ -4,15 +4,13 @@
 //! 127.0.0.2 before it connects is a second address on the same machine. Every socket
 //! has timeouts; nothing sleeps to wait for the server: the tests read what they expect.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// Checks that a connection was refused without a byte.
 fn refused_without_a_byte(mut stream: TcpStream) {

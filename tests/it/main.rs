@@ -1,0 +1,29 @@
+//! The integration tests, in one binary: each test binary links the whole crate and its
+//! dependencies, so one binary links once where one per file linked once per file.
+//!
+//! A module per topic; `common` is what they share. Tests run in parallel threads of one
+//! process: process-wide state (the open-file limit, the environment, the current
+//! directory) is shared, so a test changes it only in a child process or raises it only
+//! upward (see `common::raise_fd_limit`).
+
+mod common;
+
+mod bench;
+mod bench_tls;
+mod cert;
+mod client;
+mod client_tls;
+mod dead_peers;
+mod haproxy;
+mod interop;
+mod limits;
+mod metrics;
+mod missing_programs;
+mod properties;
+mod proxy;
+mod reliability;
+mod rules;
+mod scale_out;
+mod server;
+mod tls;
+mod udp;

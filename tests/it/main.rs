@@ -2,9 +2,9 @@
 //! dependencies, so one binary links once where one per file linked once per file.
 //!
 //! A module per topic; `common` is what they share. Tests run in parallel threads of one
-//! process: process-wide state (the open-file limit, the environment, the current
-//! directory) is shared, so a test changes it only in a child process or raises it only
-//! upward (see `common::raise_fd_limit`).
+//! process, so process-wide state is shared: a test changes the environment or the
+//! current directory only in a child process, and tests that hold thousands of files in
+//! this process take turns (`common::FdBudget`).
 
 mod common;
 

@@ -26,7 +26,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 // ---------------------------------------------------------------- load
 
 fn hold(n: usize) {
-    raise_fd_limit(n as u64 + 200);
+    let _fds = raise_fd_limit(n as u64 + 200);
     let limit = (n + 100).to_string();
     let server = Server::start(&["-q", "--max-connections", &limit]);
     let idle_rss = server.proc_status("VmRSS");
@@ -79,7 +79,7 @@ fn hold_10000_connections() {
 }
 
 fn pipeline(conns: usize, lines: usize) {
-    raise_fd_limit(2 * conns as u64 + 200);
+    let _fds = raise_fd_limit(2 * conns as u64 + 200);
     let server = Server::start(&["-q"]);
     let started = Instant::now();
     thread::scope(|scope| {
@@ -348,7 +348,7 @@ fn out_of_file_descriptors_refuses_cleanly_without_spinning_and_recovers() {
 
 #[test]
 fn slowloris_idle_connections_cannot_lock_clients_out() {
-    raise_fd_limit(1200);
+    let _fds = raise_fd_limit(1200);
     // The idle timeout must outlast setting up 1,000 connections on a loaded machine
     // (3 CPU hogs on 2 cores took over 2 s), or slots free up before the limit is tested.
     let server = Server::start(&["-q", "--idle-timeout", "5", "--max-connections", "1000"]);
@@ -440,7 +440,7 @@ fn sigterm_under_load_answers_every_line_received_then_exits_0() {
 /// the shutdown notice and then EOF, and the server exits 0. Reports how long the stop
 /// took, from the signal to the exit, and bounds it by the shutdown timeout.
 fn sigterm_with_held(n: usize) {
-    raise_fd_limit(n as u64 + 50);
+    let _fds = raise_fd_limit(n as u64 + 50);
     let limit = (n + 50).to_string();
     let server = Server::start(&["-q", "--max-connections", &limit]);
     let mut conns = Vec::with_capacity(n);

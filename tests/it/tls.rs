@@ -781,7 +781,7 @@ fn plain_text_on_a_tls_port_is_told_and_a_client_hello_on_a_plain_port_is_closed
 fn half_done_handshakes_end_at_the_timeout_while_others_are_served() {
     let Some(pki) = pki("halfdone") else { return };
     let n = 1000;
-    raise_fd_limit(n as u64 + 300);
+    let _fds = raise_fd_limit(n as u64 + 300);
     // Thread counts show connections freed: no thread may park for the next one.
     let server = tls_server(
         &pki,

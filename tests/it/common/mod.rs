@@ -543,13 +543,29 @@ impl Running {
     }
 }
 
-/// Raises this process's open-file limit to the hard one and checks it allows `needed`.
-pub fn raise_fd_limit(needed: u64) {
+/// Raises this process's open-file limit to the hard one and checks it allows `needed`;
+/// hold what it returns while the files are open (see [`FdBudget`]).
+#[must_use = "hold the budget while the files are open"]
+pub fn raise_fd_limit(needed: u64) -> FdBudget {
+    let budget = FdBudget::take();
     let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
     assert!(
         limit >= needed,
         "this test needs {needed} open files but the hard limit is {limit}: raise it (ulimit -Hn)"
     );
+    budget
+}
+
+/// The right to open thousands of files in this process: every test runs in one process,
+/// which has one open-file limit, so tests that need most of it take turns.
+pub struct FdBudget(std::sync::MutexGuard<'static, ()>);
+
+impl FdBudget {
+    pub fn take() -> FdBudget {
+        static TURN: Mutex<()> = Mutex::new(());
+        // A test that failed holding it changed nothing the next one relies on.
+        FdBudget(TURN.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// A connection that costs one file descriptor (no `try_clone`), for tests that hold

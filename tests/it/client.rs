@@ -23,18 +23,11 @@ fn client_cmd(args: &[&str]) -> Command {
 
 /// Waits for `child` to exit, killing it if it is still running at `limit`.
 fn wait_deadline(child: &mut Child, limit: Duration) -> ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("process did not exit within {limit:?}; killed");
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_exit(child, limit).unwrap_or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("process did not exit within {limit:?}; killed");
+    })
 }
 
 /// What the client's stdin gets.

@@ -620,9 +620,7 @@ fn failing_to_start_a_thread_refuses_cleanly_and_recovers() {
     // Its trap ends the sleeps; a KILL would leave them to run out on their own.
     let mut hog = hog;
     send_signal(hog.0.id(), "TERM");
-    eventually(Duration::from_secs(10), || {
-        matches!(hog.0.try_wait(), Ok(Some(_)))
-    });
+    wait_for_exit(&mut hog.0, Duration::from_secs(10));
     drop(hog);
     let logs = server.stop_and_logs();
     // The start-up check counted the user's tasks under `ulimit -u`.

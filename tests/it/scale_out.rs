@@ -129,14 +129,7 @@ impl Activated {
         if term {
             let _ = send_signal(self.child.0.id(), "TERM");
         }
-        let deadline = Instant::now() + IO_TIMEOUT;
-        let status = loop {
-            if let Some(status) = self.child.0.try_wait().expect("try_wait") {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "server did not stop");
-            thread::sleep(Duration::from_millis(20));
-        };
+        let status = wait_for_exit(&mut self.child.0, IO_TIMEOUT).expect("server did not stop");
         (
             status.code(),
             self.out.join().unwrap(),

@@ -7,7 +7,7 @@ pub mod tls;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -227,20 +227,12 @@ impl Server {
 
     /// Waits for the process to exit, up to `limit`; returns its exit code and stderr.
     pub fn wait(mut self, limit: Duration) -> (Option<i32>, String) {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                if let Some(drain) = self.drain.take() {
-                    let _ = drain.join();
-                }
-                return (status.code(), self.logs_so_far());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not exit within {limit:?}"
-            );
-            thread::sleep(Duration::from_millis(20));
+        let status = wait_for_exit(&mut self.child, limit)
+            .unwrap_or_else(|| panic!("server did not exit within {limit:?}"));
+        if let Some(drain) = self.drain.take() {
+            let _ = drain.join();
         }
+        (status.code(), self.logs_so_far())
     }
 
     /// What the server has logged so far.
@@ -516,20 +508,15 @@ impl Running {
     /// Waits for the process to end; kills it and fails the test if it runs longer than
     /// `limit` in all.
     pub fn finish(mut self, limit: Duration) -> Finished {
-        let status = loop {
-            if let Some(status) = self.child.0.try_wait().expect("try_wait") {
-                break status;
-            }
-            if self.started.elapsed() > limit {
-                let _ = self.child.0.kill();
-                let _ = self.child.0.wait();
-                let (out, err) = (self.out.join().unwrap(), self.err.join().unwrap());
-                panic!(
-                    "{} did not finish within {limit:?}; killed.\nstdout: {out}\nstderr: {err}",
-                    self.what
-                );
-            }
-            thread::sleep(Duration::from_millis(10));
+        let left = limit.saturating_sub(self.started.elapsed());
+        let Some(status) = wait_for_exit(&mut self.child.0, left) else {
+            let _ = self.child.0.kill();
+            let _ = self.child.0.wait();
+            let (out, err) = (self.out.join().unwrap(), self.err.join().unwrap());
+            panic!(
+                "{} did not finish within {limit:?}; killed.\nstdout: {out}\nstderr: {err}",
+                self.what
+            );
         };
         if let Some(feeder) = self.feeder {
             let _ = feeder.join();
@@ -606,6 +593,17 @@ impl Lean {
         self.stream.read_to_end(&mut all)?;
         Ok(all)
     }
+}
+
+/// Waits up to `limit` for `child` to exit: its status, or `None` if it is still running
+/// (the caller decides whether to kill it or fail).
+pub fn wait_for_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let mut status = None;
+    eventually(limit, || {
+        status = child.try_wait().expect("try_wait");
+        status.is_some()
+    });
+    status
 }
 
 /// Polls `probe` until it returns true or `limit` passes.

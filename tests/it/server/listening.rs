@@ -60,11 +60,10 @@ fn stdout_is_exactly_one_flushed_line_per_listener() {
         assert_eq!(lossy(&c.rest()), "Hello, Alice!\r\nBye!\r\n");
     }
     assert!(send_signal(child.id(), "TERM"), "kill -TERM");
-    let deadline = Instant::now() + IO_TIMEOUT;
-    while child.try_wait().expect("try_wait").is_none() {
-        assert!(Instant::now() < deadline, "server did not exit after TERM");
-        thread::sleep(Duration::from_millis(10));
-    }
+    assert!(
+        wait_for_exit(child, IO_TIMEOUT).is_some(),
+        "server did not exit after TERM"
+    );
     // Nothing else ever went to stdout.
     let all = lossy(&reader.join().unwrap());
     let expected: String = addrs

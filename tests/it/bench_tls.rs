@@ -15,13 +15,15 @@ const RUN_LIMIT: Duration = Duration::from_secs(60);
 
 /// A directory of certificates made by `tcp-hello cert --out DIR --client NAME`,
 /// removed when the test ends.
-struct Certs(PathBuf);
+struct Certs {
+    dir: PathBuf,
+    _temp: tempfile::TempDir,
+}
 
 impl Certs {
     fn new(test: &str, client: &str) -> Certs {
-        let dir =
-            std::env::temp_dir().join(format!("tcp-hello-btls-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let temp = temp_dir(&format!("btls-{test}"));
+        let dir = temp.path().join("certs");
         let out = dir.display().to_string();
         let run = run_tool(
             &mut hello_cmd("cert", &["--out", &out, "--client", client]),
@@ -29,17 +31,11 @@ impl Certs {
             RUN_LIMIT,
         );
         assert_eq!(run.code, Some(0), "tcp-hello cert: {run:?}");
-        Certs(dir)
+        Certs { dir, _temp: temp }
     }
 
     fn path(&self, name: &str) -> String {
-        self.0.join(name).display().to_string()
-    }
-}
-
-impl Drop for Certs {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.dir.join(name).display().to_string()
     }
 }
 

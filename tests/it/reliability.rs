@@ -654,8 +654,8 @@ fn signal_while_installing(args: &[&str], signal: &str, hold: Duration) -> Optio
         cmd
     };
     // A directory of its own: the tests that use this run at the same time.
-    let dir = crate::common::tls::temp_dir(&format!("sig-{signal}"));
-    let (first, second) = (dir.join("first"), dir.join("second"));
+    let dir = temp_dir(&format!("sig-{signal}"));
+    let (first, second) = (dir.path().join("first"), dir.path().join("second"));
     let installs = format!("rt_sigaction({signal}, {{sa_handler=0x");
 
     // First, which rt_sigaction call installs the handler: its index for strace's `when`.
@@ -713,7 +713,6 @@ fn signal_while_installing(args: &[&str], signal: &str, hold: Duration) -> Optio
         let _ = send_signal(program, "KILL");
     }
     let done = running.finish(IO_TIMEOUT);
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         stopped,
         "{signal} sent while the handler was being installed was lost: the program went on\n{}",

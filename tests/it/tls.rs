@@ -20,17 +20,12 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 /// certificate `alice` from the CA, and `mallory` from another CA, made by openssl.
 struct Pki {
     dir: PathBuf,
+    _temp: tempfile::TempDir,
 }
 
 impl Pki {
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -111,9 +106,8 @@ fn pki(tag: &str) -> Option<Pki> {
     if !require("openssl", "openssl") {
         return None;
     }
-    let dir = std::env::temp_dir().join(format!("tcp-hello-tls-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let temp = temp_dir(&format!("tls-{tag}"));
+    let dir = temp.path().to_path_buf();
     let server = "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n\
                   basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n";
     let client = "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n\
@@ -123,7 +117,7 @@ fn pki(tag: &str) -> Option<Pki> {
     issue(&dir, "alice", "/CN=alice", Some("ca"), client);
     issue(&dir, "other", "/CN=another CA", None, "");
     issue(&dir, "mallory", "/CN=mallory", Some("other"), client);
-    Some(Pki { dir })
+    Some(Pki { dir, _temp: temp })
 }
 
 /// `serve` with a TLS listener (and `args`), on port 0.

@@ -409,6 +409,16 @@ pub fn cannot_run(why: &str) -> bool {
     false
 }
 
+/// A fresh, empty directory of the test's own under the system's temporary directory,
+/// named after `what`; it and what it holds are removed when it is dropped, even by a
+/// failing test.
+pub fn temp_dir(what: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("tcp-hello-{what}-"))
+        .tempdir()
+        .expect("create a temporary directory")
+}
+
 /// A file under tests/fixtures.
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -1,11 +1,12 @@
 //! Certificates for the TLS tests, made at run time with rcgen into a fresh temporary
 //! directory (removed on drop), so that no key is ever committed.
 
+use super::temp_dir;
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -22,7 +23,9 @@ pub struct Pair {
 /// Every certificate the TLS tests use, as PEM files in `dir`.
 #[derive(Debug)]
 pub struct Certs {
+    /// Where they are; removed with them when `Certs` is dropped.
     pub dir: PathBuf,
+    _temp: tempfile::TempDir,
     /// The test CA's certificate (`ca.pem`).
     pub ca: PathBuf,
     /// For `localhost`, `127.0.0.1` and `::1`, signed by the CA.
@@ -60,12 +63,6 @@ pub const HOSTILE_NAME: &str =
 
 /// [`HOSTILE_NAME`] as a DNS name can hold it: ASCII only (an IA5String).
 pub const HOSTILE_DNS_NAME: &str = "evil\n[2026-01-01T00:00:00Z INFO  tcp_hello] forged\x1b[2J";
-
-impl Drop for Certs {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// The names of the server certificates (but the wrong-name one).
 pub const SERVER_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
@@ -142,26 +139,10 @@ fn write(path: &Path, text: &str, secret: bool) {
     file.write_all(text.as_bytes()).expect("write PEM");
 }
 
-/// A fresh, empty directory of its own under the system's temporary directory.
-pub fn temp_dir(what: &str) -> PathBuf {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    loop {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("tcp-hello-{what}-{}-{n}", std::process::id()));
-        match fs::create_dir(&dir) {
-            Ok(()) => return dir,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                // Left by an earlier run whose process ID was the same.
-                let _ = fs::remove_dir_all(&dir);
-            }
-            Err(e) => panic!("create {}: {e}", dir.display()),
-        }
-    }
-}
-
 /// Makes every certificate of [`Certs`] in a fresh temporary directory.
 pub fn make_certs() -> Certs {
-    let dir = temp_dir("tls");
+    let temp = temp_dir("tls");
+    let dir = temp.path().to_path_buf();
     let pair = |name: &str, (cert, key): (String, String)| {
         let pair = Pair {
             cert: dir.join(format!("{name}.pem")),
@@ -218,5 +199,6 @@ pub fn make_certs() -> Certs {
             }),
         ),
         dir,
+        _temp: temp,
     }
 }

@@ -1,7 +1,7 @@
 //! Certificates for the TLS tests, made at run time with rcgen into a fresh temporary
 //! directory (removed on drop), so that no key is ever committed.
 
-use super::temp_dir;
+use super::{Server, temp_dir};
 
 use std::fs;
 use std::io::Write;
@@ -28,15 +28,19 @@ pub struct Certs {
     _temp: tempfile::TempDir,
     /// The test CA's certificate (`ca.pem`).
     pub ca: PathBuf,
+    /// The test CA's private key (`ca-key.pem`), to sign with another tool.
+    pub ca_key: PathBuf,
     /// For `localhost`, `127.0.0.1` and `::1`, signed by the CA.
     pub server: Pair,
-    /// A client certificate signed by the CA.
+    /// For the same names as `server`, signed by the CA: what a renewal would bring.
+    pub renewed: Pair,
+    /// A client certificate signed by the CA, for `alice`.
     pub client: Pair,
     /// Another CA's certificate (`other-ca.pem`).
     pub other_ca: PathBuf,
     /// For `localhost`, `127.0.0.1` and `::1`, signed by the other CA.
     pub other_server: Pair,
-    /// A client certificate signed by the other CA.
+    /// A client certificate signed by the other CA, for `mallory`.
     pub other_client: Pair,
     /// For `localhost`, `127.0.0.1` and `::1`, signed by the CA, valid in 2000 only.
     pub expired: Pair,
@@ -70,6 +74,7 @@ pub const SERVER_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 /// A CA: its certificate's PEM and what signs with it.
 struct Ca {
     pem: String,
+    key_pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
@@ -86,6 +91,7 @@ fn ca(name: &str) -> Ca {
     let cert = params.self_signed(&key).expect("CA certificate");
     Ca {
         pem: cert.pem(),
+        key_pem: key.serialize_pem(),
         issuer: Issuer::new(params, key),
     }
 }
@@ -139,6 +145,23 @@ fn write(path: &Path, text: &str, secret: bool) {
     file.write_all(text.as_bytes()).expect("write PEM");
 }
 
+/// `tcp-hello serve --tls-bind 127.0.0.1:0` with the server certificate of `certs`, and
+/// `args`.
+pub fn tls_server(certs: &Certs, args: &[&str]) -> Server {
+    let (cert, key) = (certs.server.cert.display(), certs.server.key.display());
+    let (cert, key) = (cert.to_string(), key.to_string());
+    let mut all = vec![
+        "--tls-bind",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ];
+    all.extend_from_slice(args);
+    Server::start_with_binds(&all, 1)
+}
+
 /// Makes every certificate of [`Certs`] in a fresh temporary directory.
 pub fn make_certs() -> Certs {
     let temp = temp_dir("tls");
@@ -156,15 +179,19 @@ pub fn make_certs() -> Certs {
     let other = ca("another test CA");
     let ca_path = dir.join("ca.pem");
     write(&ca_path, &ours.pem, false);
+    let ca_key = dir.join("ca-key.pem");
+    write(&ca_key, &ours.key_pem, true);
     let other_ca = dir.join("other-ca.pem");
     write(&other_ca, &other.pem, false);
     Certs {
         ca: ca_path,
+        ca_key,
         other_ca,
         server: pair("server", leaf(&ours, &SERVER_NAMES, true, false)),
-        client: pair("client", leaf(&ours, &["client.test"], false, false)),
+        renewed: pair("renewed", leaf(&ours, &SERVER_NAMES, true, false)),
+        client: pair("client", leaf(&ours, &["alice"], false, false)),
         other_server: pair("other-server", leaf(&other, &SERVER_NAMES, true, false)),
-        other_client: pair("other-client", leaf(&other, &["client.test"], false, false)),
+        other_client: pair("other-client", leaf(&other, &["mallory"], false, false)),
         expired_client: pair("expired-client", leaf(&ours, &["eve"], false, true)),
         expired: pair("expired", leaf(&ours, &SERVER_NAMES, true, true)),
         wrong_name: pair("wrong-name", leaf(&ours, &["wrong.example"], true, false)),

@@ -1,40 +1,22 @@
 //! `tcp-hello serve` over TLS: interop with programs no one here wrote (`openssl
-//! s_client`, Python's `ssl`), certificates made by the `openssl` command line at run
-//! time (no key is committed), mutual TLS, hostile input, reload and shutdown.
+//! s_client`, Python's `ssl`), keys in every format the `openssl` command line writes,
+//! mutual TLS, hostile input, reload and shutdown. Certificates are made at run time
+//! (`common::tls`; no key is committed).
 //!
-//! The tests need `openssl` (Debian's `openssl` package), one also `python3`; without
-//! them they say so and pass, or fail under `CI=true` (see `common::require`).
-
-mod common;
+//! The tests that run `openssl` (Debian's `openssl` package) or `python3` need them;
+//! without them they say so and pass, or fail under `CI=true` (see `common::require`).
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::tls::{Certs, Pair, make_certs, tls_server};
+use crate::common::*;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
-
-/// A private CA, a server certificate for `localhost` and 127.0.0.1, a client
-/// certificate `alice` from the CA, and `mallory` from another CA, made by openssl.
-struct Pki {
-    dir: PathBuf,
-}
-
-impl Pki {
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
@@ -50,105 +32,12 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-/// A key and a certificate named `name`, signed by `ca` (self-signed CA when `None`).
-fn issue(dir: &Path, name: &str, subject: &str, ca: Option<&str>, ext: &str) {
-    let key = format!("{name}.key");
-    let pem = format!("{name}.pem");
-    std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    match ca {
-        None => {
-            let mut args = vec!["req", "-x509"];
-            args.extend(ec);
-            args.extend([
-                "-keyout", &key, "-out", &pem, "-days", "2", "-subj", subject,
-            ]);
-            args.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
-            args.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
-            openssl(dir, &args);
-        }
-        Some(ca) => {
-            let csr = format!("{name}.csr");
-            let mut args = vec!["req"];
-            args.extend(ec);
-            args.extend(["-keyout", &key, "-out", &csr, "-subj", subject]);
-            openssl(dir, &args);
-            let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
-            let ext_file = format!("{name}.ext");
-            openssl(
-                dir,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &csr,
-                    "-CA",
-                    &ca_pem,
-                    "-CAkey",
-                    &ca_key,
-                    "-CAcreateserial",
-                    "-out",
-                    &pem,
-                    "-days",
-                    "2",
-                    "-extfile",
-                    &ext_file,
-                ],
-            );
-        }
-    }
-    // Private, as a key should be (the server warns otherwise).
-    use std::os::unix::fs::PermissionsExt;
-    let perms = std::fs::Permissions::from_mode(0o600);
-    std::fs::set_permissions(dir.join(&key), perms).unwrap();
-}
-
-fn pki(tag: &str) -> Option<Pki> {
-    if !require("openssl", "openssl") {
-        return None;
-    }
-    let dir = std::env::temp_dir().join(format!("tcp-hello-tls-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let server = "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n\
-                  basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n";
-    let client = "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n\
-                  keyUsage=critical,digitalSignature\n";
-    issue(&dir, "ca", "/CN=tcp-hello test CA", None, "");
-    issue(&dir, "server", "/CN=localhost", Some("ca"), server);
-    issue(&dir, "alice", "/CN=alice", Some("ca"), client);
-    issue(&dir, "other", "/CN=another CA", None, "");
-    issue(&dir, "mallory", "/CN=mallory", Some("other"), client);
-    Some(Pki { dir })
-}
-
-/// `serve` with a TLS listener (and `args`), on port 0.
-fn tls_server(pki: &Pki, args: &[&str]) -> Server {
-    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
-    let mut all: Vec<String> = ["--tls-bind", "127.0.0.1:0", "--tls-cert"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    all.push(cert.display().to_string());
-    all.push("--tls-key".into());
-    all.push(key.display().to_string());
-    all.extend(args.iter().map(|s| s.to_string()));
-    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-    Server::start_with_binds(&refs, 1)
-}
-
 type Tls = StreamOwned<ClientConnection, TcpStream>;
 
-/// A rustls client trusting `ca`, with a client certificate `client` (a name in the
-/// PKI) if given; the handshake is done when it returns.
-fn connect_tls(addr: SocketAddr, pki: &Pki, client: Option<&str>) -> std::io::Result<Tls> {
-    let (conn, sock) = tls_client(addr, client_config(pki, client), IO_TIMEOUT)?;
+/// A rustls client trusting the test CA, with the client certificate `client` if given;
+/// the handshake is done when it returns.
+fn connect_tls(addr: SocketAddr, certs: &Certs, client: Option<&Pair>) -> std::io::Result<Tls> {
+    let (conn, sock) = tls_client(addr, client_config(certs, client), IO_TIMEOUT)?;
     let mut tls = StreamOwned::new(conn, sock);
     while tls.conn.is_handshaking() {
         tls.conn.complete_io(&mut tls.sock)?;
@@ -170,11 +59,11 @@ fn tls_client(
     Ok((conn, sock))
 }
 
-/// A rustls client configuration trusting `ca`, with a client certificate `client` (a
-/// name in the PKI) if given.
-fn client_config(pki: &Pki, client: Option<&str>) -> Arc<ClientConfig> {
+/// A rustls client configuration trusting `ca`, with the client certificate `client` if
+/// given.
+fn client_config(certs: &Certs, client: Option<&Pair>) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
-    for cert in tcp_hello::pem::certificates(&pki.path("ca.pem")).unwrap() {
+    for cert in tcp_hello::pem::certificates(&certs.ca).unwrap() {
         roots.add(cert).unwrap();
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -184,10 +73,10 @@ fn client_config(pki: &Pki, client: Option<&str>) -> Arc<ClientConfig> {
         .with_root_certificates(roots);
     let config = match client {
         None => builder.with_no_client_auth(),
-        Some(name) => {
-            let certs = tcp_hello::pem::certificates(&pki.path(&format!("{name}.pem"))).unwrap();
-            let key = tcp_hello::pem::private_key(&pki.path(&format!("{name}.key"))).unwrap();
-            builder.with_client_auth_cert(certs, key).unwrap()
+        Some(pair) => {
+            let chain = tcp_hello::pem::certificates(&pair.cert).unwrap();
+            let key = tcp_hello::pem::private_key(&pair.key).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
         }
     };
     Arc::new(config)
@@ -198,11 +87,11 @@ fn client_config(pki: &Pki, client: Option<&str>) -> Arc<ClientConfig> {
 /// half-RTT data), or what ended the wait.
 fn before_the_clients_finished(
     addr: SocketAddr,
-    pki: &Pki,
-    client: Option<&str>,
+    certs: &Certs,
+    client: Option<&Pair>,
     wait: Duration,
 ) -> Result<Vec<u8>, std::io::Error> {
-    let (mut conn, mut sock) = tls_client(addr, client_config(pki, client), wait)?;
+    let (mut conn, mut sock) = tls_client(addr, client_config(certs, client), wait)?;
     while conn.wants_write() {
         conn.write_tls(&mut sock)?;
     }
@@ -231,8 +120,8 @@ fn read_line(r: &mut impl BufRead) -> String {
 
 /// Runs `openssl s_client` with `args`, `input` on stdin; returns (exit code, stdout,
 /// stderr).
-fn s_client(addr: SocketAddr, pki: &Pki, args: &[&str], input: &[u8]) -> Finished {
-    let ca = pki.path("ca.pem");
+fn s_client(addr: SocketAddr, certs: &Certs, args: &[&str], input: &[u8]) -> Finished {
+    let ca = &certs.ca;
     let mut cmd = Command::new("openssl");
     cmd.args([
         "s_client",
@@ -242,19 +131,22 @@ fn s_client(addr: SocketAddr, pki: &Pki, args: &[&str], input: &[u8]) -> Finishe
         "localhost",
     ])
     .arg("-CAfile")
-    .arg(&ca)
+    .arg(ca)
     .args(["-verify_return_error", "-quiet"])
     .args(args)
-    .current_dir(&pki.dir);
+    .current_dir(&certs.dir);
     run_tool(&mut cmd, Some(input), Duration::from_secs(20))
 }
 
 #[test]
 fn openssl_s_client_is_greeted_over_tls_1_2_and_1_3_and_tls_1_1_is_refused() {
-    let Some(pki) = pki("versions") else { return };
-    let server = tls_server(&pki, &["-v"]);
+    if !require("openssl", "openssl") {
+        return;
+    }
+    let certs = make_certs();
+    let server = tls_server(&certs, &["-v"]);
     for version in ["-tls1_3", "-tls1_2"] {
-        let done = s_client(server.addr(), &pki, &[version], b"Alice\nexit\n");
+        let done = s_client(server.addr(), &certs, &[version], b"Alice\nexit\n");
         assert_eq!(done.code, Some(0), "{version}: {}", done.stderr);
         assert_eq!(
             done.stdout, "Welcome!\r\nHello, Alice!\r\nBye!\r\n",
@@ -262,7 +154,7 @@ fn openssl_s_client_is_greeted_over_tls_1_2_and_1_3_and_tls_1_1_is_refused() {
             done.stderr
         );
     }
-    let done = s_client(server.addr(), &pki, &["-tls1_1"], b"Alice\n");
+    let done = s_client(server.addr(), &certs, &["-tls1_1"], b"Alice\n");
     assert_ne!(
         done.code,
         Some(0),
@@ -286,11 +178,14 @@ fn openssl_s_client_is_greeted_over_tls_1_2_and_1_3_and_tls_1_1_is_refused() {
 /// second ClientHello), then its replies.
 #[test]
 fn a_client_sent_a_hello_retry_request_is_greeted_and_answered() {
-    let Some(pki) = pki("retry") else { return };
-    let server = tls_server(&pki, &[]);
+    if !require("openssl", "openssl") {
+        return;
+    }
+    let certs = make_certs();
+    let server = tls_server(&certs, &[]);
     let done = s_client(
         server.addr(),
-        &pki,
+        &certs,
         &["-tls1_3", "-groups", "X448:X25519", "-msg"],
         b"Alice\nexit\n",
     );
@@ -327,12 +222,12 @@ fn a_client_sent_a_hello_retry_request_is_greeted_and_answered() {
 
 #[test]
 fn only_tls_listeners_open_no_plain_one_and_are_announced_as_tls() {
-    let Some(pki) = pki("announce") else { return };
+    let certs = make_certs();
     let mut cmd = Command::new(bin());
     cmd.args(["serve", "--tls-bind", "127.0.0.1:0", "--tls-cert"])
-        .arg(pki.path("server.pem"))
+        .arg(&certs.server.cert)
         .arg("--tls-key")
-        .arg(pki.path("server.key"));
+        .arg(&certs.server.key);
     let out = {
         let mut child = KillOnDrop(
             clean_env(&mut cmd)
@@ -357,27 +252,27 @@ fn only_tls_listeners_open_no_plain_one_and_are_announced_as_tls() {
             "--tls-bind",
             "127.0.0.1:0",
             "--tls-cert",
-            &pki.path("server.pem").display().to_string(),
+            &certs.server.cert.display().to_string(),
             "--tls-key",
-            &pki.path("server.key").display().to_string(),
+            &certs.server.key.display().to_string(),
         ],
         2,
     );
     let mut plain = Conn::open(server.addrs[0]);
     assert_eq!(plain.text_line(), "Welcome!");
-    let mut tls = BufReader::new(connect_tls(server.addrs[1], &pki, None).unwrap());
+    let mut tls = BufReader::new(connect_tls(server.addrs[1], &certs, None).unwrap());
     assert_eq!(read_line(&mut tls), "Welcome!\r\n");
 }
 
 #[test]
 fn every_behaviour_works_over_tls_greet_chunk_echo_and_limits() {
-    let Some(pki) = pki("modes") else { return };
+    let certs = make_certs();
     if !require("python3", "python3") {
         return;
     }
     // Greet, with a line too long and a 0xFF doubled.
-    let server = tls_server(&pki, &["--max-line", "8"]);
-    let mut tls = BufReader::new(connect_tls(server.addr(), &pki, None).unwrap());
+    let server = tls_server(&certs, &["--max-line", "8"]);
+    let mut tls = BufReader::new(connect_tls(server.addr(), &certs, None).unwrap());
     assert_eq!(read_line(&mut tls), "Welcome!\r\n");
     tls.get_mut().write_all(b"Bob\n0123456789\nexit\n").unwrap();
     let mut rest = String::new();
@@ -389,12 +284,12 @@ fn every_behaviour_works_over_tls_greet_chunk_echo_and_limits() {
     );
     drop(server);
     // Chunk framing: the tutorial's client in Python's ssl module.
-    let server = tls_server(&pki, &["--framing", "chunk"]);
+    let server = tls_server(&certs, &["--framing", "chunk"]);
     let done = run_tool(
         Command::new("python3")
             .arg(fixture("server_tutorial_client.py"))
             .arg(server.addr().port().to_string())
-            .arg(pki.path("ca.pem")),
+            .arg(&certs.ca),
         None,
         Duration::from_secs(20),
     );
@@ -406,8 +301,8 @@ fn every_behaviour_works_over_tls_greet_chunk_echo_and_limits() {
     );
     drop(server);
     // Echo.
-    let server = tls_server(&pki, &["--mode", "echo"]);
-    let mut tls = connect_tls(server.addr(), &pki, None).unwrap();
+    let server = tls_server(&certs, &["--mode", "echo"]);
+    let mut tls = connect_tls(server.addr(), &certs, None).unwrap();
     let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     tls.write_all(&data).unwrap();
     let mut back = vec![0u8; data.len()];
@@ -415,8 +310,8 @@ fn every_behaviour_works_over_tls_greet_chunk_echo_and_limits() {
     assert!(back == data, "echo over TLS differs");
     drop(server);
     // The idle timeout, with its notice, inside TLS.
-    let server = tls_server(&pki, &["--idle-timeout", "1"]);
-    let mut tls = BufReader::new(connect_tls(server.addr(), &pki, None).unwrap());
+    let server = tls_server(&certs, &["--idle-timeout", "1"]);
+    let mut tls = BufReader::new(connect_tls(server.addr(), &certs, None).unwrap());
     assert_eq!(read_line(&mut tls), "Welcome!\r\n");
     let mut rest = String::new();
     tls.read_to_string(&mut rest).expect("a clean TLS close");
@@ -425,11 +320,9 @@ fn every_behaviour_works_over_tls_greet_chunk_echo_and_limits() {
 
 #[test]
 fn placeholders_over_tls_name_the_connection_and_both_addresses() {
-    let Some(pki) = pki("placeholders") else {
-        return;
-    };
+    let certs = make_certs();
     let server = tls_server(
-        &pki,
+        &certs,
         &[
             "--welcome",
             "conn {conn}",
@@ -437,7 +330,7 @@ fn placeholders_over_tls_name_the_connection_and_both_addresses() {
             "Hello, {}! {peer} -> {local}",
         ],
     );
-    let mut tls = BufReader::new(connect_tls(server.addr(), &pki, None).unwrap());
+    let mut tls = BufReader::new(connect_tls(server.addr(), &certs, None).unwrap());
     let peer = tls.get_ref().sock.local_addr().unwrap();
     assert_eq!(read_line(&mut tls), "conn 1\r\n");
     tls.get_mut().write_all(b"Ann\nexit\n").unwrap();
@@ -452,14 +345,17 @@ fn placeholders_over_tls_name_the_connection_and_both_addresses() {
 
 #[test]
 fn mutual_tls_accepts_a_certificate_from_the_ca_and_refuses_others() {
-    let Some(pki) = pki("mutual") else { return };
-    let ca = pki.path("ca.pem").display().to_string();
-    let server = tls_server(&pki, &["--tls-client-ca", &ca]);
+    if !require("openssl", "openssl") {
+        return;
+    }
+    let certs = make_certs();
+    let ca = certs.ca.display().to_string();
+    let server = tls_server(&certs, &["--tls-client-ca", &ca]);
     // openssl s_client with alice's certificate: served.
     let done = s_client(
         server.addr(),
-        &pki,
-        &["-cert", "alice.pem", "-key", "alice.key"],
+        &certs,
+        &["-cert", "client.pem", "-key", "client-key.pem"],
         b"Alice\nexit\n",
     );
     assert_eq!(
@@ -468,8 +364,11 @@ fn mutual_tls_accepts_a_certificate_from_the_ca_and_refuses_others() {
         done.stderr
     );
     // Without a certificate, and with one from another CA: no welcome.
-    for args in [&[][..], &["-cert", "mallory.pem", "-key", "mallory.key"]] {
-        let done = s_client(server.addr(), &pki, args, b"Alice\n");
+    for args in [
+        &[][..],
+        &["-cert", "other-client.pem", "-key", "other-client-key.pem"],
+    ] {
+        let done = s_client(server.addr(), &certs, args, b"Alice\n");
         assert!(
             !done.stdout.contains("Welcome"),
             "{args:?}: {}",
@@ -477,9 +376,9 @@ fn mutual_tls_accepts_a_certificate_from_the_ca_and_refuses_others() {
         );
     }
     // Our own rustls client alike.
-    assert!(connect_tls(server.addr(), &pki, Some("alice")).is_ok());
-    let refused =
-        connect_tls(server.addr(), &pki, Some("mallory")).and_then(|mut t| t.read(&mut [0u8; 16]));
+    assert!(connect_tls(server.addr(), &certs, Some(&certs.client)).is_ok());
+    let refused = connect_tls(server.addr(), &certs, Some(&certs.other_client))
+        .and_then(|mut t| t.read(&mut [0u8; 16]));
     assert!(refused.is_err(), "{refused:?}");
     let logs = server.stop_and_logs();
     assert!(
@@ -490,9 +389,18 @@ fn mutual_tls_accepts_a_certificate_from_the_ca_and_refuses_others() {
 
 #[test]
 fn certificates_from_the_openssl_command_line_in_every_key_format_load() {
-    let Some(pki) = pki("formats") else { return };
-    let dir = &pki.dir;
-    // PKCS#1 RSA and SEC1 EC keys, beside the PKCS#8 ones openssl writes by default.
+    if !require("openssl", "openssl") {
+        return;
+    }
+    let certs = make_certs();
+    let dir = &certs.dir;
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n\
+         basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n",
+    )
+    .unwrap();
+    // PKCS#1 RSA, SEC1 EC and PKCS#8 keys, each in the form openssl writes it.
     openssl(dir, &["genrsa", "-traditional", "-out", "rsa.key", "2048"]);
     openssl(
         dir,
@@ -506,9 +414,22 @@ fn certificates_from_the_openssl_command_line_in_every_key_format_load() {
             "sec1.key",
         ],
     );
+    openssl(
+        dir,
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-out",
+            "pkcs8.key",
+        ],
+    );
     for (key, header) in [
         ("rsa.key", "BEGIN RSA PRIVATE KEY"),
         ("sec1.key", "BEGIN EC PRIVATE KEY"),
+        ("pkcs8.key", "BEGIN PRIVATE KEY"),
     ] {
         assert!(
             std::fs::read_to_string(dir.join(key))
@@ -539,7 +460,7 @@ fn certificates_from_the_openssl_command_line_in_every_key_format_load() {
                 "-CA",
                 "ca.pem",
                 "-CAkey",
-                "ca.key",
+                "ca-key.pem",
                 "-CAcreateserial",
                 "-out",
                 &format!("{name}.pem"),
@@ -564,15 +485,15 @@ fn certificates_from_the_openssl_command_line_in_every_key_format_load() {
             ],
             1,
         );
-        let mut tls = BufReader::new(connect_tls(server.addr(), &pki, None).unwrap());
+        let mut tls = BufReader::new(connect_tls(server.addr(), &certs, None).unwrap());
         assert_eq!(read_line(&mut tls), "Welcome!\r\n", "{name}");
     }
 }
 
 #[test]
 fn bad_certificate_files_fail_at_start_naming_the_file() {
-    let Some(pki) = pki("bad") else { return };
-    let p = |n: &str| pki.path(n).display().to_string();
+    let certs = make_certs();
+    let p = |path: &Path| path.display().to_string();
     let start = |cert: &str, key: &str, extra: &[&str]| {
         let mut args = vec![
             "--tls-bind",
@@ -589,39 +510,43 @@ fn bad_certificate_files_fail_at_start_naming_the_file() {
             Duration::from_secs(20),
         )
     };
-    let missing = p("missing.pem");
+    let missing = p(&certs.dir.join("missing.pem"));
     // A certificate cut short: its END line is missing.
-    let whole = std::fs::read_to_string(pki.path("server.pem")).unwrap();
-    std::fs::write(pki.path("cut.pem"), &whole[..whole.len() / 2]).unwrap();
+    let whole = std::fs::read_to_string(&certs.server.cert).unwrap();
+    std::fs::write(certs.dir.join("cut.pem"), &whole[..whole.len() / 2]).unwrap();
     for (cert, key, says) in [
         (
-            p("cut.pem"),
-            p("server.key"),
+            p(&certs.dir.join("cut.pem")),
+            p(&certs.server.key),
             format!(
                 "{}: not valid PEM: the -----BEGIN CERTIFICATE----- block has no -----END \
                  CERTIFICATE----- line",
-                p("cut.pem")
+                p(&certs.dir.join("cut.pem"))
             ),
         ),
         (
             missing.clone(),
-            p("server.key"),
+            p(&certs.server.key),
             format!("{missing}: no such file"),
         ),
         (
-            p("server.key"),
-            p("server.key"),
+            p(&certs.server.key),
+            p(&certs.server.key),
             "no certificate found".to_string(),
         ),
         (
-            p("server.pem"),
-            p("server.pem"),
+            p(&certs.server.cert),
+            p(&certs.server.cert),
             "no private key found".to_string(),
         ),
         (
-            p("server.pem"),
-            p("alice.key"),
-            format!("{} does not match {}", p("alice.key"), p("server.pem")),
+            p(&certs.server.cert),
+            p(&certs.client.key),
+            format!(
+                "{} does not match {}",
+                p(&certs.client.key),
+                p(&certs.server.cert)
+            ),
         ),
     ] {
         let done = start(&cert, &key, &[]);
@@ -632,8 +557,8 @@ fn bad_certificate_files_fail_at_start_naming_the_file() {
         assert_eq!(errors.count(), 1, "one line: {}", done.stderr);
     }
     let done = start(
-        &p("server.pem"),
-        &p("server.key"),
+        &p(&certs.server.cert),
+        &p(&certs.server.key),
         &["--tls-client-ca", &missing],
     );
     assert!(
@@ -655,7 +580,12 @@ fn bad_certificate_files_fail_at_start_naming_the_file() {
     let done = run_tool(
         hello_cmd(
             "serve",
-            &["--bind", "127.0.0.1:0", "--tls-cert", &p("server.pem")],
+            &[
+                "--bind",
+                "127.0.0.1:0",
+                "--tls-cert",
+                &p(&certs.server.cert),
+            ],
         )
         .stdin(Stdio::null()),
         None,
@@ -666,11 +596,11 @@ fn bad_certificate_files_fail_at_start_naming_the_file() {
 
 #[test]
 fn a_private_key_readable_by_others_is_warned_about() {
-    let Some(pki) = pki("perms") else { return };
+    let certs = make_certs();
     use std::os::unix::fs::PermissionsExt;
-    let key = pki.path("server.key");
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let server = tls_server(&pki, &[]);
+    let key = &certs.server.key;
+    std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let server = tls_server(&certs, &[]);
     let logs = server.stop_and_logs();
     assert!(
         logs.contains("the private key is readable by other users") && logs.contains("chmod 600"),
@@ -684,7 +614,7 @@ fn a_private_key_readable_by_others_is_warned_about() {
 #[test]
 fn a_private_key_made_readable_by_others_is_warned_about_on_every_reload() {
     use std::os::unix::fs::PermissionsExt;
-    let certs = common::tls::make_certs();
+    let certs = make_certs();
     let p = |path: &Path| path.display().to_string();
     let server = Server::start_with_binds(
         &[
@@ -728,7 +658,7 @@ fn a_private_key_made_readable_by_others_is_warned_about_on_every_reload() {
 
 #[test]
 fn plain_text_on_a_tls_port_is_told_and_a_client_hello_on_a_plain_port_is_closed() {
-    let Some(pki) = pki("wrongport") else { return };
+    let certs = make_certs();
     let server = Server::start_with_binds(
         &[
             "-v",
@@ -737,9 +667,9 @@ fn plain_text_on_a_tls_port_is_told_and_a_client_hello_on_a_plain_port_is_closed
             "--tls-bind",
             "127.0.0.1:0",
             "--tls-cert",
-            &pki.path("server.pem").display().to_string(),
+            &certs.server.cert.display().to_string(),
             "--tls-key",
-            &pki.path("server.key").display().to_string(),
+            &certs.server.key.display().to_string(),
         ],
         2,
     );
@@ -756,10 +686,10 @@ fn plain_text_on_a_tls_port_is_told_and_a_client_hello_on_a_plain_port_is_closed
     c.send(b"\x16\x03\x01\x00\x05garbage-garbage");
     assert!(!String::from_utf8_lossy(&c.rest()).contains("Welcome"));
     // A TLS client on the plain port: its ClientHello closes the connection at once.
-    let refused = connect_tls(plain, &pki, None);
+    let refused = connect_tls(plain, &certs, None);
     assert!(refused.is_err(), "a handshake with a plain port");
     // Everyone else is served meanwhile.
-    let mut ok = BufReader::new(connect_tls(tls, &pki, None).unwrap());
+    let mut ok = BufReader::new(connect_tls(tls, &certs, None).unwrap());
     assert_eq!(read_line(&mut ok), "Welcome!\r\n");
     drop(ok);
     let logs = server.stop_and_logs();
@@ -781,12 +711,12 @@ fn plain_text_on_a_tls_port_is_told_and_a_client_hello_on_a_plain_port_is_closed
 /// threads and file descriptors are back where they were.
 #[test]
 fn half_done_handshakes_end_at_the_timeout_while_others_are_served() {
-    let Some(pki) = pki("halfdone") else { return };
+    let certs = make_certs();
     let n = 1000;
-    raise_fd_limit(n as u64 + 300);
+    let _fds = raise_fd_limit(n as u64 + 300);
     // Thread counts show connections freed: no thread may park for the next one.
     let server = tls_server(
-        &pki,
+        &certs,
         &["-q", "--tls-handshake-timeout", "1", "--thread-cache", "0"],
     );
     let (threads, fds) = (server.proc_status("Threads"), server.fd_count());
@@ -798,7 +728,7 @@ fn half_done_handshakes_end_at_the_timeout_while_others_are_served() {
         s.write_all(b"\x16\x03\x01\x00\xc8\x01").unwrap();
         stalled.push(s);
     }
-    let mut ok = BufReader::new(connect_tls(server.addr(), &pki, None).unwrap());
+    let mut ok = BufReader::new(connect_tls(server.addr(), &certs, None).unwrap());
     assert_eq!(read_line(&mut ok), "Welcome!\r\n");
     drop(ok);
     // Each is closed by the server (EOF, or a reset), within the timeout and a margin.
@@ -824,12 +754,12 @@ fn half_done_handshakes_end_at_the_timeout_while_others_are_served() {
 
 #[test]
 fn sighup_reloads_the_certificate_for_new_connections_and_a_broken_file_keeps_the_old() {
-    let Some(pki) = pki("reload") else { return };
-    let dir = &pki.dir;
+    let certs = make_certs();
+    let dir = &certs.dir;
     // The server reads cert.pem and cert.key, which start as copies of server's.
     let (cert, key) = (dir.join("cert.pem"), dir.join("cert.key"));
-    std::fs::copy(dir.join("server.pem"), &cert).unwrap();
-    std::fs::copy(dir.join("server.key"), &key).unwrap();
+    std::fs::copy(&certs.server.cert, &cert).unwrap();
+    std::fs::copy(&certs.server.key, &key).unwrap();
     let server = Server::start_with_binds(
         &[
             "--tls-bind",
@@ -841,29 +771,22 @@ fn sighup_reloads_the_certificate_for_new_connections_and_a_broken_file_keeps_th
         ],
         1,
     );
-    let serial = |pki: &Pki| -> Vec<u8> {
-        let tls = connect_tls(server.addr(), pki, None).unwrap();
+    let serial = |certs: &Certs| -> Vec<u8> {
+        let tls = connect_tls(server.addr(), certs, None).unwrap();
         tls.conn.peer_certificates().unwrap()[0].as_ref().to_vec()
     };
-    let before = serial(&pki);
-    let open = BufReader::new(connect_tls(server.addr(), &pki, None).unwrap());
-    // A new certificate for the same key names: issued again, so different bytes.
-    issue(
-        dir,
-        "renewed",
-        "/CN=localhost",
-        Some("ca"),
-        &std::fs::read_to_string(dir.join("server.ext")).unwrap(),
-    );
-    std::fs::copy(dir.join("renewed.pem"), &cert).unwrap();
-    std::fs::copy(dir.join("renewed.key"), &key).unwrap();
+    let before = serial(&certs);
+    let open = BufReader::new(connect_tls(server.addr(), &certs, None).unwrap());
+    // A new certificate for the same names: issued again, so different bytes.
+    std::fs::copy(&certs.renewed.cert, &cert).unwrap();
+    std::fs::copy(&certs.renewed.key, &key).unwrap();
     server.signal("HUP");
     assert!(
         eventually(IO_TIMEOUT, || server.logs_so_far().contains("reloaded")),
         "{}",
         server.logs_so_far()
     );
-    let after = serial(&pki);
+    let after = serial(&certs);
     assert_ne!(before, after, "new connections get the new certificate");
     assert_eq!(
         after,
@@ -885,7 +808,7 @@ fn sighup_reloads_the_certificate_for_new_connections_and_a_broken_file_keeps_th
         server.logs_so_far()
     );
     assert!(server.logs_so_far().contains(&key.display().to_string()));
-    assert_eq!(serial(&pki), after);
+    assert_eq!(serial(&certs), after);
 }
 
 /// TLS 1.3 without client certificates: the welcome leaves with the server's first
@@ -893,20 +816,20 @@ fn sighup_reloads_the_certificate_for_new_connections_and_a_broken_file_keeps_th
 /// not before the client has proved who it is.
 #[test]
 fn the_welcome_leaves_with_the_servers_first_flight_unless_the_client_must_prove_itself() {
-    let Some(pki) = pki("halfrtt") else { return };
-    let server = tls_server(&pki, &[]);
-    let early = before_the_clients_finished(server.addr(), &pki, None, IO_TIMEOUT)
+    let certs = make_certs();
+    let server = tls_server(&certs, &[]);
+    let early = before_the_clients_finished(server.addr(), &certs, None, IO_TIMEOUT)
         .expect("the welcome before the client's Finished");
     assert_eq!(early, b"Welcome!\r\n");
-    let ca = pki.path("ca.pem").display().to_string();
-    let mutual = tls_server(&pki, &["--tls-client-ca", &ca]);
+    let ca = certs.ca.display().to_string();
+    let mutual = tls_server(&certs, &["--tls-client-ca", &ca]);
     let quiet = Duration::from_millis(300);
-    match before_the_clients_finished(mutual.addr(), &pki, Some("alice"), quiet) {
+    match before_the_clients_finished(mutual.addr(), &certs, Some(&certs.client), quiet) {
         Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
         other => panic!("mutual TLS: nothing before the client's Finished, got {other:?}"),
     }
     // The full handshake still gets the welcome, then answers.
-    let mut c = BufReader::new(connect_tls(mutual.addr(), &pki, Some("alice")).unwrap());
+    let mut c = BufReader::new(connect_tls(mutual.addr(), &certs, Some(&certs.client)).unwrap());
     assert_eq!(read_line(&mut c), "Welcome!\r\n");
     c.get_mut().write_all(b"Alice\n").unwrap();
     assert_eq!(read_line(&mut c), "Hello, Alice!\r\n");
@@ -917,13 +840,13 @@ fn the_welcome_leaves_with_the_servers_first_flight_unless_the_client_must_prove
 /// as the reply to that line: two segments from the server in all, not three.
 #[test]
 fn the_session_tickets_leave_with_the_reply_to_a_line_sent_with_the_clients_finished() {
-    let Some(pki) = pki("tickets") else { return };
+    let certs = make_certs();
     if !require("ss", "iproute2") {
         return;
     }
-    let server = tls_server(&pki, &[]);
+    let server = tls_server(&certs, &[]);
     let (mut conn, mut sock) =
-        tls_client(server.addr(), client_config(&pki, None), IO_TIMEOUT).unwrap();
+        tls_client(server.addr(), client_config(&certs, None), IO_TIMEOUT).unwrap();
     conn.write_tls(&mut sock).unwrap();
     while conn.is_handshaking() {
         assert!(
@@ -970,9 +893,9 @@ fn the_session_tickets_leave_with_the_reply_to_a_line_sent_with_the_clients_fini
 /// leave before the server waits for it), and its next connection resumes.
 #[test]
 fn a_client_silent_after_its_handshake_still_gets_tickets_and_resumes() {
-    let Some(pki) = pki("silent") else { return };
-    let server = tls_server(&pki, &[]);
-    let config = client_config(&pki, None);
+    let certs = make_certs();
+    let server = tls_server(&certs, &[]);
+    let config = client_config(&certs, None);
     let connect = || {
         let (conn, sock) = tls_client(server.addr(), config.clone(), IO_TIMEOUT).unwrap();
         let mut tls = BufReader::new(StreamOwned::new(conn, sock));
@@ -1002,12 +925,12 @@ fn a_client_silent_after_its_handshake_still_gets_tickets_and_resumes() {
 /// so that however many are held, at most that many keep a handshake's deep stack.
 #[test]
 fn tls_connections_stay_on_their_handshake_thread_up_to_the_thread_cache_size() {
-    let Some(pki) = pki("seats") else { return };
-    let server = tls_server(&pki, &["--thread-cache", "8"]);
+    let certs = make_certs();
+    let server = tls_server(&certs, &["--thread-cache", "8"]);
     let idle = server.proc_status("Threads");
     let mut open = Vec::new();
     for (n, threads) in [(1, idle + 1), (2, idle + 2), (3, idle + 4)] {
-        let mut c = BufReader::new(connect_tls(server.addr(), &pki, None).unwrap());
+        let mut c = BufReader::new(connect_tls(server.addr(), &certs, None).unwrap());
         assert_eq!(read_line(&mut c), "Welcome!\r\n");
         // The welcome left within the handshake; the reply comes after it, from the
         // thread that serves: that thread exists now, and so does one that handed the
@@ -1036,8 +959,11 @@ fn tls_connections_stay_on_their_handshake_thread_up_to_the_thread_cache_size() 
 /// line names it, and nothing is closed or counted as idle.
 #[test]
 fn a_tls_1_2_renegotiation_request_is_refused_and_not_taken_for_the_idle_timeout() {
-    let Some(pki) = pki("reneg") else { return };
-    let server = tls_server(&pki, &["--metrics", "127.0.0.1:0"]);
+    if !require("openssl", "openssl") {
+        return;
+    }
+    let certs = make_certs();
+    let server = tls_server(&certs, &["--metrics", "127.0.0.1:0"]);
     let metrics = metrics_addr(&server);
     // Not `s_client` above: its -quiet implies -ign_eof, under which `R` is a name, not
     // the command to renegotiate. The lines are sent one at a time, as typed.
@@ -1051,7 +977,7 @@ fn a_tls_1_2_renegotiation_request_is_refused_and_not_taken_for_the_idle_timeout
             "localhost",
         ])
         .arg("-CAfile")
-        .arg(pki.path("ca.pem"))
+        .arg(&certs.ca)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
@@ -1103,16 +1029,16 @@ fn a_tls_1_2_renegotiation_request_is_refused_and_not_taken_for_the_idle_timeout
         assert!(!line.contains("ERROR idle"), "{line}");
     }
     // The server serves on.
-    let mut next = BufReader::new(connect_tls(server.addr(), &pki, None).unwrap());
+    let mut next = BufReader::new(connect_tls(server.addr(), &certs, None).unwrap());
     assert_eq!(read_line(&mut next), "Welcome!\r\n");
 }
 
 #[test]
 fn sigterm_over_tls_answers_then_says_shutting_down_then_close_notify() {
-    let Some(pki) = pki("shutdown") else { return };
-    let server = tls_server(&pki, &["--delay", "200"]);
-    let mut busy = BufReader::new(connect_tls(server.addr(), &pki, None).unwrap());
-    let mut idle = BufReader::new(connect_tls(server.addr(), &pki, None).unwrap());
+    let certs = make_certs();
+    let server = tls_server(&certs, &["--delay", "200"]);
+    let mut busy = BufReader::new(connect_tls(server.addr(), &certs, None).unwrap());
+    let mut idle = BufReader::new(connect_tls(server.addr(), &certs, None).unwrap());
     assert_eq!(read_line(&mut busy), "Welcome!\r\n");
     assert_eq!(read_line(&mut idle), "Welcome!\r\n");
     busy.get_mut().write_all(b"a\nb\nc\n").unwrap();
@@ -1136,9 +1062,9 @@ fn sigterm_over_tls_answers_then_says_shutting_down_then_close_notify() {
 /// (rustls holds at most a record of ciphertext and a bounded plaintext buffer).
 #[test]
 fn a_64_mib_line_over_tls_keeps_memory_bounded() {
-    let Some(pki) = pki("hugeline") else { return };
-    let server = tls_server(&pki, &["-q"]);
-    let mut tls = connect_tls(server.addr(), &pki, None).unwrap();
+    let certs = make_certs();
+    let server = tls_server(&certs, &["-q"]);
+    let mut tls = connect_tls(server.addr(), &certs, None).unwrap();
     let mut welcome = [0u8; 10];
     tls.read_exact(&mut welcome).unwrap();
     let before = server.proc_status("VmRSS");
@@ -1165,13 +1091,13 @@ fn a_64_mib_line_over_tls_keeps_memory_bounded() {
 /// client's certificate; without one, exit 7 and the message that says what to give.
 #[test]
 fn our_client_and_our_server_speak_mutual_tls() {
-    let Some(pki) = pki("ours") else { return };
-    let p = |n: &str| pki.path(n).display().to_string();
-    let server = tls_server(&pki, &["--tls-client-ca", &p("ca.pem")]);
+    let certs = make_certs();
+    let p = |path: &Path| path.display().to_string();
+    let server = tls_server(&certs, &["--tls-client-ca", &p(&certs.ca)]);
     let addr = server.addr().to_string();
     let run = |extra: &[&str]| {
         let mut args = vec!["--tls", "--connect", &addr, "--tls-ca"];
-        let ca = p("ca.pem");
+        let ca = p(&certs.ca);
         args.push(&ca);
         args.extend_from_slice(extra);
         args.push("Bob");
@@ -1181,7 +1107,7 @@ fn our_client_and_our_server_speak_mutual_tls() {
             Duration::from_secs(20),
         )
     };
-    let (cert, key) = (p("alice.pem"), p("alice.key"));
+    let (cert, key) = (p(&certs.client.cert), p(&certs.client.key));
     let done = run(&["--tls-cert", &cert, "--tls-key", &key]);
     assert_eq!(done.code, Some(0), "{}", done.stderr);
     assert_eq!(done.stdout, "Welcome!\nHello, Bob!\nBye!\n");
@@ -1199,31 +1125,16 @@ fn our_client_and_our_server_speak_mutual_tls() {
 
 /// `serve -v` with a TLS listener for mutual TLS, with the certificates of
 /// `common::tls`.
-fn mutual_tls_server(certs: &common::tls::Certs) -> Server {
-    let p = |path: &Path| path.display().to_string();
-    Server::start_with_binds(
-        &[
-            "-v",
-            "--tls-bind",
-            "127.0.0.1:0",
-            "--tls-cert",
-            &p(&certs.server.cert),
-            "--tls-key",
-            &p(&certs.server.key),
-            "--tls-client-ca",
-            &p(&certs.ca),
-        ],
-        1,
+fn mutual_tls_server(certs: &Certs) -> Server {
+    tls_server(
+        certs,
+        &["-v", "--tls-client-ca", &certs.ca.display().to_string()],
     )
 }
 
 /// `tcp-hello client` saying `Bob` over TLS to `server`, with the client certificate
 /// `pair`.
-fn client_with_certificate(
-    server: &Server,
-    certs: &common::tls::Certs,
-    pair: &common::tls::Pair,
-) -> Finished {
+fn client_with_certificate(server: &Server, certs: &Certs, pair: &Pair) -> Finished {
     let p = |path: &Path| path.display().to_string();
     run_tool(
         hello_cmd(
@@ -1251,7 +1162,7 @@ fn client_with_certificate(
 /// from another CA; the close line (at debug) says why.
 #[test]
 fn mutual_tls_refuses_an_expired_client_certificate() {
-    let certs = common::tls::make_certs();
+    let certs = make_certs();
     let server = mutual_tls_server(&certs);
     for (pair, served) in [(&certs.client, true), (&certs.expired_client, false)] {
         let done = client_with_certificate(&server, &certs, pair);
@@ -1276,7 +1187,7 @@ fn mutual_tls_refuses_an_expired_client_certificate() {
 /// extension is served.
 #[test]
 fn mutual_tls_refuses_a_client_certificate_whose_key_usage_lacks_digital_signature() {
-    let certs = common::tls::make_certs();
+    let certs = make_certs();
     let server = mutual_tls_server(&certs);
     for (pair, served) in [
         (&certs.no_key_usage_client, true),
@@ -1307,8 +1218,8 @@ fn mutual_tls_refuses_a_client_certificate_whose_key_usage_lacks_digital_signatu
 /// SAN, reach the open and close lines escaped as a client's line is, each line whole.
 #[test]
 fn client_certificate_names_reach_the_log_escaped() {
-    use common::tls::{HOSTILE_DNS_NAME, HOSTILE_NAME};
-    let certs = common::tls::make_certs();
+    use crate::common::tls::{HOSTILE_DNS_NAME, HOSTILE_NAME};
+    let certs = make_certs();
     let server = mutual_tls_server(&certs);
     for pair in [&certs.hostile_cn_client, &certs.hostile_dns_client] {
         let done = client_with_certificate(&server, &certs, pair);
@@ -1344,7 +1255,8 @@ fn client_certificate_names_reach_the_log_escaped() {
 #[test]
 fn a_handshake_whose_flight_the_client_never_reads_ends_at_the_handshake_timeout() {
     use socket2::{Domain, Protocol, Socket, Type};
-    let dir = common::tls::temp_dir("bigcert");
+    let temp = temp_dir("bigcert");
+    let dir = temp.path();
     let mut args = vec!["--out".to_string(), dir.display().to_string()];
     for i in 0..1500 {
         args.push("--host".into());
@@ -1400,7 +1312,6 @@ fn a_handshake_whose_flight_the_client_never_reads_ends_at_the_handshake_timeout
         server.logs_so_far()
     );
     drop(sock);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A ClientHello announced larger than the server takes is refused as soon as its
@@ -1409,8 +1320,8 @@ fn a_handshake_whose_flight_the_client_never_reads_ends_at_the_handshake_timeout
 /// come: not at the handshake timeout, and each with a debug close line saying why.
 #[test]
 fn a_client_hello_over_the_read_limit_is_refused_at_once() {
-    let Some(pki) = pki("hellolimit") else { return };
-    let server = tls_server(&pki, &["-v", "--tls-handshake-timeout", "60"]);
+    let certs = make_certs();
+    let server = tls_server(&certs, &["-v", "--tls-handshake-timeout", "60"]);
     let too_large = tcp_hello::tls::CLIENT_HELLO_LIMIT + 1;
     let mut c = Conn::open(server.addr());
     let mut hello = b"\x16\x03\x01\x40\x00\x01".to_vec();
@@ -1432,7 +1343,7 @@ fn a_client_hello_over_the_read_limit_is_refused_at_once() {
     let _ = c.stream.write_all(&split);
     assert_closed_without_a_byte(&mut c.stream, "a flight over the limit");
     // Everyone else is served.
-    let mut ok = BufReader::new(connect_tls(server.addr(), &pki, None).unwrap());
+    let mut ok = BufReader::new(connect_tls(server.addr(), &certs, None).unwrap());
     assert_eq!(read_line(&mut ok), "Welcome!\r\n");
     drop(ok);
     let logs = server.stop_and_logs();
@@ -1476,9 +1387,9 @@ const STALLED_HELLO: &[u8] = b"\x16\x03\x01\x00\xc8\x01";
 /// handshake timeout; a real client still gets through a flood of stalled ones.
 #[test]
 fn handshakes_under_way_are_capped_and_the_oldest_gives_way_to_a_new_one() {
-    let Some(pki) = pki("cap") else { return };
+    let certs = make_certs();
     let server = tls_server(
-        &pki,
+        &certs,
         &[
             "-v",
             "--tls-handshake-timeout",
@@ -1518,7 +1429,7 @@ fn handshakes_under_way_are_capped_and_the_oldest_gives_way_to_a_new_one() {
     );
     assert_eq!(closed(&others), 0, "the newer handshakes stay");
     // A real client comes through, as the oldest stalled one gives way.
-    let mut ok = BufReader::new(connect_tls(server.addr(), &pki, None).unwrap());
+    let mut ok = BufReader::new(connect_tls(server.addr(), &certs, None).unwrap());
     assert_eq!(read_line(&mut ok), "Welcome!\r\n");
     drop(ok);
     assert!(
@@ -1548,12 +1459,12 @@ fn handshakes_under_way_are_capped_and_the_oldest_gives_way_to_a_new_one() {
 /// Prints the server's RSS idle, under the attack and once the connections are closed;
 /// checks that a real client is served meanwhile and that the growth stays within
 /// `--tls-max-handshakes` (1,024) times 64 KiB. Run with
-/// `cargo test --release --test tls -- --ignored --nocapture full_size`.
+/// `cargo test --release --test it -- --ignored --nocapture tls::full_size`.
 #[test]
 #[ignore]
 fn full_size_half_open_handshakes_keep_memory_bounded() {
-    let Some(pki) = pki("fullsize") else { return };
-    raise_fd_limit(5_300);
+    let certs = make_certs();
+    let _fds = raise_fd_limit(5_300);
     let issue = {
         let mut hello = b"\x16\x03\x01\x40\x00\x01\x00\xff\xfb\x03\x03".to_vec();
         hello.resize(5 + 0x4000, b'A');
@@ -1577,7 +1488,7 @@ fn full_size_half_open_handshakes_keep_memory_bounded() {
         ("16 KB, 30 addresses", &largest, 30),
     ] {
         for n in [3_000, 5_000] {
-            let server = tls_server(&pki, &["-q", "--tls-handshake-timeout", "120"]);
+            let server = tls_server(&certs, &["-q", "--tls-handshake-timeout", "120"]);
             let idle = server.proc_status("VmRSS");
             let mut open = Vec::with_capacity(n);
             for i in 0..n {
@@ -1587,7 +1498,7 @@ fn full_size_half_open_handshakes_keep_memory_bounded() {
                 let _ = s.write_all(hello);
                 open.push(s);
             }
-            let mut ok = BufReader::new(connect_tls(server.addr(), &pki, None).unwrap());
+            let mut ok = BufReader::new(connect_tls(server.addr(), &certs, None).unwrap());
             assert_eq!(read_line(&mut ok), "Welcome!\r\n");
             drop(ok);
             let attacked = server.proc_status("VmRSS");

@@ -1,11 +1,9 @@
 //! End-to-end tests of `tcp-hello bench` against a real `tcp-hello serve`.
 
-mod common;
-
 use std::net::TcpListener;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 use serde_json::Value;
 
@@ -508,8 +506,8 @@ fn bad_source_addresses_are_usage_errors_naming_the_value() {
 /// prints it, counting every reply the report counts.
 #[test]
 fn hgrm_writes_the_percentile_distribution() {
-    let dir = common::tls::temp_dir("hgrm");
-    let path = dir.join("latency.hgrm");
+    let dir = temp_dir("hgrm");
+    let path = dir.path().join("latency.hgrm");
     let path_arg = path.to_string_lossy().into_owned();
     // An existing file is replaced.
     std::fs::write(&path, "stale\n".repeat(10_000)).expect("write a stale file");
@@ -580,14 +578,13 @@ fn hgrm_writes_the_percentile_distribution() {
     // The report's max, in µs, is the file's, in ms.
     let report_max = r["latency_us"]["max"].as_f64().expect("max");
     assert!((report_max / 1000.0 - max).abs() < 0.001, "{r}\n{text}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A `--hgrm` file that cannot be written stops the bench before it connects, naming it.
 #[test]
 fn an_unwritable_hgrm_file_fails_at_start_up() {
-    let dir = common::tls::temp_dir("hgrm-bad");
-    let path = dir.join("no-such-dir").join("latency.hgrm");
+    let dir = temp_dir("hgrm-bad");
+    let path = dir.path().join("no-such-dir").join("latency.hgrm");
     let path_arg = path.to_string_lossy().into_owned();
     // Nothing listens there: had the run started, it would say the connection was refused.
     let run = bench(&["--connect", "127.0.0.1:1", "--hgrm", &path_arg]);
@@ -600,5 +597,4 @@ fn an_unwritable_hgrm_file_fails_at_start_up() {
         )
     );
     assert!(!path.exists());
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,14 +1,12 @@
 //! `serve --udp-bind` and `client --udp`: the datagram half, over real sockets. Every
 //! socket has a timeout; no test sleeps for readiness (servers announce their ports).
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common::{
     IO_TIMEOUT, KillOnDrop, Server, cannot_run, eventually, hello_cmd, metrics_addr, metrics_body,
     metrics_samples, require, run_tool,
 };
@@ -139,7 +137,7 @@ fn no_reply_exceeds_the_request_plus_the_announced_bound() {
     let template = "{peer} #{conn} {host}/{pid}: {}";
     let server = udp_server(&["--reply", template, "--max-line", "2000"]);
     // Logged just before the announcement, but read from stderr by another thread.
-    assert!(common::eventually(IO_TIMEOUT, || server
+    assert!(crate::common::eventually(IO_TIMEOUT, || server
         .logs_so_far()
         .contains("replies at most ")));
     let logs = server.logs_so_far();
@@ -631,7 +629,7 @@ fn metrics_count_udp_datagrams() {
     socket.send(b"").unwrap();
     // Published once the socket is quiet for its poll (200 ms), or within a second.
     assert!(
-        common::eventually(IO_TIMEOUT, || {
+        crate::common::eventually(IO_TIMEOUT, || {
             let body = metrics_body(metrics);
             body.contains("tcp_hello_udp_datagrams_total 2\n")
                 && body.contains("tcp_hello_udp_replies_total 1\n")
@@ -657,8 +655,8 @@ fn retries_without_udp_is_a_usage_error() {
 
 #[test]
 fn the_environment_names_udp_sockets_too() {
-    let mut cmd = Command::new(common::bin());
-    common::clean_env(&mut cmd)
+    let mut cmd = Command::new(crate::common::bin());
+    crate::common::clean_env(&mut cmd)
         .env("TCP_HELLO_UDP_BIND", "127.0.0.1:0")
         .arg("serve");
     let server = Server::start_cmd(&mut cmd, 1);

@@ -7,7 +7,7 @@ pub mod tls;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -227,20 +227,12 @@ impl Server {
 
     /// Waits for the process to exit, up to `limit`; returns its exit code and stderr.
     pub fn wait(mut self, limit: Duration) -> (Option<i32>, String) {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                if let Some(drain) = self.drain.take() {
-                    let _ = drain.join();
-                }
-                return (status.code(), self.logs_so_far());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not exit within {limit:?}"
-            );
-            thread::sleep(Duration::from_millis(20));
+        let status = wait_for_exit(&mut self.child, limit)
+            .unwrap_or_else(|| panic!("server did not exit within {limit:?}"));
+        if let Some(drain) = self.drain.take() {
+            let _ = drain.join();
         }
+        (status.code(), self.logs_so_far())
     }
 
     /// What the server has logged so far.
@@ -417,6 +409,16 @@ pub fn cannot_run(why: &str) -> bool {
     false
 }
 
+/// A fresh, empty directory of the test's own under the system's temporary directory,
+/// named after `what`; it and what it holds are removed when it is dropped, even by a
+/// failing test.
+pub fn temp_dir(what: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("tcp-hello-{what}-"))
+        .tempdir()
+        .expect("create a temporary directory")
+}
+
 /// A file under tests/fixtures.
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -516,20 +518,15 @@ impl Running {
     /// Waits for the process to end; kills it and fails the test if it runs longer than
     /// `limit` in all.
     pub fn finish(mut self, limit: Duration) -> Finished {
-        let status = loop {
-            if let Some(status) = self.child.0.try_wait().expect("try_wait") {
-                break status;
-            }
-            if self.started.elapsed() > limit {
-                let _ = self.child.0.kill();
-                let _ = self.child.0.wait();
-                let (out, err) = (self.out.join().unwrap(), self.err.join().unwrap());
-                panic!(
-                    "{} did not finish within {limit:?}; killed.\nstdout: {out}\nstderr: {err}",
-                    self.what
-                );
-            }
-            thread::sleep(Duration::from_millis(10));
+        let left = limit.saturating_sub(self.started.elapsed());
+        let Some(status) = wait_for_exit(&mut self.child.0, left) else {
+            let _ = self.child.0.kill();
+            let _ = self.child.0.wait();
+            let (out, err) = (self.out.join().unwrap(), self.err.join().unwrap());
+            panic!(
+                "{} did not finish within {limit:?}; killed.\nstdout: {out}\nstderr: {err}",
+                self.what
+            );
         };
         if let Some(feeder) = self.feeder {
             let _ = feeder.join();
@@ -543,13 +540,29 @@ impl Running {
     }
 }
 
-/// Raises this process's open-file limit to the hard one and checks it allows `needed`.
-pub fn raise_fd_limit(needed: u64) {
+/// Raises this process's open-file limit to the hard one and checks it allows `needed`;
+/// hold what it returns while the files are open (see [`FdBudget`]).
+#[must_use = "hold the budget while the files are open"]
+pub fn raise_fd_limit(needed: u64) -> FdBudget {
+    let budget = FdBudget::take();
     let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
     assert!(
         limit >= needed,
         "this test needs {needed} open files but the hard limit is {limit}: raise it (ulimit -Hn)"
     );
+    budget
+}
+
+/// The right to open thousands of files in this process: every test runs in one process,
+/// which has one open-file limit, so tests that need most of it take turns.
+pub struct FdBudget(std::sync::MutexGuard<'static, ()>);
+
+impl FdBudget {
+    pub fn take() -> FdBudget {
+        static TURN: Mutex<()> = Mutex::new(());
+        // A test that failed holding it changed nothing the next one relies on.
+        FdBudget(TURN.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// A connection that costs one file descriptor (no `try_clone`), for tests that hold
@@ -590,6 +603,17 @@ impl Lean {
         self.stream.read_to_end(&mut all)?;
         Ok(all)
     }
+}
+
+/// Waits up to `limit` for `child` to exit: its status, or `None` if it is still running
+/// (the caller decides whether to kill it or fail).
+pub fn wait_for_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let mut status = None;
+    eventually(limit, || {
+        status = child.try_wait().expect("try_wait");
+        status.is_some()
+    });
+    status
 }
 
 /// Polls `probe` until it returns true or `limit` passes.

@@ -2,8 +2,6 @@
 //! openssl and rustls accept what it makes for TLS and mutual TLS. Keys are made at run
 //! time in temporary directories, never stored.
 
-mod common;
-
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -20,33 +18,10 @@ use rustls::{
     ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig, ServerConnection,
 };
 
-use common::{Finished, clean_env, run_tool};
+use crate::common::{Finished, clean_env, run_tool, temp_dir};
 use tcp_hello::pem;
 
 const DAY: u64 = 86_400;
-
-/// A fresh directory of its own per test, removed when the test ends.
-struct Temp(PathBuf);
-
-impl Temp {
-    fn new(test: &str) -> Temp {
-        let dir =
-            std::env::temp_dir().join(format!("tcp-hello-cert-{}-{test}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        Temp(dir)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Temp {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// `tcp-hello cert --out OUT ARGS` under umask 022, so that the modes are exactly the
 /// ones asked for.
@@ -56,7 +31,7 @@ fn cert(out: &Path, args: &[&str]) -> Finished {
         .args([
             "-c",
             r#"umask 022 && exec "$0" "$@""#,
-            common::bin(),
+            crate::common::bin(),
             "cert",
             "--out",
         ])
@@ -92,12 +67,12 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 
 #[test]
 fn writes_each_certificate_and_key_with_their_modes_and_says_what_next() {
-    let temp = Temp::new("modes");
-    let out = temp.join("new/certs");
+    let temp = temp_dir("cert-modes");
+    let out = temp.path().join("new/certs");
     let run = made(&out, &["--client", "alice", "--client", "bob"]);
 
     assert_eq!(mode(&out), 0o700, "a created directory holds keys");
-    assert_eq!(mode(&temp.join("new")), 0o700);
+    assert_eq!(mode(&temp.path().join("new")), 0o700);
     let names = [
         "ca.pem",
         "ca.key",
@@ -166,7 +141,7 @@ fn writes_each_certificate_and_key_with_their_modes_and_says_what_next() {
     }
 
     // An existing directory keeps its own mode.
-    let shared = temp.join("shared");
+    let shared = temp.path().join("shared");
     fs::create_dir(&shared).unwrap();
     fs::set_permissions(&shared, fs::Permissions::from_mode(0o755)).unwrap();
     made(&shared, &[]);
@@ -176,8 +151,8 @@ fn writes_each_certificate_and_key_with_their_modes_and_says_what_next() {
 
 #[test]
 fn never_overwrites_a_key_and_then_writes_nothing() {
-    let temp = Temp::new("overwrite");
-    let out = temp.join("certs");
+    let temp = temp_dir("cert-overwrite");
+    let out = temp.path().join("certs");
     made(&out, &["--client", "alice"]);
     let before = snapshot(&out);
 
@@ -196,12 +171,12 @@ fn never_overwrites_a_key_and_then_writes_nothing() {
 
     // A lone key of a client, and a dangling link where a key would go, are found too.
     for (stem, plant) in [("carol", "file"), ("dave", "link")] {
-        let dir = temp.join(&format!("{stem}-dir"));
+        let dir = temp.path().join(format!("{stem}-dir"));
         fs::create_dir(&dir).unwrap();
         let key = dir.join(format!("{stem}.key"));
         match plant {
             "file" => fs::write(&key, "keep me").unwrap(),
-            _ => std::os::unix::fs::symlink(temp.join("nowhere"), &key).unwrap(),
+            _ => std::os::unix::fs::symlink(temp.path().join("nowhere"), &key).unwrap(),
         }
         let run = cert(&dir, &["--client", stem]);
         assert_eq!(run.code, Some(2), "{run:?}");
@@ -211,11 +186,11 @@ fn never_overwrites_a_key_and_then_writes_nothing() {
             1,
             "only the planted {plant}"
         );
-        assert!(!temp.join("nowhere").exists());
+        assert!(!temp.path().join("nowhere").exists());
     }
 
     // A certificate without its key is refused as well, so a key always has its certificate.
-    let dir = temp.join("lone-cert");
+    let dir = temp.path().join("lone-cert");
     fs::create_dir(&dir).unwrap();
     fs::write(dir.join("server.pem"), "old").unwrap();
     let run = cert(&dir, &[]);
@@ -230,7 +205,7 @@ fn never_overwrites_a_key_and_then_writes_nothing() {
     assert_eq!(fs::read_to_string(dir.join("server.pem")).unwrap(), "old");
 
     // --out naming a file.
-    let file = temp.join("a-file");
+    let file = temp.path().join("a-file");
     fs::write(&file, "").unwrap();
     let run = cert(&file, &[]);
     assert_eq!(run.code, Some(2), "{run:?}");
@@ -239,8 +214,8 @@ fn never_overwrites_a_key_and_then_writes_nothing() {
 
 #[test]
 fn bad_client_names_and_hosts_are_refused_with_one_line_and_nothing_written() {
-    let temp = Temp::new("names");
-    let out = temp.join("certs");
+    let temp = temp_dir("cert-names");
+    let out = temp.path().join("certs");
     let long = "x".repeat(65);
     let refusals: &[(&[&str], &str)] = &[
         (&["--client", "ca"], "--client 'ca'"),
@@ -283,8 +258,8 @@ fn bad_client_names_and_hosts_are_refused_with_one_line_and_nothing_written() {
 
 #[test]
 fn a_write_that_fails_halfway_removes_what_the_run_wrote() {
-    let temp = Temp::new("halfway");
-    let out = temp.join("certs");
+    let temp = temp_dir("cert-halfway");
+    let out = temp.path().join("certs");
     fs::create_dir(&out).unwrap();
     // A file-size limit of 1 or 2 KiB (the shell's blocks are 512 or 1024 bytes) lets
     // ca.pem and ca.key through and stops server.pem, whose 150 names take about 4 KiB;
@@ -294,7 +269,7 @@ fn a_write_that_fails_halfway_removes_what_the_run_wrote() {
         .args([
             "-c",
             r#"trap '' XFSZ && ulimit -f 2 && exec "$0" "$@""#,
-            common::bin(),
+            crate::common::bin(),
             "cert",
             "--out",
         ])
@@ -332,11 +307,11 @@ fn openssl(args: &[&str], dir: &Path) -> (bool, String) {
 
 #[test]
 fn openssl_reads_and_verifies_them() {
-    if !common::require("openssl", "openssl") {
+    if !crate::common::require("openssl", "openssl") {
         return;
     }
-    let temp = Temp::new("openssl");
-    let out = temp.join("certs");
+    let temp = temp_dir("cert-openssl");
+    let out = temp.path().join("certs");
     made(
         &out,
         &[
@@ -452,7 +427,7 @@ fn openssl_reads_and_verifies_them() {
     // Serial numbers are random: all different, and different in another run.
     let serial =
         |dir: &Path, file: &str| openssl(&["x509", "-noout", "-serial", "-in", file], dir).1;
-    let again = temp.join("again");
+    let again = temp.path().join("again");
     made(&again, &[]);
     let serials = [
         serial(&out, "ca.pem"),
@@ -532,8 +507,8 @@ fn say_hello(client: &mut Connection, server: &mut Connection) {
 
 #[test]
 fn rustls_accepts_them_for_tls_and_mutual_tls() {
-    let temp = Temp::new("rustls");
-    let out = temp.join("certs");
+    let temp = temp_dir("cert-rustls");
+    let out = temp.path().join("certs");
     made(&out, &["--client", "alice"]);
     let file = |name: &str| out.join(name);
     let chain = pem::certificates(&file("server.pem")).unwrap();

@@ -1,12 +1,11 @@
 //! `tcp-hello client --tls` end to end, with certificates made at run time
-//! (tests/common/tls.rs): against a greeting server written here with Python's `ssl`
+//! (tests/it/common/tls.rs): against a greeting server written here with Python's `ssl`
 //! (line and chunk framing, TLS 1.2 and 1.3, with and without close_notify, requiring a
 //! client certificate), against `openssl s_server -rev` (TLS 1.2 and 1.3, mutual TLS),
 //! and against the plain-text `tcp-hello serve`. Each TLS failure is exit 7 with its
 //! own message; each bad file is exit 2, naming the file.
-mod common;
-use common::tls::{Certs, Pair, make_certs, temp_dir};
-use common::*;
+use crate::common::tls::{Certs, Pair, make_certs};
+use crate::common::*;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -778,9 +777,9 @@ fn a_silent_server_times_the_handshake_out() {
 fn bad_tls_files_are_usage_errors_naming_the_file() {
     let certs = make_certs();
     let dir = temp_dir("tls-bad");
-    let not_pem = dir.join("not-pem.txt");
+    let not_pem = dir.path().join("not-pem.txt");
     std::fs::write(&not_pem, "hello\n").unwrap();
-    let missing = dir.join("missing.pem");
+    let missing = dir.path().join("missing.pem");
     let dead = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -847,7 +846,6 @@ fn bad_tls_files_are_usage_errors_naming_the_file() {
             .contains("--tls-ca is for TLS, which is off: add --tls"),
         "{run:?}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `TCP_HELLO_TLS` turns TLS on as --tls does, and takes 1/0 as well as true/false.

@@ -1,11 +1,9 @@
 //! The system's limits on one process (`src/limits.rs`): what the server does when a
 //! limit it cannot meet gracefully would be reached.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// Connections opened before their welcomes are read.
 const BATCH: usize = 256;
@@ -31,6 +29,7 @@ fn more_connections_than_memory_mappings_allow_get_the_busy_line_not_an_abort() 
         return;
     }
     // The server inherits the hard limit: it must be the mappings, not the files, that bind.
+    let _fds = FdBudget::take();
     let files = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
     if files < fits as u64 + 500 {
         eprintln!(

@@ -3,14 +3,16 @@
 //! `CI=true` it fails. Each case runs in a child process of this test binary, with `CI`
 //! set or not, so that the result does not depend on the environment of the run.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const MISSING: &str = "tcp-hello-no-such-program";
+
+/// [`needs_a_missing_program`]'s name in the test binary: the name libtest filters on
+/// and gives the test's thread.
+const CASE: &str = "missing_programs::needs_a_missing_program";
 
 /// Not a test of its own: run by the tests below, in a child process.
 #[test]
@@ -25,7 +27,7 @@ fn needs_a_missing_program() {
 fn run_case(ci: Option<&str>) -> Finished {
     let mut cmd = Command::new(std::env::current_exe().expect("this test binary"));
     cmd.args([
-        "needs_a_missing_program",
+        CASE,
         "--exact",
         "--ignored",
         "--nocapture",
@@ -52,7 +54,7 @@ fn a_missing_program_skips_the_test_saying_what_to_install() {
         assert_eq!(
             skipped,
             [format!(
-                "SKIPPED needs_a_missing_program: {MISSING} is not installed: apt-get install \
+                "SKIPPED {CASE}: {MISSING} is not installed: apt-get install \
                  no-such-package"
             )],
             "CI={ci:?}: {run:?}"

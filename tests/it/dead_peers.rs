@@ -5,8 +5,6 @@
 //! Needs root, iproute2 (`ip`, `tc`) and python3; elsewhere each test says so and passes,
 //! or fails under `CI=true` (see `common::cannot_run`).
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{ChildStdin, Command, Stdio};
@@ -15,7 +13,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Conn, KillOnDrop, Server, cannot_run, eventually, require};
+use crate::common::{Conn, KillOnDrop, Server, cannot_run, eventually, require};
 
 /// Longest any awaited event may take; far beyond what each needs, for a loaded machine.
 const BOUND: Duration = Duration::from_secs(30);
@@ -143,7 +141,7 @@ fn netns_or_skip() -> Option<Netns> {
     if !require("ip", "iproute2") || !require("tc", "iproute2") || !require("python3", "python3") {
         return None;
     }
-    if common::proc_status(std::process::id(), "Uid") != 0 {
+    if crate::common::proc_status(std::process::id(), "Uid") != 0 {
         cannot_run("not root, needed to make a network namespace: run as root");
         return None;
     }

@@ -1,66 +1,22 @@
 //! `tcp-hello bench --tls` against the real `tcp-hello serve --tls-bind`, with
-//! certificates made at run time by the real `tcp-hello cert` (no key is committed):
+//! certificates made at run time (`common::tls`; no key is committed):
 //! replies verified and handshakes timed, resumption, mutual TLS, and each way a
 //! handshake fails named by its kind.
 
-mod common;
-
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::tls::{make_certs, tls_server};
+use crate::common::*;
 use serde_json::Value;
 
 /// Longest run of one command before the test gives up on it.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
 
-/// A directory of certificates made by `tcp-hello cert --out DIR --client NAME`,
-/// removed when the test ends.
-struct Certs(PathBuf);
-
-impl Certs {
-    fn new(test: &str, client: &str) -> Certs {
-        let dir =
-            std::env::temp_dir().join(format!("tcp-hello-btls-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let out = dir.display().to_string();
-        let run = run_tool(
-            &mut hello_cmd("cert", &["--out", &out, "--client", client]),
-            None,
-            RUN_LIMIT,
-        );
-        assert_eq!(run.code, Some(0), "tcp-hello cert: {run:?}");
-        Certs(dir)
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).display().to_string()
-    }
-}
-
-impl Drop for Certs {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `tcp-hello serve -v --tls-bind 127.0.0.1:0` with the certificates' server
-/// certificate, and `extra`. At -v each TLS connection's open line says how its
-/// handshake went.
-fn tls_server(certs: &Certs, extra: &[&str]) -> Server {
-    let (cert, key) = (certs.path("server.pem"), certs.path("server.key"));
-    let mut args = vec![
-        "-v",
-        "--tls-bind",
-        "127.0.0.1:0",
-        "--tls-cert",
-        &cert,
-        "--tls-key",
-        &key,
-    ];
-    args.extend_from_slice(extra);
-    Server::start_with_binds(&args, 1)
+/// A path as an argument.
+fn arg(path: &Path) -> String {
+    path.display().to_string()
 }
 
 /// `tcp-hello bench --tls --connect ADDR ARGS`, run to its end.
@@ -103,7 +59,8 @@ fn clean_report(run: &Finished, connections: u64) -> Value {
     r
 }
 
-/// The server's debug open lines of TLS connections so far, once there are `n`.
+/// The server's debug open lines of TLS connections so far, once there are `n`: at `-v`
+/// each says how its handshake went.
 fn open_lines(server: &Server, n: usize) -> Vec<String> {
     let mut lines = Vec::new();
     let seen = eventually(IO_TIMEOUT, || {
@@ -135,10 +92,10 @@ fn refusal(run: &Finished, kind: &str) -> String {
 
 #[test]
 fn every_reply_is_verified_over_tls_and_every_handshake_timed() {
-    let certs = Certs::new("clean", "alice");
-    let server = tls_server(&certs, &[]);
+    let certs = make_certs();
+    let server = tls_server(&certs, &["-v"]);
     let addr = server.addr().to_string();
-    let ca = certs.path("ca.pem");
+    let ca = arg(&certs.ca);
 
     let run = bench_tls(&addr, &["--tls-ca", &ca, "-n", "4", "-m", "200", "--json"]);
     let r = clean_report(&run, 4);
@@ -181,10 +138,10 @@ fn every_reply_is_verified_over_tls_and_every_handshake_timed() {
 
 #[test]
 fn with_tls_resume_the_later_handshakes_resume_the_first_one_s_session() {
-    let certs = Certs::new("resume", "alice");
-    let server = tls_server(&certs, &[]);
+    let certs = make_certs();
+    let server = tls_server(&certs, &["-v"]);
     let addr = server.addr().to_string();
-    let ca = certs.path("ca.pem");
+    let ca = arg(&certs.ca);
     let run = bench_tls(
         &addr,
         &[
@@ -213,11 +170,11 @@ fn with_tls_resume_the_later_handshakes_resume_the_first_one_s_session() {
 
 #[test]
 fn mutual_tls_takes_the_client_certificate_and_names_its_absence_or_refusal() {
-    let certs = Certs::new("mtls", "alice");
-    let ca = certs.path("ca.pem");
-    let server = tls_server(&certs, &["--tls-client-ca", &ca]);
+    let certs = make_certs();
+    let ca = arg(&certs.ca);
+    let server = tls_server(&certs, &["-v", "--tls-client-ca", &ca]);
     let addr = server.addr().to_string();
-    let (cert, key) = (certs.path("alice.pem"), certs.path("alice.key"));
+    let (cert, key) = (arg(&certs.client.cert), arg(&certs.client.key));
 
     let run = bench_tls(
         &addr,
@@ -247,8 +204,7 @@ fn mutual_tls_takes_the_client_certificate_and_names_its_absence_or_refusal() {
     assert!(said.contains("--tls-cert and --tls-key"), "{said}");
 
     // A certificate from another CA.
-    let other = Certs::new("mtls-other", "mallory");
-    let (cert, key) = (other.path("mallory.pem"), other.path("mallory.key"));
+    let (cert, key) = (arg(&certs.other_client.cert), arg(&certs.other_client.key));
     let run = bench_tls(
         &addr,
         &[
@@ -270,10 +226,10 @@ fn mutual_tls_takes_the_client_certificate_and_names_its_absence_or_refusal() {
 
 #[test]
 fn an_unknown_issuer_a_wrong_name_and_a_plain_server_are_named() {
-    let certs = Certs::new("names", "alice");
-    let server = tls_server(&certs, &[]);
+    let certs = make_certs();
+    let server = tls_server(&certs, &["-v"]);
     let addr = server.addr().to_string();
-    let ca = certs.path("ca.pem");
+    let ca = arg(&certs.ca);
 
     // The system's roots do not know a CA made a moment ago.
     let run = bench_tls(&addr, &["-n", "2", "-m", "10"]);
@@ -326,10 +282,10 @@ fn a_server_that_never_answers_the_handshake_is_a_tls_timeout() {
 /// address given), in one line naming the flag and the file.
 #[test]
 fn bad_tls_files_and_flags_stop_the_bench_before_it_connects() {
-    let certs = Certs::new("files", "alice");
-    let missing = certs.path("missing.pem");
-    let (ca, ca_key) = (certs.path("ca.pem"), certs.path("ca.key"));
-    let (alice, server_key) = (certs.path("alice.pem"), certs.path("server.key"));
+    let certs = make_certs();
+    let missing = arg(&certs.dir.join("missing.pem"));
+    let (ca, ca_key) = (arg(&certs.ca), arg(&certs.ca_key));
+    let (alice, server_key) = (arg(&certs.client.cert), arg(&certs.server.key));
     let cases: [(Vec<&str>, String); 5] = [
         (
             vec!["--tls", "--tls-ca", &missing],

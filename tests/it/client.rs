@@ -2,8 +2,7 @@
 //! against fake servers made here with std sockets (silent, pipelining-only, closing
 //! early), against the Python tutorial's chunk server (tests/fixtures), through a pty
 //! (tests/fixtures/pty_session.py), and in `--raw` mode against `python3 -m http.server`.
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -24,18 +23,11 @@ fn client_cmd(args: &[&str]) -> Command {
 
 /// Waits for `child` to exit, killing it if it is still running at `limit`.
 fn wait_deadline(child: &mut Child, limit: Duration) -> ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("process did not exit within {limit:?}; killed");
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_exit(child, limit).unwrap_or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("process did not exit within {limit:?}; killed");
+    })
 }
 
 /// What the client's stdin gets.

@@ -2,10 +2,8 @@
 //! (README, "What we guarantee, and how we test it").
 //!
 //! `cargo test` runs every load test at a reduced size; the full sizes of the issue run with
-//! `cargo test --release --test reliability -- --ignored --nocapture --test-threads 1`.
+//! `cargo test --release --test it reliability:: -- --ignored --nocapture --test-threads 1`.
 //! Each test prints what it measured (connections, memory, lines, cycles).
-
-mod common;
 
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -13,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tcp_hello::limits::tasks_of;
 
 /// CPU seconds the process has used (user + system), from /proc/PID/stat.
@@ -28,7 +26,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 // ---------------------------------------------------------------- load
 
 fn hold(n: usize) {
-    raise_fd_limit(n as u64 + 200);
+    let _fds = raise_fd_limit(n as u64 + 200);
     let limit = (n + 100).to_string();
     let server = Server::start(&["-q", "--max-connections", &limit]);
     let idle_rss = server.proc_status("VmRSS");
@@ -75,13 +73,13 @@ fn hold_1000_connections() {
 }
 
 #[test]
-#[ignore = "full size: cargo test --release --test reliability -- --ignored"]
+#[ignore = "full size: cargo test --release --test it reliability:: -- --ignored"]
 fn hold_10000_connections() {
     hold(10_000);
 }
 
 fn pipeline(conns: usize, lines: usize) {
-    raise_fd_limit(2 * conns as u64 + 200);
+    let _fds = raise_fd_limit(2 * conns as u64 + 200);
     let server = Server::start(&["-q"]);
     let started = Instant::now();
     thread::scope(|scope| {
@@ -135,13 +133,13 @@ fn pipeline_100k_lines_100_connections() {
 }
 
 #[test]
-#[ignore = "full size: cargo test --release --test reliability -- --ignored"]
+#[ignore = "full size: cargo test --release --test it reliability:: -- --ignored"]
 fn pipeline_1m_lines_one_connection() {
     pipeline(1, 1_000_000);
 }
 
 #[test]
-#[ignore = "full size: cargo test --release --test reliability -- --ignored"]
+#[ignore = "full size: cargo test --release --test it reliability:: -- --ignored"]
 fn pipeline_1m_lines_100_connections() {
     pipeline(100, 10_000);
 }
@@ -211,7 +209,7 @@ fn cycles_5000_leave_no_threads_or_fds_behind() {
 }
 
 #[test]
-#[ignore = "full size: cargo test --release --test reliability -- --ignored"]
+#[ignore = "full size: cargo test --release --test it reliability:: -- --ignored"]
 fn cycles_100000_leave_no_threads_or_fds_behind() {
     cycles(100_000, 8);
 }
@@ -350,7 +348,7 @@ fn out_of_file_descriptors_refuses_cleanly_without_spinning_and_recovers() {
 
 #[test]
 fn slowloris_idle_connections_cannot_lock_clients_out() {
-    raise_fd_limit(1200);
+    let _fds = raise_fd_limit(1200);
     // The idle timeout must outlast setting up 1,000 connections on a loaded machine
     // (3 CPU hogs on 2 cores took over 2 s), or slots free up before the limit is tested.
     let server = Server::start(&["-q", "--idle-timeout", "5", "--max-connections", "1000"]);
@@ -442,7 +440,7 @@ fn sigterm_under_load_answers_every_line_received_then_exits_0() {
 /// the shutdown notice and then EOF, and the server exits 0. Reports how long the stop
 /// took, from the signal to the exit, and bounds it by the shutdown timeout.
 fn sigterm_with_held(n: usize) {
-    raise_fd_limit(n as u64 + 50);
+    let _fds = raise_fd_limit(n as u64 + 50);
     let limit = (n + 50).to_string();
     let server = Server::start(&["-q", "--max-connections", &limit]);
     let mut conns = Vec::with_capacity(n);
@@ -487,7 +485,7 @@ fn sigterm_with_1000_held_connections_tells_each_and_exits_0() {
 /// Needs `sysctl -w vm.max_map_count=262144` (the server lowers its limit to about
 /// 15,860 connections under the default) and 20,000 open files.
 #[test]
-#[ignore = "full size: cargo test --release --test reliability -- --ignored"]
+#[ignore = "full size: cargo test --release --test it reliability:: -- --ignored"]
 fn sigterm_with_19900_held_connections_tells_each_and_exits_0() {
     sigterm_with_held(19_900);
 }
@@ -540,7 +538,7 @@ fn a_64_mib_line_keeps_memory_bounded() {
 }
 
 #[test]
-#[ignore = "full size: cargo test --release --test reliability -- --ignored"]
+#[ignore = "full size: cargo test --release --test it reliability:: -- --ignored"]
 fn a_1_gib_line_keeps_memory_bounded() {
     huge_line(1 << 30);
 }
@@ -622,9 +620,7 @@ fn failing_to_start_a_thread_refuses_cleanly_and_recovers() {
     // Its trap ends the sleeps; a KILL would leave them to run out on their own.
     let mut hog = hog;
     send_signal(hog.0.id(), "TERM");
-    eventually(Duration::from_secs(10), || {
-        matches!(hog.0.try_wait(), Ok(Some(_)))
-    });
+    wait_for_exit(&mut hog.0, Duration::from_secs(10));
     drop(hog);
     let logs = server.stop_and_logs();
     // The start-up check counted the user's tasks under `ulimit -u`.
@@ -658,8 +654,8 @@ fn signal_while_installing(args: &[&str], signal: &str, hold: Duration) -> Optio
         cmd
     };
     // A directory of its own: the tests that use this run at the same time.
-    let dir = common::tls::temp_dir(&format!("sig-{signal}"));
-    let (first, second) = (dir.join("first"), dir.join("second"));
+    let dir = temp_dir(&format!("sig-{signal}"));
+    let (first, second) = (dir.path().join("first"), dir.path().join("second"));
     let installs = format!("rt_sigaction({signal}, {{sa_handler=0x");
 
     // First, which rt_sigaction call installs the handler: its index for strace's `when`.
@@ -717,7 +713,6 @@ fn signal_while_installing(args: &[&str], signal: &str, hold: Duration) -> Optio
         let _ = send_signal(program, "KILL");
     }
     let done = running.finish(IO_TIMEOUT);
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         stopped,
         "{signal} sent while the handler was being installed was lost: the program went on\n{}",
@@ -750,7 +745,7 @@ fn sigterm_while_the_server_installs_its_handler_stops_it() {
 /// handler is being installed takes the SIGTERM meant for it, and it is lost.
 #[test]
 fn sigterm_while_installing_stops_the_server_whatever_threads_it_starts() {
-    let certs = common::tls::make_certs();
+    let certs = crate::common::tls::make_certs();
     let (cert, key) = (
         certs.server.cert.display().to_string(),
         certs.server.key.display().to_string(),

@@ -4,15 +4,13 @@
 //! Linux routes all of 127.0.0.0/8 to the loopback interface, so a client bound to
 //! 127.0.0.2 before it connects is a second peer address on the same machine.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const REPLY: &str = "Hello, {}! from {peer}";
 const SECOND: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
@@ -369,7 +367,7 @@ fn an_untrusted_peer_is_refused_in_the_accept_loop() {
 
 #[test]
 fn a_tls_listener_reads_the_header_before_the_handshake() {
-    let certs = common::tls::make_certs();
+    let certs = crate::common::tls::make_certs();
     let (cert, key) = (
         certs.server.cert.display().to_string(),
         certs.server.key.display().to_string(),

@@ -4,15 +4,13 @@
 //! 127.0.0.2 before it connects is a second address on the same machine. Every socket
 //! has timeouts; nothing sleeps to wait for the server: the tests read what they expect.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// Checks that a connection was refused without a byte.
 fn refused_without_a_byte(mut stream: TcpStream) {
@@ -50,25 +48,22 @@ fn level(line: &str) -> &str {
     line.split_whitespace().nth(1).unwrap_or("")
 }
 
-/// A file of the test's own, removed when the test ends.
-struct TempFile(PathBuf);
+/// A file of the test's own, in a directory removed when the test ends.
+struct TempFile {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
 
 impl TempFile {
     fn new(name: &str, contents: &str) -> TempFile {
-        let path =
-            std::env::temp_dir().join(format!("tcp-hello-rules-{}-{name}", std::process::id()));
+        let dir = temp_dir("rules");
+        let path = dir.path().join(name);
         std::fs::write(&path, contents).expect("write a rule file");
-        TempFile(path)
+        TempFile { path, _dir: dir }
     }
 
     fn path(&self) -> &str {
-        self.0.to_str().expect("a UTF-8 temporary path")
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        self.path.to_str().expect("a UTF-8 temporary path")
     }
 }
 

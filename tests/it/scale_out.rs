@@ -1,15 +1,13 @@
 //! Several processes on one port (`--reuse-port`), and sockets inherited from systemd
 //! (socket activation, through `systemd-socket-activate`).
 
-mod common;
-
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn with_reuse_port_two_processes_share_a_port_and_both_serve() {
@@ -131,14 +129,7 @@ impl Activated {
         if term {
             let _ = send_signal(self.child.0.id(), "TERM");
         }
-        let deadline = Instant::now() + IO_TIMEOUT;
-        let status = loop {
-            if let Some(status) = self.child.0.try_wait().expect("try_wait") {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "server did not stop");
-            thread::sleep(Duration::from_millis(20));
-        };
+        let status = wait_for_exit(&mut self.child.0, IO_TIMEOUT).expect("server did not stop");
         (
             status.code(),
             self.out.join().unwrap(),
@@ -184,7 +175,7 @@ fn an_inherited_socket_named_tls_speaks_tls_and_needs_a_certificate() {
         "stderr: {err}"
     );
 
-    let certs = common::tls::make_certs();
+    let certs = crate::common::tls::make_certs();
     let (cert, key) = (
         certs.server.cert.to_str().unwrap(),
         certs.server.key.to_str().unwrap(),
@@ -338,7 +329,7 @@ fn hold_1000_across_two_servers_and_two_benches() {
 /// Needs `sysctl -w vm.max_map_count=262144 kernel.pid_max=4194304` (100,000 threads,
 /// 17,000 connections a server), 20,000 open files a process, and about 5 GB of memory.
 #[test]
-#[ignore = "full size: cargo test --release --test scale_out -- --ignored --nocapture"]
+#[ignore = "full size: cargo test --release --test it scale_out:: -- --ignored --nocapture"]
 fn hold_100000_across_six_servers_and_six_benches() {
     hold_across_processes(6, 6, 16_667, 20);
 }

@@ -6,18 +6,15 @@
 //! 127.0.0.9 (all of 127.0.0.0/8 is loopback on Linux) so that the address the backends
 //! see in the header is told apart from HAProxy's own, 127.0.0.1.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use common::*;
+use crate::common::*;
 
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9));
 
@@ -51,15 +48,6 @@ impl Backend {
         *samples
             .get(name)
             .unwrap_or_else(|| panic!("no {name} in {samples:?}"))
-    }
-}
-
-/// A directory under the system's temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -196,11 +184,11 @@ fn haproxy_sends_proxy_v2_and_health_checks_and_fails_over() {
     }
     let backends = [Backend::start(), Backend::start()];
     let pids: BTreeSet<u32> = backends.iter().map(|b| b.server.pid()).collect();
-    let dir = TempDir(common::tls::temp_dir("haproxy"));
+    let dir = temp_dir("haproxy");
     let addrs: Vec<_> = backends.iter().map(|b| b.server.addr()).collect();
-    let log = dir.0.join("haproxy.log");
+    let log = dir.path().join("haproxy.log");
     let haproxy_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    let (haproxy, frontend) = start_haproxy(&dir.0, &addrs, "send-proxy-v2");
+    let (haproxy, frontend) = start_haproxy(dir.path(), &addrs, "send-proxy-v2");
     // Both backends have passed a health check: served a LOCAL header and its welcome.
     assert!(
         eventually(SETTLE, || backends
@@ -276,9 +264,9 @@ fn haproxy_sends_proxy_v1_too() {
         return;
     }
     let backend = Backend::start();
-    let dir = TempDir(common::tls::temp_dir("haproxy-v1"));
-    let log = dir.0.join("haproxy.log");
-    let (haproxy, frontend) = start_haproxy(&dir.0, &[backend.server.addr()], "send-proxy");
+    let dir = temp_dir("haproxy-v1");
+    let log = dir.path().join("haproxy.log");
+    let (haproxy, frontend) = start_haproxy(dir.path(), &[backend.server.addr()], "send-proxy");
     for i in 0..3 {
         let name = format!("v1client{i}");
         let (me, reply) = greet(frontend, &name).unwrap_or_else(|e| {

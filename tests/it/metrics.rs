@@ -3,15 +3,13 @@
 //! `common::Server` starts it and reads the `listening on` line; these tests read the
 //! `metrics on ADDR` line that follows.
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{IO_TIMEOUT, Server, connect_from, eventually, hello_cmd, metrics_addr};
+use crate::common::{IO_TIMEOUT, Server, connect_from, eventually, hello_cmd, metrics_addr};
 
 const SECOND: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 

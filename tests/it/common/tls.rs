@@ -1,11 +1,12 @@
 //! Certificates for the TLS tests, made at run time with rcgen into a fresh temporary
 //! directory (removed on drop), so that no key is ever committed.
 
+use super::{Server, temp_dir};
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -22,18 +23,24 @@ pub struct Pair {
 /// Every certificate the TLS tests use, as PEM files in `dir`.
 #[derive(Debug)]
 pub struct Certs {
+    /// Where they are; removed with them when `Certs` is dropped.
     pub dir: PathBuf,
+    _temp: tempfile::TempDir,
     /// The test CA's certificate (`ca.pem`).
     pub ca: PathBuf,
+    /// The test CA's private key (`ca-key.pem`), to sign with another tool.
+    pub ca_key: PathBuf,
     /// For `localhost`, `127.0.0.1` and `::1`, signed by the CA.
     pub server: Pair,
-    /// A client certificate signed by the CA.
+    /// For the same names as `server`, signed by the CA: what a renewal would bring.
+    pub renewed: Pair,
+    /// A client certificate signed by the CA, for `alice`.
     pub client: Pair,
     /// Another CA's certificate (`other-ca.pem`).
     pub other_ca: PathBuf,
     /// For `localhost`, `127.0.0.1` and `::1`, signed by the other CA.
     pub other_server: Pair,
-    /// A client certificate signed by the other CA.
+    /// A client certificate signed by the other CA, for `mallory`.
     pub other_client: Pair,
     /// For `localhost`, `127.0.0.1` and `::1`, signed by the CA, valid in 2000 only.
     pub expired: Pair,
@@ -61,18 +68,13 @@ pub const HOSTILE_NAME: &str =
 /// [`HOSTILE_NAME`] as a DNS name can hold it: ASCII only (an IA5String).
 pub const HOSTILE_DNS_NAME: &str = "evil\n[2026-01-01T00:00:00Z INFO  tcp_hello] forged\x1b[2J";
 
-impl Drop for Certs {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// The names of the server certificates (but the wrong-name one).
 pub const SERVER_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
 /// A CA: its certificate's PEM and what signs with it.
 struct Ca {
     pem: String,
+    key_pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
@@ -89,6 +91,7 @@ fn ca(name: &str) -> Ca {
     let cert = params.self_signed(&key).expect("CA certificate");
     Ca {
         pem: cert.pem(),
+        key_pem: key.serialize_pem(),
         issuer: Issuer::new(params, key),
     }
 }
@@ -142,26 +145,27 @@ fn write(path: &Path, text: &str, secret: bool) {
     file.write_all(text.as_bytes()).expect("write PEM");
 }
 
-/// A fresh, empty directory of its own under the system's temporary directory.
-pub fn temp_dir(what: &str) -> PathBuf {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    loop {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("tcp-hello-{what}-{}-{n}", std::process::id()));
-        match fs::create_dir(&dir) {
-            Ok(()) => return dir,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                // Left by an earlier run whose process ID was the same.
-                let _ = fs::remove_dir_all(&dir);
-            }
-            Err(e) => panic!("create {}: {e}", dir.display()),
-        }
-    }
+/// `tcp-hello serve --tls-bind 127.0.0.1:0` with the server certificate of `certs`, and
+/// `args`.
+pub fn tls_server(certs: &Certs, args: &[&str]) -> Server {
+    let (cert, key) = (certs.server.cert.display(), certs.server.key.display());
+    let (cert, key) = (cert.to_string(), key.to_string());
+    let mut all = vec![
+        "--tls-bind",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ];
+    all.extend_from_slice(args);
+    Server::start_with_binds(&all, 1)
 }
 
 /// Makes every certificate of [`Certs`] in a fresh temporary directory.
 pub fn make_certs() -> Certs {
-    let dir = temp_dir("tls");
+    let temp = temp_dir("tls");
+    let dir = temp.path().to_path_buf();
     let pair = |name: &str, (cert, key): (String, String)| {
         let pair = Pair {
             cert: dir.join(format!("{name}.pem")),
@@ -175,15 +179,19 @@ pub fn make_certs() -> Certs {
     let other = ca("another test CA");
     let ca_path = dir.join("ca.pem");
     write(&ca_path, &ours.pem, false);
+    let ca_key = dir.join("ca-key.pem");
+    write(&ca_key, &ours.key_pem, true);
     let other_ca = dir.join("other-ca.pem");
     write(&other_ca, &other.pem, false);
     Certs {
         ca: ca_path,
+        ca_key,
         other_ca,
         server: pair("server", leaf(&ours, &SERVER_NAMES, true, false)),
-        client: pair("client", leaf(&ours, &["client.test"], false, false)),
+        renewed: pair("renewed", leaf(&ours, &SERVER_NAMES, true, false)),
+        client: pair("client", leaf(&ours, &["alice"], false, false)),
         other_server: pair("other-server", leaf(&other, &SERVER_NAMES, true, false)),
-        other_client: pair("other-client", leaf(&other, &["client.test"], false, false)),
+        other_client: pair("other-client", leaf(&other, &["mallory"], false, false)),
         expired_client: pair("expired-client", leaf(&ours, &["eve"], false, true)),
         expired: pair("expired", leaf(&ours, &SERVER_NAMES, true, true)),
         wrong_name: pair("wrong-name", leaf(&ours, &["wrong.example"], true, false)),
@@ -218,5 +226,6 @@ pub fn make_certs() -> Certs {
             }),
         ),
         dir,
+        _temp: temp,
     }
 }

@@ -5,12 +5,10 @@
 //! fails under `CI=true` (see `common::require`). Every external process runs under a
 //! deadline and is killed when it expires.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// How long any external tool may run.
 const TOOL_DEADLINE: Duration = Duration::from_secs(30);

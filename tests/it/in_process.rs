@@ -4,16 +4,11 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
+use crate::common::IO_TIMEOUT;
 use tcp_hello::config::ServeConfig;
 use tcp_hello::serve::{self, Running};
-
-/// Longest any socket operation of a test may block.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn local() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
@@ -161,39 +156,20 @@ fn bad_configuration_is_an_error_naming_the_value() {
     taken.stop().unwrap();
 }
 
-/// A fresh directory for `tcp-hello cert`'s files, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("tcp-hello-in-process-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn tls_listeners_serve_over_tls() {
-    let dir = TempDir::new();
+    let temp = crate::common::temp_dir("in-process");
+    let dir = temp.path();
     tcp_hello::cert::make(&tcp_hello::cert::Request {
-        out: dir.0.clone(),
+        out: dir.to_path_buf(),
         hosts: Vec::new(),
         clients: Vec::new(),
     })
     .unwrap();
     let running = serve::start(ServeConfig {
         tls_bind: vec![local()],
-        tls_cert: Some(dir.0.join("server.pem")),
-        tls_key: Some(dir.0.join("server.key")),
+        tls_cert: Some(dir.join("server.pem")),
+        tls_key: Some(dir.join("server.key")),
         ..ServeConfig::default()
     })
     .unwrap();
@@ -201,7 +177,7 @@ fn tls_listeners_serve_over_tls() {
     assert!(listening.tls);
 
     let mut roots = rustls::RootCertStore::empty();
-    for cert in tcp_hello::pem::certificates(&dir.0.join("ca.pem")).unwrap() {
+    for cert in tcp_hello::pem::certificates(&dir.join("ca.pem")).unwrap() {
         roots.add(cert).unwrap();
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(

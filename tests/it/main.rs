@@ -1,0 +1,30 @@
+//! The integration tests, in one binary: each test binary links the whole crate and its
+//! dependencies, so one binary links once where one per file linked once per file.
+//!
+//! A module per topic; `common` is what they share. Tests run in parallel threads of one
+//! process, so process-wide state is shared: a test changes the environment or the
+//! current directory only in a child process, and tests that hold thousands of files in
+//! this process take turns (`common::FdBudget`).
+
+mod common;
+
+mod bench;
+mod bench_tls;
+mod cert;
+mod client;
+mod client_tls;
+mod dead_peers;
+mod haproxy;
+mod in_process;
+mod interop;
+mod limits;
+mod metrics;
+mod missing_programs;
+mod properties;
+mod proxy;
+mod reliability;
+mod rules;
+mod scale_out;
+mod server;
+mod tls;
+mod udp;

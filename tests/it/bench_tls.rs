@@ -251,7 +251,7 @@ fn an_unknown_issuer_a_wrong_name_and_a_plain_server_are_named() {
     );
     let said = refusal(&run, "tls_bad_name");
     assert!(
-        said.contains("not valid for example.test, the name given to --tls-server-name (it is for localhost, 127.0.0.1)"),
+        said.contains("not valid for example.test, the name given to --tls-server-name (it is for localhost, 127.0.0.1, ::1)"),
         "{said}"
     );
 

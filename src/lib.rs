@@ -29,6 +29,7 @@ pub mod cli;
 pub mod client;
 pub mod connection;
 pub mod limits;
+mod machine;
 pub mod metrics;
 pub mod pem;
 pub mod pool;

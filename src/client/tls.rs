@@ -42,7 +42,10 @@ use crate::tls_failure::{TlsContext, plain_text};
 
 /// The TLS set-up when `--tls` is on; without it, a TLS option is a usage error (it
 /// would otherwise be ignored, e.g. when `TCP_HELLO_TLS=0` turned TLS off).
-pub(super) fn tls_setup(args: &ClientArgs, target: &HostPort) -> Result<Option<TlsSetup>, Failure> {
+pub(super) fn tls_setup(
+    args: &ClientArgs,
+    target: &HostPort,
+) -> Result<Option<TlsConnector>, Failure> {
     let tls = &args.tls_args;
     if !tls.enabled {
         return match crate::tls_client::options_without_tls(tls, &[]) {
@@ -51,7 +54,7 @@ pub(super) fn tls_setup(args: &ClientArgs, target: &HostPort) -> Result<Option<T
         };
     }
     let made = crate::tls_client::client_tls(tls, &target.host).map_err(Failure::Usage)?;
-    Ok(Some(TlsSetup {
+    Ok(Some(TlsConnector {
         ctx: Arc::new(TlsContext::new(
             target.to_string(),
             &made,
@@ -63,13 +66,13 @@ pub(super) fn tls_setup(args: &ClientArgs, target: &HostPort) -> Result<Option<T
 }
 
 /// Everything a TLS connection needs, read from the command line before connecting.
-pub(super) struct TlsSetup {
+pub(super) struct TlsConnector {
     config: Arc<ClientConfig>,
     server_name: ServerName<'static>,
     ctx: Arc<TlsContext>,
 }
 
-impl TlsSetup {
+impl TlsConnector {
     /// Runs the handshake on `stream`, within `limit` (the time and the flag that set
     /// it) if there is one. Leaves the stream with no read timeout.
     pub(super) fn handshake(
@@ -209,7 +212,7 @@ fn take_records(conn: &mut ClientConnection) -> Vec<u8> {
 }
 
 /// What both halves share.
-struct Shared {
+struct TlsSession {
     conn: Mutex<ClientConnection>,
     /// The socket records are written to.
     sock: TcpStream,
@@ -217,7 +220,7 @@ struct Shared {
     sending: Mutex<()>,
 }
 
-impl Shared {
+impl TlsSession {
     /// Writes what rustls has made, then lets go of `sending`, but only while holding
     /// `conn` with nothing left in it to send, so that records queued meanwhile by the
     /// reader (which cannot take `sending` while it is held) are never left behind.
@@ -261,7 +264,7 @@ pub(super) fn tls_halves(
     stream: TcpStream,
     done: Handshaken,
 ) -> io::Result<(TlsReader, TlsWriter)> {
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(TlsSession {
         conn: Mutex::new(done.conn),
         sock: stream.try_clone()?,
         sending: Mutex::new(()),
@@ -283,7 +286,7 @@ pub(super) fn tls_halves(
 
 /// The reading half of a TLS connection.
 pub(super) struct TlsReader {
-    shared: Arc<Shared>,
+    shared: Arc<TlsSession>,
     /// Its own clone of the socket, read without holding the lock.
     sock: TcpStream,
     /// Ciphertext read; `start..end` is not yet taken by rustls.
@@ -387,7 +390,7 @@ impl TlsReader {
 
 /// The writing half of a TLS connection; it writes plaintext.
 pub(super) struct TlsWriter {
-    shared: Arc<Shared>,
+    shared: Arc<TlsSession>,
 }
 
 impl TlsWriter {

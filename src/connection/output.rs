@@ -1,7 +1,7 @@
 //! A connection's output: replies rendered into the output buffer (or sent in pieces
 //! when larger), and the buffer written to the transport.
 
-use super::serve::{Connection, Failure, Step};
+use super::serve::{Connection, IoFailure, Step};
 use super::transport::{Transport, write_within};
 use crate::protocol::{self, Piece, ReplyTemplate};
 
@@ -117,8 +117,8 @@ impl<S: Transport> Connection<'_, '_, S> {
         let write_timeout = self.ctx.write_timeout;
         let Connection { stream, buf, .. } = self;
         let (_, output) = buf.split();
-        write_within(stream, &output[..n], write_timeout, last).map_err(Failure::Write)?;
-        stream.flush().map_err(Failure::Write)?;
+        write_within(stream, &output[..n], write_timeout, last).map_err(IoFailure::Write)?;
+        stream.flush().map_err(IoFailure::Write)?;
         self.buf.out_len = 0;
         self.bytes_out += n as u64;
         Ok(())

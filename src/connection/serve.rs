@@ -87,8 +87,8 @@ fn serve_from<S: Transport>(
         (Mode::Greet, Framing::Chunk) => conn.chunks(),
     };
     let reason = reason.unwrap_or_else(|failure| match failure {
-        Failure::Write(e) => CloseReason::WriteError(e.kind()),
-        Failure::Read(e) => read_failure(&e),
+        IoFailure::Write(e) => CloseReason::WriteError(e.kind()),
+        IoFailure::Read(e) => read_failure(&e),
     });
     if let Some(big) = conn.buf.big.take() {
         ctx.pool.give(big);
@@ -102,12 +102,12 @@ fn serve_from<S: Transport>(
 }
 
 /// An I/O error, by the direction that failed.
-pub(super) enum Failure {
+pub(super) enum IoFailure {
     Read(io::Error),
     Write(io::Error),
 }
 
-pub(super) type Step<T = CloseReason> = Result<T, Failure>;
+pub(super) type Step<T = CloseReason> = Result<T, IoFailure>;
 
 /// Where a read left the connection.
 pub(super) enum Got {
@@ -259,7 +259,7 @@ impl<S: Transport> Connection<'_, '_, S> {
             };
             let (input, _) = self.buf.split();
             write_within(&mut self.stream, &input[..n], self.ctx.write_timeout, false)
-                .map_err(Failure::Write)?;
+                .map_err(IoFailure::Write)?;
             self.bytes_out += n as u64;
             self.settle();
         }
@@ -311,7 +311,7 @@ impl<S: Transport> Connection<'_, '_, S> {
                     }
                     return Ok(Got::Idle);
                 }
-                Err(e) => return Err(Failure::Read(e)),
+                Err(e) => return Err(IoFailure::Read(e)),
             }
         };
         if telnet && self.bytes_in == 0 && protocol::looks_like_tls(&self.buf.input()[end..end + n])

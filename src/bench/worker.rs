@@ -1,6 +1,25 @@
 //! A worker: one `mio::Poll` driving its share of the connections.
 
-use super::*;
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::iter;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use mio::event::Event;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use rustls::ClientConnection;
+
+use super::config::{Config, claim, connect_offset};
+use super::fail::{Fail, Stage, classify, notice_kind};
+use super::names::{lossy, strip_cr, write_name};
+use super::source::connect_from;
+use super::state::{Shared, Stats, Tally};
+use super::tls;
+use super::{TICK, WAKE};
+use crate::protocol::ConnectionValues;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum State {
@@ -770,6 +789,12 @@ pub(super) fn connect_status(stream: &TcpStream) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::OnceLock;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    use crate::bench::names::Template;
+    use crate::bench::{CLOSE_GRACE, READ_BUF};
     use crate::protocol::{Notice, Settings};
 
     /// A worker with one connection in `state`, `awaiting` names sent (`--size 8`),

@@ -28,10 +28,12 @@ use crate::cli::BenchArgs;
 use crate::signals::install_blocking;
 
 mod config;
+mod conn;
 mod fail;
 mod hgrm;
 mod names;
 mod progress;
+mod replies;
 mod report;
 mod source;
 mod state;

@@ -68,8 +68,8 @@ mod tests {
 
     #[test]
     fn log_text_escapes_every_invisible_character() {
-        // Each found logged raw by an audit: a bidi control, the soft hyphen, the
-        // Mongolian vowel separator, interlinear annotation, the tag block.
+        // Easy to miss, as they are in no one category: a bidi control, the soft hyphen,
+        // the Mongolian vowel separator, interlinear annotation, the tag block.
         for c in [
             '\u{061C}',
             '\u{00AD}',

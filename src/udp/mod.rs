@@ -12,8 +12,8 @@
 //! counts and its own rate table; the threads share only [`UdpStats`], where each
 //! publishes its counts about once a second for `--metrics`.
 //!
-//! `recvmmsg`/`sendmmsg` (32 datagrams per system call) were tried and measured, and did
-//! not pay on a 2-core machine where the load generator sets the pace (README, UDP).
+//! One datagram per system call: batching with `recvmmsg`/`sendmmsg` does not pay where
+//! the load generator sets the pace (README, UDP).
 
 pub mod rate;
 pub mod reply;

@@ -32,6 +32,7 @@ pub mod client;
 pub mod config;
 pub mod connection;
 pub mod limits;
+mod machine;
 pub mod metrics;
 pub mod pem;
 pub mod pool;

@@ -3,8 +3,8 @@
 //!
 //! Open files: one per connection. Tasks: each connection is a thread, and a thread
 //! is a task, counted against `kernel.pid_max`, `kernel.threads-max`, the cgroup's
-//! `pids.max` (systemd's `TasksMax=`) and `ulimit -u`. Memory: about 40 KiB a held
-//! connection, the kernel's included. Memory
+//! `pids.max` (systemd's `TasksMax=`) and `ulimit -u`. Memory: [`BYTES_PER_CONNECTION`]
+//! a held connection, the kernel's included. Memory
 //! mappings (`vm.max_map_count`, 65,530 by default): every connection thread maps its
 //! stack and std's signal stack, each with a guard page, and when a mapping fails inside
 //! std's thread start-up, after `spawn` has already succeeded, std cannot unwind and the
@@ -38,10 +38,10 @@ pub fn raise_fd_limit() -> io::Result<u64> {
 /// machine (or of the user) may start some, and the thread cache parks some of ours.
 pub const TASK_RESERVE: usize = 160;
 
-/// Memory one held connection takes, user and kernel, for the estimate of how many fit:
-/// measured on Linux 6.x, x86_64 (README, "Sizing a machine"): about 10 KiB of the
-/// process's (the thread's touched stack pages and its heap), the thread's 16 KiB kernel
-/// stack and its task structures, and the socket's slab objects.
+/// Memory one held connection takes, user and kernel, for the estimate of how many fit,
+/// as the README's "Sizing a machine" accounts it: the process's share (the thread's
+/// touched stack pages and its heap), the thread's kernel stack and task structures, and
+/// the socket's slab objects.
 pub const BYTES_PER_CONNECTION: u64 = 40 * 1024;
 
 /// A system limit on how many connections one process can hold, and how to raise it.

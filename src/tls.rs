@@ -449,7 +449,7 @@ pub fn handshake(
 /// encrypted behind the server's first flight (TLS 1.3 half-RTT data). Only when rustls
 /// has the keys for it: in TLS 1.3, and not after a HelloRetryRequest (they come with the
 /// second ClientHello). Handed over sooner, rustls holds it in a plaintext queue whose
-/// buffer, once made, the connection keeps for its life (0.17 KiB, measured); then the
+/// buffer, once made, the connection keeps for its life; then the
 /// caller sends it after the handshake, as in TLS 1.2. (With client certificates rustls
 /// sends no half-RTT data; the caller gives no welcome then.)
 fn welcome_in_first_flight(

@@ -1,7 +1,22 @@
 //! The configuration checked and resolved, and how connections and messages are shared out.
 
-use super::*;
+use std::io;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::thread;
+use std::time::Duration;
+
+use super::names::Template;
+use super::source::check_sources;
+use super::tls::{self, TlsSetup};
+use super::{
+    CLOSE_GRACE, MAX_ALL_CONNECTIONS, MAX_BATCH_BYTES, MAX_CONNECTIONS, MAX_REPLY_BYTES, READ_BUF,
+    SETUPS_IN_FLIGHT,
+};
 use crate::address::SourceAddrs;
+use crate::address::parse_connect;
+use crate::config::BenchConfig;
 
 /// [`BenchConfig`], checked and resolved.
 #[derive(Debug)]

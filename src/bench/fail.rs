@@ -1,6 +1,10 @@
 //! Why a connection or a reply failed, and what to tell the user when nothing connected.
 
-use super::*;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::state::Tally;
 
 /// What went wrong: why a connection failed, or (`reply_mismatch`, `unexpected_line`,
 /// `name_too_long`, `server_error`) what was wrong with one line while the connection
@@ -319,6 +323,7 @@ pub(super) fn no_connection_error(addr: SocketAddr, timeout: Duration, tally: &T
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::names::lossy;
     use crate::protocol::{Notice, Settings};
 
     #[test]

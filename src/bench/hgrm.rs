@@ -5,7 +5,10 @@
 use std::fs::{File, OpenOptions};
 use std::path::Path;
 
-use super::*;
+use std::fmt::Write as _;
+use std::io::{self, Write};
+
+use hdrhistogram::Histogram;
 
 /// Rows per halving of the distance to 100%, as wrk2 prints them.
 pub(super) const TICKS_PER_HALF_DISTANCE: u32 = 5;
@@ -108,6 +111,7 @@ pub(super) fn write(mut file: File, path: &Path, text: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::state::Tally;
 
     fn histogram(values_ns: &[u64]) -> Histogram<u64> {
         let mut t = Tally::new().unwrap();

@@ -15,50 +15,37 @@
 //! shared counters, `fail` names failures, `progress` and `report` print, `hgrm` writes
 //! `--hgrm`.
 
-use std::collections::VecDeque;
-use std::fmt::Write as _;
-use std::io::{self, IsTerminal, Read, Write};
-use std::iter;
-use std::net::SocketAddr;
-use std::num::NonZeroUsize;
+use std::io::{self, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
-use mio::event::Event;
-use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Poll, Token, Waker};
 use nix::sys::signal::Signal;
-use rustls::ClientConnection;
-use serde_json::{Map, Value, json};
 
-use crate::address::parse_connect;
 use crate::config::BenchConfig;
-use crate::protocol::ConnectionValues;
 use crate::signals::install_blocking;
 
 mod config;
+mod conn;
 mod fail;
 mod hgrm;
 mod names;
 mod progress;
+mod replies;
 mod report;
 mod source;
 mod state;
 mod tls;
 mod worker;
 
-use config::*;
-use fail::*;
-use names::*;
-use progress::*;
-use report::*;
-use source::{check_sources, connect_from};
-use state::*;
-use tls::{TlsParams, TlsSetup};
-use worker::*;
+use config::Config;
+use fail::{Fail, no_connection_error};
+use progress::Progress;
+use report::{HandshakeReport, Report, chart_rows, latency_summary};
+use state::{Shared, Stats, Tally};
+use worker::Worker;
 
 /// Connection setups (connect + welcome) in flight at once over all workers:
 /// few enough that a burst cannot overflow a 128-entry listen backlog.

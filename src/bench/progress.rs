@@ -1,6 +1,9 @@
 //! The progress line on stderr.
 
-use super::*;
+use std::io::{self, Write};
+use std::time::{Duration, Instant};
+
+use super::state::Snapshot;
 
 /// The progress line on stderr: rewritten in place on a terminal, otherwise
 /// one plain line every few seconds.

@@ -1,6 +1,14 @@
 //! The final report, as text and as JSON.
 
-use super::*;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use hdrhistogram::Histogram;
+use serde_json::{Map, Value, json};
+
+use super::fail::Fail;
+use super::progress::group;
+use super::tls::TlsParams;
 
 /// Latency percentiles in microseconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -287,6 +295,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::state::Tally;
 
     #[test]
     fn percentiles_are_in_microseconds() {

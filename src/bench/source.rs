@@ -10,8 +10,11 @@ use nix::errno::Errno;
 use nix::sys::socket::{setsockopt, sockopt::IpBindAddressNoPort};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::*;
+use std::io;
+use std::net::SocketAddr;
+
 use crate::address::SourceAddrs;
+use mio::net::TcpStream;
 
 /// A TCP socket for `family`'s addresses bound to (`ip`, port 0), not yet connected.
 ///
@@ -102,6 +105,7 @@ mod tests {
     use super::*;
     use crate::address::parse_sources;
     use std::io::Read;
+    use std::time::Duration;
 
     #[test]
     fn a_connection_comes_from_its_source_address() {

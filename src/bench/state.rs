@@ -1,6 +1,15 @@
 //! Counters shared by the coordinating thread and the workers.
 
-use super::*;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+
+use super::HIST_MAX_NS;
+use super::fail::Fail;
+use super::tls::TlsParams;
 
 /// What the coordinating thread and the workers share.
 #[derive(Debug)]

@@ -17,8 +17,13 @@ use rustls::client::Resumption;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 
-use super::*;
+use std::sync::Arc;
+
+use mio::net::TcpStream;
+
+use super::fail::Fail;
 use crate::address::HostPort;
+use crate::config::BenchConfig;
 use crate::tls_failure::{self, Kind, TlsContext};
 
 /// The first byte of a TLS record a server may send first: a handshake record, or an
@@ -306,6 +311,8 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
     use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::time::Duration;
 
     use rustls::{AlertDescription, CertificateError, InvalidMessage};
 

@@ -23,7 +23,7 @@ fn millis(origin: Instant) -> u64 {
 
 /// What the writer thread tells the reader.
 #[derive(Debug, Default)]
-struct Shared {
+struct WriterStatus {
     /// Names handed to the socket (counted before their bytes can reach the server).
     sent: AtomicU64,
     /// The input ended and `exit` went (or is going) out.
@@ -34,7 +34,7 @@ struct Shared {
     failure: Mutex<Option<Failure>>,
 }
 
-impl Shared {
+impl WriterStatus {
     fn touch(&self, origin: Instant) {
         self.last_tx.store(millis(origin), SeqCst);
     }
@@ -84,7 +84,7 @@ enum WriteStop {
 fn send_names(
     stream: Writer,
     mut names: Names,
-    shared: &Shared,
+    shared: &WriterStatus,
     origin: Instant,
     welcomed: mpsc::Receiver<()>,
     interactive: bool,
@@ -111,7 +111,7 @@ fn send_names(
 fn pump_names(
     out: &mut BufWriter<&Writer>,
     names: &mut Names,
-    shared: &Shared,
+    shared: &WriterStatus,
     origin: Instant,
     interactive: bool,
 ) -> Result<(), WriteStop> {
@@ -233,10 +233,10 @@ pub(super) fn line_session(
 /// half, that state, and the thread.
 fn start_writer(
     link: Link,
-    body: impl FnOnce(Writer, &Shared) + Send + 'static,
-) -> Result<(Reader, Arc<Shared>, thread::JoinHandle<()>), Failure> {
+    body: impl FnOnce(Writer, &WriterStatus) + Send + 'static,
+) -> Result<(Reader, Arc<WriterStatus>, thread::JoinHandle<()>), Failure> {
     let Link { reader, writer } = link;
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(WriterStatus::default());
     let writer_shared = Arc::clone(&shared);
     let thread = thread::Builder::new()
         .name("client-writer".into())
@@ -276,7 +276,7 @@ fn timed_out(cfg: &Config, due: Option<Waiting>, hint: Hint) -> Failure {
 fn on_line(
     tally: &mut Tally,
     split: &mut LineSplitter,
-    shared: &Shared,
+    shared: &WriterStatus,
     cfg: &Config,
     out: &mut impl Write,
     welcome_tx: &mut Option<mpsc::Sender<()>>,
@@ -310,7 +310,7 @@ fn on_line(
 fn send_chunks(
     stream: Writer,
     mut names: Names,
-    shared: &Shared,
+    shared: &WriterStatus,
     origin: Instant,
     answered: mpsc::Receiver<()>,
     interactive: bool,
@@ -328,7 +328,7 @@ fn send_chunks(
 fn pump_chunks(
     stream: &Writer,
     names: &mut Names,
-    shared: &Shared,
+    shared: &WriterStatus,
     origin: Instant,
     answered: &mpsc::Receiver<()>,
     interactive: bool,
@@ -508,7 +508,7 @@ pub(super) fn raw_session(link: Link, cfg: &Config, out: &mut impl Write) -> Res
 }
 
 /// The writer thread of `--raw`: every read from stdin goes out as it is.
-fn copy_stdin(stream: Writer, shared: &Shared, origin: Instant) {
+fn copy_stdin(stream: Writer, shared: &WriterStatus, origin: Instant) {
     let mut stdin = io::stdin().lock();
     let mut buf = vec![0u8; INPUT_BUF];
     loop {

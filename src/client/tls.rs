@@ -45,7 +45,7 @@ use crate::tls_failure::{TlsContext, plain_text};
 pub(super) fn tls_setup(
     tls: &TlsClientConfig,
     target: &HostPort,
-) -> Result<Option<TlsSetup>, Failure> {
+) -> Result<Option<TlsConnector>, Failure> {
     if !tls.enabled {
         return match crate::tls_client::options_without_tls(tls, &[]) {
             Some(message) => Err(Failure::Usage(message)),
@@ -53,7 +53,7 @@ pub(super) fn tls_setup(
         };
     }
     let made = crate::tls_client::client_tls(tls, &target.host).map_err(Failure::Usage)?;
-    Ok(Some(TlsSetup {
+    Ok(Some(TlsConnector {
         ctx: Arc::new(TlsContext::new(target.to_string(), &made, tls.cert.clone())),
         config: Arc::new(made.config),
         server_name: made.server_name,
@@ -61,13 +61,13 @@ pub(super) fn tls_setup(
 }
 
 /// Everything a TLS connection needs, read from the command line before connecting.
-pub(super) struct TlsSetup {
+pub(super) struct TlsConnector {
     config: Arc<ClientConfig>,
     server_name: ServerName<'static>,
     ctx: Arc<TlsContext>,
 }
 
-impl TlsSetup {
+impl TlsConnector {
     /// Runs the handshake on `stream`, within `limit` (the time and the flag that set
     /// it) if there is one. Leaves the stream with no read timeout.
     pub(super) fn handshake(
@@ -207,7 +207,7 @@ fn take_records(conn: &mut ClientConnection) -> Vec<u8> {
 }
 
 /// What both halves share.
-struct Shared {
+struct TlsSession {
     conn: Mutex<ClientConnection>,
     /// The socket records are written to.
     sock: TcpStream,
@@ -215,7 +215,7 @@ struct Shared {
     sending: Mutex<()>,
 }
 
-impl Shared {
+impl TlsSession {
     /// Writes what rustls has made, then lets go of `sending`, but only while holding
     /// `conn` with nothing left in it to send, so that records queued meanwhile by the
     /// reader (which cannot take `sending` while it is held) are never left behind.
@@ -259,7 +259,7 @@ pub(super) fn tls_halves(
     stream: TcpStream,
     done: Handshaken,
 ) -> io::Result<(TlsReader, TlsWriter)> {
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(TlsSession {
         conn: Mutex::new(done.conn),
         sock: stream.try_clone()?,
         sending: Mutex::new(()),
@@ -281,7 +281,7 @@ pub(super) fn tls_halves(
 
 /// The reading half of a TLS connection.
 pub(super) struct TlsReader {
-    shared: Arc<Shared>,
+    shared: Arc<TlsSession>,
     /// Its own clone of the socket, read without holding the lock.
     sock: TcpStream,
     /// Ciphertext read; `start..end` is not yet taken by rustls.
@@ -385,7 +385,7 @@ impl TlsReader {
 
 /// The writing half of a TLS connection; it writes plaintext.
 pub(super) struct TlsWriter {
-    shared: Arc<Shared>,
+    shared: Arc<TlsSession>,
 }
 
 impl TlsWriter {

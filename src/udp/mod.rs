@@ -12,8 +12,8 @@
 //! counts and its own rate table; the threads share only [`UdpStats`], where each
 //! publishes its counts about once a second for `--metrics`.
 //!
-//! `recvmmsg`/`sendmmsg` (32 datagrams per system call) were tried and measured, and did
-//! not pay on a 2-core machine where the load generator sets the pace (README, UDP).
+//! One datagram per system call: batching with `recvmmsg`/`sendmmsg` does not pay where
+//! the load generator sets the pace (README, UDP).
 
 pub mod rate;
 pub mod reply;
@@ -31,8 +31,8 @@ use crate::metrics::{MetricType, TextFormat};
 use crate::protocol::{ConnectionValues, LogText};
 use crate::rules::Rules;
 use crate::sync::lock;
-use rate::RateLimit;
-use reply::{Drop, PeerRules, Replies, check_peer};
+use rate::TokenBuckets;
+use reply::{DropReason, PeerRules, Replies, check_peer};
 
 /// Longest a thread blocks in `recv_from` before it looks at the stopping flag.
 pub const POLL: Duration = Duration::from_millis(200);
@@ -145,8 +145,8 @@ pub struct Counts {
     pub received: u64,
     /// Replies sent.
     pub answered: u64,
-    /// Dropped, by [`Drop::index`].
-    pub dropped: [u64; Drop::ALL.len()],
+    /// Dropped, by [`DropReason::index`].
+    pub dropped: [u64; DropReason::ALL.len()],
     /// Replies the kernel refused to send.
     pub send_failed: u64,
     /// Receive errors other than the timeout.
@@ -163,7 +163,7 @@ impl std::fmt::Display for Counts {
         let dropped: u64 = self.dropped.iter().sum();
         write!(f, ", {dropped} dropped")?;
         if dropped > 0 {
-            let reasons: Vec<String> = Drop::ALL
+            let reasons: Vec<String> = DropReason::ALL
                 .iter()
                 .filter(|d| self.dropped[d.index()] > 0)
                 .map(|d| format!("{} {}", d.label(), self.dropped[d.index()]))
@@ -248,7 +248,9 @@ impl UdpStats {
             MetricType::Counter,
             "UDP datagrams not answered, by reason.",
             "reason",
-            Drop::ALL.iter().map(|d| (d.label(), c.dropped[d.index()])),
+            DropReason::ALL
+                .iter()
+                .map(|d| (d.label(), c.dropped[d.index()])),
         );
         out.finish()
     }
@@ -322,7 +324,7 @@ pub fn serve(
     let mut buf = vec![0u8; replies.buffer_len()];
     let mut control = control_buffer();
     let mut out = Vec::with_capacity(replies.buffer_len() + replies.fixed());
-    let mut limit = RateLimit::new(config.rate);
+    let mut limit = TokenBuckets::new(config.rate);
     let mut counts = Counts::default();
     let mut summarized = Counts::default();
     let mut last_summary = Instant::now();
@@ -409,14 +411,14 @@ fn judge(
     peer: SocketAddr,
     class: u8,
     config: &UdpConfig,
-    limit: &mut RateLimit,
-) -> Result<(), Drop> {
+    limit: &mut TokenBuckets,
+) -> Result<(), DropReason> {
     check_peer(peer, class, &config.peers)?;
     if !config.rules.decide(peer.ip()).allows() {
-        return Err(Drop::Rule);
+        return Err(DropReason::Rule);
     }
     if !limit.allow(peer.ip(), Instant::now()) {
-        return Err(Drop::Rate);
+        return Err(DropReason::Rate);
     }
     Ok(())
 }
@@ -459,7 +461,7 @@ mod tests {
         let counts = server.join();
         assert_eq!(counts.received, 3);
         assert_eq!(counts.answered, 2);
-        assert_eq!(counts.dropped[Drop::Empty.index()], 1);
+        assert_eq!(counts.dropped[DropReason::Empty.index()], 1);
         assert_eq!(stats.total(), counts);
         let text = stats.render();
         assert!(text.contains("tcp_hello_udp_datagrams_total 3\n"), "{text}");
@@ -488,20 +490,23 @@ mod tests {
             rules: deny,
             peers: peers.clone(),
         };
-        let mut limit = RateLimit::new(1);
+        let mut limit = TokenBuckets::new(1);
         let peer = "127.0.0.1:40000".parse().unwrap();
-        assert_eq!(judge(peer, 0, &config, &mut limit), Err(Drop::Rule));
+        assert_eq!(judge(peer, 0, &config, &mut limit), Err(DropReason::Rule));
         let config = UdpConfig {
             rate: 1,
             rules: Rules::default(),
             peers,
         };
         assert_eq!(judge(peer, 0, &config, &mut limit), Ok(()));
-        assert_eq!(judge(peer, 0, &config, &mut limit), Err(Drop::Rate));
+        assert_eq!(judge(peer, 0, &config, &mut limit), Err(DropReason::Rate));
         // The loop checks come before the rate, and take no token.
         let own = "127.0.0.1:9999".parse().unwrap();
-        assert_eq!(judge(own, 0, &config, &mut limit), Err(Drop::Loop));
+        assert_eq!(judge(own, 0, &config, &mut limit), Err(DropReason::Loop));
         let marked = reply::REPLY_CLASS;
-        assert_eq!(judge(peer, marked, &config, &mut limit), Err(Drop::Reply));
+        assert_eq!(
+            judge(peer, marked, &config, &mut limit),
+            Err(DropReason::Reply)
+        );
     }
 }

@@ -30,23 +30,23 @@ struct Bucket {
 
 /// Per-address token buckets: `rate` datagrams per second, bursts of up to `rate`.
 #[derive(Debug)]
-pub struct RateLimit {
+pub struct TokenBuckets {
     rate: f64,
     cap: usize,
     current: HashMap<IpAddr, Bucket>,
     previous: HashMap<IpAddr, Bucket>,
 }
 
-impl RateLimit {
+impl TokenBuckets {
     /// `rate` datagrams per second per address (0 = no limit), [`TABLE_CAP`] addresses
     /// per generation.
-    pub fn new(rate: u32) -> RateLimit {
-        RateLimit::with_cap(rate, TABLE_CAP)
+    pub fn new(rate: u32) -> TokenBuckets {
+        TokenBuckets::with_cap(rate, TABLE_CAP)
     }
 
-    /// As [`RateLimit::new`] with `cap` addresses per generation (at least 1).
-    pub fn with_cap(rate: u32, cap: usize) -> RateLimit {
-        RateLimit {
+    /// As [`TokenBuckets::new`] with `cap` addresses per generation (at least 1).
+    pub fn with_cap(rate: u32, cap: usize) -> TokenBuckets {
+        TokenBuckets {
             rate: f64::from(rate),
             cap: cap.max(1),
             current: HashMap::new(),
@@ -107,7 +107,7 @@ mod tests {
 
     #[test]
     fn a_burst_of_rate_then_one_per_interval() {
-        let mut limit = RateLimit::new(10);
+        let mut limit = TokenBuckets::new(10);
         let t = Instant::now();
         let a = ip("192.0.2.1");
         assert_eq!((0..20).filter(|_| limit.allow(a, t)).count(), 10);
@@ -122,7 +122,7 @@ mod tests {
 
     #[test]
     fn zero_is_no_limit_and_holds_nothing() {
-        let mut limit = RateLimit::new(0);
+        let mut limit = TokenBuckets::new(0);
         let t = Instant::now();
         assert!((0..10_000).all(|_| limit.allow(ip("192.0.2.1"), t)));
         assert!(limit.is_empty());
@@ -130,7 +130,7 @@ mod tests {
 
     #[test]
     fn ipv6_counts_by_its_64_and_mapped_as_ipv4() {
-        let mut limit = RateLimit::new(2);
+        let mut limit = TokenBuckets::new(2);
         let t = Instant::now();
         assert!(limit.allow(ip("2001:db8::1"), t));
         assert!(limit.allow(ip("2001:db8::ffff:2"), t));
@@ -143,14 +143,14 @@ mod tests {
 
     #[test]
     fn the_table_stays_bounded_under_spoofed_sources() {
-        let mut limit = RateLimit::with_cap(5, 100);
+        let mut limit = TokenBuckets::with_cap(5, 100);
         let t = Instant::now();
         for i in 0..100_000u32 {
             limit.allow(IpAddr::from(i.to_be_bytes()), t);
             assert!(limit.len() <= 200);
         }
         // A recent address survives one rotation with its bucket.
-        let mut limit = RateLimit::with_cap(1, 4);
+        let mut limit = TokenBuckets::with_cap(1, 4);
         let a = ip("198.51.100.1");
         assert!(limit.allow(a, t));
         for i in 0..4u8 {

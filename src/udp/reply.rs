@@ -44,7 +44,7 @@ pub fn is_reply_class(class: u8) -> bool {
 
 /// Why a datagram got no reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Drop {
+pub enum DropReason {
     /// Sent from port 0, where no reply can go.
     PortZero,
     /// Sent from the port of one of this server's UDP sockets (on any address: the
@@ -70,22 +70,22 @@ pub enum Drop {
     Bound,
 }
 
-impl Drop {
-    /// Every reason, in the order of [`Drop::index`].
-    pub const ALL: [Drop; 10] = [
-        Drop::PortZero,
-        Drop::Loop,
-        Drop::LowPort,
-        Drop::Reply,
-        Drop::NotUnicast,
-        Drop::Rule,
-        Drop::Rate,
-        Drop::Empty,
-        Drop::TooLong,
-        Drop::Bound,
+impl DropReason {
+    /// Every reason, in the order of [`DropReason::index`].
+    pub const ALL: [DropReason; 10] = [
+        DropReason::PortZero,
+        DropReason::Loop,
+        DropReason::LowPort,
+        DropReason::Reply,
+        DropReason::NotUnicast,
+        DropReason::Rule,
+        DropReason::Rate,
+        DropReason::Empty,
+        DropReason::TooLong,
+        DropReason::Bound,
     ];
 
-    /// The reason's place in [`Drop::ALL`], for counting.
+    /// The reason's place in [`DropReason::ALL`], for counting.
     pub fn index(self) -> usize {
         self as usize
     }
@@ -93,16 +93,16 @@ impl Drop {
     /// The reason as logs name it.
     pub fn label(self) -> &'static str {
         match self {
-            Drop::PortZero => "port_zero",
-            Drop::Loop => "loop",
-            Drop::LowPort => "low_port",
-            Drop::Reply => "reply",
-            Drop::NotUnicast => "not_unicast",
-            Drop::Rule => "rule",
-            Drop::Rate => "rate",
-            Drop::Empty => "empty",
-            Drop::TooLong => "too_long",
-            Drop::Bound => "bound",
+            DropReason::PortZero => "port_zero",
+            DropReason::Loop => "loop",
+            DropReason::LowPort => "low_port",
+            DropReason::Reply => "reply",
+            DropReason::NotUnicast => "not_unicast",
+            DropReason::Rule => "rule",
+            DropReason::Rate => "rate",
+            DropReason::Empty => "empty",
+            DropReason::TooLong => "too_long",
+            DropReason::Bound => "bound",
         }
     }
 }
@@ -128,19 +128,19 @@ pub struct PeerRules {
 /// 192.168.1.255) cannot be told from a host address without the interfaces' netmasks,
 /// and is not checked; the kernel does not deliver datagrams whose source is one of its
 /// own broadcast addresses.
-pub fn check_peer(peer: SocketAddr, class: u8, rules: &PeerRules) -> Result<(), Drop> {
+pub fn check_peer(peer: SocketAddr, class: u8, rules: &PeerRules) -> Result<(), DropReason> {
     if is_reply_class(class) {
-        return Err(Drop::Reply);
+        return Err(DropReason::Reply);
     }
     let port = peer.port();
     if port == 0 {
-        return Err(Drop::PortZero);
+        return Err(DropReason::PortZero);
     }
     if rules.own_ports.contains(&port) || SERVICE_PORTS.contains(&port) {
-        return Err(Drop::Loop);
+        return Err(DropReason::Loop);
     }
     if port < FIRST_CLIENT_PORT && !rules.low_ports {
-        return Err(Drop::LowPort);
+        return Err(DropReason::LowPort);
     }
     let unicast = match peer.ip().to_canonical() {
         IpAddr::V4(v4) => !(v4.is_broadcast() || v4.is_multicast() || v4.is_unspecified()),
@@ -149,7 +149,7 @@ pub fn check_peer(peer: SocketAddr, class: u8, rules: &PeerRules) -> Result<(), 
     if unicast {
         Ok(())
     } else {
-        Err(Drop::NotUnicast)
+        Err(DropReason::NotUnicast)
     }
 }
 
@@ -240,20 +240,20 @@ impl Replies {
         datagram: &[u8],
         values: &ConnectionValues,
         out: &mut Vec<u8>,
-    ) -> Result<(), Drop> {
+    ) -> Result<(), DropReason> {
         out.clear();
         if datagram.is_empty() {
-            return Err(Drop::Empty);
+            return Err(DropReason::Empty);
         }
         let (payload, ending) = split_ending(datagram);
         if payload.len() > self.max_line {
-            return Err(Drop::TooLong);
+            return Err(DropReason::TooLong);
         }
         match self.mode {
             Mode::Echo => out.extend_from_slice(datagram),
             Mode::Greet => {
                 if classify(payload) == Request::Blank {
-                    return Err(Drop::Empty);
+                    return Err(DropReason::Empty);
                 }
                 for piece in self.reply.pieces() {
                     match piece {
@@ -267,7 +267,7 @@ impl Replies {
         }
         if out.len() > datagram.len() + self.fixed {
             out.clear();
-            return Err(Drop::Bound);
+            return Err(DropReason::Bound);
         }
         Ok(())
     }
@@ -311,7 +311,7 @@ mod tests {
         )
     }
 
-    fn answer(r: &Replies, datagram: &[u8]) -> Result<Vec<u8>, Drop> {
+    fn answer(r: &Replies, datagram: &[u8]) -> Result<Vec<u8>, DropReason> {
         let mut out = Vec::new();
         r.answer(datagram, &values(), &mut out).map(|()| out)
     }
@@ -340,10 +340,10 @@ mod tests {
     fn empty_and_blank_datagrams_get_nothing() {
         let r = Replies::new(&settings(Mode::Greet, "Hello, {}!", 100)).unwrap();
         for d in [&b""[..], b"\n", b"\r\n", b" \t\n"] {
-            assert_eq!(answer(&r, d), Err(Drop::Empty), "{d:?}");
+            assert_eq!(answer(&r, d), Err(DropReason::Empty), "{d:?}");
         }
         let echo = Replies::new(&settings(Mode::Echo, "{}", 100)).unwrap();
-        assert_eq!(answer(&echo, b""), Err(Drop::Empty));
+        assert_eq!(answer(&echo, b""), Err(DropReason::Empty));
     }
 
     #[test]
@@ -351,10 +351,10 @@ mod tests {
         let r = Replies::new(&settings(Mode::Greet, "Hello, {}!", 4)).unwrap();
         assert_eq!(r.buffer_len(), 7);
         assert!(answer(&r, b"abcd\r\n").is_ok());
-        assert_eq!(answer(&r, b"abcde"), Err(Drop::TooLong));
+        assert_eq!(answer(&r, b"abcde"), Err(DropReason::TooLong));
         // What the kernel leaves of a longer datagram in a buffer of 7.
-        assert_eq!(answer(&r, b"abcdefg"), Err(Drop::TooLong));
-        assert_eq!(answer(&r, b"abcde\r\n"), Err(Drop::TooLong));
+        assert_eq!(answer(&r, b"abcdefg"), Err(DropReason::TooLong));
+        assert_eq!(answer(&r, b"abcde\r\n"), Err(DropReason::TooLong));
         let big = Replies::new(&settings(Mode::Greet, "{}", 16 << 20)).unwrap();
         assert_eq!(big.buffer_len(), MAX_BUFFER);
     }
@@ -483,7 +483,7 @@ mod tests {
         assert_eq!(check("127.0.0.1:40000"), Ok(()));
         assert_eq!(check("[::1]:40000"), Ok(()));
         assert_eq!(check("127.0.0.1:1024"), Ok(()));
-        assert_eq!(check("127.0.0.1:0"), Err(Drop::PortZero));
+        assert_eq!(check("127.0.0.1:0"), Err(DropReason::PortZero));
         // Every socket's port, not only the one the datagram came to.
         for own in [
             "127.0.0.1:9999",
@@ -491,13 +491,16 @@ mod tests {
             "192.0.2.1:9999",
             "127.0.0.1:8888",
         ] {
-            assert_eq!(check(own), Err(Drop::Loop), "{own}");
+            assert_eq!(check(own), Err(DropReason::Loop), "{own}");
         }
         for port in SERVICE_PORTS {
-            assert_eq!(check(&format!("192.0.2.1:{port}")), Err(Drop::Loop));
+            assert_eq!(check(&format!("192.0.2.1:{port}")), Err(DropReason::Loop));
         }
         for port in [1, 53, 123, 1023] {
-            assert_eq!(check(&format!("192.0.2.1:{port}")), Err(Drop::LowPort));
+            assert_eq!(
+                check(&format!("192.0.2.1:{port}")),
+                Err(DropReason::LowPort)
+            );
         }
         // --udp-low-ports opens the low ports, never the services' nor the own ones.
         let open = PeerRules {
@@ -506,9 +509,9 @@ mod tests {
         };
         let check_open = |s: &str| check_peer(s.parse().unwrap(), 0, &open);
         assert_eq!(check_open("192.0.2.1:53"), Ok(()));
-        assert_eq!(check_open("192.0.2.1:17"), Err(Drop::Loop));
-        assert_eq!(check_open("192.0.2.1:8888"), Err(Drop::Loop));
-        assert_eq!(check_open("192.0.2.1:0"), Err(Drop::PortZero));
+        assert_eq!(check_open("192.0.2.1:17"), Err(DropReason::Loop));
+        assert_eq!(check_open("192.0.2.1:8888"), Err(DropReason::Loop));
+        assert_eq!(check_open("192.0.2.1:0"), Err(DropReason::PortZero));
         for bad in [
             "255.255.255.255:40000",
             "224.0.0.1:40000",
@@ -519,7 +522,7 @@ mod tests {
             "[::ffff:255.255.255.255]:40000",
             "[::ffff:224.0.0.1]:40000",
         ] {
-            assert_eq!(check(bad), Err(Drop::NotUnicast), "{bad}");
+            assert_eq!(check(bad), Err(DropReason::NotUnicast), "{bad}");
         }
     }
 
@@ -530,7 +533,7 @@ mod tests {
         for ecn in 0..4 {
             let class = REPLY_CLASS | ecn;
             assert!(is_reply_class(class));
-            assert_eq!(check_peer(peer, class, &rules), Err(Drop::Reply));
+            assert_eq!(check_peer(peer, class, &rules), Err(DropReason::Reply));
         }
         // Best effort, other DSCPs (LE, AF11, EF), and a DSCP that differs in one bit.
         for class in [
@@ -548,7 +551,7 @@ mod tests {
 
     #[test]
     fn labels_follow_the_order_of_all() {
-        for (i, d) in Drop::ALL.iter().enumerate() {
+        for (i, d) in DropReason::ALL.iter().enumerate() {
             assert_eq!(d.index(), i);
             assert!(!d.label().is_empty());
         }

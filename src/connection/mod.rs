@@ -1,0 +1,25 @@
+//! One connection's I/O: reads bytes, lets [`crate::protocol`] decide, writes replies.
+//!
+//! [`serve`] works over any `Read + Write` stream (a `TcpStream`, a TLS stream, a test
+//! double) and learns everything else (peer, timeouts, shutdown) from its caller.
+//! Replies to everything one read brought are sent in one write, and nothing is
+//! allocated per line.
+//!
+//! One job per file: `context` (what connections share and are told), `outcome` (how
+//! one ended), `transport` (what it speaks over), `buffers` (stack and pooled
+//! buffers), `serve` (the entry points and the three serving loops), `answer` (what is
+//! said to each message), `output` (queueing and writing it).
+
+mod answer;
+mod buffers;
+mod context;
+mod outcome;
+mod output;
+mod serve;
+mod transport;
+
+pub use buffers::{SMALL_INPUT, SMALL_OUTPUT};
+pub use context::{Context, OUTPUT_MAX, POOL_IDLE_BYTES, Peer};
+pub use outcome::{CloseReason, Summary};
+pub use serve::{SHUTDOWN_READ_BUDGET, serve, serve_welcomed, welcome};
+pub use transport::Transport;

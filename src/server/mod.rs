@@ -1,28 +1,27 @@
-//! Listeners, the accept loop, the connection limit and graceful shutdown.
+//! The server: listeners, one accept loop each, and one thread per connection running
+//! [`connection::serve`](crate::connection::serve); the connection limits, and graceful
+//! shutdown.
 //!
-//! One thread accepts on each listener; every accepted connection gets a thread of its
-//! own that runs [`connection::serve`](crate::connection::serve). The server keeps an
-//! `Arc` of every live stream and its thread, so that shutdown can end their reads (a
-//! short read timeout, and a signal that interrupts a blocked read): each connection
-//! then answers what it already received, says `server shutting down`, and closes.
-//!
-//! - this module: the configuration, and running the accept loops;
+//! - this module: the configuration, the public API, and running the accept loops;
 //! - `listener`: binding or adopting a listener, with the options connections inherit;
-//! - `accept`: the accept loop, admission (limits) and refusals, and its backoff;
-//! - `registry`: the live connections, and a connection's place among them;
-//! - `proxied`: with `--proxy-protocol`, a connection's PROXY header, and the admission
-//!   checks it moves from the accept loop to the connection's thread;
+//! - `accept`: the accept loop, and its backoff when the system runs out of resources;
+//! - `admission`: address rules and limits: admit, or refuse; with `--proxy-protocol`,
+//!   the checks the PROXY header moves to the connection's thread;
+//! - `registry`: the live connections (for shutdown and the limits), and TLS handshakes
+//!   under way;
 //! - `setup`: what a connection's own thread does, from configuring its socket to
 //!   closing it gracefully;
 //! - `closer`: where a closed connection waits for its client's close (`--linger`), off
 //!   its thread;
 //! - `shutdown`: stopping: ending every connection's reading, and waiting for them;
+//! - `log_limit`: at most one log line a second for refusals and accept errors;
 //! - `threads`: the thread cache, where finished connection threads wait for the next.
 
 mod accept;
+mod admission;
 mod closer;
 mod listener;
-mod proxied;
+mod log_limit;
 mod registry;
 mod setup;
 mod shutdown;
@@ -41,10 +40,11 @@ use crate::connection::Context;
 use crate::metrics::{Counters, Snapshot};
 use crate::tls::Tls;
 
-pub use accept::{AcceptBackoff, RateLimit};
+pub use accept::AcceptBackoff;
 pub use listener::{
     KEEPALIVE_PROBES, MAX_KEEPALIVE_SECS, MAX_USER_TIMEOUT_SECS, adopt, keepalive, listen,
 };
+pub use log_limit::LogLimit;
 use registry::Registry;
 pub use threads::PARKED_FOR;
 use threads::ThreadCache;
@@ -60,6 +60,19 @@ pub const CONNECTION_STACK: usize = 64 * 1024;
 /// overflowed 64 KiB in a debug build, and a stack overflow aborts the whole process.
 /// Only the pages the handshake touches become resident.
 pub const TLS_CONNECTION_STACK: usize = 512 * 1024;
+
+/// The log targets of the server's lines. `RUST_LOG` filters and log readers name them,
+/// so each line keeps its target whichever file writes it.
+mod log_target {
+    /// Refusals, and the open line of a plain connection.
+    pub(super) const ACCEPT: &str = "tcp_hello::server::accept";
+    /// A connection's close line, and a TLS connection's open line.
+    pub(super) const SETUP: &str = "tcp_hello::server::setup";
+    /// What a PROXY header let in or kept out.
+    pub(super) const PROXIED: &str = "tcp_hello::server::proxied";
+    /// TLS handshakes ended for newer ones, and connection threads that panicked.
+    pub(super) const REGISTRY: &str = "tcp_hello::server::registry";
+}
 
 /// How the server runs, apart from the protocol's [`crate::protocol::Settings`].
 #[derive(Debug, Clone)]
@@ -132,43 +145,45 @@ impl std::fmt::Display for Listening {
 pub struct Server {
     /// Every listener, and whether it speaks TLS.
     listeners: Vec<(Arc<TcpListener>, bool)>,
-    shared: Arc<Shared>,
+    state: Arc<ServerState>,
     shutdown_timeout: Duration,
 }
 
 /// Stops a running [`Server`]; cheap to clone and send to another thread.
 #[derive(Clone)]
 pub struct ShutdownHandle {
-    shared: Arc<Shared>,
+    state: Arc<ServerState>,
 }
 
 /// Reads a running [`Server`]'s counters; cheap to clone and send to another thread.
 #[derive(Clone)]
-pub struct Stats {
-    shared: Arc<Shared>,
+pub struct StatsHandle {
+    state: Arc<ServerState>,
 }
 
-impl Stats {
+impl StatsHandle {
     /// The counters now, the connections open (the registry's lock, held for a moment)
     /// and the process's threads.
     pub fn snapshot(&self) -> Snapshot {
-        let open = self.shared.lock().live.len();
-        self.shared
+        let open = self.state.lock().live.len();
+        self.state
             .counters
             .snapshot(open, crate::metrics::threads())
     }
 }
 
-/// What the accept loops, the connection threads and shutdown share.
-struct Shared {
+/// One running server's state, shared by its accept loops, its connection threads and
+/// shutdown.
+struct ServerState {
     ctx: Context,
     config: ServerConfig,
     listeners: Vec<Arc<TcpListener>>,
     registry: Mutex<Registry>,
-    /// Signalled whenever a connection leaves the registry.
+    /// Signalled whenever the last connection leaves the registry.
     left: Condvar,
     next_id: AtomicU64,
-    busy_log: Mutex<RateLimit>,
+    /// The log rate limit of busy refusals and ended handshakes.
+    busy_log: Mutex<LogLimit>,
     counters: Counters,
     /// Threads that serve: plain connections, and TLS ones after their handshake.
     threads: Arc<ThreadCache>,
@@ -177,15 +192,25 @@ struct Shared {
     /// Closed connections waiting for their clients' close.
     closer: Arc<closer::Closer>,
     /// TLS connections served by the thread that ran their handshake (see
-    /// [`Shared::stay_on_handshake_thread`]).
+    /// `setup::stay_on_handshake_thread`).
     on_handshake_threads: AtomicUsize,
 }
 
 impl ShutdownHandle {
+    /// Stops accepting and ends every connection's reading; idempotent.
+    pub fn shutdown(&self) {
+        shutdown::stop(&self.state);
+    }
+
+    /// How many connections are open now.
+    pub fn connections(&self) -> usize {
+        self.state.lock().live.len()
+    }
+
     /// Whether the server has been told to stop (for the UDP threads, which look at it
     /// between datagrams).
     pub fn stopping(&self) -> bool {
-        self.shared.stopping()
+        self.state.stopping()
     }
 }
 
@@ -209,12 +234,7 @@ impl Server {
         config: ServerConfig,
         mut ctx: Context,
     ) -> io::Result<Server> {
-        // A handler, so that WAKE_SIGNAL interrupts a read instead of being discarded as
-        // an ignored signal. It only sets a flag nobody reads.
-        signal_hook::flag::register(
-            signal_hook::consts::SIGURG,
-            Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        )?;
+        shutdown::install_wake_handler()?;
         // The streams' write timeout comes from here, so the connections learn it here.
         ctx.write_timeout = config.write_timeout;
         let listeners: Vec<_> = listeners
@@ -241,7 +261,7 @@ impl Server {
         // idle ones.
         let closer = Arc::new(closer::Closer::default());
         closer.start(CONNECTION_STACK)?;
-        let shared = Arc::new(Shared {
+        let state = Arc::new(ServerState {
             threads,
             handshake_threads,
             closer: Arc::clone(&closer),
@@ -252,12 +272,12 @@ impl Server {
             registry: Mutex::new(registry),
             left: Condvar::new(),
             next_id: AtomicU64::new(1),
-            busy_log: Mutex::new(RateLimit::new(Duration::from_secs(1))),
+            busy_log: Mutex::new(LogLimit::new(Duration::from_secs(1))),
             counters: Counters::default(),
         });
         Ok(Server {
             listeners,
-            shared,
+            state,
             shutdown_timeout,
         })
     }
@@ -278,14 +298,14 @@ impl Server {
     /// A handle that stops the server from any thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
-            shared: Arc::clone(&self.shared),
+            state: Arc::clone(&self.state),
         }
     }
 
     /// What `--metrics` reads: the server's counters, from any thread.
-    pub fn stats(&self) -> Stats {
-        Stats {
-            shared: Arc::clone(&self.shared),
+    pub fn stats(&self) -> StatsHandle {
+        StatsHandle {
+            state: Arc::clone(&self.state),
         }
     }
 
@@ -294,25 +314,28 @@ impl Server {
     pub fn run(self) -> io::Result<usize> {
         let mut acceptors = Vec::new();
         for (listener, tls) in self.listeners.iter().skip(1) {
-            let (listener, shared, tls) = (Arc::clone(listener), Arc::clone(&self.shared), *tls);
+            let (listener, state, tls) = (Arc::clone(listener), Arc::clone(&self.state), *tls);
             acceptors.push(
                 thread::Builder::new()
                     .name("accept".into())
-                    .spawn(move || shared.accept_loop(&listener, tls))?,
+                    .spawn(move || accept::accept_loop(&state, &listener, tls))?,
             );
         }
         if let Some((first, tls)) = self.listeners.first() {
-            self.shared.accept_loop(first, *tls);
+            accept::accept_loop(&self.state, first, *tls);
         }
         for acceptor in acceptors {
             let _ = acceptor.join();
         }
-        self.shared.report_suppressed_refusals(true);
-        Ok(self.shared.wait_for_connections(self.shutdown_timeout))
+        admission::report_suppressed_refusals(&self.state, true);
+        Ok(shutdown::wait_for_connections(
+            &self.state,
+            self.shutdown_timeout,
+        ))
     }
 }
 
-impl Shared {
+impl ServerState {
     fn lock(&self) -> MutexGuard<'_, Registry> {
         // The registry stays consistent even if a holder panicked: every update is one call.
         crate::sync::lock(&self.registry)

@@ -44,14 +44,9 @@ fn start_connection(state: &Arc<ServerState>, stream: TcpStream, peer: SocketAdd
     };
     let (id, slot, counted) = (admitted.id, admitted.slot, admitted.counted);
     let (shared, stream) = (Arc::clone(state), Arc::clone(&admitted.stream));
-    let threads = if tls {
-        &state.handshake_threads
-    } else {
-        &state.threads
-    };
-    match threads.run(Box::new(move || {
-        setup::run_connection(&shared, id, slot, stream, peer, counted, tls)
-    })) {
+    let life =
+        Box::new(move || setup::run_connection(&shared, id, slot, stream, peer, counted, tls));
+    match state.runtime.spawn(tls, life) {
         Ok(thread) => registry::record_thread(state, slot, &admitted.stream, thread),
         Err(e) => admission::no_thread(state, admitted, peer, tls, &e),
     }

@@ -69,7 +69,7 @@ pub(super) fn admit(
             // Connections waiting for their clients' close hold places too: those whose
             // clients have closed since the closer last looked give theirs up.
             drop(registry);
-            state.closer.sweep();
+            state.runtime.sweep_lingering();
             registry = state.lock();
         }
         if registry.stopping {

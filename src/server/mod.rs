@@ -11,25 +11,23 @@
 //!   under way;
 //! - `setup`: what a connection's own thread does, from configuring its socket to
 //!   closing it gracefully;
-//! - `closer`: where a closed connection waits for its client's close (`--linger`), off
-//!   its thread;
 //! - `shutdown`: stopping: ending every connection's reading, and waiting for them;
 //! - `log_limit`: at most one log line a second for refusals and accept errors;
-//! - `threads`: the thread cache, where finished connection threads wait for the next.
+//! - `runtime`: the optimizations, behind one seam, each with a switch to turn it off:
+//!   the thread cache, the TLS hand-off and its handshake seats, the closer.
 
 mod accept;
 mod admission;
-mod closer;
 mod listener;
 mod log_limit;
 mod registry;
+mod runtime;
 mod setup;
 mod shutdown;
-mod threads;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
@@ -46,20 +44,8 @@ pub use listener::{
 };
 pub use log_limit::LogLimit;
 use registry::Registry;
-pub use threads::PARKED_FOR;
-use threads::ThreadCache;
-
-/// Stack reserved for each connection thread. Only the pages a thread touches cost
-/// memory (two here: the thread control block and the frames); the reservation just
-/// has to hold the deepest call chain with room to spare. 64 KiB measured no more
-/// resident memory than 32 KiB, and less than 16 KiB (README, "Memory").
-pub const CONNECTION_STACK: usize = 64 * 1024;
-
-/// Stack reserved for each TLS connection thread. The handshake's public-key arithmetic
-/// (ring's RSA signing above all) goes far deeper than serving: an RSA-2048 handshake
-/// overflowed 64 KiB in a debug build, and a stack overflow aborts the whole process.
-/// Only the pages the handshake touches become resident.
-pub const TLS_CONNECTION_STACK: usize = 512 * 1024;
+use runtime::Runtime;
+pub use runtime::{CONNECTION_STACK, PARKED_FOR, TLS_CONNECTION_STACK};
 
 /// The log targets of the server's lines. `RUST_LOG` filters and log readers name them,
 /// so each line keeps its target whichever file writes it.
@@ -185,15 +171,8 @@ struct ServerState {
     /// The log rate limit of busy refusals and ended handshakes.
     busy_log: Mutex<LogLimit>,
     counters: Counters,
-    /// Threads that serve: plain connections, and TLS ones after their handshake.
-    threads: Arc<ThreadCache>,
-    /// Threads with the deep stack a TLS handshake needs.
-    handshake_threads: Arc<ThreadCache>,
-    /// Closed connections waiting for their clients' close.
-    closer: Arc<closer::Closer>,
-    /// TLS connections served by the thread that ran their handshake (see
-    /// `setup::stay_on_handshake_thread`).
-    on_handshake_threads: AtomicUsize,
+    /// The threads connections run on, and the closer.
+    runtime: Runtime,
 }
 
 impl ShutdownHandle {
@@ -248,24 +227,9 @@ impl Server {
             live: Slab::with_capacity(config.max_connections.min(1 << 16)),
             ..Registry::default()
         };
-        let threads = ThreadCache::new(CONNECTION_STACK, config.thread_cache);
-        let handshake_threads = ThreadCache::new(
-            TLS_CONNECTION_STACK,
-            if config.tls.is_some() {
-                config.thread_cache
-            } else {
-                0
-            },
-        );
-        // Started before the server announces itself, so that its thread is among the
-        // idle ones.
-        let closer = Arc::new(closer::Closer::default());
-        closer.start(CONNECTION_STACK)?;
+        let runtime = Runtime::start(&config)?;
         let state = Arc::new(ServerState {
-            threads,
-            handshake_threads,
-            closer: Arc::clone(&closer),
-            on_handshake_threads: AtomicUsize::new(0),
+            runtime,
             ctx,
             config,
             listeners: listeners.iter().map(|(l, _)| Arc::clone(l)).collect(),

@@ -1,14 +1,15 @@
 //! A connection's own thread: configures its socket, reads its PROXY header, serves it
-//! (a TLS one after its handshake), closes it gracefully, and logs how it went.
+//! (a TLS one after its handshake), closes it gracefully, and logs how it went. Which
+//! thread serves a TLS connection, and who waits for the client's close, is the
+//! runtime's business ([`super::runtime`]).
 
 use std::io::{self, ErrorKind};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use super::closer::Lingering;
 use super::registry::{self, Registered};
+use super::runtime::Lingering;
 use super::shutdown::{SHUTDOWN_READ_TIMEOUT, restore_read_timeout};
 use super::{ServerState, admission, log_target};
 use crate::connection::{self, CloseReason, Peer, Summary};
@@ -72,7 +73,7 @@ pub(super) fn run_connection(
 }
 
 /// A TLS connection's handshake, then its service, on this thread or handed to another
-/// (see [`hand_off`]); or, if the handshake fails, its close. Never inlined into
+/// (see [`super::runtime`]); or, if the handshake fails, its close. Never inlined into
 /// [`run_connection`]: the handshake's result is over a kilobyte, and in that frame it made every
 /// plain connection's thread touch one more stack page.
 #[inline(never)]
@@ -130,7 +131,7 @@ fn handshake_then_serve(
                 local,
                 welcomed: session.welcomed.then_some(welcome.len()),
             };
-            match stay_on_handshake_thread(state) {
+            match state.runtime.handshake_seat() {
                 Some(_seat) => serve_tls(state, established),
                 None => hand_off(state, established),
             }
@@ -152,45 +153,8 @@ fn handshake_then_serve(
     }
 }
 
-/// A seat for a TLS connection to be served by the thread that ran its handshake, if
-/// fewer than [`handshake_seats`] connections hold one. A connection that stays skips the
-/// hand-off to a serving thread, a wake-up of another thread on each connection; one
-/// that cannot is handed off, so that a handshake's deep stack stays resident for a few
-/// open connections only, however many are held.
-fn stay_on_handshake_thread(state: &ServerState) -> Option<HandshakeSeat<'_>> {
-    let limit = handshake_seats(state.config.thread_cache);
-    state
-        .on_handshake_threads
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < limit).then_some(n + 1)
-        })
-        .ok()
-        .map(|_| HandshakeSeat(&state.on_handshake_threads))
-}
-
-/// How many TLS connections may be served by the thread that ran their handshake at
-/// once: a quarter of `--thread-cache`. Enough for the connections a busy server has open
-/// at once when they are short; each seat a held connection takes keeps a deep thread
-/// resident, and a parked handshake thread takes its place (README, "Memory").
-fn handshake_seats(thread_cache: usize) -> usize {
-    thread_cache / 4
-}
-
-/// A TLS connection's place among those served by their handshake's thread, given back
-/// however the connection ends.
-struct HandshakeSeat<'a>(&'a AtomicUsize);
-
-impl Drop for HandshakeSeat<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Serves an established TLS connection on a thread with the small stack of a plain one,
-/// and frees the handshake's thread for the next handshake: the pages its deep
-/// cryptography touched, on its stack and in its allocator cache, stay with the handshake
-/// threads (a few, parked or ending) instead of staying resident for as long as each
-/// connection lives. Each connection still has one thread at a time. If no thread can be
+/// Hands an established TLS connection to a thread with the small stack of a plain one
+/// (see [`super::runtime`]), which serves it with [`serve_tls`]; if no thread can be
 /// started, this one serves.
 fn hand_off(state: &Arc<ServerState>, mut established: Established) {
     // What rustls queued after the handshake (the session tickets) leaves now, from this
@@ -200,27 +164,8 @@ fn hand_off(state: &Arc<ServerState>, mut established: Established) {
     let _ = tls::send_queued(&established.stream, &mut established.conn);
     let slot = established.registered.slot;
     let stream = Arc::clone(&established.stream);
-    // Taken by whichever thread serves: the new one, or this one if it cannot start.
-    let parcel = Arc::new(std::sync::Mutex::new(Some(established)));
-    let (shared, handed) = (Arc::clone(state), Arc::clone(&parcel));
-    let spawned = state.threads.run(Box::new(move || {
-        let taken = crate::sync::lock(&handed).take();
-        if let Some(established) = taken {
-            serve_tls(&shared, established);
-        }
-    }));
-    match spawned {
-        Ok(thread) => registry::record_hand_off(state, slot, &stream, thread),
-        Err(e) => {
-            log::debug!(
-                target: log_target::SETUP,
-                "cannot start a serving thread ({e}); serving on the handshake's"
-            );
-            let taken = crate::sync::lock(&parcel).take();
-            if let Some(established) = taken {
-                serve_tls(state, established);
-            }
-        }
+    if let Some(thread) = state.runtime.hand_off(state, established, serve_tls) {
+        registry::record_hand_off(state, slot, &stream, thread);
     }
 }
 
@@ -272,8 +217,9 @@ struct Ending {
 }
 
 /// Logs the close line and closes gracefully: after `exit`, an idle timeout, shutdown or
-/// a failed handshake, sends FIN, then hands the connection to the closer, which closes
-/// it once the client has closed too (see [`closer`](super::closer)).
+/// a failed handshake, sends FIN, then lets the connection linger until the client has
+/// closed too (at most `--linger`), so that bytes the client still sends cannot turn the
+/// close into a reset that destroys what it has not read yet.
 fn close(
     state: &ServerState,
     registered: Registered,
@@ -327,7 +273,7 @@ fn close(
     // This thread moves on to other connections: shutdown must not signal it for this
     // one.
     registry::forget_thread(state, registered.slot, &stream);
-    state.closer.take(Lingering {
+    state.runtime.linger(Lingering {
         _registered: registered,
         stream,
         deadline,

@@ -1,8 +1,8 @@
-//! The accept loop: takes each connection from its listener, has it admitted and starts
-//! its thread; backs off when the system runs out of resources.
+//! The accept loop: takes each connection from its listener and starts its life (see
+//! [`lifecycle`](super::lifecycle)); backs off when the system runs out of resources.
 
 use std::io::{self, ErrorKind};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use log::{debug, error, warn};
 
 use super::log_limit::LogLimit;
-use super::{ServerState, admission, registry, setup};
+use super::{ServerState, admission, lifecycle};
 
 /// Accepts connections on `listener` until the server stops; `tls`: whether they begin
 /// with a TLS handshake.
@@ -21,7 +21,7 @@ pub(super) fn accept_loop(state: &Arc<ServerState>, listener: &TcpListener, tls:
             Ok((stream, peer)) => {
                 backoff.succeeded();
                 admission::report_suppressed_refusals(state, false);
-                start_connection(state, stream, peer, tls);
+                lifecycle::start(state, stream, peer, tls);
             }
             Err(_) if state.stopping() => return,
             Err(e) => {
@@ -33,22 +33,6 @@ pub(super) fn accept_loop(state: &Arc<ServerState>, listener: &TcpListener, tls:
                 }
             }
         }
-    }
-}
-
-/// A connection just accepted: admitted, then given a thread of its own that runs
-/// [`setup::run_connection`]; or refused, from here.
-fn start_connection(state: &Arc<ServerState>, stream: TcpStream, peer: SocketAddr, tls: bool) {
-    let Some(admitted) = admission::admit(state, stream, peer, tls) else {
-        return;
-    };
-    let (id, slot, counted) = (admitted.id, admitted.slot, admitted.counted);
-    let (shared, stream) = (Arc::clone(state), Arc::clone(&admitted.stream));
-    let life =
-        Box::new(move || setup::run_connection(&shared, id, slot, stream, peer, counted, tls));
-    match state.runtime.spawn(tls, life) {
-        Ok(thread) => registry::record_thread(state, slot, &admitted.stream, thread),
-        Err(e) => admission::no_thread(state, admitted, peer, tls, &e),
     }
 }
 

@@ -1,16 +1,15 @@
 //! The server: listeners, one accept loop each, and one thread per connection running
 //! [`connection::serve`](crate::connection::serve); the connection limits, and graceful
-//! shutdown.
+//! shutdown. A connection's whole life reads top to bottom in `lifecycle`.
 //!
 //! - this module: the configuration, the public API, and running the accept loops;
 //! - `listener`: binding or adopting a listener, with the options connections inherit;
 //! - `accept`: the accept loop, and its backoff when the system runs out of resources;
-//! - `admission`: address rules and limits: admit, or refuse; with `--proxy-protocol`,
-//!   the checks the PROXY header moves to the connection's thread;
+//! - `lifecycle`: ONE connection's life, top to bottom: admission, PROXY header, TLS
+//!   handshake, `connection::serve`, graceful close;
+//! - `admission`: address rules and limits: admit, or refuse;
 //! - `registry`: the live connections (for shutdown and the limits), and TLS handshakes
 //!   under way;
-//! - `setup`: what a connection's own thread does, from configuring its socket to
-//!   closing it gracefully;
 //! - `shutdown`: stopping: ending every connection's reading, and waiting for them;
 //! - `log_limit`: at most one log line a second for refusals and accept errors;
 //! - `runtime`: the optimizations, behind one seam, each with a switch to turn it off:
@@ -18,11 +17,11 @@
 
 mod accept;
 mod admission;
+mod lifecycle;
 mod listener;
 mod log_limit;
 mod registry;
 mod runtime;
-mod setup;
 mod shutdown;
 
 use std::io;

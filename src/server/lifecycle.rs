@@ -1,7 +1,15 @@
-//! A connection's own thread: configures its socket, reads its PROXY header, serves it
-//! (a TLS one after its handshake), closes it gracefully, and logs how it went. Which
-//! thread serves a TLS connection, and who waits for the client's close, is the
-//! runtime's business ([`super::runtime`]).
+//! One connection's life, top to bottom, in the order it happens:
+//!
+//! 1. [`start`], on the accept loop: admission (address rules, limits), then a thread of
+//!    its own;
+//! 2. [`run`], on that thread: its socket's set-up, the PROXY header (with
+//!    `--proxy-protocol`), then [`connection::serve`] for a plain connection, or
+//!    [`handshake_then_serve`] for a TLS one, which serves it on this thread or hands it
+//!    to another;
+//! 3. [`close`]: the close line, then a graceful close, waiting for the client's close.
+//!
+//! Which thread runs each step, and who waits for the client's close, is the runtime's
+//! business ([`super::runtime`]); the checks are admission's ([`super::admission`]).
 
 use std::io::{self, ErrorKind};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
@@ -15,11 +23,26 @@ use super::{ServerState, admission, log_target};
 use crate::connection::{self, CloseReason, Peer, Summary};
 use crate::tls;
 
+/// A connection just accepted, on the accept loop: admitted, then given a thread of its
+/// own that runs the rest of its life ([`run`]); or refused, from here.
+pub(super) fn start(state: &Arc<ServerState>, stream: TcpStream, peer: SocketAddr, tls: bool) {
+    let Some(admitted) = admission::admit(state, stream, peer, tls) else {
+        return;
+    };
+    let (id, slot, counted) = (admitted.id, admitted.slot, admitted.counted);
+    let (shared, stream) = (Arc::clone(state), Arc::clone(&admitted.stream));
+    let life = Box::new(move || run(&shared, id, slot, stream, peer, counted, tls));
+    match state.runtime.spawn(tls, life) {
+        Ok(thread) => registry::record_thread(state, slot, &admitted.stream, thread),
+        Err(e) => admission::no_thread(state, admitted, peer, tls, &e),
+    }
+}
+
 /// A connection's own thread: configures the socket, reads the PROXY header, serves the
 /// connection (a TLS one after its handshake), closes it gracefully, and logs the close.
 /// `counted`: the address whose `--max-per-source` count admission took a place in for
 /// this connection, if any.
-pub(super) fn run_connection(
+fn run(
     state: &Arc<ServerState>,
     id: u64,
     slot: usize,
@@ -39,8 +62,10 @@ pub(super) fn run_connection(
         via: None,
     };
     let started = Instant::now();
+    // Its socket.
     let configured = configure(state, &stream);
-    // The PROXY header comes first: before the TLS handshake, whose bytes follow it.
+    // The PROXY header, with `--proxy-protocol`: first, before the TLS handshake, whose
+    // bytes follow it.
     if configured.is_ok() {
         if let Some(proxy) = &state.config.proxy {
             if !admission::admit_proxied(state, &mut registered, &stream, proxy, tls) {
@@ -50,6 +75,7 @@ pub(super) fn run_connection(
     }
     let peer = registered.peer;
     let local = configured.and_then(|()| local_address(state, &stream));
+    // The protocol: at once over plain TCP; over TLS after the handshake.
     let ending = match (local, &state.config.tls) {
         (Err(e), _) => failed(e),
         (Ok(local), Some(config)) if tls => {
@@ -69,12 +95,13 @@ pub(super) fn run_connection(
             detail: String::new(),
         },
     };
+    // The close.
     close(state, registered, stream, started, ending);
 }
 
 /// A TLS connection's handshake, then its service, on this thread or handed to another
 /// (see [`super::runtime`]); or, if the handshake fails, its close. Never inlined into
-/// [`run_connection`]: the handshake's result is over a kilobyte, and in that frame it made every
+/// [`run`]: the handshake's result is over a kilobyte, and in that frame it made every
 /// plain connection's thread touch one more stack page.
 #[inline(never)]
 fn handshake_then_serve(

@@ -39,6 +39,14 @@ pub(super) struct Pending {
 }
 
 impl Registry {
+    /// The live entry in `slot` if it is still `stream`'s connection: a slot is reused
+    /// once its connection has left.
+    fn entry(&mut self, slot: usize, stream: &Arc<TcpStream>) -> Option<&mut Live> {
+        self.live
+            .get_mut(slot)
+            .filter(|live| Arc::ptr_eq(&live.stream, stream))
+    }
+
     /// Removes handshake `id` from those under way; `None` if it is not there.
     fn end_handshake(&mut self, id: u64) -> Option<Pending> {
         let pending = self.handshakes.remove(&id)?;
@@ -104,9 +112,8 @@ pub(super) fn record_thread(
     stream: &Arc<TcpStream>,
     thread: Pthread,
 ) {
-    let mut registry = state.lock();
-    if let Some(live) = registry.live.get_mut(slot) {
-        if Arc::ptr_eq(&live.stream, stream) && !live.handed_off {
+    if let Some(live) = state.lock().entry(slot, stream) {
+        if !live.handed_off {
             live.thread = thread;
         }
     }
@@ -121,24 +128,18 @@ pub(super) fn record_hand_off(
     stream: &Arc<TcpStream>,
     thread: Pthread,
 ) {
-    let mut registry = state.lock();
-    if let Some(live) = registry.live.get_mut(slot) {
-        if Arc::ptr_eq(&live.stream, stream) {
-            live.thread = thread;
-            live.handed_off = true;
-            live.woken = false;
-        }
+    if let Some(live) = state.lock().entry(slot, stream) {
+        live.thread = thread;
+        live.handed_off = true;
+        live.woken = false;
     }
 }
 
 /// Forgets the thread of the connection in `slot`, which keeps its place while its
 /// thread moves on to other connections: shutdown must not signal that thread for it.
 pub(super) fn forget_thread(state: &ServerState, slot: usize, stream: &Arc<TcpStream>) {
-    let mut registry = state.lock();
-    if let Some(live) = registry.live.get_mut(slot) {
-        if Arc::ptr_eq(&live.stream, stream) {
-            live.thread = 0;
-        }
+    if let Some(live) = state.lock().entry(slot, stream) {
+        live.thread = 0;
     }
 }
 

@@ -1,61 +1,63 @@
-//! Listeners, the accept loop, the connection limit and graceful shutdown.
+//! The server: listeners, one accept loop each, and one thread per connection running
+//! [`connection::serve`](crate::connection::serve); the connection limits, and graceful
+//! shutdown. A connection's whole life reads top to bottom in `lifecycle`.
 //!
-//! One thread accepts on each listener; every accepted connection gets a thread of its
-//! own that runs [`connection::serve`](crate::connection::serve). The server keeps an
-//! `Arc` of every live stream and its thread, so that shutdown can end their reads (a
-//! short read timeout, and a signal that interrupts a blocked read): each connection
-//! then answers what it already received, says `server shutting down`, and closes.
-//!
-//! - this module: the configuration, binding, and running the accept loops;
-//! - `accept`: the accept loop, admission (limits) and refusals, and its backoff;
-//! - `registry`: the live connections, and a connection's place among them;
-//! - `proxied`: with `--proxy-protocol`, a connection's PROXY header, and the admission
-//!   checks it moves from the accept loop to the connection's thread;
-//! - `setup`: what a connection's own thread does, from configuring its socket to
-//!   closing it gracefully;
-//! - `closer`: where a closed connection waits for its client's close (`--linger`), off
-//!   its thread;
+//! - this module: the configuration, the public API, and running the accept loops;
+//! - `listener`: binding or adopting a listener, with the options connections inherit;
+//! - `accept`: the accept loop, and its backoff when the system runs out of resources;
+//! - `lifecycle`: ONE connection's life, top to bottom: admission, PROXY header, TLS
+//!   handshake, `connection::serve`, graceful close;
+//! - `admission`: address rules and limits: admit, or refuse;
+//! - `registry`: the live connections (for shutdown and the limits), and TLS handshakes
+//!   under way;
 //! - `shutdown`: stopping: ending every connection's reading, and waiting for them;
-//! - `threads`: the thread cache, where finished connection threads wait for the next.
+//! - `log_limit`: at most one log line a second for refusals and accept errors;
+//! - `runtime`: the optimizations, behind one seam, each with a switch to turn it off:
+//!   the thread cache, the TLS hand-off and its handshake seats, the closer.
 
 mod accept;
-mod closer;
-mod proxied;
+mod admission;
+mod lifecycle;
+mod listener;
+mod log_limit;
 mod registry;
-mod setup;
+mod runtime;
 mod shutdown;
-mod threads;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
 use slab::Slab;
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::connection::Context;
 use crate::metrics::{Counters, Snapshot};
 use crate::tls::Tls;
 
-pub use accept::{AcceptBackoff, RateLimit};
+pub use accept::AcceptBackoff;
+pub use listener::{
+    KEEPALIVE_PROBES, MAX_KEEPALIVE_SECS, MAX_USER_TIMEOUT_SECS, adopt, keepalive, listen,
+};
+pub use log_limit::LogLimit;
 use registry::Registry;
-pub use threads::PARKED_FOR;
-use threads::ThreadCache;
+use runtime::Runtime;
+pub use runtime::{CONNECTION_STACK, PARKED_FOR, TLS_CONNECTION_STACK};
 
-/// Stack reserved for each connection thread. Only the pages a thread touches cost
-/// memory (two here: the thread control block and the frames); the reservation just
-/// has to hold the deepest call chain with room to spare. 64 KiB measured no more
-/// resident memory than 32 KiB, and less than 16 KiB (README, "Memory").
-pub const CONNECTION_STACK: usize = 64 * 1024;
-
-/// Stack reserved for each TLS connection thread. The handshake's public-key arithmetic
-/// (ring's RSA signing above all) goes far deeper than serving: an RSA-2048 handshake
-/// overflowed 64 KiB in a debug build, and a stack overflow aborts the whole process.
-/// Only the pages the handshake touches become resident.
-pub const TLS_CONNECTION_STACK: usize = 512 * 1024;
+/// The log targets of the server's lines. `RUST_LOG` filters and log readers name them,
+/// so each line keeps its target whichever file writes it.
+mod log_target {
+    /// Refusals, and the open line of a plain connection.
+    pub(super) const ACCEPT: &str = "tcp_hello::server::accept";
+    /// A connection's close line, and a TLS connection's open line.
+    pub(super) const SETUP: &str = "tcp_hello::server::setup";
+    /// What a PROXY header let in or kept out.
+    pub(super) const PROXIED: &str = "tcp_hello::server::proxied";
+    /// TLS handshakes ended for newer ones, and connection threads that panicked.
+    pub(super) const REGISTRY: &str = "tcp_hello::server::registry";
+}
 
 /// How the server runs, apart from the protocol's [`crate::protocol::Settings`].
 #[derive(Debug, Clone)]
@@ -132,29 +134,6 @@ impl Default for ServerConfig {
     }
 }
 
-/// The longest `--keepalive` Linux takes (`TCP_KEEPIDLE` and `TCP_KEEPINTVL` stop at 32767 s).
-pub const MAX_KEEPALIVE_SECS: u64 = 32_767;
-
-/// The longest `--user-timeout` Linux takes: `TCP_USER_TIMEOUT` is a positive `int` of
-/// milliseconds.
-pub const MAX_USER_TIMEOUT_SECS: u64 = i32::MAX as u64 / 1000;
-
-/// Keepalive probes sent, after the idle time, before a silent peer is declared gone.
-pub const KEEPALIVE_PROBES: u32 = 3;
-
-/// The keepalive of `--keepalive SECS`: after `idle` of silence, [`KEEPALIVE_PROBES`]
-/// probes `idle / 3` whole seconds apart (at least 1); the connection is dropped one
-/// interval after the last unanswered one, about `2 × idle` after the peer last sent.
-pub fn keepalive(idle: Duration) -> socket2::TcpKeepalive {
-    let params = socket2::TcpKeepalive::new().with_time(idle);
-    #[cfg(target_os = "linux")]
-    let params = params
-        // Whole seconds: what the kernel takes.
-        .with_interval(Duration::from_secs((idle.as_secs() / 3).max(1)))
-        .with_retries(KEEPALIVE_PROBES);
-    params
-}
-
 /// A listening address, and whether it speaks TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Listening {
@@ -178,134 +157,65 @@ impl std::fmt::Display for Listening {
 pub struct Server {
     /// Every listener, and whether it speaks TLS.
     listeners: Vec<(Arc<TcpListener>, bool)>,
-    shared: Arc<Shared>,
+    state: Arc<ServerState>,
     shutdown_timeout: Duration,
 }
 
 /// Stops a running [`Server`]; cheap to clone and send to another thread.
 #[derive(Clone)]
 pub struct ShutdownHandle {
-    shared: Arc<Shared>,
+    state: Arc<ServerState>,
 }
 
 /// Reads a running [`Server`]'s counters; cheap to clone and send to another thread.
 #[derive(Clone)]
-pub struct Stats {
-    shared: Arc<Shared>,
+pub struct StatsHandle {
+    state: Arc<ServerState>,
 }
 
-impl Stats {
+impl StatsHandle {
     /// The counters now, the connections open (the registry's lock, held for a moment)
     /// and the process's threads.
     pub fn snapshot(&self) -> Snapshot {
-        let open = self.shared.lock().live.len();
-        self.shared
+        let open = self.state.lock().live.len();
+        self.state
             .counters
             .snapshot(open, crate::metrics::threads())
     }
 }
 
-/// What the accept loops, the connection threads and shutdown share.
-struct Shared {
+/// One running server's state, shared by its accept loops, its connection threads and
+/// shutdown.
+struct ServerState {
     ctx: Context,
     config: ServerConfig,
     listeners: Vec<Arc<TcpListener>>,
     registry: Mutex<Registry>,
-    /// Signalled whenever a connection leaves the registry.
+    /// Signalled whenever the last connection leaves the registry.
     left: Condvar,
     next_id: AtomicU64,
-    busy_log: Mutex<RateLimit>,
+    /// The log rate limit of busy refusals and ended handshakes.
+    busy_log: Mutex<LogLimit>,
     counters: Counters,
-    /// Threads that serve: plain connections, and TLS ones after their handshake.
-    threads: Arc<ThreadCache>,
-    /// Threads with the deep stack a TLS handshake needs.
-    handshake_threads: Arc<ThreadCache>,
-    /// Closed connections waiting for their clients' close.
-    closer: Arc<closer::Closer>,
-    /// TLS connections served by the thread that ran their handshake (see
-    /// [`Shared::stay_on_handshake_thread`]).
-    on_handshake_threads: AtomicUsize,
-}
-
-/// Binds one listening socket with an explicit backlog (std's `bind` uses 128, which a
-/// burst of connects overflows). Options every connection needs are set here once:
-/// Linux copies them to each accepted socket, which saves three system calls per
-/// connection.
-pub fn listen(addr: SocketAddr, config: &ServerConfig) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    // Replies leave in one write per batch, so Nagle's delay would only add latency.
-    socket.set_tcp_nodelay(true)?;
-    socket.set_read_timeout(config.idle_timeout)?;
-    socket.set_write_timeout(config.write_timeout)?;
-    // Linux copies SO_KEEPALIVE, TCP_KEEPIDLE/INTVL/CNT and TCP_USER_TIMEOUT to accepted
-    // sockets too (a test below reads them back from one).
-    if let Some(idle) = config.keepalive {
-        socket.set_tcp_keepalive(&keepalive(idle))?;
-    }
-    set_user_timeout(&socket, config.user_timeout)?;
-    // A restarted server must not wait for the old connections' TIME_WAIT to end.
-    socket.set_reuse_address(true)?;
-    if config.reuse_port {
-        socket.set_reuse_port(true)?;
-    }
-    if addr.is_ipv6() {
-        // So that `[::]:P` and `0.0.0.0:P` can both be bound, as separate listeners.
-        socket.set_only_v6(true)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(config.backlog)?;
-    Ok(socket.into())
-}
-
-/// Prepares a listening socket opened by someone else (systemd's, inherited): gives it the
-/// options [`listen`] sets for every connection's sake, since Linux copies them to each
-/// accepted socket. Its address, backlog and SO_REUSEPORT stay as its opener set them.
-pub fn adopt(listener: TcpListener, config: &ServerConfig) -> io::Result<TcpListener> {
-    let socket = SockRef::from(&listener);
-    if !socket.is_listener()? {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "it is not a listening socket (a .socket unit needs Accept=no, the default)",
-        ));
-    }
-    // The accept loop blocks in accept; `NonBlocking=yes` in a .socket unit would spin it.
-    listener.set_nonblocking(false)?;
-    socket.set_tcp_nodelay(true)?;
-    socket.set_read_timeout(config.idle_timeout)?;
-    socket.set_write_timeout(config.write_timeout)?;
-    if let Some(idle) = config.keepalive {
-        socket.set_tcp_keepalive(&keepalive(idle))?;
-    }
-    set_user_timeout(&socket, config.user_timeout)?;
-    Ok(listener)
-}
-
-/// Sets `TCP_USER_TIMEOUT` when one is asked for.
-#[cfg(target_os = "linux")]
-fn set_user_timeout(socket: &Socket, timeout: Option<Duration>) -> io::Result<()> {
-    match timeout {
-        Some(t) => socket.set_tcp_user_timeout(Some(t)),
-        None => Ok(()),
-    }
-}
-
-/// `TCP_USER_TIMEOUT` is Linux's: elsewhere asking for it is an error.
-#[cfg(not(target_os = "linux"))]
-fn set_user_timeout(_: &Socket, timeout: Option<Duration>) -> io::Result<()> {
-    match timeout {
-        Some(_) => Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "--user-timeout needs Linux (TCP_USER_TIMEOUT); leave it at 0 here",
-        )),
-        None => Ok(()),
-    }
+    /// The threads connections run on, and the closer.
+    runtime: Runtime,
 }
 
 impl ShutdownHandle {
+    /// Stops accepting and ends every connection's reading; idempotent.
+    pub fn shutdown(&self) {
+        shutdown::stop(&self.state);
+    }
+
+    /// How many connections are open now.
+    pub fn connections(&self) -> usize {
+        self.state.lock().live.len()
+    }
+
     /// Whether the server has been told to stop (for the UDP threads, which look at it
     /// between datagrams).
     pub fn stopping(&self) -> bool {
-        self.shared.stopping()
+        self.state.stopping()
     }
 }
 
@@ -329,12 +239,7 @@ impl Server {
         config: ServerConfig,
         mut ctx: Context,
     ) -> io::Result<Server> {
-        // A handler, so that WAKE_SIGNAL interrupts a read instead of being discarded as
-        // an ignored signal. It only sets a flag nobody reads.
-        signal_hook::flag::register(
-            signal_hook::consts::SIGURG,
-            Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        )?;
+        shutdown::install_wake_handler()?;
         // The streams' write timeout comes from here, so the connections learn it here.
         ctx.write_timeout = config.write_timeout;
         let listeners: Vec<_> = listeners
@@ -348,36 +253,21 @@ impl Server {
             live: Slab::with_capacity(config.max_connections.min(1 << 16)),
             ..Registry::default()
         };
-        let threads = ThreadCache::new(CONNECTION_STACK, config.thread_cache);
-        let handshake_threads = ThreadCache::new(
-            TLS_CONNECTION_STACK,
-            if config.tls.is_some() {
-                config.thread_cache
-            } else {
-                0
-            },
-        );
-        // Started before the server announces itself, so that its thread is among the
-        // idle ones.
-        let closer = Arc::new(closer::Closer::default());
-        closer.start(CONNECTION_STACK)?;
-        let shared = Arc::new(Shared {
-            threads,
-            handshake_threads,
-            closer: Arc::clone(&closer),
-            on_handshake_threads: AtomicUsize::new(0),
+        let runtime = Runtime::start(&config)?;
+        let state = Arc::new(ServerState {
+            runtime,
             ctx,
             config,
             listeners: listeners.iter().map(|(l, _)| Arc::clone(l)).collect(),
             registry: Mutex::new(registry),
             left: Condvar::new(),
             next_id: AtomicU64::new(1),
-            busy_log: Mutex::new(RateLimit::new(Duration::from_secs(1))),
+            busy_log: Mutex::new(LogLimit::new(Duration::from_secs(1))),
             counters: Counters::default(),
         });
         Ok(Server {
             listeners,
-            shared,
+            state,
             shutdown_timeout,
         })
     }
@@ -398,14 +288,14 @@ impl Server {
     /// A handle that stops the server from any thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
-            shared: Arc::clone(&self.shared),
+            state: Arc::clone(&self.state),
         }
     }
 
     /// What `--metrics` reads: the server's counters, from any thread.
-    pub fn stats(&self) -> Stats {
-        Stats {
-            shared: Arc::clone(&self.shared),
+    pub fn stats(&self) -> StatsHandle {
+        StatsHandle {
+            state: Arc::clone(&self.state),
         }
     }
 
@@ -414,25 +304,28 @@ impl Server {
     pub fn run(self) -> io::Result<usize> {
         let mut acceptors = Vec::new();
         for (listener, tls) in self.listeners.iter().skip(1) {
-            let (listener, shared, tls) = (Arc::clone(listener), Arc::clone(&self.shared), *tls);
+            let (listener, state, tls) = (Arc::clone(listener), Arc::clone(&self.state), *tls);
             acceptors.push(
                 thread::Builder::new()
                     .name("accept".into())
-                    .spawn(move || shared.accept_loop(&listener, tls))?,
+                    .spawn(move || accept::accept_loop(&state, &listener, tls))?,
             );
         }
         if let Some((first, tls)) = self.listeners.first() {
-            self.shared.accept_loop(first, *tls);
+            accept::accept_loop(&self.state, first, *tls);
         }
         for acceptor in acceptors {
             let _ = acceptor.join();
         }
-        self.shared.report_suppressed_refusals(true);
-        Ok(self.shared.wait_for_connections(self.shutdown_timeout))
+        admission::report_suppressed_refusals(&self.state, true);
+        Ok(shutdown::wait_for_connections(
+            &self.state,
+            self.shutdown_timeout,
+        ))
     }
 }
 
-impl Shared {
+impl ServerState {
     fn lock(&self) -> MutexGuard<'_, Registry> {
         // The registry stays consistent even if a holder panicked: every update is one call.
         crate::sync::lock(&self.registry)
@@ -440,86 +333,5 @@ impl Shared {
 
     fn stopping(&self) -> bool {
         self.ctx.shutting_down.load(Ordering::Acquire)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use socket2::SockRef;
-    use std::net::TcpStream;
-
-    fn config(keepalive: Option<Duration>, user_timeout: Option<Duration>) -> ServerConfig {
-        ServerConfig {
-            bind: Vec::new(),
-            tls_bind: Vec::new(),
-            tls: None,
-            backlog: 8,
-            reuse_port: false,
-            max_connections: 4,
-            max_per_source: 0,
-            rules: Default::default(),
-            proxy: None,
-            idle_timeout: None,
-            write_timeout: None,
-            shutdown_timeout: Duration::from_secs(1),
-            linger: Duration::from_secs(2),
-            thread_cache: 0,
-            max_handshakes: 4,
-            max_handshakes_per_source: 4,
-            keepalive,
-            user_timeout,
-        }
-    }
-
-    /// Connects to a listener made by [`listen`] and returns the accepted socket.
-    fn accepted(config: &ServerConfig) -> (TcpStream, TcpStream) {
-        let listener = listen(SocketAddr::from(([127, 0, 0, 1], 0)), config).unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (stream, _) = listener.accept().unwrap();
-        (stream, client)
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn accepted_sockets_inherit_keepalive_and_user_timeout_from_the_listener() {
-        let config = config(Some(Duration::from_secs(30)), Some(Duration::from_secs(7)));
-        let (stream, _client) = accepted(&config);
-        let socket = SockRef::from(&stream);
-        assert!(socket.keepalive().unwrap());
-        assert_eq!(
-            socket.tcp_keepalive_time().unwrap(),
-            Duration::from_secs(30)
-        );
-        assert_eq!(
-            socket.tcp_keepalive_interval().unwrap(),
-            Duration::from_secs(10)
-        );
-        assert_eq!(socket.tcp_keepalive_retries().unwrap(), KEEPALIVE_PROBES);
-        assert_eq!(
-            socket.tcp_user_timeout().unwrap(),
-            Some(Duration::from_secs(7))
-        );
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn keepalive_and_user_timeout_stay_off_unless_asked_for() {
-        let (stream, _client) = accepted(&config(None, None));
-        let socket = SockRef::from(&stream);
-        assert!(!socket.keepalive().unwrap());
-        assert_eq!(socket.tcp_user_timeout().unwrap(), None);
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn short_keepalives_probe_at_least_a_second_apart() {
-        let (stream, _client) = accepted(&config(Some(Duration::from_secs(1)), None));
-        let socket = SockRef::from(&stream);
-        assert_eq!(socket.tcp_keepalive_time().unwrap(), Duration::from_secs(1));
-        assert_eq!(
-            socket.tcp_keepalive_interval().unwrap(),
-            Duration::from_secs(1)
-        );
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
@@ -11,7 +11,8 @@ use log::{error, warn};
 use nix::sys::pthread::Pthread;
 use slab::Slab;
 
-use super::Shared;
+use super::{ServerState, log_target};
+use crate::sync::lock;
 
 #[derive(Default)]
 pub(super) struct Registry {
@@ -38,6 +39,14 @@ pub(super) struct Pending {
 }
 
 impl Registry {
+    /// The live entry in `slot` if it is still `stream`'s connection: a slot is reused
+    /// once its connection has left.
+    fn entry(&mut self, slot: usize, stream: &Arc<TcpStream>) -> Option<&mut Live> {
+        self.live
+            .get_mut(slot)
+            .filter(|live| Arc::ptr_eq(&live.stream, stream))
+    }
+
     /// Removes handshake `id` from those under way; `None` if it is not there.
     fn end_handshake(&mut self, id: u64) -> Option<Pending> {
         let pending = self.handshakes.remove(&id)?;
@@ -63,141 +72,175 @@ pub(super) struct Live {
     /// handshake thread, which has ended.
     pub(super) handed_off: bool,
     /// Shutdown has signalled `thread` already: each thread is signalled once, not on
-    /// every pass of the wait (19,900 signals every 100 ms slowed the exit by seconds).
+    /// every pass of the wait (with thousands of connections that would slow the exit).
     pub(super) woken: bool,
 }
 
-impl Shared {
-    /// Gives up a connection's slot, and its place in the count of `counted`, the
-    /// address it was counted for (see [`Registered::counted`]). Called exactly once per
-    /// admitted connection (by its `Registered` guard, or by `admit` when its thread
-    /// could not start): slots are reused, so a second call could free another
-    /// connection's.
-    pub(super) fn leave(&self, slot: usize, counted: Option<IpAddr>) {
-        let mut registry = self.lock();
-        if registry.live.try_remove(slot).is_none() {
-            return;
-        }
-        if let Some(source) = counted {
-            if let Some(count) = registry.per_source.get_mut(&source) {
-                *count -= 1;
-                if *count == 0 {
-                    registry.per_source.remove(&source);
-                }
+/// Gives up a connection's slot, and its place in the count of `counted`, the address it
+/// was counted for (see [`Registered::counted`]). Called exactly once per admitted
+/// connection (by its `Registered` guard, or by admission when its thread could not
+/// start): slots are reused, so a second call could free another connection's.
+pub(super) fn leave(state: &ServerState, slot: usize, counted: Option<IpAddr>) {
+    let mut registry = state.lock();
+    if registry.live.try_remove(slot).is_none() {
+        return;
+    }
+    if let Some(source) = counted {
+        if let Some(count) = registry.per_source.get_mut(&source) {
+            *count -= 1;
+            if *count == 0 {
+                registry.per_source.remove(&source);
             }
         }
-        if registry.live.is_empty() {
-            self.left.notify_all();
+    }
+    if registry.live.is_empty() {
+        state.left.notify_all();
+    }
+    drop(registry);
+    // A burst of refusals at the limit is followed by connections leaving: report
+    // what it left unreported without waiting for the next refusal.
+    super::admission::report_suppressed_refusals(state, false);
+}
+
+/// Records the thread the accept loop started for the connection in `slot`, so that
+/// shutdown can interrupt its reads. Only while the slot is still this connection's (the
+/// thread may have finished already, and the slot gone to another connection), and not
+/// over the serving thread a TLS connection's handshake thread has handed it to.
+pub(super) fn record_thread(
+    state: &ServerState,
+    slot: usize,
+    stream: &Arc<TcpStream>,
+    thread: Pthread,
+) {
+    if let Some(live) = state.lock().entry(slot, stream) {
+        if !live.handed_off {
+            live.thread = thread;
         }
-        drop(registry);
-        // A burst of refusals at the limit is followed by connections leaving: report
-        // what it left unreported without waiting for the next refusal.
-        self.report_suppressed_refusals(false);
     }
 }
 
-impl Shared {
-    /// Takes a place for connection `id`'s TLS handshake among those under way. With
-    /// `--tls-max-handshakes-per-source` under way from `peer`'s address, or
-    /// `--tls-max-handshakes` in all, the oldest one (of the address, or of all) is
-    /// ended to make room: a real client's handshake takes a round trip or two, so the
-    /// oldest is the likeliest to be stalled, and a flood of stalled handshakes cannot
-    /// shut out the clients that come after it, as refusing the newest would.
-    pub(super) fn begin_handshake(
-        &self,
-        id: u64,
-        peer: SocketAddr,
-        stream: &Arc<TcpStream>,
-    ) -> HandshakePlace<'_> {
-        let (per_source, all) = (
-            self.config.max_handshakes_per_source,
-            self.config.max_handshakes,
-        );
-        let mut registry = self.lock();
-        let from_source = registry.handshakes_per_source.get(&peer.ip());
-        let oldest = if from_source.is_some_and(|&n| n >= per_source) {
-            registry
-                .handshakes
-                .iter()
-                .find(|(_, p)| p.peer.ip() == peer.ip())
-                .map(|(&id, _)| id)
-        } else if registry.handshakes.len() >= all {
-            registry.handshakes.keys().next().copied()
+/// Records the serving thread a TLS connection was handed to. Called before the
+/// handshake's thread moves on, so that shutdown never signals a thread that has left
+/// the connection.
+pub(super) fn record_hand_off(
+    state: &ServerState,
+    slot: usize,
+    stream: &Arc<TcpStream>,
+    thread: Pthread,
+) {
+    if let Some(live) = state.lock().entry(slot, stream) {
+        live.thread = thread;
+        live.handed_off = true;
+        live.woken = false;
+    }
+}
+
+/// Forgets the thread of the connection in `slot`, which keeps its place while its
+/// thread moves on to other connections: shutdown must not signal that thread for it.
+pub(super) fn forget_thread(state: &ServerState, slot: usize, stream: &Arc<TcpStream>) {
+    if let Some(live) = state.lock().entry(slot, stream) {
+        live.thread = 0;
+    }
+}
+
+/// Takes a place for connection `id`'s TLS handshake among those under way. With
+/// `--tls-max-handshakes-per-source` under way from `peer`'s address, or
+/// `--tls-max-handshakes` in all, the oldest one (of the address, or of all) is
+/// ended to make room: a real client's handshake takes a round trip or two, so the
+/// oldest is the likeliest to be stalled, and a flood of stalled handshakes cannot
+/// shut out the clients that come after it, as refusing the newest would.
+pub(super) fn begin_handshake<'a>(
+    state: &'a ServerState,
+    id: u64,
+    peer: SocketAddr,
+    stream: &Arc<TcpStream>,
+) -> HandshakePlace<'a> {
+    let (per_source, all) = (
+        state.config.max_handshakes_per_source,
+        state.config.max_handshakes,
+    );
+    let mut registry = state.lock();
+    let from_source = registry.handshakes_per_source.get(&peer.ip());
+    let oldest = if from_source.is_some_and(|&n| n >= per_source) {
+        registry
+            .handshakes
+            .iter()
+            .find(|(_, p)| p.peer.ip() == peer.ip())
+            .map(|(&id, _)| id)
+    } else if registry.handshakes.len() >= all {
+        registry.handshakes.keys().next().copied()
+    } else {
+        None
+    };
+    let ended = oldest.and_then(|old| registry.end_handshake(old));
+    registry.handshakes.insert(
+        id,
+        Pending {
+            peer,
+            stream: Arc::clone(stream),
+        },
+    );
+    *registry.handshakes_per_source.entry(peer.ip()).or_insert(0) += 1;
+    drop(registry);
+    if let Some(ended) = ended {
+        // Its thread's read or write returns at once, and it closes.
+        let _ = ended.stream.shutdown(Shutdown::Both);
+        let why = if ended.peer.ip() == peer.ip() {
+            format!("{per_source} under way from its address (--tls-max-handshakes-per-source)")
         } else {
-            None
+            format!("{all} under way (--tls-max-handshakes)")
         };
-        let ended = oldest.and_then(|old| registry.end_handshake(old));
-        registry.handshakes.insert(
-            id,
-            Pending {
-                peer,
-                stream: Arc::clone(stream),
-            },
-        );
-        *registry.handshakes_per_source.entry(peer.ip()).or_insert(0) += 1;
-        drop(registry);
-        if let Some(ended) = ended {
-            // Its thread's read or write returns at once, and it closes.
-            let _ = ended.stream.shutdown(Shutdown::Both);
-            let why = if ended.peer.ip() == peer.ip() {
-                format!("{per_source} under way from its address (--tls-max-handshakes-per-source)")
-            } else {
-                format!("{all} under way (--tls-max-handshakes)")
-            };
-            let suppressed = self
-                .busy_log
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .allow(Instant::now());
-            match suppressed {
-                Some(0) => warn!(
-                    "ended the TLS handshake of {} for a newer one: {why}",
-                    ended.peer
-                ),
-                Some(n) => warn!(
-                    "ended the TLS handshake of {} for a newer one: {why} ({n} more ended or \
-                     refused since the last report)",
-                    ended.peer
-                ),
-                None => {}
-            }
+        let suppressed = lock(&state.busy_log).allow(Instant::now());
+        match suppressed {
+            Some(0) => warn!(
+                target: log_target::REGISTRY,
+                "ended the TLS handshake of {} for a newer one: {why}",
+                ended.peer
+            ),
+            Some(n) => warn!(
+                target: log_target::REGISTRY,
+                "ended the TLS handshake of {} for a newer one: {why} ({n} more ended or \
+                 refused since the last report)",
+                ended.peer
+            ),
+            None => {}
         }
-        HandshakePlace {
-            shared: self,
-            id,
-            given_up: false,
-        }
+    }
+    HandshakePlace {
+        state,
+        id,
+        given_up: false,
     }
 }
 
 /// A TLS handshake's place among those under way, given up when it ends (on drop, if
 /// not before).
 pub(super) struct HandshakePlace<'a> {
-    shared: &'a Shared,
+    state: &'a ServerState,
     id: u64,
     given_up: bool,
 }
 
 impl HandshakePlace<'_> {
     /// Gives the place up; false if a newer handshake took it (see
-    /// [`Shared::begin_handshake`]), which also closed the socket.
+    /// [`begin_handshake`]), which also closed the socket.
     pub(super) fn give_up(mut self) -> bool {
         self.given_up = true;
-        self.shared.lock().end_handshake(self.id).is_some()
+        self.state.lock().end_handshake(self.id).is_some()
     }
 }
 
 impl Drop for HandshakePlace<'_> {
     fn drop(&mut self) {
         if !self.given_up {
-            self.shared.lock().end_handshake(self.id);
+            self.state.lock().end_handshake(self.id);
         }
     }
 }
 
 /// A connection's place in the registry, given up on drop.
 pub(super) struct Registered {
-    pub(super) shared: Arc<Shared>,
+    pub(super) state: Arc<ServerState>,
     pub(super) id: u64,
     pub(super) slot: usize,
     /// The client's address: the socket's peer, or the one its PROXY header names.
@@ -217,11 +260,12 @@ impl Drop for Registered {
             // Connection threads are unnamed (a name costs an allocation per
             // connection), so this line is what ties the panic message to a connection.
             error!(
+                target: log_target::REGISTRY,
                 "conn {} closed: {}, its thread panicked (a bug: please report it)",
                 self.id, self.peer
             );
         }
-        self.shared.leave(self.slot, self.counted);
+        leave(&self.state, self.slot, self.counted);
     }
 }
 
@@ -257,7 +301,7 @@ mod tests {
         };
         let ctx = Context::new(Default::default(), None, Duration::ZERO);
         let server = Server::bind(config, ctx).unwrap();
-        let shared = Arc::clone(&server.shared);
+        let shared = Arc::clone(&server.state);
         let listener = &server.listeners[0].0;
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (stream, peer) = listener.accept().unwrap();
@@ -274,7 +318,7 @@ mod tests {
         let holder = Arc::clone(&shared);
         let joined = thread::spawn(move || {
             let _registered = Registered {
-                shared: holder,
+                state: holder,
                 id: 1,
                 slot,
                 peer,

@@ -1,8 +1,10 @@
 //! Stopping: no more accepts, and every connection's reading ended so that it answers
-//! what it has received, says `server shutting down`, and closes.
+//! what it has received, says `server shutting down`, and closes; then the wait for
+//! them. A connection thread blocked in `read` is woken by a signal ([`WAKE_SIGNAL`]).
 
+use std::io;
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -11,7 +13,7 @@ use nix::sys::pthread::pthread_kill;
 use nix::sys::signal::Signal;
 use socket2::SockRef;
 
-use super::{Shared, ShutdownHandle};
+use super::ServerState;
 
 /// The read timeout every connection gets at shutdown: a read that finds nothing for
 /// this long has read everything the client had sent.
@@ -22,104 +24,112 @@ pub(super) const SHUTDOWN_READ_TIMEOUT: Duration = Duration::from_millis(1);
 /// and the kernel sends it only to processes that ask for TCP urgent data.
 pub(super) const WAKE_SIGNAL: Signal = Signal::SIGURG;
 
-impl ShutdownHandle {
-    /// Stops accepting and ends every connection's reading; idempotent.
-    pub fn shutdown(&self) {
-        let shared = &self.shared;
-        let live: Vec<Arc<TcpStream>> = {
-            let mut registry = shared.lock();
-            if registry.stopping {
-                return;
-            }
-            registry.stopping = true;
-            shared.ctx.shutting_down.store(true, Ordering::Release);
-            registry
-                .live
-                .iter()
-                .map(|(_, live)| Arc::clone(&live.stream))
-                .collect()
-        };
-        info!(
-            "shutting down: {} connections to finish (up to {} s)",
-            live.len(),
-            shared.config.shutdown_timeout.as_secs()
-        );
-        // Not `shutdown(Read)`: Linux answers data that arrives after it, once the FIN
-        // has gone, with a reset that discards the replies still queued for the client.
-        // A short read timeout ends reading once what was sent has been read, and the
-        // signal makes a read already blocked start again under it. Set before the
-        // listeners are shut: the accept loops then go on to wait for the connections
-        // and signal their threads, and a read the signal restarts must find the short
-        // timeout already there (else it blocks again for the idle timeout).
-        for stream in live {
-            let _ = stream.set_read_timeout(Some(SHUTDOWN_READ_TIMEOUT));
-        }
-        for listener in &shared.listeners {
-            // Makes a blocked `accept` return at once (Linux).
-            let _ = SockRef::from(listener.as_ref()).shutdown(Shutdown::Both);
-        }
-        shared.interrupt_reads(false);
-    }
+/// Installs a handler for [`WAKE_SIGNAL`], so that it interrupts a read instead of being
+/// discarded as an ignored signal. It only sets a flag nobody reads.
+pub(super) fn install_wake_handler() -> io::Result<()> {
+    signal_hook::flag::register(WAKE_SIGNAL as i32, Arc::new(AtomicBool::new(false))).map(drop)
+}
 
-    /// How many connections are open now.
-    pub fn connections(&self) -> usize {
-        self.shared.lock().live.len()
+/// Stops accepting and ends every connection's reading; idempotent.
+pub(super) fn stop(state: &ServerState) {
+    let live: Vec<Arc<TcpStream>> = {
+        let mut registry = state.lock();
+        if registry.stopping {
+            return;
+        }
+        registry.stopping = true;
+        state.ctx.shutting_down.store(true, Ordering::Release);
+        registry
+            .live
+            .iter()
+            .map(|(_, live)| Arc::clone(&live.stream))
+            .collect()
+    };
+    info!(
+        "shutting down: {} connections to finish (up to {} s)",
+        live.len(),
+        state.config.shutdown_timeout.as_secs()
+    );
+    // Not `shutdown(Read)`: Linux answers data that arrives after it, once the FIN has
+    // gone, with a reset that discards the replies still queued for the client. A short
+    // read timeout ends reading once what was sent has been read, and the signal makes a
+    // read already blocked start again under it. Set before the listeners are shut: the
+    // accept loops then go on to wait for the connections and signal their threads, and
+    // a read the signal restarts must find the short timeout already there (else it
+    // blocks again for the idle timeout).
+    for stream in live {
+        let _ = stream.set_read_timeout(Some(SHUTDOWN_READ_TIMEOUT));
+    }
+    for listener in &state.listeners {
+        // Makes a blocked `accept` return at once (Linux).
+        let _ = SockRef::from(listener.as_ref()).shutdown(Shutdown::Both);
+    }
+    interrupt_reads(state, false);
+}
+
+/// Interrupts connection threads' blocked reads (see [`WAKE_SIGNAL`]): those not
+/// signalled yet, or with `again` every one. Once is enough for a read that runs under
+/// the short shutdown timeout; `again` is for the few that set a timeout of their own (a
+/// TLS handshake, a PROXY header) just as the first signal came. Under the registry's
+/// lock: a thread leaves the registry before it ends or serves another connection, so no
+/// other thread is signalled.
+fn interrupt_reads(state: &ServerState, again: bool) {
+    let mut registry = state.lock();
+    for (_, live) in registry.live.iter_mut() {
+        if live.thread != 0 && (again || !live.woken) {
+            let _ = pthread_kill(live.thread, WAKE_SIGNAL);
+            live.woken = true;
+        }
     }
 }
 
-impl Shared {
-    /// Interrupts connection threads' blocked reads (see [`WAKE_SIGNAL`]): those not
-    /// signalled yet, or with `again` every one. Once is enough for a read that runs
-    /// under the short shutdown timeout; `again` is for the few that set a timeout of
-    /// their own (a TLS handshake, a PROXY header) just as the first signal came. Under
-    /// the registry's lock: a thread leaves the registry before it ends or serves another
-    /// connection, so no other thread is signalled.
-    pub(super) fn interrupt_reads(&self, again: bool) {
-        let mut registry = self.lock();
-        for (_, live) in registry.live.iter_mut() {
-            if live.thread != 0 && (again || !live.woken) {
-                let _ = pthread_kill(live.thread, WAKE_SIGNAL);
-                live.woken = true;
-            }
+/// Waits up to `timeout` for every connection to finish; returns how many are left.
+pub(super) fn wait_for_connections(state: &ServerState, timeout: Duration) -> usize {
+    // A timeout past what the clock holds waits for as long as connections last.
+    let deadline = Instant::now().checked_add(timeout);
+    let mut registry = state.lock();
+    let mut last_full_pass = Instant::now();
+    while !registry.live.is_empty() {
+        let now = Instant::now();
+        let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));
+        if left.is_zero() {
+            break;
         }
+        // Again now and then, for threads recorded since: one started just before
+        // shutdown may have begun its read before its slot recorded it. And every thread
+        // once a second (see `interrupt_reads`).
+        drop(registry);
+        let again = now.duration_since(last_full_pass) >= Duration::from_secs(1);
+        if again {
+            last_full_pass = now;
+        }
+        interrupt_reads(state, again);
+        registry = state.lock();
+        let slice = left.min(Duration::from_millis(100));
+        registry = state
+            .left
+            .wait_timeout_while(registry, slice, |r| !r.live.is_empty())
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
     }
+    let left = registry.live.len();
+    if left > 0 {
+        warn!(
+            "{left} connections still open after {} s; exiting anyway",
+            timeout.as_secs()
+        );
+    }
+    left
+}
 
-    /// Waits up to `timeout` for every connection to finish; returns how many are left.
-    pub(super) fn wait_for_connections(&self, timeout: Duration) -> usize {
-        // A timeout past what the clock holds waits for as long as connections last.
-        let deadline = Instant::now().checked_add(timeout);
-        let mut registry = self.lock();
-        let mut last_full_pass = Instant::now();
-        while !registry.live.is_empty() {
-            let now = Instant::now();
-            let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));
-            if left.is_zero() {
-                break;
-            }
-            // Again now and then, for threads recorded since: one started just before
-            // shutdown may have begun its read before its slot recorded it. And every
-            // thread once a second (see `interrupt_reads`).
-            drop(registry);
-            let again = now.duration_since(last_full_pass) >= Duration::from_secs(1);
-            if again {
-                last_full_pass = now;
-            }
-            self.interrupt_reads(again);
-            registry = self.lock();
-            let slice = left.min(Duration::from_millis(100));
-            registry = self
-                .left
-                .wait_timeout_while(registry, slice, |r| !r.live.is_empty())
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        let left = registry.live.len();
-        if left > 0 {
-            warn!(
-                "{left} connections still open after {} s; exiting anyway",
-                timeout.as_secs()
-            );
-        }
-        left
+/// After the TLS handshake or the PROXY header, which set their own read timeouts: the
+/// idle timeout again, or the shutdown's, if shutdown began meanwhile (set after the idle
+/// one, in the same order as shutdown sets the flag and then the timeout, so neither is
+/// lost).
+pub(super) fn restore_read_timeout(state: &ServerState, stream: &TcpStream) -> io::Result<()> {
+    stream.set_read_timeout(state.config.idle_timeout)?;
+    if state.stopping() {
+        stream.set_read_timeout(Some(SHUTDOWN_READ_TIMEOUT))?;
     }
+    Ok(())
 }

@@ -19,7 +19,7 @@ use nix::sys::pthread::{Pthread, pthread_self};
 use crate::sync::lock;
 
 /// Work for a connection thread.
-pub(super) type Job = Box<dyn FnOnce() + Send + 'static>;
+pub(in crate::server) type Job = Box<dyn FnOnce() + Send + 'static>;
 
 /// How long a parked thread waits for a connection before it ends, so that the memory
 /// of a burst's threads is given back once the burst is over.

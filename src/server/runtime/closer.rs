@@ -5,11 +5,11 @@
 //! closes too (or `--linger` passes), so that bytes the client still sends cannot make the
 //! kernel reset the connection and destroy the farewell the client has not read yet. A
 //! thread blocked in `read` for that FIN is woken by it, and the client pays for the
-//! wake-up: 10% of the connection rate (README, "Connection rate"). Here one thread looks
+//! wake-up (README, "Connection rate"). Here one thread looks
 //! at every lingering socket every [`LOOK_EVERY`], without blocking on any: a FIN wakes
 //! nobody. The connection keeps its place in the registry until it is closed.
 
-use std::io::{self, ErrorKind};
+use std::io::{self, ErrorKind, Read};
 use std::mem::MaybeUninit;
 use std::net::TcpStream;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -18,21 +18,21 @@ use std::time::{Duration, Instant};
 
 use socket2::SockRef;
 
-use super::registry::Registered;
+use crate::server::registry::Registered;
 use crate::signals::spawn_blocking_stops;
 
 /// How often the closer looks at the sockets it holds, while it holds any: a connection
 /// keeps its place under `--max-connections` up to this long after its client closed.
-pub const LOOK_EVERY: Duration = Duration::from_millis(1);
+pub(super) const LOOK_EVERY: Duration = Duration::from_millis(1);
 
 /// A connection whose last bytes and FIN are sent, waiting for its client's close.
-pub(super) struct Lingering {
+pub(in crate::server) struct Lingering {
     /// Its place in the registry, held for its `Drop`: given up (and the socket closed)
     /// when this is dropped.
-    pub(super) _registered: Registered,
-    pub(super) stream: Arc<TcpStream>,
+    pub(in crate::server) _registered: Registered,
+    pub(in crate::server) stream: Arc<TcpStream>,
     /// When it is closed whatever the client does.
-    pub(super) deadline: Instant,
+    pub(in crate::server) deadline: Instant,
 }
 
 /// The connections waiting, and a signal for the closer's thread when it has none.
@@ -73,7 +73,7 @@ impl Closer {
         let mut scratch = [MaybeUninit::<u8>::uninit(); 512];
         let now = Instant::now();
         // Looked at without the lock, so that connections being handed over meanwhile
-        // (19,900 at a shutdown) never wait for a look at thousands of sockets.
+        // (thousands at a shutdown) never wait for a look at thousands of sockets.
         let mut waiting = std::mem::take(&mut *self.lock());
         let mut done = Vec::new();
         let mut i = 0;
@@ -111,6 +111,24 @@ impl Closer {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Lingering>> {
         crate::sync::lock(&self.lingering)
+    }
+}
+
+/// Without the closer: waits on the connection's own thread for its client's close,
+/// reading late bytes, until the deadline; then closes.
+pub(super) fn linger_here(lingering: Lingering) {
+    let mut scratch = [0u8; 512];
+    loop {
+        let left = lingering.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || lingering.stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match (&*lingering.stream).read(&mut scratch) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use crate::config::BenchConfig;
 
 /// [`BenchConfig`], checked and resolved.
 #[derive(Debug)]
-pub(super) struct Config {
+pub(super) struct Plan {
     pub(super) addr: SocketAddr,
     /// `--source`: the local addresses to connect from; `None`: the kernel picks.
     pub(super) sources: Option<SourceAddrs>,
@@ -42,8 +42,8 @@ pub(super) struct Config {
     pub(super) tls: Option<TlsSetup>,
 }
 
-impl Config {
-    pub(super) fn from_args(a: &BenchConfig) -> io::Result<Config> {
+impl Plan {
+    pub(super) fn from_args(a: &BenchConfig) -> io::Result<Plan> {
         let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
         if a.connections == 0 {
             return Err(invalid("--connections must be at least 1".into()));
@@ -123,7 +123,7 @@ impl Config {
             .threads
             .unwrap_or_else(|| thread::available_parallelism().map_or(1, NonZeroUsize::get))
             .min(a.connections);
-        Ok(Config {
+        Ok(Plan {
             addr,
             sources: a.source.clone(),
             connections: a.connections,
@@ -234,7 +234,7 @@ mod tests {
                 ..BenchConfig::default()
             };
             change(&mut c);
-            Config::from_args(&c)
+            Plan::from_args(&c)
         };
         let tls = |enabled: bool, f: &dyn Fn(&mut TlsClientConfig)| {
             let mut t = TlsClientConfig {

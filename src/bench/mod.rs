@@ -40,11 +40,11 @@ mod state;
 mod tls;
 mod worker;
 
-use config::Config;
+use config::Plan;
 use fail::{Fail, no_connection_error};
 use progress::Progress;
 use report::{HandshakeReport, Report, chart_rows, latency_summary};
-use state::{Shared, Stats, Tally};
+use state::{RunState, Tally, WorkerCounts};
 use worker::Worker;
 
 /// Connection setups (connect + welcome) in flight at once over all workers:
@@ -92,7 +92,7 @@ pub enum Outcome {
 /// object goes to stdout and the human report to stderr. It is an error when no
 /// connection at all could be set up; the message names the likely cause and fix.
 pub fn run(args: &BenchConfig) -> io::Result<Outcome> {
-    let cfg = Arc::new(Config::from_args(args)?);
+    let cfg = Arc::new(Plan::from_args(args)?);
     let hgrm_file = match &args.hgrm {
         Some(path) => Some((hgrm::open(path)?, path)),
         None => None,
@@ -110,13 +110,13 @@ pub fn run(args: &BenchConfig) -> io::Result<Outcome> {
         signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&interrupted))
     })?;
     let t0 = Instant::now();
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(RunState {
         interrupted,
         t0,
         start: OnceLock::new(),
         budget: cfg.messages.map(AtomicU64::new),
         primed: AtomicBool::new(!cfg.tls.as_ref().is_some_and(|t| t.resume)),
-        stats: (0..cfg.threads).map(|_| Stats::default()).collect(),
+        stats: (0..cfg.threads).map(|_| WorkerCounts::default()).collect(),
     });
 
     let mut wakers = Vec::with_capacity(cfg.threads);

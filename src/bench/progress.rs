@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use super::state::Snapshot;
+use super::state::Totals;
 
 /// The progress line on stderr: rewritten in place on a terminal, otherwise
 /// one plain line every few seconds.
@@ -40,7 +40,7 @@ impl Progress {
         &mut self,
         now: Instant,
         started: Option<Instant>,
-        snap: &Snapshot,
+        snap: &Totals,
         connections: usize,
     ) {
         if now < self.next {
@@ -76,7 +76,7 @@ impl Progress {
     }
 }
 
-pub(super) fn setup_line(elapsed: Duration, snap: &Snapshot, connections: usize) -> String {
+pub(super) fn setup_line(elapsed: Duration, snap: &Totals, connections: usize) -> String {
     format!(
         "bench {:.1}s: connecting {}/{} ({} up, {} failed)",
         elapsed.as_secs_f64(),
@@ -87,7 +87,7 @@ pub(super) fn setup_line(elapsed: Duration, snap: &Snapshot, connections: usize)
     )
 }
 
-pub(super) fn run_line(elapsed: Duration, rate: f64, snap: &Snapshot) -> String {
+pub(super) fn run_line(elapsed: Duration, rate: f64, snap: &Totals) -> String {
     format!(
         "bench {:.1}s: {} msg/s, {} messages, {} errors",
         elapsed.as_secs_f64(),
@@ -130,7 +130,7 @@ mod tests {
 
     #[test]
     fn progress_lines() {
-        let snap = Snapshot {
+        let snap = Totals {
             ok: 12_345,
             errors: 1,
             settled: 10,

@@ -137,9 +137,9 @@ mod tests {
 
     use mio::Poll;
 
-    use crate::bench::config::Config;
+    use crate::bench::config::Plan;
     use crate::bench::names::Template;
-    use crate::bench::state::{Shared, Stats};
+    use crate::bench::state::{RunState, WorkerCounts};
     use crate::bench::{CLOSE_GRACE, READ_BUF};
     use crate::protocol::{Notice, Settings};
 
@@ -147,7 +147,7 @@ mod tests {
     /// and no socket: lines are put straight into its read buffer.
     fn worker(state: State, awaiting: u64, expect: &str) -> Worker {
         let template = Template::parse(expect).unwrap();
-        let cfg = Config {
+        let cfg = Plan {
             addr: "127.0.0.1:9".parse().unwrap(),
             sources: None,
             connections: 1,
@@ -164,13 +164,13 @@ mod tests {
             close_grace: CLOSE_GRACE,
             tls: None,
         };
-        let shared = Shared {
+        let shared = RunState {
             interrupted: Arc::new(AtomicBool::new(false)),
             t0: Instant::now(),
             start: OnceLock::new(),
             budget: None,
             primed: AtomicBool::new(true),
-            stats: vec![Stats::default()],
+            stats: vec![WorkerCounts::default()],
         };
         let poll = Poll::new().unwrap();
         let mut w = Worker::new(0, poll, Arc::new(cfg), Arc::new(shared)).unwrap();

@@ -13,7 +13,7 @@ use super::tls::TlsParams;
 
 /// What the coordinating thread and the workers share.
 #[derive(Debug)]
-pub(super) struct Shared {
+pub(super) struct RunState {
     /// Set by Ctrl-C: stop opening connections and sending names, then report.
     pub(super) interrupted: Arc<AtomicBool>,
     /// When the run began: connection start times count from here.
@@ -26,14 +26,14 @@ pub(super) struct Shared {
     /// until the first has settled, so that its session is there to resume.
     pub(super) primed: AtomicBool,
     /// One per worker.
-    pub(super) stats: Vec<Stats>,
+    pub(super) stats: Vec<WorkerCounts>,
 }
 
 /// Live counters of one worker, for the progress line and the start barrier.
 // Aligned so that two workers' counters never share a cache line.
 #[derive(Debug, Default)]
 #[repr(align(128))]
-pub(super) struct Stats {
+pub(super) struct WorkerCounts {
     pub(super) ok: AtomicU64,
     pub(super) errors: AtomicU64,
     /// Connections whose setup ended, with their welcome or with a failure.
@@ -42,23 +42,21 @@ pub(super) struct Stats {
 }
 
 #[derive(Debug, Default, Clone, Copy)]
-pub(super) struct Snapshot {
+pub(super) struct Totals {
     pub(super) ok: u64,
     pub(super) errors: u64,
     pub(super) settled: u64,
     pub(super) established: u64,
 }
 
-impl Shared {
-    pub(super) fn snapshot(&self) -> Snapshot {
-        self.stats
-            .iter()
-            .fold(Snapshot::default(), |s, w| Snapshot {
-                ok: s.ok + w.ok.load(Relaxed),
-                errors: s.errors + w.errors.load(Relaxed),
-                settled: s.settled + w.settled.load(Relaxed),
-                established: s.established + w.established.load(Relaxed),
-            })
+impl RunState {
+    pub(super) fn snapshot(&self) -> Totals {
+        self.stats.iter().fold(Totals::default(), |s, w| Totals {
+            ok: s.ok + w.ok.load(Relaxed),
+            errors: s.errors + w.errors.load(Relaxed),
+            settled: s.settled + w.settled.load(Relaxed),
+            established: s.established + w.established.load(Relaxed),
+        })
     }
 }
 

@@ -12,20 +12,20 @@ use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use super::config::{Config, claim, connect_offset};
+use super::config::{Plan, claim, connect_offset};
 use super::conn::{Conn, State};
 use super::fail::{Fail, Stage, classify};
 use super::names::write_name;
 use super::source::connect_from;
-use super::state::{Shared, Stats, Tally};
+use super::state::{RunState, Tally, WorkerCounts};
 use super::tls;
 use super::{TICK, WAKE};
 use crate::protocol::ConnectionValues;
 
 pub(super) struct Worker {
     pub(super) index: usize,
-    pub(super) cfg: Arc<Config>,
-    pub(super) shared: Arc<Shared>,
+    pub(super) cfg: Arc<Plan>,
+    pub(super) shared: Arc<RunState>,
     pub(super) poll: Poll,
     pub(super) conns: Vec<Conn>,
     /// Connections before this index have been opened.
@@ -48,8 +48,8 @@ impl Worker {
     pub(super) fn new(
         index: usize,
         poll: Poll,
-        cfg: Arc<Config>,
-        shared: Arc<Shared>,
+        cfg: Arc<Plan>,
+        shared: Arc<RunState>,
     ) -> io::Result<Worker> {
         let now = Instant::now();
         let conns: Vec<Conn> = (index..cfg.connections)
@@ -90,7 +90,7 @@ impl Worker {
         })
     }
 
-    pub(super) fn stats(&self) -> &Stats {
+    pub(super) fn stats(&self) -> &WorkerCounts {
         &self.shared.stats[self.index]
     }
 

@@ -235,7 +235,7 @@ fn session(config: &ClientConfig) -> Result<(), Failure> {
         None => (Link::plain(stream), String::new()),
     };
     let link = link.map_err(Failure::Socket)?;
-    let cfg = Config {
+    let cfg = SessionConfig {
         target,
         reply_timeout,
         interactive,
@@ -269,7 +269,7 @@ fn session(config: &ClientConfig) -> Result<(), Failure> {
 }
 
 /// What every session needs to know.
-struct Config {
+struct SessionConfig {
     target: HostPort,
     reply_timeout: Option<Duration>,
     interactive: bool,

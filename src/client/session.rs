@@ -12,7 +12,7 @@ use super::link::{Got, Link, ReadError, Reader, Writer};
 use super::names::{Names, write_escaped};
 use super::tally::{Ends, Role, Tally};
 use super::wait::{Wait, read_wait};
-use super::{Config, INPUT_BUF, READ_BUF, WRITE_BUF, note};
+use super::{INPUT_BUF, READ_BUF, SessionConfig, WRITE_BUF, note};
 use crate::protocol::{CHUNK_MAX, Request, TelnetFilter, chunk_message, classify};
 use crate::sync::lock;
 
@@ -55,7 +55,13 @@ impl WriterStatus {
 
     /// How long the next read may block: `due` says whether something is awaited from
     /// the server, and the reply timeout runs from the latest activity either way.
-    fn read_wait(&self, cfg: &Config, due: bool, last_rx: Duration, origin: Instant) -> Wait {
+    fn read_wait(
+        &self,
+        cfg: &SessionConfig,
+        due: bool,
+        last_rx: Duration,
+        origin: Instant,
+    ) -> Wait {
         let last_tx = Duration::from_millis(self.last_tx.load(SeqCst));
         read_wait(
             cfg.reply_timeout,
@@ -166,7 +172,7 @@ fn pump_names(
 /// line the server sends and keeps the tally, until the server closes.
 pub(super) fn line_session(
     link: Link,
-    cfg: &Config,
+    cfg: &SessionConfig,
     names: Names,
     out: &mut impl Write,
 ) -> Result<(), Failure> {
@@ -264,7 +270,7 @@ fn read_step(
 }
 
 /// The reply timeout passed while `due` was awaited.
-fn timed_out(cfg: &Config, due: Option<Waiting>, hint: Hint) -> Failure {
+fn timed_out(cfg: &SessionConfig, due: Option<Waiting>, hint: Hint) -> Failure {
     Failure::Timeout {
         secs: cfg.reply_timeout.map_or(0.0, |t| t.as_secs_f64()),
         waiting: due.unwrap_or(Waiting::Close),
@@ -277,7 +283,7 @@ fn on_line(
     tally: &mut Tally,
     split: &mut LineSplitter,
     shared: &WriterStatus,
-    cfg: &Config,
+    cfg: &SessionConfig,
     out: &mut impl Write,
     welcome_tx: &mut Option<mpsc::Sender<()>>,
 ) -> Result<(), Failure> {
@@ -386,7 +392,7 @@ fn pump_chunks(
 /// answer to the next name.
 pub(super) fn chunk_session(
     link: Link,
-    cfg: &Config,
+    cfg: &SessionConfig,
     names: Names,
     out: &mut impl Write,
 ) -> Result<(), Failure> {
@@ -465,7 +471,11 @@ pub(super) fn chunk_session(
 
 /// `--raw`: stdin to the socket and the socket to stdout, unchanged; a half-close when
 /// stdin ends; done when the server closes.
-pub(super) fn raw_session(link: Link, cfg: &Config, out: &mut impl Write) -> Result<(), Failure> {
+pub(super) fn raw_session(
+    link: Link,
+    cfg: &SessionConfig,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
     let origin = Instant::now();
     let (mut stream, shared, writer) = start_writer(link, move |writer, shared| {
         copy_stdin(writer, shared, origin);

@@ -35,7 +35,7 @@ const PEEK: usize = 64;
 /// Everything a TLS connection needs, read from the command line before the run.
 #[derive(Debug)]
 pub(super) struct TlsSetup {
-    /// RunState by every connection of every worker: with `--tls-resume`, so is its
+    /// Shared by every connection of every worker: with `--tls-resume`, so is its
     /// session cache.
     pub(super) config: Arc<ClientConfig>,
     /// The name the server's certificate must have.

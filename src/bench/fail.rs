@@ -4,7 +4,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::state::Tally;
+use super::state::WorkerResults;
 
 /// What went wrong: why a connection failed, or (`reply_mismatch`, `unexpected_line`,
 /// `name_too_long`, `server_error`) what was wrong with one line while the connection
@@ -221,7 +221,11 @@ pub(super) fn classify(e: &io::Error, stage: Stage) -> Fail {
 
 /// The error `run` returns when not one connection got as far as its welcome:
 /// the most frequent failure, with what to do about it.
-pub(super) fn no_connection_error(addr: SocketAddr, timeout: Duration, tally: &Tally) -> io::Error {
+pub(super) fn no_connection_error(
+    addr: SocketAddr,
+    timeout: Duration,
+    tally: &WorkerResults,
+) -> io::Error {
     let top = Fail::ALL
         .iter()
         .copied()
@@ -435,7 +439,7 @@ mod tests {
     #[test]
     fn no_connection_error_names_cause_and_fix() {
         let addr: SocketAddr = "127.0.0.1:9999".parse().unwrap();
-        let mut t = Tally::new().unwrap();
+        let mut t = WorkerResults::new().unwrap();
         t.note(Fail::ConnectRefused, || "refused".into());
         t.note(Fail::ConnectRefused, || "refused".into());
         t.note(Fail::Other, || "x".into());
@@ -446,7 +450,7 @@ mod tests {
             "connection refused: is tcp-hello serve running on 127.0.0.1:9999?"
         );
 
-        let mut t = Tally::new().unwrap();
+        let mut t = WorkerResults::new().unwrap();
         t.note(Fail::PerSourceLimit, || "\"ERROR too many\"".into());
         let e = no_connection_error(addr, Duration::from_secs(5), &t).to_string();
         assert!(
@@ -454,7 +458,7 @@ mod tests {
             "{e}"
         );
 
-        let mut t = Tally::new().unwrap();
+        let mut t = WorkerResults::new().unwrap();
         t.note(Fail::WelcomeTimeout, String::new);
         let e = no_connection_error(addr, Duration::from_secs(5), &t).to_string();
         assert!(e.contains("no welcome line came within 5 s"), "{e}");

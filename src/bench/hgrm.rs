@@ -111,10 +111,10 @@ pub(super) fn write(mut file: File, path: &Path, text: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::state::Tally;
+    use crate::bench::state::WorkerResults;
 
     fn histogram(values_ns: &[u64]) -> Histogram<u64> {
-        let mut t = Tally::new().unwrap();
+        let mut t = WorkerResults::new().unwrap();
         for &v in values_ns {
             t.hist.record(v).unwrap();
         }

@@ -44,7 +44,7 @@ use config::Plan;
 use fail::{Fail, no_connection_error};
 use progress::Progress;
 use report::{HandshakeReport, Report, chart_rows, latency_summary};
-use state::{RunState, Tally, WorkerCounts};
+use state::{RunState, WorkerCounts, WorkerResults};
 use worker::Worker;
 
 /// Connection setups (connect + welcome) in flight at once over all workers:
@@ -158,7 +158,7 @@ pub fn run(args: &BenchConfig) -> io::Result<Outcome> {
         )?;
     }
 
-    let mut total = Tally::new()?;
+    let mut total = WorkerResults::new()?;
     for handle in handles {
         let tally = handle
             .join()

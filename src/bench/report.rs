@@ -295,11 +295,11 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::state::Tally;
+    use crate::bench::state::WorkerResults;
 
     #[test]
     fn percentiles_are_in_microseconds() {
-        let mut t = Tally::new().unwrap();
+        let mut t = WorkerResults::new().unwrap();
         assert_eq!(latency_summary(&t.hist), None);
         for us in 1..=1000u64 {
             t.hist.record(us * 1000).unwrap();
@@ -400,7 +400,7 @@ mod tests {
 
     #[test]
     fn the_chart_goes_under_the_percentiles_when_asked_for() {
-        let mut t = Tally::new().unwrap();
+        let mut t = WorkerResults::new().unwrap();
         assert!(chart_rows(&t.hist).is_empty());
         for us in 1..=10_000u64 {
             t.hist.record(us * 1000).unwrap();

@@ -61,7 +61,7 @@ impl RunState {
 }
 
 /// A worker's results, merged at the end.
-pub(super) struct Tally {
+pub(super) struct WorkerResults {
     pub(super) ok: u64,
     pub(super) errors: [u64; Fail::ALL.len()],
     /// The first detail seen of each kind of failure.
@@ -80,9 +80,9 @@ pub(super) struct Tally {
     pub(super) tls_params: Option<TlsParams>,
 }
 
-impl Tally {
-    pub(super) fn new() -> io::Result<Tally> {
-        Ok(Tally {
+impl WorkerResults {
+    pub(super) fn new() -> io::Result<WorkerResults> {
+        Ok(WorkerResults {
             ok: 0,
             errors: [0; Fail::ALL.len()],
             examples: Vec::new(),
@@ -105,7 +105,7 @@ impl Tally {
         }
     }
 
-    pub(super) fn merge(&mut self, other: Tally) -> io::Result<()> {
+    pub(super) fn merge(&mut self, other: WorkerResults) -> io::Result<()> {
         self.ok += other.ok;
         for (mine, theirs) in self.errors.iter_mut().zip(other.errors) {
             *mine += theirs;

@@ -17,7 +17,7 @@ use super::conn::{Conn, State};
 use super::fail::{Fail, Stage, classify};
 use super::names::write_name;
 use super::source::connect_from;
-use super::state::{RunState, Tally, WorkerCounts};
+use super::state::{RunState, WorkerCounts, WorkerResults};
 use super::tls;
 use super::{TICK, WAKE};
 use crate::protocol::ConnectionValues;
@@ -39,7 +39,7 @@ pub(super) struct Worker {
     pub(super) stopped: bool,
     /// The interruption has been acted on.
     pub(super) interrupted: bool,
-    pub(super) tally: Tally,
+    pub(super) tally: WorkerResults,
     /// Scratch for the name whose reply is being checked.
     pub(super) name: Vec<u8>,
 }
@@ -86,7 +86,7 @@ impl Worker {
             stop_at: None,
             stopped: false,
             interrupted: false,
-            tally: Tally::new()?,
+            tally: WorkerResults::new()?,
         })
     }
 
@@ -94,7 +94,7 @@ impl Worker {
         &self.shared.stats[self.index]
     }
 
-    pub(super) fn run(mut self) -> io::Result<Tally> {
+    pub(super) fn run(mut self) -> io::Result<WorkerResults> {
         let result = self.event_loop();
         // Count every connection as settled even if the loop failed, so the
         // other workers are not kept waiting at the start barrier.

@@ -18,7 +18,7 @@ pub(super) struct LineSplitter {
 
 /// A piece of a server line.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct Piece<'a> {
+pub(super) struct LinePiece<'a> {
     /// Text to print.
     pub(super) text: &'a [u8],
     /// The line ends after `text`.
@@ -27,7 +27,7 @@ pub(super) struct Piece<'a> {
 
 impl LineSplitter {
     /// Takes the next piece from the front of `data`; `None` when `data` is used up.
-    pub(super) fn next<'a>(&mut self, data: &mut &'a [u8]) -> Option<Piece<'a>> {
+    pub(super) fn next<'a>(&mut self, data: &mut &'a [u8]) -> Option<LinePiece<'a>> {
         if data.is_empty() {
             return None;
         }
@@ -35,12 +35,12 @@ impl LineSplitter {
             self.cr = false;
             if data[0] == b'\n' {
                 *data = &data[1..];
-                Piece {
+                LinePiece {
                     text: b"",
                     end: true,
                 }
             } else {
-                Piece {
+                LinePiece {
                     text: b"\r",
                     end: false,
                 }
@@ -48,7 +48,7 @@ impl LineSplitter {
         } else if let Some(i) = memchr(b'\n', data) {
             let line = &data[..i];
             *data = &data[i + 1..];
-            Piece {
+            LinePiece {
                 text: line.strip_suffix(b"\r").unwrap_or(line),
                 end: true,
             }
@@ -59,23 +59,23 @@ impl LineSplitter {
                 text = t;
                 self.cr = true;
             }
-            Piece { text, end: false }
+            LinePiece { text, end: false }
         };
         self.keep(piece.text);
         Some(piece)
     }
 
     /// At the end of the stream: a held CR, then the end of an unterminated line.
-    pub(super) fn at_eof(&mut self) -> Option<Piece<'static>> {
+    pub(super) fn at_eof(&mut self) -> Option<LinePiece<'static>> {
         if self.cr {
             self.cr = false;
             self.keep(b"\r");
-            return Some(Piece {
+            return Some(LinePiece {
                 text: b"\r",
                 end: true,
             });
         }
-        (self.len > 0).then_some(Piece {
+        (self.len > 0).then_some(LinePiece {
             text: b"",
             end: true,
         })

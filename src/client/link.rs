@@ -38,7 +38,7 @@ impl Link {
 
 /// What one read from the server gave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Got {
+pub(super) enum Received {
     /// This many bytes are in the buffer.
     Bytes(usize),
     /// The server closed its side (over TLS: with close_notify, or without it at a
@@ -70,11 +70,11 @@ impl From<ReadError> for Failure {
 }
 
 /// Sorts a socket read's outcome.
-pub(super) fn got(result: io::Result<usize>) -> Result<Got, ReadError> {
+pub(super) fn got(result: io::Result<usize>) -> Result<Received, ReadError> {
     match result {
-        Ok(0) => Ok(Got::Closed),
-        Ok(n) => Ok(Got::Bytes(n)),
-        Err(e) if e.kind() == ErrorKind::Interrupted || is_timeout(&e) => Ok(Got::Nothing),
+        Ok(0) => Ok(Received::Closed),
+        Ok(n) => Ok(Received::Bytes(n)),
+        Err(e) if e.kind() == ErrorKind::Interrupted || is_timeout(&e) => Ok(Received::Nothing),
         Err(e) if is_reset(&e) => Err(ReadError::Reset(e)),
         Err(e) => Err(ReadError::Io(e)),
     }
@@ -98,7 +98,7 @@ impl Reader {
     }
 
     /// Reads what the server sent next.
-    pub(super) fn read(&mut self, buf: &mut [u8]) -> Result<Got, ReadError> {
+    pub(super) fn read(&mut self, buf: &mut [u8]) -> Result<Received, ReadError> {
         match self {
             Reader::Plain(stream) => got(stream.read(buf)),
             Reader::Tls(tls) => tls.read(buf),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::failure::{ClosedWhen, Failure, Hint, Waiting};
 use super::lines::LineSplitter;
-use super::link::{Got, Link, ReadError, Reader, Writer};
+use super::link::{Link, ReadError, Reader, Received, Writer};
 use super::names::{Names, write_escaped};
 use super::tally::{Ends, Role, Tally};
 use super::wait::{Wait, read_wait};
@@ -205,7 +205,7 @@ pub(super) fn line_session(
             return Err(timed_out(cfg, due, hint));
         }
         let n = match read_step(&mut stream, &mut buf, &mut tally)? {
-            Some(Got::Bytes(n)) => n,
+            Some(Received::Bytes(n)) => n,
             Some(_) => continue,
             None => break,
         };
@@ -251,15 +251,15 @@ fn start_writer(
     Ok((reader, shared, thread))
 }
 
-/// One read of the server's lines or chunks: `Some(Got::Bytes)` to use, `Some(_)` to
+/// One read of the server's lines or chunks: `Some(Received::Bytes)` to use, `Some(_)` to
 /// look again, `None` when the server has closed or reset (noted in `tally`).
 fn read_step(
     stream: &mut Reader,
     buf: &mut [u8],
     tally: &mut Tally,
-) -> Result<Option<Got>, Failure> {
+) -> Result<Option<Received>, Failure> {
     match stream.read(buf) {
-        Ok(Got::Closed) => Ok(None),
+        Ok(Received::Closed) => Ok(None),
         Ok(got) => Ok(Some(got)),
         Err(ReadError::Reset(_)) => {
             tally.reset = true;
@@ -422,7 +422,7 @@ pub(super) fn chunk_session(
             return Err(timed_out(cfg, due, hint));
         }
         let n = match read_step(&mut stream, &mut buf, &mut tally)? {
-            Some(Got::Bytes(n)) => n,
+            Some(Received::Bytes(n)) => n,
             Some(_) => continue,
             None => break,
         };
@@ -491,13 +491,13 @@ pub(super) fn raw_session(
             return Err(timed_out(cfg, Some(Waiting::Close), Hint::None));
         }
         match stream.read(&mut buf) {
-            Ok(Got::Closed) => break,
-            Ok(Got::Bytes(n)) => {
+            Ok(Received::Closed) => break,
+            Ok(Received::Bytes(n)) => {
                 last_rx = origin.elapsed();
                 out.write_all(&buf[..n]).map_err(Failure::Stdout)?;
                 ends.feed(&buf[..n]);
             }
-            Ok(Got::Nothing) => {}
+            Ok(Received::Nothing) => {}
             Err(ReadError::Reset(e)) => {
                 out.flush().map_err(Failure::Stdout)?;
                 return ends.verdict(true).and(Err(Failure::Socket(e)));

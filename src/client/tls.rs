@@ -32,7 +32,7 @@ use rustls::{ClientConfig, ClientConnection, ProtocolVersion};
 
 use super::READ_BUF;
 use super::failure::Failure;
-use super::link::{Got, ReadError, got};
+use super::link::{ReadError, Received, got};
 use super::tls_failure::{TlsCause, TlsFailure};
 use super::wait::{is_reset, is_timeout};
 use crate::address::HostPort;
@@ -300,24 +300,24 @@ impl TlsReader {
     }
 
     /// The next plaintext from the server, one record's worth at most, so that chunk
-    /// framing sees each message the server sent alone; [`Got::Nothing`] when the socket
+    /// framing sees each message the server sent alone; [`Received::Nothing`] when the socket
     /// gave only part of a record, so that the session looks at its deadline again.
-    pub(super) fn read(&mut self, buf: &mut [u8]) -> Result<Got, ReadError> {
+    pub(super) fn read(&mut self, buf: &mut [u8]) -> Result<Received, ReadError> {
         if let Some(got) = self.plaintext(buf)? {
             return Ok(got);
         }
         // All ciphertext is taken: read more, without the lock.
         match got((&self.sock).read(&mut self.cipher))? {
-            Got::Bytes(n) => (self.start, self.end) = (0, n),
-            Got::Closed => self.eof = true,
-            Got::Nothing => return Ok(Got::Nothing),
+            Received::Bytes(n) => (self.start, self.end) = (0, n),
+            Received::Closed => self.eof = true,
+            Received::Nothing => return Ok(Received::Nothing),
         }
-        Ok(self.plaintext(buf)?.unwrap_or(Got::Nothing))
+        Ok(self.plaintext(buf)?.unwrap_or(Received::Nothing))
     }
 
     /// Hands rustls the ciphertext at hand and takes what plaintext there is; `None`
     /// when it needs more ciphertext, and then it has taken all there was.
-    fn plaintext(&mut self, buf: &mut [u8]) -> Result<Option<Got>, ReadError> {
+    fn plaintext(&mut self, buf: &mut [u8]) -> Result<Option<Received>, ReadError> {
         let shared = Arc::clone(&self.shared);
         let mut conn = lock(&shared.conn);
         let result = self.decrypt(&mut conn, buf);
@@ -330,7 +330,7 @@ impl TlsReader {
         &mut self,
         conn: &mut ClientConnection,
         buf: &mut [u8],
-    ) -> Result<Option<Got>, ReadError> {
+    ) -> Result<Option<Received>, ReadError> {
         let mut refused = None;
         while self.start < self.end {
             match conn.read_tls(&mut &self.cipher[self.start..self.end]) {
@@ -360,12 +360,12 @@ impl TlsReader {
         }
         let mut reader = conn.reader();
         match reader.fill_buf() {
-            Ok([]) => Ok(Some(Got::Closed)),
+            Ok([]) => Ok(Some(Received::Closed)),
             Ok(chunk) => {
                 let n = chunk.len().min(buf.len());
                 buf[..n].copy_from_slice(&chunk[..n]);
                 reader.consume(n);
-                Ok(Some(Got::Bytes(n)))
+                Ok(Some(Received::Bytes(n)))
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => match refused {
                 // No plaintext, yet rustls took no more ciphertext: it never will.
@@ -376,7 +376,7 @@ impl TlsReader {
                 // Tolerated: the session's tally tells a close after everything
                 // expected from a truncation.
                 debug!("the server closed the connection without a TLS close_notify");
-                Ok(Some(Got::Closed))
+                Ok(Some(Received::Closed))
             }
             Err(e) => Err(ReadError::Io(e)),
         }

@@ -527,6 +527,9 @@ pub fn next_steps(out: &Path, hosts: &[Host], clients: &[String]) -> String {
         client += &format!(" --tls-cert {cert} --tls-key {key}");
         openssl += &format!(" -cert {cert} -key {key}");
     }
+    // Without -quiet, s_client reads lines beginning with K, R or Q as its own commands
+    // (so names like Kim, Rob and Quinn are never sent) and prints the certificates.
+    openssl += " -quiet";
     let loopback = Host::Ip(IpAddr::from([127, 0, 0, 1]));
     if !hosts.contains(&loopback) {
         client += &format!(" --tls-server-name {}", shell_word(&hosts[0].to_string()));
@@ -644,9 +647,14 @@ mod tests {
         assert!(text.contains("--tls-client-ca 'my certs/ca.pem'"), "{text}");
         assert!(text.contains("--tls-key 'my certs/alice.key'"), "{text}");
         assert!(text.contains("--tls-server-name example.test"), "{text}");
+        assert!(
+            text.contains("-cert 'my certs/alice.pem' -key 'my certs/alice.key' -quiet\n"),
+            "{text}"
+        );
         let text = next_steps(Path::new("c"), &hosts(&[]).unwrap(), &[]);
         assert!(!text.contains("--tls-server-name"), "{text}");
         assert!(!text.contains("--tls-client-ca"), "{text}");
+        assert!(text.contains("-CAfile c/ca.pem -quiet\n"), "{text}");
         assert_eq!(shell_word("it's"), r"'it'\''s'");
     }
 }

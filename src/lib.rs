@@ -21,7 +21,8 @@
 //! - [`config`]: each subcommand's typed, validated configuration, and the defaults;
 //! - [`serve`](mod@serve): running a server as `tcp-hello serve` does, in a program or
 //!   a test;
-//! - [`address`]: the addresses given on the command line.
+//! - [`address`]: the addresses given on the command line;
+//! - [`plural`]: a count's noun in the right number.
 #![forbid(unsafe_code)]
 
 pub mod activation;
@@ -35,6 +36,7 @@ pub mod limits;
 mod machine;
 pub mod metrics;
 pub mod pem;
+pub mod plural;
 pub mod pool;
 pub mod protocol;
 pub mod proxy;

@@ -129,7 +129,10 @@ impl Serving {
                 info!("udp, every socket: {counts}");
             }
         }
-        info!("stopped ({left} connections cut off)");
+        info!(
+            "stopped ({left} {} cut off)",
+            crate::plural::noun(left as u64, "connection", "connections")
+        );
         Ok(left)
     }
 }

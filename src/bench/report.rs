@@ -211,11 +211,13 @@ impl Report {
         // Writing to a String cannot fail.
         let _ = writeln!(
             s,
-            "bench {}: {} connections ({} established), {} threads, pipeline {}, {}-byte names",
+            "bench {}: {} {} ({} established), {} {}, pipeline {}, {}-byte names",
             self.addr,
             group(self.connections as u64),
+            crate::plural::noun(self.connections as u64, "connection", "connections"),
             group(self.established),
             self.threads,
+            crate::plural::noun(self.threads as u64, "thread", "threads"),
             self.pipeline,
             self.size
         );

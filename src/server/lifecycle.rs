@@ -271,12 +271,13 @@ fn close(
     log::log!(
         target: log_target::SETUP,
         level,
-        "conn {} closed: {}{}, {:.3} s, {} replies, {} bytes in, {} bytes out, {}{detail}",
+        "conn {} closed: {}{}, {:.3} s, {} {}, {} bytes in, {} bytes out, {}{detail}",
         registered.id,
         registered.peer,
         Via(registered.via),
         started.elapsed().as_secs_f64(),
         summary.replies,
+        crate::plural::noun(summary.replies, "reply", "replies"),
         summary.bytes_in,
         summary.bytes_out,
         summary.reason

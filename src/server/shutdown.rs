@@ -46,8 +46,9 @@ pub(super) fn stop(state: &ServerState) {
             .collect()
     };
     info!(
-        "shutting down: {} connections to finish (up to {} s)",
+        "shutting down: {} {} to finish (up to {} s)",
         live.len(),
+        crate::plural::noun(live.len() as u64, "connection", "connections"),
         state.config.shutdown_timeout.as_secs()
     );
     // Not `shutdown(Read)`: Linux answers data that arrives after it, once the FIN has

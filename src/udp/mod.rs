@@ -157,8 +157,10 @@ impl std::fmt::Display for Counts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} datagrams received, {} answered",
-            self.received, self.answered
+            "{} {} received, {} answered",
+            self.received,
+            crate::plural::noun(self.received, "datagram", "datagrams"),
+            self.answered
         )?;
         let dropped: u64 = self.dropped.iter().sum();
         write!(f, ", {dropped} dropped")?;

@@ -117,6 +117,19 @@ fn pipelined_messages_are_all_verified() {
     assert_eq!(r["pipeline"], 16, "{r}");
 }
 
+/// One connection on one thread is counted in the singular.
+#[test]
+fn the_report_counts_one_connection_and_one_thread_in_the_singular() {
+    let run = bench_fresh_server(&["-n", "1", "-m", "3"]);
+    assert!(run.code == Some(0), "{:?}: {}", run.code, run.stderr);
+    assert!(
+        run.stdout
+            .contains("1 connection (1 established), 1 thread,"),
+        "{}",
+        run.stdout
+    );
+}
+
 #[test]
 fn duration_mode_prints_a_human_report() {
     let run = bench_fresh_server(&["-n", "4", "--duration", "1"]);

@@ -357,7 +357,7 @@ fn user_timeout_drops_a_client_that_stops_acknowledging() {
     let (line, took) = close_line(&server, &ns.peer_ip, sent);
     println!("user timeout 2 s: closed {took:.1?} after the unacknowledged reply");
     assert!(line.contains("read error: timed out"), "{line}");
-    assert!(line.contains("1 replies"), "{line}");
+    assert!(line.contains("1 reply,"), "{line}");
     assert!(
         eventually(BOUND, || server.proc_status("Threads") == idle),
         "the connection's thread did not end"

@@ -104,7 +104,7 @@ fn netcat_half_close_gets_the_last_line_answered() {
     assert_eq!(code, Some(0), "stderr: {err}");
     let closed = closed_line(server, 1);
     assert!(
-        closed.ends_with("1 replies, 3 bytes in, 23 bytes out, client closed"),
+        closed.ends_with("1 reply, 3 bytes in, 23 bytes out, client closed"),
         "{closed}"
     );
 }
@@ -164,7 +164,7 @@ fn python_tutorial_client_against_chunk_framing() {
     assert_eq!(out, "Welcome!\nHello, Michael!\n", "stderr: {err}");
     let closed = closed_line(server, 1);
     assert!(
-        closed.ends_with("1 replies, 7 bytes in, 23 bytes out, client closed"),
+        closed.ends_with("1 reply, 7 bytes in, 23 bytes out, client closed"),
         "{closed}"
     );
 }

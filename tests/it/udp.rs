@@ -317,13 +317,13 @@ fn one_forged_datagram_between_two_servers_makes_one_reply() {
         let (a_logs, b_logs) = (a.stop_and_logs(), b.stop_and_logs());
         assert!(
             a_logs.contains(&format!(
-                "udp {a_addr} stopped: 1 datagrams received, 1 answered, 0 dropped"
+                "udp {a_addr} stopped: 1 datagram received, 1 answered, 0 dropped"
             )),
             "{flags:?}: A\n{a_logs}"
         );
         assert!(
             b_logs.contains(&format!(
-                "udp {b_addr} stopped: 1 datagrams received, 0 answered, 1 dropped (reply 1)"
+                "udp {b_addr} stopped: 1 datagram received, 0 answered, 1 dropped (reply 1)"
             )),
             "{flags:?}: B\n{b_logs}"
         );
@@ -591,7 +591,7 @@ fn sigterm_stops_a_udp_only_server_with_its_summary() {
     server.signal("TERM");
     let (code, logs) = server.wait(IO_TIMEOUT);
     assert_eq!(code, Some(0), "{logs}");
-    assert!(logs.contains("1 datagrams received, 1 answered"), "{logs}");
+    assert!(logs.contains("1 datagram received, 1 answered"), "{logs}");
 }
 
 #[test]

@@ -34,12 +34,7 @@ fn logs_one_line_when_a_connection_opens_and_one_when_it_closes() {
     secs.parse::<f64>().expect("duration is a number");
     assert_eq!(
         &fields[2..],
-        [
-            "1 replies",
-            "11 bytes in",
-            "31 bytes out",
-            "client said exit"
-        ],
+        ["1 reply", "11 bytes in", "31 bytes out", "client said exit"],
         "{line}"
     );
     // No trace of the name at info.

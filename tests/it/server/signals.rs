@@ -441,7 +441,24 @@ fn shutdown_timeout_bounds_the_wait_for_slow_connections() {
         took >= Duration::from_millis(900) && took < Duration::from_secs(5),
         "exited {took:?} after the signal"
     );
-    assert!(logs.contains("1 connections cut off"), "{logs}");
+    assert!(logs.contains("1 connection cut off"), "{logs}");
+    drop(slow);
+}
+
+/// The shutdown's log lines count one connection in the singular.
+#[test]
+fn shutdown_logs_count_one_connection_in_the_singular() {
+    let server = Server::start(&["--delay", "20000", "--shutdown-timeout", "1"]);
+    let mut slow = greeted(&server);
+    slow.send("slow\n");
+    server.signal("TERM");
+    let (code, logs) = server.wait(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{logs}");
+    assert!(
+        logs.contains("shutting down: 1 connection to finish"),
+        "{logs}"
+    );
+    assert!(logs.contains("stopped (1 connection cut off)"), "{logs}");
     drop(slow);
 }
 

@@ -485,7 +485,7 @@ pub struct TlsClientArgs {
 pub struct BenchArgs {
     /// Server address to load.
     #[arg(short, long, value_name = "HOST:PORT", env = "TCP_HELLO_CONNECT", default_value = DEFAULT_ADDR,
-          value_parser = connect_address)]
+          value_parser = bench_connect_address)]
     pub connect: String,
     /// Local addresses to connect from: an IP address, an inclusive range
     /// (127.0.0.1-127.0.0.8) or a comma-separated list; connection i binds to address
@@ -707,6 +707,22 @@ fn connect_address(s: &str) -> Result<String, String> {
     tcp_hello::address::check_connect(s.trim()).map(|_| s.trim().to_string())
 }
 
+/// `bench --connect`: as [`connect_address`], and a bare number gets a hint, since wrk's
+/// and hey's `-c` is the number of connections, which here is `-n`.
+fn bench_connect_address(s: &str) -> Result<String, String> {
+    connect_address(s).map_err(|e| {
+        let number = !s.trim().is_empty() && s.trim().bytes().all(|b| b.is_ascii_digit());
+        if number {
+            format!(
+                "{e} (-c is --connect here; the number of connections is -n, e.g. -n {})",
+                s.trim()
+            )
+        } else {
+            e
+        }
+    })
+}
+
 /// A client timeout as the command line holds it: shown in seconds, 0 for none.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timeout(pub Option<Duration>);
@@ -826,6 +842,20 @@ mod tests {
         Cli::try_parse_from(std::iter::once("tcp-hello").chain(args.iter().copied()))
             .unwrap()
             .command
+    }
+
+    #[test]
+    fn bench_c_with_a_number_says_that_connections_are_n() {
+        let e = Cli::try_parse_from(["tcp-hello", "bench", "-c", "100"]).unwrap_err();
+        let e = e.to_string();
+        assert!(e.contains("\"100\" looks like a port"), "{e}");
+        assert!(
+            e.contains("the number of connections is -n, e.g. -n 100"),
+            "{e}"
+        );
+        // An address-like mistake gets no hint about -n.
+        let e = Cli::try_parse_from(["tcp-hello", "bench", "-c", "host:x"]).unwrap_err();
+        assert!(!e.to_string().contains("-n"), "{e}");
     }
 
     #[test]

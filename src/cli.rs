@@ -540,7 +540,8 @@ pub struct BenchArgs {
         allow_negative_numbers = true
     )]
     pub threads: Option<usize>,
-    /// Seconds to wait for any one reply before counting a timeout.
+    /// Longest wait to connect, for the TLS handshake, for the welcome, and for each
+    /// reply, before counting a timeout (`inf`: no limit).
     #[arg(
         long,
         value_name = "SECS",

@@ -90,7 +90,9 @@ impl FromStr for Pattern {
         };
         // std's parser reads the address, not ipnet's: ipnet takes `010.0.0.1` as
         // 10.0.0.1, which inet_aton and the tools built on it read as octal, 8.0.0.1.
-        let addr: IpAddr = address.parse().map_err(|_| RuleError::NotAnAddress)?;
+        let addr: IpAddr = address.parse().map_err(|_| {
+            octal_looking(address, &written[address.len()..]).unwrap_or(RuleError::NotAnAddress)
+        })?;
         let net = if prefix {
             let (_, len) = written.split_once('/').unwrap_or_default();
             if len.len() > 1 && len.starts_with('0') && len.bytes().all(|b| b.is_ascii_digit()) {
@@ -178,6 +180,16 @@ pub enum RuleError {
         /// The network with its prefix length in decimal, to write instead.
         net: String,
     },
+    /// An IPv4 address with a leading zero in a number (`010.0.0.1`): inet_aton and the
+    /// tools built on it read it as octal (8.0.0.1), others as decimal, so which address
+    /// was meant cannot be told.
+    LeadingZero {
+        /// The address with its numbers read as decimal.
+        decimal: String,
+        /// The address with its numbers read as inet_aton reads them, if they are octal
+        /// numbers and it is not the same address.
+        octal: Option<String>,
+    },
     /// An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`): clients are matched by the IPv4
     /// address such an address carries, so the rule is to be written as IPv4.
     Mapped {
@@ -202,6 +214,21 @@ impl fmt::Display for RuleError {
                 "a prefix length with a leading zero, which some tools read as octal (as \
                  010.0.0.1 is 8.0.0.1 to inet_aton); write {net}"
             ),
+            RuleError::LeadingZero { decimal, octal } => {
+                f.write_str(
+                    "a number with a leading zero, which inet_aton and the tools built on it \
+                     read as octal",
+                )?;
+                match octal {
+                    Some(octal) => {
+                        write!(
+                            f,
+                            " ({octal}); write {decimal}, or {octal} if octal was meant"
+                        )
+                    }
+                    None => write!(f, "; write {decimal}"),
+                }
+            }
             RuleError::Mapped { ipv4 } => write!(
                 f,
                 "an IPv4 address written as IPv6 (IPv4-mapped); write {ipv4}: IPv4 clients \
@@ -212,6 +239,38 @@ impl fmt::Display for RuleError {
 }
 
 impl std::error::Error for RuleError {}
+
+/// `address` as four dot-separated numbers of which one has a leading zero
+/// (`010.0.0.1`, followed by `rest`, a prefix length or nothing): the refusal naming
+/// both readings, or `None` if it is not that.
+fn octal_looking(address: &str, rest: &str) -> Option<RuleError> {
+    let parts: Vec<&str> = address.split('.').collect();
+    let digits = |p: &&str| !p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit());
+    if parts.len() != 4 || !parts.iter().all(digits) {
+        return None;
+    }
+    if !parts.iter().any(|p| p.len() > 1 && p.starts_with('0')) {
+        return None;
+    }
+    let read = |radix: u32| -> Option<String> {
+        let numbers = parts
+            .iter()
+            .map(|p| {
+                let radix = if p.len() > 1 && p.starts_with('0') {
+                    radix
+                } else {
+                    10
+                };
+                u8::from_str_radix(p, radix).ok()
+            })
+            .collect::<Option<Vec<u8>>>()?;
+        let ip = std::net::Ipv4Addr::new(numbers[0], numbers[1], numbers[2], numbers[3]);
+        Some(format!("{ip}{rest}"))
+    };
+    let decimal = read(10)?;
+    let octal = read(8).filter(|octal| *octal != decimal);
+    Some(RuleError::LeadingZero { decimal, octal })
+}
 
 /// Where a rule was given.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -582,6 +641,31 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv4_number_with_a_leading_zero_is_refused_naming_both_readings() {
+        let refused = |text: &str| text.parse::<Pattern>().unwrap_err();
+        let octal = |decimal: &str, octal: Option<&str>| RuleError::LeadingZero {
+            decimal: decimal.into(),
+            octal: octal.map(String::from),
+        };
+        assert_eq!(refused("010.0.0.1"), octal("10.0.0.1", Some("8.0.0.1")));
+        assert_eq!(
+            refused("010.0.0.0/8"),
+            octal("10.0.0.0/8", Some("8.0.0.0/8"))
+        );
+        // The same address either way, or not an octal number: one reading to give.
+        assert_eq!(refused("10.0.0.01"), octal("10.0.0.1", None));
+        assert_eq!(refused("09.0.0.1"), octal("9.0.0.1", None));
+        let e = refused("010.0.0.1").to_string();
+        assert!(e.contains("read as octal (8.0.0.1)"), "{e}");
+        assert!(
+            e.contains("write 10.0.0.1, or 8.0.0.1 if octal was meant"),
+            "{e}"
+        );
+        // Not four numbers: not this mistake.
+        assert_eq!(refused("010.0.0"), RuleError::NotAnAddress);
+    }
+
+    #[test]
     fn what_is_not_an_address_or_cidr_is_refused_with_an_example() {
         for bad in [
             "",
@@ -593,8 +677,6 @@ mod tests {
             "10.0.0.0/-1",
             "10.0.0.0/8/8",
             "/8",
-            "010.0.0.1",
-            "010.0.0.0/8",
             "10.0.0.0/033",
             "localhost",
             "example.com",

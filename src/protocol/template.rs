@@ -168,6 +168,10 @@ impl ReplyTemplate {
             };
             // Braces are ASCII, so both ends are character boundaries.
             let name = &text[i + 1..i + 1 + len];
+            // `Hello { {}`: the first brace opens nothing, the second a placeholder.
+            if name.contains('{') {
+                return Err(TemplateError::Unmatched { field, brace: '{' });
+            }
             i += len + 2;
             let piece = match name {
                 "" if matches!(field, TemplateField::Reply | TemplateField::Expect) => Piece::Line,
@@ -463,6 +467,10 @@ pub(super) mod tests {
             ));
             assert_eq!(
                 parse("a { b", field),
+                Err(TemplateError::Unmatched { field, brace: '{' })
+            );
+            assert_eq!(
+                parse("Hello { {}", field),
                 Err(TemplateError::Unmatched { field, brace: '{' })
             );
             assert_eq!(

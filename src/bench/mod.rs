@@ -56,6 +56,10 @@ const READ_BUF: usize = 4096;
 const TICK: Duration = Duration::from_millis(50);
 /// How often the coordinating thread checks the start barrier and progress.
 const COORDINATOR_TICK: Duration = Duration::from_millis(10);
+
+/// With `--tls-resume`, how long the other connections wait, once the first has its
+/// welcome, for a session to resume, from a server that may send none.
+const SESSION_GRACE: Duration = Duration::from_secs(1);
 /// Longest wait for the server to close a connection after `exit`.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Largest latency the histogram tells apart (an hour, in ns); larger ones are clamped.
@@ -133,14 +137,24 @@ pub fn run(args: &BenchConfig) -> io::Result<Outcome> {
 
     let mut progress = Progress::new(io::stderr().is_terminal(), t0);
     let mut started = None;
+    let mut first_settled = None;
     while !handles.iter().all(|h| h.is_finished()) {
         thread::sleep(COORDINATOR_TICK);
         let now = Instant::now();
         let snap = shared.snapshot();
         if !shared.primed.load(Relaxed) && snap.settled > 0 {
-            // --tls-resume: the first connection's session is cached; the others may go.
-            shared.primed.store(true, Relaxed);
-            wake_all(&wakers);
+            // --tls-resume: the others go once the first connection's session is cached,
+            // or, from a server that sends none, after a grace period.
+            let settled = *first_settled.get_or_insert(now);
+            let cached = cfg
+                .tls
+                .as_ref()
+                .and_then(|t| t.sessions.as_ref())
+                .is_none_or(|s| s.has_one());
+            if cached || now.duration_since(settled) >= SESSION_GRACE {
+                shared.primed.store(true, Relaxed);
+                wake_all(&wakers);
+            }
         }
         if started.is_none() && snap.settled >= cfg.connections as u64 {
             started = Some(now);

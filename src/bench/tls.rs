@@ -13,9 +13,14 @@
 use std::fmt;
 use std::io::{self, Read};
 
-use rustls::client::Resumption;
+use rustls::NamedGroup;
+use rustls::client::{
+    ClientSessionMemoryCache, ClientSessionStore, Resumption, Tls12ClientSessionValue,
+    Tls13ClientSessionValue,
+};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::sync::Arc;
 
@@ -42,6 +47,8 @@ pub(super) struct TlsSetup {
     pub(super) server_name: ServerName<'static>,
     /// `--tls-resume`.
     pub(super) resume: bool,
+    /// With `--tls-resume`, the shared session cache, which says when it has a session.
+    pub(super) sessions: Option<Arc<WatchedSessions>>,
     /// What the set-up was, to explain a failure.
     ctx: TlsContext,
 }
@@ -62,17 +69,88 @@ pub(super) fn setup(args: &BenchConfig, target: &HostPort) -> io::Result<Option<
     let made = crate::tls_client::client_tls(tls, &target.host).map_err(invalid)?;
     let ctx = TlsContext::new(target.to_string(), &made, tls.cert.clone());
     let mut config = made.config;
-    if !args.tls_resume {
+    let sessions = if args.tls_resume {
+        let sessions = Arc::new(WatchedSessions::default());
+        config.resumption = Resumption::store(Arc::clone(&sessions) as _);
+        Some(sessions)
+    } else {
         // rustls keeps sessions by default; without them every handshake is a full one,
         // which is what a load test of handshakes usually means.
         config.resumption = Resumption::disabled();
-    }
+        None
+    };
     Ok(Some(TlsSetup {
         config: Arc::new(config),
         server_name: made.server_name,
         resume: args.tls_resume,
+        sessions,
         ctx,
     }))
+}
+
+/// rustls's in-memory session cache (as many sessions as rustls keeps by default),
+/// noting when a session to resume has arrived: in TLS 1.3 the tickets come after the
+/// handshake, possibly after the welcome, so a finished handshake does not yet mean a
+/// session to resume.
+#[derive(Debug)]
+pub(super) struct WatchedSessions {
+    cache: ClientSessionMemoryCache,
+    stored: AtomicBool,
+}
+
+impl Default for WatchedSessions {
+    fn default() -> Self {
+        WatchedSessions {
+            cache: ClientSessionMemoryCache::new(256),
+            stored: AtomicBool::new(false),
+        }
+    }
+}
+
+impl WatchedSessions {
+    /// A session (a TLS 1.3 ticket, a TLS 1.2 session) has been stored.
+    pub(super) fn has_one(&self) -> bool {
+        self.stored.load(Ordering::Acquire)
+    }
+}
+
+impl ClientSessionStore for WatchedSessions {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: NamedGroup) {
+        self.cache.set_kx_hint(server_name, group);
+    }
+
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<NamedGroup> {
+        self.cache.kx_hint(server_name)
+    }
+
+    fn set_tls12_session(&self, server_name: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.cache.set_tls12_session(server_name, value);
+        self.stored.store(true, Ordering::Release);
+    }
+
+    fn tls12_session(&self, server_name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.cache.tls12_session(server_name)
+    }
+
+    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
+        self.cache.remove_tls12_session(server_name);
+    }
+
+    fn insert_tls13_ticket(
+        &self,
+        server_name: ServerName<'static>,
+        value: Tls13ClientSessionValue,
+    ) {
+        self.cache.insert_tls13_ticket(server_name, value);
+        self.stored.store(true, Ordering::Release);
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        server_name: &ServerName<'static>,
+    ) -> Option<Tls13ClientSessionValue> {
+        self.cache.take_tls13_ticket(server_name)
+    }
 }
 
 impl TlsSetup {
@@ -347,6 +425,7 @@ mod tests {
             config: Arc::new(config),
             server_name: ServerName::try_from("127.0.0.1").unwrap(),
             resume: false,
+            sessions: None,
             ctx: TlsContext {
                 target: "127.0.0.1:9443".into(),
                 server_name: "127.0.0.1".into(),

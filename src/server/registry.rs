@@ -12,6 +12,7 @@ use nix::sys::pthread::Pthread;
 use slab::Slab;
 
 use super::{ServerState, log_target};
+use crate::rules::source_key;
 use crate::sync::lock;
 
 #[derive(Default)]
@@ -26,7 +27,8 @@ pub(super) struct Registry {
     /// TLS handshakes under way, by connection: ids only grow, so the first is the
     /// oldest. At most `--tls-max-handshakes`.
     pub(super) handshakes: BTreeMap<u64, Pending>,
-    /// TLS handshakes under way per client address, at most
+    /// TLS handshakes under way per client address (counted as `--max-per-source`
+    /// counts, see [`source_key`]), at most
     /// `--tls-max-handshakes-per-source` each.
     pub(super) handshakes_per_source: HashMap<IpAddr, usize>,
     pub(super) stopping: bool,
@@ -50,7 +52,7 @@ impl Registry {
     /// Removes handshake `id` from those under way; `None` if it is not there.
     fn end_handshake(&mut self, id: u64) -> Option<Pending> {
         let pending = self.handshakes.remove(&id)?;
-        let source = pending.peer.ip();
+        let source = source_key(pending.peer.ip());
         if let Some(count) = self.handshakes_per_source.get_mut(&source) {
             *count -= 1;
             if *count == 0 {
@@ -160,12 +162,13 @@ pub(super) fn begin_handshake<'a>(
         state.config.max_handshakes,
     );
     let mut registry = state.lock();
-    let from_source = registry.handshakes_per_source.get(&peer.ip());
+    let source = source_key(peer.ip());
+    let from_source = registry.handshakes_per_source.get(&source);
     let oldest = if from_source.is_some_and(|&n| n >= per_source) {
         registry
             .handshakes
             .iter()
-            .find(|(_, p)| p.peer.ip() == peer.ip())
+            .find(|(_, p)| source_key(p.peer.ip()) == source)
             .map(|(&id, _)| id)
     } else if registry.handshakes.len() >= all {
         registry.handshakes.keys().next().copied()
@@ -180,12 +183,12 @@ pub(super) fn begin_handshake<'a>(
             stream: Arc::clone(stream),
         },
     );
-    *registry.handshakes_per_source.entry(peer.ip()).or_insert(0) += 1;
+    *registry.handshakes_per_source.entry(source).or_insert(0) += 1;
     drop(registry);
     if let Some(ended) = ended {
         // Its thread's read or write returns at once, and it closes.
         let _ = ended.stream.shutdown(Shutdown::Both);
-        let why = if ended.peer.ip() == peer.ip() {
+        let why = if source_key(ended.peer.ip()) == source {
             format!("{per_source} under way from its address (--tls-max-handshakes-per-source)")
         } else {
             format!("{all} under way (--tls-max-handshakes)")

@@ -463,3 +463,35 @@ fn shutdown_does_not_wait_for_a_header_that_does_not_come() {
     assert_closed_without_a_byte(&mut silent.stream, "a connection still without a header");
     assert!(logs.contains("stopped (0 connections cut off)"), "{logs}");
 }
+
+/// TLS handshakes under way count their source as `--max-per-source` does: a claimed
+/// `::ffff:192.0.2.9` is `192.0.2.9`, so with one allowed the newer ends the older.
+#[test]
+fn tls_handshakes_per_source_count_a_mapped_address_as_ipv4() {
+    // The first bytes of a ClientHello, and no more.
+    const STALLED_HELLO: &[u8] = b"\x16\x03\x01\x00\xc8\x01";
+    let certs = crate::common::tls::make_certs();
+    let server = crate::common::tls::tls_server(
+        &certs,
+        &[
+            "--proxy-protocol",
+            "--tls-handshake-timeout",
+            "60",
+            "--tls-max-handshakes-per-source",
+            "1",
+        ],
+    );
+    let _v4 = open(server.addr(), &v2(addr("192.0.2.9:1000")), STALLED_HELLO);
+    let _mapped = open(
+        server.addr(),
+        &v2(addr("[::ffff:192.0.2.9]:1001")),
+        STALLED_HELLO,
+    );
+    assert!(
+        eventually(IO_TIMEOUT, || server
+            .logs_so_far()
+            .contains("ended the TLS handshake of")),
+        "{}",
+        server.logs_so_far()
+    );
+}

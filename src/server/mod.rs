@@ -240,6 +240,7 @@ impl Server {
         mut ctx: Context,
     ) -> io::Result<Server> {
         shutdown::install_wake_handler()?;
+        listener::warn_of_unsupported_options(&config);
         // The streams' write timeout comes from here, so the connections learn it here.
         ctx.write_timeout = config.write_timeout;
         let listeners: Vec<_> = listeners

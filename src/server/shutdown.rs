@@ -61,7 +61,7 @@ pub(super) fn stop(state: &ServerState) {
     for stream in live {
         let _ = stream.set_read_timeout(Some(SHUTDOWN_READ_TIMEOUT));
     }
-    for listener in &state.listeners {
+    for listener in crate::sync::lock(&state.listeners).iter() {
         // Makes a blocked `accept` return at once (Linux).
         let shut = SockRef::from(listener.as_ref()).shutdown(Shutdown::Both);
         // macOS (and some BSDs) refuse to shut a listener down (ENOTCONN), and their

@@ -558,7 +558,9 @@ pub struct BenchArgs {
     pub json: bool,
     /// Also write the reply latencies to FILE in HdrHistogram's percentile-distribution
     /// text format, in milliseconds, as wrk2 --latency prints it (plot it at
-    /// hdrhistogram.github.io/HdrHistogram/plotFiles.html). Opened before the run starts.
+    /// hdrhistogram.github.io/HdrHistogram/plotFiles.html), and the setup phases beside
+    /// it, named before FILE's extension: for lat.hgrm, lat.connect.hgrm,
+    /// lat.first_reply.hgrm and with --tls lat.handshake.hgrm. Opened before the run.
     #[arg(long, value_name = "FILE", env = "TCP_HELLO_HGRM")]
     pub hgrm: Option<std::path::PathBuf>,
     /// TLS: `--tls` and its options (every scenario runs over it, and each connection's

@@ -33,7 +33,7 @@ pub(super) struct Conn {
     /// When the current state began (for the connect, handshake, welcome and close
     /// timeouts).
     pub(super) since: Instant,
-    /// When the connect began: the handshake is timed from here.
+    /// When the connect began: the connect and the first reply are timed from here.
     pub(super) opened: Instant,
     pub(super) stream: Option<TcpStream>,
     /// With `--tls`: the connection's TLS state, beside its socket.

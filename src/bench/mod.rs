@@ -97,9 +97,18 @@ pub enum Outcome {
 /// connection at all could be set up; the message names the likely cause and fix.
 pub fn run(args: &BenchConfig) -> io::Result<Outcome> {
     let cfg = Arc::new(Plan::from_args(args)?);
-    let hgrm_file = match &args.hgrm {
-        Some(path) => Some((hgrm::open(path)?, path)),
-        None => None,
+    // Every file is opened before the run, so that one that cannot be written stops it
+    // at once.
+    let hgrm_files = match &args.hgrm {
+        Some(path) => hgrm::Phase::ALL
+            .iter()
+            .filter(|p| cfg.tls.is_some() || **p != hgrm::Phase::Handshake)
+            .map(|&p| {
+                let path = p.path(path);
+                hgrm::open(&path).map(|file| (p, file, path))
+            })
+            .collect::<io::Result<Vec<_>>>()?,
+        None => Vec::new(),
     };
     // The first Ctrl-C ends the run early with a report of what was measured; a second
     // one exits at once.
@@ -205,6 +214,8 @@ pub fn run(args: &BenchConfig) -> io::Result<Outcome> {
             .as_secs_f64(),
         messages: total.ok,
         latency: latency_summary(&total.hist),
+        connect: latency_summary(&total.connects),
+        first_reply: latency_summary(&total.first_replies),
         handshake: cfg.tls.as_ref().map(|_| HandshakeReport {
             count: total.handshakes.len(),
             resumed: total.resumed,
@@ -231,13 +242,16 @@ pub fn run(args: &BenchConfig) -> io::Result<Outcome> {
     } else {
         write!(io::stdout().lock(), "{}", report.human())?;
     }
-    if let Some((file, path)) = hgrm_file {
-        let text = hgrm::percentile_distribution(
-            &total.hist,
-            hgrm::TICKS_PER_HALF_DISTANCE,
-            hgrm::NS_PER_MS,
-        );
-        hgrm::write(file, path, &text)?;
+    for (phase, file, path) in hgrm_files {
+        let hist = match phase {
+            hgrm::Phase::Reply => &total.hist,
+            hgrm::Phase::Connect => &total.connects,
+            hgrm::Phase::Handshake => &total.handshakes,
+            hgrm::Phase::FirstReply => &total.first_replies,
+        };
+        let text =
+            hgrm::percentile_distribution(hist, hgrm::TICKS_PER_HALF_DISTANCE, hgrm::NS_PER_MS);
+        hgrm::write(file, &path, &text)?;
     }
     Ok(if shared.interrupted.load(Relaxed) {
         Outcome::Interrupted

@@ -8,7 +8,7 @@ use super::conn::State;
 use super::fail::{Fail, notice_kind};
 use super::names::{lossy, strip_cr, write_name};
 use super::tls;
-use super::worker::Worker;
+use super::worker::{Worker, nanos};
 
 impl Worker {
     /// Handles the complete lines in the read buffer and keeps the rest.
@@ -57,6 +57,9 @@ impl Worker {
                     }
                     c.state = State::Ready;
                     *setups -= 1;
+                    tally
+                        .first_replies
+                        .saturating_record(nanos(now.saturating_duration_since(c.opened)));
                     if let Some((ns, resumed)) = c.handshake.take() {
                         tally.handshakes.saturating_record(ns);
                         tally.resumed += u64::from(resumed);

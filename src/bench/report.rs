@@ -9,14 +9,16 @@ use serde_json::{Map, Value, json};
 use super::fail::Fail;
 use super::progress::group;
 use super::tls::TlsParams;
+use crate::plural::noun;
 
-/// Latency percentiles in microseconds.
+/// A distribution's count, and its percentiles in microseconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct Latency {
+    pub(super) count: u64,
     pub(super) p50: f64,
     pub(super) p90: f64,
     pub(super) p99: f64,
-    pub(super) p99_9: f64,
+    pub(super) p999: f64,
     pub(super) max: f64,
     pub(super) mean: f64,
 }
@@ -29,10 +31,11 @@ pub(super) fn latency_summary(hist: &Histogram<u64>) -> Option<Latency> {
     let us = |ns: f64| (ns / 100.0).round() / 10.0;
     let q = |q: f64| us(hist.value_at_quantile(q) as f64);
     Some(Latency {
+        count: hist.len(),
         p50: q(0.5),
         p90: q(0.9),
         p99: q(0.99),
-        p99_9: q(0.999),
+        p999: q(0.999),
         max: us(hist.max() as f64),
         mean: us(hist.mean()),
     })
@@ -89,7 +92,7 @@ pub(super) struct HandshakeReport {
     pub(super) count: u64,
     /// How many resumed a session (`--tls-resume`).
     pub(super) resumed: u64,
-    /// From the start of the connect to the end of the handshake.
+    /// From the connection (the connect's end) to the end of the handshake.
     pub(super) latency: Option<Latency>,
     /// What the first one agreed on.
     pub(super) params: Option<TlsParams>,
@@ -112,6 +115,10 @@ pub(super) struct Report {
     /// Verified replies.
     pub(super) messages: u64,
     pub(super) latency: Option<Latency>,
+    /// From the connect call to the connection.
+    pub(super) connect: Option<Latency>,
+    /// From the connect call to the welcome.
+    pub(super) first_reply: Option<Latency>,
     /// With `--tls`.
     pub(super) handshake: Option<HandshakeReport>,
     /// Kinds with a non-zero count.
@@ -154,8 +161,8 @@ impl Report {
         let percentiles = |l: Option<Latency>| {
             l.map_or(Value::Null, |l| {
                 json!({
-                    "p50": l.p50, "p90": l.p90, "p99": l.p99, "p99_9": l.p99_9,
-                    "max": l.max, "mean": l.mean,
+                    "count": l.count, "p50": l.p50, "p90": l.p90, "p99": l.p99,
+                    "p999": l.p999, "max": l.max, "mean": l.mean,
                 })
             })
         };
@@ -181,7 +188,7 @@ impl Report {
             .iter()
             .map(|(k, s)| (k.name().to_string(), json!(s)))
             .collect();
-        json!({
+        let mut j = json!({
             "addr": self.addr.to_string(),
             "connections": self.connections,
             "established": self.established,
@@ -203,7 +210,16 @@ impl Report {
             "mismatches": self.mismatches(),
             "error_examples": examples,
             "ok": self.ok(),
-        })
+            "connect_us": percentiles(self.connect),
+            "first_reply_us": percentiles(self.first_reply),
+        });
+        // Built as an object just above.
+        if let Some(map) = j.as_object_mut() {
+            if let Some(h) = &self.handshake {
+                map.insert("handshake_us".into(), percentiles(h.latency));
+            }
+        }
+        j
     }
 
     pub(super) fn human(&self) -> String {
@@ -238,12 +254,13 @@ impl Report {
                 let _ = writeln!(
                     s,
                     "  latency µs  p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  (mean {:.1})",
-                    l.p50, l.p90, l.p99, l.p99_9, l.max, l.mean
+                    l.p50, l.p90, l.p99, l.p999, l.max, l.mean
                 );
             }
             None => s.push_str("  latency µs  (no replies)\n"),
         }
         s.push_str(&bar_chart(&self.chart, CHART_WIDTH));
+        s.push_str(&self.phases());
         if let Some(h) = &self.handshake {
             let agreed = h.params.as_ref().map_or_else(String::new, |p| {
                 let kx = p.key_exchange.as_ref().map_or("", |k| k.as_str());
@@ -253,20 +270,11 @@ impl Report {
             });
             let _ = writeln!(
                 s,
-                "  tls         {} handshakes ({} resumed){agreed}",
+                "  tls         {} {} ({} resumed){agreed}",
                 group(h.count),
+                noun(h.count, "handshake", "handshakes"),
                 group(h.resumed)
             );
-            match h.latency {
-                Some(l) => {
-                    let _ = writeln!(
-                        s,
-                        "  handshake µs p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  (mean {:.1})",
-                        l.p50, l.p90, l.p99, l.p99_9, l.max, l.mean
-                    );
-                }
-                None => s.push_str("  handshake µs (none done)\n"),
-            }
         }
         if self.errors.is_empty() {
             s.push_str("  errors      none\n");
@@ -292,6 +300,36 @@ impl Report {
         }
         s
     }
+
+    /// The setup phases' distributions, a row each: count, p50, p90, p99, p99.9, max.
+    fn phases(&self) -> String {
+        let mut rows = vec![("connect", self.connect)];
+        if let Some(h) = &self.handshake {
+            rows.push(("handshake", h.latency));
+        }
+        rows.push(("first reply", self.first_reply));
+        let mut s = format!(
+            "  {:<16}{:>8}{:>10}{:>10}{:>10}{:>10}{:>10}\n",
+            "setup µs", "count", "p50", "p90", "p99", "p99.9", "max"
+        );
+        for (label, l) in rows {
+            // Writing to a String cannot fail.
+            let _ = match l {
+                Some(l) => writeln!(
+                    s,
+                    "    {label:<14}{:>8}{:>10.1}{:>10.1}{:>10.1}{:>10.1}{:>10.1}",
+                    group(l.count),
+                    l.p50,
+                    l.p90,
+                    l.p99,
+                    l.p999,
+                    l.max
+                ),
+                None => writeln!(s, "    {label:<14}{:>8}", 0),
+            };
+        }
+        s
+    }
 }
 
 #[cfg(test)]
@@ -310,7 +348,21 @@ mod tests {
         assert!((l.p50 - 500.0).abs() < 1.0, "{l:?}");
         assert!((l.p99 - 990.0).abs() < 1.0, "{l:?}");
         assert!((l.max - 1000.0).abs() < 1.0, "{l:?}");
-        assert!(l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.p99_9 && l.p99_9 <= l.max);
+        assert!(l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.p999 && l.p999 <= l.max);
+        assert_eq!(l.count, 1000);
+    }
+
+    /// A distribution of `count` whose percentiles are `p50` and up.
+    fn latency(count: u64, p50: f64) -> Latency {
+        Latency {
+            count,
+            p50,
+            p90: p50 + 10.0,
+            p99: p50 + 20.0,
+            p999: p50 + 30.0,
+            max: p50 + 40.0,
+            mean: p50 + 1.0,
+        }
     }
 
     fn report() -> Report {
@@ -327,14 +379,9 @@ mod tests {
             setup_s: 0.012,
             elapsed_s: 2.0,
             messages: 1_000_000,
-            latency: Some(Latency {
-                p50: 30.0,
-                p90: 40.0,
-                p99: 50.0,
-                p99_9: 60.0,
-                max: 70.0,
-                mean: 31.0,
-            }),
+            latency: Some(latency(1_000_000, 30.0)),
+            connect: Some(latency(64, 0.5)),
+            first_reply: Some(latency(64, 1.0)),
             handshake: None,
             errors: Vec::new(),
             examples: Vec::new(),
@@ -350,8 +397,28 @@ mod tests {
         assert_eq!(j["messages"], 1_000_000);
         assert_eq!(j["messages_per_s"], 500_000.0);
         assert_eq!(j["errors_total"], 0);
-        assert_eq!(j["latency_us"]["p99_9"], 60.0);
+        assert_eq!(j["latency_us"]["p999"], 60.0);
+        assert_eq!(j["latency_us"]["count"], 1_000_000);
         assert_eq!(j["ok"], true);
+        // Every distribution has one shape.
+        for key in ["latency_us", "connect_us", "first_reply_us"] {
+            let mut fields: Vec<&str> = j[key]
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            fields.sort_unstable();
+            assert_eq!(
+                fields,
+                ["count", "max", "mean", "p50", "p90", "p99", "p999"],
+                "{key}"
+            );
+        }
+        assert_eq!(j["connect_us"]["count"], 64);
+        assert_eq!(j["first_reply_us"]["p50"], 1.0);
+        // Only with TLS.
+        assert!(j.get("handshake_us").is_none(), "{j}");
         let text = r.human();
         assert!(text.contains("1,000,000 in 2.00 s"), "{text}");
         assert!(text.contains("500,000 msg/s"), "{text}");
@@ -422,6 +489,39 @@ mod tests {
         );
         assert!(lines[8].starts_with("    max        10.002 ms  "), "{text}");
         assert!(lines[8].ends_with(&"█".repeat(CHART_WIDTH)), "{text}");
-        assert_eq!(lines[9], "  errors      none", "{text}");
+        assert!(lines[9].starts_with("  setup µs"), "{text}");
+        assert_eq!(lines[12], "  errors      none", "{text}");
+    }
+
+    #[test]
+    fn the_setup_phases_are_rows_under_the_latency() {
+        let mut r = report();
+        r.first_reply = None;
+        r.handshake = Some(HandshakeReport {
+            count: 64,
+            resumed: 0,
+            latency: Some(latency(64, 900.0)),
+            params: None,
+        });
+        let text = r.human();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            &lines[3..7],
+            [
+                "  setup µs           count       p50       p90       p99     p99.9       max",
+                "    connect             64       0.5      10.5      20.5      30.5      40.5",
+                "    handshake           64     900.0     910.0     920.0     930.0     940.0",
+                "    first reply          0",
+            ],
+            "{text}"
+        );
+        assert_eq!(
+            lines[7], "  tls         64 handshakes (0 resumed)",
+            "{text}"
+        );
+        let j = r.to_json();
+        assert_eq!(j["handshake_us"], j["handshake"]["latency_us"]);
+        assert_eq!(j["handshake_us"]["p999"], 930.0);
+        assert!(j["first_reply_us"].is_null(), "{j}");
     }
 }

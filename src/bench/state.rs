@@ -72,8 +72,13 @@ pub(super) struct WorkerResults {
     pub(super) last_reply: Option<Instant>,
     /// Reply latencies in nanoseconds.
     pub(super) hist: Histogram<u64>,
-    /// `--tls`: handshake times in nanoseconds, of the connections that got their welcome.
+    /// Connect times (from the connect call to the connection), in nanoseconds.
+    pub(super) connects: Histogram<u64>,
+    /// `--tls`: handshake times (from the connection to the handshake's end) in
+    /// nanoseconds, of the connections that got their welcome.
     pub(super) handshakes: Histogram<u64>,
+    /// Times to the welcome (from the connect call), in nanoseconds.
+    pub(super) first_replies: Histogram<u64>,
     /// How many of those resumed a session.
     pub(super) resumed: u64,
     /// What the first of them agreed on.
@@ -89,8 +94,10 @@ impl WorkerResults {
             established: 0,
             fewest_replies: None,
             last_reply: None,
-            hist: Histogram::new_with_bounds(1, HIST_MAX_NS, 3).map_err(io::Error::other)?,
-            handshakes: Histogram::new_with_bounds(1, HIST_MAX_NS, 3).map_err(io::Error::other)?,
+            hist: histogram()?,
+            connects: histogram()?,
+            handshakes: histogram()?,
+            first_replies: histogram()?,
             resumed: 0,
             tls_params: None,
         })
@@ -125,9 +132,19 @@ impl WorkerResults {
         if self.tls_params.is_none() {
             self.tls_params = other.tls_params;
         }
-        self.handshakes
-            .add(&other.handshakes)
-            .map_err(io::Error::other)?;
-        self.hist.add(&other.hist).map_err(io::Error::other)
+        for (mine, theirs) in [
+            (&mut self.hist, &other.hist),
+            (&mut self.connects, &other.connects),
+            (&mut self.handshakes, &other.handshakes),
+            (&mut self.first_replies, &other.first_replies),
+        ] {
+            mine.add(theirs).map_err(io::Error::other)?;
+        }
+        Ok(())
     }
+}
+
+/// An empty histogram of nanoseconds, up to an hour, to 3 significant digits.
+fn histogram() -> io::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, HIST_MAX_NS, 3).map_err(io::Error::other)
 }

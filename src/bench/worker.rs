@@ -319,7 +319,11 @@ impl Worker {
                     } else {
                         State::Welcome
                     };
-                    c.since = Instant::now();
+                    let now = Instant::now();
+                    c.since = now;
+                    self.tally
+                        .connects
+                        .saturating_record(nanos(now.saturating_duration_since(c.opened)));
                 }
                 Err(e) => return self.fail(i, classify(&e, Stage::Connect), || e.to_string()),
             }
@@ -358,8 +362,8 @@ impl Worker {
                 let resumed = tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
                 let c = &mut self.conns[i];
                 let now = Instant::now();
-                let ns = now.saturating_duration_since(c.opened).as_nanos();
-                c.handshake = Some((u64::try_from(ns).unwrap_or(u64::MAX), resumed));
+                // From the end of the connect, which `since` holds: the phases do not overlap.
+                c.handshake = Some((nanos(now.saturating_duration_since(c.since)), resumed));
                 c.state = State::Welcome;
                 c.since = now;
                 true
@@ -612,6 +616,11 @@ impl Worker {
         c.sent = VecDeque::new();
         self.live -= 1;
     }
+}
+
+/// A duration in nanoseconds, as the histograms count them.
+pub(super) fn nanos(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Whether a non-blocking connect has completed (the check mio documents).

@@ -72,7 +72,7 @@ fn assert_clean(r: &Value, connections: u64) {
     );
     assert!(r["messages_per_s"].as_f64().is_some_and(|x| x > 0.0), "{r}");
     let lat = &r["latency_us"];
-    let q: Vec<f64> = ["p50", "p90", "p99", "p99_9", "max"]
+    let q: Vec<f64> = ["p50", "p90", "p99", "p999", "max"]
         .iter()
         .map(|k| {
             lat[k]
@@ -94,8 +94,23 @@ fn messages_mode_verifies_every_reply() {
     assert_clean(&r, 8);
     assert_eq!(r["messages"], 2000, "{r}");
     assert_eq!(r["messages_target"], 2000, "{r}");
+    assert_eq!(r["latency_us"]["count"], 2000, "{r}");
+    // Every connection's connect and first reply, each its own distribution.
+    for key in ["connect_us", "first_reply_us"] {
+        assert_eq!(r[key]["count"], 8, "{key}: {r}");
+        assert!(
+            r[key]["p50"].as_f64().is_some_and(|x| x > 0.0),
+            "{key}: {r}"
+        );
+    }
+    assert!(r.get("handshake_us").is_none(), "{r}");
     // With --json the human report goes to stderr.
     assert!(run.stderr.contains("msg/s"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("\n    first reply          8 "),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -591,6 +606,29 @@ fn hgrm_writes_the_percentile_distribution() {
     // The report's max, in µs, is the file's, in ms.
     let report_max = r["latency_us"]["max"].as_f64().expect("max");
     assert!((report_max / 1000.0 - max).abs() < 0.001, "{r}\n{text}");
+    // The setup phases beside it, named before the extension; no handshakes without TLS.
+    for phase in ["connect", "first_reply"] {
+        let path = dir.path().join(format!("latency.{phase}.hgrm"));
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        assert!(
+            text.contains(&format!(", Total count    = {:>12}]", 4)),
+            "{phase}: {text}"
+        );
+        // The report's max, in µs, is the file's, in ms.
+        let file_max = text
+            .lines()
+            .find_map(|l| l.strip_prefix("#[Max     = "))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{phase}: no max: {text}"));
+        let max = r[format!("{phase}_us")]["max"].as_f64().expect("max");
+        assert!(
+            (max / 1000.0 - file_max).abs() < 0.001,
+            "{phase}: {r}\n{text}"
+        );
+    }
+    assert!(!dir.path().join("latency.handshake.hgrm").exists());
 }
 
 /// A `--hgrm` file that cannot be written stops the bench before it connects, naming it.

@@ -47,10 +47,13 @@ pub(super) struct Conn {
     pub(super) rlen: usize,
     pub(super) wbuf: Vec<u8>,
     pub(super) wpos: usize,
-    /// Send times of the names awaiting their reply, oldest first.
+    /// When each name awaiting its reply was sent (in the open loop: was due), oldest
+    /// first: its latency counts from there.
     pub(super) sent: VecDeque<Instant>,
     /// Number of the next name to send.
     pub(super) next_seq: u64,
+    /// It has a timer set (see `schedule`).
+    pub(super) timer: bool,
     /// Its `{peer}` and `{local}`, when `--expect` shows them.
     pub(super) values: Option<Box<ConnectionValues>>,
 }

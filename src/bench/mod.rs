@@ -7,13 +7,14 @@
 //! setups (connect + welcome) in flight; once every connection has its welcome
 //! or has failed, all of them start sending at the same instant, so the measured
 //! interval is spent at full load. Every reply is checked byte for byte against
-//! `--expect`.
+//! `--expect`. Names go as replies come (the closed loop), or with `--rate` and in
+//! `--mode hold` when they are due (the open loop).
 //!
 //! Here: the run, start to report. `config` checks the arguments, `names` makes
-//! names and expected replies, `worker` drives connections, `tls` is `--tls` (set-up,
-//! a connection's TLS I/O, its failures), `source` is `--source`, `state` holds the
-//! shared counters, `fail` names failures, `progress` and `report` print, `hgrm` writes
-//! `--hgrm`.
+//! names and expected replies, `worker` drives connections, `schedule` is the open
+//! loop, `tls` is `--tls` (set-up, a connection's TLS I/O, its failures), `source` is
+//! `--source`, `state` holds the shared counters, `fail` names failures, `progress` and
+//! `report` print, `hgrm` writes `--hgrm`.
 
 use std::io::{self, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -35,6 +36,7 @@ mod names;
 mod progress;
 mod replies;
 mod report;
+mod schedule;
 mod source;
 mod state;
 mod tls;
@@ -77,6 +79,8 @@ const MAX_CONNECTIONS: usize = 65_535;
 const MAX_ALL_CONNECTIONS: usize = 1 << 20;
 /// Reserved for the worker's waker; connection tokens are indices into its list.
 const WAKE: Token = Token(usize::MAX);
+/// Reserved for the worker's alarm (see `schedule`).
+const ALARM: Token = Token(usize::MAX - 1);
 
 /// How a finished run went, for the exit status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +200,7 @@ pub fn run(args: &BenchConfig) -> io::Result<Outcome> {
     let start = started.unwrap_or(t0);
     let report = Report {
         addr: cfg.addr,
+        mode: cfg.mode,
         connections: cfg.connections,
         established: total.established,
         fewest_replies: total.fewest_replies,
@@ -204,6 +209,8 @@ pub fn run(args: &BenchConfig) -> io::Result<Outcome> {
         size: cfg.size,
         duration_s: cfg.duration.map(|d| d.as_secs_f64()),
         messages_target: cfg.messages,
+        every_s: cfg.every.map(|d| d.as_secs_f64()),
+        rate_target: cfg.rate,
         setup_s: start.duration_since(t0).as_secs_f64(),
         // Up to the last good reply, so that closing does not count; a run without one
         // lasted until the workers stopped.

@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 use super::fail::Fail;
 use super::progress::group;
 use super::tls::TlsParams;
+use crate::config::BenchMode;
 use crate::plural::noun;
 
 /// A distribution's count, and its percentiles in microseconds.
@@ -39,6 +40,50 @@ pub(super) fn latency_summary(hist: &Histogram<u64>) -> Option<Latency> {
         max: us(hist.max() as f64),
         mean: us(hist.mean()),
     })
+}
+
+/// The shortfall beyond which the report says that the rate was not reached.
+const SHORT_BY: f64 = 0.01;
+
+/// The rate line: the target, the rate reached, and when that fell short of the target
+/// by more than 1%, by how much and why. `unit`: "msg/s".
+pub(super) fn rate_text(target: f64, reached: f64, unit: &str) -> String {
+    let mut s = format!(
+        "target {} {unit}, reached {} {unit}",
+        rate(target),
+        rate(reached)
+    );
+    if reached < target * (1.0 - SHORT_BY) {
+        let short = (1.0 - reached / target) * 100.0;
+        // Writing to a String cannot fail.
+        let _ = write!(
+            s,
+            ": {short:.1}% short; the server or this machine could not keep up"
+        );
+    }
+    s
+}
+
+/// A rate as the report shows it: whole and grouped, with a decimal below 100.
+fn rate(per_s: f64) -> String {
+    if per_s >= 100.0 {
+        return group(per_s.round() as u64);
+    }
+    let text = format!("{per_s:.1}");
+    match text.strip_suffix(".0") {
+        Some(whole) => whole.to_string(),
+        None => text,
+    }
+}
+
+/// Seconds as the report shows a duration given: `1`, `0.2`; one that never ends (`inf`,
+/// or more than the clock holds) as such.
+fn seconds(secs: f64) -> String {
+    if secs >= 1e15 {
+        "ever".to_string()
+    } else {
+        format!("{secs} s")
+    }
 }
 
 /// Width of the longest bar of the latency chart, in characters.
@@ -101,6 +146,7 @@ pub(super) struct HandshakeReport {
 #[derive(Debug, Clone)]
 pub(super) struct Report {
     pub(super) addr: SocketAddr,
+    pub(super) mode: BenchMode,
     pub(super) connections: usize,
     pub(super) established: u64,
     /// The fewest verified replies one connection got (of those open at the end).
@@ -110,10 +156,15 @@ pub(super) struct Report {
     pub(super) size: usize,
     pub(super) duration_s: Option<f64>,
     pub(super) messages_target: Option<u64>,
+    /// `--mode hold`: how often each connection sent a name.
+    pub(super) every_s: Option<f64>,
+    /// The open loop's target: names per second.
+    pub(super) rate_target: Option<f64>,
     pub(super) setup_s: f64,
     pub(super) elapsed_s: f64,
     /// Verified replies.
     pub(super) messages: u64,
+    /// Reply latencies (in the open loop from when each name was due).
     pub(super) latency: Option<Latency>,
     /// From the connect call to the connection.
     pub(super) connect: Option<Latency>,
@@ -190,6 +241,7 @@ impl Report {
             .collect();
         let mut j = json!({
             "addr": self.addr.to_string(),
+            "mode": self.mode.name(),
             "connections": self.connections,
             "established": self.established,
             "fewest_replies": self.fewest_replies,
@@ -218,6 +270,16 @@ impl Report {
             if let Some(h) = &self.handshake {
                 map.insert("handshake_us".into(), percentiles(h.latency));
             }
+            if let Some(target) = self.rate_target {
+                map.insert("rate_target".into(), json!(round(target, 1)));
+                map.insert(
+                    "rate_reached".into(),
+                    json!(round(self.messages_per_s(), 1)),
+                );
+            }
+            if let Some(every) = self.every_s {
+                map.insert("every_s".into(), json!(every));
+            }
         }
         j
     }
@@ -225,18 +287,7 @@ impl Report {
     pub(super) fn human(&self) -> String {
         let mut s = String::new();
         // Writing to a String cannot fail.
-        let _ = writeln!(
-            s,
-            "bench {}: {} {} ({} established), {} {}, pipeline {}, {}-byte names",
-            self.addr,
-            group(self.connections as u64),
-            crate::plural::noun(self.connections as u64, "connection", "connections"),
-            group(self.established),
-            self.threads,
-            crate::plural::noun(self.threads as u64, "thread", "threads"),
-            self.pipeline,
-            self.size
-        );
+        let _ = writeln!(s, "{}", self.headline());
         let _ = writeln!(
             s,
             "  messages    {} in {:.2} s (setup {:.2} s): {} msg/s{}",
@@ -249,11 +300,21 @@ impl Report {
                 group(f)
             ))
         );
+        if let Some(target) = self.rate_target {
+            let rate = rate_text(target, self.messages_per_s(), "msg/s");
+            let _ = writeln!(s, "  rate        {rate}");
+        }
+        // In the open loop a name's latency counts from when it was due.
+        let due = if self.rate_target.is_some() {
+            "; from due times"
+        } else {
+            ""
+        };
         match self.latency {
             Some(l) => {
                 let _ = writeln!(
                     s,
-                    "  latency µs  p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  (mean {:.1})",
+                    "  latency µs  p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  (mean {:.1}{due})",
                     l.p50, l.p90, l.p99, l.p999, l.max, l.mean
                 );
             }
@@ -299,6 +360,31 @@ impl Report {
             };
         }
         s
+    }
+
+    /// The first line: where, what each connection did, how many, how.
+    fn headline(&self) -> String {
+        let n = self.connections as u64;
+        let connections = format!("{} {}", group(n), noun(n, "connection", "connections"));
+        let established = format!("({} established)", group(self.established));
+        let threads = format!(
+            "{} {}",
+            self.threads,
+            noun(self.threads as u64, "thread", "threads")
+        );
+        let names = format!("{}-byte names", self.size);
+        let what = match self.mode {
+            BenchMode::Pingpong => format!(
+                "{connections} {established}, {threads}, pipeline {}, {names}",
+                self.pipeline
+            ),
+            BenchMode::Hold => format!(
+                "{connections} held for {}, every {} {established}, {threads}, {names}",
+                self.duration_s.map_or_else(String::new, seconds),
+                self.every_s.map_or_else(String::new, seconds)
+            ),
+        };
+        format!("bench {}: {what}", self.addr)
     }
 
     /// The setup phases' distributions, a row each: count, p50, p90, p99, p99.9, max.
@@ -368,6 +454,7 @@ mod tests {
     fn report() -> Report {
         Report {
             addr: "127.0.0.1:9999".parse().unwrap(),
+            mode: BenchMode::Pingpong,
             connections: 64,
             established: 64,
             fewest_replies: Some(3),
@@ -376,6 +463,8 @@ mod tests {
             size: 8,
             duration_s: Some(5.0),
             messages_target: None,
+            every_s: None,
+            rate_target: None,
             setup_s: 0.012,
             elapsed_s: 2.0,
             messages: 1_000_000,
@@ -400,6 +489,7 @@ mod tests {
         assert_eq!(j["latency_us"]["p999"], 60.0);
         assert_eq!(j["latency_us"]["count"], 1_000_000);
         assert_eq!(j["ok"], true);
+        assert_eq!(j["mode"], "pingpong");
         // Every distribution has one shape.
         for key in ["latency_us", "connect_us", "first_reply_us"] {
             let mut fields: Vec<&str> = j[key]
@@ -417,8 +507,10 @@ mod tests {
         }
         assert_eq!(j["connect_us"]["count"], 64);
         assert_eq!(j["first_reply_us"]["p50"], 1.0);
-        // Only with TLS.
-        assert!(j.get("handshake_us").is_none(), "{j}");
+        // Only with TLS, a rate or hold.
+        for key in ["handshake_us", "rate_target", "rate_reached", "every_s"] {
+            assert!(j.get(key).is_none(), "{key}: {j}");
+        }
         let text = r.human();
         assert!(text.contains("1,000,000 in 2.00 s"), "{text}");
         assert!(text.contains("500,000 msg/s"), "{text}");
@@ -523,5 +615,72 @@ mod tests {
         assert_eq!(j["handshake_us"], j["handshake"]["latency_us"]);
         assert_eq!(j["handshake_us"]["p999"], 930.0);
         assert!(j["first_reply_us"].is_null(), "{j}");
+    }
+
+    #[test]
+    fn a_rate_short_by_more_than_1_percent_says_by_how_much() {
+        assert_eq!(
+            rate_text(10_000.0, 7_912.0, "msg/s"),
+            "target 10,000 msg/s, reached 7,912 msg/s: 20.9% short; the server or this \
+             machine could not keep up"
+        );
+        assert_eq!(
+            rate_text(2_000.0, 1_985.2, "msg/s"),
+            "target 2,000 msg/s, reached 1,985 msg/s"
+        );
+        assert_eq!(
+            rate_text(100.0, 98.9, "connections/s"),
+            "target 100 connections/s, reached 98.9 connections/s: 1.1% short; the server \
+             or this machine could not keep up"
+        );
+        assert_eq!(
+            rate_text(0.5, 0.5, "msg/s"),
+            "target 0.5 msg/s, reached 0.5 msg/s"
+        );
+        assert_eq!(
+            rate_text(1000.0, 19.6, "msg/s"),
+            "target 1,000 msg/s, reached 19.6 msg/s: 98.0% short; the server or this \
+             machine could not keep up"
+        );
+    }
+
+    #[test]
+    fn each_mode_has_its_own_headline() {
+        let mut r = report();
+        r.rate_target = Some(600_000.0);
+        let text = r.human();
+        assert!(
+            text.starts_with(
+                "bench 127.0.0.1:9999: 64 connections (64 established), 2 threads, pipeline 1, \
+                 8-byte names\n  messages    1,000,000 in 2.00 s (setup 0.01 s): 500,000 \
+                 msg/s, at least 3 a connection\n  rate        target 600,000 msg/s, reached \
+                 500,000 msg/s: 16.7% short;"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("(mean 31.0; from due times)\n"), "{text}");
+        let j = r.to_json();
+        assert_eq!(j["rate_target"], 600_000.0);
+        assert_eq!(j["rate_reached"], 500_000.0);
+
+        let mut hold = report();
+        hold.mode = BenchMode::Hold;
+        hold.connections = 1;
+        hold.established = 1;
+        hold.threads = 1;
+        hold.duration_s = Some(60.0);
+        hold.every_s = Some(0.5);
+        hold.rate_target = Some(2.0);
+        let text = hold.human();
+        assert!(
+            text.starts_with(
+                "bench 127.0.0.1:9999: 1 connection held for 60 s, every 0.5 s (1 established), \
+                 1 thread, 8-byte names\n"
+            ),
+            "{text}"
+        );
+        let j = hold.to_json();
+        assert_eq!(j["mode"], "hold");
+        assert_eq!(j["every_s"], 0.5);
     }
 }

@@ -16,10 +16,11 @@ use super::config::{Plan, claim, connect_offset};
 use super::conn::{Conn, State};
 use super::fail::{Fail, Stage, classify};
 use super::names::write_name;
+use super::schedule::{Alarm, Pace, Timers};
 use super::source::connect_from;
 use super::state::{RunState, WorkerCounts, WorkerResults};
 use super::tls;
-use super::{TICK, WAKE};
+use super::{ALARM, TICK, WAKE};
 use crate::protocol::ConnectionValues;
 
 pub(super) struct Worker {
@@ -42,6 +43,11 @@ pub(super) struct Worker {
     pub(super) tally: WorkerResults,
     /// Scratch for the name whose reply is being checked.
     pub(super) name: Vec<u8>,
+    /// The schedule, with a rate: names go when they are due, not as replies come.
+    pub(super) pace: Option<Pace>,
+    pub(super) timers: Timers,
+    /// With a rate: wakes the poll at the next timer.
+    pub(super) alarm: Option<Alarm>,
 }
 
 impl Worker {
@@ -69,9 +75,17 @@ impl Worker {
                 wpos: 0,
                 sent: VecDeque::new(),
                 next_seq: 0,
+                timer: false,
                 values: None,
             })
             .collect();
+        let pace = cfg
+            .rate
+            .map(|rate| Pace::new(rate, cfg.connections as u64, shared.t0));
+        let alarm = match pace {
+            Some(_) => Some(Alarm::new(poll.registry(), ALARM)?),
+            None => None,
+        };
         Ok(Worker {
             index,
             live: conns.len(),
@@ -87,6 +101,9 @@ impl Worker {
             stopped: false,
             interrupted: false,
             tally: WorkerResults::new()?,
+            pace,
+            timers: Timers::default(),
+            alarm,
         })
     }
 
@@ -116,6 +133,7 @@ impl Worker {
                     self.go(start);
                 }
             }
+            self.fire_timers(now);
             if !self.stopped && self.stop_at.is_some_and(|t| now >= t) {
                 self.stop();
             }
@@ -133,6 +151,12 @@ impl Worker {
             if let Some(stop) = self.stop_at.filter(|_| !self.stopped) {
                 wake = wake.min(stop);
             }
+            if let Some(at) = self.timers.next() {
+                wake = wake.min(at);
+            }
+            if let Some(alarm) = &mut self.alarm {
+                alarm.set(self.timers.next(), Instant::now())?;
+            }
             let timeout = wake.saturating_duration_since(Instant::now());
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
@@ -140,7 +164,8 @@ impl Worker {
                 Err(e) => return Err(e),
             }
             for ev in events.iter() {
-                if ev.token() != WAKE {
+                // The waker and the alarm only end the poll.
+                if ev.token() != WAKE && ev.token() != ALARM {
                     self.on_event(ev.token().0, ev);
                 }
             }
@@ -225,6 +250,9 @@ impl Worker {
         self.started = true;
         // A duration past what the clock can hold (`-d 1e19`) means no end but Ctrl-C.
         self.stop_at = self.cfg.duration.and_then(|d| start.checked_add(d));
+        if let Some(pace) = &mut self.pace {
+            pace.begin(start, self.stop_at);
+        }
         for i in 0..self.conns.len() {
             if self.conns[i].state == State::Ready {
                 self.conns[i].state = State::Running;
@@ -269,9 +297,16 @@ impl Worker {
 
     pub(super) fn scan_timeouts(&mut self, now: Instant) {
         let timeout = self.cfg.timeout;
+        // Paced names hold their due times; the wait for a reply counts from the last send.
+        let paced = self.pace.is_some();
         for i in 0..self.conns.len() {
             let c = &self.conns[i];
             let waited = now.saturating_duration_since(c.since);
+            let awaited = if paced {
+                (!c.sent.is_empty()).then_some(c.since)
+            } else {
+                c.sent.front().copied()
+            };
             match c.state {
                 State::Connecting if waited >= timeout => {
                     self.fail(i, Fail::ConnectTimeout, || {
@@ -289,9 +324,7 @@ impl Worker {
                     });
                 }
                 State::Running | State::Ready
-                    if c.sent
-                        .front()
-                        .is_some_and(|&t| now.saturating_duration_since(t) >= timeout) =>
+                    if awaited.is_some_and(|t| now.saturating_duration_since(t) >= timeout) =>
                 {
                     self.fail(i, Fail::ReplyTimeout, || {
                         format!("no reply after {timeout:?}")
@@ -451,6 +484,9 @@ impl Worker {
     /// Sends names until `--pipeline` are awaiting replies (all in one write), or
     /// starts closing when there is nothing left to send or await.
     pub(super) fn fill(&mut self, i: usize) {
+        if self.pace.is_some() {
+            return self.fill_paced(i);
+        }
         let c = &mut self.conns[i];
         let records = c.tls.as_ref().is_some_and(|t| t.wants_write());
         if c.state != State::Running || c.wpos < c.wbuf.len() || records {

@@ -525,10 +525,10 @@ pub struct BenchArgs {
     /// What each connection does.
     #[arg(long, value_enum, value_name = "MODE", default_value_t = config::BenchMode::Pingpong)]
     pub mode: config::BenchMode,
-    /// Open loop, as wrk2 -R: N names per second in total, spread evenly over the
-    /// connections. Each name is due at its time whatever the server does, and its latency
-    /// is timed from then, not from when it could go out; still at most --pipeline in
-    /// flight per connection.
+    /// Open loop, as wrk2 -R: N names per second in total (with --mode churn, N new
+    /// connections), spread evenly over the connections. Each name is due at its time
+    /// whatever the server does, and its latency is timed from then, not from when it
+    /// could go out; still at most --pipeline in flight per connection.
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub rate: Option<f64>,
     /// With --mode hold: each connection sends one name every SECS seconds (default 1;

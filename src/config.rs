@@ -89,6 +89,9 @@ pub enum BenchMode {
     /// or as they fall due with --rate.
     #[default]
     Pingpong,
+    /// Each connection connects, reads the welcome, sends one name, says exit, waits for
+    /// the close and connects again: connections per second (with --tls, handshakes).
+    Churn,
     /// Connections held open for --duration, each sending one name every --every seconds.
     Hold,
 }
@@ -98,6 +101,7 @@ impl BenchMode {
     pub fn name(self) -> &'static str {
         match self {
             BenchMode::Pingpong => "pingpong",
+            BenchMode::Churn => "churn",
             BenchMode::Hold => "hold",
         }
     }
@@ -311,7 +315,7 @@ pub struct BenchConfig {
     pub pipeline: usize,
     /// What each connection does.
     pub mode: BenchMode,
-    /// Open loop: names per second in total; `None`: closed loop.
+    /// Open loop: names (in churn, connections) per second in total; `None`: closed loop.
     pub rate: Option<f64>,
     /// `--mode hold`: how often each connection sends a name; `None`: not given.
     pub every: Option<Duration>,

@@ -26,8 +26,8 @@ pub(super) struct Plan {
     pub(super) sources: Option<SourceAddrs>,
     pub(super) connections: usize,
     pub(super) mode: BenchMode,
-    /// The open loop's names per second in total: `--rate`, or in hold `--connections` /
-    /// `--every`. `None`: closed loop.
+    /// The open loop's names (in churn, connections) per second in total: `--rate`, or
+    /// in hold `--connections` / `--every`. `None`: closed loop.
     pub(super) rate: Option<f64>,
     /// `--mode hold`: how often each connection sends a name.
     pub(super) every: Option<Duration>,
@@ -122,6 +122,13 @@ impl Plan {
                 ));
             }
         }
+        if a.mode == BenchMode::Churn && a.pipeline != 1 {
+            return Err(invalid(
+                "--pipeline is not for --mode churn, which sends one name a connection: drop \
+                 --pipeline"
+                    .into(),
+            ));
+        }
         if a.timeout.is_zero() {
             return Err(invalid("--timeout must be above 0".into()));
         }
@@ -160,6 +167,11 @@ impl Plan {
             Some(every) => Some(a.connections as f64 / every.as_secs_f64()),
             None => a.rate,
         };
+        // In churn every connection is always being set up: -n alone bounds them.
+        let setup_limit = match a.mode {
+            BenchMode::Churn => usize::MAX,
+            _ => setup_share(SETUPS_IN_FLIGHT, threads),
+        };
         Ok(Plan {
             addr,
             sources: a.source.clone(),
@@ -176,7 +188,7 @@ impl Plan {
             duration,
             messages: a.messages,
             connect_rate: a.connect_rate,
-            setup_limit: setup_share(SETUPS_IN_FLIGHT, threads),
+            setup_limit,
             close_grace: CLOSE_GRACE.min(timeout),
             tls,
         })
@@ -294,6 +306,15 @@ mod tests {
             "--messages is not for --mode hold, which holds the connections for --duration: \
              drop --messages"
         );
+        assert_eq!(
+            cfg(&|c| {
+                c.mode = BenchMode::Churn;
+                c.pipeline = 2;
+            })
+            .unwrap_err(),
+            "--pipeline is not for --mode churn, which sends one name a connection: drop \
+             --pipeline"
+        );
         // Hold's rate is the connections over --every, 1 s unless given.
         let p = cfg(&|c| {
             hold(c);
@@ -311,6 +332,9 @@ mod tests {
         let p = cfg(&|c| c.rate = Some(2.5)).unwrap();
         assert_eq!((p.rate, p.every), (Some(2.5), None));
         assert_eq!(cfg(&|_| {}).unwrap().rate, None);
+        // Churn's connections are all setups at once.
+        let p = cfg(&|c| c.mode = BenchMode::Churn).unwrap();
+        assert_eq!(p.setup_limit, usize::MAX);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::protocol::ConnectionValues;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum State {
-    /// Not opened yet.
+    /// Not opened yet (in churn: between two connections).
     Pending,
     Connecting,
     /// Connected, in the TLS handshake (`--tls`).
@@ -52,6 +52,10 @@ pub(super) struct Conn {
     pub(super) sent: VecDeque<Instant>,
     /// Number of the next name to send.
     pub(super) next_seq: u64,
+    /// Churn: connections begun in this slot.
+    pub(super) cycles: u64,
+    /// Churn: nothing has gone wrong in this slot's current connection.
+    pub(super) good: bool,
     /// It has a timer set (see `schedule`).
     pub(super) timer: bool,
     /// Its `{peer}` and `{local}`, when `--expect` shows them.

@@ -8,13 +8,14 @@
 //! or has failed, all of them start sending at the same instant, so the measured
 //! interval is spent at full load. Every reply is checked byte for byte against
 //! `--expect`. Names go as replies come (the closed loop), or with `--rate` and in
-//! `--mode hold` when they are due (the open loop).
+//! `--mode hold` when they are due (the open loop); `--mode churn` has each connection
+//! slot connect, send one name and close, again and again, from the start.
 //!
 //! Here: the run, start to report. `config` checks the arguments, `names` makes
 //! names and expected replies, `worker` drives connections, `schedule` is the open
-//! loop, `tls` is `--tls` (set-up, a connection's TLS I/O, its failures), `source` is
-//! `--source`, `state` holds the shared counters, `fail` names failures, `progress` and
-//! `report` print, `hgrm` writes `--hgrm`.
+//! loop, `churn` the churn mode, `tls` is `--tls` (set-up, a connection's TLS I/O, its
+//! failures), `source` is `--source`, `state` holds the shared counters, `fail` names
+//! failures, `progress` and `report` print, `hgrm` writes `--hgrm`.
 
 use std::io::{self, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -25,9 +26,10 @@ use std::time::{Duration, Instant};
 use mio::{Poll, Token, Waker};
 use nix::sys::signal::Signal;
 
-use crate::config::BenchConfig;
+use crate::config::{BenchConfig, BenchMode};
 use crate::signals::install_blocking;
 
+mod churn;
 mod config;
 mod conn;
 mod fail;
@@ -101,6 +103,7 @@ pub enum Outcome {
 /// connection at all could be set up; the message names the likely cause and fix.
 pub fn run(args: &BenchConfig) -> io::Result<Outcome> {
     let cfg = Arc::new(Plan::from_args(args)?);
+    let churn = cfg.mode == BenchMode::Churn;
     // Every file is opened before the run, so that one that cannot be written stops it
     // at once.
     let hgrm_files = match &args.hgrm {
@@ -130,7 +133,12 @@ pub fn run(args: &BenchConfig) -> io::Result<Outcome> {
     let shared = Arc::new(RunState {
         interrupted,
         t0,
-        start: OnceLock::new(),
+        // Churn has no start barrier: the run is its connections' setups.
+        start: if churn {
+            OnceLock::from(t0)
+        } else {
+            OnceLock::new()
+        },
         budget: cfg.messages.map(AtomicU64::new),
         primed: AtomicBool::new(!cfg.tls.as_ref().is_some_and(|t| t.resume)),
         stats: (0..cfg.threads).map(|_| WorkerCounts::default()).collect(),
@@ -148,8 +156,8 @@ pub fn run(args: &BenchConfig) -> io::Result<Outcome> {
         handles.push(handle);
     }
 
-    let mut progress = Progress::new(io::stderr().is_terminal(), t0);
-    let mut started = None;
+    let mut progress = Progress::new(io::stderr().is_terminal(), t0, churn);
+    let mut started = shared.start.get().copied();
     let mut first_settled = None;
     while !handles.iter().all(|h| h.is_finished()) {
         thread::sleep(COORDINATOR_TICK);
@@ -198,12 +206,20 @@ pub fn run(args: &BenchConfig) -> io::Result<Outcome> {
     }
 
     let start = started.unwrap_or(t0);
+    // Up to the last good reply (in churn, the last connection through), so that closing
+    // does not count; a run without one lasted until the workers stopped.
+    let last = if churn {
+        total.last_completed
+    } else {
+        total.last_reply
+    };
     let report = Report {
         addr: cfg.addr,
         mode: cfg.mode,
         connections: cfg.connections,
         established: total.established,
-        fewest_replies: total.fewest_replies,
+        // Every churn connection sends one name.
+        fewest_replies: total.fewest_replies.filter(|_| !churn),
         threads: cfg.threads,
         pipeline: cfg.pipeline,
         size: cfg.size,
@@ -212,14 +228,12 @@ pub fn run(args: &BenchConfig) -> io::Result<Outcome> {
         every_s: cfg.every.map(|d| d.as_secs_f64()),
         rate_target: cfg.rate,
         setup_s: start.duration_since(t0).as_secs_f64(),
-        // Up to the last good reply, so that closing does not count; a run without one
-        // lasted until the workers stopped.
-        elapsed_s: total
-            .last_reply
+        elapsed_s: last
             .unwrap_or(finished)
             .saturating_duration_since(start)
             .as_secs_f64(),
         messages: total.ok,
+        completed: total.completed,
         latency: latency_summary(&total.hist),
         connect: latency_summary(&total.connects),
         first_reply: latency_summary(&total.first_replies),

@@ -21,6 +21,7 @@ impl Worker {
             index,
             setups,
             name,
+            churn,
             ..
         } = self;
         let stats = &shared.stats[*index];
@@ -55,7 +56,9 @@ impl Worker {
                     if let Some(kind) = notice {
                         return Err((kind, format!("{:?} instead of the welcome", lossy(line))));
                     }
-                    c.state = State::Ready;
+                    // In churn the connection's one name goes at once; the others wait
+                    // for the start.
+                    c.state = if *churn { State::Running } else { State::Ready };
                     *setups -= 1;
                     tally
                         .first_replies
@@ -85,6 +88,7 @@ impl Worker {
                             continue;
                         }
                         stats.errors.fetch_add(1, Relaxed);
+                        c.good = false;
                         // An `ERROR` line in place of the reply says why there is none.
                         match notice {
                             Some(kind) => tally.note(kind, || {
@@ -106,6 +110,7 @@ impl Worker {
                     }
                     None => {
                         stats.errors.fetch_add(1, Relaxed);
+                        c.good = false;
                         // A name's refusal with no name sent is as unexpected as any line.
                         let kind = match notice {
                             Some(Fail::ServerError) => Fail::ServerError,

@@ -46,7 +46,7 @@ pub(super) fn latency_summary(hist: &Histogram<u64>) -> Option<Latency> {
 const SHORT_BY: f64 = 0.01;
 
 /// The rate line: the target, the rate reached, and when that fell short of the target
-/// by more than 1%, by how much and why. `unit`: "msg/s".
+/// by more than 1%, by how much and why. `unit`: "msg/s", "connections/s".
 pub(super) fn rate_text(target: f64, reached: f64, unit: &str) -> String {
     let mut s = format!(
         "target {} {unit}, reached {} {unit}",
@@ -158,12 +158,14 @@ pub(super) struct Report {
     pub(super) messages_target: Option<u64>,
     /// `--mode hold`: how often each connection sent a name.
     pub(super) every_s: Option<f64>,
-    /// The open loop's target: names per second.
+    /// The open loop's target: names (in churn, connections) per second.
     pub(super) rate_target: Option<f64>,
     pub(super) setup_s: f64,
     pub(super) elapsed_s: f64,
     /// Verified replies.
     pub(super) messages: u64,
+    /// Churn: connections that went all the way.
+    pub(super) completed: u64,
     /// Reply latencies (in the open loop from when each name was due).
     pub(super) latency: Option<Latency>,
     /// From the connect call to the connection.
@@ -182,10 +184,27 @@ pub(super) struct Report {
 
 impl Report {
     pub(super) fn messages_per_s(&self) -> f64 {
+        self.per_s(self.messages)
+    }
+
+    /// Churn: completed connections per second.
+    pub(super) fn completed_per_s(&self) -> f64 {
+        self.per_s(self.completed)
+    }
+
+    fn per_s(&self, n: u64) -> f64 {
         if self.elapsed_s > 0.0 {
-            self.messages as f64 / self.elapsed_s
+            n as f64 / self.elapsed_s
         } else {
             0.0
+        }
+    }
+
+    /// What the rate counts, and how many of it came per second.
+    fn rate_reached(&self) -> (&'static str, f64) {
+        match self.mode {
+            BenchMode::Churn => ("connections/s", self.completed_per_s()),
+            _ => ("msg/s", self.messages_per_s()),
         }
     }
 
@@ -274,7 +293,14 @@ impl Report {
                 map.insert("rate_target".into(), json!(round(target, 1)));
                 map.insert(
                     "rate_reached".into(),
-                    json!(round(self.messages_per_s(), 1)),
+                    json!(round(self.rate_reached().1, 1)),
+                );
+            }
+            if self.mode == BenchMode::Churn {
+                map.insert("completed".into(), json!(self.completed));
+                map.insert(
+                    "completed_per_s".into(),
+                    json!(round(self.completed_per_s(), 1)),
                 );
             }
             if let Some(every) = self.every_s {
@@ -288,24 +314,36 @@ impl Report {
         let mut s = String::new();
         // Writing to a String cannot fail.
         let _ = writeln!(s, "{}", self.headline());
-        let _ = writeln!(
-            s,
-            "  messages    {} in {:.2} s (setup {:.2} s): {} msg/s{}",
-            group(self.messages),
-            self.elapsed_s,
-            self.setup_s,
-            group(self.messages_per_s().round() as u64),
-            self.fewest_replies.map_or(String::new(), |f| format!(
-                ", at least {} a connection",
-                group(f)
-            ))
-        );
+        if self.mode == BenchMode::Churn {
+            let _ = writeln!(
+                s,
+                "  connections {} completed in {:.2} s: {} connections/s, {} {}",
+                group(self.completed),
+                self.elapsed_s,
+                group(self.completed_per_s().round() as u64),
+                group(self.messages),
+                noun(self.messages, "message", "messages")
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "  messages    {} in {:.2} s (setup {:.2} s): {} msg/s{}",
+                group(self.messages),
+                self.elapsed_s,
+                self.setup_s,
+                group(self.messages_per_s().round() as u64),
+                self.fewest_replies.map_or(String::new(), |f| format!(
+                    ", at least {} a connection",
+                    group(f)
+                ))
+            );
+        }
         if let Some(target) = self.rate_target {
-            let rate = rate_text(target, self.messages_per_s(), "msg/s");
-            let _ = writeln!(s, "  rate        {rate}");
+            let (unit, reached) = self.rate_reached();
+            let _ = writeln!(s, "  rate        {}", rate_text(target, reached, unit));
         }
         // In the open loop a name's latency counts from when it was due.
-        let due = if self.rate_target.is_some() {
+        let due = if self.rate_target.is_some() && self.mode != BenchMode::Churn {
             "; from due times"
         } else {
             ""
@@ -378,6 +416,9 @@ impl Report {
                 "{connections} {established}, {threads}, pipeline {}, {names}",
                 self.pipeline
             ),
+            BenchMode::Churn => {
+                format!("churn, {connections} at a time {established}, {threads}, {names}")
+            }
             BenchMode::Hold => format!(
                 "{connections} held for {}, every {} {established}, {threads}, {names}",
                 self.duration_s.map_or_else(String::new, seconds),
@@ -468,6 +509,7 @@ mod tests {
             setup_s: 0.012,
             elapsed_s: 2.0,
             messages: 1_000_000,
+            completed: 0,
             latency: Some(latency(1_000_000, 30.0)),
             connect: Some(latency(64, 0.5)),
             first_reply: Some(latency(64, 1.0)),
@@ -507,8 +549,15 @@ mod tests {
         }
         assert_eq!(j["connect_us"]["count"], 64);
         assert_eq!(j["first_reply_us"]["p50"], 1.0);
-        // Only with TLS, a rate or hold.
-        for key in ["handshake_us", "rate_target", "rate_reached", "every_s"] {
+        // Only with TLS, a rate, churn or hold.
+        for key in [
+            "handshake_us",
+            "rate_target",
+            "rate_reached",
+            "completed",
+            "completed_per_s",
+            "every_s",
+        ] {
             assert!(j.get(key).is_none(), "{key}: {j}");
         }
         let text = r.human();
@@ -663,6 +712,31 @@ mod tests {
         assert_eq!(j["rate_target"], 600_000.0);
         assert_eq!(j["rate_reached"], 500_000.0);
 
+        let mut churn = report();
+        churn.mode = BenchMode::Churn;
+        churn.completed = 5_000;
+        churn.messages = 5_000;
+        churn.established = 5_001;
+        churn.fewest_replies = None;
+        churn.rate_target = Some(2_500.0);
+        let text = churn.human();
+        assert!(
+            text.starts_with(
+                "bench 127.0.0.1:9999: churn, 64 connections at a time (5,001 established), 2 \
+                 threads, 8-byte names\n  connections 5,000 completed in 2.00 s: 2,500 \
+                 connections/s, 5,000 messages\n  rate        target 2,500 connections/s, \
+                 reached 2,500 connections/s\n"
+            ),
+            "{text}"
+        );
+        // The reply to a churn connection's one name goes out when its welcome comes.
+        assert!(!text.contains("from due times"), "{text}");
+        let j = churn.to_json();
+        assert_eq!(j["mode"], "churn");
+        assert_eq!(j["completed"], 5_000);
+        assert_eq!(j["completed_per_s"], 2_500.0);
+        assert_eq!(j["rate_reached"], 2_500.0);
+
         let mut hold = report();
         hold.mode = BenchMode::Hold;
         hold.connections = 1;
@@ -682,5 +756,6 @@ mod tests {
         let j = hold.to_json();
         assert_eq!(j["mode"], "hold");
         assert_eq!(j["every_s"], 0.5);
+        assert!(j.get("completed").is_none(), "{j}");
     }
 }

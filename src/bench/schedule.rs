@@ -1,5 +1,6 @@
-//! The open loop (`--rate`, `--mode hold`): when each connection's next name is due,
-//! and the worker's timers that wake it then.
+//! The open loop (`--rate`, `--mode hold`, churn's next connections): when each
+//! connection's next name, or in churn its next connection, is due, and the worker's
+//! timers that wake it then.
 //!
 //! A due time follows from the schedule alone, never from the server: the k-th name of
 //! connection `id` is due at start + (k × connections + id) / rate, so the connections
@@ -55,7 +56,7 @@ impl Pace {
         self.end = end;
     }
 
-    /// When the `k`-th event (name) of connection `id` is due;
+    /// When the `k`-th event (name, or churn's connection) of connection `id` is due;
     /// `None` when never: at or past the end, or past what the clock holds.
     pub(super) fn due(&self, id: u64, k: u64) -> Option<Instant> {
         // Exact as long as the turn is below 2^53: far more events than any run has.
@@ -153,12 +154,15 @@ impl Worker {
         }
     }
 
-    /// Acts on every timer due by `now`: a paced connection sends what is due.
+    /// Acts on every timer due by `now`: a paced connection sends what is due, a churn
+    /// connection begins its next cycle.
     pub(super) fn fire_timers(&mut self, now: Instant) {
         while let Some(i) = self.timers.pop_due(now) {
             self.conns[i].timer = false;
-            if self.conns[i].state == State::Running {
-                self.fill(i);
+            match self.conns[i].state {
+                State::Running => self.fill(i),
+                State::Pending => self.begin_cycle(i),
+                _ => {}
             }
         }
     }

@@ -39,6 +39,8 @@ pub(super) struct WorkerCounts {
     /// Connections whose setup ended, with their welcome or with a failure.
     pub(super) settled: AtomicU64,
     pub(super) established: AtomicU64,
+    /// Churn: connections that went all the way.
+    pub(super) completed: AtomicU64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -47,6 +49,7 @@ pub(super) struct Totals {
     pub(super) errors: u64,
     pub(super) settled: u64,
     pub(super) established: u64,
+    pub(super) completed: u64,
 }
 
 impl RunState {
@@ -56,6 +59,7 @@ impl RunState {
             errors: s.errors + w.errors.load(Relaxed),
             settled: s.settled + w.settled.load(Relaxed),
             established: s.established + w.established.load(Relaxed),
+            completed: s.completed + w.completed.load(Relaxed),
         })
     }
 }
@@ -79,6 +83,9 @@ pub(super) struct WorkerResults {
     pub(super) handshakes: Histogram<u64>,
     /// Times to the welcome (from the connect call), in nanoseconds.
     pub(super) first_replies: Histogram<u64>,
+    /// Churn: connections that went all the way, and when the last one did.
+    pub(super) completed: u64,
+    pub(super) last_completed: Option<Instant>,
     /// How many of those resumed a session.
     pub(super) resumed: u64,
     /// What the first of them agreed on.
@@ -98,6 +105,8 @@ impl WorkerResults {
             connects: histogram()?,
             handshakes: histogram()?,
             first_replies: histogram()?,
+            completed: 0,
+            last_completed: None,
             resumed: 0,
             tls_params: None,
         })
@@ -128,6 +137,8 @@ impl WorkerResults {
             (a, b) => a.or(b),
         };
         self.last_reply = self.last_reply.max(other.last_reply);
+        self.completed += other.completed;
+        self.last_completed = self.last_completed.max(other.last_completed);
         self.resumed += other.resumed;
         if self.tls_params.is_none() {
             self.tls_params = other.tls_params;

@@ -108,7 +108,7 @@ fn messages_mode_verifies_every_reply() {
             "{key}: {r}"
         );
     }
-    for key in ["handshake_us", "rate_target", "rate_reached"] {
+    for key in ["handshake_us", "rate_target", "rate_reached", "completed"] {
         assert!(r.get(key).is_none(), "{key}: {r}");
     }
     // With --json the human report goes to stderr.
@@ -663,6 +663,8 @@ enum Behaviour {
     /// Answers it, except during one second in every two (counted from the fixture's
     /// start), when it holds the reply until that second ends.
     Stall,
+    /// Closes the connection without an answer.
+    CloseBeforeReply,
 }
 
 /// A greeting server in the test, a thread per connection: the welcome, then each name
@@ -728,6 +730,7 @@ fn serve_one(stream: TcpStream, behaviour: Behaviour, t0: Instant) {
             return;
         }
         match behaviour {
+            Behaviour::CloseBeforeReply => return,
             Behaviour::Stall => {
                 let since = t0.elapsed();
                 if since.as_secs() % 2 == 1 {
@@ -834,6 +837,73 @@ fn a_rate_the_server_cannot_keep_up_with_is_reported_short() {
     );
 }
 
+/// Churn: every connection goes through connect, welcome, one name, its reply, exit and
+/// the server's close; --messages counts connections.
+#[test]
+fn churn_completes_every_connection() {
+    let server = Server::start(&["-q"]);
+    let run = bench_server(
+        &server,
+        &["--mode", "churn", "-n", "4", "-m", "200", "--json"],
+    );
+    let r = report(&run);
+    assert_eq!(r["mode"], "churn", "{r}");
+    assert_eq!(r["errors_total"], 0, "{r}");
+    assert_eq!(r["completed"], 200, "{r}");
+    assert_eq!(r["messages"], 200, "{r}");
+    assert_eq!(r["established"], 200, "{r}");
+    for key in ["latency_us", "connect_us", "first_reply_us"] {
+        assert_eq!(r[key]["count"], 200, "{key}: {r}");
+    }
+    assert!(r.get("handshake_us").is_none(), "{r}");
+    assert!(
+        run.stderr.contains("  connections 200 completed in ")
+            && run.stderr.contains("connections/s, 200 messages\n"),
+        "{}",
+        run.stderr
+    );
+
+    let run = bench_server(
+        &server,
+        &["--mode", "churn", "-n", "2", "-d", "0.5", "--json"],
+    );
+    let r = report(&run);
+    assert_eq!(r["errors_total"], 0, "{r}");
+    assert!(r["completed"].as_u64().is_some_and(|n| n > 0), "{r}");
+    assert!(
+        r["completed_per_s"].as_f64().is_some_and(|x| x > 0.0),
+        "{r}"
+    );
+    assert_eq!(r["completed"], r["messages"], "{r}");
+}
+
+/// Churn with --rate: that many new connections a second, and no more.
+#[test]
+fn churn_with_a_rate_opens_connections_on_schedule() {
+    let run = bench_fresh_server(&[
+        "--mode", "churn", "-n", "2", "-d", "1", "--rate", "20", "--json",
+    ]);
+    let r = report(&run);
+    assert_eq!(r["errors_total"], 0, "{r}");
+    assert_eq!(r["completed"], 20, "{r}");
+    assert_eq!(r["rate_target"], 20.0, "{r}");
+}
+
+/// A churn connection the server closes before the reply counts as that failure, and the
+/// slot goes on to its next connection.
+#[test]
+fn churn_counts_a_close_before_the_reply() {
+    let fixture = Fixture::start(Behaviour::CloseBeforeReply);
+    let run = bench_at(
+        fixture.addr,
+        &["--mode", "churn", "-n", "2", "-m", "10", "--json"],
+    );
+    let r = report_with_status(&run, 1);
+    assert_eq!(r["errors"], serde_json::json!({"eof": 10}), "{r}");
+    assert_eq!(r["completed"], 0, "{r}");
+    assert_eq!(r["established"], 10, "{r}");
+}
+
 /// Hold: every connection sends one name every --every seconds for the whole duration,
 /// the first ones spread over the first interval.
 #[test]
@@ -888,6 +958,11 @@ fn mode_flags_are_refused_where_they_mean_nothing() {
             &["--rate", "nan"],
             "--rate must be a number per second above 0, not NaN: e.g. --rate 1000",
         ),
+        (
+            &["--mode", "churn", "-p", "4"],
+            "--pipeline is not for --mode churn, which sends one name a connection: drop \
+             --pipeline",
+        ),
     ] {
         let mut all = vec!["--connect", "127.0.0.1:1"];
         all.extend_from_slice(args);
@@ -901,7 +976,9 @@ fn mode_flags_are_refused_where_they_mean_nothing() {
     assert!(
         run.stderr
             .contains("invalid value 'sometimes' for '--mode <MODE>'")
-            && run.stderr.contains("[possible values: pingpong, hold]"),
+            && run
+                .stderr
+                .contains("[possible values: pingpong, churn, hold]"),
         "{}",
         run.stderr
     );

@@ -885,7 +885,10 @@ fn churn_with_a_rate_opens_connections_on_schedule() {
     ]);
     let r = report(&run);
     assert_eq!(r["errors_total"], 0, "{r}");
-    assert_eq!(r["completed"], 20, "{r}");
+    // 20 are due within the second; one whose slot is still busy with the last at the
+    // end (a slow machine) does not begin.
+    let completed = r["completed"].as_u64().unwrap_or(0);
+    assert!((15..=20).contains(&completed), "{r}");
     assert_eq!(r["rate_target"], 20.0, "{r}");
 }
 
@@ -916,9 +919,10 @@ fn hold_sends_one_name_every_interval() {
     assert_eq!(r["mode"], "hold", "{r}");
     assert_eq!(r["every_s"], 0.2, "{r}");
     assert_eq!(r["rate_target"], 100.0, "{r}");
-    // Five names a connection are due within the second: all go, late or not.
-    assert_eq!(r["messages"], 100, "{r}");
-    assert_eq!(r["fewest_replies"], 5, "{r}");
+    // Five names a connection are due within the second, and no more; one whose
+    // connection still awaits the last reply at the end (a slow machine) does not go.
+    let messages = r["messages"].as_u64().unwrap_or(0);
+    assert!((90..=100).contains(&messages), "{r}");
     assert!(
         run.stderr.starts_with(&format!(
             "bench {}: 20 connections held for 1 s, every 0.2 s (20 established)",

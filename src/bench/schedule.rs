@@ -13,14 +13,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::io;
-use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
-
-use mio::unix::SourceFd;
-use mio::{Interest, Registry, Token};
-use nix::sys::time::TimeSpec;
-use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 
 use super::config::claim;
 use super::conn::State;
@@ -96,50 +89,90 @@ impl Timers {
     }
 }
 
+pub(super) use alarm::Alarm;
+
 /// Wakes the worker's poll at its earliest timer to the microsecond: a poll timeout is
 /// rounded up to whole milliseconds, which would send paced names up to a millisecond
 /// late and add that to every latency. A `timerfd`, registered with the poll.
-pub(super) struct Alarm {
-    fd: TimerFd,
-    /// The time it is set for.
-    set_for: Option<Instant>,
-}
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod alarm {
+    use std::io;
+    use std::os::fd::{AsFd, AsRawFd};
+    use std::time::{Duration, Instant};
 
-impl Alarm {
-    pub(super) fn new(registry: &Registry, token: Token) -> io::Result<Alarm> {
-        let fd = TimerFd::new(
-            ClockId::CLOCK_MONOTONIC,
-            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
-        )?;
-        registry.register(
-            &mut SourceFd(&fd.as_fd().as_raw_fd()),
-            token,
-            Interest::READABLE,
-        )?;
-        Ok(Alarm { fd, set_for: None })
+    use mio::unix::SourceFd;
+    use mio::{Interest, Registry, Token};
+    use nix::sys::time::TimeSpec;
+    use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+
+    pub(in crate::bench) struct Alarm {
+        fd: TimerFd,
+        /// The time it is set for.
+        set_for: Option<Instant>,
     }
 
-    /// Sets it for `at` (none: off), unless it is set for that already. Its expiries are
-    /// never read: setting it again clears them, and the poll is edge-triggered.
-    pub(super) fn set(&mut self, at: Option<Instant>, now: Instant) -> io::Result<()> {
-        if at == self.set_for {
-            return Ok(());
+    impl Alarm {
+        pub(in crate::bench) fn new(registry: &Registry, token: Token) -> io::Result<Alarm> {
+            let fd = TimerFd::new(
+                ClockId::CLOCK_MONOTONIC,
+                TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+            )?;
+            registry.register(
+                &mut SourceFd(&fd.as_fd().as_raw_fd()),
+                token,
+                Interest::READABLE,
+            )?;
+            Ok(Alarm { fd, set_for: None })
         }
-        self.set_for = at;
-        match at {
-            None => self.fd.unset()?,
-            Some(at) => {
-                // A zero time would switch it off.
-                let wait = at
-                    .saturating_duration_since(now)
-                    .max(Duration::from_nanos(1));
-                self.fd.set(
-                    Expiration::OneShot(TimeSpec::from_duration(wait)),
-                    TimerSetTimeFlags::empty(),
-                )?;
+
+        /// Sets it for `at` (none: off), unless it is set for that already. Its expiries
+        /// are never read: setting it again clears them, and the poll is edge-triggered.
+        pub(in crate::bench) fn set(
+            &mut self,
+            at: Option<Instant>,
+            now: Instant,
+        ) -> io::Result<()> {
+            if at == self.set_for {
+                return Ok(());
             }
+            self.set_for = at;
+            match at {
+                None => self.fd.unset()?,
+                Some(at) => {
+                    // A zero time would switch it off.
+                    let wait = at
+                        .saturating_duration_since(now)
+                        .max(Duration::from_nanos(1));
+                    self.fd.set(
+                        Expiration::OneShot(TimeSpec::from_duration(wait)),
+                        TimerSetTimeFlags::empty(),
+                    )?;
+                }
+            }
+            Ok(())
         }
-        Ok(())
+    }
+}
+
+/// Elsewhere there is no `timerfd`: the poll's timeout, to the millisecond, is all the
+/// worker has.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+mod alarm {
+    use std::io;
+    use std::time::Instant;
+
+    use mio::{Registry, Token};
+
+    pub(in crate::bench) struct Alarm;
+
+    impl Alarm {
+        pub(in crate::bench) fn new(_: &Registry, _: Token) -> io::Result<Alarm> {
+            Ok(Alarm)
+        }
+
+        pub(in crate::bench) fn set(&mut self, _: Option<Instant>, _: Instant) -> io::Result<()> {
+            Ok(())
+        }
     }
 }
 

@@ -39,7 +39,7 @@ use crate::signals::install_blocking;
 use plan::UdpPlan;
 use report::UdpReport;
 use tally::{Tally, UdpFail};
-use worker::{Sock, Worker};
+use worker::{Reach, Sock, Worker};
 
 /// Runs `bench --udp`: as [`super::run`], over datagrams.
 pub(super) fn run(args: &BenchConfig) -> io::Result<Outcome> {
@@ -79,6 +79,7 @@ pub(super) fn run(args: &BenchConfig) -> io::Result<Outcome> {
             .map(|_| WorkerCounts::default())
             .collect(),
     });
+    let reach = Arc::new(Reach::default());
     let mut handles = Vec::with_capacity(plan.base.threads);
     for (index, socks) in shares.into_iter().enumerate() {
         let worker = Worker::new(
@@ -86,6 +87,7 @@ pub(super) fn run(args: &BenchConfig) -> io::Result<Outcome> {
             Poll::new()?,
             Arc::clone(&plan),
             Arc::clone(&shared),
+            Arc::clone(&reach),
             socks,
             start,
         )?;

@@ -5,7 +5,7 @@
 
 use std::io::{self, ErrorKind};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Instant;
 
 use mio::net::UdpSocket;
@@ -64,10 +64,27 @@ impl Sock {
     }
 }
 
+/// Whether anything answers at the server's address, as all sockets together know it.
+#[derive(Debug, Default)]
+pub(in crate::bench) struct Reach {
+    /// Some socket received something.
+    heard: AtomicBool,
+    /// Some socket got an ICMP port unreachable before it received anything.
+    refused: AtomicBool,
+}
+
+impl Reach {
+    /// Nothing listens there: refused, and never answered.
+    fn nobody(&self) -> bool {
+        self.refused.load(Relaxed) && !self.heard.load(Relaxed)
+    }
+}
+
 pub(in crate::bench) struct Worker {
     index: usize,
     plan: Arc<UdpPlan>,
     shared: Arc<RunState>,
+    reach: Arc<Reach>,
     poll: Poll,
     socks: Vec<Sock>,
     /// Sockets not dead.
@@ -92,6 +109,7 @@ impl Worker {
         poll: Poll,
         plan: Arc<UdpPlan>,
         shared: Arc<RunState>,
+        reach: Arc<Reach>,
         socks: Vec<Sock>,
         start: Instant,
     ) -> io::Result<Worker> {
@@ -111,6 +129,7 @@ impl Worker {
             name: Vec::with_capacity(plan.base.size),
             plan,
             shared,
+            reach,
             poll,
             socks,
             stopping: false,
@@ -144,6 +163,13 @@ impl Worker {
         // With --rate, every socket is looked at on every turn, for its schedule.
         let mut fill_all = true;
         loop {
+            if self.reach.nobody() {
+                // One ICMP port unreachable says it for all: the others need not wait.
+                for s in &mut self.socks {
+                    self.tally.lost += s.window.give_up();
+                }
+                return Ok(());
+            }
             let now = Instant::now();
             if !self.stopping
                 && (self.shared.interrupted.load(Relaxed) || self.stop_at.is_some_and(|t| now >= t))
@@ -310,6 +336,7 @@ impl Worker {
             tally,
             buf,
             name,
+            reach,
             ..
         } = self;
         let s = &mut socks[i];
@@ -322,7 +349,10 @@ impl Worker {
             Err(e) => return Err(e),
         };
         let now = Instant::now();
-        s.heard = true;
+        if !s.heard {
+            s.heard = true;
+            reach.heard.store(true, Relaxed);
+        }
         let expected = Expected {
             template: &plan.base.template,
             conn: s.id,
@@ -373,6 +403,9 @@ impl Worker {
         let s = &mut self.socks[i];
         if s.heard {
             return;
+        }
+        if kind == UdpFail::PortUnreachable {
+            self.reach.refused.store(true, Relaxed);
         }
         s.dead = true;
         self.tally.lost += s.window.give_up();

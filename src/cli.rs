@@ -582,7 +582,8 @@ pub struct BenchArgs {
     pub tls_resume: bool,
     /// Load over UDP: each of -n sockets keeps --pipeline datagrams (one name each) in
     /// flight; one unanswered within --timeout counts as lost and the next takes its place.
-    /// --messages counts datagrams sent.
+    /// --messages counts datagrams sent; --source binds the sockets; --tls* and
+    /// --connect-rate do not apply.
     #[arg(long, help_heading = "UDP",
         conflicts_with_all = ["tls", "tls_ca", "tls_cert", "tls_key", "tls_server_name",
                               "tls_resume", "connect_rate", "mode", "every"])]

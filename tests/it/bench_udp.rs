@@ -180,6 +180,8 @@ struct PeerCounts {
     duplicated: AtomicU64,
     held: AtomicU64,
     replies: AtomicU64,
+    /// The addresses datagrams came from.
+    sources: std::sync::Mutex<std::collections::BTreeSet<std::net::IpAddr>>,
 }
 
 /// A UDP peer on 127.0.0.1 that answers `Hello, NAME!` (or, with `garble`, `Hello,
@@ -212,6 +214,7 @@ fn misbehaving_peer(garble: bool) -> (SocketAddr, Arc<PeerCounts>, Arc<AtomicBoo
                 continue;
             };
             let nth = c.received.fetch_add(1, Ordering::Relaxed) + 1;
+            c.sources.lock().unwrap().insert(from.ip());
             let end = if garble { "?" } else { "!" };
             let reply = [b"Hello, ", &buf[..n], end.as_bytes()].concat();
             if nth % 3 == 0 {
@@ -279,6 +282,32 @@ fn loss_duplicates_and_reordering_are_counted_as_the_peer_did_them() {
     } else {
         assert!(lost > load(&peer.dropped), "{r}");
     }
+}
+
+#[test]
+fn source_binds_each_socket_to_an_address_in_turn() {
+    let (addr, peer, stop) = misbehaving_peer(false);
+    let run = bench_udp(
+        addr,
+        &[
+            "--source",
+            "127.0.0.2-127.0.0.4",
+            "-n",
+            "3",
+            "-m",
+            "30",
+            "--timeout",
+            "0.3",
+            "--json",
+        ],
+    );
+    stop.store(true, Ordering::Relaxed);
+    let r = report(&run, 0);
+    assert_eq!(count(&r, "sent"), 30, "{r}");
+    let sources: Vec<String> = (peer.sources.lock().unwrap().iter())
+        .map(|ip| ip.to_string())
+        .collect();
+    assert_eq!(sources, ["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
 }
 
 #[test]

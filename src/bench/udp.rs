@@ -4,8 +4,10 @@
 //! replies are matched to their datagram in whatever order they come, and a second
 //! reply is told from a first. A datagram unanswered within `--timeout` counts as lost
 //! and its slot goes to the next, so loss does not stop the load; at the end those still
-//! in flight get the rest of their timeout. Loss is reported, and fails the run only
-//! when nothing at all came back.
+//! in flight get the rest of their timeout. A wrong reply fails the run and counts a
+//! datagram lost at once (the one it names, or the oldest), so that a wrong `--expect`
+//! does not hold every slot for the timeout. Loss (datagrams sent less replies matched)
+//! is reported, and fails the run only when nothing at all came back.
 //!
 //! Here: the run, start to report. `plan` checks the flags, `window` keeps one socket's
 //! datagrams, `judge` matches a reply to its datagram, `worker` drives the sockets,

@@ -214,12 +214,22 @@ impl UdpReport {
                 .map_or_else(String::new, |t| format!(" within {t} s"));
             let _ = write!(
                 s,
-                "  lost: {} {} no reply{within}: a server drops what one address sends past \
-                 its --udp-rate (default 1000/s; --udp-rate 0 lifts it), a full socket buffer \
-                 drops the rest; lower --pipeline or --rate to see which",
+                "  lost: {} {} no reply{within}",
                 group(self.lost),
                 noun(self.lost, "datagram got", "datagrams got"),
             );
+            // Each wrong reply counts its datagram lost; the rest got none.
+            let wrong = self.count(UdpFail::ReplyMismatch);
+            if wrong > 0 {
+                s.push_str(" or a wrong one");
+            }
+            if self.lost > wrong {
+                s.push_str(
+                    ": a server drops what one address sends past its --udp-rate (default \
+                     1000/s; --udp-rate 0 lifts it), a full socket buffer drops the rest; lower \
+                     --pipeline or --rate to see which",
+                );
+            }
             if self.late > 0 {
                 let _ = write!(s, "; late replies say --timeout is too short: raise it");
             }
@@ -359,7 +369,10 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("  lost: 1 datagram got no reply"), "{text}");
+        assert!(
+            text.contains("  lost: 1 datagram got no reply within 1 s or a wrong one; late"),
+            "{text}"
+        );
         assert!(
             text.contains("late replies say --timeout is too short"),
             "{text}"

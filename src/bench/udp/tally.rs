@@ -61,7 +61,7 @@ pub(in crate::bench) struct Tally {
     pub(in crate::bench) sent: u64,
     /// Replies that were the first to their datagram and as expected.
     pub(in crate::bench) matched: u64,
-    /// Datagrams counted lost: no reply within `--timeout`, or none by the end.
+    /// Datagrams counted lost: no reply within `--timeout` or by the end, or a wrong one.
     pub(in crate::bench) lost: u64,
     /// More replies to a datagram already answered.
     pub(in crate::bench) duplicates: u64,

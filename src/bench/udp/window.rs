@@ -185,6 +185,18 @@ impl Window {
         self.lose_where(|s| now.saturating_duration_since(s.sent) >= timeout)
     }
 
+    /// A reply that is no datagram's came: counts lost datagram `seq` if it is in
+    /// flight, else the oldest in flight, and frees its slot; returns how many (0 or 1).
+    /// The wrong reply answered some datagram: waiting for a right one would hold the
+    /// slot for the whole timeout.
+    pub(in crate::bench) fn lose(&mut self, seq: Option<u64>) -> u64 {
+        let in_flight = |q: &u64| self.slots.iter().any(|s| s.busy && s.seq == *q);
+        match seq.filter(in_flight).or_else(|| self.oldest()) {
+            Some(q) => self.lose_where(|s| s.seq == q),
+            None => 0,
+        }
+    }
+
     /// Counts lost every datagram in flight; returns how many.
     pub(in crate::bench) fn give_up(&mut self) -> u64 {
         self.lose_where(|_| true)
@@ -324,6 +336,23 @@ mod tests {
         assert_eq!(w.in_flight(), 0);
         assert_eq!(w.reply(1), Verdict::Late);
         assert_eq!(w.reply(2), Verdict::Late);
+    }
+
+    #[test]
+    fn a_wrong_reply_frees_its_datagram_or_the_oldest() {
+        let t0 = Instant::now();
+        let mut w = Window::new(3, 16, t0);
+        for _ in 0..3 {
+            w.commit(t0, t0);
+        }
+        assert_eq!(w.lose(Some(1)), 1);
+        assert_eq!(w.reply(1), Verdict::Late);
+        // Not in flight (any more, or ever): the oldest goes.
+        assert_eq!(w.lose(Some(1)), 1);
+        assert_eq!(w.oldest(), Some(2));
+        assert_eq!(w.lose(None), 1);
+        assert_eq!(w.lose(None), 0);
+        assert_eq!(w.in_flight(), 0);
     }
 
     #[test]

@@ -379,6 +379,7 @@ impl Worker {
                 tally.note(UdpFail::ReplyMismatch, || {
                     expected.mismatch_detail(reply, seq, window)
                 });
+                tally.lost += s.window.lose(seq);
             }
         }
         Ok(Some(judged))

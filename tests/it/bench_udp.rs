@@ -456,3 +456,16 @@ fn ctrl_c_ends_a_udp_run_early_with_a_report() {
     assert_eq!(count(&r, "errors_total"), 0, "{r}");
     assert!(run.stderr.contains("interrupted"), "{}", run.stderr);
 }
+
+/// The README's UDP measurement: 4 sockets, 16 datagrams in flight each, 5 s against
+/// a server without a rate limit. `cargo test --test it -- --ignored full_size_udp`
+#[test]
+#[ignore = "a full-size run: 5 s of load"]
+fn full_size_udp_load_loses_nothing() {
+    let server = udp_server(&["-q", "--udp-rate", "0"]);
+    let run = bench_udp(server.addr(), &["-n", "4", "-p", "16", "-d", "5", "--json"]);
+    let r = report(&run, 0);
+    assert_eq!(count(&r, "lost"), 0, "{r}");
+    assert_eq!(count(&r, "sent"), count(&r, "messages"), "{r}");
+    eprintln!("{}", run.stderr);
+}

@@ -18,18 +18,18 @@ use super::window::{Verdict, Window};
 use crate::bench::config::claim;
 use crate::bench::names::write_name;
 use crate::bench::schedule::Pace;
-use crate::bench::state::{RunState, WorkerCounts};
+use crate::bench::state::RunState;
 use crate::protocol::ConnectionValues;
 
 /// One socket and its datagrams.
 pub(in crate::bench) struct Sock {
-    pub(in crate::bench) socket: UdpSocket,
+    socket: UdpSocket,
     /// Its number among all sockets: in its names, and its place in the `--rate` schedule.
-    pub(in crate::bench) id: u64,
+    id: u64,
     /// Its addresses, when `--expect` shows them.
-    pub(in crate::bench) values: Option<Box<ConnectionValues>>,
+    values: Option<Box<ConnectionValues>>,
     /// Where the name starts in its replies.
-    pub(in crate::bench) name_offset: usize,
+    name_offset: usize,
     window: Window,
     /// `--messages`: datagrams claimed from the budget and not yet sent.
     credit: u64,
@@ -137,14 +137,8 @@ impl Worker {
         })
     }
 
-    fn stats(&self) -> &WorkerCounts {
-        &self.shared.stats[self.index]
-    }
-
     pub(in crate::bench) fn run(mut self) -> io::Result<Tally> {
-        let result = self.event_loop();
-        self.stats().settled.store(self.socks.len() as u64, Relaxed);
-        result.map(|()| self.tally)
+        self.event_loop().map(|()| self.tally)
     }
 
     fn event_loop(&mut self) -> io::Result<()> {

@@ -582,9 +582,9 @@ pub struct BenchArgs {
     pub tls_resume: bool,
     /// Load over UDP: each of -n sockets keeps --pipeline datagrams (one name each) in
     /// flight; one unanswered within --timeout counts as lost and the next takes its place.
-    /// --messages counts datagrams sent; --source binds the sockets; --tls* and
-    /// --connect-rate do not apply.
-    #[arg(long, help_heading = "UDP",
+    /// --messages counts datagrams sent, --rate datagrams per second; --source binds the
+    /// sockets; --mode, --every, --tls* and --connect-rate do not apply.
+    #[arg(long,
         conflicts_with_all = ["tls", "tls_ca", "tls_cert", "tls_key", "tls_server_name",
                               "tls_resume", "connect_rate", "mode", "every"])]
     pub udp: bool,

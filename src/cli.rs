@@ -936,6 +936,16 @@ mod tests {
             "--every must be a number of seconds above 0, not 0: e.g. --every 1"
         );
         assert_eq!(bench(&["--rate", "1e3"]).unwrap().rate, Some(1000.0));
+        // Over UDP a datagram unanswered by the timeout is lost: a shorter default.
+        assert_eq!(bench(&[]).unwrap().timeout, config::BENCH_TIMEOUT);
+        assert_eq!(
+            bench(&["--udp"]).unwrap().timeout,
+            config::BENCH_UDP_TIMEOUT
+        );
+        assert_eq!(
+            bench(&["--udp", "--timeout", "3"]).unwrap().timeout,
+            Duration::from_secs(3)
+        );
     }
 
     /// The library's defaults are the command line's: nothing given, nothing differs.

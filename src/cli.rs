@@ -554,14 +554,10 @@ pub struct BenchArgs {
     )]
     pub threads: Option<usize>,
     /// Longest wait to connect, for the TLS handshake, for the welcome, and for each
-    /// reply, before counting a timeout (`inf`: no limit).
-    #[arg(
-        long,
-        value_name = "SECS",
-        default_value_t = config::BENCH_TIMEOUT.as_secs_f64(),
-        allow_negative_numbers = true
-    )]
-    pub timeout: f64,
+    /// reply, before counting a timeout (`inf`: no limit) [default: 5; with --udp: 1, after
+    /// which a datagram counts as lost]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
+    pub timeout: Option<f64>,
     /// Reply template the server is expected to use, written as its `--reply`; `{}` is
     /// the name sent, `{conn}` any connection number.
     #[arg(long, value_name = "TEMPLATE", default_value = config::REPLY)]
@@ -584,6 +580,14 @@ pub struct BenchArgs {
     /// handshake fills it before the others start. Off: every handshake is a full one.
     #[arg(long, help_heading = "TLS")]
     pub tls_resume: bool,
+    /// Load over UDP: each of -n sockets keeps --pipeline datagrams (one name each) in
+    /// flight; one unanswered within --timeout counts as lost and the next takes its place.
+    /// --messages counts datagrams sent, --rate datagrams per second; --source binds the
+    /// sockets; --mode, --every, --tls* and --connect-rate do not apply.
+    #[arg(long,
+        conflicts_with_all = ["tls", "tls_ca", "tls_cert", "tls_key", "tls_server_name",
+                              "tls_resume", "connect_rate", "mode", "every"])]
+    pub udp: bool,
 }
 
 /// Options of `tcp-hello cert`.
@@ -682,7 +686,11 @@ impl BenchArgs {
     /// The typed configuration; a `--timeout` or `--duration` that is no usable number of
     /// seconds is refused, naming the flag.
     pub fn into_config(self) -> Result<BenchConfig, String> {
-        let timeout = config::positive_seconds("--timeout", self.timeout, "5")?;
+        let timeout = match self.timeout {
+            Some(secs) => config::positive_seconds("--timeout", secs, "5")?,
+            None if self.udp => config::BENCH_UDP_TIMEOUT,
+            None => config::BENCH_TIMEOUT,
+        };
         let duration = match self.duration {
             Some(secs) => config::positive_seconds("--duration", secs, "10")?,
             None => config::BENCH_DURATION,
@@ -710,6 +718,7 @@ impl BenchArgs {
             hgrm: self.hgrm,
             tls: self.tls_args.into_config(),
             tls_resume: self.tls_resume,
+            udp: self.udp,
         })
     }
 }
@@ -927,6 +936,16 @@ mod tests {
             "--every must be a number of seconds above 0, not 0: e.g. --every 1"
         );
         assert_eq!(bench(&["--rate", "1e3"]).unwrap().rate, Some(1000.0));
+        // Over UDP a datagram unanswered by the timeout is lost: a shorter default.
+        assert_eq!(bench(&[]).unwrap().timeout, config::BENCH_TIMEOUT);
+        assert_eq!(
+            bench(&["--udp"]).unwrap().timeout,
+            config::BENCH_UDP_TIMEOUT
+        );
+        assert_eq!(
+            bench(&["--udp", "--timeout", "3"]).unwrap().timeout,
+            Duration::from_secs(3)
+        );
     }
 
     /// The library's defaults are the command line's: nothing given, nothing differs.

@@ -106,6 +106,9 @@ impl BenchMode {
         }
     }
 }
+/// `bench --udp --timeout`: a datagram unanswered by then counts as lost and its place
+/// in the window goes to the next, so a long wait would slow the load after each loss.
+pub const BENCH_UDP_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The longest client timeout accepted, one year: longer is no different from waiting
 /// forever, and a bound keeps every deadline computed from it far from `Duration`'s
@@ -337,6 +340,8 @@ pub struct BenchConfig {
     pub tls: TlsClientConfig,
     /// Resume TLS sessions.
     pub tls_resume: bool,
+    /// Datagrams instead of connections (`bench --udp`).
+    pub udp: bool,
 }
 
 impl Default for BenchConfig {
@@ -360,6 +365,7 @@ impl Default for BenchConfig {
             hgrm: None,
             tls: TlsClientConfig::default(),
             tls_resume: false,
+            udp: false,
         }
     }
 }

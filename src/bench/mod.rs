@@ -15,7 +15,8 @@
 //! names and expected replies, `worker` drives connections, `schedule` is the open
 //! loop, `churn` the churn mode, `tls` is `--tls` (set-up, a connection's TLS I/O, its
 //! failures), `source` is `--source`, `state` holds the shared counters, `fail` names
-//! failures, `progress` and `report` print, `hgrm` writes `--hgrm`.
+//! failures, `progress` and `report` print, `hgrm` writes `--hgrm`. `udp` is `--udp`,
+//! a run of its own over datagrams.
 
 use std::io::{self, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -42,6 +43,7 @@ mod schedule;
 mod source;
 mod state;
 mod tls;
+mod udp;
 mod worker;
 
 use config::Plan;
@@ -102,6 +104,9 @@ pub enum Outcome {
 /// object goes to stdout and the human report to stderr. It is an error when no
 /// connection at all could be set up; the message names the likely cause and fix.
 pub fn run(args: &BenchConfig) -> io::Result<Outcome> {
+    if args.udp {
+        return udp::run(args);
+    }
     let cfg = Arc::new(Plan::from_args(args)?);
     let churn = cfg.mode == BenchMode::Churn;
     // Every file is opened before the run, so that one that cannot be written stops it

@@ -65,6 +65,22 @@ impl Template {
         (self.reply.pieces().iter()).any(|p| matches!(p, Piece::Peer | Piece::Local))
     }
 
+    /// Where the name starts in a reply on a connection with `values` (`None` when the
+    /// template shows no address): the length of what comes before the first `{}`; `None`
+    /// when there is no `{}`, or a `{conn}`, of any length, comes before it.
+    pub(super) fn name_offset(&self, values: Option<&ConnectionValues>) -> Option<usize> {
+        let values = values.unwrap_or(&self.blank);
+        let mut at = 0;
+        for piece in self.reply.pieces() {
+            match piece {
+                Piece::Line => return Some(at),
+                Piece::Conn => return None,
+                other => at += values.text(other).len(),
+            }
+        }
+        None
+    }
+
     /// The longest reply to a name of `name_len` bytes.
     pub(super) fn reply_len(&self, name_len: usize) -> usize {
         self.reply.max_len_for(name_len)
@@ -249,6 +265,18 @@ mod tests {
         assert!(none.matches(b"OK", b"anything", None));
         assert!(!none.matches(b"OK anything", b"anything", None));
 
+        assert_eq!(t.name_offset(None), Some(7));
+        assert_eq!(two.name_offset(None), Some(0));
+        assert_eq!(none.name_offset(None), None);
+        assert_eq!(
+            Template::parse("{conn}: {}").unwrap().name_offset(None),
+            None
+        );
+        assert_eq!(
+            Template::parse("{}: {conn}").unwrap().name_offset(None),
+            Some(0)
+        );
+
         assert!(Template::parse("a\nb").is_err());
         assert!(Template::parse("a\r").is_err());
     }
@@ -276,6 +304,8 @@ mod tests {
             t.render(b"bob", Some(&v)),
             b"{bob} from 10.0.0.7:40000 to 10.0.0.1:9999"
         );
+        let t = Template::parse("{peer} says {}").unwrap();
+        assert_eq!(t.name_offset(Some(&v)), Some("10.0.0.7:40000 says ".len()));
         let host = Machine::current().host;
         let t = Template::parse("{} on {host}").unwrap();
         assert!(!t.shows_addresses());

@@ -10,6 +10,7 @@ mod common;
 
 mod bench;
 mod bench_tls;
+mod bench_udp;
 mod cert;
 mod client;
 mod client_tls;

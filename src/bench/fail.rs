@@ -427,10 +427,11 @@ mod tests {
             .and_then(|rest| rest.split("\n## ").next())
             .expect("README has a tcp-hello bench section");
         let mut names: Vec<&str> = Fail::ALL.iter().map(|f| f.name()).collect();
-        for name in &names {
+        let udp = super::super::udp::tally::UdpFail::ALL.map(|f| f.name());
+        for name in names.iter().chain(&udp) {
             assert!(
-                section.contains(&format!("| `{name}` |")),
-                "README's bench section does not explain {name}"
+                section.contains(&format!("`{name}`")),
+                "README's bench section does not name {name}"
             );
             let snake = name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
             assert!(snake, "{name}");

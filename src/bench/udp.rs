@@ -16,7 +16,7 @@
 mod judge;
 mod plan;
 mod report;
-mod tally;
+pub(super) mod tally;
 mod window;
 mod worker;
 

@@ -23,6 +23,7 @@ mod metrics;
 mod missing_programs;
 mod properties;
 mod proxy;
+mod readme;
 mod reliability;
 mod rules;
 mod scale_out;

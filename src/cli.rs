@@ -522,6 +522,19 @@ pub struct BenchArgs {
         allow_negative_numbers = true
     )]
     pub pipeline: usize,
+    /// What each connection does.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = config::BenchMode::Pingpong)]
+    pub mode: config::BenchMode,
+    /// Open loop, as wrk2 -R: N names per second in total (with --mode churn, N new
+    /// connections), spread evenly over the connections. Each name is due at its time
+    /// whatever the server does, and its latency is timed from then, not from when it
+    /// could go out; still at most --pipeline in flight per connection.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub rate: Option<f64>,
+    /// With --mode hold: each connection sends one name every SECS seconds (default 1;
+    /// fractions allowed), the first at a staggered point of the first interval.
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
+    pub every: Option<f64>,
     /// Bytes per name sent.
     #[arg(short, long, value_name = "BYTES", default_value_t = config::BENCH_SIZE,
         value_parser = positive_number::<usize>,
@@ -558,7 +571,9 @@ pub struct BenchArgs {
     pub json: bool,
     /// Also write the reply latencies to FILE in HdrHistogram's percentile-distribution
     /// text format, in milliseconds, as wrk2 --latency prints it (plot it at
-    /// hdrhistogram.github.io/HdrHistogram/plotFiles.html). Opened before the run starts.
+    /// hdrhistogram.github.io/HdrHistogram/plotFiles.html), and the setup phases beside
+    /// it, named before FILE's extension: for lat.hgrm, lat.connect.hgrm,
+    /// lat.first_reply.hgrm and with --tls lat.handshake.hgrm. Opened before the run.
     #[arg(long, value_name = "FILE", env = "TCP_HELLO_HGRM")]
     pub hgrm: Option<std::path::PathBuf>,
     /// TLS: `--tls` and its options (every scenario runs over it, and each connection's
@@ -672,6 +687,10 @@ impl BenchArgs {
             Some(secs) => config::positive_seconds("--duration", secs, "10")?,
             None => config::BENCH_DURATION,
         };
+        let every = match self.every {
+            Some(secs) => Some(config::positive_seconds("--every", secs, "1")?),
+            None => None,
+        };
         Ok(BenchConfig {
             connect: self.connect,
             source: self.source,
@@ -679,6 +698,9 @@ impl BenchArgs {
             duration,
             messages: self.messages,
             pipeline: self.pipeline,
+            mode: self.mode,
+            rate: self.rate,
+            every,
             size: self.size,
             connect_rate: self.connect_rate,
             threads: self.threads,
@@ -897,6 +919,14 @@ mod tests {
             bench(&["-d", "NaN"]).unwrap_err(),
             "--duration must be a number of seconds above 0, not NaN: e.g. --duration 10"
         );
+        let c = bench(&["--mode", "hold", "--every", "0.2"]).unwrap();
+        assert_eq!(c.every, Some(Duration::from_millis(200)));
+        assert_eq!(c.mode, config::BenchMode::Hold);
+        assert_eq!(
+            bench(&["--every", "0"]).unwrap_err(),
+            "--every must be a number of seconds above 0, not 0: e.g. --every 1"
+        );
+        assert_eq!(bench(&["--rate", "1e3"]).unwrap().rate, Some(1000.0));
     }
 
     /// The library's defaults are the command line's: nothing given, nothing differs.

@@ -79,6 +79,33 @@ pub const BENCH_SIZE: usize = 8;
 pub const BENCH_CONNECT_RATE: u64 = 2000;
 /// `bench --timeout`.
 pub const BENCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// `bench --mode hold`: how often each connection sends a name.
+pub const BENCH_EVERY: Duration = Duration::from_secs(1);
+
+/// What `tcp-hello bench` has each connection do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum BenchMode {
+    /// Connections held open, each sending its next names as replies come (closed loop),
+    /// or as they fall due with --rate.
+    #[default]
+    Pingpong,
+    /// Each connection connects, reads the welcome, sends one name, says exit, waits for
+    /// the close and connects again: connections per second (with --tls, handshakes).
+    Churn,
+    /// Connections held open for --duration, each sending one name every --every seconds.
+    Hold,
+}
+
+impl BenchMode {
+    /// Its name on the command line and in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            BenchMode::Pingpong => "pingpong",
+            BenchMode::Churn => "churn",
+            BenchMode::Hold => "hold",
+        }
+    }
+}
 
 /// The longest client timeout accepted, one year: longer is no different from waiting
 /// forever, and a bound keeps every deadline computed from it far from `Duration`'s
@@ -272,7 +299,7 @@ impl Default for ClientConfig {
 }
 
 /// What `tcp-hello bench` runs with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BenchConfig {
     /// The server, `HOST:PORT`.
     pub connect: String,
@@ -286,6 +313,12 @@ pub struct BenchConfig {
     pub messages: Option<u64>,
     /// Names in flight per connection.
     pub pipeline: usize,
+    /// What each connection does.
+    pub mode: BenchMode,
+    /// Open loop: names (in churn, connections) per second in total; `None`: closed loop.
+    pub rate: Option<f64>,
+    /// `--mode hold`: how often each connection sends a name; `None`: not given.
+    pub every: Option<Duration>,
     /// Bytes per name.
     pub size: usize,
     /// New connections per second while ramping up; 0 = as fast as possible.
@@ -315,6 +348,9 @@ impl Default for BenchConfig {
             duration: BENCH_DURATION,
             messages: None,
             pipeline: BENCH_PIPELINE,
+            mode: BenchMode::Pingpong,
+            rate: None,
+            every: None,
             size: BENCH_SIZE,
             connect_rate: BENCH_CONNECT_RATE,
             threads: None,

@@ -67,7 +67,9 @@ pub fn connection_limit(wanted: usize, listeners: usize) -> usize {
     allowed
 }
 
-/// Every limit this system puts on one process's connections that can be read.
+/// Every limit this system puts on one process's connections that can be read. Off
+/// Linux only the open-file limit: the others come from Linux's /proc, and the BSDs'
+/// `ulimit -u` counts processes, not threads.
 fn system_limits(listeners: usize) -> Vec<Limit> {
     let mut limits = Vec::new();
     match raise_fd_limit() {
@@ -82,6 +84,9 @@ fn system_limits(listeners: usize) -> Vec<Limit> {
             "cannot read the open-file limit ({e}); it may cap connections below --max-connections"
         ),
     }
+    if !cfg!(target_os = "linux") {
+        return limits;
+    }
     match map_count() {
         Ok((max, in_use)) => limits.push(Limit {
             allows: connections_within_maps(max, in_use),
@@ -90,7 +95,7 @@ fn system_limits(listeners: usize) -> Vec<Limit> {
                  vm.max_map_count is {max} (raise it with `sysctl -w vm.max_map_count=262144`)"
             ),
         }),
-        // Not Linux, or no /proc: nothing to go by.
+        // No /proc: nothing to go by.
         Err(e) => debug!("cannot read the memory-mapping limit ({e})"),
     }
     limits.extend(task_limits());

@@ -5,16 +5,24 @@ use crate::protocol::Machine;
 
 impl Machine {
     /// This machine's host name and this process's id. The host name is the kernel's
-    /// (`/proc/sys/kernel/hostname`), else `/etc/hostname`'s, else `localhost`: std has
-    /// no `gethostname`, and this needs no `unsafe` and no crate. A name that is empty
-    /// or holds a control character is passed over, so that it can never break a line.
+    /// (`/proc/sys/kernel/hostname` on Linux, `gethostname` elsewhere), else
+    /// `/etc/hostname`'s, else `localhost`. A name that is empty or holds a control
+    /// character is passed over, so that it can never break a line.
     pub fn current() -> Self {
-        let read = |path: &str| {
-            let text = std::fs::read_to_string(path).ok()?;
+        let usable = |text: &str| {
             let name = text.trim();
             (!name.is_empty() && !name.chars().any(char::is_control)).then(|| name.to_string())
         };
-        let host = read("/proc/sys/kernel/hostname")
+        let read = |path: &str| usable(&std::fs::read_to_string(path).ok()?);
+        let kernel = if cfg!(target_os = "linux") {
+            read("/proc/sys/kernel/hostname")
+        } else {
+            // macOS and the BSDs have no such file, and seldom an /etc/hostname.
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|name| usable(name.to_str()?))
+        };
+        let host = kernel
             .or_else(|| read("/etc/hostname"))
             .unwrap_or_else(|| "localhost".to_string());
         Machine {

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::address::SourceAddrs;
 use crate::address::parse_connect;
-use crate::config::BenchConfig;
+use crate::config::{BENCH_EVERY, BenchConfig, BenchMode};
 
 /// [`BenchConfig`], checked and resolved.
 #[derive(Debug)]
@@ -25,6 +25,12 @@ pub(super) struct Plan {
     /// `--source`: the local addresses to connect from; `None`: the kernel picks.
     pub(super) sources: Option<SourceAddrs>,
     pub(super) connections: usize,
+    pub(super) mode: BenchMode,
+    /// The open loop's names (in churn, connections) per second in total: `--rate`, or
+    /// in hold `--connections` / `--every`. `None`: closed loop.
+    pub(super) rate: Option<f64>,
+    /// `--mode hold`: how often each connection sends a name.
+    pub(super) every: Option<Duration>,
     pub(super) threads: usize,
     pub(super) pipeline: usize,
     pub(super) size: usize,
@@ -90,6 +96,39 @@ impl Plan {
         if a.threads == Some(0) {
             return Err(invalid("--threads must be at least 1".into()));
         }
+        if let Some(rate) = a.rate.filter(|r| !(*r > 0.0 && r.is_finite())) {
+            return Err(invalid(format!(
+                "--rate must be a number per second above 0, not {rate}: e.g. --rate 1000"
+            )));
+        }
+        if a.every.is_some() && a.mode != BenchMode::Hold {
+            return Err(invalid(
+                "--every is for --mode hold: add --mode hold, or drop --every".into(),
+            ));
+        }
+        if a.mode == BenchMode::Hold {
+            if a.rate.is_some() {
+                return Err(invalid(
+                    "--rate is not for --mode hold, whose rate is --connections / --every: \
+                     drop --rate"
+                        .into(),
+                ));
+            }
+            if a.messages.is_some() {
+                return Err(invalid(
+                    "--messages is not for --mode hold, which holds the connections for \
+                     --duration: drop --messages"
+                        .into(),
+                ));
+            }
+        }
+        if a.mode == BenchMode::Churn && a.pipeline != 1 {
+            return Err(invalid(
+                "--pipeline is not for --mode churn, which sends one name a connection: drop \
+                 --pipeline"
+                    .into(),
+            ));
+        }
         if a.timeout.is_zero() {
             return Err(invalid("--timeout must be above 0".into()));
         }
@@ -123,10 +162,23 @@ impl Plan {
             .threads
             .unwrap_or_else(|| thread::available_parallelism().map_or(1, NonZeroUsize::get))
             .min(a.connections);
+        let every = (a.mode == BenchMode::Hold).then(|| a.every.unwrap_or(BENCH_EVERY));
+        let rate = match every {
+            Some(every) => Some(a.connections as f64 / every.as_secs_f64()),
+            None => a.rate,
+        };
+        // In churn every connection is always being set up: -n alone bounds them.
+        let setup_limit = match a.mode {
+            BenchMode::Churn => usize::MAX,
+            _ => setup_share(SETUPS_IN_FLIGHT, threads),
+        };
         Ok(Plan {
             addr,
             sources: a.source.clone(),
             connections: a.connections,
+            mode: a.mode,
+            rate,
+            every,
             threads,
             pipeline: a.pipeline,
             size: a.size,
@@ -136,7 +188,7 @@ impl Plan {
             duration,
             messages: a.messages,
             connect_rate: a.connect_rate,
-            setup_limit: setup_share(SETUPS_IN_FLIGHT, threads),
+            setup_limit,
             close_grace: CLOSE_GRACE.min(timeout),
             tls,
         })
@@ -203,6 +255,86 @@ mod tests {
         assert_eq!(connect_offset(4000, 2000), Duration::from_secs(2));
         assert_eq!(connect_offset(3, 7), Duration::from_nanos(428_571_428));
         assert_eq!(connect_offset(u64::MAX, 1), Duration::from_nanos(u64::MAX));
+    }
+
+    #[test]
+    fn modes_take_only_their_own_flags() {
+        use crate::config::BenchConfig;
+        let cfg = |change: &dyn Fn(&mut BenchConfig)| {
+            let mut c = BenchConfig {
+                connect: "127.0.0.1:1".into(),
+                ..BenchConfig::default()
+            };
+            change(&mut c);
+            Plan::from_args(&c).map_err(|e| {
+                assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+                e.to_string()
+            })
+        };
+        for (rate, shown) in [
+            (0.0, "0"),
+            (-1.0, "-1"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "inf"),
+        ] {
+            assert_eq!(
+                cfg(&|c| c.rate = Some(rate)).unwrap_err(),
+                format!(
+                    "--rate must be a number per second above 0, not {shown}: e.g. --rate 1000"
+                )
+            );
+        }
+        assert_eq!(
+            cfg(&|c| c.every = Some(Duration::from_secs(1))).unwrap_err(),
+            "--every is for --mode hold: add --mode hold, or drop --every"
+        );
+        let hold = |c: &mut BenchConfig| c.mode = BenchMode::Hold;
+        assert_eq!(
+            cfg(&|c| {
+                hold(c);
+                c.rate = Some(10.0);
+            })
+            .unwrap_err(),
+            "--rate is not for --mode hold, whose rate is --connections / --every: drop --rate"
+        );
+        assert_eq!(
+            cfg(&|c| {
+                hold(c);
+                c.messages = Some(10);
+            })
+            .unwrap_err(),
+            "--messages is not for --mode hold, which holds the connections for --duration: \
+             drop --messages"
+        );
+        assert_eq!(
+            cfg(&|c| {
+                c.mode = BenchMode::Churn;
+                c.pipeline = 2;
+            })
+            .unwrap_err(),
+            "--pipeline is not for --mode churn, which sends one name a connection: drop \
+             --pipeline"
+        );
+        // Hold's rate is the connections over --every, 1 s unless given.
+        let p = cfg(&|c| {
+            hold(c);
+            c.connections = 20;
+        })
+        .unwrap();
+        assert_eq!((p.rate, p.every), (Some(20.0), Some(BENCH_EVERY)));
+        let p = cfg(&|c| {
+            hold(c);
+            c.connections = 20;
+            c.every = Some(Duration::from_millis(200));
+        })
+        .unwrap();
+        assert_eq!(p.rate, Some(100.0));
+        let p = cfg(&|c| c.rate = Some(2.5)).unwrap();
+        assert_eq!((p.rate, p.every), (Some(2.5), None));
+        assert_eq!(cfg(&|_| {}).unwrap().rate, None);
+        // Churn's connections are all setups at once.
+        let p = cfg(&|c| c.mode = BenchMode::Churn).unwrap();
+        assert_eq!(p.setup_limit, usize::MAX);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::protocol::ConnectionValues;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum State {
-    /// Not opened yet.
+    /// Not opened yet (in churn: between two connections).
     Pending,
     Connecting,
     /// Connected, in the TLS handshake (`--tls`).
@@ -33,7 +33,7 @@ pub(super) struct Conn {
     /// When the current state began (for the connect, handshake, welcome and close
     /// timeouts).
     pub(super) since: Instant,
-    /// When the connect began: the handshake is timed from here.
+    /// When the connect began: the connect and the first reply are timed from here.
     pub(super) opened: Instant,
     pub(super) stream: Option<TcpStream>,
     /// With `--tls`: the connection's TLS state, beside its socket.
@@ -47,10 +47,17 @@ pub(super) struct Conn {
     pub(super) rlen: usize,
     pub(super) wbuf: Vec<u8>,
     pub(super) wpos: usize,
-    /// Send times of the names awaiting their reply, oldest first.
+    /// When each name awaiting its reply was sent (in the open loop: was due), oldest
+    /// first: its latency counts from there.
     pub(super) sent: VecDeque<Instant>,
     /// Number of the next name to send.
     pub(super) next_seq: u64,
+    /// Churn: connections begun in this slot.
+    pub(super) cycles: u64,
+    /// Churn: nothing has gone wrong in this slot's current connection.
+    pub(super) good: bool,
+    /// It has a timer set (see `schedule`).
+    pub(super) timer: bool,
     /// Its `{peer}` and `{local}`, when `--expect` shows them.
     pub(super) values: Option<Box<ConnectionValues>>,
 }

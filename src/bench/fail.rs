@@ -65,6 +65,8 @@ pub(super) enum Fail {
     ServerError,
     /// The server said `server shutting down` (and then closes).
     ServerShutdown,
+    /// Churn: after `exit`, the server did not close the connection in time.
+    CloseTimeout,
     /// The server closed the connection unasked.
     Eof,
     /// The connection was reset.
@@ -75,7 +77,7 @@ pub(super) enum Fail {
 
 impl Fail {
     /// Every kind, in `as usize` order.
-    pub(super) const ALL: [Fail; 27] = [
+    pub(super) const ALL: [Fail; 28] = [
         Fail::ConnectRefused,
         Fail::ConnectTimeout,
         Fail::ConnectUnreachable,
@@ -100,6 +102,7 @@ impl Fail {
         Fail::IdleClosed,
         Fail::ServerError,
         Fail::ServerShutdown,
+        Fail::CloseTimeout,
         Fail::Eof,
         Fail::Reset,
         Fail::Other,
@@ -132,6 +135,7 @@ impl Fail {
             Fail::IdleClosed => "idle_closed",
             Fail::ServerError => "server_error",
             Fail::ServerShutdown => "server_shutdown",
+            Fail::CloseTimeout => "close_timeout",
             Fail::Eof => "eof",
             Fail::Reset => "reset",
             Fail::Other => "other",

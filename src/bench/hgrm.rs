@@ -1,14 +1,56 @@
 //! `--hgrm FILE`: the latency histogram in HdrHistogram's percentile-distribution text
 //! format, the `.hgrm` that wrk2 prints with `--latency` and HdrHistogram's plotter
-//! (hdrhistogram.github.io/HdrHistogram/plotFiles.html) reads.
+//! (hdrhistogram.github.io/HdrHistogram/plotFiles.html) reads; the setup phases' beside
+//! it.
 
+use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use hdrhistogram::Histogram;
+
+/// A distribution written with `--hgrm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// The reply latency: the file given.
+    Reply,
+    Connect,
+    /// With `--tls` only.
+    Handshake,
+    FirstReply,
+}
+
+impl Phase {
+    pub(super) const ALL: [Phase; 4] = [
+        Phase::Reply,
+        Phase::Connect,
+        Phase::Handshake,
+        Phase::FirstReply,
+    ];
+
+    /// Where this phase goes for `--hgrm path`: the reply latency to `path`, a phase to
+    /// `path` with the phase's name put before its extension (`lat.hgrm`:
+    /// `lat.connect.hgrm`), or after it when it has none (`lat`: `lat.connect`).
+    pub(super) fn path(self, path: &Path) -> PathBuf {
+        let name = match self {
+            Phase::Reply => return path.to_path_buf(),
+            Phase::Connect => "connect",
+            Phase::Handshake => "handshake",
+            Phase::FirstReply => "first_reply",
+        };
+        let mut file = path.file_stem().map(OsString::from).unwrap_or_default();
+        file.push(".");
+        file.push(name);
+        if let Some(ext) = path.extension() {
+            file.push(".");
+            file.push(ext);
+        }
+        path.with_file_name(file)
+    }
+}
 
 /// Rows per halving of the distance to 100%, as wrk2 prints them.
 pub(super) const TICKS_PER_HALF_DISTANCE: u32 = 5;
@@ -189,6 +231,30 @@ mod tests {
 #[Buckets =           32, SubBuckets     =         2048]
 "
         );
+    }
+
+    #[test]
+    fn phases_go_beside_the_file_before_its_extension() {
+        let at = |path: &str, phase: Phase| phase.path(Path::new(path));
+        assert_eq!(at("lat.hgrm", Phase::Reply), Path::new("lat.hgrm"));
+        assert_eq!(
+            at("lat.hgrm", Phase::Connect),
+            Path::new("lat.connect.hgrm")
+        );
+        assert_eq!(
+            at("out/run 1/lat.hgrm", Phase::FirstReply),
+            Path::new("out/run 1/lat.first_reply.hgrm")
+        );
+        assert_eq!(
+            at("/tmp/a.b.hgrm", Phase::Handshake),
+            Path::new("/tmp/a.b.handshake.hgrm")
+        );
+        assert_eq!(at("lat", Phase::Connect), Path::new("lat.connect"));
+        assert_eq!(
+            at("dir.d/lat", Phase::Connect),
+            Path::new("dir.d/lat.connect")
+        );
+        assert_eq!(at(".hgrm", Phase::Connect), Path::new(".hgrm.connect"));
     }
 
     #[test]

@@ -7,13 +7,15 @@
 //! setups (connect + welcome) in flight; once every connection has its welcome
 //! or has failed, all of them start sending at the same instant, so the measured
 //! interval is spent at full load. Every reply is checked byte for byte against
-//! `--expect`.
+//! `--expect`. Names go as replies come (the closed loop), or with `--rate` and in
+//! `--mode hold` when they are due (the open loop); `--mode churn` has each connection
+//! slot connect, send one name and close, again and again, from the start.
 //!
 //! Here: the run, start to report. `config` checks the arguments, `names` makes
-//! names and expected replies, `worker` drives connections, `tls` is `--tls` (set-up,
-//! a connection's TLS I/O, its failures), `source` is `--source`, `state` holds the
-//! shared counters, `fail` names failures, `progress` and `report` print, `hgrm` writes
-//! `--hgrm`.
+//! names and expected replies, `worker` drives connections, `schedule` is the open
+//! loop, `churn` the churn mode, `tls` is `--tls` (set-up, a connection's TLS I/O, its
+//! failures), `source` is `--source`, `state` holds the shared counters, `fail` names
+//! failures, `progress` and `report` print, `hgrm` writes `--hgrm`.
 
 use std::io::{self, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -24,9 +26,10 @@ use std::time::{Duration, Instant};
 use mio::{Poll, Token, Waker};
 use nix::sys::signal::Signal;
 
-use crate::config::BenchConfig;
+use crate::config::{BenchConfig, BenchMode};
 use crate::signals::install_blocking;
 
+mod churn;
 mod config;
 mod conn;
 mod fail;
@@ -35,6 +38,7 @@ mod names;
 mod progress;
 mod replies;
 mod report;
+mod schedule;
 mod source;
 mod state;
 mod tls;
@@ -77,6 +81,8 @@ const MAX_CONNECTIONS: usize = 65_535;
 const MAX_ALL_CONNECTIONS: usize = 1 << 20;
 /// Reserved for the worker's waker; connection tokens are indices into its list.
 const WAKE: Token = Token(usize::MAX);
+/// Reserved for the worker's alarm (see `schedule`).
+const ALARM: Token = Token(usize::MAX - 1);
 
 /// How a finished run went, for the exit status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,9 +103,19 @@ pub enum Outcome {
 /// connection at all could be set up; the message names the likely cause and fix.
 pub fn run(args: &BenchConfig) -> io::Result<Outcome> {
     let cfg = Arc::new(Plan::from_args(args)?);
-    let hgrm_file = match &args.hgrm {
-        Some(path) => Some((hgrm::open(path)?, path)),
-        None => None,
+    let churn = cfg.mode == BenchMode::Churn;
+    // Every file is opened before the run, so that one that cannot be written stops it
+    // at once.
+    let hgrm_files = match &args.hgrm {
+        Some(path) => hgrm::Phase::ALL
+            .iter()
+            .filter(|p| cfg.tls.is_some() || **p != hgrm::Phase::Handshake)
+            .map(|&p| {
+                let path = p.path(path);
+                hgrm::open(&path).map(|file| (p, file, path))
+            })
+            .collect::<io::Result<Vec<_>>>()?,
+        None => Vec::new(),
     };
     // The first Ctrl-C ends the run early with a report of what was measured; a second
     // one exits at once.
@@ -117,7 +133,12 @@ pub fn run(args: &BenchConfig) -> io::Result<Outcome> {
     let shared = Arc::new(RunState {
         interrupted,
         t0,
-        start: OnceLock::new(),
+        // Churn has no start barrier: the run is its connections' setups.
+        start: if churn {
+            OnceLock::from(t0)
+        } else {
+            OnceLock::new()
+        },
         budget: cfg.messages.map(AtomicU64::new),
         primed: AtomicBool::new(!cfg.tls.as_ref().is_some_and(|t| t.resume)),
         stats: (0..cfg.threads).map(|_| WorkerCounts::default()).collect(),
@@ -135,8 +156,8 @@ pub fn run(args: &BenchConfig) -> io::Result<Outcome> {
         handles.push(handle);
     }
 
-    let mut progress = Progress::new(io::stderr().is_terminal(), t0);
-    let mut started = None;
+    let mut progress = Progress::new(io::stderr().is_terminal(), t0, churn);
+    let mut started = shared.start.get().copied();
     let mut first_settled = None;
     while !handles.iter().all(|h| h.is_finished()) {
         thread::sleep(COORDINATOR_TICK);
@@ -185,26 +206,37 @@ pub fn run(args: &BenchConfig) -> io::Result<Outcome> {
     }
 
     let start = started.unwrap_or(t0);
+    // Up to the last good reply (in churn, the last connection through), so that closing
+    // does not count; a run without one lasted until the workers stopped.
+    let last = if churn {
+        total.last_completed
+    } else {
+        total.last_reply
+    };
     let report = Report {
         addr: cfg.addr,
+        mode: cfg.mode,
         connections: cfg.connections,
         established: total.established,
-        fewest_replies: total.fewest_replies,
+        // Every churn connection sends one name.
+        fewest_replies: total.fewest_replies.filter(|_| !churn),
         threads: cfg.threads,
         pipeline: cfg.pipeline,
         size: cfg.size,
         duration_s: cfg.duration.map(|d| d.as_secs_f64()),
         messages_target: cfg.messages,
+        every_s: cfg.every.map(|d| d.as_secs_f64()),
+        rate_target: cfg.rate,
         setup_s: start.duration_since(t0).as_secs_f64(),
-        // Up to the last good reply, so that closing does not count; a run without one
-        // lasted until the workers stopped.
-        elapsed_s: total
-            .last_reply
+        elapsed_s: last
             .unwrap_or(finished)
             .saturating_duration_since(start)
             .as_secs_f64(),
         messages: total.ok,
+        completed: total.completed,
         latency: latency_summary(&total.hist),
+        connect: latency_summary(&total.connects),
+        first_reply: latency_summary(&total.first_replies),
         handshake: cfg.tls.as_ref().map(|_| HandshakeReport {
             count: total.handshakes.len(),
             resumed: total.resumed,
@@ -231,13 +263,16 @@ pub fn run(args: &BenchConfig) -> io::Result<Outcome> {
     } else {
         write!(io::stdout().lock(), "{}", report.human())?;
     }
-    if let Some((file, path)) = hgrm_file {
-        let text = hgrm::percentile_distribution(
-            &total.hist,
-            hgrm::TICKS_PER_HALF_DISTANCE,
-            hgrm::NS_PER_MS,
-        );
-        hgrm::write(file, path, &text)?;
+    for (phase, file, path) in hgrm_files {
+        let hist = match phase {
+            hgrm::Phase::Reply => &total.hist,
+            hgrm::Phase::Connect => &total.connects,
+            hgrm::Phase::Handshake => &total.handshakes,
+            hgrm::Phase::FirstReply => &total.first_replies,
+        };
+        let text =
+            hgrm::percentile_distribution(hist, hgrm::TICKS_PER_HALF_DISTANCE, hgrm::NS_PER_MS);
+        hgrm::write(file, &path, &text)?;
     }
     Ok(if shared.interrupted.load(Relaxed) {
         Outcome::Interrupted

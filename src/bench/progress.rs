@@ -14,10 +14,12 @@ pub(super) struct Progress {
     pub(super) last_ok: u64,
     pub(super) last_at: Instant,
     pub(super) shown: bool,
+    /// `--mode churn`: connections completed are what counts.
+    pub(super) churn: bool,
 }
 
 impl Progress {
-    pub(super) fn new(tty: bool, t0: Instant) -> Progress {
+    pub(super) fn new(tty: bool, t0: Instant, churn: bool) -> Progress {
         Progress {
             tty,
             t0,
@@ -25,6 +27,7 @@ impl Progress {
             last_ok: 0,
             last_at: t0,
             shown: false,
+            churn,
         }
     }
 
@@ -51,11 +54,14 @@ impl Progress {
             None => setup_line(now - self.t0, snap, connections),
             Some(start) => {
                 // Over the last interval, but not counting time spent connecting.
-                let rate = per_sec(snap.ok - self.last_ok, now - self.last_at.max(start));
-                run_line(now - start, rate, snap)
+                let rate = per_sec(
+                    self.count(snap) - self.last_ok,
+                    now - self.last_at.max(start),
+                );
+                run_line(now - start, rate, snap, self.churn)
             }
         };
-        self.last_ok = snap.ok;
+        self.last_ok = self.count(snap);
         self.last_at = now;
         self.shown = true;
         // Progress is cosmetic: a stderr that cannot be written to must not stop the run.
@@ -66,6 +72,11 @@ impl Progress {
             writeln!(err, "{line}")
         };
         let _ = err.flush();
+    }
+
+    /// What the rate counts: replies, or in churn connections completed.
+    fn count(&self, snap: &Totals) -> u64 {
+        if self.churn { snap.completed } else { snap.ok }
     }
 
     /// Clears the in-place line before the report.
@@ -87,12 +98,17 @@ pub(super) fn setup_line(elapsed: Duration, snap: &Totals, connections: usize) -
     )
 }
 
-pub(super) fn run_line(elapsed: Duration, rate: f64, snap: &Totals) -> String {
+pub(super) fn run_line(elapsed: Duration, rate: f64, snap: &Totals, churn: bool) -> String {
+    let (per_s, count, what) = if churn {
+        ("connections/s", snap.completed, "connections")
+    } else {
+        ("msg/s", snap.ok, "messages")
+    };
     format!(
-        "bench {:.1}s: {} msg/s, {} messages, {} errors",
+        "bench {:.1}s: {} {per_s}, {} {what}, {} errors",
         elapsed.as_secs_f64(),
         group(rate.round() as u64),
-        group(snap.ok),
+        group(count),
         group(snap.errors)
     )
 }
@@ -135,14 +151,19 @@ mod tests {
             errors: 1,
             settled: 10,
             established: 9,
+            completed: 678,
         };
         assert_eq!(
             setup_line(Duration::from_millis(1500), &snap, 100),
             "bench 1.5s: connecting 10/100 (9 up, 1 failed)"
         );
         assert_eq!(
-            run_line(Duration::from_secs(2), 4321.4, &snap),
+            run_line(Duration::from_secs(2), 4321.4, &snap, false),
             "bench 2.0s: 4,321 msg/s, 12,345 messages, 1 errors"
+        );
+        assert_eq!(
+            run_line(Duration::from_secs(2), 339.0, &snap, true),
+            "bench 2.0s: 339 connections/s, 678 connections, 1 errors"
         );
         assert_eq!(per_sec(10, Duration::ZERO), 0.0);
         assert_eq!(per_sec(10, Duration::from_millis(500)), 20.0);

@@ -8,7 +8,7 @@ use super::conn::State;
 use super::fail::{Fail, notice_kind};
 use super::names::{lossy, strip_cr, write_name};
 use super::tls;
-use super::worker::Worker;
+use super::worker::{Worker, nanos};
 
 impl Worker {
     /// Handles the complete lines in the read buffer and keeps the rest.
@@ -21,6 +21,7 @@ impl Worker {
             index,
             setups,
             name,
+            churn,
             ..
         } = self;
         let stats = &shared.stats[*index];
@@ -55,8 +56,13 @@ impl Worker {
                     if let Some(kind) = notice {
                         return Err((kind, format!("{:?} instead of the welcome", lossy(line))));
                     }
-                    c.state = State::Ready;
+                    // In churn the connection's one name goes at once; the others wait
+                    // for the start.
+                    c.state = if *churn { State::Running } else { State::Ready };
                     *setups -= 1;
+                    tally
+                        .first_replies
+                        .saturating_record(nanos(now.saturating_duration_since(c.opened)));
                     if let Some((ns, resumed)) = c.handshake.take() {
                         tally.handshakes.saturating_record(ns);
                         tally.resumed += u64::from(resumed);
@@ -82,6 +88,7 @@ impl Worker {
                             continue;
                         }
                         stats.errors.fetch_add(1, Relaxed);
+                        c.good = false;
                         // An `ERROR` line in place of the reply says why there is none.
                         match notice {
                             Some(kind) => tally.note(kind, || {
@@ -103,6 +110,7 @@ impl Worker {
                     }
                     None => {
                         stats.errors.fetch_add(1, Relaxed);
+                        c.good = false;
                         // A name's refusal with no name sent is as unexpected as any line.
                         let kind = match notice {
                             Some(Fail::ServerError) => Fail::ServerError,
@@ -151,6 +159,9 @@ mod tests {
             addr: "127.0.0.1:9".parse().unwrap(),
             sources: None,
             connections: 1,
+            mode: crate::config::BenchMode::Pingpong,
+            rate: None,
+            every: None,
             threads: 1,
             pipeline: 8,
             size: 8,

@@ -7,7 +7,6 @@
 use std::net::IpAddr;
 
 use nix::errno::Errno;
-use nix::sys::socket::{setsockopt, sockopt::IpBindAddressNoPort};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use std::io;
@@ -20,14 +19,20 @@ use mio::net::TcpStream;
 ///
 /// `IP_BIND_ADDRESS_NO_PORT` leaves the port to the connect: a bind to port 0 would
 /// otherwise reserve a port for every destination at once, and one address would run
-/// out after about 28,000 sockets whatever servers they go to.
+/// out after about 28,000 sockets whatever servers they go to. The option is Linux's:
+/// elsewhere each bound socket holds its port from the bind.
 fn bound(ip: IpAddr, family: SocketAddr) -> io::Result<Socket> {
     let socket = Socket::new(
         Domain::for_address(family),
         Type::STREAM,
         Some(Protocol::TCP),
     )?;
-    if let Err(e) = setsockopt(&socket, IpBindAddressNoPort, &true) {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = nix::sys::socket::setsockopt(
+        &socket,
+        nix::sys::socket::sockopt::IpBindAddressNoPort,
+        &true,
+    ) {
         // Only an optimization: without it a bound socket holds its port from the bind.
         log::debug!("bench: IP_BIND_ADDRESS_NO_PORT: {e}");
     }
@@ -56,6 +61,15 @@ pub(super) fn connect_from(addr: SocketAddr, source: Option<IpAddr>) -> io::Resu
 fn bind_error(ip: IpAddr, e: &io::Error) -> io::Error {
     let fix = match ip {
         _ if e.raw_os_error() != Some(Errno::EADDRNOTAVAIL as i32) => String::new(),
+        // macOS and the BSDs have `ifconfig`, and only 127.0.0.1 on their loopback.
+        IpAddr::V4(_) if !cfg!(target_os = "linux") => format!(
+            "; {ip} is not an address of this machine: assign it to an interface (e.g. \
+             ifconfig lo0 alias {ip})"
+        ),
+        IpAddr::V6(_) if !cfg!(target_os = "linux") => format!(
+            "; {ip} is not an address of this machine: assign it to an interface (e.g. \
+             ifconfig lo0 inet6 {ip} prefixlen 128 alias)"
+        ),
         IpAddr::V4(_) => format!(
             "; {ip} is not an address of this machine: assign it to an interface (e.g. ip \
              addr add {ip}/32 dev lo), or use loopback addresses, 127.0.0.0/8 being all \
@@ -100,7 +114,9 @@ pub(super) fn check_sources(sources: &SourceAddrs, addr: SocketAddr) -> io::Resu
     Ok(())
 }
 
-#[cfg(test)]
+// Linux only: they bind to 127.0.0.0/8 addresses other than 127.0.0.1, and read
+// Linux's hint.
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
     use crate::address::parse_sources;

@@ -39,6 +39,8 @@ pub(super) struct WorkerCounts {
     /// Connections whose setup ended, with their welcome or with a failure.
     pub(super) settled: AtomicU64,
     pub(super) established: AtomicU64,
+    /// Churn: connections that went all the way.
+    pub(super) completed: AtomicU64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -47,6 +49,7 @@ pub(super) struct Totals {
     pub(super) errors: u64,
     pub(super) settled: u64,
     pub(super) established: u64,
+    pub(super) completed: u64,
 }
 
 impl RunState {
@@ -56,6 +59,7 @@ impl RunState {
             errors: s.errors + w.errors.load(Relaxed),
             settled: s.settled + w.settled.load(Relaxed),
             established: s.established + w.established.load(Relaxed),
+            completed: s.completed + w.completed.load(Relaxed),
         })
     }
 }
@@ -72,8 +76,16 @@ pub(super) struct WorkerResults {
     pub(super) last_reply: Option<Instant>,
     /// Reply latencies in nanoseconds.
     pub(super) hist: Histogram<u64>,
-    /// `--tls`: handshake times in nanoseconds, of the connections that got their welcome.
+    /// Connect times (from the connect call to the connection), in nanoseconds.
+    pub(super) connects: Histogram<u64>,
+    /// `--tls`: handshake times (from the connection to the handshake's end) in
+    /// nanoseconds, of the connections that got their welcome.
     pub(super) handshakes: Histogram<u64>,
+    /// Times to the welcome (from the connect call), in nanoseconds.
+    pub(super) first_replies: Histogram<u64>,
+    /// Churn: connections that went all the way, and when the last one did.
+    pub(super) completed: u64,
+    pub(super) last_completed: Option<Instant>,
     /// How many of those resumed a session.
     pub(super) resumed: u64,
     /// What the first of them agreed on.
@@ -89,8 +101,12 @@ impl WorkerResults {
             established: 0,
             fewest_replies: None,
             last_reply: None,
-            hist: Histogram::new_with_bounds(1, HIST_MAX_NS, 3).map_err(io::Error::other)?,
-            handshakes: Histogram::new_with_bounds(1, HIST_MAX_NS, 3).map_err(io::Error::other)?,
+            hist: histogram()?,
+            connects: histogram()?,
+            handshakes: histogram()?,
+            first_replies: histogram()?,
+            completed: 0,
+            last_completed: None,
             resumed: 0,
             tls_params: None,
         })
@@ -121,13 +137,25 @@ impl WorkerResults {
             (a, b) => a.or(b),
         };
         self.last_reply = self.last_reply.max(other.last_reply);
+        self.completed += other.completed;
+        self.last_completed = self.last_completed.max(other.last_completed);
         self.resumed += other.resumed;
         if self.tls_params.is_none() {
             self.tls_params = other.tls_params;
         }
-        self.handshakes
-            .add(&other.handshakes)
-            .map_err(io::Error::other)?;
-        self.hist.add(&other.hist).map_err(io::Error::other)
+        for (mine, theirs) in [
+            (&mut self.hist, &other.hist),
+            (&mut self.connects, &other.connects),
+            (&mut self.handshakes, &other.handshakes),
+            (&mut self.first_replies, &other.first_replies),
+        ] {
+            mine.add(theirs).map_err(io::Error::other)?;
+        }
+        Ok(())
     }
+}
+
+/// An empty histogram of nanoseconds, up to an hour, to 3 significant digits.
+fn histogram() -> io::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, HIST_MAX_NS, 3).map_err(io::Error::other)
 }

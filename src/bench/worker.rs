@@ -16,10 +16,12 @@ use super::config::{Plan, claim, connect_offset};
 use super::conn::{Conn, State};
 use super::fail::{Fail, Stage, classify};
 use super::names::write_name;
+use super::schedule::{Alarm, Pace, Timers};
 use super::source::connect_from;
 use super::state::{RunState, WorkerCounts, WorkerResults};
 use super::tls;
-use super::{TICK, WAKE};
+use super::{ALARM, TICK, WAKE};
+use crate::config::BenchMode;
 use crate::protocol::ConnectionValues;
 
 pub(super) struct Worker {
@@ -42,6 +44,16 @@ pub(super) struct Worker {
     pub(super) tally: WorkerResults,
     /// Scratch for the name whose reply is being checked.
     pub(super) name: Vec<u8>,
+    /// `--mode churn`.
+    pub(super) churn: bool,
+    /// Names (in churn, connections) go out on a schedule, not as replies come: churn,
+    /// or a rate.
+    pub(super) open_loop: bool,
+    /// The schedule, with a rate.
+    pub(super) pace: Option<Pace>,
+    pub(super) timers: Timers,
+    /// With a rate: wakes the poll at the next timer.
+    pub(super) alarm: Option<Alarm>,
 }
 
 impl Worker {
@@ -69,9 +81,20 @@ impl Worker {
                 wpos: 0,
                 sent: VecDeque::new(),
                 next_seq: 0,
+                cycles: 0,
+                good: false,
+                timer: false,
                 values: None,
             })
             .collect();
+        let churn = cfg.mode == BenchMode::Churn;
+        let pace = cfg
+            .rate
+            .map(|rate| Pace::new(rate, cfg.connections as u64, shared.t0));
+        let alarm = match pace {
+            Some(_) => Some(Alarm::new(poll.registry(), ALARM)?),
+            None => None,
+        };
         Ok(Worker {
             index,
             live: conns.len(),
@@ -87,6 +110,11 @@ impl Worker {
             stopped: false,
             interrupted: false,
             tally: WorkerResults::new()?,
+            churn,
+            open_loop: churn || pace.is_some(),
+            pace,
+            timers: Timers::default(),
+            alarm,
         })
     }
 
@@ -110,12 +138,14 @@ impl Worker {
             if !self.interrupted && self.shared.interrupted.load(Relaxed) {
                 self.interrupt();
             }
-            let next_due = self.start_due(now);
+            // Before opening: in churn the run starts at once, and its schedule with it.
             if !self.started {
                 if let Some(&start) = self.shared.start.get() {
                     self.go(start);
                 }
             }
+            let next_due = self.start_due(now);
+            self.fire_timers(now);
             if !self.stopped && self.stop_at.is_some_and(|t| now >= t) {
                 self.stop();
             }
@@ -133,6 +163,12 @@ impl Worker {
             if let Some(stop) = self.stop_at.filter(|_| !self.stopped) {
                 wake = wake.min(stop);
             }
+            if let Some(at) = self.timers.next() {
+                wake = wake.min(at);
+            }
+            if let Some(alarm) = &mut self.alarm {
+                alarm.set(self.timers.next(), Instant::now())?;
+            }
             let timeout = wake.saturating_duration_since(Instant::now());
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
@@ -140,7 +176,8 @@ impl Worker {
                 Err(e) => return Err(e),
             }
             for ev in events.iter() {
-                if ev.token() != WAKE {
+                // The waker and the alarm only end the poll.
+                if ev.token() != WAKE && ev.token() != ALARM {
                     self.on_event(ev.token().0, ev);
                 }
             }
@@ -158,14 +195,32 @@ impl Worker {
                 // coordinating thread wakes the workers once it is.
                 return None;
             }
-            let offset = connect_offset(id, self.cfg.connect_rate);
-            // A start past what the clock holds never comes, like a --duration that long.
-            let due = self.shared.t0.checked_add(offset)?;
+            let due = match self.pace.filter(|_| self.churn) {
+                Some(pace) => match pace.due(id, 0) {
+                    Some(due) => due,
+                    None => {
+                        // Its first connection would be due after the end.
+                        self.next_start += 1;
+                        self.finish(self.next_start - 1);
+                        continue;
+                    }
+                },
+                // A start past what the clock holds never comes, like a --duration
+                // that long.
+                None => self
+                    .shared
+                    .t0
+                    .checked_add(connect_offset(id, self.cfg.connect_rate))?,
+            };
             if due > now {
                 return Some(due);
             }
             self.next_start += 1;
-            self.open(self.next_start - 1, now);
+            if self.churn {
+                self.begin_cycle(self.next_start - 1);
+            } else {
+                self.open(self.next_start - 1, now);
+            }
         }
         None
     }
@@ -215,9 +270,12 @@ impl Worker {
         let c = &mut self.conns[i];
         c.values = values;
         c.stream = Some(stream);
-        c.rbuf = vec![0; self.cfg.read_cap].into_boxed_slice();
-        c.wbuf = Vec::with_capacity(self.cfg.pipeline * (self.cfg.size + 1));
-        c.sent = VecDeque::with_capacity(self.cfg.pipeline);
+        // Churn's next connection reuses the buffers of the last.
+        if c.rbuf.is_empty() {
+            c.rbuf = vec![0; self.cfg.read_cap].into_boxed_slice();
+            c.wbuf = Vec::with_capacity(self.cfg.pipeline * (self.cfg.size + 1));
+            c.sent = VecDeque::with_capacity(self.cfg.pipeline);
+        }
     }
 
     /// Every connection that has its welcome starts sending.
@@ -225,6 +283,9 @@ impl Worker {
         self.started = true;
         // A duration past what the clock can hold (`-d 1e19`) means no end but Ctrl-C.
         self.stop_at = self.cfg.duration.and_then(|d| start.checked_add(d));
+        if let Some(pace) = &mut self.pace {
+            pace.begin(start, self.stop_at);
+        }
         for i in 0..self.conns.len() {
             if self.conns[i].state == State::Ready {
                 self.conns[i].state = State::Running;
@@ -256,9 +317,19 @@ impl Worker {
         self.stop();
     }
 
-    /// Duration mode: the time is up; no more names, idle connections close.
+    /// Duration mode: the time is up; no more names, idle connections close. In churn
+    /// the connections under way go through, and no other begins.
     pub(super) fn stop(&mut self) {
         self.stopped = true;
+        if self.churn {
+            self.next_start = self.conns.len();
+            for i in 0..self.conns.len() {
+                if self.conns[i].state == State::Pending {
+                    self.finish(i);
+                }
+            }
+            return;
+        }
         for i in 0..self.conns.len() {
             let c = &self.conns[i];
             if c.state == State::Running && c.sent.is_empty() {
@@ -269,9 +340,16 @@ impl Worker {
 
     pub(super) fn scan_timeouts(&mut self, now: Instant) {
         let timeout = self.cfg.timeout;
+        // Paced names hold their due times; the wait for a reply counts from the last send.
+        let paced = self.pace.is_some() && !self.churn;
         for i in 0..self.conns.len() {
             let c = &self.conns[i];
             let waited = now.saturating_duration_since(c.since);
+            let awaited = if paced {
+                (!c.sent.is_empty()).then_some(c.since)
+            } else {
+                c.sent.front().copied()
+            };
             match c.state {
                 State::Connecting if waited >= timeout => {
                     self.fail(i, Fail::ConnectTimeout, || {
@@ -289,15 +367,22 @@ impl Worker {
                     });
                 }
                 State::Running | State::Ready
-                    if c.sent
-                        .front()
-                        .is_some_and(|&t| now.saturating_duration_since(t) >= timeout) =>
+                    if awaited.is_some_and(|t| now.saturating_duration_since(t) >= timeout) =>
                 {
                     self.fail(i, Fail::ReplyTimeout, || {
                         format!("no reply after {timeout:?}")
                     });
                 }
-                State::Closing if waited >= self.cfg.close_grace => self.finish(i),
+                State::Closing if waited >= self.cfg.close_grace => {
+                    if self.churn {
+                        let grace = self.cfg.close_grace;
+                        self.fail(i, Fail::CloseTimeout, || {
+                            format!("the server did not close the connection {grace:?} after exit")
+                        });
+                    } else {
+                        self.finish(i);
+                    }
+                }
                 _ => {}
             }
         }
@@ -319,7 +404,11 @@ impl Worker {
                     } else {
                         State::Welcome
                     };
-                    c.since = Instant::now();
+                    let now = Instant::now();
+                    c.since = now;
+                    self.tally
+                        .connects
+                        .saturating_record(nanos(now.saturating_duration_since(c.opened)));
                 }
                 Err(e) => return self.fail(i, classify(&e, Stage::Connect), || e.to_string()),
             }
@@ -358,8 +447,8 @@ impl Worker {
                 let resumed = tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
                 let c = &mut self.conns[i];
                 let now = Instant::now();
-                let ns = now.saturating_duration_since(c.opened).as_nanos();
-                c.handshake = Some((u64::try_from(ns).unwrap_or(u64::MAX), resumed));
+                // From the end of the connect, which `since` holds: the phases do not overlap.
+                c.handshake = Some((nanos(now.saturating_duration_since(c.since)), resumed));
                 c.state = State::Welcome;
                 c.since = now;
                 true
@@ -401,7 +490,7 @@ impl Worker {
             let space = c.rbuf.len() - c.rlen;
             if space == 0 {
                 if c.state == State::Closing {
-                    return self.finish(i);
+                    return self.closed(i, false);
                 }
                 let cap = c.rbuf.len();
                 let detail = if c.state == State::Welcome {
@@ -447,6 +536,13 @@ impl Worker {
     /// Sends names until `--pipeline` are awaiting replies (all in one write), or
     /// starts closing when there is nothing left to send or await.
     pub(super) fn fill(&mut self, i: usize) {
+        if self.open_loop {
+            return if self.churn {
+                self.fill_churn(i)
+            } else {
+                self.fill_paced(i)
+            };
+        }
         let c = &mut self.conns[i];
         let records = c.tls.as_ref().is_some_and(|t| t.wants_write());
         if c.state != State::Running || c.wpos < c.wbuf.len() || records {
@@ -546,13 +642,23 @@ impl Worker {
             (None, _) => false,
         };
         if !said {
+            self.closed(i, false);
+        }
+    }
+
+    /// After `exit`: the server closed the connection (`by_server`), or the bench stops
+    /// waiting.
+    pub(super) fn closed(&mut self, i: usize, by_server: bool) {
+        if self.churn {
+            self.end_cycle(i, by_server);
+        } else {
             self.finish(i);
         }
     }
 
     pub(super) fn on_eof(&mut self, i: usize) {
         if self.conns[i].state == State::Closing {
-            self.finish(i);
+            self.closed(i, true);
         } else {
             self.fail(i, Fail::Eof, || "the server closed the connection".into());
         }
@@ -560,7 +666,7 @@ impl Worker {
 
     pub(super) fn on_io_error(&mut self, i: usize, e: &io::Error) {
         let state = self.conns[i].state;
-        if state == State::Closing {
+        if state == State::Closing && !self.churn {
             return self.finish(i);
         }
         let (kind, detail) = match (&self.cfg.tls, tls::cause(e), tls::plain_text(e)) {
@@ -580,38 +686,63 @@ impl Worker {
         self.tally.note(kind, detail);
         let stats = &self.shared.stats[self.index];
         stats.errors.fetch_add(1, Relaxed);
-        if matches!(
+        let setup = matches!(
             state,
             State::Pending | State::Connecting | State::Handshake | State::Welcome
-        ) {
+        );
+        if setup {
             stats.settled.fetch_add(1, Relaxed);
         }
         if matches!(state, State::Connecting | State::Handshake | State::Welcome) {
             self.setups -= 1;
         }
-        self.finish(i);
+        if !self.churn || self.interrupted {
+            self.finish(i);
+        } else if self.conns[i].cycles == 1 && setup {
+            // As a connection of the other modes that fails to set up: a slot whose first
+            // connection never got its welcome gives up, so that a server that is not
+            // there ends the run at once.
+            self.finish(i);
+        } else {
+            self.end_cycle(i, false);
+        }
     }
 
-    /// Drops the connection and its buffers.
-    pub(super) fn finish(&mut self, i: usize) {
+    /// Closes the connection's socket and drops its TLS state; the buffers stay.
+    pub(super) fn release(&mut self, i: usize) {
         let c = &mut self.conns[i];
-        if c.state == State::Done {
-            return;
-        }
         if let Some(mut stream) = c.stream.take() {
             // Closing the socket removes it from the poll set anyway.
             let _ = self.poll.registry().deregister(&mut stream);
         }
-        c.state = State::Done;
         c.tls = None;
+        c.peeked = false;
         c.handshake = None;
-        c.rbuf = Box::default();
+        c.values = None;
         c.rlen = 0;
-        c.wbuf = Vec::new();
+        c.wbuf.clear();
         c.wpos = 0;
+        c.sent.clear();
+    }
+
+    /// Drops the connection and its buffers, for good.
+    pub(super) fn finish(&mut self, i: usize) {
+        if self.conns[i].state == State::Done {
+            return;
+        }
+        self.release(i);
+        let c = &mut self.conns[i];
+        c.state = State::Done;
+        c.rbuf = Box::default();
+        c.wbuf = Vec::new();
         c.sent = VecDeque::new();
         self.live -= 1;
     }
+}
+
+/// A duration in nanoseconds, as the histograms count them.
+pub(super) fn nanos(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Whether a non-blocking connect has completed (the check mio documents).

@@ -10,6 +10,10 @@ pub fn threads_in_status(status: &str) -> Option<u64> {
 
 /// The process's threads now (Linux; `None` elsewhere).
 pub fn threads() -> Option<u64> {
+    // FreeBSD's procfs, where mounted, has a status file of another format.
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
     threads_in_status(&std::fs::read_to_string("/proc/self/status").ok()?)
 }
 

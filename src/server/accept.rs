@@ -18,6 +18,9 @@ pub(super) fn accept_loop(state: &Arc<ServerState>, listener: &TcpListener, tls:
     let mut backoff = AcceptBackoff::default();
     loop {
         match listener.accept() {
+            // Off Linux, shutdown wakes `accept` with a connection of its own
+            // (`shutdown::wake_accept`); Linux fails the `accept` instead.
+            Ok(_) if !cfg!(target_os = "linux") && state.stopping() => return,
             Ok((stream, peer)) => {
                 backoff.succeeded();
                 admission::report_suppressed_refusals(state, false);
@@ -110,7 +113,7 @@ fn per_connection(error: &io::Error) -> bool {
             | ErrorKind::Interrupted
             | ErrorKind::WouldBlock
             | ErrorKind::TimedOut
-    ) || error.raw_os_error() == Some(71) // EPROTO
+    ) || error.raw_os_error() == Some(libc::EPROTO)
 }
 
 fn is_timeout(error: &io::Error) -> bool {
@@ -162,7 +165,7 @@ mod tests {
         let aborted = io::Error::from(ErrorKind::ConnectionAborted);
         assert_eq!(b.failed(&aborted, Instant::now()), None);
         assert_eq!(
-            b.failed(&io::Error::from_raw_os_error(71), Instant::now()),
+            b.failed(&io::Error::from_raw_os_error(libc::EPROTO), Instant::now()),
             None
         );
     }

@@ -325,6 +325,9 @@ fn configure(state: &ServerState, stream: &TcpStream) -> io::Result<()> {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(state.config.idle_timeout)?;
         stream.set_write_timeout(state.config.write_timeout)?;
+        if let Some(idle) = state.config.keepalive {
+            socket2::SockRef::from(stream).set_tcp_keepalive(&super::keepalive(idle))?;
+        }
     }
     if state.stopping() {
         // Shutdown began between admission and now; end reading like the others.

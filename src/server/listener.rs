@@ -5,6 +5,8 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
+use nix::errno::Errno;
+use nix::sys::socket::{getsockopt, sockopt::AcceptConn};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use super::ServerConfig;
@@ -24,7 +26,14 @@ pub const KEEPALIVE_PROBES: u32 = 3;
 /// interval after the last unanswered one, about `2 × idle` after the peer last sent.
 pub fn keepalive(idle: Duration) -> socket2::TcpKeepalive {
     let params = socket2::TcpKeepalive::new().with_time(idle);
-    #[cfg(target_os = "linux")]
+    // OpenBSD and others have no per-socket interval or count: theirs are system-wide.
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "macos",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "dragonfly"
+    ))]
     let params = params
         // Whole seconds: what the kernel takes.
         .with_interval(Duration::from_secs((idle.as_secs() / 3).max(1)))
@@ -56,11 +65,18 @@ pub fn listen(addr: SocketAddr, config: &ServerConfig) -> io::Result<TcpListener
 /// as its opener set them.
 pub fn adopt(listener: TcpListener, config: &ServerConfig) -> io::Result<TcpListener> {
     let socket = SockRef::from(&listener);
-    if !socket.is_listener()? {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "it is not a listening socket (a .socket unit needs Accept=no, the default)",
-        ));
+    match getsockopt(&listener, AcceptConn) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "it is not a listening socket (a .socket unit needs Accept=no, the default)",
+            ));
+        }
+        // macOS cannot say (ENOPROTOOPT): a socket that is not listening fails at its
+        // first accept instead.
+        Err(Errno::ENOPROTOOPT) => {}
+        Err(e) => return Err(e.into()),
     }
     // The accept loop blocks in accept; `NonBlocking=yes` in a .socket unit would spin it.
     listener.set_nonblocking(false)?;
@@ -92,18 +108,24 @@ fn set_user_timeout(socket: &Socket, timeout: Option<Duration>) -> io::Result<()
     }
 }
 
-/// `TCP_USER_TIMEOUT` is Linux's: elsewhere asking for it is an error.
+/// `TCP_USER_TIMEOUT` is Linux's: elsewhere the kernel's retransmission limit stays, and
+/// [`warn_of_unsupported_options`] says so once at start-up.
 #[cfg(not(target_os = "linux"))]
-fn set_user_timeout(_: &Socket, timeout: Option<Duration>) -> io::Result<()> {
-    match timeout {
-        Some(_) => Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "--user-timeout needs Linux (TCP_USER_TIMEOUT); leave it at 0 here",
-        )),
-        None => Ok(()),
+fn set_user_timeout(_: &Socket, _: Option<Duration>) -> io::Result<()> {
+    Ok(())
+}
+
+/// Warns, once, of options in `config` this system cannot apply, so that they are not
+/// ignored silently.
+pub(super) fn warn_of_unsupported_options(config: &ServerConfig) {
+    if !cfg!(target_os = "linux") && config.user_timeout.is_some() {
+        log::warn!("--user-timeout has no effect on this system (TCP_USER_TIMEOUT is Linux-only)");
     }
 }
-#[cfg(test)]
+
+// Linux only: elsewhere accepted sockets need not inherit these options, and
+// `TCP_USER_TIMEOUT` does not exist.
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
     use socket2::SockRef;
@@ -140,7 +162,6 @@ mod tests {
         (stream, client)
     }
 
-    #[cfg(target_os = "linux")]
     #[test]
     fn accepted_sockets_inherit_keepalive_and_user_timeout_from_the_listener() {
         let config = config(Some(Duration::from_secs(30)), Some(Duration::from_secs(7)));
@@ -162,7 +183,6 @@ mod tests {
         );
     }
 
-    #[cfg(target_os = "linux")]
     #[test]
     fn keepalive_and_user_timeout_stay_off_unless_asked_for() {
         let (stream, _client) = accepted(&config(None, None));
@@ -171,7 +191,6 @@ mod tests {
         assert_eq!(socket.tcp_user_timeout().unwrap(), None);
     }
 
-    #[cfg(target_os = "linux")]
     #[test]
     fn short_keepalives_probe_at_least_a_second_apart() {
         let (stream, _client) = accepted(&config(Some(Duration::from_secs(1)), None));

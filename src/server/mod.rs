@@ -189,7 +189,8 @@ impl StatsHandle {
 struct ServerState {
     ctx: Context,
     config: ServerConfig,
-    listeners: Vec<Arc<TcpListener>>,
+    /// For shutdown; emptied off Linux once the accept loops end (see [`Server::run`]).
+    listeners: Mutex<Vec<Arc<TcpListener>>>,
     registry: Mutex<Registry>,
     /// Signalled whenever the last connection leaves the registry.
     left: Condvar,
@@ -240,6 +241,7 @@ impl Server {
         mut ctx: Context,
     ) -> io::Result<Server> {
         shutdown::install_wake_handler()?;
+        listener::warn_of_unsupported_options(&config);
         // The streams' write timeout comes from here, so the connections learn it here.
         ctx.write_timeout = config.write_timeout;
         let listeners: Vec<_> = listeners
@@ -258,7 +260,7 @@ impl Server {
             runtime,
             ctx,
             config,
-            listeners: listeners.iter().map(|(l, _)| Arc::clone(l)).collect(),
+            listeners: Mutex::new(listeners.iter().map(|(l, _)| Arc::clone(l)).collect()),
             registry: Mutex::new(registry),
             left: Condvar::new(),
             next_id: AtomicU64::new(1),
@@ -316,6 +318,12 @@ impl Server {
         }
         for acceptor in acceptors {
             let _ = acceptor.join();
+        }
+        if !cfg!(target_os = "linux") {
+            // A listener that could not be shut down still completes clients' handshakes:
+            // closed now, it refuses them while the connections finish, as Linux does.
+            crate::sync::lock(&self.state.listeners).clear();
+            drop(self.listeners);
         }
         admission::report_suppressed_refusals(&self.state, true);
         Ok(shutdown::wait_for_connections(

@@ -3,7 +3,7 @@
 //! them. A connection thread blocked in `read` is woken by a signal ([`WAKE_SIGNAL`]).
 
 use std::io;
-use std::net::{Shutdown, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
@@ -61,12 +61,38 @@ pub(super) fn stop(state: &ServerState) {
     for stream in live {
         let _ = stream.set_read_timeout(Some(SHUTDOWN_READ_TIMEOUT));
     }
-    for listener in &state.listeners {
+    for listener in crate::sync::lock(&state.listeners).iter() {
         // Makes a blocked `accept` return at once (Linux).
-        let _ = SockRef::from(listener.as_ref()).shutdown(Shutdown::Both);
+        let shut = SockRef::from(listener.as_ref()).shutdown(Shutdown::Both);
+        // macOS (and some BSDs) refuse to shut a listener down (ENOTCONN), and their
+        // `accept` ignores the receive timeout: a connection of our own wakes it instead.
+        if shut.is_err() && !cfg!(target_os = "linux") {
+            if let Err(e) = wake_accept(listener) {
+                warn!("cannot wake the accept loop of a listener to stop it: {e}");
+            }
+        }
     }
     interrupt_reads(state, false);
 }
+
+/// Connects to `listener`, so that its blocked `accept` returns and the accept loop,
+/// seeing the server stopping, ends. A listener on every address is reached over
+/// loopback.
+fn wake_accept(listener: &TcpListener) -> io::Result<()> {
+    let mut addr = listener.local_addr()?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    // Bounded: a full backlog leaves the SYN unanswered, but then `accept` has
+    // connections to return anyway.
+    TcpStream::connect_timeout(&addr, WAKE_CONNECT_TIMEOUT).map(drop)
+}
+
+/// Longest [`wake_accept`] waits for its connection.
+const WAKE_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Interrupts connection threads' blocked reads (see [`WAKE_SIGNAL`]): those not
 /// signalled yet, or with `again` every one. Once is enough for a read that runs under
@@ -133,4 +159,23 @@ pub(super) fn restore_read_timeout(state: &ServerState, stream: &TcpStream) -> i
         stream.set_read_timeout(Some(SHUTDOWN_READ_TIMEOUT))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wake_connection_ends_a_blocked_accept_on_any_address() {
+        for any in ["0.0.0.0:0", "[::]:0", "127.0.0.1:0"] {
+            let Ok(listener) = TcpListener::bind(any) else {
+                continue; // No IPv6 here.
+            };
+            let listener = Arc::new(listener);
+            let accepting = Arc::clone(&listener);
+            let accepted = std::thread::spawn(move || accepting.accept().map(drop));
+            wake_accept(&listener).unwrap();
+            accepted.join().unwrap().unwrap();
+        }
+    }
 }

@@ -1,7 +1,11 @@
 //! End-to-end tests of `tcp-hello bench` against a real `tcp-hello serve`.
 
-use std::net::TcpListener;
-use std::time::Duration;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use crate::common::*;
 
@@ -72,7 +76,7 @@ fn assert_clean(r: &Value, connections: u64) {
     );
     assert!(r["messages_per_s"].as_f64().is_some_and(|x| x > 0.0), "{r}");
     let lat = &r["latency_us"];
-    let q: Vec<f64> = ["p50", "p90", "p99", "p99_9", "max"]
+    let q: Vec<f64> = ["p50", "p90", "p99", "p999", "max"]
         .iter()
         .map(|k| {
             lat[k]
@@ -94,8 +98,26 @@ fn messages_mode_verifies_every_reply() {
     assert_clean(&r, 8);
     assert_eq!(r["messages"], 2000, "{r}");
     assert_eq!(r["messages_target"], 2000, "{r}");
+    assert_eq!(r["mode"], "pingpong", "{r}");
+    assert_eq!(r["latency_us"]["count"], 2000, "{r}");
+    // Every connection's connect and first reply, each its own distribution.
+    for key in ["connect_us", "first_reply_us"] {
+        assert_eq!(r[key]["count"], 8, "{key}: {r}");
+        assert!(
+            r[key]["p50"].as_f64().is_some_and(|x| x > 0.0),
+            "{key}: {r}"
+        );
+    }
+    for key in ["handshake_us", "rate_target", "rate_reached", "completed"] {
+        assert!(r.get(key).is_none(), "{key}: {r}");
+    }
     // With --json the human report goes to stderr.
     assert!(run.stderr.contains("msg/s"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("\n    first reply          8 "),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -591,6 +613,29 @@ fn hgrm_writes_the_percentile_distribution() {
     // The report's max, in µs, is the file's, in ms.
     let report_max = r["latency_us"]["max"].as_f64().expect("max");
     assert!((report_max / 1000.0 - max).abs() < 0.001, "{r}\n{text}");
+    // The setup phases beside it, named before the extension; no handshakes without TLS.
+    for phase in ["connect", "first_reply"] {
+        let path = dir.path().join(format!("latency.{phase}.hgrm"));
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        assert!(
+            text.contains(&format!(", Total count    = {:>12}]", 4)),
+            "{phase}: {text}"
+        );
+        // The report's max, in µs, is the file's, in ms.
+        let file_max = text
+            .lines()
+            .find_map(|l| l.strip_prefix("#[Max     = "))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{phase}: no max: {text}"));
+        let max = r[format!("{phase}_us")]["max"].as_f64().expect("max");
+        assert!(
+            (max / 1000.0 - file_max).abs() < 0.001,
+            "{phase}: {r}\n{text}"
+        );
+    }
+    assert!(!dir.path().join("latency.handshake.hgrm").exists());
 }
 
 /// A `--hgrm` file that cannot be written stops the bench before it connects, naming it.
@@ -610,4 +655,335 @@ fn an_unwritable_hgrm_file_fails_at_start_up() {
         )
     );
     assert!(!path.exists());
+}
+
+/// What a greeting server written in the test does with a name (see [`Fixture`]).
+#[derive(Debug, Clone, Copy)]
+enum Behaviour {
+    /// Answers it, except during one second in every two (counted from the fixture's
+    /// start), when it holds the reply until that second ends.
+    Stall,
+    /// Closes the connection without an answer.
+    CloseBeforeReply,
+}
+
+/// A greeting server in the test, a thread per connection: the welcome, then each name
+/// as `behaviour` says; `exit` is answered with `Bye!` and a close. It stops accepting
+/// when dropped.
+struct Fixture {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    accept: Option<thread::JoinHandle<()>>,
+}
+
+impl Fixture {
+    fn start(behaviour: Behaviour) -> Fixture {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a port");
+        let addr = listener.local_addr().expect("local addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let t0 = Instant::now();
+        let accept = thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                thread::spawn(move || serve_one(stream, behaviour, t0));
+            }
+        });
+        Fixture {
+            addr,
+            stop,
+            accept: Some(accept),
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept; the loop then sees the flag.
+        let _ = TcpStream::connect_timeout(&self.addr, IO_TIMEOUT);
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+    }
+}
+
+/// One connection of a [`Fixture`]; any I/O error or timeout ends it.
+fn serve_one(stream: TcpStream, behaviour: Behaviour, t0: Instant) {
+    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+    let Ok(reader) = stream.try_clone() else {
+        return;
+    };
+    let mut writer = stream;
+    if writer.write_all(b"Welcome!\r\n").is_err() {
+        return;
+    }
+    for line in BufReader::new(reader).lines() {
+        let Ok(line) = line else { return };
+        let name = line.trim_end_matches('\r');
+        if name == "exit" {
+            let _ = writer.write_all(b"Bye!\r\n");
+            return;
+        }
+        match behaviour {
+            Behaviour::CloseBeforeReply => return,
+            Behaviour::Stall => {
+                let since = t0.elapsed();
+                if since.as_secs() % 2 == 1 {
+                    // The stall: the reply waits for the second to end.
+                    thread::sleep(Duration::from_secs(since.as_secs() + 1) - since);
+                }
+            }
+        }
+        if writer
+            .write_all(format!("Hello, {name}!\r\n").as_bytes())
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// `bench --connect ADDR ARGS`.
+fn bench_at(addr: SocketAddr, args: &[&str]) -> Finished {
+    let addr = addr.to_string();
+    let mut all = vec!["--connect", addr.as_str()];
+    all.extend_from_slice(args);
+    bench(&all)
+}
+
+/// `--rate`: the names go out at the rate asked for, and the report says so.
+#[test]
+fn a_modest_rate_is_reached() {
+    let run = bench_fresh_server(&["-n", "8", "-d", "2", "--rate", "2000", "--json"]);
+    let r = report(&run);
+    assert_clean(&r, 8);
+    assert_eq!(r["rate_target"], 2000.0, "{r}");
+    let reached = r["rate_reached"].as_f64().expect("rate_reached");
+    assert!((1600.0..=2200.0).contains(&reached), "{r}");
+    // Sent on the schedule, so no more than it holds: 2 s at 2,000 a second.
+    let messages = r["messages"].as_u64().expect("messages");
+    assert!((3200..=4000).contains(&messages), "{r}");
+    assert!(
+        run.stderr
+            .contains("  rate        target 2,000 msg/s, reached "),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("; from due times)"), "{}", run.stderr);
+}
+
+/// A server that stalls for one second in every two: with --rate, the names that fell due
+/// during a stall are timed from when they were due, so the stall shows in the
+/// percentiles; the closed loop, which sends nothing while it waits, hides it.
+#[test]
+fn a_stalling_server_shows_in_the_latency_with_a_rate() {
+    let fixture = Fixture::start(Behaviour::Stall);
+    // Any 3 s hold at least one whole stall.
+    let run = bench_at(
+        fixture.addr,
+        &["-n", "4", "-d", "3", "--rate", "200", "--json"],
+    );
+    let paced = report(&run);
+    assert_eq!(paced["errors_total"], 0, "{paced}");
+    let p99 = paced["latency_us"]["p99"].as_f64().expect("p99");
+    assert!(p99 >= 500_000.0, "the stall is hidden: {paced}");
+    // The names due in the first three quarters of a stall, a quarter of all or more,
+    // waited a quarter of a second or more; timed from when they went out, they would not
+    // have.
+    let p90 = paced["latency_us"]["p90"].as_f64().expect("p90");
+    assert!(p90 >= 250_000.0, "{paced}");
+
+    let run = bench_at(fixture.addr, &["-n", "4", "-d", "2", "--json"]);
+    let closed = report(&run);
+    assert_eq!(closed["errors_total"], 0, "{closed}");
+    let p50 = closed["latency_us"]["p50"].as_f64().expect("p50");
+    assert!(p50 < 100_000.0, "{closed}");
+}
+
+/// A rate a server cannot keep up with (one connection, 50 ms a reply): the report says
+/// it fell short, and by how much.
+#[test]
+fn a_rate_the_server_cannot_keep_up_with_is_reported_short() {
+    let run = bench_against(
+        &["--delay", "50"],
+        &["-n", "1", "-d", "1", "--rate", "1000", "--json"],
+    );
+    let r = report(&run);
+    let reached = r["rate_reached"].as_f64().expect("rate_reached");
+    assert!(reached < 500.0, "{r}");
+    // The names that could not go by the end are not sent after it.
+    assert!(r["elapsed_s"].as_f64().unwrap_or(f64::MAX) < 5.0, "{r}");
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("  rate        "))
+        .unwrap_or_else(|| panic!("no rate line: {}", run.stderr));
+    let short: f64 = line
+        .split(": ")
+        .nth(1)
+        .and_then(|rest| rest.split('%').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no shortfall: {line}"));
+    let expected = (1.0 - reached / 1000.0) * 100.0;
+    assert!((short - expected).abs() < 0.2, "{line} vs {r}");
+    assert!(
+        line.ends_with("% short; the server or this machine could not keep up"),
+        "{line}"
+    );
+}
+
+/// Churn: every connection goes through connect, welcome, one name, its reply, exit and
+/// the server's close; --messages counts connections.
+#[test]
+fn churn_completes_every_connection() {
+    let server = Server::start(&["-q"]);
+    let run = bench_server(
+        &server,
+        &["--mode", "churn", "-n", "4", "-m", "200", "--json"],
+    );
+    let r = report(&run);
+    assert_eq!(r["mode"], "churn", "{r}");
+    assert_eq!(r["errors_total"], 0, "{r}");
+    assert_eq!(r["completed"], 200, "{r}");
+    assert_eq!(r["messages"], 200, "{r}");
+    assert_eq!(r["established"], 200, "{r}");
+    for key in ["latency_us", "connect_us", "first_reply_us"] {
+        assert_eq!(r[key]["count"], 200, "{key}: {r}");
+    }
+    assert!(r.get("handshake_us").is_none(), "{r}");
+    assert!(
+        run.stderr.contains("  connections 200 completed in ")
+            && run.stderr.contains("connections/s, 200 messages\n"),
+        "{}",
+        run.stderr
+    );
+
+    let run = bench_server(
+        &server,
+        &["--mode", "churn", "-n", "2", "-d", "0.5", "--json"],
+    );
+    let r = report(&run);
+    assert_eq!(r["errors_total"], 0, "{r}");
+    assert!(r["completed"].as_u64().is_some_and(|n| n > 0), "{r}");
+    assert!(
+        r["completed_per_s"].as_f64().is_some_and(|x| x > 0.0),
+        "{r}"
+    );
+    assert_eq!(r["completed"], r["messages"], "{r}");
+}
+
+/// Churn with --rate: that many new connections a second, and no more.
+#[test]
+fn churn_with_a_rate_opens_connections_on_schedule() {
+    let run = bench_fresh_server(&[
+        "--mode", "churn", "-n", "2", "-d", "1", "--rate", "20", "--json",
+    ]);
+    let r = report(&run);
+    assert_eq!(r["errors_total"], 0, "{r}");
+    // 20 are due within the second; one whose slot is still busy with the last at the
+    // end (a slow machine) does not begin.
+    let completed = r["completed"].as_u64().unwrap_or(0);
+    assert!((15..=20).contains(&completed), "{r}");
+    assert_eq!(r["rate_target"], 20.0, "{r}");
+}
+
+/// A churn connection the server closes before the reply counts as that failure, and the
+/// slot goes on to its next connection.
+#[test]
+fn churn_counts_a_close_before_the_reply() {
+    let fixture = Fixture::start(Behaviour::CloseBeforeReply);
+    let run = bench_at(
+        fixture.addr,
+        &["--mode", "churn", "-n", "2", "-m", "10", "--json"],
+    );
+    let r = report_with_status(&run, 1);
+    assert_eq!(r["errors"], serde_json::json!({"eof": 10}), "{r}");
+    assert_eq!(r["completed"], 0, "{r}");
+    assert_eq!(r["established"], 10, "{r}");
+}
+
+/// Hold: every connection sends one name every --every seconds for the whole duration,
+/// the first ones spread over the first interval.
+#[test]
+fn hold_sends_one_name_every_interval() {
+    let run = bench_fresh_server(&[
+        "--mode", "hold", "-n", "20", "--every", "0.2", "-d", "1", "--json",
+    ]);
+    let r = report(&run);
+    assert_clean(&r, 20);
+    assert_eq!(r["mode"], "hold", "{r}");
+    assert_eq!(r["every_s"], 0.2, "{r}");
+    assert_eq!(r["rate_target"], 100.0, "{r}");
+    // Five names a connection are due within the second, and no more; one whose
+    // connection still awaits the last reply at the end (a slow machine) does not go.
+    let messages = r["messages"].as_u64().unwrap_or(0);
+    assert!((90..=100).contains(&messages), "{r}");
+    assert!(
+        run.stderr.starts_with(&format!(
+            "bench {}: 20 connections held for 1 s, every 0.2 s (20 established)",
+            r["addr"].as_str().unwrap_or_default()
+        )),
+        "{}",
+        run.stderr
+    );
+}
+
+/// The flags of one mode are refused in another, and a rate or an interval that is no
+/// number above 0 is refused, in one line naming the flag.
+#[test]
+fn mode_flags_are_refused_where_they_mean_nothing() {
+    for (args, message) in [
+        (
+            &["--every", "1"][..],
+            "--every is for --mode hold: add --mode hold, or drop --every",
+        ),
+        (
+            &["--mode", "hold", "--rate", "10"],
+            "--rate is not for --mode hold, whose rate is --connections / --every: drop --rate",
+        ),
+        (
+            &["--mode", "hold", "--every", "0"],
+            "--every must be a number of seconds above 0, not 0: e.g. --every 1",
+        ),
+        (
+            &["--rate", "0"],
+            "--rate must be a number per second above 0, not 0: e.g. --rate 1000",
+        ),
+        (
+            &["--rate", "-1"],
+            "--rate must be a number per second above 0, not -1: e.g. --rate 1000",
+        ),
+        (
+            &["--rate", "nan"],
+            "--rate must be a number per second above 0, not NaN: e.g. --rate 1000",
+        ),
+        (
+            &["--mode", "churn", "-p", "4"],
+            "--pipeline is not for --mode churn, which sends one name a connection: drop \
+             --pipeline",
+        ),
+    ] {
+        let mut all = vec!["--connect", "127.0.0.1:1"];
+        all.extend_from_slice(args);
+        let run = bench(&all);
+        assert_eq!(run.code, Some(2), "{args:?}: {}", run.stderr);
+        assert_eq!(run.stderr, format!("tcp-hello: {message}\n"), "{args:?}");
+        assert_eq!(run.stdout, "", "{args:?}");
+    }
+    let run = bench(&["--connect", "127.0.0.1:1", "--mode", "sometimes"]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("invalid value 'sometimes' for '--mode <MODE>'")
+            && run
+                .stderr
+                .contains("[possible values: pingpong, churn, hold]"),
+        "{}",
+        run.stderr
+    );
 }

@@ -21,6 +21,7 @@ mod interop;
 mod limits;
 mod metrics;
 mod missing_programs;
+mod peers;
 mod properties;
 mod proxy;
 mod readme;

@@ -1,0 +1,3 @@
+module tcp-hello-peers/go-hello
+
+go 1.19

@@ -81,9 +81,7 @@ fn every_flag_the_readme_names_is_taken_by_a_subcommand() {
     }
     // The script behind the Performance section has flags of its own.
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/compare");
-    if let Ok(text) = std::fs::read_to_string(script) {
-        known.extend(flags(&text));
-    }
+    known.extend(flags(&std::fs::read_to_string(script).unwrap()));
     let unknown: Vec<String> = flags(&readme())
         .into_iter()
         .filter(|f| !known.contains(f))

@@ -116,7 +116,8 @@ pub(super) fn check_sources(sources: &SourceAddrs, addr: SocketAddr) -> io::Resu
 
 // Linux only: they bind to 127.0.0.0/8 addresses other than 127.0.0.1, and read
 // Linux's hint.
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(test)]
+#[cfg(target_os = "linux")]
 mod tests {
     use super::*;
     use crate::address::parse_sources;

@@ -125,7 +125,8 @@ pub(super) fn warn_of_unsupported_options(config: &ServerConfig) {
 
 // Linux only: elsewhere accepted sockets need not inherit these options, and
 // `TCP_USER_TIMEOUT` does not exist.
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(test)]
+#[cfg(target_os = "linux")]
 mod tests {
     use super::*;
     use socket2::SockRef;

@@ -49,7 +49,7 @@ mod worker;
 use config::Plan;
 use fail::{Fail, no_connection_error};
 use progress::Progress;
-use report::{HandshakeReport, Report, chart_rows, latency_summary};
+use report::{HandshakeReport, Report, latency_summary, terminal_chart};
 use state::{RunState, WorkerCounts, WorkerResults};
 use worker::Worker;
 
@@ -254,20 +254,9 @@ pub fn run(args: &BenchConfig) -> io::Result<Outcome> {
             .filter(|&(_, n)| n > 0)
             .collect(),
         examples: total.examples,
-        // Only for a person at a terminal: a file or a pipe gets the report as it was.
-        chart: if !args.json && io::stdout().is_terminal() {
-            chart_rows(&total.hist)
-        } else {
-            Vec::new()
-        },
+        chart: terminal_chart(args.json, &total.hist),
     };
-    if args.json {
-        let text = serde_json::to_string(&report.to_json()).map_err(io::Error::other)?;
-        writeln!(io::stdout().lock(), "{text}")?;
-        write!(io::stderr().lock(), "{}", report.human())?;
-    } else {
-        write!(io::stdout().lock(), "{}", report.human())?;
-    }
+    report::print(args.json.then(|| report.to_json()), &report.human())?;
     for (phase, file, path) in hgrm_files {
         let hist = match phase {
             hgrm::Phase::Reply => &total.hist,

@@ -1,6 +1,7 @@
 //! The final report, as text and as JSON.
 
 use std::fmt::Write as _;
+use std::io::{self, IsTerminal, Write as _};
 use std::net::SocketAddr;
 
 use hdrhistogram::Histogram;
@@ -91,6 +92,29 @@ pub(super) const CHART_WIDTH: usize = 40;
 
 /// The latencies the report's bar chart shows, in ns: p50, p90, p99, p99.9, p99.99 and
 /// the max; none when `hist` is empty.
+/// The chart of `hist`, only for a person at a terminal: with `--json`, or into a file or
+/// a pipe, the report stays as it was.
+pub(super) fn terminal_chart(json: bool, hist: &Histogram<u64>) -> Vec<(&'static str, u64)> {
+    if !json && io::stdout().is_terminal() {
+        chart_rows(hist)
+    } else {
+        Vec::new()
+    }
+}
+
+/// Prints a finished run's report: with `--json` the object on stdout and the human
+/// report on stderr, else the human report on stdout.
+pub(super) fn print(json: Option<Value>, human: &str) -> io::Result<()> {
+    match json {
+        Some(value) => {
+            let text = serde_json::to_string(&value).map_err(io::Error::other)?;
+            writeln!(io::stdout().lock(), "{text}")?;
+            write!(io::stderr().lock(), "{human}")
+        }
+        None => write!(io::stdout().lock(), "{human}"),
+    }
+}
+
 pub(super) fn chart_rows(hist: &Histogram<u64>) -> Vec<(&'static str, u64)> {
     if hist.is_empty() {
         return Vec::new();

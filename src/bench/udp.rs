@@ -32,7 +32,7 @@ use nix::sys::signal::Signal;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::progress::Progress;
-use super::report::{chart_rows, latency_summary};
+use super::report::{latency_summary, print as print_report, terminal_chart};
 use super::state::{RunState, WorkerCounts};
 use super::{COORDINATOR_TICK, Outcome, hgrm};
 use crate::config::BenchConfig;
@@ -155,20 +155,9 @@ pub(super) fn run(args: &BenchConfig) -> io::Result<Outcome> {
             .filter(|&(_, n)| n > 0)
             .collect(),
         examples: total.examples,
-        // Only for a person at a terminal: a file or a pipe gets the report as it was.
-        chart: if !args.json && io::stdout().is_terminal() {
-            chart_rows(&total.hist)
-        } else {
-            Vec::new()
-        },
+        chart: terminal_chart(args.json, &total.hist),
     };
-    if args.json {
-        let text = serde_json::to_string(&report.to_json()).map_err(io::Error::other)?;
-        writeln!(io::stdout().lock(), "{text}")?;
-        write!(io::stderr().lock(), "{}", report.human())?;
-    } else {
-        write!(io::stdout().lock(), "{}", report.human())?;
-    }
+    print_report(args.json.then(|| report.to_json()), &report.human())?;
     if let Some((file, path)) = hgrm_file {
         let text = hgrm::percentile_distribution(
             &total.hist,

@@ -933,6 +933,28 @@ fn hold_sends_one_name_every_interval() {
     );
 }
 
+/// Held connections against a server that stalls one second in every two: their names
+/// are timed from when they were due, so the stall shows, as with --rate.
+#[test]
+fn hold_against_a_stalling_server_shows_the_stall() {
+    let fixture = Fixture::start(Behaviour::Stall);
+    let run = bench_at(
+        fixture.addr,
+        &[
+            "--mode", "hold", "-n", "10", "--every", "0.05", "-d", "3", "--json",
+        ],
+    );
+    let r = report(&run);
+    assert_eq!(r["errors_total"], 0, "{r}");
+    let p99 = r["latency_us"]["p99"].as_f64().expect("p99");
+    assert!(p99 >= 500_000.0, "the stall is hidden: {r}");
+    // Timed from when they went out, only the names in flight as a stall began would have
+    // waited; timed from when they were due, every name due in a stall's first three
+    // quarters waited a quarter of a second or more.
+    let p90 = r["latency_us"]["p90"].as_f64().expect("p90");
+    assert!(p90 >= 250_000.0, "{r}");
+}
+
 /// The flags of one mode are refused in another, and a rate or an interval that is no
 /// number above 0 is refused, in one line naming the flag.
 #[test]

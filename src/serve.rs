@@ -307,6 +307,7 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
                     own_ports: Vec::new(),
                     low_ports: config.udp_low_ports,
                 },
+                faults: faults.clone(),
             };
             Some(
                 UdpServer::spawn(

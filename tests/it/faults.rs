@@ -336,3 +336,86 @@ fn without_fault_the_metrics_have_no_fault_counts() {
             .any(|k| k.starts_with("tcp_hello_faults_total"))
     );
 }
+
+/// A UDP server alone on 127.0.0.1, unlimited in rate, with `args`; its address.
+fn udp_server(args: &[&str]) -> (Server, SocketAddr) {
+    let mut all = vec!["--udp-bind", "127.0.0.1:0", "--udp-rate", "0"];
+    all.extend_from_slice(args);
+    let server = Server::start_with_binds(&all, 1);
+    let udp = server.addr();
+    (server, udp)
+}
+
+fn udp_socket(server: SocketAddr, read_timeout: Duration) -> std::net::UdpSocket {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.set_read_timeout(Some(read_timeout)).unwrap();
+    socket.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    socket.connect(server).unwrap();
+    socket
+}
+
+/// The datagrams that arrive until `QUIET` passes without one.
+fn udp_replies(socket: &std::net::UdpSocket) -> Vec<Vec<u8>> {
+    socket.set_read_timeout(Some(QUIET)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Ok(n) = socket.recv(&mut buf) {
+        got.push(buf[..n].to_vec());
+    }
+    got
+}
+
+#[test]
+fn udp_drop_with_p_drops_about_that_share_and_counts_each() {
+    let (server, udp) = udp_server(&[
+        "--fault",
+        "drop,p=0.5",
+        "--fault-seed",
+        "7",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let metrics = metrics_addr(&server);
+    let socket = udp_socket(udp, IO_TIMEOUT);
+    let mut replies = Vec::new();
+    // In rounds of 20, so that no burst outgrows the socket buffers.
+    for round in 0..10 {
+        for i in 0..20 {
+            socket.send(format!("n{round}-{i}").as_bytes()).unwrap();
+        }
+        replies.extend(udp_replies(&socket));
+    }
+    // 200 draws of p=0.5: standard deviation about 7; 30 is over 4 of them.
+    let dropped = 200 - replies.len();
+    assert!((70..=130).contains(&dropped), "{dropped} of 200 dropped");
+    let samples = metrics_samples(metrics);
+    assert_eq!(
+        samples[r#"tcp_hello_faults_total{kind="drop"}"#],
+        dropped as u64
+    );
+    let logs = server.stop_and_logs();
+    assert!(
+        logs.contains(&format!("faults: {dropped} replies dropped")),
+        "{logs}"
+    );
+}
+
+#[test]
+fn udp_duplicate_sends_each_reply_twice_and_delay_holds_it() {
+    let (_server, udp) = udp_server(&["--fault", "duplicate"]);
+    let socket = udp_socket(udp, IO_TIMEOUT);
+    socket.send(b"Ann").unwrap();
+    let replies = udp_replies(&socket);
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    assert_eq!(replies[0], replies[1]);
+    assert!(String::from_utf8_lossy(&replies[0]).contains("Hello, Ann!"));
+
+    let (_server, udp) = udp_server(&["--fault", "delay,ms=300"]);
+    let socket = udp_socket(udp, IO_TIMEOUT);
+    let asked = Instant::now();
+    socket.send(b"Ann").unwrap();
+    let mut buf = [0u8; 2048];
+    let n = socket.recv(&mut buf).expect("a reply");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("Hello, Ann!"));
+    assert!(asked.elapsed() >= Duration::from_millis(300));
+}

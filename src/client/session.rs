@@ -226,6 +226,7 @@ pub(super) fn line_session(
             out.write_all(b"\n").map_err(Failure::Stdout)?;
             return Err(tally.unframed());
         }
+        tally.cut = true;
         on_line(&mut tally, &mut split, &shared, cfg, out, &mut welcome_tx)?;
     }
     if let Some(failure) = shared.take_failure() {

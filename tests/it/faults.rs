@@ -419,3 +419,53 @@ fn udp_duplicate_sends_each_reply_twice_and_delay_holds_it() {
     assert!(String::from_utf8_lossy(&buf[..n]).contains("Hello, Ann!"));
     assert!(asked.elapsed() >= Duration::from_millis(300));
 }
+
+/// `tcp-hello client --connect ADDR ARGS...` against `server`, run to its end.
+fn client(server: &Server, args: &[&str]) -> crate::common::Finished {
+    let addr = server.addr().to_string();
+    let mut all = vec!["--connect", addr.as_str()];
+    all.extend_from_slice(args);
+    run_tool(&mut hello_cmd("client", &all), None, IO_TIMEOUT * 2)
+}
+
+#[test]
+fn the_client_says_plainly_what_it_met_with_its_exit_codes() {
+    use tcp_hello::client::{EXIT_PROTOCOL, EXIT_TIMEOUT};
+
+    let server = Server::start(&["--fault", "reset,after=2"]);
+    let run = client(&server, &["Ann", "Bob", "Cid"]);
+    assert_eq!(run.code, Some(i32::from(EXIT_PROTOCOL)), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("connection reset by the server after 2 replies"),
+        "{run:?}"
+    );
+
+    let server = Server::start(&["--fault", "close,when=mid-reply,after=1"]);
+    let run = client(&server, &["Ann", "Bob"]);
+    assert_eq!(run.code, Some(i32::from(EXIT_PROTOCOL)), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("the server closed the connection in the middle of a reply after 1 reply"),
+        "{run:?}"
+    );
+
+    let server = Server::start(&["--fault", "close,after=1"]);
+    let run = client(&server, &["Ann", "Bob"]);
+    assert_eq!(run.code, Some(i32::from(EXIT_PROTOCOL)), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("the server closed the connection after 1 reply, with 1 name unanswered"),
+        "{run:?}"
+    );
+
+    let server = Server::start(&["--fault", "stall"]);
+    let run = client(&server, &["--reply-timeout", "1", "Ann"]);
+    assert_eq!(run.code, Some(i32::from(EXIT_TIMEOUT)), "{run:?}");
+    assert!(run.stderr.contains("1 name unanswered"), "{run:?}");
+
+    let server = Server::start(&["--fault", "blackhole"]);
+    let run = client(&server, &["--reply-timeout", "1", "Ann"]);
+    assert_eq!(run.code, Some(i32::from(EXIT_TIMEOUT)), "{run:?}");
+    assert!(run.stderr.contains("waiting for its welcome"), "{run:?}");
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::outcome::CloseReason;
 use super::serve::{Connection, IoFailure, Step};
 use super::transport::{Transport, write_within};
-use crate::fault::{CloseWhen, Kind, Once, Point};
+use crate::fault::{CloseWhen, Faults, Kind, Once, Point};
 
 /// How often a stalled connection looks for shutdown and its idle timeout.
 const STALL_LOOK: Duration = Duration::from_millis(50);
@@ -19,6 +19,21 @@ const STALL_LOOK: Duration = Duration::from_millis(50);
 const GARBAGE: &[u8] = b"\x00\x1b[5m\x7f#GARBAGE#\xc3\x28\x01";
 
 impl<S: Transport> Connection<'_, '_, S> {
+    /// Draws the faults that strike this connection; trickling is announced now, as it
+    /// strikes every write.
+    pub(super) fn strike(&mut self, faults: &Faults) {
+        self.fault = faults.strike(self.peer.id).map(Box::new);
+        if let Some((bytes, pause)) = self.fault.as_ref().and_then(|f| f.trickle) {
+            log::info!(
+                "conn {} fault: trickle, {bytes} {} every {} ms",
+                self.peer.id,
+                crate::plural::noun(bytes as u64, "byte", "bytes"),
+                pause.as_millis()
+            );
+            self.count(Kind::Trickle);
+        }
+    }
+
     /// The one-time fault due at `point` (accept, or right after the welcome), if any.
     pub(super) fn fault_at(&mut self, point: Point) -> Step<()> {
         let Some(once) = self.fault.as_mut().and_then(|f| f.at(point)) else {

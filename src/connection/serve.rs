@@ -80,19 +80,10 @@ fn serve_from<S: Transport>(
         replies: 0,
         bytes_in: 0,
         bytes_out: welcomed.map_or(0, |n| n as u64),
-        fault: match &ctx.faults {
-            None => None,
-            Some(faults) => faults.strike(peer.id),
-        },
+        fault: None,
     };
-    if let Some((bytes, pause)) = conn.fault.as_ref().and_then(|f| f.trickle) {
-        log::info!(
-            "conn {} fault: trickle, {bytes} {} every {} ms",
-            peer.id,
-            crate::plural::noun(bytes as u64, "byte", "bytes"),
-            pause.as_millis()
-        );
-        conn.count(crate::fault::Kind::Trickle);
+    if let Some(faults) = &ctx.faults {
+        conn.strike(faults);
     }
     let reason = match (ctx.settings.mode, ctx.settings.framing) {
         (Mode::Echo, _) => conn.echo(),
@@ -160,8 +151,9 @@ pub(super) struct Connection<'c, 's, S> {
     pub(super) replies: u64,
     pub(super) bytes_in: u64,
     pub(super) bytes_out: u64,
-    /// The faults that struck this connection (`--fault`); `None` almost always.
-    pub(super) fault: Option<crate::fault::Struck>,
+    /// The faults that struck this connection (`--fault`); `None` almost always, and
+    /// boxed, so that a connection's stack frame does not grow for them.
+    pub(super) fault: Option<Box<crate::fault::Struck>>,
 }
 
 impl<S: Transport> Connection<'_, '_, S> {

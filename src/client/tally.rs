@@ -373,6 +373,27 @@ mod tests {
     }
 
     #[test]
+    fn a_reply_cut_by_the_close_is_a_mid_reply_close_after_the_whole_ones() {
+        let mut t = Tally::default();
+        t.line(b"Welcome!", 0);
+        assert_eq!(t.line(b"Hello, Ann!", 2), Role::Reply);
+        // The close cut the next reply: the session hands it over as a line, cut.
+        t.cut = true;
+        assert_eq!(t.line(b"Hello, B", 2), Role::Reply);
+        let Err(Failure::Closed(c)) = t.end(2, true) else {
+            panic!("a close mid-reply is a failure");
+        };
+        assert_eq!((c.what, c.replies), (ClosedWhen::MidReply, 1));
+        // A last line without a line ending that answers nothing (a farewell) is fine.
+        let mut t = Tally::default();
+        t.line(b"Welcome!", 0);
+        t.line(b"Hello, Ann!", 1);
+        t.cut = true;
+        assert_eq!(t.line(b"Bye!", 1), Role::Extra);
+        assert!(t.end(1, true).is_ok());
+    }
+
+    #[test]
     fn tally_verdicts() {
         let welcomed = || {
             let mut t = Tally::default();

@@ -469,3 +469,43 @@ fn the_client_says_plainly_what_it_met_with_its_exit_codes() {
     assert_eq!(run.code, Some(i32::from(EXIT_TIMEOUT)), "{run:?}");
     assert!(run.stderr.contains("waiting for its welcome"), "{run:?}");
 }
+
+/// What Python's socket module meets, one word per fault: another client's stack.
+const PYTHON_CLIENT: &str = r#"
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+s.settimeout(float(sys.argv[2]))
+got = b""
+try:
+    got += s.recv(100)
+    s.sendall(b"Ann\n")
+    while True:
+        b = s.recv(100)
+        if not b:
+            print("eof", repr(got)); break
+        got += b
+except ConnectionResetError:
+    print("reset", repr(got))
+except socket.timeout:
+    print("timeout", repr(got))
+"#;
+
+#[test]
+fn python_meets_a_reset_a_close_mid_reply_and_a_stall() {
+    if !crate::common::require("python3", "python3") {
+        return;
+    }
+    let cases = [
+        ("reset,after=welcome", "reset b'Welcome!\\r\\n'"),
+        ("close,when=mid-reply", "eof b'Welcome!\\r\\nHello,'"),
+        ("stall", "timeout b'Welcome!\\r\\n'"),
+    ];
+    for (fault, wanted) in cases {
+        let server = Server::start(&["--fault", fault]);
+        let port = server.addr().port().to_string();
+        let mut cmd = std::process::Command::new("python3");
+        cmd.args(["-c", PYTHON_CLIENT, &port, "1"]);
+        let done = run_tool(&mut cmd, None, IO_TIMEOUT);
+        assert_eq!(done.stdout.trim(), wanted, "{fault}: {done:?}");
+    }
+}

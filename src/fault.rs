@@ -7,6 +7,11 @@
 //! A spec is `KIND[,key=value]...`; `p=` is the probability (per connection, or per reply
 //! or datagram for `delay`, `drop` and `duplicate`), `after=welcome` or `after=N` (after
 //! the Nth reply: when the line that would get reply N+1 arrives) where it strikes.
+//!
+//! A connection meets at most one one-time fault (reset, close, stall, blackhole,
+//! garbage: the first `--fault` that strikes it), besides per-reply delays and trickling.
+//! Faults act in greet mode (echo mode has no replies to spoil); over TLS, after the
+//! handshake, which carries the welcome.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};

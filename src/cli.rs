@@ -342,6 +342,15 @@ pub struct ServeArgs {
         allow_negative_numbers = true
     )]
     pub delay: u64,
+    /// Misbehave on purpose, for testing clients and proxies: KIND[,key=value]...,
+    /// repeatable. Kinds: reset, close, stall, blackhole, delay, trickle, garbage (UDP:
+    /// drop, duplicate, delay); keys: p= (probability), after=welcome|N, when=, ms=, bytes=.
+    #[arg(long = "fault", value_name = "SPEC")]
+    pub faults: Vec<String>,
+    /// Seed of the faults' draws: the same seed and the same clients in order meet the
+    /// same faults (default: from the clock, logged at start-up).
+    #[arg(long, value_name = "N")]
+    pub fault_seed: Option<u64>,
     /// Listen backlog: connections the kernel queues before `accept` (capped by net.core.somaxconn).
     #[arg(
         long,
@@ -608,10 +617,16 @@ pub struct CertArgs {
 }
 
 impl ServeArgs {
-    /// The typed configuration: seconds as durations, 0 as none where 0 means off.
-    pub fn into_config(self) -> ServeConfig {
+    /// The typed configuration: seconds as durations, 0 as none where 0 means off; a bad
+    /// `--fault` is refused in one line.
+    pub fn into_config(self) -> Result<ServeConfig, String> {
         let seconds = |s: u64| (s > 0).then(|| Duration::from_secs(s));
-        ServeConfig {
+        let faults = self
+            .faults
+            .iter()
+            .map(|spec| tcp_hello::fault::parse(spec))
+            .collect::<Result<_, _>>()?;
+        Ok(ServeConfig {
             bind: self.bind,
             tls_bind: self.tls_bind,
             udp_bind: self.udp_bind,
@@ -645,11 +660,13 @@ impl ServeArgs {
             write_timeout: seconds(self.write_timeout),
             max_line: self.max_line as usize,
             delay: Duration::from_millis(self.delay),
+            faults,
+            fault_seed: self.fault_seed,
             backlog: self.backlog,
             reuse_port: self.reuse_port,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
             linger: Duration::from_secs(self.linger),
-        }
+        })
     }
 }
 
@@ -958,7 +975,7 @@ mod tests {
         let Command::Serve(args) = parsed(&["serve"]) else {
             panic!("not serve");
         };
-        assert_eq!(args.into_config(), ServeConfig::default());
+        assert_eq!(args.into_config(), Ok(ServeConfig::default()));
         let Command::Client(args) = parsed(&["client"]) else {
             panic!("not client");
         };

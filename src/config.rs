@@ -193,6 +193,10 @@ pub struct ServeConfig {
     pub max_line: usize,
     /// Wait before each reply.
     pub delay: Duration,
+    /// `--fault`: faults on demand ([`crate::fault`]).
+    pub faults: Vec<crate::fault::Spec>,
+    /// The faults' seed; `None`: from the clock.
+    pub fault_seed: Option<u64>,
     /// Listen backlog.
     pub backlog: i32,
     /// SO_REUSEPORT on every listener.
@@ -239,6 +243,8 @@ impl Default for ServeConfig {
             write_timeout: WRITE_TIMEOUT,
             max_line: MAX_LINE,
             delay: DELAY,
+            faults: Vec::new(),
+            fault_seed: None,
             backlog: BACKLOG,
             reuse_port: false,
             shutdown_timeout: SHUTDOWN_TIMEOUT,

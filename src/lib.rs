@@ -32,6 +32,7 @@ pub mod cert;
 pub mod client;
 pub mod config;
 pub mod connection;
+pub mod fault;
 pub mod limits;
 mod machine;
 pub mod metrics;

@@ -203,7 +203,9 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
         Some(Replies::new(&settings).map_err(anyhow::Error::msg)?)
     };
     let idle_timeout = config.idle_timeout;
-    let ctx = Context::new(settings, idle_timeout, config.delay);
+    let mut ctx = Context::new(settings, idle_timeout, config.delay);
+    let faults = faults(&config);
+    ctx.faults = faults.clone();
     warn_of_address_space_limit();
     let server_config = ServerConfig {
         max_connections: connection_limit(
@@ -249,11 +251,15 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
             let local = listener.local_addr()?;
             let stats = server.stats();
             let udp_stats = (!udp_sockets.is_empty()).then(|| Arc::clone(&udp_stats));
+            let faults = faults.clone();
             // The thread ends with the process: it holds nothing that needs closing.
             crate::metrics::spawn(listener, move || {
                 let mut text = stats.snapshot().render();
                 if let Some(udp) = &udp_stats {
                     text.push_str(&udp.render());
+                }
+                if let Some(faults) = &faults {
+                    text.push_str(&faults.render());
                 }
                 text
             })
@@ -301,6 +307,7 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
                     own_ports: Vec::new(),
                     low_ports: config.udp_low_ports,
                 },
+                faults: faults.clone(),
             };
             Some(
                 UdpServer::spawn(
@@ -511,4 +518,21 @@ fn announce(
         writeln!(stdout, "metrics on {addr}")?;
     }
     stdout.flush()
+}
+
+/// `--fault`: the faults and their seed (from the clock unless `--fault-seed`), logged
+/// so that a run can be repeated; `None` without `--fault`.
+fn faults(config: &ServeConfig) -> Option<Arc<crate::fault::Faults>> {
+    let seed = config.fault_seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    });
+    let faults = crate::fault::Faults::new(config.faults.clone(), seed)?;
+    info!(
+        "faults on: {} {} (--fault-seed {seed})",
+        config.faults.len(),
+        crate::plural::noun(config.faults.len() as u64, "fault", "faults")
+    );
+    Some(Arc::new(faults))
 }

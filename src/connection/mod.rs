@@ -8,11 +8,13 @@
 //! One job per file: `context` (what connections share and are told), `outcome` (how
 //! one ended), `transport` (what it speaks over), `buffers` (stack and pooled
 //! buffers), `serve` (the entry points and the three serving loops), `answer` (what is
-//! said to each message), `output` (queueing and writing it).
+//! said to each message), `output` (queueing and writing it), `fault` (where
+//! `--fault` acts).
 
 mod answer;
 mod buffers;
 mod context;
+mod fault;
 mod outcome;
 mod output;
 mod serve;

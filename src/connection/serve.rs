@@ -80,7 +80,11 @@ fn serve_from<S: Transport>(
         replies: 0,
         bytes_in: 0,
         bytes_out: welcomed.map_or(0, |n| n as u64),
+        fault: None,
     };
+    if let Some(faults) = &ctx.faults {
+        conn.strike(faults);
+    }
     let reason = match (ctx.settings.mode, ctx.settings.framing) {
         (Mode::Echo, _) => conn.echo(),
         (Mode::Greet, Framing::Line) => conn.lines(),
@@ -89,6 +93,7 @@ fn serve_from<S: Transport>(
     let reason = reason.unwrap_or_else(|failure| match failure {
         IoFailure::Write(e) => CloseReason::WriteError(e.kind()),
         IoFailure::Read(e) => read_failure(&e),
+        IoFailure::Ended(reason) => reason,
     });
     if let Some(big) = conn.buf.big.take() {
         ctx.pool.give(big);
@@ -105,6 +110,8 @@ fn serve_from<S: Transport>(
 pub(super) enum IoFailure {
     Read(io::Error),
     Write(io::Error),
+    /// A fault (`--fault`) ended the connection, for this reason.
+    Ended(CloseReason),
 }
 
 pub(super) type Step<T = CloseReason> = Result<T, IoFailure>;
@@ -144,6 +151,9 @@ pub(super) struct Connection<'c, 's, S> {
     pub(super) replies: u64,
     pub(super) bytes_in: u64,
     pub(super) bytes_out: u64,
+    /// The faults that struck this connection (`--fault`); `None` almost always, and
+    /// boxed, so that a connection's stack frame does not grow for them.
+    pub(super) fault: Option<Box<crate::fault::Struck>>,
 }
 
 impl<S: Transport> Connection<'_, '_, S> {

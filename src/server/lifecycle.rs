@@ -14,13 +14,14 @@
 use std::io::{self, ErrorKind};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::registry::{self, Registered};
 use super::runtime::Lingering;
 use super::shutdown::{SHUTDOWN_READ_TIMEOUT, restore_read_timeout};
 use super::{ServerState, admission, log_target};
 use crate::connection::{self, CloseReason, Peer, Summary};
+use crate::fault::Kind;
 use crate::tls;
 
 /// A connection just accepted, on the accept loop: admitted, then given a thread of its
@@ -282,11 +283,20 @@ fn close(
         summary.bytes_out,
         summary.reason
     );
+    if summary.reason == CloseReason::Fault(Kind::Reset) {
+        // `--fault reset`: the close sends RST, not FIN.
+        let _ = socket2::SockRef::from(&*stream).set_linger(Some(Duration::ZERO));
+        return;
+    }
     let lingers = matches!(
         summary.reason,
         // A failed handshake too: its alert, or the plain-text notice, must not be
         // destroyed by a reset over unread client bytes.
-        CloseReason::Exit | CloseReason::Idle | CloseReason::Shutdown | CloseReason::Handshake
+        CloseReason::Exit
+            | CloseReason::Idle
+            | CloseReason::Shutdown
+            | CloseReason::Handshake
+            | CloseReason::Fault(Kind::Close)
     );
     if !lingers || stream.shutdown(Shutdown::Write).is_err() {
         return;

@@ -15,6 +15,7 @@ mod cert;
 mod client;
 mod client_tls;
 mod dead_peers;
+mod faults;
 mod haproxy;
 mod in_process;
 mod interop;

@@ -25,6 +25,7 @@ use crate::rules::{Action, Rule, Rules};
 use crate::server::{Listening, Server, ServerConfig, ShutdownHandle};
 use crate::signals::serve_signals;
 use crate::tls::{Tls, TlsFiles};
+use crate::trace::Trace;
 use crate::udp::reply::Replies;
 use crate::udp::{UdpConfig, UdpServer, UdpStats};
 
@@ -204,6 +205,8 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
     };
     let idle_timeout = config.idle_timeout;
     let ctx = Context::new(settings, idle_timeout, config.delay);
+    // Before listening: a trace file that cannot be written fails the start.
+    let trace = config.trace.as_ref().map(Trace::open).transpose()?;
     warn_of_address_space_limit();
     let server_config = ServerConfig {
         max_connections: connection_limit(
@@ -227,6 +230,7 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
         thread_cache: config.thread_cache,
         max_handshakes: config.tls_max_handshakes,
         max_handshakes_per_source: config.tls_max_handshakes_per_source,
+        trace,
     };
     let server = match &inherited {
         Some(sockets) => serve_inherited(sockets, server_config.clone(), ctx)?,

@@ -146,18 +146,28 @@ enum WriteHalf {
     Tls(TlsWriter),
 }
 
+impl WriteHalf {
+    fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            WriteHalf::Plain(stream) => (&*stream).write(buf),
+            WriteHalf::Tls(tls) => tls.write(buf),
+        }
+    }
+}
+
 impl Writer {
     /// Sends `last`, the end of what this client sends, then a half-close if
     /// `half_close`. Over TLS close_notify goes in the same write as `last`: a server
     /// that reads more than one record at a time then has it when it sees `last` (an
     /// `exit`), and can close with nothing unread, which would reset the connection.
     pub(super) fn finish(&self, last: &[u8], half_close: bool) -> io::Result<()> {
+        // Traced before it leaves (see `write`).
+        if let Some(trace) = &self.trace {
+            trace.record(Direction::Sent, last);
+        }
         match &self.io {
             WriteHalf::Plain(stream) => (&*stream).write_all(last)?,
             WriteHalf::Tls(tls) => tls.finish(last)?,
-        }
-        if let Some(trace) = &self.trace {
-            trace.record(Direction::Sent, last);
         }
         if half_close {
             self.socket().shutdown(Shutdown::Write)?;
@@ -181,14 +191,23 @@ impl Writer {
 
 impl Write for &Writer {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = match &self.io {
-            WriteHalf::Plain(stream) => (&*stream).write(buf)?,
-            WriteHalf::Tls(tls) => tls.write(buf)?,
+        let Some(trace) = &self.trace else {
+            return self.io.write(buf);
         };
-        if let Some(trace) = &self.trace {
-            trace.record(Direction::Sent, &buf[..n]);
+        // Traced before it leaves, and then all of it sent: traced after, it could show
+        // after the server's answer to it, which the reading thread traces, or not at
+        // all, the process having ended once that answer came.
+        trace.record(Direction::Sent, buf);
+        let mut rest = buf;
+        while !rest.is_empty() {
+            match self.io.write(rest) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
-        Ok(n)
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -9,8 +9,7 @@ use super::failure::Failure;
 use super::tls::{Handshaken, TlsReader, TlsWriter, tls_halves};
 use super::tls_failure::TlsFailure;
 use super::wait::{Wait, arm, is_reset, is_timeout};
-use crate::trace::ConnTrace;
-use crate::trace::hexdump::Direction;
+use crate::trace::{ConnTrace, Direction};
 
 /// A connection, split: `reader` for the thread that reads, `writer` for the one that
 /// sends.

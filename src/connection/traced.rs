@@ -4,8 +4,7 @@
 use std::io::{self, Read, Write};
 
 use super::transport::Transport;
-use crate::trace::ConnTrace;
-use crate::trace::hexdump::Direction;
+use crate::trace::{ConnTrace, Direction};
 
 /// `inner`, with what it reads and writes shown in `trace`.
 pub struct Traced<'t, S> {

@@ -22,8 +22,7 @@ use super::shutdown::{SHUTDOWN_READ_TIMEOUT, restore_read_timeout};
 use super::{ServerState, admission, log_target};
 use crate::connection::{self, CloseReason, Peer, Summary, Traced};
 use crate::tls;
-use crate::trace::ConnTrace;
-use crate::trace::hexdump::Direction;
+use crate::trace::{ConnTrace, Direction};
 
 /// A connection just accepted, on the accept loop: admitted, then given a thread of its
 /// own that runs the rest of its life ([`run`]); or refused, from here.

@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use hexdump::{Block, Direction, write_block, write_stop};
+pub use hexdump::Direction;
+use hexdump::{Block, write_block, write_stop};
 
 /// Bytes traced per connection, both directions together, by default.
 pub const TRACE_BYTES: usize = 4096;

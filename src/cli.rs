@@ -16,6 +16,7 @@ use tcp_hello::config::{
     self, BenchConfig, ClientConfig, DEFAULT_ADDR, ServeConfig, TlsClientConfig,
 };
 use tcp_hello::protocol::{Framing, Mode};
+use tcp_hello::trace::{TraceConfig, TraceTarget};
 
 /// tcp-hello: a thread-per-connection TCP greeting and echo server, its client and its load generator.
 #[derive(Debug, Parser)]
@@ -396,6 +397,9 @@ pub struct ServeArgs {
         allow_negative_numbers = true
     )]
     pub linger: u64,
+    /// `--trace` and `--trace-bytes`.
+    #[command(flatten)]
+    pub trace_args: TraceArgs,
 }
 
 /// Options of `tcp-hello client`.
@@ -454,6 +458,39 @@ pub struct ClientArgs {
     /// TLS: `--tls` and its options.
     #[command(flatten)]
     pub tls_args: TlsClientArgs,
+    /// `--trace` and `--trace-bytes`.
+    #[command(flatten)]
+    pub trace_args: TraceArgs,
+}
+
+/// The wire trace of `tcp-hello serve` and `tcp-hello client`.
+#[derive(Debug, Clone, Args)]
+pub struct TraceArgs {
+    /// Dump every byte each way of every connection, as hex and text, with direction
+    /// (`<` received, `>` sent), connection number and seconds since it began, to FILE
+    /// (created or truncated) or, with `-`, to stderr. Over TLS, the plaintext.
+    #[arg(long, value_name = "FILE|-")]
+    pub trace: Option<OsString>,
+    /// With --trace, the most bytes traced per connection, both ways together; a line
+    /// then says the connection's trace stops.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = tcp_hello::trace::TRACE_BYTES,
+        requires = "trace",
+        value_parser = positive_number::<usize>
+    )]
+    pub trace_bytes: usize,
+}
+
+impl TraceArgs {
+    fn into_config(self) -> Option<TraceConfig> {
+        let target = TraceTarget::parse(&self.trace?);
+        Some(TraceConfig {
+            target,
+            bytes: self.trace_bytes,
+        })
+    }
 }
 
 /// The TLS options of `tcp-hello client` and `tcp-hello bench`. No `TCP_HELLO_*` variable
@@ -666,6 +703,7 @@ impl ServeArgs {
             reuse_port: self.reuse_port,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
             linger: Duration::from_secs(self.linger),
+            trace: self.trace_args.into_config(),
         })
     }
 }
@@ -695,6 +733,7 @@ impl ClientArgs {
             udp: self.udp,
             retries: self.retries,
             tls: self.tls_args.into_config(),
+            trace: self.trace_args.into_config(),
         }
     }
 }

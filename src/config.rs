@@ -205,6 +205,8 @@ pub struct ServeConfig {
     pub shutdown_timeout: Duration,
     /// How long a closing connection waits for its client's close.
     pub linger: Duration,
+    /// `--trace`: every connection's bytes, dumped; `None` = off.
+    pub trace: Option<crate::trace::TraceConfig>,
 }
 
 impl Default for ServeConfig {
@@ -249,6 +251,7 @@ impl Default for ServeConfig {
             reuse_port: false,
             shutdown_timeout: SHUTDOWN_TIMEOUT,
             linger: LINGER,
+            trace: None,
         }
     }
 }
@@ -289,6 +292,8 @@ pub struct ClientConfig {
     pub retries: u32,
     /// TLS and its options.
     pub tls: TlsClientConfig,
+    /// `--trace`: the connection's bytes, dumped; `None` = off.
+    pub trace: Option<crate::trace::TraceConfig>,
 }
 
 impl Default for ClientConfig {
@@ -303,6 +308,7 @@ impl Default for ClientConfig {
             udp: false,
             retries: RETRIES,
             tls: TlsClientConfig::default(),
+            trace: None,
         }
     }
 }

@@ -49,4 +49,5 @@ pub mod sync;
 pub mod tls;
 pub mod tls_client;
 pub mod tls_failure;
+pub mod trace;
 pub mod udp;

@@ -25,6 +25,7 @@ use crate::rules::{Action, Rule, Rules};
 use crate::server::{Listening, Server, ServerConfig, ShutdownHandle};
 use crate::signals::serve_signals;
 use crate::tls::{Tls, TlsFiles};
+use crate::trace::Trace;
 use crate::udp::reply::Replies;
 use crate::udp::{UdpConfig, UdpServer, UdpStats};
 
@@ -206,6 +207,8 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
     let mut ctx = Context::new(settings, idle_timeout, config.delay);
     let faults = faults(&config);
     ctx.faults = faults.clone();
+    // Before listening: a trace file that cannot be written fails the start.
+    let trace = config.trace.as_ref().map(Trace::open).transpose()?;
     warn_of_address_space_limit();
     let server_config = ServerConfig {
         max_connections: connection_limit(
@@ -229,6 +232,7 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
         thread_cache: config.thread_cache,
         max_handshakes: config.tls_max_handshakes,
         max_handshakes_per_source: config.tls_max_handshakes_per_source,
+        trace,
     };
     let server = match &inherited {
         Some(sockets) => serve_inherited(sockets, server_config.clone(), ctx)?,

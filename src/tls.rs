@@ -25,6 +25,7 @@ use rustls::{
 use crate::connection::{self, CloseReason, Context, Peer, Summary};
 use crate::pem;
 use crate::protocol::LogText;
+use crate::trace::ConnTrace;
 
 /// Records of at most this much plaintext are queued for sending before a write waits
 /// for the socket: what one large reply needs, not rustls's unbounded default.
@@ -746,21 +747,34 @@ impl Write for Corked<'_> {
 
 /// The protocol over an established TLS session, then the session's end: the server's
 /// close_notify after its last bytes, as the TLS close of a graceful close.
-/// `welcomed`: the length of the welcome the handshake sent, if it did.
+/// `welcomed`: the length of the welcome the handshake sent, if it did; `trace`: with
+/// `--trace`, where the plaintext each way is shown.
 pub fn serve(
     sock: &TcpStream,
     conn: &mut ServerConnection,
     ctx: &Context,
     peer: Peer,
     welcomed: Option<usize>,
+    trace: Option<&ConnTrace>,
 ) -> Summary {
+    fn protocol<S: connection::Transport>(
+        stream: S,
+        ctx: &Context,
+        peer: Peer,
+        welcomed: Option<usize>,
+    ) -> Summary {
+        match welcomed {
+            Some(n) => connection::serve_welcomed(stream, ctx, peer, n),
+            None => connection::serve(stream, ctx, peer),
+        }
+    }
     let stream = Encrypted {
         conn: &mut *conn,
         sock,
     };
-    let summary = match welcomed {
-        Some(n) => connection::serve_welcomed(stream, ctx, peer, n),
-        None => connection::serve(stream, ctx, peer),
+    let summary = match trace {
+        Some(trace) => protocol(connection::Traced::new(stream, trace), ctx, peer, welcomed),
+        None => protocol(stream, ctx, peer, welcomed),
     };
     if matches!(
         summary.reason,

@@ -20,9 +20,10 @@ use super::registry::{self, Registered};
 use super::runtime::Lingering;
 use super::shutdown::{SHUTDOWN_READ_TIMEOUT, restore_read_timeout};
 use super::{ServerState, admission, log_target};
-use crate::connection::{self, CloseReason, Peer, Summary};
+use crate::connection::{self, CloseReason, Peer, Summary, Traced};
 use crate::fault::Kind;
 use crate::tls;
+use crate::trace::{ConnTrace, Direction};
 
 /// A connection just accepted, on the accept loop: admitted, then given a thread of its
 /// own that runs the rest of its life ([`run`]); or refused, from here.
@@ -76,25 +77,30 @@ fn run(
     }
     let peer = registered.peer;
     let local = configured.and_then(|()| local_address(state, &stream));
+    // With `--trace`, the connection's own view of the trace.
+    let trace = (state.config.trace.as_ref()).map(|t| Arc::new(t.connection(id, started, tls)));
     // The protocol: at once over plain TCP; over TLS after the handshake.
     let ending = match (local, &state.config.tls) {
         (Err(e), _) => failed(e),
         (Ok(local), Some(config)) if tls => {
-            handshake_then_serve(state, registered, stream, config, started, local);
+            handshake_then_serve(state, registered, stream, config, started, local, trace);
             return;
         }
-        (Ok(local), _) => Ending {
-            summary: connection::serve(
-                &*stream,
-                &state.ctx,
-                Peer {
-                    id,
-                    addr: peer,
-                    local,
-                },
-            ),
-            detail: String::new(),
-        },
+        (Ok(local), _) => {
+            let peer = Peer {
+                id,
+                addr: peer,
+                local,
+            };
+            let summary = match &trace {
+                Some(trace) => connection::serve(Traced::new(&*stream, trace), &state.ctx, peer),
+                None => connection::serve(&*stream, &state.ctx, peer),
+            };
+            Ending {
+                summary,
+                detail: String::new(),
+            }
+        }
     };
     // The close.
     close(state, registered, stream, started, ending);
@@ -112,6 +118,7 @@ fn handshake_then_serve(
     config: &tls::Tls,
     started: Instant,
     local: SocketAddr,
+    trace: Option<Arc<ConnTrace>>,
 ) {
     let welcome = if config.asks_client_certificate() {
         Vec::new()
@@ -150,6 +157,10 @@ fn handshake_then_serve(
                     .as_ref()
                     .map_or(String::new(), |c| format!(", client {c}"))
             );
+            if let (Some(trace), true) = (&trace, session.welcomed) {
+                // Sent within the handshake, not through the transport the trace wraps.
+                trace.record(Direction::Sent, &welcome);
+            }
             let established = Established {
                 registered,
                 stream,
@@ -158,6 +169,7 @@ fn handshake_then_serve(
                 started,
                 local,
                 welcomed: session.welcomed.then_some(welcome.len()),
+                trace,
             };
             match state.runtime.handshake_seat() {
                 Some(_seat) => serve_tls(state, established),
@@ -208,6 +220,8 @@ struct Established {
     local: SocketAddr,
     /// The length of the welcome the handshake sent, if it did.
     welcomed: Option<usize>,
+    /// With `--trace`, the connection's trace.
+    trace: Option<Arc<ConnTrace>>,
 }
 
 /// The protocol over an established TLS connection, then its close.
@@ -220,6 +234,7 @@ fn serve_tls(state: &ServerState, established: Established) {
         started,
         local,
         welcomed,
+        trace,
     } = established;
     let peer = Peer {
         id: registered.id,
@@ -229,7 +244,14 @@ fn serve_tls(state: &ServerState, established: Established) {
     let ending = match restore_read_timeout(state, &stream) {
         Err(e) => failed(e),
         Ok(()) => Ending {
-            summary: tls::serve(&stream, &mut conn, &state.ctx, peer, welcomed),
+            summary: tls::serve(
+                &stream,
+                &mut conn,
+                &state.ctx,
+                peer,
+                welcomed,
+                trace.as_deref(),
+            ),
             detail: client.map_or(String::new(), |c| format!(", client {c}")),
         },
     };

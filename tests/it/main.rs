@@ -31,4 +31,5 @@ mod rules;
 mod scale_out;
 mod server;
 mod tls;
+mod trace;
 mod udp;

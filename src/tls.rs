@@ -24,7 +24,7 @@ use rustls::{
 
 use crate::connection::{self, CloseReason, Context, Peer, Summary};
 use crate::pem;
-use crate::protocol::LogText;
+use crate::protocol::{Facts, LogText, Who};
 
 /// Records of at most this much plaintext are queued for sending before a write waits
 /// for the socket: what one large reply needs, not rustls's unbounded default.
@@ -747,20 +747,23 @@ impl Write for Corked<'_> {
 /// The protocol over an established TLS session, then the session's end: the server's
 /// close_notify after its last bytes, as the TLS close of a graceful close.
 /// `welcomed`: the length of the welcome the handshake sent, if it did.
+/// `who`: the connection's facts, when the templates show them.
 pub fn serve(
     sock: &TcpStream,
     conn: &mut ServerConnection,
     ctx: &Context,
     peer: Peer,
     welcomed: Option<usize>,
+    who: Option<Who>,
 ) -> Summary {
     let stream = Encrypted {
         conn: &mut *conn,
         sock,
     };
-    let summary = match welcomed {
-        Some(n) => connection::serve_welcomed(stream, ctx, peer, n),
-        None => connection::serve(stream, ctx, peer),
+    let summary = match (who, welcomed) {
+        (Some(who), welcomed) => connection::serve_who(stream, ctx, peer, who, welcomed),
+        (None, Some(n)) => connection::serve_welcomed(stream, ctx, peer, n),
+        (None, None) => connection::serve(stream, ctx, peer),
     };
     if matches!(
         summary.reason,
@@ -771,6 +774,26 @@ pub fn serve(
         let _ = flush_tls(conn, &mut &*sock);
     }
     summary
+}
+
+/// What an established session is, for the templates' facts: its version (`TLSv1.3`),
+/// cipher suite, the server name the client asked for, the protocol agreed (ALPN), and
+/// `client`, the client certificate's subject as [`Session::client`] has it.
+pub fn facts<'a>(conn: &'a ServerConnection, client: Option<&'a str>) -> Facts<'a> {
+    Facts {
+        tls_version: conn.protocol_version().map(|v| match v {
+            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+            rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+            _ => "TLS",
+        }),
+        tls_cipher: conn
+            .negotiated_cipher_suite()
+            .and_then(|s| s.suite().as_str()),
+        sni: conn.server_name().map(str::as_bytes),
+        alpn: conn.alpn_protocol(),
+        client_cn: client,
+        proxied_by: None,
+    }
 }
 
 /// Sends the records rustls has queued on `sock`.

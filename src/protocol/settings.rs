@@ -74,6 +74,15 @@ impl Settings {
                 .any(|t| t.shows_local())
     }
 
+    /// Whether a template shows a connection's facts
+    /// ([`Fact`](super::template::Fact)); echo mode sends no template.
+    pub fn shows_who(&self) -> bool {
+        self.mode == Mode::Greet
+            && [&self.welcome, &self.reply, &self.farewell]
+                .iter()
+                .any(|t| t.shows_who())
+    }
+
     /// Refuses what cannot be sent as configured: in chunk framing nothing carries a
     /// line ending, so an empty welcome or reply would be no message at all, and a
     /// client (the tutorial's, the bundled one) would wait for it forever. In line

@@ -21,6 +21,7 @@ use super::runtime::Lingering;
 use super::shutdown::{SHUTDOWN_READ_TIMEOUT, restore_read_timeout};
 use super::{ServerState, admission, log_target};
 use crate::connection::{self, CloseReason, Peer, Summary};
+use crate::protocol::{Facts, Who};
 use crate::tls;
 
 /// A connection just accepted, on the accept loop: admitted, then given a thread of its
@@ -82,18 +83,27 @@ fn run(
             handshake_then_serve(state, registered, stream, config, started, local);
             return;
         }
-        (Ok(local), _) => Ending {
-            summary: connection::serve(
-                &*stream,
-                &state.ctx,
-                Peer {
-                    id,
-                    addr: peer,
-                    local,
-                },
-            ),
-            detail: String::new(),
-        },
+        (Ok(local), _) => {
+            let peer = Peer {
+                id,
+                addr: peer,
+                local,
+            };
+            let summary = if state.ctx.settings.shows_who() {
+                let facts = Facts {
+                    proxied_by: registered.via,
+                    ..Facts::default()
+                };
+                let who = Who::new(&facts, started);
+                connection::serve_who(&*stream, &state.ctx, peer, who, None)
+            } else {
+                connection::serve(&*stream, &state.ctx, peer)
+            };
+            Ending {
+                summary,
+                detail: String::new(),
+            }
+        }
     };
     // The close.
     close(state, registered, stream, started, ending);
@@ -112,7 +122,8 @@ fn handshake_then_serve(
     started: Instant,
     local: SocketAddr,
 ) {
-    let welcome = if config.asks_client_certificate() {
+    // A welcome that shows the session's facts waits for the handshake's end.
+    let welcome = if config.asks_client_certificate() || state.ctx.settings.welcome.shows_who() {
         Vec::new()
     } else {
         connection::welcome(
@@ -225,10 +236,17 @@ fn serve_tls(state: &ServerState, established: Established) {
         addr: registered.peer,
         local,
     };
+    let who = state.ctx.settings.shows_who().then(|| {
+        let facts = Facts {
+            proxied_by: registered.via,
+            ..tls::facts(&conn, client.as_deref())
+        };
+        Who::new(&facts, started)
+    });
     let ending = match restore_read_timeout(state, &stream) {
         Err(e) => failed(e),
         Ok(()) => Ending {
-            summary: tls::serve(&stream, &mut conn, &state.ctx, peer, welcomed),
+            summary: tls::serve(&stream, &mut conn, &state.ctx, peer, welcomed, who),
             detail: client.map_or(String::new(), |c| format!(", client {c}")),
         },
     };

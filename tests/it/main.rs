@@ -31,3 +31,4 @@ mod scale_out;
 mod server;
 mod tls;
 mod udp;
+mod who;

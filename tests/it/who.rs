@@ -1,0 +1,174 @@
+//! The templates' connection facts (`{tls_version}`, `{tls_cipher}`, `{sni}`, `{alpn}`,
+//! `{client_cn}`, `{proxied_by}`, `{age}`) over plain TCP, TLS and a PROXY header, and
+//! their refusal over UDP. Certificates are made at run time (`common::tls`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::sync::Arc;
+
+use crate::common::tls::{Certs, Pair, make_certs, tls_server};
+use crate::common::*;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+/// Every fact, between bars, after the name.
+const FACTS: &str = "{}|{tls_version}|{tls_cipher}|{sni}|{alpn}|{client_cn}|{proxied_by}|{age}";
+
+/// The fields of a reply to [`FACTS`]; the age is checked to be a number of seconds
+/// with 3 decimals, below a minute, and left out.
+fn fields(reply: &str) -> Vec<String> {
+    let mut fields: Vec<String> = reply.split('|').map(str::to_string).collect();
+    assert_eq!(fields.len(), 8, "{reply:?}");
+    let age = fields.pop().unwrap();
+    let secs: f64 = age.parse().unwrap_or_else(|_| panic!("age {age:?}"));
+    assert!((0.0..60.0).contains(&secs), "{age}");
+    assert_eq!(age.split('.').nth(1).map(str::len), Some(3), "{age}");
+    fields
+}
+
+#[test]
+fn facts_are_empty_over_plain_tcp() {
+    let server = Server::start(&["--reply", FACTS, "--welcome", "hi{sni}{proxied_by}"]);
+    let mut conn = server.connect();
+    assert_eq!(conn.text_line(), "hi");
+    conn.send("Ann\n");
+    assert_eq!(fields(&conn.text_line()), ["Ann", "", "", "", "", "", ""]);
+}
+
+#[test]
+fn proxied_by_is_the_socket_s_peer_when_a_proxy_header_named_another_client() {
+    let server = Server::start(&["--proxy-protocol", "--reply", "{peer} via {proxied_by}"]);
+    let stream = TcpStream::connect_timeout(&server.addr(), IO_TIMEOUT).unwrap();
+    let own = stream.local_addr().unwrap();
+    let mut conn = Conn::from_stream(stream);
+    conn.send("PROXY TCP4 192.0.2.9 10.0.0.1 4242 9999\r\nAnn\n");
+    assert_eq!(conn.text_line(), "Welcome!");
+    assert_eq!(conn.text_line(), format!("192.0.2.9:4242 via {own}"));
+    // A LOCAL header (a health check) names no other client.
+    let mut conn = server.connect();
+    conn.send("PROXY UNKNOWN\r\nAnn\n");
+    assert_eq!(conn.text_line(), "Welcome!");
+    assert!(conn.text_line().ends_with(" via "));
+}
+
+type Tls = StreamOwned<ClientConnection, TcpStream>;
+
+/// A rustls client of `name` trusting the test CA, offering `alpn`, with the client
+/// certificate `client` if given; the handshake is done when it returns.
+fn connect_tls(
+    addr: SocketAddr,
+    certs: &Certs,
+    name: &str,
+    alpn: &[&str],
+    client: Option<&Pair>,
+) -> Tls {
+    let mut roots = RootCertStore::empty();
+    for cert in tcp_hello::pem::certificates(&certs.ca).unwrap() {
+        roots.add(cert).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut config = match client {
+        None => builder.with_no_client_auth(),
+        Some(pair) => {
+            let chain = tcp_hello::pem::certificates(&pair.cert).unwrap();
+            let key = tcp_hello::pem::private_key(&pair.key).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    let name = ServerName::try_from(name.to_string()).unwrap();
+    let conn = ClientConnection::new(Arc::new(config), name).unwrap();
+    let sock = TcpStream::connect_timeout(&addr, IO_TIMEOUT).unwrap();
+    sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    sock.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut tls = StreamOwned::new(conn, sock);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).expect("handshake");
+    }
+    tls
+}
+
+/// Sends `name` and returns the welcome and the reply, without CRLF.
+fn ask(tls: Tls, name: &str) -> (String, String) {
+    fn line(reader: &mut BufReader<Tls>) -> String {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("read over TLS");
+        line.strip_suffix("\r\n")
+            .unwrap_or_else(|| panic!("{line:?}"))
+            .to_string()
+    }
+    let mut reader = BufReader::new(tls);
+    let welcome = line(&mut reader);
+    reader
+        .get_mut()
+        .write_all(format!("{name}\n").as_bytes())
+        .unwrap();
+    (welcome, line(&mut reader))
+}
+
+#[test]
+fn facts_over_tls_name_the_session() {
+    let certs = make_certs();
+    let server = tls_server(&certs, &["--reply", FACTS, "--welcome", "{tls_version}"]);
+    let tls = connect_tls(server.addr(), &certs, "localhost", &[], None);
+    let (welcome, reply) = ask(tls, "Ann");
+    // The welcome waits for the handshake's end, which it shows.
+    assert_eq!(welcome, "TLSv1.3");
+    let fields = fields(&reply);
+    assert_eq!(fields[..2], ["Ann", "TLSv1.3"]);
+    assert!(fields[2].starts_with("TLS13_"), "{reply}");
+    assert_eq!(fields[3..], ["localhost", "", "", ""]);
+}
+
+#[test]
+fn a_hostile_client_cn_is_escaped_as_in_the_close_line() {
+    let certs = make_certs();
+    let ca = certs.ca.display().to_string();
+    let server = tls_server(
+        &certs,
+        &[
+            "--tls-client-ca",
+            &ca,
+            "--reply",
+            "[{client_cn}]",
+            "--welcome",
+            "{client_cn}",
+        ],
+    );
+    let tls = connect_tls(server.addr(), &certs, "localhost", &[], Some(&certs.client));
+    assert_eq!(
+        ask(tls, "Ann"),
+        ("alice".to_string(), "[alice]".to_string())
+    );
+    let hostile = Some(&certs.hostile_cn_client);
+    let tls = connect_tls(server.addr(), &certs, "localhost", &[], hostile);
+    let (_, reply) = ask(tls, "Ann");
+    let escaped = "mallory\\n[2026-01-01T00:00:00Z INFO  tcp_hello] forged\\u{1b}[31m\\u{202e}txt";
+    assert_eq!(reply, format!("[{escaped}]"));
+    let logs = server.stop_and_logs();
+    assert!(logs.contains(&format!("client {escaped}")), "{logs}");
+}
+
+#[test]
+fn facts_are_refused_over_udp_in_one_line() {
+    for fact in ["{tls_version}", "{sni}", "{proxied_by}", "{age}"] {
+        let out = clean_env(Command::new(bin()).args([
+            "serve",
+            "--udp-bind",
+            "127.0.0.1:0",
+            "--reply",
+            &format!("Hi {{}} {fact}"),
+        ]))
+        .output()
+        .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(fact), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+}

@@ -120,6 +120,10 @@ pub struct ServeArgs {
     /// Mutual TLS: clients must present a certificate chained to this CA (PEM).
     #[arg(long, value_name = "FILE", env = "TCP_HELLO_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<std::path::PathBuf>,
+    /// An application protocol (ALPN) the server offers, in order of preference
+    /// (repeatable); `{alpn}` shows the one agreed. Without it ALPN is not offered.
+    #[arg(long, value_name = "PROTO", requires = "tls_cert")]
+    pub tls_alpn: Vec<String>,
     /// Longest a TLS handshake may take before the connection is closed, its writes
     /// included.
     #[arg(
@@ -621,6 +625,7 @@ impl ServeArgs {
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
             tls_client_ca: self.tls_client_ca,
+            tls_alpn: self.tls_alpn,
             tls_handshake_timeout: Duration::from_secs(self.tls_handshake_timeout),
             tls_max_handshakes: self.tls_max_handshakes,
             tls_max_handshakes_per_source: self.tls_max_handshakes_per_source,

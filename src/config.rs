@@ -145,6 +145,8 @@ pub struct ServeConfig {
     pub tls_key: Option<PathBuf>,
     /// Mutual TLS: the CA clients' certificates must chain to (PEM).
     pub tls_client_ca: Option<PathBuf>,
+    /// The application protocols (ALPN) offered, in order of preference.
+    pub tls_alpn: Vec<String>,
     /// Longest a TLS handshake may take.
     pub tls_handshake_timeout: Duration,
     /// Most TLS handshakes under way at once.
@@ -215,6 +217,7 @@ impl Default for ServeConfig {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            tls_alpn: Vec::new(),
             tls_handshake_timeout: TLS_HANDSHAKE_TIMEOUT,
             tls_max_handshakes: TLS_MAX_HANDSHAKES,
             tls_max_handshakes_per_source: TLS_MAX_HANDSHAKES_PER_SOURCE,

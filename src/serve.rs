@@ -483,6 +483,7 @@ fn tls_config(config: &ServeConfig, tls_listeners: bool) -> anyhow::Result<Optio
         cert: cert.clone(),
         key: key.clone(),
         client_ca: config.tls_client_ca.clone(),
+        alpn: config.tls_alpn.clone(),
     };
     let timeout = config.tls_handshake_timeout;
     Ok(Some(Arc::new(

@@ -51,6 +51,9 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// With mutual TLS: the CA that client certificates must chain to (PEM).
     pub client_ca: Option<PathBuf>,
+    /// The application protocols (ALPN) offered, in order of preference; none: ALPN is
+    /// not offered, and a client's list is ignored.
+    pub alpn: Vec<String>,
 }
 
 /// The server's TLS configuration, swapped whole on reload: a connection takes the
@@ -130,6 +133,11 @@ fn build(files: &TlsFiles, ticketer: &Arc<dyn ProducesTickets>) -> Result<Server
             files.key.display()
         );
     }
+    if let Some(bad) = files.alpn.iter().find(|p| p.is_empty() || p.len() > 255) {
+        return Err(format!(
+            "--tls-alpn {bad:?}: an ALPN protocol name is 1 to 255 bytes (h2, http/1.1, ...)"
+        ));
+    }
     let provider = provider();
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -162,6 +170,7 @@ fn build(files: &TlsFiles, ticketer: &Arc<dyn ProducesTickets>) -> Result<Server
         ),
     })?;
     config.ticketer = Arc::clone(ticketer);
+    config.alpn_protocols = files.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     // The welcome leaves with the server's first flight in TLS 1.3, a round trip before
     // the handshake ends (see `handshake`). rustls does it only without client
     // certificates: a client that must prove who it is hears nothing before it has.
@@ -913,6 +922,7 @@ mod tests {
             cert: "/no/such/cert.pem".into(),
             key: "/no/such/key.pem".into(),
             client_ca: None,
+            alpn: Vec::new(),
         };
         let e = Tls::load(files, Duration::from_secs(1)).unwrap_err();
         assert!(e.starts_with("/no/such/cert.pem: no such file"), "{e}");

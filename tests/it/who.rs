@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::common::tls::{Certs, Pair, make_certs, tls_server};
 use crate::common::*;
@@ -171,4 +172,50 @@ fn facts_are_refused_over_udp_in_one_line() {
         assert!(err.contains(fact), "{err}");
         assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     }
+}
+
+#[test]
+fn tls_alpn_offers_protocols_and_alpn_shows_the_one_agreed() {
+    let certs = make_certs();
+    let args = [
+        "--tls-alpn",
+        "h2",
+        "--tls-alpn",
+        "x-hello",
+        "--reply",
+        "{}:{alpn}",
+    ];
+    let server = tls_server(&certs, &args);
+    let tls = connect_tls(server.addr(), &certs, "localhost", &["x-hello"], None);
+    assert_eq!(tls.conn.alpn_protocol(), Some(&b"x-hello"[..]));
+    assert_eq!(ask(tls, "Ann").1, "Ann:x-hello");
+    // The server's preference wins among the client's.
+    let tls = connect_tls(server.addr(), &certs, "localhost", &["x-hello", "h2"], None);
+    assert_eq!(ask(tls, "Ann").1, "Ann:h2");
+    // A client that offers none gets none.
+    let tls = connect_tls(server.addr(), &certs, "localhost", &[], None);
+    assert_eq!(ask(tls, "Ann").1, "Ann:");
+}
+
+#[test]
+fn tls_alpn_is_agreed_with_openssl_s_client() {
+    if !require("openssl", "openssl") {
+        return;
+    }
+    let certs = make_certs();
+    let server = tls_server(&certs, &["--tls-alpn", "x-hello", "--reply", FACTS]);
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_client", "-connect", &server.addr().to_string()])
+        .args(["-servername", "lb.example", "-alpn", "h2,x-hello", "-quiet"])
+        .arg("-CAfile")
+        .arg(&certs.ca);
+    let out = run_tool(&mut cmd, Some(b"Ann\nexit\n"), Duration::from_secs(20));
+    let stdout = &out.stdout;
+    let reply = stdout
+        .lines()
+        .find(|l| l.starts_with("Ann|"))
+        .unwrap_or_else(|| panic!("no reply: {stdout:?} {:?}", out.stderr));
+    let fields = fields(reply);
+    assert_eq!(fields[1], "TLSv1.3", "{reply}");
+    assert_eq!(fields[3..], ["lb.example", "x-hello", "", ""], "{reply}");
 }

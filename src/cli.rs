@@ -15,7 +15,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use tcp_hello::config::{
     self, BenchConfig, ClientConfig, DEFAULT_ADDR, ServeConfig, TlsClientConfig,
 };
-use tcp_hello::protocol::{Framing, Mode};
+use tcp_hello::protocol::{Framing, Mode, ReplyFormat};
 
 /// tcp-hello: a thread-per-connection TCP greeting and echo server, its client and its load generator.
 #[derive(Debug, Parser)]
@@ -217,6 +217,11 @@ pub struct ServeArgs {
         default_value = config::REPLY
     )]
     pub reply: String,
+    /// `json`: every reply is one line of JSON with the name and the connection's facts
+    /// (peer, local, host, pid, conn, TLS, PROXY, age), for scripts; instead of --reply.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = ReplyFormat::Text,
+          conflicts_with = "reply")]
+    pub reply_format: ReplyFormat,
     /// Sent before closing when a client says `exit` or `quit`; empty sends nothing.
     /// Placeholders as in `--welcome`.
     #[arg(
@@ -636,6 +641,7 @@ impl ServeArgs {
             framing: self.framing,
             welcome: self.welcome,
             reply: self.reply,
+            reply_format: self.reply_format,
             farewell: self.farewell,
             max_connections: self.max_connections,
             max_per_source: self.max_per_source,

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::address::SourceAddrs;
-use crate::protocol::{Framing, Mode};
+use crate::protocol::{Framing, Mode, ReplyFormat};
 use crate::rules::Pattern;
 
 pub use crate::address::DEFAULT_ADDR;
@@ -167,6 +167,8 @@ pub struct ServeConfig {
     pub welcome: String,
     /// The reply's template.
     pub reply: String,
+    /// The reply's format: the template, or JSON.
+    pub reply_format: ReplyFormat,
     /// The farewell's template; empty sends nothing.
     pub farewell: String,
     /// Most connections served at once (lowered to what the system allows).
@@ -228,6 +230,7 @@ impl Default for ServeConfig {
             framing: FRAMING,
             welcome: WELCOME.to_string(),
             reply: REPLY.to_string(),
+            reply_format: ReplyFormat::Text,
             farewell: FAREWELL.to_string(),
             max_connections: MAX_CONNECTIONS,
             max_per_source: MAX_PER_SOURCE,

@@ -11,7 +11,7 @@ impl<S: Transport> Connection<'_, '_, S> {
     pub(super) fn send(&mut self, template: &ReplyTemplate, start: usize, end: usize) -> Step<()> {
         let eol = self.ctx.settings.eol();
         let (input, _) = self.buf.split();
-        let line_len = protocol::telnet_len(&input[start..end]);
+        let line_len = template.line_len(&input[start..end]);
         self.values.stamp_age(template);
         let len = template.len_for(line_len, &self.values) + eol.len();
         if len <= self.ctx.pool.output_size() {
@@ -30,6 +30,13 @@ impl<S: Transport> Connection<'_, '_, S> {
         for piece in template.pieces() {
             match piece {
                 Piece::Line => self.write_input_escaped(start, end)?,
+                Piece::JsonLine => {
+                    let (input, _) = self.buf.split();
+                    let line = &input[start..end];
+                    let mut json = vec![0; protocol::json_len(line)];
+                    let n = protocol::json_escape(line, &mut json);
+                    self.write_out(&json[..n])?;
+                }
                 other => self.write_out(values.text(other))?,
             }
         }

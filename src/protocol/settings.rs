@@ -27,6 +27,16 @@ pub enum Framing {
     Chunk,
 }
 
+/// How replies to names are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ReplyFormat {
+    /// The `--reply` template.
+    #[default]
+    Text,
+    /// One line of JSON with the name and every fact of the connection, for scripts.
+    Json,
+}
+
 /// The largest `--max-line` the server accepts: no line longer than this is ever answered.
 pub const MAX_LINE_LIMIT: usize = 16 * 1024 * 1024;
 
@@ -88,6 +98,13 @@ impl Settings {
     /// client (the tutorial's, the bundled one) would wait for it forever. In line
     /// framing an empty welcome or reply is an empty line.
     pub fn check(&self) -> Result<(), String> {
+        if self.mode == Mode::Echo && self.reply.is_json() {
+            return Err(
+                "--reply-format json writes replies to names, and --mode echo sends \
+                        none (it echoes bytes): use one or the other"
+                    .to_string(),
+            );
+        }
         if self.framing != Framing::Chunk {
             return Ok(());
         }

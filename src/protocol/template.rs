@@ -4,8 +4,10 @@
 
 use memchr::memchr;
 
+use super::json::{json_escape, json_len, json_len_max, json_string};
 use super::log_text::LogText;
 use super::telnet::telnet_escape;
+use super::telnet::telnet_len;
 
 /// Which option a template comes from: it decides whether `{}` (the client's line) is
 /// allowed, and names the option in errors.
@@ -128,6 +130,10 @@ pub enum Piece {
     Conn,
     /// One of the connection's facts learnt after it opened (see [`Fact`]).
     Who(Fact),
+    /// `--reply-format json`: the client's line as a JSON string, quotes included.
+    JsonLine,
+    /// `--reply-format json`: a fact as a JSON string (`{age}`: a number).
+    JsonWho(Fact),
 }
 
 /// What a connection is besides its addresses and number, known once its PROXY header
@@ -194,6 +200,8 @@ const FACT_TEXT_TYPICAL: usize = 256;
 pub struct Who {
     /// Each fact's text, in the order of [`Fact::ALL`] (`{age}`'s is in `age`).
     texts: [Vec<u8>; 6],
+    /// The same as JSON strings, quotes included.
+    json: [Vec<u8>; 6],
     started: std::time::Instant,
     age: Fixed<AGE_TEXT_MAX>,
 }
@@ -226,17 +234,22 @@ impl Who {
         let client = |text: Option<&[u8]>| {
             text.map_or_else(Vec::new, |t| LogText(t).to_string().into_bytes())
         };
+        let texts = [
+            facts.tls_version.unwrap_or("").as_bytes().to_vec(),
+            facts.tls_cipher.unwrap_or("").as_bytes().to_vec(),
+            client(facts.sni),
+            client(facts.alpn),
+            facts.client_cn.unwrap_or("").as_bytes().to_vec(),
+            facts
+                .proxied_by
+                .map_or_else(Vec::new, |p| p.to_string().into_bytes()),
+        ];
+        let json = texts
+            .each_ref()
+            .map(|t| json_string(&String::from_utf8_lossy(t)));
         let mut who = Who {
-            texts: [
-                facts.tls_version.unwrap_or("").as_bytes().to_vec(),
-                facts.tls_cipher.unwrap_or("").as_bytes().to_vec(),
-                client(facts.sni),
-                client(facts.alpn),
-                facts.client_cn.unwrap_or("").as_bytes().to_vec(),
-                facts
-                    .proxied_by
-                    .map_or_else(Vec::new, |p| p.to_string().into_bytes()),
-            ],
+            texts,
+            json,
             started,
             age: Fixed::of(""),
         };
@@ -256,6 +269,14 @@ impl Who {
             other => &self.texts[other.index()],
         }
     }
+
+    /// A fact as JSON: a string, quotes included; `{age}` a number.
+    pub fn json(&self, fact: Fact) -> &[u8] {
+        match fact {
+            Fact::Age => self.age.as_bytes(),
+            other => &self.json[other.index()],
+        }
+    }
 }
 
 /// A welcome, reply or farewell template such as `Hello, {}! from {host}`, parsed once
@@ -269,6 +290,10 @@ pub struct ReplyTemplate {
     counts: [usize; 4],
     /// How many times each [`Fact`] occurs, in the order of [`Fact::ALL`].
     facts: [usize; 7],
+    /// The same for facts as JSON ([`Piece::JsonWho`]).
+    json_facts: [usize; 7],
+    /// How many times the line occurs as JSON ([`Piece::JsonLine`]).
+    json_line: usize,
     /// Whether any fact occurs: without, rendering never looks at them.
     shows_who: bool,
 }
@@ -360,6 +385,8 @@ impl ReplyTemplate {
         let mut literal = 0;
         let mut counts = [0; 4];
         let mut facts = [0; 7];
+        let mut json_facts = [0; 7];
+        let mut json_line = 0;
         for piece in &pieces {
             match piece {
                 Piece::Text(text) => literal += text.len(),
@@ -368,14 +395,60 @@ impl ReplyTemplate {
                 Piece::Local => counts[2] += 1,
                 Piece::Conn => counts[3] += 1,
                 Piece::Who(fact) => facts[fact.index()] += 1,
+                Piece::JsonLine => json_line += 1,
+                Piece::JsonWho(fact) => json_facts[fact.index()] += 1,
             }
         }
         ReplyTemplate {
             pieces,
             literal,
             counts,
-            shows_who: facts.iter().any(|&n| n > 0),
+            shows_who: facts.iter().chain(&json_facts).any(|&n| n > 0),
             facts,
+            json_facts,
+            json_line,
+        }
+    }
+
+    /// `--reply-format json`: one line of JSON with the client's line as `name` and
+    /// every fact of the connection, `host` and `pid` as `machine`'s.
+    pub fn json(machine: &Machine) -> Self {
+        let text = |s: &str| Piece::Text(s.as_bytes().to_vec());
+        let mut pieces = vec![
+            text("{\"name\":"),
+            Piece::JsonLine,
+            text(",\"peer\":\""),
+            Piece::Peer,
+            text("\",\"local\":\""),
+            Piece::Local,
+        ];
+        let host = String::from_utf8_lossy(&json_string(&machine.host)).into_owned();
+        let pid = machine.pid;
+        pieces.push(text(&format!("\",\"host\":{host},\"pid\":{pid},\"conn\":")));
+        pieces.push(Piece::Conn);
+        for fact in Fact::ALL {
+            pieces.push(text(&format!(",\"{}\":", fact.name())));
+            pieces.push(Piece::JsonWho(fact));
+        }
+        pieces.push(text("}"));
+        // Adjacent text pieces joined, as `parse` leaves them.
+        let mut joined: Vec<Piece> = Vec::new();
+        for piece in pieces {
+            match (joined.last_mut(), piece) {
+                (Some(Piece::Text(last)), Piece::Text(more)) => last.extend_from_slice(&more),
+                (_, piece) => joined.push(piece),
+            }
+        }
+        ReplyTemplate::from_pieces(joined)
+    }
+
+    /// The length of `line` as this template shows it ([`ReplyTemplate::len_for`]'s
+    /// `line_len`): with its 0xFF bytes doubled, or as a JSON string.
+    pub fn line_len(&self, line: &[u8]) -> usize {
+        if self.json_line > 0 {
+            json_len(line)
+        } else {
+            telnet_len(line)
         }
     }
 
@@ -384,14 +457,22 @@ impl ReplyTemplate {
         self.shows_who
     }
 
+    /// Whether this is `--reply-format json`'s template ([`ReplyTemplate::json`]).
+    pub fn is_json(&self) -> bool {
+        self.json_line > 0
+    }
+
     /// Whether the template shows `{age}`.
     pub fn shows_age(&self) -> bool {
-        self.facts[Fact::Age.index()] > 0
+        let age = Fact::Age.index();
+        self.facts[age] + self.json_facts[age] > 0
     }
 
     /// The facts the template shows.
     pub fn facts(&self) -> impl Iterator<Item = Fact> + '_ {
-        Fact::ALL.into_iter().filter(|f| self.facts[f.index()] > 0)
+        Fact::ALL
+            .into_iter()
+            .filter(|f| self.facts[f.index()] + self.json_facts[f.index()] > 0)
     }
 
     /// Whether the template shows `{local}`.
@@ -416,10 +497,14 @@ impl ReplyTemplate {
         if !self.shows_who {
             return base;
         }
-        base + Fact::ALL
-            .into_iter()
-            .map(|f| self.facts[f.index()] * values.fact(f).len())
-            .sum::<usize>()
+        base + self.json_line * line_len
+            + Fact::ALL
+                .into_iter()
+                .map(|f| {
+                    self.facts[f.index()] * values.fact(f).len()
+                        + self.json_facts[f.index()] * values.fact_json(f).len()
+                })
+                .sum::<usize>()
     }
 
     /// The longest rendering for a line of `line_len` bytes, on any connection; with
@@ -427,9 +512,10 @@ impl ReplyTemplate {
     /// one, for sizing buffers only.
     pub fn max_len_for(&self, line_len: usize) -> usize {
         let [line, peer, local, conn] = self.counts;
-        let facts: usize = self.facts.iter().sum();
+        let facts: usize = self.facts.iter().chain(&self.json_facts).sum();
         self.literal
             + line * line_len
+            + self.json_line * json_len_max(line_len)
             + (peer + local) * ADDR_TEXT_MAX
             + conn * CONN_TEXT_MAX
             + facts * FACT_TEXT_TYPICAL
@@ -450,6 +536,10 @@ impl ReplyTemplate {
             let text = match piece {
                 Piece::Line => {
                     at += telnet_escape(line, &mut out[at..]);
+                    continue;
+                }
+                Piece::JsonLine => {
+                    at += json_escape(line, &mut out[at..]);
                     continue;
                 }
                 other => values.text(other),
@@ -544,6 +634,15 @@ impl ConnectionValues {
         self.who.as_deref().map_or(b"", |w| w.text(fact))
     }
 
+    /// A fact as JSON ([`Who::json`]); an empty string without facts.
+    pub fn fact_json(&self, fact: Fact) -> &[u8] {
+        match (&self.who, fact) {
+            (Some(who), _) => who.json(fact),
+            (None, Fact::Age) => b"0",
+            (None, _) => b"\"\"",
+        }
+    }
+
     /// The text of a piece that is not the client's line (which is empty here).
     pub fn text<'a>(&'a self, piece: &'a Piece) -> &'a [u8] {
         match piece {
@@ -553,6 +652,8 @@ impl ConnectionValues {
             Piece::Local => self.local.as_bytes(),
             Piece::Conn => self.conn.as_bytes(),
             Piece::Who(fact) => self.fact(*fact),
+            Piece::JsonWho(fact) => self.fact_json(*fact),
+            Piece::JsonLine => b"\"\"",
         }
     }
 }
@@ -660,6 +761,48 @@ pub(super) mod tests {
             "3 decimals: {out}"
         );
         assert_eq!(render(&t, b"", &values()), b"s");
+    }
+
+    #[test]
+    fn the_json_reply_holds_every_fact_and_the_line_escaped() {
+        let machine = Machine {
+            host: "b\"ox".to_string(),
+            pid: 42,
+        };
+        let t = ReplyTemplate::json(&machine);
+        assert!(t.is_json() && t.shows_who());
+        let facts = Facts {
+            tls_version: Some("TLSv1.3"),
+            sni: Some(b"x\n"),
+            ..Facts::default()
+        };
+        let line = b"A\"n\\n\n\xff";
+        for v in [
+            values(),
+            values().with_who(Some(Who::new(&facts, std::time::Instant::now()))),
+        ] {
+            let mut out = vec![0u8; t.len_for(t.line_len(line), &v)];
+            assert_eq!(t.render(line, &v, &mut out), out.len(), "len_for is exact");
+            assert!(out.len() <= t.max_len_for(line.len()));
+            let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(json["name"], "A\"n\\n\n\u{fffd}");
+            assert_eq!(json["peer"], "10.0.0.7:40000");
+            assert_eq!(json["local"], "[fe80::1%3]:9999");
+            assert_eq!(json["host"], "b\"ox");
+            assert_eq!(json["pid"], 42);
+            assert_eq!(json["conn"], 7);
+            assert!(json["age"].is_number());
+            for fact in Fact::ALL {
+                assert!(json.get(fact.name()).is_some(), "{}", fact.name());
+            }
+        }
+        let v = values().with_who(Some(Who::new(&facts, std::time::Instant::now())));
+        let mut out = vec![0u8; t.len_for(t.line_len(b"x"), &v)];
+        t.render(b"x", &v, &mut out);
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(json["tls_version"], "TLSv1.3");
+        assert_eq!(json["sni"], "x\\n", "escaped as in {{sni}}");
+        assert_eq!(json["client_cn"], "");
     }
 
     #[test]

@@ -183,6 +183,12 @@ impl Replies {
                  spoofed requests; use `{{}}` once"
             ));
         }
+        if settings.mode == Mode::Greet && settings.reply.is_json() {
+            return Err("--reply-format json describes a connection, and over UDP \
+                        (--udp-bind) there is none; it would also let a reply grow to six \
+                        times its request: use --reply, or a TCP listener only"
+                .to_string());
+        }
         if let Some(fact) = settings
             .reply
             .facts()

@@ -219,3 +219,124 @@ fn tls_alpn_is_agreed_with_openssl_s_client() {
     assert_eq!(fields[1], "TLSv1.3", "{reply}");
     assert_eq!(fields[3..], ["lb.example", "x-hello", "", ""], "{reply}");
 }
+
+/// The fields of `--reply-format json`, every one of which each reply holds.
+const JSON_FIELDS: [&str; 13] = [
+    "name",
+    "peer",
+    "local",
+    "host",
+    "pid",
+    "conn",
+    "tls_version",
+    "tls_cipher",
+    "sni",
+    "alpn",
+    "client_cn",
+    "proxied_by",
+    "age",
+];
+
+/// A reply of `--reply-format json`, parsed, with every field checked to be there.
+fn json(line: &str) -> serde_json::Value {
+    let value: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    for field in JSON_FIELDS {
+        assert!(value.get(field).is_some(), "{field} missing: {line}");
+    }
+    assert_eq!(value.as_object().map(|o| o.len()), Some(JSON_FIELDS.len()));
+    value
+}
+
+#[test]
+fn reply_format_json_holds_every_fact_over_plain_tcp_and_proxy() {
+    let server = Server::start(&["--reply-format", "json", "--proxy-protocol"]);
+    let stream = TcpStream::connect_timeout(&server.addr(), IO_TIMEOUT).unwrap();
+    let own = stream.local_addr().unwrap();
+    let mut conn = Conn::from_stream(stream);
+    conn.send("PROXY TCP4 192.0.2.9 10.0.0.1 4242 9999\r\n");
+    assert_eq!(conn.text_line(), "Welcome!");
+    conn.send(b"Ann \"the\" \\ \x1b[31m \xff\xff\n");
+    let reply = json(&conn.text_line());
+    // The 0xFF 0xFF a telnet client sends for one 0xFF is one invalid byte.
+    assert_eq!(reply["name"], "Ann \"the\" \\ \u{1b}[31m \u{fffd}");
+    assert_eq!(reply["peer"], "192.0.2.9:4242");
+    assert_eq!(reply["local"], server.addr().to_string());
+    assert_eq!(reply["pid"], server.pid());
+    assert_eq!(reply["conn"], 1);
+    assert_eq!(reply["proxied_by"], own.to_string());
+    assert!(reply["host"].as_str().is_some_and(|h| !h.is_empty()));
+    for fact in ["tls_version", "tls_cipher", "sni", "alpn", "client_cn"] {
+        assert_eq!(reply[fact], "", "{fact}");
+    }
+    let age = reply["age"].as_f64().unwrap();
+    assert!((0.0..60.0).contains(&age), "{age}");
+    conn.send("exit\n");
+    assert_eq!(conn.text_line(), "Bye!");
+}
+
+#[test]
+fn reply_format_json_names_the_tls_session() {
+    let certs = make_certs();
+    let ca = certs.ca.display().to_string();
+    let args = [
+        "--reply-format",
+        "json",
+        "--tls-alpn",
+        "x-hello",
+        "--tls-client-ca",
+        &ca,
+    ];
+    let server = tls_server(&certs, &args);
+    let hostile = Some(&certs.hostile_cn_client);
+    let tls = connect_tls(server.addr(), &certs, "localhost", &["x-hello"], hostile);
+    let reply = json(&ask(tls, "Ann").1);
+    assert_eq!(reply["name"], "Ann");
+    assert_eq!(reply["tls_version"], "TLSv1.3");
+    assert!(
+        reply["tls_cipher"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("TLS13_"))
+    );
+    assert_eq!(reply["sni"], "localhost");
+    assert_eq!(reply["alpn"], "x-hello");
+    // The same escaped text as `{client_cn}` and the close line.
+    let escaped = "mallory\\n[2026-01-01T00:00:00Z INFO  tcp_hello] forged\\u{1b}[31m\\u{202e}txt";
+    assert_eq!(reply["client_cn"], escaped);
+    assert_eq!(reply["proxied_by"], "");
+}
+
+#[test]
+fn reply_format_json_with_chunk_framing_sends_one_object_per_message() {
+    let server = Server::start(&["--reply-format", "json", "--framing", "chunk"]);
+    let mut conn = server.connect();
+    let mut welcome = [0u8; 8];
+    std::io::Read::read_exact(&mut conn.stream, &mut welcome).unwrap();
+    assert_eq!(&welcome, b"Welcome!");
+    conn.send("Ann");
+    let mut de = serde_json::Deserializer::from_reader(&conn.stream).into_iter();
+    let reply: serde_json::Value = de.next().unwrap().unwrap();
+    json(&reply.to_string());
+    assert_eq!(reply["name"], "Ann");
+}
+
+#[test]
+fn reply_format_json_is_refused_with_reply_or_echo_or_udp() {
+    for args in [
+        &["--reply-format", "json", "--reply", "Hi {}"][..],
+        &["--reply-format", "json", "--mode", "echo"],
+        &["--reply-format", "json", "--udp-bind", "127.0.0.1:0"],
+    ] {
+        let out = clean_env(
+            Command::new(bin())
+                .args(["serve", "--bind", "127.0.0.1:0"])
+                .args(args),
+        )
+        .output()
+        .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let first = err.lines().next().unwrap_or("");
+        assert!(first.contains("--reply-format"), "{args:?}: {err}");
+    }
+}

@@ -487,6 +487,10 @@ pub struct TlsClientArgs {
     /// address must be in the certificate as an IP address).
     #[arg(long, value_name = "NAME", help_heading = "TLS")]
     pub tls_server_name: Option<String>,
+    /// An application protocol (ALPN) to offer, in order of preference (repeatable),
+    /// to test a server's or a proxy's ALPN routing.
+    #[arg(long, value_name = "PROTO", help_heading = "TLS")]
+    pub tls_alpn: Vec<String>,
 }
 
 /// Options of `tcp-hello bench`.
@@ -594,7 +598,7 @@ pub struct BenchArgs {
     /// --messages counts datagrams sent, --rate datagrams per second; --source binds the
     /// sockets; --mode, --every, --tls* and --connect-rate do not apply.
     #[arg(long,
-        conflicts_with_all = ["tls", "tls_ca", "tls_cert", "tls_key", "tls_server_name",
+        conflicts_with_all = ["tls", "tls_ca", "tls_cert", "tls_key", "tls_server_name", "tls_alpn",
                               "tls_resume", "connect_rate", "mode", "every"])]
     pub udp: bool,
 }
@@ -672,6 +676,7 @@ impl TlsClientArgs {
             cert: self.tls_cert,
             key: self.tls_key,
             server_name: self.tls_server_name,
+            alpn: self.tls_alpn,
         }
     }
 }

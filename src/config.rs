@@ -266,6 +266,8 @@ pub struct TlsClientConfig {
     pub key: Option<PathBuf>,
     /// The name the server's certificate must have, instead of the host connected to.
     pub server_name: Option<String>,
+    /// The application protocols (ALPN) offered, in order of preference; none: no ALPN.
+    pub alpn: Vec<String>,
 }
 
 /// What `tcp-hello client` runs with.

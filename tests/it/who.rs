@@ -340,3 +340,29 @@ fn reply_format_json_is_refused_with_reply_or_echo_or_udp() {
         assert!(first.contains("--reply-format"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn client_tls_alpn_is_agreed_with_the_server_s() {
+    let certs = make_certs();
+    let args = ["--tls-alpn", "x-hello", "--reply", "{}:{alpn}:{sni}"];
+    let server = tls_server(&certs, &args);
+    let (addr, ca) = (server.addr().to_string(), certs.ca.display().to_string());
+    let run = |alpn: &str| {
+        let mut args = vec!["--tls", "--tls-ca", &ca, "--connect", &addr];
+        args.extend(["--tls-server-name", "localhost", "--tls-alpn", alpn, "Ann"]);
+        run_tool(
+            &mut hello_cmd("client", &args),
+            None,
+            Duration::from_secs(20),
+        )
+    };
+    let agreed = run("x-hello");
+    assert_eq!(agreed.code, Some(0), "{agreed:?}");
+    assert!(
+        agreed.stdout.contains("Ann:x-hello:localhost"),
+        "{agreed:?}"
+    );
+    // A server that offers ALPN refuses a client whose protocols it does not speak.
+    let refused = run("h2");
+    assert_ne!(refused.code, Some(0), "{refused:?}");
+}

@@ -200,7 +200,9 @@ pub struct ServeArgs {
     #[arg(long, value_enum, env = "TCP_HELLO_FRAMING", default_value_t = config::FRAMING)]
     pub framing: Framing,
     /// The first thing a client receives; `{peer}`, `{local}`, `{host}`, `{pid}`, `{conn}`
-    /// are replaced, `{{` and `}}` are braces.
+    /// are replaced, and the connection's facts: `{tls_version}`, `{tls_cipher}`, `{sni}`,
+    /// `{alpn}`, `{client_cn}`, `{proxied_by}` (empty without TLS or PROXY), `{age}`
+    /// (seconds since connect); `{{` and `}}` are braces.
     #[arg(
         long,
         value_name = "TEMPLATE",
@@ -208,8 +210,8 @@ pub struct ServeArgs {
         default_value = config::WELCOME
     )]
     pub welcome: String,
-    /// Reply template; every `{}` is replaced by the client's line, and `{peer}`, `{local}`,
-    /// `{host}`, `{pid}`, `{conn}` as in `--welcome`.
+    /// Reply template; every `{}` is replaced by the client's line, the other placeholders
+    /// as in `--welcome`.
     #[arg(
         long,
         value_name = "TEMPLATE",

@@ -90,12 +90,7 @@ fn run(
                 local,
             };
             let summary = if state.ctx.settings.shows_who() {
-                let facts = Facts {
-                    proxied_by: registered.via,
-                    ..Facts::default()
-                };
-                let who = Who::new(&facts, started);
-                connection::serve_who(&*stream, &state.ctx, peer, who, None)
+                serve_plain_who(state, &stream, peer, registered.via, started)
             } else {
                 connection::serve(&*stream, &state.ctx, peer)
             };
@@ -107,6 +102,25 @@ fn run(
     };
     // The close.
     close(state, registered, stream, started, ending);
+}
+
+/// [`connection::serve`] for a plain connection whose facts a template shows. Never
+/// inlined into [`run`], whose frame every plain connection's thread touches: the facts
+/// are only made for the templates that show them.
+#[inline(never)]
+fn serve_plain_who(
+    state: &ServerState,
+    stream: &TcpStream,
+    peer: Peer,
+    via: Option<SocketAddr>,
+    started: Instant,
+) -> Summary {
+    let facts = Facts {
+        proxied_by: via,
+        ..Facts::default()
+    };
+    let who = Who::new(&facts, started);
+    connection::serve_who(stream, &state.ctx, peer, who, None)
 }
 
 /// A TLS connection's handshake, then its service, on this thread or handed to another

@@ -534,7 +534,7 @@ impl ReplyTemplate {
         let mut at = 0;
         for piece in &self.pieces {
             let text = match piece {
-                // Here, not through `values.text`, which the facts made too large to inline.
+                // Copied here: `values.text`, with the facts, is too large to inline.
                 Piece::Text(text) => text,
                 Piece::Line => {
                     at += telnet_escape(line, &mut out[at..]);

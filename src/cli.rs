@@ -15,7 +15,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use tcp_hello::config::{
     self, BenchConfig, ClientConfig, DEFAULT_ADDR, ServeConfig, TlsClientConfig,
 };
-use tcp_hello::protocol::{Framing, Mode};
+use tcp_hello::protocol::{Framing, Mode, ReplyFormat};
 use tcp_hello::trace::{TraceConfig, TraceTarget};
 
 /// tcp-hello: a thread-per-connection TCP greeting and echo server, its client and its load generator.
@@ -121,6 +121,10 @@ pub struct ServeArgs {
     /// Mutual TLS: clients must present a certificate chained to this CA (PEM).
     #[arg(long, value_name = "FILE", env = "TCP_HELLO_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<std::path::PathBuf>,
+    /// An application protocol (ALPN) the server offers, in order of preference
+    /// (repeatable); `{alpn}` shows the one agreed. Without it ALPN is not offered.
+    #[arg(long, value_name = "PROTO", requires = "tls_cert")]
+    pub tls_alpn: Vec<String>,
     /// Longest a TLS handshake may take before the connection is closed, its writes
     /// included.
     #[arg(
@@ -197,7 +201,9 @@ pub struct ServeArgs {
     #[arg(long, value_enum, env = "TCP_HELLO_FRAMING", default_value_t = config::FRAMING)]
     pub framing: Framing,
     /// The first thing a client receives; `{peer}`, `{local}`, `{host}`, `{pid}`, `{conn}`
-    /// are replaced, `{{` and `}}` are braces.
+    /// are replaced, and the connection's facts: `{tls_version}`, `{tls_cipher}`, `{sni}`,
+    /// `{alpn}`, `{client_cn}`, `{proxied_by}` (empty without TLS or PROXY), `{age}`
+    /// (seconds since connect); `{{` and `}}` are braces.
     #[arg(
         long,
         value_name = "TEMPLATE",
@@ -205,8 +211,8 @@ pub struct ServeArgs {
         default_value = config::WELCOME
     )]
     pub welcome: String,
-    /// Reply template; every `{}` is replaced by the client's line, and `{peer}`, `{local}`,
-    /// `{host}`, `{pid}`, `{conn}` as in `--welcome`.
+    /// Reply template; every `{}` is replaced by the client's line, the other placeholders
+    /// as in `--welcome`.
     #[arg(
         long,
         value_name = "TEMPLATE",
@@ -214,6 +220,11 @@ pub struct ServeArgs {
         default_value = config::REPLY
     )]
     pub reply: String,
+    /// `json`: every reply is one line of JSON with the name and the connection's facts
+    /// (peer, local, host, pid, conn, TLS, PROXY, age), for scripts; instead of --reply.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = ReplyFormat::Text,
+          conflicts_with = "reply")]
+    pub reply_format: ReplyFormat,
     /// Sent before closing when a client says `exit` or `quit`; empty sends nothing.
     /// Placeholders as in `--welcome`.
     #[arg(
@@ -524,6 +535,10 @@ pub struct TlsClientArgs {
     /// address must be in the certificate as an IP address).
     #[arg(long, value_name = "NAME", help_heading = "TLS")]
     pub tls_server_name: Option<String>,
+    /// An application protocol (ALPN) to offer, in order of preference (repeatable),
+    /// to test a server's or a proxy's ALPN routing.
+    #[arg(long, value_name = "PROTO", help_heading = "TLS")]
+    pub tls_alpn: Vec<String>,
 }
 
 /// Options of `tcp-hello bench`.
@@ -631,7 +646,7 @@ pub struct BenchArgs {
     /// --messages counts datagrams sent, --rate datagrams per second; --source binds the
     /// sockets; --mode, --every, --tls* and --connect-rate do not apply.
     #[arg(long,
-        conflicts_with_all = ["tls", "tls_ca", "tls_cert", "tls_key", "tls_server_name",
+        conflicts_with_all = ["tls", "tls_ca", "tls_cert", "tls_key", "tls_server_name", "tls_alpn",
                               "tls_resume", "connect_rate", "mode", "every"])]
     pub udp: bool,
 }
@@ -673,6 +688,7 @@ impl ServeArgs {
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
             tls_client_ca: self.tls_client_ca,
+            tls_alpn: self.tls_alpn,
             tls_handshake_timeout: Duration::from_secs(self.tls_handshake_timeout),
             tls_max_handshakes: self.tls_max_handshakes,
             tls_max_handshakes_per_source: self.tls_max_handshakes_per_source,
@@ -683,6 +699,7 @@ impl ServeArgs {
             framing: self.framing,
             welcome: self.welcome,
             reply: self.reply,
+            reply_format: self.reply_format,
             farewell: self.farewell,
             max_connections: self.max_connections,
             max_per_source: self.max_per_source,
@@ -716,6 +733,7 @@ impl TlsClientArgs {
             cert: self.tls_cert,
             key: self.tls_key,
             server_name: self.tls_server_name,
+            alpn: self.tls_alpn,
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::activation::{Inherited, Plan};
 use crate::config::{DEFAULT_ADDR, ServeConfig};
 use crate::connection::Context;
 use crate::limits::{connection_limit, warn_of_address_space_limit};
-use crate::protocol::{Machine, ReplyTemplate, Settings, TemplateField};
+use crate::protocol::{Machine, ReplyFormat, ReplyTemplate, Settings, TemplateField};
 use crate::proxy::ProxyProtocol;
 use crate::rules::{Action, Rule, Rules};
 use crate::server::{Listening, Server, ServerConfig, ShutdownHandle};
@@ -193,7 +193,10 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
         mode: config.mode,
         framing: config.framing,
         welcome: template(&config.welcome, TemplateField::Welcome)?,
-        reply: template(&config.reply, TemplateField::Reply)?,
+        reply: match config.reply_format {
+            ReplyFormat::Text => template(&config.reply, TemplateField::Reply)?,
+            ReplyFormat::Json => ReplyTemplate::json(&machine),
+        },
         farewell: template(&config.farewell, TemplateField::Farewell)?,
         max_line: config.max_line,
     };
@@ -494,6 +497,7 @@ fn tls_config(config: &ServeConfig, tls_listeners: bool) -> anyhow::Result<Optio
         cert: cert.clone(),
         key: key.clone(),
         client_ca: config.tls_client_ca.clone(),
+        alpn: config.tls_alpn.clone(),
     };
     let timeout = config.tls_handshake_timeout;
     Ok(Some(Arc::new(

@@ -22,6 +22,7 @@ use super::shutdown::{SHUTDOWN_READ_TIMEOUT, restore_read_timeout};
 use super::{ServerState, admission, log_target};
 use crate::connection::{self, CloseReason, Peer, Summary, Traced};
 use crate::fault::Kind;
+use crate::protocol::{Facts, Who};
 use crate::tls;
 use crate::trace::{ConnTrace, Direction};
 
@@ -92,9 +93,22 @@ fn run(
                 addr: peer,
                 local,
             };
-            let summary = match &trace {
-                Some(trace) => connection::serve(Traced::new(&*stream, trace), &state.ctx, peer),
-                None => connection::serve(&*stream, &state.ctx, peer),
+            let summary = if state.ctx.settings.shows_who() {
+                serve_plain_who(
+                    state,
+                    &stream,
+                    peer,
+                    registered.via,
+                    started,
+                    trace.as_deref(),
+                )
+            } else {
+                match &trace {
+                    Some(trace) => {
+                        connection::serve(Traced::new(&*stream, trace), &state.ctx, peer)
+                    }
+                    None => connection::serve(&*stream, &state.ctx, peer),
+                }
             };
             Ending {
                 summary,
@@ -104,6 +118,31 @@ fn run(
     };
     // The close.
     close(state, registered, stream, started, ending);
+}
+
+/// [`connection::serve`] for a plain connection whose facts a template shows. Never
+/// inlined into [`run`], whose frame every plain connection's thread touches: the facts
+/// are only made for the templates that show them.
+#[inline(never)]
+fn serve_plain_who(
+    state: &ServerState,
+    stream: &TcpStream,
+    peer: Peer,
+    via: Option<SocketAddr>,
+    started: Instant,
+    trace: Option<&ConnTrace>,
+) -> Summary {
+    let facts = Facts {
+        proxied_by: via,
+        ..Facts::default()
+    };
+    let who = Who::new(&facts, started);
+    match trace {
+        Some(trace) => {
+            connection::serve_who(Traced::new(stream, trace), &state.ctx, peer, who, None)
+        }
+        None => connection::serve_who(stream, &state.ctx, peer, who, None),
+    }
 }
 
 /// A TLS connection's handshake, then its service, on this thread or handed to another
@@ -120,7 +159,8 @@ fn handshake_then_serve(
     local: SocketAddr,
     trace: Option<Arc<ConnTrace>>,
 ) {
-    let welcome = if config.asks_client_certificate() {
+    // A welcome that shows the session's facts waits for the handshake's end.
+    let welcome = if config.asks_client_certificate() || state.ctx.settings.welcome.shows_who() {
         Vec::new()
     } else {
         connection::welcome(
@@ -241,6 +281,13 @@ fn serve_tls(state: &ServerState, established: Established) {
         addr: registered.peer,
         local,
     };
+    let who = state.ctx.settings.shows_who().then(|| {
+        let facts = Facts {
+            proxied_by: registered.via,
+            ..tls::facts(&conn, client.as_deref())
+        };
+        Who::new(&facts, started)
+    });
     let ending = match restore_read_timeout(state, &stream) {
         Err(e) => failed(e),
         Ok(()) => Ending {
@@ -250,6 +297,7 @@ fn serve_tls(state: &ServerState, established: Established) {
                 &state.ctx,
                 peer,
                 welcomed,
+                who,
                 trace.as_deref(),
             ),
             detail: client.map_or(String::new(), |c| format!(", client {c}")),

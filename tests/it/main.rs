@@ -33,3 +33,4 @@ mod server;
 mod tls;
 mod trace;
 mod udp;
+mod who;

@@ -8,7 +8,6 @@ use log::debug;
 use super::outcome::CloseReason;
 use super::serve::{Connection, Step};
 use super::transport::Transport;
-use crate::fault::Point;
 use crate::protocol::{self, LogText, Notice, Request};
 
 impl<S: Transport> Connection<'_, '_, S> {
@@ -44,9 +43,6 @@ impl<S: Transport> Connection<'_, '_, S> {
                 self.flush_last()?;
             }
             Request::Name => {
-                if self.fault.is_some() && self.fault_at_reply(start, end)? {
-                    return Ok(request);
-                }
                 if log::log_enabled!(log::Level::Trace) {
                     let (input, _) = self.buf.split();
                     log::trace!(
@@ -97,17 +93,11 @@ impl<S: Transport> Connection<'_, '_, S> {
 
     /// Sends the welcome, unless the caller has.
     pub(super) fn welcome(&mut self) -> Step<()> {
-        if self.fault.is_some() {
-            self.fault_at(Point::Accept)?;
+        if self.welcomed {
+            return Ok(());
         }
-        if !self.welcomed {
-            self.send(&self.ctx.settings.welcome, 0, 0)?;
-            self.flush()?;
-        }
-        if self.fault.is_some() {
-            self.fault_at(Point::Welcome)?;
-        }
-        Ok(())
+        self.send(&self.ctx.settings.welcome, 0, 0)?;
+        self.flush()
     }
 
     pub(super) fn notice(&mut self, notice: Notice) -> Step<()> {

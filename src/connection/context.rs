@@ -2,11 +2,9 @@
 //! timeouts) and what it is told about itself ([`Peer`]).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use crate::fault::Faults;
 use crate::pool::BufferPool;
 use crate::protocol::Settings;
 
@@ -36,8 +34,6 @@ pub struct Context {
     pub delay: Duration,
     /// The write timeout the caller set on streams; `None` if there is none.
     pub write_timeout: Option<Duration>,
-    /// `--fault`: misbehaving on purpose; `None` without it.
-    pub faults: Option<Arc<Faults>>,
 }
 
 impl Context {
@@ -54,7 +50,6 @@ impl Context {
             idle_timeout,
             delay,
             write_timeout: None,
-            faults: None,
         }
     }
 }

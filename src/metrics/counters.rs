@@ -40,7 +40,7 @@ impl Refusal {
 }
 
 /// The `reason` labels of closes, in the order of [`close_index`].
-const CLOSE_LABELS: [&str; 9] = [
+const CLOSE_LABELS: [&str; 8] = [
     "exit",
     "client_closed",
     "idle",
@@ -49,7 +49,6 @@ const CLOSE_LABELS: [&str; 9] = [
     "write_error",
     "tls_handshake",
     "tls_on_plain_port",
-    "fault",
 ];
 
 /// A close reason's place in [`CLOSE_LABELS`] (its `reason` label).
@@ -63,7 +62,6 @@ fn close_index(reason: CloseReason) -> usize {
         CloseReason::WriteError(_) => 5,
         CloseReason::Handshake => 6,
         CloseReason::TlsOnPlainPort => 7,
-        CloseReason::Fault(_) => 8,
     }
 }
 
@@ -73,7 +71,7 @@ fn close_index(reason: CloseReason) -> usize {
 pub struct Counters {
     connections: AtomicU64,
     refusals: [AtomicU64; 4],
-    closes: [AtomicU64; 9],
+    closes: [AtomicU64; 8],
     replies: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
@@ -139,7 +137,7 @@ pub struct Snapshot {
     /// Refusals, by [`Refusal`] (in its order).
     pub refusals: [u64; 4],
     /// Closes, by reason (in the order of the `reason` labels).
-    pub closes: [u64; 9],
+    pub closes: [u64; 8],
     /// Replies sent by closed connections.
     pub replies: u64,
     /// Bytes received by closed connections.
@@ -239,7 +237,7 @@ mod tests {
             open: 2,
             connections: 5,
             refusals: [1, 2, 3, 4],
-            closes: [1, 0, 0, 0, 0, 0, 0, 4, 0],
+            closes: [1, 0, 0, 0, 0, 0, 0, 4],
             replies: 7,
             bytes_in: 10,
             bytes_out: 20,

@@ -150,7 +150,6 @@ mod tests {
             thread_cache: 0,
             max_handshakes: 4,
             max_handshakes_per_source: 4,
-            trace: None,
             keepalive,
             user_timeout,
         }

@@ -191,20 +191,8 @@ pub fn run(args: &BenchConfig) -> io::Result<Outcome> {
         progress.update(now, started, &snap, cfg.connections);
     }
     progress.finish();
-    if shared.interrupted.load(Relaxed) {
-        writeln!(
-            io::stderr().lock(),
-            "bench: interrupted; the report covers the run so far"
-        )?;
-    }
-
-    let mut total = WorkerResults::new()?;
-    for handle in handles {
-        let tally = handle
-            .join()
-            .map_err(|_| io::Error::other("a bench worker thread panicked"))??;
-        total.merge(tally)?;
-    }
+    say_if_interrupted(shared.interrupted.load(Relaxed))?;
+    let total = join_workers(handles, WorkerResults::new()?, WorkerResults::merge)?;
     let finished = Instant::now();
     if total.established == 0 {
         return Err(no_connection_error(cfg.addr, cfg.timeout, &total));
@@ -275,6 +263,32 @@ pub fn run(args: &BenchConfig) -> io::Result<Outcome> {
     } else {
         Outcome::Failed
     })
+}
+
+/// With Ctrl-C, says that the report covers the run so far.
+fn say_if_interrupted(interrupted: bool) -> io::Result<()> {
+    if interrupted {
+        writeln!(
+            io::stderr().lock(),
+            "bench: interrupted; the report covers the run so far"
+        )?;
+    }
+    Ok(())
+}
+
+/// Waits for every worker and merges their results into `total`.
+fn join_workers<T>(
+    handles: Vec<thread::JoinHandle<io::Result<T>>>,
+    mut total: T,
+    merge: impl Fn(&mut T, T) -> io::Result<()>,
+) -> io::Result<T> {
+    for handle in handles {
+        let results = handle
+            .join()
+            .map_err(|_| io::Error::other("a bench worker thread panicked"))??;
+        merge(&mut total, results)?;
+    }
+    Ok(total)
 }
 
 /// Wakes every worker from its poll; they also look on every tick, so a failed wake

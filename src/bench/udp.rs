@@ -20,7 +20,7 @@ pub(super) mod tally;
 mod window;
 mod worker;
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, IsTerminal};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
@@ -111,19 +111,8 @@ pub(super) fn run(args: &BenchConfig) -> io::Result<Outcome> {
     }
     progress.finish();
     let interrupted = shared.interrupted.load(Relaxed);
-    if interrupted {
-        writeln!(
-            io::stderr().lock(),
-            "bench: interrupted; the report covers the run so far"
-        )?;
-    }
-    let mut total = Tally::new()?;
-    for handle in handles {
-        let tally = handle
-            .join()
-            .map_err(|_| io::Error::other("a bench worker thread panicked"))??;
-        total.merge(tally)?;
-    }
+    super::say_if_interrupted(interrupted)?;
+    let total = super::join_workers(handles, Tally::new()?, Tally::merge)?;
     let finished = Instant::now();
     if !interrupted && total.received() == 0 {
         return Err(nothing_came_back(&plan, &total));

@@ -15,7 +15,8 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use tcp_hello::config::{
     self, BenchConfig, ClientConfig, DEFAULT_ADDR, ServeConfig, TlsClientConfig,
 };
-use tcp_hello::protocol::{Framing, Mode};
+use tcp_hello::protocol::{Framing, Mode, ReplyFormat};
+use tcp_hello::trace::{TraceConfig, TraceTarget};
 
 /// tcp-hello: a thread-per-connection TCP greeting and echo server, its client and its load generator.
 #[derive(Debug, Parser)]
@@ -120,6 +121,10 @@ pub struct ServeArgs {
     /// Mutual TLS: clients must present a certificate chained to this CA (PEM).
     #[arg(long, value_name = "FILE", env = "TCP_HELLO_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<std::path::PathBuf>,
+    /// An application protocol (ALPN) the server offers, in order of preference
+    /// (repeatable); `{alpn}` shows the one agreed. Without it ALPN is not offered.
+    #[arg(long, value_name = "PROTO", requires = "tls_cert")]
+    pub tls_alpn: Vec<String>,
     /// Longest a TLS handshake may take before the connection is closed, its writes
     /// included.
     #[arg(
@@ -196,7 +201,9 @@ pub struct ServeArgs {
     #[arg(long, value_enum, env = "TCP_HELLO_FRAMING", default_value_t = config::FRAMING)]
     pub framing: Framing,
     /// The first thing a client receives; `{peer}`, `{local}`, `{host}`, `{pid}`, `{conn}`
-    /// are replaced, `{{` and `}}` are braces.
+    /// are replaced, and the connection's facts: `{tls_version}`, `{tls_cipher}`, `{sni}`,
+    /// `{alpn}`, `{client_cn}`, `{proxied_by}` (empty without TLS or PROXY), `{age}`
+    /// (seconds since connect); `{{` and `}}` are braces.
     #[arg(
         long,
         value_name = "TEMPLATE",
@@ -204,8 +211,8 @@ pub struct ServeArgs {
         default_value = config::WELCOME
     )]
     pub welcome: String,
-    /// Reply template; every `{}` is replaced by the client's line, and `{peer}`, `{local}`,
-    /// `{host}`, `{pid}`, `{conn}` as in `--welcome`.
+    /// Reply template; every `{}` is replaced by the client's line, the other placeholders
+    /// as in `--welcome`.
     #[arg(
         long,
         value_name = "TEMPLATE",
@@ -213,6 +220,11 @@ pub struct ServeArgs {
         default_value = config::REPLY
     )]
     pub reply: String,
+    /// `json`: every reply is one line of JSON with the name and the connection's facts
+    /// (peer, local, host, pid, conn, TLS, PROXY, age), for scripts; instead of --reply.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = ReplyFormat::Text,
+          conflicts_with = "reply")]
+    pub reply_format: ReplyFormat,
     /// Sent before closing when a client says `exit` or `quit`; empty sends nothing.
     /// Placeholders as in `--welcome`.
     #[arg(
@@ -342,6 +354,15 @@ pub struct ServeArgs {
         allow_negative_numbers = true
     )]
     pub delay: u64,
+    /// Misbehave on purpose, for testing clients and proxies: KIND[,key=value]...,
+    /// repeatable. Kinds: reset, close, stall, blackhole, delay, trickle, garbage (UDP:
+    /// drop, duplicate, delay); keys: p= (probability), after=welcome|N, when=, ms=, bytes=.
+    #[arg(long = "fault", value_name = "SPEC")]
+    pub faults: Vec<String>,
+    /// Seed of the faults' draws: the same seed and the same clients in order meet the
+    /// same faults (default: from the clock, logged at start-up).
+    #[arg(long, value_name = "N")]
+    pub fault_seed: Option<u64>,
     /// Listen backlog: connections the kernel queues before `accept` (capped by net.core.somaxconn).
     #[arg(
         long,
@@ -387,6 +408,9 @@ pub struct ServeArgs {
         allow_negative_numbers = true
     )]
     pub linger: u64,
+    /// `--trace` and `--trace-bytes`.
+    #[command(flatten)]
+    pub trace_args: TraceArgs,
 }
 
 /// Options of `tcp-hello client`.
@@ -445,6 +469,39 @@ pub struct ClientArgs {
     /// TLS: `--tls` and its options.
     #[command(flatten)]
     pub tls_args: TlsClientArgs,
+    /// `--trace` and `--trace-bytes`.
+    #[command(flatten)]
+    pub trace_args: TraceArgs,
+}
+
+/// The wire trace of `tcp-hello serve` and `tcp-hello client`.
+#[derive(Debug, Clone, Args)]
+pub struct TraceArgs {
+    /// Dump every byte each way of every connection, as hex and text, with direction
+    /// (`<` received, `>` sent), connection number and seconds since it began, to FILE
+    /// (created or truncated) or, with `-`, to stderr. Over TLS, the plaintext.
+    #[arg(long, value_name = "FILE|-")]
+    pub trace: Option<OsString>,
+    /// With --trace, the most bytes traced per connection, both ways together; a line
+    /// then says the connection's trace stops.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = tcp_hello::trace::TRACE_BYTES,
+        requires = "trace",
+        value_parser = positive_number::<usize>
+    )]
+    pub trace_bytes: usize,
+}
+
+impl TraceArgs {
+    fn into_config(self) -> Option<TraceConfig> {
+        let target = TraceTarget::parse(&self.trace?);
+        Some(TraceConfig {
+            target,
+            bytes: self.trace_bytes,
+        })
+    }
 }
 
 /// The TLS options of `tcp-hello client` and `tcp-hello bench`. No `TCP_HELLO_*` variable
@@ -478,6 +535,10 @@ pub struct TlsClientArgs {
     /// address must be in the certificate as an IP address).
     #[arg(long, value_name = "NAME", help_heading = "TLS")]
     pub tls_server_name: Option<String>,
+    /// An application protocol (ALPN) to offer, in order of preference (repeatable),
+    /// to test a server's or a proxy's ALPN routing.
+    #[arg(long, value_name = "PROTO", help_heading = "TLS")]
+    pub tls_alpn: Vec<String>,
 }
 
 /// Options of `tcp-hello bench`.
@@ -585,7 +646,7 @@ pub struct BenchArgs {
     /// --messages counts datagrams sent, --rate datagrams per second; --source binds the
     /// sockets; --mode, --every, --tls* and --connect-rate do not apply.
     #[arg(long,
-        conflicts_with_all = ["tls", "tls_ca", "tls_cert", "tls_key", "tls_server_name",
+        conflicts_with_all = ["tls", "tls_ca", "tls_cert", "tls_key", "tls_server_name", "tls_alpn",
                               "tls_resume", "connect_rate", "mode", "every"])]
     pub udp: bool,
 }
@@ -608,10 +669,16 @@ pub struct CertArgs {
 }
 
 impl ServeArgs {
-    /// The typed configuration: seconds as durations, 0 as none where 0 means off.
-    pub fn into_config(self) -> ServeConfig {
+    /// The typed configuration: seconds as durations, 0 as none where 0 means off; a bad
+    /// `--fault` is refused in one line.
+    pub fn into_config(self) -> Result<ServeConfig, String> {
         let seconds = |s: u64| (s > 0).then(|| Duration::from_secs(s));
-        ServeConfig {
+        let faults = self
+            .faults
+            .iter()
+            .map(|spec| tcp_hello::fault::parse(spec))
+            .collect::<Result<_, _>>()?;
+        Ok(ServeConfig {
             bind: self.bind,
             tls_bind: self.tls_bind,
             udp_bind: self.udp_bind,
@@ -621,6 +688,7 @@ impl ServeArgs {
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
             tls_client_ca: self.tls_client_ca,
+            tls_alpn: self.tls_alpn,
             tls_handshake_timeout: Duration::from_secs(self.tls_handshake_timeout),
             tls_max_handshakes: self.tls_max_handshakes,
             tls_max_handshakes_per_source: self.tls_max_handshakes_per_source,
@@ -631,6 +699,7 @@ impl ServeArgs {
             framing: self.framing,
             welcome: self.welcome,
             reply: self.reply,
+            reply_format: self.reply_format,
             farewell: self.farewell,
             max_connections: self.max_connections,
             max_per_source: self.max_per_source,
@@ -645,11 +714,14 @@ impl ServeArgs {
             write_timeout: seconds(self.write_timeout),
             max_line: self.max_line as usize,
             delay: Duration::from_millis(self.delay),
+            faults,
+            fault_seed: self.fault_seed,
             backlog: self.backlog,
             reuse_port: self.reuse_port,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
             linger: Duration::from_secs(self.linger),
-        }
+            trace: self.trace_args.into_config(),
+        })
     }
 }
 
@@ -661,6 +733,7 @@ impl TlsClientArgs {
             cert: self.tls_cert,
             key: self.tls_key,
             server_name: self.tls_server_name,
+            alpn: self.tls_alpn,
         }
     }
 }
@@ -678,6 +751,7 @@ impl ClientArgs {
             udp: self.udp,
             retries: self.retries,
             tls: self.tls_args.into_config(),
+            trace: self.trace_args.into_config(),
         }
     }
 }
@@ -958,7 +1032,7 @@ mod tests {
         let Command::Serve(args) = parsed(&["serve"]) else {
             panic!("not serve");
         };
-        assert_eq!(args.into_config(), ServeConfig::default());
+        assert_eq!(args.into_config(), Ok(ServeConfig::default()));
         let Command::Client(args) = parsed(&["client"]) else {
             panic!("not client");
         };

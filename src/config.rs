@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::address::SourceAddrs;
-use crate::protocol::{Framing, Mode};
+use crate::protocol::{Framing, Mode, ReplyFormat};
 use crate::rules::Pattern;
 
 pub use crate::address::DEFAULT_ADDR;
@@ -145,6 +145,8 @@ pub struct ServeConfig {
     pub tls_key: Option<PathBuf>,
     /// Mutual TLS: the CA clients' certificates must chain to (PEM).
     pub tls_client_ca: Option<PathBuf>,
+    /// The application protocols (ALPN) offered, in order of preference.
+    pub tls_alpn: Vec<String>,
     /// Longest a TLS handshake may take.
     pub tls_handshake_timeout: Duration,
     /// Most TLS handshakes under way at once.
@@ -165,6 +167,8 @@ pub struct ServeConfig {
     pub welcome: String,
     /// The reply's template.
     pub reply: String,
+    /// The reply's format: the template, or JSON.
+    pub reply_format: ReplyFormat,
     /// The farewell's template; empty sends nothing.
     pub farewell: String,
     /// Most connections served at once (lowered to what the system allows).
@@ -193,6 +197,10 @@ pub struct ServeConfig {
     pub max_line: usize,
     /// Wait before each reply.
     pub delay: Duration,
+    /// `--fault`: faults on demand ([`crate::fault`]).
+    pub faults: Vec<crate::fault::Spec>,
+    /// The faults' seed; `None`: from the clock.
+    pub fault_seed: Option<u64>,
     /// Listen backlog.
     pub backlog: i32,
     /// SO_REUSEPORT on every listener.
@@ -201,6 +209,8 @@ pub struct ServeConfig {
     pub shutdown_timeout: Duration,
     /// How long a closing connection waits for its client's close.
     pub linger: Duration,
+    /// `--trace`: every connection's bytes, dumped; `None` = off.
+    pub trace: Option<crate::trace::TraceConfig>,
 }
 
 impl Default for ServeConfig {
@@ -215,6 +225,7 @@ impl Default for ServeConfig {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            tls_alpn: Vec::new(),
             tls_handshake_timeout: TLS_HANDSHAKE_TIMEOUT,
             tls_max_handshakes: TLS_MAX_HANDSHAKES,
             tls_max_handshakes_per_source: TLS_MAX_HANDSHAKES_PER_SOURCE,
@@ -225,6 +236,7 @@ impl Default for ServeConfig {
             framing: FRAMING,
             welcome: WELCOME.to_string(),
             reply: REPLY.to_string(),
+            reply_format: ReplyFormat::Text,
             farewell: FAREWELL.to_string(),
             max_connections: MAX_CONNECTIONS,
             max_per_source: MAX_PER_SOURCE,
@@ -239,10 +251,13 @@ impl Default for ServeConfig {
             write_timeout: WRITE_TIMEOUT,
             max_line: MAX_LINE,
             delay: DELAY,
+            faults: Vec::new(),
+            fault_seed: None,
             backlog: BACKLOG,
             reuse_port: false,
             shutdown_timeout: SHUTDOWN_TIMEOUT,
             linger: LINGER,
+            trace: None,
         }
     }
 }
@@ -260,6 +275,8 @@ pub struct TlsClientConfig {
     pub key: Option<PathBuf>,
     /// The name the server's certificate must have, instead of the host connected to.
     pub server_name: Option<String>,
+    /// The application protocols (ALPN) offered, in order of preference; none: no ALPN.
+    pub alpn: Vec<String>,
 }
 
 /// What `tcp-hello client` runs with.
@@ -283,6 +300,8 @@ pub struct ClientConfig {
     pub retries: u32,
     /// TLS and its options.
     pub tls: TlsClientConfig,
+    /// `--trace`: the connection's bytes, dumped; `None` = off.
+    pub trace: Option<crate::trace::TraceConfig>,
 }
 
 impl Default for ClientConfig {
@@ -297,6 +316,7 @@ impl Default for ClientConfig {
             udp: false,
             retries: RETRIES,
             tls: TlsClientConfig::default(),
+            trace: None,
         }
     }
 }

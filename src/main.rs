@@ -18,9 +18,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse_args(std::env::args_os().collect());
     init_logging(cli.verbose, cli.quiet);
     let result = match cli.command {
-        Command::Serve(args) => {
-            tcp_hello::serve::run(args.into_config()).map(|()| ExitCode::SUCCESS)
-        }
+        Command::Serve(args) => args
+            .into_config()
+            .map_err(anyhow::Error::msg)
+            .and_then(tcp_hello::serve::run)
+            .map(|()| ExitCode::SUCCESS),
         Command::Client(args) => Ok(tcp_hello::client::run(&args.into_config())),
         Command::Bench(args) => bench(args),
         Command::Cert(args) => cert(args.into_request()),

@@ -19,12 +19,13 @@ use crate::activation::{Inherited, Plan};
 use crate::config::{DEFAULT_ADDR, ServeConfig};
 use crate::connection::Context;
 use crate::limits::{connection_limit, warn_of_address_space_limit};
-use crate::protocol::{Machine, ReplyTemplate, Settings, TemplateField};
+use crate::protocol::{Machine, ReplyFormat, ReplyTemplate, Settings, TemplateField};
 use crate::proxy::ProxyProtocol;
 use crate::rules::{Action, Rule, Rules};
 use crate::server::{Listening, Server, ServerConfig, ShutdownHandle};
 use crate::signals::serve_signals;
 use crate::tls::{Tls, TlsFiles};
+use crate::trace::Trace;
 use crate::udp::reply::Replies;
 use crate::udp::{UdpConfig, UdpServer, UdpStats};
 
@@ -192,7 +193,10 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
         mode: config.mode,
         framing: config.framing,
         welcome: template(&config.welcome, TemplateField::Welcome)?,
-        reply: template(&config.reply, TemplateField::Reply)?,
+        reply: match config.reply_format {
+            ReplyFormat::Text => template(&config.reply, TemplateField::Reply)?,
+            ReplyFormat::Json => ReplyTemplate::json(&machine),
+        },
         farewell: template(&config.farewell, TemplateField::Farewell)?,
         max_line: config.max_line,
     };
@@ -203,7 +207,11 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
         Some(Replies::new(&settings).map_err(anyhow::Error::msg)?)
     };
     let idle_timeout = config.idle_timeout;
-    let ctx = Context::new(settings, idle_timeout, config.delay);
+    let mut ctx = Context::new(settings, idle_timeout, config.delay);
+    let faults = faults(&config);
+    ctx.faults = faults.clone();
+    // Before listening: a trace file that cannot be written fails the start.
+    let trace = config.trace.as_ref().map(Trace::open).transpose()?;
     warn_of_address_space_limit();
     let server_config = ServerConfig {
         max_connections: connection_limit(
@@ -227,6 +235,7 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
         thread_cache: config.thread_cache,
         max_handshakes: config.tls_max_handshakes,
         max_handshakes_per_source: config.tls_max_handshakes_per_source,
+        trace,
     };
     let server = match &inherited {
         Some(sockets) => serve_inherited(sockets, server_config.clone(), ctx)?,
@@ -249,11 +258,15 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
             let local = listener.local_addr()?;
             let stats = server.stats();
             let udp_stats = (!udp_sockets.is_empty()).then(|| Arc::clone(&udp_stats));
+            let faults = faults.clone();
             // The thread ends with the process: it holds nothing that needs closing.
             crate::metrics::spawn(listener, move || {
                 let mut text = stats.snapshot().render();
                 if let Some(udp) = &udp_stats {
                     text.push_str(&udp.render());
+                }
+                if let Some(faults) = &faults {
+                    text.push_str(&faults.render());
                 }
                 text
             })
@@ -301,6 +314,7 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
                     own_ports: Vec::new(),
                     low_ports: config.udp_low_ports,
                 },
+                faults: faults.clone(),
             };
             Some(
                 UdpServer::spawn(
@@ -483,6 +497,7 @@ fn tls_config(config: &ServeConfig, tls_listeners: bool) -> anyhow::Result<Optio
         cert: cert.clone(),
         key: key.clone(),
         client_ca: config.tls_client_ca.clone(),
+        alpn: config.tls_alpn.clone(),
     };
     let timeout = config.tls_handshake_timeout;
     Ok(Some(Arc::new(
@@ -511,4 +526,21 @@ fn announce(
         writeln!(stdout, "metrics on {addr}")?;
     }
     stdout.flush()
+}
+
+/// `--fault`: the faults and their seed (from the clock unless `--fault-seed`), logged
+/// so that a run can be repeated; `None` without `--fault`.
+fn faults(config: &ServeConfig) -> Option<Arc<crate::fault::Faults>> {
+    let seed = config.fault_seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    });
+    let faults = crate::fault::Faults::new(config.faults.clone(), seed)?;
+    info!(
+        "faults on: {} {} (--fault-seed {seed})",
+        config.faults.len(),
+        crate::plural::noun(config.faults.len() as u64, "fault", "faults")
+    );
+    Some(Arc::new(faults))
 }

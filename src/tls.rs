@@ -24,7 +24,8 @@ use rustls::{
 
 use crate::connection::{self, CloseReason, Context, Peer, Summary};
 use crate::pem;
-use crate::protocol::LogText;
+use crate::protocol::{Facts, LogText, Who};
+use crate::trace::ConnTrace;
 
 /// Records of at most this much plaintext are queued for sending before a write waits
 /// for the socket: what one large reply needs, not rustls's unbounded default.
@@ -51,6 +52,9 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// With mutual TLS: the CA that client certificates must chain to (PEM).
     pub client_ca: Option<PathBuf>,
+    /// The application protocols (ALPN) offered, in order of preference; none: ALPN is
+    /// not offered, and a client's list is ignored.
+    pub alpn: Vec<String>,
 }
 
 /// The server's TLS configuration, swapped whole on reload: a connection takes the
@@ -130,6 +134,11 @@ fn build(files: &TlsFiles, ticketer: &Arc<dyn ProducesTickets>) -> Result<Server
             files.key.display()
         );
     }
+    if let Some(bad) = files.alpn.iter().find(|p| p.is_empty() || p.len() > 255) {
+        return Err(format!(
+            "--tls-alpn {bad:?}: an ALPN protocol name is 1 to 255 bytes (h2, http/1.1, ...)"
+        ));
+    }
     let provider = provider();
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -162,6 +171,7 @@ fn build(files: &TlsFiles, ticketer: &Arc<dyn ProducesTickets>) -> Result<Server
         ),
     })?;
     config.ticketer = Arc::clone(ticketer);
+    config.alpn_protocols = files.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     // The welcome leaves with the server's first flight in TLS 1.3, a round trip before
     // the handshake ends (see `handshake`). rustls does it only without client
     // certificates: a client that must prove who it is hears nothing before it has.
@@ -746,21 +756,44 @@ impl Write for Corked<'_> {
 
 /// The protocol over an established TLS session, then the session's end: the server's
 /// close_notify after its last bytes, as the TLS close of a graceful close.
-/// `welcomed`: the length of the welcome the handshake sent, if it did.
+/// `welcomed`: the length of the welcome the handshake sent, if it did; `who`: the
+/// connection's facts, when the templates show them; `trace`: with `--trace`, where the
+/// plaintext each way is shown.
 pub fn serve(
     sock: &TcpStream,
     conn: &mut ServerConnection,
     ctx: &Context,
     peer: Peer,
     welcomed: Option<usize>,
+    who: Option<Who>,
+    trace: Option<&ConnTrace>,
 ) -> Summary {
+    fn protocol<S: connection::Transport>(
+        stream: S,
+        ctx: &Context,
+        peer: Peer,
+        welcomed: Option<usize>,
+        who: Option<Who>,
+    ) -> Summary {
+        match (who, welcomed) {
+            (Some(who), welcomed) => connection::serve_who(stream, ctx, peer, who, welcomed),
+            (None, Some(n)) => connection::serve_welcomed(stream, ctx, peer, n),
+            (None, None) => connection::serve(stream, ctx, peer),
+        }
+    }
     let stream = Encrypted {
         conn: &mut *conn,
         sock,
     };
-    let summary = match welcomed {
-        Some(n) => connection::serve_welcomed(stream, ctx, peer, n),
-        None => connection::serve(stream, ctx, peer),
+    let summary = match trace {
+        Some(trace) => protocol(
+            connection::Traced::new(stream, trace),
+            ctx,
+            peer,
+            welcomed,
+            who,
+        ),
+        None => protocol(stream, ctx, peer, welcomed, who),
     };
     if matches!(
         summary.reason,
@@ -771,6 +804,26 @@ pub fn serve(
         let _ = flush_tls(conn, &mut &*sock);
     }
     summary
+}
+
+/// What an established session is, for the templates' facts: its version (`TLSv1.3`),
+/// cipher suite, the server name the client asked for, the protocol agreed (ALPN), and
+/// `client`, the client certificate's subject as [`Session::client`] has it.
+pub fn facts<'a>(conn: &'a ServerConnection, client: Option<&'a str>) -> Facts<'a> {
+    Facts {
+        tls_version: conn.protocol_version().map(|v| match v {
+            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+            rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+            _ => "TLS",
+        }),
+        tls_cipher: conn
+            .negotiated_cipher_suite()
+            .and_then(|s| s.suite().as_str()),
+        sni: conn.server_name().map(str::as_bytes),
+        alpn: conn.alpn_protocol(),
+        client_cn: client,
+        proxied_by: None,
+    }
 }
 
 /// Sends the records rustls has queued on `sock`.
@@ -890,6 +943,7 @@ mod tests {
             cert: "/no/such/cert.pem".into(),
             key: "/no/such/key.pem".into(),
             client_ca: None,
+            alpn: Vec::new(),
         };
         let e = Tls::load(files, Duration::from_secs(1)).unwrap_err();
         assert!(e.starts_with("/no/such/cert.pem: no such file"), "{e}");

@@ -47,6 +47,7 @@ pub fn options_without_tls(tls: &TlsClientConfig, extra: &[(&str, bool)]) -> Opt
         ("--tls-cert", tls.cert.is_some()),
         ("--tls-key", tls.key.is_some()),
         ("--tls-server-name", tls.server_name.is_some()),
+        ("--tls-alpn", !tls.alpn.is_empty()),
     ];
     given
         .iter()
@@ -85,11 +86,17 @@ pub fn client_tls(tls: &TlsClientConfig, host: &str) -> Result<ClientTls, String
         key,
         asked: Arc::clone(&asked),
     };
-    let config = ClientConfig::builder_with_provider(provider)
+    if let Some(bad) = tls.alpn.iter().find(|p| p.is_empty() || p.len() > 255) {
+        return Err(format!(
+            "--tls-alpn {bad:?}: an ALPN protocol name is 1 to 255 bytes (h2, http/1.1, ...)"
+        ));
+    }
+    let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| format!("TLS cannot be set up: {e}"))?
         .with_root_certificates(roots)
         .with_client_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = tls.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     Ok(ClientTls {
         config,
         server_name,

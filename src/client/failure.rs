@@ -74,6 +74,8 @@ pub(super) struct Closed {
     pub(super) notice: Option<String>,
     /// Reset rather than closed.
     pub(super) reset: bool,
+    /// Replies received whole before it ended.
+    pub(super) replies: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +84,8 @@ pub(super) enum ClosedWhen {
     /// Before ending a single line: the server's framing is not lines.
     Unframed,
     Unanswered(u64),
+    /// In the middle of a reply: its line never ended.
+    MidReply,
     InputOpen,
     Idle,
     /// Chunk framing: closed as idle while this was due, by a server whose welcome ended
@@ -183,15 +187,25 @@ const ENDS_LINES: &str = "the server ends its lines (its welcome ended with a li
 
 fn closed_message(closed: &Closed) -> String {
     let how = if closed.reset { "reset" } else { "closed" };
+    // How it ended, and when, said plainly: what a client under test has to tell apart.
+    let ended = if closed.reset {
+        "connection reset by the server"
+    } else {
+        "the server closed the connection"
+    };
+    let after = format!(
+        "after {} {}",
+        closed.replies,
+        crate::plural::noun(closed.replies, "reply", "replies")
+    );
     let said = closed
         .notice
         .as_ref()
         .map_or(String::new(), |n| format!(" (it said: {n})"));
     match closed.what {
-        ClosedWhen::BeforeWelcome => format!(
-            "the server {how} the connection before its welcome: is it a tcp-hello server? \
-             Check --connect"
-        ),
+        ClosedWhen::BeforeWelcome => {
+            format!("{ended} before its welcome: is it a tcp-hello server? Check --connect")
+        }
         ClosedWhen::Unframed => format!(
             "the server {how} the connection without ever ending a line: for a server that \
              ends nothing with a newline (like the Python tutorial's, or `tcp-hello serve \
@@ -200,12 +214,16 @@ fn closed_message(closed: &Closed) -> String {
         ClosedWhen::Unanswered(n) => {
             let names = if n == 1 { "name" } else { "names" };
             format!(
-                "the server {how} the connection with {n} {names} unanswered{said}: \
+                "{ended} {after}, with {n} {names} unanswered{said}: \
                  see the server's log, and send them again"
             )
         }
+        ClosedWhen::MidReply => format!(
+            "{ended} in the middle of a reply {after}{said}: see the server's log, and \
+             send the unanswered names again"
+        ),
         ClosedWhen::InputOpen => format!(
-            "the server {how} the connection before the input ended{said}: \
+            "{ended} {after}, before the input ended{said}: \
              see the server's log, and send the rest again"
         ),
         ClosedWhen::Idle => format!(
@@ -247,6 +265,7 @@ mod tests {
                 what: ClosedWhen::InputOpen,
                 notice: None,
                 reset: false,
+                replies: 0,
             })
             .code(),
             Failure::Busy(String::new()).code(),
@@ -294,11 +313,43 @@ mod tests {
     }
 
     #[test]
+    fn a_reset_and_a_cut_reply_are_said_plainly_with_the_replies_before() {
+        let closed = |what, reset, replies| {
+            let failure = Failure::Closed(Closed {
+                what,
+                notice: None,
+                reset,
+                replies,
+            });
+            assert_eq!(failure.code(), EXIT_PROTOCOL);
+            failure.message().unwrap()
+        };
+        let m = closed(ClosedWhen::Unanswered(1), true, 2);
+        assert!(
+            m.starts_with("connection reset by the server after 2 replies, with 1 name unanswered"),
+            "{m}"
+        );
+        let m = closed(ClosedWhen::MidReply, false, 1);
+        assert!(
+            m.starts_with(
+                "the server closed the connection in the middle of a reply after 1 reply"
+            ),
+            "{m}"
+        );
+        let m = closed(ClosedWhen::BeforeWelcome, true, 0);
+        assert!(
+            m.starts_with("connection reset by the server before its welcome"),
+            "{m}"
+        );
+    }
+
+    #[test]
     fn an_idle_close_in_chunk_framing_of_a_line_server_blames_the_framing() {
         let failure = Failure::Closed(Closed {
             what: ClosedWhen::IdleEndsLines(Waiting::Replies(1)),
             notice: Some("ERROR idle for 1 s, closing".into()),
             reset: false,
+            replies: 0,
         });
         assert_eq!(failure.code(), EXIT_TIMEOUT);
         let m = failure.message().unwrap();

@@ -3,11 +3,13 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
 
 use super::failure::Failure;
 use super::tls::{Handshaken, TlsReader, TlsWriter, tls_halves};
 use super::tls_failure::TlsFailure;
 use super::wait::{Wait, arm, is_reset, is_timeout};
+use crate::trace::{ConnTrace, Direction};
 
 /// A connection, split: `reader` for the thread that reads, `writer` for the one that
 /// sends.
@@ -17,21 +19,38 @@ pub(super) struct Link {
 }
 
 impl Link {
-    /// A plain TCP connection.
-    pub(super) fn plain(stream: TcpStream) -> io::Result<Link> {
+    /// A plain TCP connection; `trace`: with `--trace`, where both halves show what
+    /// they move.
+    pub(super) fn plain(stream: TcpStream, trace: Option<Arc<ConnTrace>>) -> io::Result<Link> {
         let writer = stream.try_clone()?;
         Ok(Link {
-            reader: Reader::Plain(stream),
-            writer: Writer::Plain(writer),
+            reader: Reader {
+                io: ReadHalf::Plain(stream),
+                trace: trace.clone(),
+            },
+            writer: Writer {
+                io: WriteHalf::Plain(writer),
+                trace,
+            },
         })
     }
 
-    /// A TLS connection whose handshake is done.
-    pub(super) fn tls(stream: TcpStream, done: Handshaken) -> io::Result<Link> {
+    /// A TLS connection whose handshake is done; `trace` shows the plaintext.
+    pub(super) fn tls(
+        stream: TcpStream,
+        done: Handshaken,
+        trace: Option<Arc<ConnTrace>>,
+    ) -> io::Result<Link> {
         let (reader, writer) = tls_halves(stream, done)?;
         Ok(Link {
-            reader: Reader::Tls(Box::new(reader)),
-            writer: Writer::Tls(writer),
+            reader: Reader {
+                io: ReadHalf::Tls(Box::new(reader)),
+                trace: trace.clone(),
+            },
+            writer: Writer {
+                io: WriteHalf::Tls(writer),
+                trace,
+            },
         })
     }
 }
@@ -81,7 +100,12 @@ pub(super) fn got(result: io::Result<usize>) -> Result<Received, ReadError> {
 }
 
 /// The reading half.
-pub(super) enum Reader {
+pub(super) struct Reader {
+    io: ReadHalf,
+    trace: Option<Arc<ConnTrace>>,
+}
+
+enum ReadHalf {
     Plain(TcpStream),
     /// Boxed: it carries its buffer of ciphertext.
     Tls(Box<TlsReader>),
@@ -91,25 +115,43 @@ impl Reader {
     /// Sets how long the next read may block (see [`arm`]); false when the wait has
     /// expired.
     pub(super) fn arm(&self, wait: Wait) -> Result<bool, Failure> {
-        match self {
-            Reader::Plain(stream) => arm(stream, wait),
-            Reader::Tls(tls) => arm(tls.socket(), wait),
+        match &self.io {
+            ReadHalf::Plain(stream) => arm(stream, wait),
+            ReadHalf::Tls(tls) => arm(tls.socket(), wait),
         }
     }
 
     /// Reads what the server sent next.
     pub(super) fn read(&mut self, buf: &mut [u8]) -> Result<Received, ReadError> {
-        match self {
-            Reader::Plain(stream) => got(stream.read(buf)),
-            Reader::Tls(tls) => tls.read(buf),
+        let received = match &mut self.io {
+            ReadHalf::Plain(stream) => got(stream.read(buf)),
+            ReadHalf::Tls(tls) => tls.read(buf),
+        };
+        if let (Some(trace), Ok(Received::Bytes(n))) = (&self.trace, &received) {
+            trace.record(Direction::Received, &buf[..*n]);
         }
+        received
     }
 }
 
 /// The writing half; `&Writer` is a [`Write`] (over TLS, of plaintext).
-pub(super) enum Writer {
+pub(super) struct Writer {
+    io: WriteHalf,
+    trace: Option<Arc<ConnTrace>>,
+}
+
+enum WriteHalf {
     Plain(TcpStream),
     Tls(TlsWriter),
+}
+
+impl WriteHalf {
+    fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            WriteHalf::Plain(stream) => (&*stream).write(buf),
+            WriteHalf::Tls(tls) => tls.write(buf),
+        }
+    }
 }
 
 impl Writer {
@@ -118,9 +160,13 @@ impl Writer {
     /// that reads more than one record at a time then has it when it sees `last` (an
     /// `exit`), and can close with nothing unread, which would reset the connection.
     pub(super) fn finish(&self, last: &[u8], half_close: bool) -> io::Result<()> {
-        match self {
-            Writer::Plain(stream) => (&*stream).write_all(last)?,
-            Writer::Tls(tls) => tls.finish(last)?,
+        // Traced before it leaves (see `write`).
+        if let Some(trace) = &self.trace {
+            trace.record(Direction::Sent, last);
+        }
+        match &self.io {
+            WriteHalf::Plain(stream) => (&*stream).write_all(last)?,
+            WriteHalf::Tls(tls) => tls.finish(last)?,
         }
         if half_close {
             self.socket().shutdown(Shutdown::Write)?;
@@ -135,19 +181,32 @@ impl Writer {
     }
 
     fn socket(&self) -> &TcpStream {
-        match self {
-            Writer::Plain(stream) => stream,
-            Writer::Tls(tls) => tls.socket(),
+        match &self.io {
+            WriteHalf::Plain(stream) => stream,
+            WriteHalf::Tls(tls) => tls.socket(),
         }
     }
 }
 
 impl Write for &Writer {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Writer::Plain(stream) => (&*stream).write(buf),
-            Writer::Tls(tls) => tls.write(buf),
+        let Some(trace) = &self.trace else {
+            return self.io.write(buf);
+        };
+        // Traced before it leaves, and then all of it sent: traced after, it could show
+        // after the server's answer to it, which the reading thread traces, or not at
+        // all, the process having ended once that answer came.
+        trace.record(Direction::Sent, buf);
+        let mut rest = buf;
+        while !rest.is_empty() {
+            match self.io.write(rest) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {

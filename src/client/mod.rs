@@ -130,13 +130,15 @@ mod wait;
 
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use log::debug;
 
 use crate::address::{HostPort, parse_connect};
 use crate::config::ClientConfig;
 use crate::protocol::Framing;
+use crate::trace::Trace;
 
 use connect::connect;
 use failure::Failure;
@@ -189,6 +191,13 @@ const HEAD: usize = 256;
 /// Meant for the binary's `main`: on failure it returns while the thread reading stdin
 /// may still be blocked, which is harmless only because the process then exits.
 pub fn run(config: &ClientConfig) -> ExitCode {
+    if config.udp && config.trace.is_some() {
+        let _ = writeln!(
+            io::stderr(),
+            "tcp-hello: --trace shows TCP connections; drop it with --udp"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
     if config.udp {
         return match udp::session(config) {
             Ok(()) => ExitCode::from(EXIT_OK),
@@ -218,8 +227,14 @@ fn session(config: &ClientConfig) -> Result<(), Failure> {
     // Before connecting: a bad file is a usage error, whatever the server.
     let tls = tls_setup(&config.tls, &target)?;
     let interactive = !config.raw && config.names.is_empty() && io::stdin().is_terminal();
+    let trace = match &config.trace {
+        Some(trace) => Some(Trace::open(trace).map_err(|e| Failure::Usage(e.to_string()))?),
+        None => None,
+    };
     let (stream, addr) = connect(&target, connect_timeout)?;
     debug!("connected to {addr}");
+    // The only connection: number 1, its time counted from the connect.
+    let trace = trace.map(|t| Arc::new(t.connection(1, Instant::now(), tls.is_some())));
     // Names leave in batches (or one at a time, awaited), so Nagle's delay only adds latency.
     let _ = stream.set_nodelay(true);
     let (link, over) = match &tls {
@@ -230,9 +245,9 @@ fn session(config: &ClientConfig) -> Result<(), Failure> {
                 .or(reply_timeout.map(|t| (t, "--reply-timeout")));
             let done = tls.handshake(&stream, limit)?;
             let over = format!(" over {}", done.version);
-            (Link::tls(stream, done), over)
+            (Link::tls(stream, done, trace), over)
         }
-        None => (Link::plain(stream), String::new()),
+        None => (Link::plain(stream, trace), String::new()),
     };
     let link = link.map_err(Failure::Socket)?;
     let cfg = SessionConfig {

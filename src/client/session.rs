@@ -32,6 +32,9 @@ struct WriterStatus {
     last_tx: AtomicU64,
     /// Why the writer stopped the session (stdin failed, a name cannot be sent).
     failure: Mutex<Option<Failure>>,
+    /// A send met the server's reset: the kernel reports a reset once, to whichever
+    /// call comes first, and the reader then sees a plain close.
+    reset: AtomicBool,
 }
 
 impl WriterStatus {
@@ -74,6 +77,13 @@ impl WriterStatus {
     fn take_failure(&self) -> Option<Failure> {
         lock(&self.failure).take()
     }
+
+    /// Notes a send's failure, if it was the server's reset.
+    fn send_failed(&self, e: &io::Error) {
+        if e.kind() == io::ErrorKind::ConnectionReset {
+            self.reset.store(true, SeqCst);
+        }
+    }
 }
 
 /// Why the writer stopped early.
@@ -105,7 +115,9 @@ fn send_names(
             let (_, last) = out.into_parts();
             let last = last.unwrap_or_else(|panicked| panicked.into_inner());
             // A failure shows in what the reader gets.
-            let _ = stream.finish(&last, true);
+            if let Err(e) = stream.finish(&last, true) {
+                shared.send_failed(&e);
+            }
         }
         Err(WriteStop::Fail(failure)) => shared.fail(failure, &stream),
         Err(WriteStop::Gone) => {}
@@ -121,7 +133,10 @@ fn pump_names(
     origin: Instant,
     interactive: bool,
 ) -> Result<(), WriteStop> {
-    let socket = |_: io::Error| WriteStop::Gone;
+    let socket = |e: io::Error| {
+        shared.send_failed(&e);
+        WriteStop::Gone
+    };
     loop {
         if names.may_block() {
             out.flush().map_err(socket)?;
@@ -226,11 +241,13 @@ pub(super) fn line_session(
             out.write_all(b"\n").map_err(Failure::Stdout)?;
             return Err(tally.unframed());
         }
+        tally.cut = true;
         on_line(&mut tally, &mut split, &shared, cfg, out, &mut welcome_tx)?;
     }
     if let Some(failure) = shared.take_failure() {
         return Err(failure);
     }
+    tally.reset |= shared.reset.load(SeqCst);
     tally.end(shared.sent(), shared.finished())
 }
 

@@ -70,13 +70,16 @@ pub(super) struct Tally {
     last: Option<LineKind>,
     /// The connection ended by a reset.
     pub(super) reset: bool,
+    /// The latest line was a reply.
+    last_reply: bool,
+    /// The latest line was cut off by the close: it had no line ending.
+    pub(super) cut: bool,
 }
 
 impl Tally {
     /// Accounts for one line, given how many names had been sent when it arrived.
     pub(super) fn line(&mut self, line: &[u8], sent: u64) -> Role {
         let kind = classify_line(line);
-        let text = || String::from_utf8_lossy(line).into_owned();
         if !self.welcomed {
             if kind == LineKind::Busy {
                 return Role::Busy;
@@ -88,6 +91,14 @@ impl Tally {
         // Even where a reply is due: the notice can cross a name on the wire, or (in
         // chunk framing) stand where a reply would.
         self.last = Some(kind);
+        let role = self.role(kind, due, line);
+        self.last_reply = role == Role::Reply;
+        role
+    }
+
+    /// What a line after the welcome is, counted.
+    fn role(&mut self, kind: LineKind, due: bool, line: &[u8]) -> Role {
+        let text = || String::from_utf8_lossy(line).into_owned();
         match kind {
             LineKind::Idle | LineKind::ShuttingDown | LineKind::Busy => {
                 self.notice = Some(text());
@@ -140,7 +151,18 @@ impl Tally {
             what: ClosedWhen::Unframed,
             notice: None,
             reset: self.reset,
+            replies: 0,
         })
+    }
+
+    /// Replies received whole.
+    fn replies(&self) -> u64 {
+        let replies = self.answered - self.refused;
+        if self.cut && self.last_reply {
+            replies.saturating_sub(1)
+        } else {
+            replies
+        }
     }
 
     /// The verdict once the server has closed: `sent` names were sent, and `finished`
@@ -154,10 +176,14 @@ impl Tally {
                 what,
                 notice: notice.clone(),
                 reset: self.reset,
+                replies: self.replies(),
             }))
         };
         if !self.welcomed {
             return closed(ClosedWhen::BeforeWelcome);
+        }
+        if self.cut && self.last_reply {
+            return closed(ClosedWhen::MidReply);
         }
         if self.last == Some(LineKind::Idle) {
             return closed(ClosedWhen::Idle);
@@ -261,6 +287,8 @@ impl Ends {
                 what: ClosedWhen::Idle,
                 notice: Some(text(last)),
                 reset,
+                // Raw mode counts no replies; the idle message names none.
+                replies: 0,
             }));
         }
         Ok(())
@@ -342,6 +370,27 @@ mod tests {
         let mut t = Tally::default();
         t.line(b"Welcome!", 0);
         assert_eq!(t.line(b"ERROR server busy", 0), Role::Notice);
+    }
+
+    #[test]
+    fn a_reply_cut_by_the_close_is_a_mid_reply_close_after_the_whole_ones() {
+        let mut t = Tally::default();
+        t.line(b"Welcome!", 0);
+        assert_eq!(t.line(b"Hello, Ann!", 2), Role::Reply);
+        // The close cut the next reply: the session hands it over as a line, cut.
+        t.cut = true;
+        assert_eq!(t.line(b"Hello, B", 2), Role::Reply);
+        let Err(Failure::Closed(c)) = t.end(2, true) else {
+            panic!("a close mid-reply is a failure");
+        };
+        assert_eq!((c.what, c.replies), (ClosedWhen::MidReply, 1));
+        // A last line without a line ending that answers nothing (a farewell) is fine.
+        let mut t = Tally::default();
+        t.line(b"Welcome!", 0);
+        t.line(b"Hello, Ann!", 1);
+        t.cut = true;
+        assert_eq!(t.line(b"Bye!", 1), Role::Extra);
+        assert!(t.end(1, true).is_ok());
     }
 
     #[test]

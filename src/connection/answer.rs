@@ -8,6 +8,7 @@ use log::debug;
 use super::outcome::CloseReason;
 use super::serve::{Connection, Step};
 use super::transport::Transport;
+use crate::fault::Point;
 use crate::protocol::{self, LogText, Notice, Request};
 
 impl<S: Transport> Connection<'_, '_, S> {
@@ -43,6 +44,9 @@ impl<S: Transport> Connection<'_, '_, S> {
                 self.flush_last()?;
             }
             Request::Name => {
+                if self.fault.is_some() && self.fault_at_reply(start, end)? {
+                    return Ok(request);
+                }
                 if log::log_enabled!(log::Level::Trace) {
                     let (input, _) = self.buf.split();
                     log::trace!(
@@ -93,11 +97,17 @@ impl<S: Transport> Connection<'_, '_, S> {
 
     /// Sends the welcome, unless the caller has.
     pub(super) fn welcome(&mut self) -> Step<()> {
-        if self.welcomed {
-            return Ok(());
+        if self.fault.is_some() {
+            self.fault_at(Point::Accept)?;
         }
-        self.send(&self.ctx.settings.welcome, 0, 0)?;
-        self.flush()
+        if !self.welcomed {
+            self.send(&self.ctx.settings.welcome, 0, 0)?;
+            self.flush()?;
+        }
+        if self.fault.is_some() {
+            self.fault_at(Point::Welcome)?;
+        }
+        Ok(())
     }
 
     pub(super) fn notice(&mut self, notice: Notice) -> Step<()> {

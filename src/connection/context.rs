@@ -2,9 +2,11 @@
 //! timeouts) and what it is told about itself ([`Peer`]).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use crate::fault::Faults;
 use crate::pool::BufferPool;
 use crate::protocol::Settings;
 
@@ -34,6 +36,8 @@ pub struct Context {
     pub delay: Duration,
     /// The write timeout the caller set on streams; `None` if there is none.
     pub write_timeout: Option<Duration>,
+    /// `--fault`: misbehaving on purpose; `None` without it.
+    pub faults: Option<Arc<Faults>>,
 }
 
 impl Context {
@@ -50,6 +54,7 @@ impl Context {
             idle_timeout,
             delay,
             write_timeout: None,
+            faults: None,
         }
     }
 }

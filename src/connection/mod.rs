@@ -8,18 +8,22 @@
 //! One job per file: `context` (what connections share and are told), `outcome` (how
 //! one ended), `transport` (what it speaks over), `buffers` (stack and pooled
 //! buffers), `serve` (the entry points and the three serving loops), `answer` (what is
-//! said to each message), `output` (queueing and writing it).
+//! said to each message), `output` (queueing and writing it), `fault` (where
+//! `--fault` acts), `traced` (a transport shown in `--trace`).
 
 mod answer;
 mod buffers;
 mod context;
+mod fault;
 mod outcome;
 mod output;
 mod serve;
+mod traced;
 mod transport;
 
 pub use buffers::{SMALL_INPUT, SMALL_OUTPUT};
 pub use context::{Context, OUTPUT_MAX, POOL_IDLE_BYTES, Peer};
 pub use outcome::{CloseReason, Summary};
-pub use serve::{SHUTDOWN_READ_BUDGET, serve, serve_welcomed, welcome};
+pub use serve::{SHUTDOWN_READ_BUDGET, serve, serve_welcomed, serve_who, welcome};
+pub use traced::Traced;
 pub use transport::Transport;

@@ -24,6 +24,8 @@ pub enum CloseReason {
     /// The client ended its TLS session with this fatal alert (after the handshake:
     /// `handshake_failure` from a client whose renegotiation was refused, ...).
     TlsAlert(rustls::AlertDescription),
+    /// A fault (`--fault`) of this kind ended it.
+    Fault(crate::fault::Kind),
 }
 
 impl std::fmt::Display for CloseReason {
@@ -41,6 +43,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::TlsOnPlainPort => f.write_str("a TLS handshake on a plain port"),
             CloseReason::Handshake => f.write_str("no TLS session"),
             CloseReason::TlsAlert(alert) => write!(f, "client sent the TLS alert {alert:?}"),
+            CloseReason::Fault(kind) => write!(f, "fault: {}", kind.label()),
         }
     }
 }

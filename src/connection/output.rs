@@ -11,7 +11,8 @@ impl<S: Transport> Connection<'_, '_, S> {
     pub(super) fn send(&mut self, template: &ReplyTemplate, start: usize, end: usize) -> Step<()> {
         let eol = self.ctx.settings.eol();
         let (input, _) = self.buf.split();
-        let line_len = protocol::telnet_len(&input[start..end]);
+        let line_len = template.line_len(&input[start..end]);
+        self.values.stamp_age(template);
         let len = template.len_for(line_len, &self.values) + eol.len();
         if len <= self.ctx.pool.output_size() {
             self.reserve(len)?;
@@ -24,10 +25,18 @@ impl<S: Transport> Connection<'_, '_, S> {
         }
         // A template with several `{}` times a long line: sent in pieces, so that no
         // buffer has to be sized for the largest possible reply.
-        let values = self.values;
+        // Rare (a reply over the large buffer), so a copy of the values costs little.
+        let values = self.values.clone();
         for piece in template.pieces() {
             match piece {
                 Piece::Line => self.write_input_escaped(start, end)?,
+                Piece::JsonLine => {
+                    let (input, _) = self.buf.split();
+                    let line = &input[start..end];
+                    let mut json = vec![0; protocol::json_len(line)];
+                    let n = protocol::json_escape(line, &mut json);
+                    self.write_out(&json[..n])?;
+                }
                 other => self.write_out(values.text(other))?,
             }
         }
@@ -113,6 +122,9 @@ impl<S: Transport> Connection<'_, '_, S> {
         let n = self.buf.out_len;
         if n == 0 {
             return Ok(());
+        }
+        if let Some((bytes, pause)) = self.fault.as_ref().and_then(|f| f.trickle) {
+            return self.trickle(n, bytes, pause, last);
         }
         let write_timeout = self.ctx.write_timeout;
         let Connection { stream, buf, .. } = self;

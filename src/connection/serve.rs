@@ -9,8 +9,8 @@ use super::context::{Context, Peer};
 use super::outcome::{CloseReason, Summary, read_failure};
 use super::transport::{Transport, write_within};
 use crate::protocol::{
-    self, ConnectionValues, Framing, Mode, Request, TelnetFilter, chunk_message, find_line_end,
-    partial_len,
+    self, ConnectionValues, Framing, Mode, Request, TelnetFilter, Who, chunk_message,
+    find_line_end, partial_len,
 };
 
 /// The most a connection reads once shutdown has begun: more than the kernel can have
@@ -20,7 +20,20 @@ pub const SHUTDOWN_READ_BUDGET: usize = 8 * 1024 * 1024;
 /// Runs the protocol on `stream` until it ends. Never panics on any input; every
 /// error ends up in the summary's reason.
 pub fn serve<S: Transport>(stream: S, ctx: &Context, peer: Peer) -> Summary {
-    serve_from(stream, ctx, peer, None)
+    serve_from(stream, ctx, peer, None, None)
+}
+
+/// [`serve`] for a connection whose facts the templates show
+/// ([`Settings::shows_who`](crate::protocol::Settings::shows_who)), after the caller
+/// has sent `welcomed` bytes of welcome if it has.
+pub fn serve_who<S: Transport>(
+    stream: S,
+    ctx: &Context,
+    peer: Peer,
+    who: Who,
+    welcomed: Option<usize>,
+) -> Summary {
+    serve_from(stream, ctx, peer, Some(who), welcomed)
 }
 
 /// The welcome [`serve`] begins with, rendered for `peer` (empty in echo mode), for a
@@ -47,13 +60,14 @@ pub fn serve_welcomed<S: Transport>(
     peer: Peer,
     welcome_len: usize,
 ) -> Summary {
-    serve_from(stream, ctx, peer, Some(welcome_len))
+    serve_from(stream, ctx, peer, None, Some(welcome_len))
 }
 
 fn serve_from<S: Transport>(
     stream: S,
     ctx: &Context,
     peer: Peer,
+    who: Option<Who>,
     welcomed: Option<usize>,
 ) -> Summary {
     let mut small_input = [0u8; SMALL_INPUT];
@@ -62,7 +76,7 @@ fn serve_from<S: Transport>(
         stream,
         ctx,
         peer,
-        values: ConnectionValues::new(peer.addr, peer.local, peer.id),
+        values: ConnectionValues::new(peer.addr, peer.local, peer.id).with_who(who),
         buf: Buffers {
             small_input: &mut small_input,
             small_output: &mut small_output,
@@ -80,7 +94,11 @@ fn serve_from<S: Transport>(
         replies: 0,
         bytes_in: 0,
         bytes_out: welcomed.map_or(0, |n| n as u64),
+        fault: None,
     };
+    if let Some(faults) = &ctx.faults {
+        conn.strike(faults);
+    }
     let reason = match (ctx.settings.mode, ctx.settings.framing) {
         (Mode::Echo, _) => conn.echo(),
         (Mode::Greet, Framing::Line) => conn.lines(),
@@ -89,6 +107,7 @@ fn serve_from<S: Transport>(
     let reason = reason.unwrap_or_else(|failure| match failure {
         IoFailure::Write(e) => CloseReason::WriteError(e.kind()),
         IoFailure::Read(e) => read_failure(&e),
+        IoFailure::Ended(reason) => reason,
     });
     if let Some(big) = conn.buf.big.take() {
         ctx.pool.give(big);
@@ -105,6 +124,8 @@ fn serve_from<S: Transport>(
 pub(super) enum IoFailure {
     Read(io::Error),
     Write(io::Error),
+    /// A fault (`--fault`) ended the connection, for this reason.
+    Ended(CloseReason),
 }
 
 pub(super) type Step<T = CloseReason> = Result<T, IoFailure>;
@@ -144,6 +165,9 @@ pub(super) struct Connection<'c, 's, S> {
     pub(super) replies: u64,
     pub(super) bytes_in: u64,
     pub(super) bytes_out: u64,
+    /// The faults that struck this connection (`--fault`); `None` almost always, and
+    /// boxed, so that a connection's stack frame does not grow for them.
+    pub(super) fault: Option<Box<crate::fault::Struck>>,
 }
 
 impl<S: Transport> Connection<'_, '_, S> {

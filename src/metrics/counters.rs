@@ -40,7 +40,7 @@ impl Refusal {
 }
 
 /// The `reason` labels of closes, in the order of [`close_index`].
-const CLOSE_LABELS: [&str; 8] = [
+const CLOSE_LABELS: [&str; 9] = [
     "exit",
     "client_closed",
     "idle",
@@ -49,6 +49,7 @@ const CLOSE_LABELS: [&str; 8] = [
     "write_error",
     "tls_handshake",
     "tls_on_plain_port",
+    "fault",
 ];
 
 /// A close reason's place in [`CLOSE_LABELS`] (its `reason` label).
@@ -62,6 +63,7 @@ fn close_index(reason: CloseReason) -> usize {
         CloseReason::WriteError(_) => 5,
         CloseReason::Handshake => 6,
         CloseReason::TlsOnPlainPort => 7,
+        CloseReason::Fault(_) => 8,
     }
 }
 
@@ -71,7 +73,7 @@ fn close_index(reason: CloseReason) -> usize {
 pub struct Counters {
     connections: AtomicU64,
     refusals: [AtomicU64; 4],
-    closes: [AtomicU64; 8],
+    closes: [AtomicU64; 9],
     replies: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
@@ -137,7 +139,7 @@ pub struct Snapshot {
     /// Refusals, by [`Refusal`] (in its order).
     pub refusals: [u64; 4],
     /// Closes, by reason (in the order of the `reason` labels).
-    pub closes: [u64; 8],
+    pub closes: [u64; 9],
     /// Replies sent by closed connections.
     pub replies: u64,
     /// Bytes received by closed connections.
@@ -237,7 +239,7 @@ mod tests {
             open: 2,
             connections: 5,
             refusals: [1, 2, 3, 4],
-            closes: [1, 0, 0, 0, 0, 0, 0, 4],
+            closes: [1, 0, 0, 0, 0, 0, 0, 4, 0],
             replies: 7,
             bytes_in: 10,
             bytes_out: 20,

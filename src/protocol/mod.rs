@@ -8,6 +8,7 @@
 //! 0xFF escaping), `sniff` (TLS on a plain port), `log_text` (client bytes in logs).
 
 mod framing;
+mod json;
 mod log_text;
 mod notice;
 mod request;
@@ -17,13 +18,14 @@ mod telnet;
 mod template;
 
 pub use framing::{CHUNK_MAX, chunk_message, find_line_end, partial_len};
+pub use json::{json_escape, json_len};
 pub use log_text::{LogText, is_invisible};
 pub use notice::Notice;
 pub use request::{EXIT_LINE_MAX, Request, classify};
-pub use settings::{Framing, MAX_LINE_LIMIT, Mode, Settings};
+pub use settings::{Framing, MAX_LINE_LIMIT, Mode, ReplyFormat, Settings};
 pub use sniff::looks_like_tls;
 pub use telnet::{IAC, TelnetFilter, telnet_escape, telnet_len};
 pub use template::{
-    ADDR_TEXT_MAX, CONN_TEXT_MAX, ConnectionValues, Machine, Piece, ReplyTemplate, TemplateError,
-    TemplateField,
+    ADDR_TEXT_MAX, CONN_TEXT_MAX, ConnectionValues, Fact, Facts, Machine, Piece, ReplyTemplate,
+    TemplateError, TemplateField, Who,
 };

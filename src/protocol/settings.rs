@@ -27,6 +27,16 @@ pub enum Framing {
     Chunk,
 }
 
+/// How replies to names are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ReplyFormat {
+    /// The `--reply` template.
+    #[default]
+    Text,
+    /// One line of JSON with the name and every fact of the connection, for scripts.
+    Json,
+}
+
 /// The largest `--max-line` the server accepts: no line longer than this is ever answered.
 pub const MAX_LINE_LIMIT: usize = 16 * 1024 * 1024;
 
@@ -74,11 +84,27 @@ impl Settings {
                 .any(|t| t.shows_local())
     }
 
+    /// Whether a template shows a connection's facts
+    /// ([`Fact`](super::template::Fact)); echo mode sends no template.
+    pub fn shows_who(&self) -> bool {
+        self.mode == Mode::Greet
+            && [&self.welcome, &self.reply, &self.farewell]
+                .iter()
+                .any(|t| t.shows_who())
+    }
+
     /// Refuses what cannot be sent as configured: in chunk framing nothing carries a
     /// line ending, so an empty welcome or reply would be no message at all, and a
     /// client (the tutorial's, the bundled one) would wait for it forever. In line
     /// framing an empty welcome or reply is an empty line.
     pub fn check(&self) -> Result<(), String> {
+        if self.mode == Mode::Echo && self.reply.is_json() {
+            return Err(
+                "--reply-format json writes replies to names, and --mode echo sends \
+                        none (it echoes bytes): use one or the other"
+                    .to_string(),
+            );
+        }
         if self.framing != Framing::Chunk {
             return Ok(());
         }

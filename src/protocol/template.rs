@@ -4,8 +4,10 @@
 
 use memchr::memchr;
 
+use super::json::{json_escape, json_len, json_len_max, json_string};
 use super::log_text::LogText;
 use super::telnet::telnet_escape;
+use super::telnet::telnet_len;
 
 /// Which option a template comes from: it decides whether `{}` (the client's line) is
 /// allowed, and names the option in errors.
@@ -36,15 +38,20 @@ impl TemplateField {
     fn known(self) -> String {
         match self {
             TemplateField::Reply => format!("{{}} (the client's line), {PLACEHOLDERS}"),
-            TemplateField::Expect => format!("{{}} (the name sent), {PLACEHOLDERS}"),
+            TemplateField::Expect => {
+                "{} (the name sent), {peer}, {local}, {host}, {pid}, {conn}, and {{ and }} for \
+                 literal braces"
+                    .to_string()
+            }
             _ => PLACEHOLDERS.to_string(),
         }
     }
 }
 
 /// The placeholders every template may hold, for messages.
-const PLACEHOLDERS: &str =
-    "{peer}, {local}, {host}, {pid}, {conn}, and {{ and }} for literal braces";
+const PLACEHOLDERS: &str = "{peer}, {local}, {host}, {pid}, {conn}, {tls_version}, \
+     {tls_cipher}, {sni}, {alpn}, {client_cn}, {proxied_by}, {age}, and {{ and }} for literal \
+     braces";
 
 /// Why a template was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +128,155 @@ pub enum Piece {
     Local,
     /// `{conn}`: the connection's number.
     Conn,
+    /// One of the connection's facts learnt after it opened (see [`Fact`]).
+    Who(Fact),
+    /// `--reply-format json`: the client's line as a JSON string, quotes included.
+    JsonLine,
+    /// `--reply-format json`: a fact as a JSON string (`{age}`: a number).
+    JsonWho(Fact),
+}
+
+/// What a connection is besides its addresses and number, known once its PROXY header
+/// and TLS handshake are done: empty when it has no such thing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fact {
+    /// `{tls_version}`, e.g. `TLSv1.3`.
+    TlsVersion,
+    /// `{tls_cipher}`, e.g. `TLS13_AES_256_GCM_SHA384`.
+    TlsCipher,
+    /// `{sni}`: the server name the client asked for.
+    Sni,
+    /// `{alpn}`: the application protocol agreed.
+    Alpn,
+    /// `{client_cn}`: the client certificate's subject, as the close line names it.
+    ClientCn,
+    /// `{proxied_by}`: the socket's peer when a PROXY header named another client.
+    ProxiedBy,
+    /// `{age}`: seconds since the connection opened, formatted when rendered.
+    Age,
+}
+
+impl Fact {
+    /// Every fact, in the order of [`Fact::index`].
+    pub const ALL: [Fact; 7] = [
+        Fact::TlsVersion,
+        Fact::TlsCipher,
+        Fact::Sni,
+        Fact::Alpn,
+        Fact::ClientCn,
+        Fact::ProxiedBy,
+        Fact::Age,
+    ];
+
+    /// The placeholder's name, between the braces.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fact::TlsVersion => "tls_version",
+            Fact::TlsCipher => "tls_cipher",
+            Fact::Sni => "sni",
+            Fact::Alpn => "alpn",
+            Fact::ClientCn => "client_cn",
+            Fact::ProxiedBy => "proxied_by",
+            Fact::Age => "age",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    fn named(name: &str) -> Option<Fact> {
+        Fact::ALL.into_iter().find(|f| f.name() == name)
+    }
+}
+
+/// The room a fact is given when the output buffer is sized (a longer one is sent in
+/// pieces, as a long reply is).
+const FACT_TEXT_TYPICAL: usize = 256;
+
+/// The connection's facts ([`Fact`]) as text, made once after its handshake, only when
+/// a template shows one: `{age}` alone is made again for each reply that shows it.
+#[derive(Debug, Clone)]
+pub struct Who {
+    /// Each fact's text, in the order of [`Fact::ALL`] (`{age}`'s is in `age`).
+    texts: [Vec<u8>; 6],
+    /// The same as JSON strings, quotes included.
+    json: [Vec<u8>; 6],
+    started: std::time::Instant,
+    age: Fixed<AGE_TEXT_MAX>,
+}
+
+/// The longest text of `{age}`: a `u64` of seconds, a point and 3 decimals.
+const AGE_TEXT_MAX: usize = 24;
+
+/// What the server learnt of a connection, for [`Who::new`]; `None` where it has not.
+#[derive(Debug, Clone, Default)]
+pub struct Facts<'a> {
+    /// The TLS version, e.g. `TLSv1.3`.
+    pub tls_version: Option<&'a str>,
+    /// The cipher suite, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub tls_cipher: Option<&'a str>,
+    /// The server name the client sent (client text).
+    pub sni: Option<&'a [u8]>,
+    /// The protocol agreed (client text).
+    pub alpn: Option<&'a [u8]>,
+    /// The client certificate's subject, already escaped for the close line.
+    pub client_cn: Option<&'a str>,
+    /// The socket's peer, when a PROXY header named another client.
+    pub proxied_by: Option<std::net::SocketAddr>,
+}
+
+impl Who {
+    /// The text of `facts`, for a connection that opened at `started`. What the client
+    /// chose (the SNI, the ALPN protocol) is escaped as in the log ([`LogText`]): no
+    /// control character, newline or invalid UTF-8 reaches a reply.
+    pub fn new(facts: &Facts<'_>, started: std::time::Instant) -> Self {
+        let client = |text: Option<&[u8]>| {
+            text.map_or_else(Vec::new, |t| LogText(t).to_string().into_bytes())
+        };
+        let texts = [
+            facts.tls_version.unwrap_or("").as_bytes().to_vec(),
+            facts.tls_cipher.unwrap_or("").as_bytes().to_vec(),
+            client(facts.sni),
+            client(facts.alpn),
+            facts.client_cn.unwrap_or("").as_bytes().to_vec(),
+            facts
+                .proxied_by
+                .map_or_else(Vec::new, |p| p.to_string().into_bytes()),
+        ];
+        let json = texts
+            .each_ref()
+            .map(|t| json_string(&String::from_utf8_lossy(t)));
+        let mut who = Who {
+            texts,
+            json,
+            started,
+            age: Fixed::of(""),
+        };
+        who.stamp_age();
+        who
+    }
+
+    /// Formats `{age}` for a reply about to be rendered.
+    pub fn stamp_age(&mut self) {
+        self.age = Fixed::of(format_args!("{:.3}", self.started.elapsed().as_secs_f64()));
+    }
+
+    /// A fact's text.
+    pub fn text(&self, fact: Fact) -> &[u8] {
+        match fact {
+            Fact::Age => self.age.as_bytes(),
+            other => &self.texts[other.index()],
+        }
+    }
+
+    /// A fact as JSON: a string, quotes included; `{age}` a number.
+    pub fn json(&self, fact: Fact) -> &[u8] {
+        match fact {
+            Fact::Age => self.age.as_bytes(),
+            other => &self.json[other.index()],
+        }
+    }
 }
 
 /// A welcome, reply or farewell template such as `Hello, {}! from {host}`, parsed once
@@ -132,6 +288,14 @@ pub struct ReplyTemplate {
     literal: usize,
     /// How many times each placeholder occurs: line, peer, local, conn.
     counts: [usize; 4],
+    /// How many times each [`Fact`] occurs, in the order of [`Fact::ALL`].
+    facts: [usize; 7],
+    /// The same for facts as JSON ([`Piece::JsonWho`]).
+    json_facts: [usize; 7],
+    /// How many times the line occurs as JSON ([`Piece::JsonLine`]).
+    json_line: usize,
+    /// Whether any fact occurs: without, rendering never looks at them.
+    shows_who: bool,
 }
 
 impl ReplyTemplate {
@@ -187,10 +351,14 @@ impl ReplyTemplate {
                     literal.extend_from_slice(machine.pid.to_string().as_bytes());
                     continue;
                 }
-                _ => {
-                    let name = name.to_string();
-                    return Err(TemplateError::Unknown { field, name });
-                }
+                // The bench cannot know a server's connection facts.
+                _ => match Fact::named(name) {
+                    Some(fact) if field != TemplateField::Expect => Piece::Who(fact),
+                    _ => {
+                        let name = name.to_string();
+                        return Err(TemplateError::Unknown { field, name });
+                    }
+                },
             };
             if !literal.is_empty() {
                 pieces.push(Piece::Text(std::mem::take(&mut literal)));
@@ -216,6 +384,9 @@ impl ReplyTemplate {
     pub(super) fn from_pieces(pieces: Vec<Piece>) -> Self {
         let mut literal = 0;
         let mut counts = [0; 4];
+        let mut facts = [0; 7];
+        let mut json_facts = [0; 7];
+        let mut json_line = 0;
         for piece in &pieces {
             match piece {
                 Piece::Text(text) => literal += text.len(),
@@ -223,13 +394,85 @@ impl ReplyTemplate {
                 Piece::Peer => counts[1] += 1,
                 Piece::Local => counts[2] += 1,
                 Piece::Conn => counts[3] += 1,
+                Piece::Who(fact) => facts[fact.index()] += 1,
+                Piece::JsonLine => json_line += 1,
+                Piece::JsonWho(fact) => json_facts[fact.index()] += 1,
             }
         }
         ReplyTemplate {
             pieces,
             literal,
             counts,
+            shows_who: facts.iter().chain(&json_facts).any(|&n| n > 0),
+            facts,
+            json_facts,
+            json_line,
         }
+    }
+
+    /// `--reply-format json`: one line of JSON with the client's line as `name` and
+    /// every fact of the connection, `host` and `pid` as `machine`'s.
+    pub fn json(machine: &Machine) -> Self {
+        let text = |s: &str| Piece::Text(s.as_bytes().to_vec());
+        let mut pieces = vec![
+            text("{\"name\":"),
+            Piece::JsonLine,
+            text(",\"peer\":\""),
+            Piece::Peer,
+            text("\",\"local\":\""),
+            Piece::Local,
+        ];
+        let host = String::from_utf8_lossy(&json_string(&machine.host)).into_owned();
+        let pid = machine.pid;
+        pieces.push(text(&format!("\",\"host\":{host},\"pid\":{pid},\"conn\":")));
+        pieces.push(Piece::Conn);
+        for fact in Fact::ALL {
+            pieces.push(text(&format!(",\"{}\":", fact.name())));
+            pieces.push(Piece::JsonWho(fact));
+        }
+        pieces.push(text("}"));
+        // Adjacent text pieces joined, as `parse` leaves them.
+        let mut joined: Vec<Piece> = Vec::new();
+        for piece in pieces {
+            match (joined.last_mut(), piece) {
+                (Some(Piece::Text(last)), Piece::Text(more)) => last.extend_from_slice(&more),
+                (_, piece) => joined.push(piece),
+            }
+        }
+        ReplyTemplate::from_pieces(joined)
+    }
+
+    /// The length of `line` as this template shows it ([`ReplyTemplate::len_for`]'s
+    /// `line_len`): with its 0xFF bytes doubled, or as a JSON string.
+    pub fn line_len(&self, line: &[u8]) -> usize {
+        if self.json_line > 0 {
+            json_len(line)
+        } else {
+            telnet_len(line)
+        }
+    }
+
+    /// Whether the template shows any of the connection's facts ([`Fact`]).
+    pub fn shows_who(&self) -> bool {
+        self.shows_who
+    }
+
+    /// Whether this is `--reply-format json`'s template ([`ReplyTemplate::json`]).
+    pub fn is_json(&self) -> bool {
+        self.json_line > 0
+    }
+
+    /// Whether the template shows `{age}`.
+    pub fn shows_age(&self) -> bool {
+        let age = Fact::Age.index();
+        self.facts[age] + self.json_facts[age] > 0
+    }
+
+    /// The facts the template shows.
+    pub fn facts(&self) -> impl Iterator<Item = Fact> + '_ {
+        Fact::ALL
+            .into_iter()
+            .filter(|f| self.facts[f.index()] + self.json_facts[f.index()] > 0)
     }
 
     /// Whether the template shows `{local}`.
@@ -246,17 +489,36 @@ impl ReplyTemplate {
     /// [`telnet_len`](super::telnet_len)) on a connection with `values`, without the line ending.
     pub fn len_for(&self, line_len: usize, values: &ConnectionValues) -> usize {
         let [line, peer, local, conn] = self.counts;
-        self.literal
+        let base = self.literal
             + line * line_len
             + peer * values.peer.len()
             + local * values.local.len()
-            + conn * values.conn.len()
+            + conn * values.conn.len();
+        if !self.shows_who {
+            return base;
+        }
+        base + self.json_line * line_len
+            + Fact::ALL
+                .into_iter()
+                .map(|f| {
+                    self.facts[f.index()] * values.fact(f).len()
+                        + self.json_facts[f.index()] * values.fact_json(f).len()
+                })
+                .sum::<usize>()
     }
 
-    /// The longest rendering for a line of `line_len` bytes, on any connection.
+    /// The longest rendering for a line of `line_len` bytes, on any connection; with
+    /// facts ([`Fact`]), which have no bound (a client certificate's subject), a typical
+    /// one, for sizing buffers only.
     pub fn max_len_for(&self, line_len: usize) -> usize {
         let [line, peer, local, conn] = self.counts;
-        self.literal + line * line_len + (peer + local) * ADDR_TEXT_MAX + conn * CONN_TEXT_MAX
+        let facts: usize = self.facts.iter().chain(&self.json_facts).sum();
+        self.literal
+            + line * line_len
+            + self.json_line * json_len_max(line_len)
+            + (peer + local) * ADDR_TEXT_MAX
+            + conn * CONN_TEXT_MAX
+            + facts * FACT_TEXT_TYPICAL
     }
 
     /// The pieces, in order.
@@ -272,8 +534,14 @@ impl ReplyTemplate {
         let mut at = 0;
         for piece in &self.pieces {
             let text = match piece {
+                // Copied here: `values.text`, with the facts, is too large to inline.
+                Piece::Text(text) => text,
                 Piece::Line => {
                     at += telnet_escape(line, &mut out[at..]);
+                    continue;
+                }
+                Piece::JsonLine => {
+                    at += json_escape(line, &mut out[at..]);
                     continue;
                 }
                 other => values.text(other),
@@ -326,12 +594,15 @@ impl<const N: usize> std::fmt::Debug for Fixed<N> {
 }
 
 /// A connection's own placeholder values (`{peer}`, `{local}`, `{conn}`), formatted
-/// once when it opens. They are ASCII, so they never hold a 0xFF byte.
-#[derive(Debug, Clone, Copy)]
+/// once when it opens, and its facts ([`Who`]) when a template shows them. They never
+/// hold a 0xFF byte: addresses are ASCII, facts are escaped UTF-8.
+#[derive(Debug, Clone)]
 pub struct ConnectionValues {
     peer: Fixed<ADDR_TEXT_MAX>,
     local: Fixed<ADDR_TEXT_MAX>,
     conn: Fixed<CONN_TEXT_MAX>,
+    /// `None` unless a template shows a fact: every fact is empty then.
+    who: Option<Box<Who>>,
 }
 
 impl ConnectionValues {
@@ -341,10 +612,41 @@ impl ConnectionValues {
             peer: Fixed::of(peer),
             local: Fixed::of(local),
             conn: Fixed::of(conn),
+            who: None,
+        }
+    }
+
+    /// These values with the connection's facts.
+    pub fn with_who(mut self, who: Option<Who>) -> Self {
+        self.who = who.map(Box::new);
+        self
+    }
+
+    /// Formats `{age}` for a reply from `template` about to be rendered, if it shows it.
+    pub fn stamp_age(&mut self, template: &ReplyTemplate) {
+        if let Some(who) = &mut self.who {
+            if template.shows_age() {
+                who.stamp_age();
+            }
+        }
+    }
+
+    /// A fact's text; empty without facts.
+    pub fn fact(&self, fact: Fact) -> &[u8] {
+        self.who.as_deref().map_or(b"", |w| w.text(fact))
+    }
+
+    /// A fact as JSON ([`Who::json`]); an empty string without facts.
+    pub fn fact_json(&self, fact: Fact) -> &[u8] {
+        match (&self.who, fact) {
+            (Some(who), _) => who.json(fact),
+            (None, Fact::Age) => b"0",
+            (None, _) => b"\"\"",
         }
     }
 
     /// The text of a piece that is not the client's line (which is empty here).
+    #[inline]
     pub fn text<'a>(&'a self, piece: &'a Piece) -> &'a [u8] {
         match piece {
             Piece::Text(text) => text,
@@ -352,6 +654,9 @@ impl ConnectionValues {
             Piece::Peer => self.peer.as_bytes(),
             Piece::Local => self.local.as_bytes(),
             Piece::Conn => self.conn.as_bytes(),
+            Piece::Who(fact) => self.fact(*fact),
+            Piece::JsonWho(fact) => self.fact_json(*fact),
+            Piece::JsonLine => b"\"\"",
         }
     }
 }
@@ -420,6 +725,95 @@ pub(super) mod tests {
             reply("a{host}b{pid}c").pieces(),
             [Piece::Text(b"aboxb42c".to_vec())]
         );
+    }
+
+    #[test]
+    fn facts_render_empty_without_who_and_escaped_with_it() {
+        let t = reply("[{tls_version}|{tls_cipher}|{sni}|{alpn}|{client_cn}|{proxied_by}]");
+        assert!(t.shows_who() && !t.shows_age());
+        assert!(!reply("{} {peer}").shows_who());
+        assert_eq!(render(&t, b"", &values()), b"[|||||]");
+        let facts = Facts {
+            tls_version: Some("TLSv1.3"),
+            tls_cipher: Some("TLS13_AES_256_GCM_SHA384"),
+            sni: Some(b"evil\r\nname\x1b[31m"),
+            alpn: Some(b"h2\xff"),
+            client_cn: Some("Ann"),
+            proxied_by: Some("10.9.9.9:1234".parse().unwrap()),
+        };
+        let v = values().with_who(Some(Who::new(&facts, std::time::Instant::now())));
+        assert_eq!(
+            String::from_utf8(render(&t, b"", &v)).unwrap(),
+            "[TLSv1.3|TLS13_AES_256_GCM_SHA384|evil\\r\\nname\\u{1b}[31m|h2\\xff|Ann|10.9.9.9:1234]"
+        );
+    }
+
+    #[test]
+    fn age_is_formatted_when_rendered() {
+        let t = reply("{age}s");
+        assert!(t.shows_age());
+        let started = std::time::Instant::now() - std::time::Duration::from_millis(1500);
+        let mut v = values().with_who(Some(Who::new(&Facts::default(), started)));
+        v.stamp_age(&t);
+        let out = String::from_utf8(render(&t, b"", &v)).unwrap();
+        let secs: f64 = out.trim_end_matches('s').parse().unwrap();
+        assert!((1.5..60.0).contains(&secs), "{out}");
+        assert_eq!(
+            out.split('.').nth(1).map(str::len),
+            Some(4),
+            "3 decimals: {out}"
+        );
+        assert_eq!(render(&t, b"", &values()), b"s");
+    }
+
+    #[test]
+    fn the_json_reply_holds_every_fact_and_the_line_escaped() {
+        let machine = Machine {
+            host: "b\"ox".to_string(),
+            pid: 42,
+        };
+        let t = ReplyTemplate::json(&machine);
+        assert!(t.is_json() && t.shows_who());
+        let facts = Facts {
+            tls_version: Some("TLSv1.3"),
+            sni: Some(b"x\n"),
+            ..Facts::default()
+        };
+        let line = b"A\"n\\n\n\xff";
+        for v in [
+            values(),
+            values().with_who(Some(Who::new(&facts, std::time::Instant::now()))),
+        ] {
+            let mut out = vec![0u8; t.len_for(t.line_len(line), &v)];
+            assert_eq!(t.render(line, &v, &mut out), out.len(), "len_for is exact");
+            assert!(out.len() <= t.max_len_for(line.len()));
+            let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(json["name"], "A\"n\\n\n\u{fffd}");
+            assert_eq!(json["peer"], "10.0.0.7:40000");
+            assert_eq!(json["local"], "[fe80::1%3]:9999");
+            assert_eq!(json["host"], "b\"ox");
+            assert_eq!(json["pid"], 42);
+            assert_eq!(json["conn"], 7);
+            assert!(json["age"].is_number());
+            for fact in Fact::ALL {
+                assert!(json.get(fact.name()).is_some(), "{}", fact.name());
+            }
+        }
+        let v = values().with_who(Some(Who::new(&facts, std::time::Instant::now())));
+        let mut out = vec![0u8; t.len_for(t.line_len(b"x"), &v)];
+        t.render(b"x", &v, &mut out);
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(json["tls_version"], "TLSv1.3");
+        assert_eq!(json["sni"], "x\\n", "escaped as in {{sni}}");
+        assert_eq!(json["client_cn"], "");
+    }
+
+    #[test]
+    fn the_bench_s_expect_refuses_facts() {
+        assert!(matches!(
+            parse("{} {sni}", TemplateField::Expect),
+            Err(TemplateError::Unknown { .. })
+        ));
     }
 
     #[test]
@@ -515,7 +909,7 @@ pub(super) mod tests {
         );
         let narrow =
             ConnectionValues::new("1.2.3.4:5".parse().unwrap(), "[::]:1".parse().unwrap(), 0);
-        for v in [values(), widest, narrow] {
+        for v in [values(), widest.clone(), narrow.clone()] {
             for line in [&b""[..], b"a", b"\xff\xff", "张三".as_bytes()] {
                 let out = render(&t, line, &v);
                 assert!(out.len() <= t.max_len_for(telnet_len(line)));

@@ -14,14 +14,17 @@
 use std::io::{self, ErrorKind};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::registry::{self, Registered};
 use super::runtime::Lingering;
 use super::shutdown::{SHUTDOWN_READ_TIMEOUT, restore_read_timeout};
 use super::{ServerState, admission, log_target};
-use crate::connection::{self, CloseReason, Peer, Summary};
+use crate::connection::{self, CloseReason, Peer, Summary, Traced};
+use crate::fault::Kind;
+use crate::protocol::{Facts, Who};
 use crate::tls;
+use crate::trace::{ConnTrace, Direction};
 
 /// A connection just accepted, on the accept loop: admitted, then given a thread of its
 /// own that runs the rest of its life ([`run`]); or refused, from here.
@@ -75,28 +78,71 @@ fn run(
     }
     let peer = registered.peer;
     let local = configured.and_then(|()| local_address(state, &stream));
+    // With `--trace`, the connection's own view of the trace.
+    let trace = (state.config.trace.as_ref()).map(|t| Arc::new(t.connection(id, started, tls)));
     // The protocol: at once over plain TCP; over TLS after the handshake.
     let ending = match (local, &state.config.tls) {
         (Err(e), _) => failed(e),
         (Ok(local), Some(config)) if tls => {
-            handshake_then_serve(state, registered, stream, config, started, local);
+            handshake_then_serve(state, registered, stream, config, started, local, trace);
             return;
         }
-        (Ok(local), _) => Ending {
-            summary: connection::serve(
-                &*stream,
-                &state.ctx,
-                Peer {
-                    id,
-                    addr: peer,
-                    local,
-                },
-            ),
-            detail: String::new(),
-        },
+        (Ok(local), _) => {
+            let peer = Peer {
+                id,
+                addr: peer,
+                local,
+            };
+            let summary = if state.ctx.settings.shows_who() {
+                serve_plain_who(
+                    state,
+                    &stream,
+                    peer,
+                    registered.via,
+                    started,
+                    trace.as_deref(),
+                )
+            } else {
+                match &trace {
+                    Some(trace) => {
+                        connection::serve(Traced::new(&*stream, trace), &state.ctx, peer)
+                    }
+                    None => connection::serve(&*stream, &state.ctx, peer),
+                }
+            };
+            Ending {
+                summary,
+                detail: String::new(),
+            }
+        }
     };
     // The close.
     close(state, registered, stream, started, ending);
+}
+
+/// [`connection::serve`] for a plain connection whose facts a template shows. Never
+/// inlined into [`run`], whose frame every plain connection's thread touches: the facts
+/// are only made for the templates that show them.
+#[inline(never)]
+fn serve_plain_who(
+    state: &ServerState,
+    stream: &TcpStream,
+    peer: Peer,
+    via: Option<SocketAddr>,
+    started: Instant,
+    trace: Option<&ConnTrace>,
+) -> Summary {
+    let facts = Facts {
+        proxied_by: via,
+        ..Facts::default()
+    };
+    let who = Who::new(&facts, started);
+    match trace {
+        Some(trace) => {
+            connection::serve_who(Traced::new(stream, trace), &state.ctx, peer, who, None)
+        }
+        None => connection::serve_who(stream, &state.ctx, peer, who, None),
+    }
 }
 
 /// A TLS connection's handshake, then its service, on this thread or handed to another
@@ -111,8 +157,10 @@ fn handshake_then_serve(
     config: &tls::Tls,
     started: Instant,
     local: SocketAddr,
+    trace: Option<Arc<ConnTrace>>,
 ) {
-    let welcome = if config.asks_client_certificate() {
+    // A welcome that shows the session's facts waits for the handshake's end.
+    let welcome = if config.asks_client_certificate() || state.ctx.settings.welcome.shows_who() {
         Vec::new()
     } else {
         connection::welcome(
@@ -149,6 +197,10 @@ fn handshake_then_serve(
                     .as_ref()
                     .map_or(String::new(), |c| format!(", client {c}"))
             );
+            if let (Some(trace), true) = (&trace, session.welcomed) {
+                // Sent within the handshake, not through the transport the trace wraps.
+                trace.record(Direction::Sent, &welcome);
+            }
             let established = Established {
                 registered,
                 stream,
@@ -157,6 +209,7 @@ fn handshake_then_serve(
                 started,
                 local,
                 welcomed: session.welcomed.then_some(welcome.len()),
+                trace,
             };
             match state.runtime.handshake_seat() {
                 Some(_seat) => serve_tls(state, established),
@@ -207,6 +260,8 @@ struct Established {
     local: SocketAddr,
     /// The length of the welcome the handshake sent, if it did.
     welcomed: Option<usize>,
+    /// With `--trace`, the connection's trace.
+    trace: Option<Arc<ConnTrace>>,
 }
 
 /// The protocol over an established TLS connection, then its close.
@@ -219,16 +274,32 @@ fn serve_tls(state: &ServerState, established: Established) {
         started,
         local,
         welcomed,
+        trace,
     } = established;
     let peer = Peer {
         id: registered.id,
         addr: registered.peer,
         local,
     };
+    let who = state.ctx.settings.shows_who().then(|| {
+        let facts = Facts {
+            proxied_by: registered.via,
+            ..tls::facts(&conn, client.as_deref())
+        };
+        Who::new(&facts, started)
+    });
     let ending = match restore_read_timeout(state, &stream) {
         Err(e) => failed(e),
         Ok(()) => Ending {
-            summary: tls::serve(&stream, &mut conn, &state.ctx, peer, welcomed),
+            summary: tls::serve(
+                &stream,
+                &mut conn,
+                &state.ctx,
+                peer,
+                welcomed,
+                who,
+                trace.as_deref(),
+            ),
             detail: client.map_or(String::new(), |c| format!(", client {c}")),
         },
     };
@@ -282,11 +353,20 @@ fn close(
         summary.bytes_out,
         summary.reason
     );
+    if summary.reason == CloseReason::Fault(Kind::Reset) {
+        // `--fault reset`: the close sends RST, not FIN.
+        let _ = socket2::SockRef::from(&*stream).set_linger(Some(Duration::ZERO));
+        return;
+    }
     let lingers = matches!(
         summary.reason,
         // A failed handshake too: its alert, or the plain-text notice, must not be
         // destroyed by a reset over unread client bytes.
-        CloseReason::Exit | CloseReason::Idle | CloseReason::Shutdown | CloseReason::Handshake
+        CloseReason::Exit
+            | CloseReason::Idle
+            | CloseReason::Shutdown
+            | CloseReason::Handshake
+            | CloseReason::Fault(Kind::Close)
     );
     if !lingers || stream.shutdown(Shutdown::Write).is_err() {
         return;

@@ -150,6 +150,7 @@ mod tests {
             thread_cache: 0,
             max_handshakes: 4,
             max_handshakes_per_source: 4,
+            trace: None,
             keepalive,
             user_timeout,
         }

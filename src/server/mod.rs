@@ -105,6 +105,8 @@ pub struct ServerConfig {
     /// Most TLS handshakes under way at once from one client address; a new one ends
     /// the address's oldest.
     pub max_handshakes_per_source: usize,
+    /// `--trace`: where every connection's bytes are dumped; `None` = off.
+    pub trace: Option<Arc<crate::trace::Trace>>,
 }
 
 /// The defaults of `tcp-hello serve` ([`crate::config`]); no address to listen on.
@@ -130,6 +132,7 @@ impl Default for ServerConfig {
             thread_cache: config::THREAD_CACHE,
             max_handshakes: config::TLS_MAX_HANDSHAKES,
             max_handshakes_per_source: config::TLS_MAX_HANDSHAKES_PER_SOURCE,
+            trace: None,
         }
     }
 }

@@ -301,6 +301,7 @@ mod tests {
             thread_cache: 0,
             max_handshakes: 4,
             max_handshakes_per_source: 4,
+            trace: None,
         };
         let ctx = Context::new(Default::default(), None, Duration::ZERO);
         let server = Server::bind(config, ctx).unwrap();

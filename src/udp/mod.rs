@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, log_enabled, warn};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::fault::{Faults, Kind, UdpFaults};
 use crate::metrics::{MetricType, TextFormat};
 use crate::protocol::{ConnectionValues, LogText};
 use crate::rules::Rules;
@@ -52,6 +53,8 @@ pub struct UdpConfig {
     pub rules: Rules,
     /// The peers never answered; [`UdpServer::spawn`] adds every socket's port.
     pub peers: PeerRules,
+    /// `--fault` (drop, duplicate, delay), drawn per datagram; `None` without it.
+    pub faults: Option<Arc<Faults>>,
 }
 
 /// Binds a UDP socket on `addr` (IPv6 sockets are IPv6-only, as the TCP listeners
@@ -334,6 +337,16 @@ pub fn serve(
     let mut last_publish = Instant::now();
     // `{conn}` over UDP is the datagram's number on this socket, from 1.
     let mut values = ConnectionValues::new(local, local, 0);
+    let mut faults = config.faults.as_ref().and_then(|all| {
+        let udp = all.udp()?;
+        Some(Faulted {
+            udp,
+            all: Arc::clone(all),
+            // Every socket draws the same sequence: one run repeats another.
+            rng: all.rng(u64::MAX),
+            counts: [0; 3],
+        })
+    });
     while !stopping() {
         let (n, peer, class) = match receive(socket, &mut buf, &mut control) {
             Ok(got) => got,
@@ -366,9 +379,19 @@ pub fn serve(
             }
             replies.answer(datagram, &values, &mut out)
         });
+        let mut twice = false;
+        if let (Ok(()), Some(faulted)) = (&verdict, faults.as_mut()) {
+            match faulted.strike(local, peer) {
+                Some(twin) => twice = twin,
+                None => continue,
+            }
+        }
         match verdict {
             Ok(()) => match socket.send_to(&out, peer) {
                 Ok(_) => {
+                    if twice {
+                        let _ = socket.send_to(&out, peer);
+                    }
                     counts.answered += 1;
                     if log_enabled!(log::Level::Debug) {
                         debug!(
@@ -398,13 +421,66 @@ pub fn serve(
         }
         if counts != summarized && last_summary.elapsed() >= SUMMARY_EVERY {
             info!("udp {local}: {counts} so far");
+            if let Some(faulted) = &faults {
+                faulted.summary(local);
+            }
             summarized = counts.clone();
             last_summary = Instant::now();
         }
     }
     info!("udp {local} stopped: {counts}");
+    if let Some(faulted) = &faults {
+        faulted.summary(local);
+    }
     publish(&counts);
     counts
+}
+
+/// A socket's UDP faults, its generator, and how many of each struck: dropped,
+/// duplicated, delayed.
+struct Faulted {
+    udp: UdpFaults,
+    all: Arc<Faults>,
+    rng: crate::fault::SplitMix64,
+    counts: [u64; 3],
+}
+
+impl Faulted {
+    /// The faults that strike a reply about to go to `peer`: `None` to drop it, else
+    /// whether to send it twice, after the delay drawn for it.
+    fn strike(&mut self, local: SocketAddr, peer: SocketAddr) -> Option<bool> {
+        let strike = self.udp.draw(&mut self.rng);
+        if strike.drop {
+            self.counts[0] += 1;
+            self.all.count(Kind::Drop);
+            debug!("udp {local}: fault: reply to {peer} dropped");
+            return None;
+        }
+        if let Some(wait) = strike.delay {
+            self.counts[2] += 1;
+            self.all.count(Kind::UdpDelay);
+            debug!(
+                "udp {local}: fault: reply to {peer} delayed {} ms",
+                wait.as_millis()
+            );
+            // The socket's one thread waits: later datagrams wait too.
+            thread::sleep(wait);
+        }
+        if strike.duplicate {
+            self.counts[1] += 1;
+            self.all.count(Kind::Duplicate);
+            debug!("udp {local}: fault: reply to {peer} sent twice");
+        }
+        Some(strike.duplicate)
+    }
+
+    fn summary(&self, local: SocketAddr) {
+        let [dropped, duplicated, delayed] = self.counts;
+        info!(
+            "udp {local}: faults: {dropped} replies dropped, {duplicated} duplicated, \
+             {delayed} delayed"
+        );
+    }
 }
 
 /// The checks that do not depend on the payload: the peer's address and port, the
@@ -491,6 +567,7 @@ mod tests {
             rate: 1,
             rules: deny,
             peers: peers.clone(),
+            faults: None,
         };
         let mut limit = TokenBuckets::new(1);
         let peer = "127.0.0.1:40000".parse().unwrap();
@@ -499,6 +576,7 @@ mod tests {
             rate: 1,
             rules: Rules::default(),
             peers,
+            faults: None,
         };
         assert_eq!(judge(peer, 0, &config, &mut limit), Ok(()));
         assert_eq!(judge(peer, 0, &config, &mut limit), Err(DropReason::Rate));

@@ -183,6 +183,25 @@ impl Replies {
                  spoofed requests; use `{{}}` once"
             ));
         }
+        if settings.mode == Mode::Greet && settings.reply.is_json() {
+            return Err("--reply-format json describes a connection, and over UDP \
+                        (--udp-bind) there is none; it would also let a reply grow to six \
+                        times its request: use --reply, or a TCP listener only"
+                .to_string());
+        }
+        if let Some(fact) = settings
+            .reply
+            .facts()
+            .next()
+            .filter(|_| settings.mode == Mode::Greet)
+        {
+            return Err(format!(
+                "--reply has {{{}}}: over UDP (--udp-bind) there is no connection, TLS session \
+                 or PROXY header to describe; use {{peer}}, {{local}} or {{conn}}, or a TCP \
+                 listener only",
+                fact.name()
+            ));
+        }
         let fixed = match settings.mode {
             Mode::Greet => settings.reply.max_len_for(0),
             Mode::Echo => 0,
@@ -388,6 +407,17 @@ mod tests {
             let mut out = Vec::new();
             r.answer(b"y", &long, &mut out).unwrap();
             assert!(out.len() <= 1 + r.fixed());
+        }
+    }
+
+    #[test]
+    fn connection_facts_are_refused_in_greet_mode() {
+        for name in ["tls_version", "sni", "proxied_by", "age"] {
+            let text = format!("Hi {{}} {{{name}}}");
+            let e = Replies::new(&settings(Mode::Greet, &text, 100)).unwrap_err();
+            assert!(e.contains(&format!("{{{name}}}")), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+            assert!(Replies::new(&settings(Mode::Echo, &text, 100)).is_ok());
         }
     }
 

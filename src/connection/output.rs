@@ -3,7 +3,7 @@
 
 use super::serve::{Connection, IoFailure, Step};
 use super::transport::{Transport, write_within};
-use crate::protocol::{self, Piece, ReplyTemplate};
+use crate::protocol::{self, ConnectionValues, Piece, ReplyTemplate};
 
 impl<S: Transport> Connection<'_, '_, S> {
     /// Queues `template` rendered for the line `input[start..end]` (an empty range for
@@ -12,21 +12,30 @@ impl<S: Transport> Connection<'_, '_, S> {
         let eol = self.ctx.settings.eol();
         let (input, _) = self.buf.split();
         let line_len = template.line_len(&input[start..end]);
-        self.values.stamp_age(template);
-        let len = template.len_for(line_len, &self.values) + eol.len();
+        if let Some(values) = &mut self.values {
+            values.stamp_age(template);
+        }
+        let len = template.len_for(line_len, self.values()) + eol.len();
         if len <= self.ctx.pool.output_size() {
             self.reserve(len)?;
             let at = self.buf.out_len;
+            let values = self.values.as_deref().unwrap_or(&ConnectionValues::NONE);
             let (input, output) = self.buf.split();
-            let n = template.render(&input[start..end], &self.values, &mut output[at..]);
+            let n = template.render(&input[start..end], values, &mut output[at..]);
             output[at + n..at + n + eol.len()].copy_from_slice(eol);
             self.buf.out_len = at + n + eol.len();
             return Ok(());
         }
-        // A template with several `{}` times a long line: sent in pieces, so that no
-        // buffer has to be sized for the largest possible reply.
-        // Rare (a reply over the large buffer), so a copy of the values costs little.
-        let values = self.values.clone();
+        self.send_in_pieces(template, start, end)
+    }
+
+    /// A template with several `{}` times a long line: sent in pieces, so that no
+    /// buffer has to be sized for the largest possible reply. Rare, and out of line so
+    /// that [`send`](Self::send)'s frame, on every connection's stack, stays small.
+    #[cold]
+    #[inline(never)]
+    fn send_in_pieces(&mut self, template: &ReplyTemplate, start: usize, end: usize) -> Step<()> {
+        let values = self.values().clone();
         for piece in template.pieces() {
             match piece {
                 Piece::Line => self.write_input_escaped(start, end)?,
@@ -40,7 +49,7 @@ impl<S: Transport> Connection<'_, '_, S> {
                 other => self.write_out(values.text(other))?,
             }
         }
-        self.write_out(eol)
+        self.write_out(self.ctx.settings.eol())
     }
 
     pub(super) fn room(&mut self) -> usize {

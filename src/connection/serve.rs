@@ -76,7 +76,7 @@ fn serve_from<S: Transport>(
         stream,
         ctx,
         peer,
-        values: ConnectionValues::new(peer.addr, peer.local, peer.id).with_who(who),
+        values: values_for(ctx, peer, who),
         buf: Buffers {
             small_input: &mut small_input,
             small_output: &mut small_output,
@@ -120,6 +120,18 @@ fn serve_from<S: Transport>(
     }
 }
 
+/// The values a connection's templates show, formatted once; `None` (nothing to format,
+/// nothing allocated) when they show none. Out of line: formatting runs deep into
+/// `core::fmt`, below the frame that holds the buffers, and only for these templates.
+#[inline(never)]
+fn values_for(ctx: &Context, peer: Peer, who: Option<Who>) -> Option<Box<ConnectionValues>> {
+    if !ctx.settings.shows_values() && who.is_none() {
+        return None;
+    }
+    let values = ConnectionValues::new(peer.addr, peer.local, peer.id).with_who(who);
+    Some(Box::new(values))
+}
+
 /// An I/O error, by the direction that failed.
 pub(super) enum IoFailure {
     Read(io::Error),
@@ -147,8 +159,9 @@ pub(super) struct Connection<'c, 's, S> {
     pub(super) stream: S,
     pub(super) ctx: &'c Context,
     pub(super) peer: Peer,
-    /// The templates' per-connection values, formatted once.
-    pub(super) values: ConnectionValues,
+    /// The templates' per-connection values, formatted once; `None` when no template
+    /// shows one (see [`ConnectionValues::of`]).
+    pub(super) values: Option<Box<ConnectionValues>>,
     pub(super) buf: Buffers<'s>,
     pub(super) telnet: TelnetFilter,
     /// Telnet refusals waiting to be queued for output; empty (unallocated) for non-telnet clients.
@@ -171,6 +184,11 @@ pub(super) struct Connection<'c, 's, S> {
 }
 
 impl<S: Transport> Connection<'_, '_, S> {
+    /// What the templates show of this connection.
+    pub(super) fn values(&self) -> &ConnectionValues {
+        self.values.as_deref().unwrap_or(&ConnectionValues::NONE)
+    }
+
     /// Line framing: the welcome, then one reply per line.
     fn lines(&mut self) -> Step {
         let ctx = self.ctx;

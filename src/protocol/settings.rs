@@ -84,6 +84,15 @@ impl Settings {
                 .any(|t| t.shows_local())
     }
 
+    /// Whether a template shows `{peer}`, `{local}` or `{conn}`; echo mode sends no
+    /// template.
+    pub fn shows_values(&self) -> bool {
+        self.mode == Mode::Greet
+            && [&self.welcome, &self.reply, &self.farewell]
+                .iter()
+                .any(|t| t.shows_values())
+    }
+
     /// Whether a template shows a connection's facts
     /// ([`Fact`](super::template::Fact)); echo mode sends no template.
     pub fn shows_who(&self) -> bool {

@@ -480,6 +480,11 @@ impl ReplyTemplate {
         self.counts[2] > 0
     }
 
+    /// Whether it shows `{peer}`, `{local}` or `{conn}`.
+    pub fn shows_values(&self) -> bool {
+        self.counts[1..].iter().any(|&n| n > 0)
+    }
+
     /// Whether the template always renders to nothing.
     pub fn is_empty(&self) -> bool {
         self.pieces.is_empty()
@@ -567,6 +572,11 @@ struct Fixed<const N: usize> {
 }
 
 impl<const N: usize> Fixed<N> {
+    const EMPTY: Self = Fixed {
+        bytes: [0; N],
+        len: 0,
+    };
+
     /// `value`'s text; [`ADDR_TEXT_MAX`] and [`CONN_TEXT_MAX`] are the longest there
     /// is, so nothing is cut (if it were, what fits would be kept).
     fn of(value: impl std::fmt::Display) -> Self {
@@ -606,6 +616,14 @@ pub struct ConnectionValues {
 }
 
 impl ConnectionValues {
+    /// The values of a connection whose templates show none of them: all empty.
+    pub const NONE: ConnectionValues = ConnectionValues {
+        peer: Fixed::EMPTY,
+        local: Fixed::EMPTY,
+        conn: Fixed::EMPTY,
+        who: None,
+    };
+
     /// The values of connection number `conn` from `peer` to `local`.
     pub fn new(peer: std::net::SocketAddr, local: std::net::SocketAddr, conn: u64) -> Self {
         ConnectionValues {

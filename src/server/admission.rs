@@ -149,7 +149,9 @@ pub(super) fn no_thread(
 /// health check) has no client: the connection is served with the socket's peer, and no
 /// client rule or limit applies. False if the connection is to be closed now: refused
 /// (counted and logged as the accept loop does), or without a usable header (counted,
-/// logged at debug: scanners and plain TCP probes must not fill the logs).
+/// logged at debug: scanners and plain TCP probes must not fill the logs). Never
+/// inlined: its header buffer would stay in the frame of every connection's thread.
+#[inline(never)]
 pub(super) fn admit_proxied(
     state: &ServerState,
     registered: &mut Registered,

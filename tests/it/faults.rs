@@ -509,3 +509,49 @@ fn python_meets_a_reset_a_close_mid_reply_and_a_stall() {
         assert_eq!(done.stdout.trim(), wanted, "{fault}: {done:?}");
     }
 }
+
+/// Faults act on the protocol, under TLS as over plain TCP: a reset is a TCP reset
+/// under the session, a close mid-reply cuts a record's plaintext, a delay holds the
+/// reply. What the bundled client says is the same as without TLS.
+#[test]
+fn faults_strike_tls_connections_too() {
+    use crate::common::tls::{make_certs, tls_server};
+    use tcp_hello::client::EXIT_PROTOCOL;
+
+    let certs = make_certs();
+    let ca = certs.ca.to_str().expect("UTF-8 path").to_string();
+    let tls_client = |server: &Server, names: &[&str]| {
+        let addr = server.addr().to_string();
+        let mut args = vec!["--tls", "--tls-ca", &ca, "--connect", &addr];
+        args.extend_from_slice(names);
+        let mut cmd = hello_cmd("client", &args);
+        cmd.env_remove("SSL_CERT_FILE").env_remove("SSL_CERT_DIR");
+        run_tool(&mut cmd, None, IO_TIMEOUT * 2)
+    };
+
+    let server = tls_server(&certs, &["--fault", "reset,after=2"]);
+    let run = tls_client(&server, &["Ann", "Bob", "Cid"]);
+    assert_eq!(run.code, Some(i32::from(EXIT_PROTOCOL)), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("connection reset by the server after 2 replies"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("Hello, Bob!"), "{run:?}");
+
+    let server = tls_server(&certs, &["--fault", "close,when=mid-reply,after=1"]);
+    let run = tls_client(&server, &["Ann", "Bob"]);
+    assert_eq!(run.code, Some(i32::from(EXIT_PROTOCOL)), "{run:?}");
+    assert!(run.stderr.contains("in the middle of a reply"), "{run:?}");
+
+    let server = tls_server(&certs, &["--fault", "delay,ms=300"]);
+    let started = Instant::now();
+    let run = tls_client(&server, &["Ann", "Bob"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(run.stdout.contains("Hello, Bob!"), "{run:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "two replies, each held 300 ms: {:?}",
+        started.elapsed()
+    );
+}

@@ -59,11 +59,15 @@ fn hold(n: usize) {
         fds < n + 16,
         "one file descriptor per connection, not {fds} for {n}"
     );
-    // A loose bound that still catches an idle connection keeping a large buffer (144 KiB);
-    // the figure itself is what the README reports, from a release build.
+    // In a release build (the README's figure), a held connection costs the two stack
+    // pages its thread touches and a little heap; a third page, touched by a frame
+    // grown on the serving path, shows here. In a debug build frames are larger and
+    // only a loose bound holds, which still catches an idle connection keeping a large
+    // buffer.
+    let bound = if cfg!(debug_assertions) { 48.0 } else { 10.5 };
     assert!(
-        per_conn < 48.0,
-        "memory per held connection: {per_conn:.2} KiB"
+        per_conn < bound,
+        "memory per held connection: {per_conn:.2} KiB (at most {bound} KiB)"
     );
 }
 

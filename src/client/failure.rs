@@ -35,6 +35,12 @@ pub(super) enum Failure {
         count: u64,
         first: String,
     },
+    /// Lines that were not text (control bytes): the protocol has none.
+    Garbled {
+        lines: u64,
+        /// Replies before the first.
+        after: u64,
+    },
     /// A name longer than one chunk-framed message can carry.
     NameTooLong(usize),
     Stdin(io::Error),
@@ -106,7 +112,10 @@ impl Failure {
                 EXIT_TIMEOUT
             }
             Failure::Busy(_) => EXIT_BUSY,
-            Failure::Closed(_) | Failure::Refused { .. } | Failure::Socket(_) => EXIT_PROTOCOL,
+            Failure::Closed(_)
+            | Failure::Refused { .. }
+            | Failure::Garbled { .. }
+            | Failure::Socket(_) => EXIT_PROTOCOL,
             Failure::Stdin(_) | Failure::Stdout(_) => EXIT_LOCAL_IO,
             Failure::Tls(tls) => tls.code(),
         }
@@ -165,6 +174,13 @@ impl Failure {
                 };
                 format!("the server refused {count} {names} ({first}): {fix}")
             }
+            Failure::Garbled { lines, after } => format!(
+                "the server sent {lines} {} with control bytes, not text (the first after \
+                 {after} {}): shown escaped; no tcp-hello reply holds them, unless it is \
+                 faulty on purpose (--fault garbage)",
+                crate::plural::noun(*lines, "line", "lines"),
+                crate::plural::noun(*after, "reply", "replies"),
+            ),
             Failure::NameTooLong(len) => format!(
                 "a name of {len} bytes does not fit in one chunk-framed message (at most \
                  {CHUNK_MAX} bytes): shorten it, or use line framing"

@@ -14,6 +14,16 @@ pub(super) struct LineSplitter {
     len: usize,
     /// The last read ended in CR, not handed out yet: a CRLF's CR, or data.
     cr: bool,
+    /// The current line holds a control byte ([`has_control`]).
+    garbled: bool,
+}
+
+/// Whether `text` holds a control byte other than tab or CR: no line of the protocol
+/// does (a server's `--fault garbage` line does), and printed raw it would drive the
+/// terminal.
+pub(super) fn has_control(text: &[u8]) -> bool {
+    text.iter()
+        .any(|&b| (b < 0x20 && b != b'\t' && b != b'\r') || b == 0x7f)
 }
 
 /// A piece of a server line.
@@ -82,6 +92,7 @@ impl LineSplitter {
     }
 
     fn keep(&mut self, text: &[u8]) {
+        self.garbled |= has_control(text);
         let room = HEAD.saturating_sub(self.head.len());
         self.head.extend_from_slice(&text[..room.min(text.len())]);
         self.len += text.len();
@@ -97,10 +108,16 @@ impl LineSplitter {
         self.len + usize::from(self.cr)
     }
 
+    /// Whether the current line holds a control byte.
+    pub(super) fn garbled(&self) -> bool {
+        self.garbled
+    }
+
     /// Forgets the line that ended.
     pub(super) fn clear(&mut self) {
         self.head.clear();
         self.len = 0;
+        self.garbled = false;
     }
 }
 
@@ -128,6 +145,22 @@ mod tests {
             lines.push(s.head().to_vec());
         }
         (out, lines)
+    }
+
+    #[test]
+    fn a_line_with_a_control_byte_is_garbled_until_cleared() {
+        let mut s = LineSplitter::default();
+        let mut data = &b"Hello, a!\r\n\x00\x1b[5m#\r\nok\r\n"[..];
+        let mut garbled = Vec::new();
+        while let Some(p) = s.next(&mut data) {
+            if p.end {
+                garbled.push(s.garbled());
+                s.clear();
+            }
+        }
+        assert_eq!(garbled, [false, true, false]);
+        assert!(!has_control(b"tab\there, CR\r alone, Zo\xc3\xab"));
+        assert!(has_control(b"\x7f") && has_control(b"a\x01"));
     }
 
     #[test]

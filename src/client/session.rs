@@ -7,13 +7,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::failure::{ClosedWhen, Failure, Hint, Waiting};
-use super::lines::LineSplitter;
+use super::lines::{LineSplitter, has_control};
 use super::link::{Link, ReadError, Reader, Received, Writer};
 use super::names::{Names, write_escaped};
 use super::tally::{Ends, Role, Tally};
 use super::wait::{Wait, read_wait};
 use super::{INPUT_BUF, READ_BUF, SessionConfig, WRITE_BUF, note};
-use crate::protocol::{CHUNK_MAX, Request, TelnetFilter, chunk_message, classify};
+use crate::protocol::{CHUNK_MAX, LogText, Request, TelnetFilter, chunk_message, classify};
 use crate::sync::lock;
 
 /// Milliseconds since `origin`, for the atomics the threads share.
@@ -229,14 +229,14 @@ pub(super) fn line_session(
         let n = telnet.filter(&mut buf[..n], &mut no_answers);
         let mut data = &buf[..n];
         while let Some(piece) = split.next(&mut data) {
-            out.write_all(piece.text).map_err(Failure::Stdout)?;
+            print_text(out, piece.text)?;
             if piece.end {
                 on_line(&mut tally, &mut split, &shared, cfg, out, &mut welcome_tx)?;
             }
         }
     }
     if let Some(piece) = split.at_eof() {
-        out.write_all(piece.text).map_err(Failure::Stdout)?;
+        print_text(out, piece.text)?;
         if !tally.welcomed() {
             out.write_all(b"\n").map_err(Failure::Stdout)?;
             return Err(tally.unframed());
@@ -295,6 +295,16 @@ fn timed_out(cfg: &SessionConfig, due: Option<Waiting>, hint: Hint) -> Failure {
     }
 }
 
+/// Prints a piece of a server line: as it is, or escaped if it holds control bytes,
+/// which would drive the terminal.
+fn print_text(out: &mut impl Write, text: &[u8]) -> Result<(), Failure> {
+    if has_control(text) {
+        write!(out, "{}", LogText(text)).map_err(Failure::Stdout)
+    } else {
+        out.write_all(text).map_err(Failure::Stdout)
+    }
+}
+
 /// A line from the server has ended: finish it on stdout and account for it.
 fn on_line(
     tally: &mut Tally,
@@ -306,6 +316,9 @@ fn on_line(
 ) -> Result<(), Failure> {
     out.write_all(b"\n").map_err(Failure::Stdout)?;
     let sent = shared.sent();
+    if split.garbled() {
+        tally.garbled();
+    }
     let role = tally.line(split.head(), sent);
     if role == Role::Busy {
         return Err(Failure::Busy(

@@ -74,6 +74,9 @@ pub(super) struct Tally {
     last_reply: bool,
     /// The latest line was cut off by the close: it had no line ending.
     pub(super) cut: bool,
+    /// Lines that were not text (control bytes), and the replies before the first.
+    garbled: u64,
+    garbled_after: u64,
 }
 
 impl Tally {
@@ -94,6 +97,15 @@ impl Tally {
         let role = self.role(kind, due, line);
         self.last_reply = role == Role::Reply;
         role
+    }
+
+    /// Notes that the line about to be accounted for holds control bytes: not a line of
+    /// the protocol.
+    pub(super) fn garbled(&mut self) {
+        if self.garbled == 0 {
+            self.garbled_after = self.replies();
+        }
+        self.garbled += 1;
     }
 
     /// What a line after the welcome is, counted.
@@ -193,6 +205,12 @@ impl Tally {
         }
         if !finished {
             return closed(ClosedWhen::InputOpen);
+        }
+        if self.garbled > 0 {
+            return Err(Failure::Garbled {
+                lines: self.garbled,
+                after: self.garbled_after,
+            });
         }
         if self.refused > 0 {
             return Err(Failure::Refused {

@@ -459,6 +459,20 @@ fn the_client_says_plainly_what_it_met_with_its_exit_codes() {
         "{run:?}"
     );
 
+    let server = Server::start(&["--fault", "garbage,after=1"]);
+    let run = client(&server, &["Ann", "Bob", "Cid"]);
+    assert_eq!(run.code, Some(i32::from(EXIT_PROTOCOL)), "{run:?}");
+    assert!(
+        run.stderr.contains(
+            "the server sent 1 line with control bytes, not text (the first after 1 reply)"
+        ),
+        "{run:?}"
+    );
+    // Shown escaped, so that it cannot drive the terminal; the rest is served.
+    assert!(run.stdout.contains("\\u{1b}[5m\\u{7f}#GARBAGE#"), "{run:?}");
+    assert!(!run.stdout.contains('\u{1b}'), "{run:?}");
+    assert!(run.stdout.contains("Hello, Cid!"), "{run:?}");
+
     let server = Server::start(&["--fault", "stall"]);
     let run = client(&server, &["--reply-timeout", "1", "Ann"]);
     assert_eq!(run.code, Some(i32::from(EXIT_TIMEOUT)), "{run:?}");

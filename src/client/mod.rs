@@ -52,8 +52,8 @@
 //! - An `ERROR ...` line where a reply is due (e.g. `ERROR line too long`) is that name's
 //!   answer: it is printed, the session goes on, and the exit code is
 //!   [`EXIT_PROTOCOL`] with a summary on stderr.
-//! - A server line with control bytes (other than tab and CR) is not a line of the
-//!   protocol (a `--fault garbage` line is one): it is printed escaped, so that it cannot
+//! - A server line with control bytes (other than tab and CR) when no name sent had any
+//!   is not a line of the protocol (a `--fault garbage` line is one): it is printed escaped, so that it cannot
 //!   drive the terminal, the session goes on, and the exit code is [`EXIT_PROTOCOL`].
 //! - `ERROR server busy` (or the per-address `ERROR too many connections from your
 //!   address`) as the first line ends the session with [`EXIT_BUSY`].

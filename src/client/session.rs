@@ -35,6 +35,9 @@ struct WriterStatus {
     /// A send met the server's reset: the kernel reports a reset once, to whichever
     /// call comes first, and the reader then sees a plain close.
     reset: AtomicBool,
+    /// A name sent held control bytes, so replies may hold them too (set before the
+    /// name is counted as sent).
+    controls: AtomicBool,
 }
 
 impl WriterStatus {
@@ -48,6 +51,11 @@ impl WriterStatus {
 
     fn finished(&self) -> bool {
         self.finished.load(SeqCst)
+    }
+
+    /// Whether control bytes in a server line are explained by a name sent.
+    fn controls(&self) -> bool {
+        self.controls.load(SeqCst)
     }
 
     /// Records why the writer stops, and wakes the reader to report it.
@@ -161,6 +169,9 @@ fn pump_names(
             }
             Request::Name => {
                 shared.touch(origin);
+                if has_control(name) {
+                    shared.controls.store(true, SeqCst);
+                }
                 shared.sent.fetch_add(1, SeqCst);
                 write_escaped(out, name).map_err(socket)?;
                 // A name that ends in CR needs CRLF: with LF alone the server would take
@@ -229,14 +240,14 @@ pub(super) fn line_session(
         let n = telnet.filter(&mut buf[..n], &mut no_answers);
         let mut data = &buf[..n];
         while let Some(piece) = split.next(&mut data) {
-            print_text(out, piece.text)?;
+            print_text(out, piece.text, &shared)?;
             if piece.end {
                 on_line(&mut tally, &mut split, &shared, cfg, out, &mut welcome_tx)?;
             }
         }
     }
     if let Some(piece) = split.at_eof() {
-        print_text(out, piece.text)?;
+        print_text(out, piece.text, &shared)?;
         if !tally.welcomed() {
             out.write_all(b"\n").map_err(Failure::Stdout)?;
             return Err(tally.unframed());
@@ -295,10 +306,10 @@ fn timed_out(cfg: &SessionConfig, due: Option<Waiting>, hint: Hint) -> Failure {
     }
 }
 
-/// Prints a piece of a server line: as it is, or escaped if it holds control bytes,
-/// which would drive the terminal.
-fn print_text(out: &mut impl Write, text: &[u8]) -> Result<(), Failure> {
-    if has_control(text) {
+/// Prints a piece of a server line: as it is, or escaped if it holds control bytes
+/// that no name sent explains, which would drive the terminal.
+fn print_text(out: &mut impl Write, text: &[u8], shared: &WriterStatus) -> Result<(), Failure> {
+    if has_control(text) && !shared.controls() {
         write!(out, "{}", LogText(text)).map_err(Failure::Stdout)
     } else {
         out.write_all(text).map_err(Failure::Stdout)
@@ -316,7 +327,9 @@ fn on_line(
 ) -> Result<(), Failure> {
     out.write_all(b"\n").map_err(Failure::Stdout)?;
     let sent = shared.sent();
-    if split.garbled() {
+    // Replies carry the names' bytes: control bytes are the server's own only when no
+    // name had any.
+    if split.garbled() && !shared.controls() {
         tally.garbled();
     }
     let role = tally.line(split.head(), sent);

@@ -123,7 +123,13 @@ pub struct ServeArgs {
     pub tls_client_ca: Option<std::path::PathBuf>,
     /// An application protocol (ALPN) the server offers, in order of preference
     /// (repeatable); `{alpn}` shows the one agreed. Without it ALPN is not offered.
-    #[arg(long, value_name = "PROTO", requires = "tls_cert")]
+    #[arg(
+        long,
+        value_name = "PROTO",
+        requires = "tls_cert",
+        env = "TCP_HELLO_TLS_ALPN",
+        value_delimiter = ','
+    )]
     pub tls_alpn: Vec<String>,
     /// Longest a TLS handshake may take before the connection is closed, its writes
     /// included.
@@ -223,7 +229,7 @@ pub struct ServeArgs {
     /// `json`: every reply is one line of JSON with the name and the connection's facts
     /// (peer, local, host, pid, conn, TLS, PROXY, age), for scripts; instead of --reply.
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = ReplyFormat::Text,
-          conflicts_with = "reply")]
+          conflicts_with = "reply", env = "TCP_HELLO_REPLY_FORMAT")]
     pub reply_format: ReplyFormat,
     /// Sent before closing when a client says `exit` or `quit`; empty sends nothing.
     /// Placeholders as in `--welcome`.
@@ -357,11 +363,17 @@ pub struct ServeArgs {
     /// Misbehave on purpose, for testing clients and proxies: KIND[,key=value]...,
     /// repeatable. Kinds: reset, close, stall, blackhole, delay, trickle, garbage (UDP:
     /// drop, duplicate, delay); keys: p= (probability), after=welcome|N, when=, ms=, bytes=.
-    #[arg(long = "fault", value_name = "SPEC")]
+    /// In the environment, specs are separated by `;`.
+    #[arg(
+        long = "fault",
+        value_name = "SPEC",
+        env = "TCP_HELLO_FAULT",
+        value_delimiter = ';'
+    )]
     pub faults: Vec<String>,
     /// Seed of the faults' draws: the same seed and the same clients in order meet the
     /// same faults (default: from the clock, logged at start-up).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "TCP_HELLO_FAULT_SEED")]
     pub fault_seed: Option<u64>,
     /// Listen backlog: connections the kernel queues before `accept` (capped by net.core.somaxconn).
     #[arg(
@@ -480,7 +492,7 @@ pub struct TraceArgs {
     /// Dump every byte each way of every connection, as hex and text, with direction
     /// (`<` received, `>` sent), connection number and seconds since it began, to FILE
     /// (created or truncated) or, with `-`, to stderr. Over TLS, the plaintext.
-    #[arg(long, value_name = "FILE|-")]
+    #[arg(long, value_name = "FILE|-", env = "TCP_HELLO_TRACE")]
     pub trace: Option<OsString>,
     /// With --trace, the most bytes traced per connection, both ways together; a line
     /// then says the connection's trace stops.
@@ -489,6 +501,7 @@ pub struct TraceArgs {
         value_name = "N",
         default_value_t = tcp_hello::trace::TRACE_BYTES,
         requires = "trace",
+        env = "TCP_HELLO_TRACE_BYTES",
         value_parser = positive_number::<usize>
     )]
     pub trace_bytes: usize,
@@ -948,6 +961,23 @@ mod tests {
         Cli::try_parse_from(std::iter::once("tcp-hello").chain(args.iter().copied()))
             .unwrap()
             .command
+    }
+
+    /// The README promises it: every serve flag has its `TCP_HELLO_` variable.
+    #[test]
+    fn every_serve_flag_can_be_set_from_the_environment() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").expect("serve exists");
+        for arg in serve.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if matches!(long, "help" | "version") {
+                continue;
+            }
+            let wanted = format!("TCP_HELLO_{}", long.to_uppercase().replace('-', "_"));
+            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            assert_eq!(env.as_deref(), Some(wanted.as_str()), "--{long}");
+        }
     }
 
     #[test]

@@ -258,16 +258,31 @@ fn whole(key: &str, value: &str) -> Result<u64, String> {
         .map_err(|_| format!("{key}={value}: give a whole number"))
 }
 
-/// Milliseconds, 100 or 100..300 ([`Millis`]).
+/// Milliseconds, 100 or 100..300 ([`Millis`]); each bound may carry a unit, `200ms`
+/// or `0.2s`, so that `100ms..300ms` reads as written.
 fn millis(value: &str) -> Result<Millis, String> {
-    let bad = || format!("ms={value}: give a number of milliseconds, or a range such as 100..300");
+    let bad = || {
+        format!(
+            "ms={value}: give a number of milliseconds, or a range such as 100..300 (or 100ms..0.3s)"
+        )
+    };
+    let bound = |text: &str| -> Result<u64, String> {
+        if let Some(ms) = text.strip_suffix("ms") {
+            return ms.parse().map_err(|_| bad());
+        }
+        if let Some(secs) = text.strip_suffix('s') {
+            let secs: f64 = secs.parse().map_err(|_| bad())?;
+            if !(0.0..=1e9).contains(&secs) {
+                return Err(bad());
+            }
+            return Ok((secs * 1000.0).round() as u64);
+        }
+        text.parse().map_err(|_| bad())
+    };
     let (lo, hi) = match value.split_once("..") {
-        Some((lo, hi)) => (
-            lo.parse().map_err(|_| bad())?,
-            hi.parse().map_err(|_| bad())?,
-        ),
+        Some((lo, hi)) => (bound(lo)?, bound(hi)?),
         None => {
-            let ms = value.parse().map_err(|_| bad())?;
+            let ms = bound(value)?;
             (ms, ms)
         }
     };
@@ -605,6 +620,10 @@ mod tests {
                 ms: Millis { lo: 200, hi: 200 }
             }
         );
+        // Units, as the values are often written.
+        assert_eq!(fault("delay,ms=200ms"), fault("delay,ms=200"));
+        assert_eq!(fault("delay,ms=100ms..300ms"), fault("delay,ms=100..300"));
+        assert_eq!(fault("delay,ms=0.1s..0.3s"), fault("delay,ms=100..300"));
         assert_eq!(
             fault("delay,ms=100..300"),
             Fault::Delay {
@@ -643,6 +662,9 @@ mod tests {
             ("close,when=later", "when=later: give before-reply"),
             ("delay,ms=300..100", "ms=300..100: give a number"),
             ("delay,ms=x", "ms=x: give a number"),
+            ("delay,ms=5m", "ms=5m: give a number"),
+            ("delay,ms=-1s", "ms=-1s: give a number"),
+            ("delay,ms=2s..1s", "ms=2s..1s: give a number"),
             ("trickle,bytes=0", "bytes=0 sends nothing"),
             ("trickle,bytes=x", "bytes=x: give a whole number"),
             (

@@ -569,3 +569,24 @@ fn faults_strike_tls_connections_too() {
         started.elapsed()
     );
 }
+
+/// In a container the faults come from the environment, as every serve flag can:
+/// `TCP_HELLO_FAULT`, specs separated by `;`.
+#[test]
+fn faults_can_come_from_the_environment() {
+    let mut cmd = std::process::Command::new(crate::common::bin());
+    cmd.args(["serve", "--bind", "127.0.0.1:0"])
+        .env("TCP_HELLO_FAULT", "close,after=1;delay,ms=0")
+        .env("TCP_HELLO_FAULT_SEED", "7");
+    let server = Server::start_cmd(&mut cmd, 1);
+    let mut stream = open(server.addr(), IO_TIMEOUT);
+    stream.write_all(b"Ann\nBob\n").unwrap();
+    let (got, met) = until_end(&mut stream);
+    assert_eq!(got, b"Welcome!\r\nHello, Ann!\r\n", "{met:?}");
+    assert!(matches!(met, Met::Eof), "{met:?}");
+    let logs = server.stop_and_logs();
+    assert!(
+        logs.contains("faults on: 2 faults (--fault-seed 7)"),
+        "{logs}"
+    );
+}

@@ -7,9 +7,10 @@
 //! after it; connections already admitted never look at the rules again.
 //!
 //! Without a rule file nothing can change, and the rules are read without a lock. With
-//! one, each admission clones an `Arc` under an uncontended read lock, held only for the
-//! clone: a few atomic operations beside an accept and a thread hand-off, and a decision
-//! never waits for a reload, which builds its tables before it takes the write lock.
+//! one, each admission clones an `Arc` under a read lock held only for the clone: a few
+//! atomic operations beside an accept and a thread hand-off. A reload reads the files and
+//! builds the tables before it takes the write lock, which it holds for one assignment,
+//! so no admission waits for a file.
 
 use std::fmt;
 use std::ops::Deref;

@@ -604,3 +604,42 @@ fn sighup_reloaded_rules_apply_to_the_next_datagram() {
     let logs = server.stop_and_logs();
     assert!(logs.contains("rule 1"), "{logs}");
 }
+
+/// With TLS too, one SIGHUP reloads both, each on its own: a broken key keeps the old
+/// certificate, and the new rules are in force all the same.
+#[test]
+fn a_broken_tls_key_at_sighup_does_not_keep_new_rules_out() {
+    let certs = crate::common::tls::make_certs();
+    let key = certs.dir.join("live-key.pem");
+    std::fs::copy(&certs.server.key, &key).unwrap();
+    let file = TempFile::new("deny-tls", "127.0.0.3\n");
+    let (cert, key_arg) = (
+        certs.server.cert.display().to_string(),
+        key.display().to_string(),
+    );
+    let server = Server::start_with_binds(
+        &[
+            "--bind",
+            "127.0.0.1:0",
+            "--tls-bind",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key_arg,
+            "--deny-file",
+            file.path(),
+        ],
+        2,
+    );
+    std::fs::write(&key, "not a key\n").unwrap();
+    file.write("127.0.0.2\n");
+    sighup_and_wait(&server, 1, RELOADED);
+    refused_without_a_byte(connect_from(SECOND, server.addr()));
+    assert_served(connect_from(THIRD, server.addr()));
+    let logs = server.stop_and_logs();
+    assert!(
+        logs.contains("reload failed") && logs.contains(&key_arg),
+        "{logs}"
+    );
+}

@@ -14,6 +14,8 @@
 //! is one level. It runs on the accept thread, before anything else a connection costs,
 //! so its cost must not grow with the rules as a linear scan's does: a large block list
 //! scanned rule by rule would cap the accept rate (README, "Address rules").
+//!
+//! [`LiveRules`] holds the rules in force, and reads their files again on SIGHUP.
 
 use std::fmt;
 use std::io;
@@ -25,6 +27,10 @@ use std::sync::Arc;
 use ipnet::{IpNet, Ipv4Net};
 
 use crate::protocol::LogText;
+
+mod live;
+
+pub use live::{Change, Counts, Current, LiveRules, Reloaded};
 
 /// What a rule does with the addresses it matches. Deny sorts first: it wins a tie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -560,12 +566,7 @@ impl fmt::Display for Rules {
     /// A summary for the start-up log: `2 allow rules and 1 deny rule; an address no
     /// rule matches is refused`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let allow = self
-            .rules
-            .iter()
-            .filter(|r| r.action == Action::Allow)
-            .count();
-        let deny = self.rules.len() - allow;
+        let Counts { allow, deny } = Counts::of(&self.rules);
         let count = |n: usize, what: &str| match n {
             1 => format!("1 {what} rule"),
             n => format!("{n} {what} rules"),

@@ -21,7 +21,7 @@ use crate::connection::Context;
 use crate::limits::{connection_limit, warn_of_address_space_limit};
 use crate::protocol::{Machine, ReplyFormat, ReplyTemplate, Settings, TemplateField};
 use crate::proxy::ProxyProtocol;
-use crate::rules::{Action, Rule, Rules};
+use crate::rules::{Action, LiveRules, Rule, Rules};
 use crate::server::{Listening, Server, ServerConfig, ShutdownHandle};
 use crate::signals::serve_signals;
 use crate::tls::{Tls, TlsFiles};
@@ -175,17 +175,19 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
              to): give each UDP socket an address of its own"
         );
     }
-    let rules = Rules::load(
+    let rules = Arc::new(LiveRules::load(
         &config.allow,
         &config.deny,
         &config.allow_file,
         &config.deny_file,
-    )?;
-    if rules.refuses_everyone() {
-        warn!("address rules: {rules}");
-    } else if !rules.is_empty() {
-        info!("address rules: {rules}");
+    )?);
+    let loaded = rules.current();
+    if loaded.refuses_everyone() {
+        warn!("address rules: {}", *loaded);
+    } else if !loaded.is_empty() {
+        info!("address rules: {}", *loaded);
     }
+    drop(loaded);
     let proxy = proxy_protocol(&config);
     let machine = Machine::current();
     let template = |text: &str, field| ReplyTemplate::parse(text, field, &machine);
@@ -219,7 +221,7 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
             inherited.as_ref().map_or(all.len(), Vec::len),
         ),
         max_per_source: config.max_per_source,
-        rules,
+        rules: Arc::clone(&rules),
         proxy,
         bind: config.bind,
         tls_bind: config.tls_bind,
@@ -279,8 +281,15 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
     // Every thread started before this blocks the signals (`spawn_blocking_stops`).
     if process == Process::Own {
         let (stop, count) = (server.shutdown_handle(), server.shutdown_handle());
-        serve_signals(move || stop.shutdown(), move || count.connections(), tls)
-            .context("cannot install signal handlers")?;
+        // Rules from flags alone never change: SIGHUP has none to reload.
+        let reloadable = rules.has_files().then(|| Arc::clone(&rules));
+        serve_signals(
+            move || stop.shutdown(),
+            move || count.connections(),
+            tls,
+            reloadable,
+        )
+        .context("cannot install signal handlers")?;
     }
     let addrs = server.local_addrs()?;
     for addr in &addrs {
@@ -309,7 +318,7 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
             let handle = server.shutdown_handle();
             let udp_config = UdpConfig {
                 rate: config.udp_rate,
-                rules: server_config.rules.clone(),
+                rules: Arc::clone(&rules),
                 peers: crate::udp::reply::PeerRules {
                     own_ports: Vec::new(),
                     low_ports: config.udp_low_ports,

@@ -17,6 +17,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use crate::rules::LiveRules;
 use crate::tls::Tls;
 
 /// Runs `install` with `signals` blocked on the calling thread, then unblocks them, so
@@ -88,7 +89,7 @@ pub enum Action {
     Shutdown,
     /// A later SIGINT or SIGTERM: exit at once, with this status.
     Exit(i32),
-    /// SIGHUP: reload the TLS files, if there are any; never a stop.
+    /// SIGHUP: reload the TLS files and the rule files, if there are any; never a stop.
     Reload,
 }
 
@@ -103,7 +104,8 @@ pub fn action(signal: i32, stops_before: u32) -> Action {
 
 /// Installs the server's signal handling: the first SIGINT or SIGTERM stops the server
 /// gracefully, a second exits at once; SIGHUP reloads the TLS certificate, key and
-/// client CA (`tls`), and is logged and ignored without TLS; it never stops the server.
+/// client CA (`tls`) and the address rule files (`rules`), and is logged and ignored
+/// without either; it never stops the server.
 /// Under systemd (Type=notify), stopping is announced with `STOPPING=1`. The signals are
 /// read on a thread of their own. `shutdown` stops the server gracefully; `connections`
 /// says how many it has open.
@@ -111,10 +113,11 @@ pub fn serve_signals(
     shutdown: impl Fn() + Send + 'static,
     connections: impl Fn() -> usize + Send + 'static,
     tls: Option<Arc<Tls>>,
+    rules: Option<Arc<LiveRules>>,
 ) -> io::Result<()> {
     let wanted = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
     let mut signals = install_blocking(&wanted, || Signals::new([SIGINT, SIGTERM, SIGHUP]))?;
-    let reloads = tls.map(Reloads::new);
+    let reloads = (tls.is_some() || rules.is_some()).then(|| Reloads::new(tls, rules));
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -124,7 +127,7 @@ pub fn serve_signals(
                     Action::Reload => match &reloads {
                         None => info!(
                             "signal {signal} (SIGHUP): ignored, there is nothing to reload \
-                             without TLS; SIGTERM or SIGINT stops the server"
+                             without TLS or a rule file; SIGTERM or SIGINT stops the server"
                         ),
                         Some(reloads) => reloads.request(signal),
                     },
@@ -155,7 +158,8 @@ pub fn serve_signals(
 /// arrive meanwhile make one more run after it, so that the files are read as they are
 /// now, and a hung reload holds one thread, however many SIGHUPs follow.
 struct Reloads {
-    tls: Arc<Tls>,
+    tls: Option<Arc<Tls>>,
+    rules: Option<Arc<LiveRules>>,
     state: Mutex<ReloadState>,
 }
 
@@ -168,9 +172,10 @@ struct ReloadState {
 }
 
 impl Reloads {
-    fn new(tls: Arc<Tls>) -> Arc<Reloads> {
+    fn new(tls: Option<Arc<Tls>>, rules: Option<Arc<LiveRules>>) -> Arc<Reloads> {
         Arc::new(Reloads {
             tls,
+            rules,
             state: Mutex::new(ReloadState::default()),
         })
     }
@@ -198,7 +203,7 @@ impl Reloads {
             self.lock().running = false;
             error!(
                 "signal {signal} (SIGHUP): cannot start a thread to reload ({e}); still \
-                 serving the certificates loaded before; send SIGHUP again to retry"
+                 serving with the files loaded before; send SIGHUP again to retry"
             );
         }
     }
@@ -206,7 +211,13 @@ impl Reloads {
     /// The reload thread: reloads until no SIGHUP came during the last reload.
     fn run(&self, signal: i32) {
         loop {
-            reload(&self.tls, signal);
+            // Each on its own: a broken certificate does not keep new rules out.
+            if let Some(tls) = &self.tls {
+                reload(tls, signal);
+            }
+            if let Some(rules) = &self.rules {
+                reload_rules(rules, signal);
+            }
             let mut state = self.lock();
             if !state.again {
                 state.running = false;
@@ -237,6 +248,21 @@ fn reload(tls: &Tls, signal: i32) {
         Err(e) => error!(
             "signal {signal} (SIGHUP): reload failed, still serving the certificates loaded \
              before: {e}"
+        ),
+    }
+}
+
+/// Reloads the address rule files for `signal`, and logs the outcome: what changed, or
+/// why the rules in force stay.
+fn reload_rules(rules: &LiveRules, signal: i32) {
+    match rules.reload() {
+        Ok(reloaded) if reloaded.refuses_everyone => {
+            warn!("signal {signal} (SIGHUP): {reloaded}")
+        }
+        Ok(reloaded) => info!("signal {signal} (SIGHUP): {reloaded}"),
+        Err(e) => error!(
+            "signal {signal} (SIGHUP): address rules not reloaded, the rules loaded before \
+             stay in force: {e}; fix the file and send SIGHUP again"
         ),
     }
 }

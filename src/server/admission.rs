@@ -211,10 +211,10 @@ pub(super) fn admit_proxied(
     true
 }
 
-/// The address rules (`--allow`, `--deny`) for a client's address: whether it is let
-/// in. A refusal is counted and logged (at info, at most once a second).
+/// The address rules (`--allow`, `--deny`) in force now for a client's address: whether
+/// it is let in. A refusal is counted and logged (at info, at most once a second).
 fn let_in(state: &ServerState, client: SocketAddr) -> bool {
-    let rules = &state.config.rules;
+    let rules = state.config.rules.current();
     if rules.is_empty() {
         return true;
     }

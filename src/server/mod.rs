@@ -76,8 +76,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Most connections from one IP address at once; 0 = no limit.
     pub max_per_source: usize,
-    /// Which client addresses are let in (`--allow`, `--deny`); checked first.
-    pub rules: crate::rules::Rules,
+    /// Which client addresses are let in (`--allow`, `--deny`); checked first. Shared
+    /// with whoever reloads their files (SIGHUP): a reload applies to the next admission.
+    pub rules: Arc<crate::rules::LiveRules>,
     /// `--proxy-protocol`: every connection begins with a PROXY header, read on its own
     /// thread, that names the client; the rules and `max_per_source` then apply to the
     /// address it names. `None`: no header is read.
@@ -121,7 +122,7 @@ impl Default for ServerConfig {
             reuse_port: false,
             max_connections: config::MAX_CONNECTIONS,
             max_per_source: config::MAX_PER_SOURCE,
-            rules: crate::rules::Rules::default(),
+            rules: Arc::default(),
             proxy: None,
             idle_timeout: config::IDLE_TIMEOUT,
             write_timeout: config::WRITE_TIMEOUT,

@@ -30,7 +30,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::fault::{Faults, Kind, UdpFaults};
 use crate::metrics::{MetricType, TextFormat};
 use crate::protocol::{ConnectionValues, LogText};
-use crate::rules::Rules;
+use crate::rules::LiveRules;
 use crate::sync::lock;
 use rate::TokenBuckets;
 use reply::{DropReason, PeerRules, Replies, check_peer};
@@ -49,8 +49,9 @@ pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 pub struct UdpConfig {
     /// `--udp-rate`: datagrams per second per address, 0 = no limit.
     pub rate: u32,
-    /// `--allow`/`--deny`, as for TCP.
-    pub rules: Rules,
+    /// `--allow`/`--deny`, as for TCP, shared with the TCP listeners: a reload applies to
+    /// the next datagram.
+    pub rules: Arc<LiveRules>,
     /// The peers never answered; [`UdpServer::spawn`] adds every socket's port.
     pub peers: PeerRules,
     /// `--fault` (drop, duplicate, delay), drawn per datagram; `None` without it.
@@ -492,7 +493,7 @@ fn judge(
     limit: &mut TokenBuckets,
 ) -> Result<(), DropReason> {
     check_peer(peer, class, &config.peers)?;
-    if !config.rules.decide(peer.ip()).allows() {
+    if !config.rules.current().decide(peer.ip()).allows() {
         return Err(DropReason::Rule);
     }
     if !limit.allow(peer.ip(), Instant::now()) {
@@ -552,7 +553,7 @@ mod tests {
 
     #[test]
     fn rules_and_rate_are_checked_before_the_payload() {
-        let deny = Rules::load(
+        let deny = LiveRules::load(
             &[],
             &[crate::rules::parse_pattern("127.0.0.0/8").unwrap()],
             &[],
@@ -565,7 +566,7 @@ mod tests {
         };
         let config = UdpConfig {
             rate: 1,
-            rules: deny,
+            rules: Arc::new(deny),
             peers: peers.clone(),
             faults: None,
         };
@@ -574,7 +575,7 @@ mod tests {
         assert_eq!(judge(peer, 0, &config, &mut limit), Err(DropReason::Rule));
         let config = UdpConfig {
             rate: 1,
-            rules: Rules::default(),
+            rules: Arc::default(),
             peers,
             faults: None,
         };

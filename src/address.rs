@@ -112,11 +112,53 @@ impl fmt::Display for HostPort {
     }
 }
 
+/// What `client --connect` and `bench --connect` reach: a host and port, or a Unix
+/// socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `HOST:PORT` (see [`parse_connect`]).
+    Tcp(HostPort),
+    /// `unix:PATH` (see [`parse_unix_path`]).
+    Unix(PathBuf),
+}
+
+impl Target {
+    /// Reads `--connect`: `unix:PATH`, or `HOST:PORT` as [`parse_connect`] reads it,
+    /// naming the flag in errors.
+    pub fn parse(s: &str) -> Result<Target, String> {
+        let s = s.trim();
+        match s.strip_prefix(UNIX_PREFIX) {
+            Some(path) => parse_unix_path(path)
+                .map(Target::Unix)
+                .map_err(|e| format!("--connect {s}: {e}")),
+            None => parse_connect(s).map(Target::Tcp),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Tcp(target) => write!(f, "{target}"),
+            Target::Unix(path) => write!(f, "{}", unix_display(path)),
+        }
+    }
+}
+
 /// Reads a `--connect` address (see [`HostPort::parse`]), naming the flag in errors;
 /// port 0 is refused, as no server listens there.
 pub fn parse_connect(s: &str) -> Result<HostPort, String> {
     let s = s.trim();
     check_connect(s).map_err(|e| format!("--connect {s}: {e}"))
+}
+
+/// Reads a `--connect` target as [`Target::parse`] does, with an error that does not
+/// name the flag (for a clap value parser, whose error names it, or the variable).
+pub fn check_target(s: &str) -> Result<Target, String> {
+    match s.trim().strip_prefix(UNIX_PREFIX) {
+        Some(path) => parse_unix_path(path).map(Target::Unix),
+        None => check_connect(s).map(Target::Tcp),
+    }
 }
 
 /// Reads a `--connect` address as [`parse_connect`] does, with an error that does not
@@ -396,6 +438,30 @@ mod tests {
 
     fn parsed(s: &str) -> Result<(String, u16), String> {
         HostPort::parse(s).map(|t| (t.host, t.port))
+    }
+
+    #[test]
+    fn a_target_is_a_host_and_port_or_a_unix_path() {
+        assert_eq!(
+            Target::parse("unix:/run/h.sock"),
+            Ok(Target::Unix("/run/h.sock".into()))
+        );
+        assert_eq!(
+            Target::parse("localhost:7"),
+            Ok(Target::Tcp(HostPort {
+                host: "localhost".into(),
+                port: 7
+            }))
+        );
+        assert_eq!(
+            Target::parse("unix:").unwrap_err(),
+            "--connect unix:: no path after unix:; write unix:PATH, e.g. unix:/tmp/hello.sock"
+        );
+        assert!(check_target("unix:").unwrap_err().starts_with("no path"));
+        assert_eq!(
+            Target::Unix("/run/h.sock".into()).to_string(),
+            "unix:/run/h.sock"
+        );
     }
 
     #[test]

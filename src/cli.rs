@@ -429,7 +429,8 @@ pub struct ServeArgs {
 /// Options of `tcp-hello client`.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
-    /// Server address; a host name is resolved and every address tried in turn.
+    /// Server address; a host name is resolved and every address tried in turn; or
+    /// `unix:PATH`, a Unix socket (`serve --bind unix:PATH`).
     #[arg(short, long, value_name = "HOST:PORT", env = "TCP_HELLO_CONNECT", default_value = DEFAULT_ADDR,
           value_parser = connect_address)]
     pub connect: String,
@@ -830,9 +831,10 @@ impl CertArgs {
     }
 }
 
-/// Checks a `--connect` address's form (resolving it is the subcommand's job).
+/// Checks a `--connect` address's form, `HOST:PORT` or `unix:PATH` (resolving it is the
+/// subcommand's job).
 fn connect_address(s: &str) -> Result<String, String> {
-    tcp_hello::address::check_connect(s.trim()).map(|_| s.trim().to_string())
+    tcp_hello::address::check_target(s.trim()).map(|_| s.trim().to_string())
 }
 
 /// `bench --connect`: as [`connect_address`], and a bare number gets a hint, since wrk's

@@ -475,3 +475,77 @@ fn metrics_count_unix_connections_as_tcp_ones() {
     assert_eq!(value(&last, "tcp_hello_replies_total"), 1);
     assert_eq!(value(&last, "tcp_hello_received_bytes_total"), 9);
 }
+
+#[test]
+fn the_bundled_client_talks_to_a_unix_socket() {
+    let (_dir, path) = socket_path("unix-client");
+    let _server = serve_unix(&path, &["--reply", "Hello, {}! ({peer})"]);
+    let connect = unix_arg(&path);
+    let peer = |pid: u32| format!("uid={},pid={pid}", nix::unistd::getuid());
+    // Names as arguments.
+    let running = Running::start(
+        &mut hello_cmd("client", &["-c", &connect, "Ann", "Bob"]),
+        None,
+    );
+    let pid = running.pid();
+    let done = running.finish(IO_TIMEOUT);
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    assert_eq!(
+        done.stdout,
+        format!(
+            "Welcome!\nHello, Ann! ({0})\nHello, Bob! ({0})\nBye!\n",
+            peer(pid)
+        )
+    );
+    // Names from a pipe, pipelined.
+    let done = run_tool(
+        &mut hello_cmd("client", &["--connect", &connect]),
+        Some(b"Cy\nDee\n"),
+        IO_TIMEOUT,
+    );
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    let lines: Vec<&str> = done.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", done.stdout);
+    assert!(lines[1].starts_with("Hello, Cy! (uid="), "{}", done.stdout);
+    assert!(lines[2].starts_with("Hello, Dee! (uid="), "{}", done.stdout);
+}
+
+#[test]
+fn the_client_says_why_a_unix_socket_did_not_answer() {
+    let (_dir, path) = socket_path("unix-client-errors");
+    let connect = unix_arg(&path);
+    let client = |args: &[&str]| run_tool(&mut hello_cmd("client", args), None, IO_TIMEOUT);
+    let done = client(&["-c", &connect, "Ann"]);
+    assert_eq!(done.code, Some(3), "{}", done.stderr);
+    assert_eq!(
+        done.stderr.trim_end(),
+        format!(
+            "tcp-hello: no socket at {}: is tcp-hello serve running with --bind {connect}? \
+             Start it, or give the socket's path with --connect",
+            path.display()
+        )
+    );
+    // What a killed server leaves behind.
+    drop(UnixListener::bind(&path).unwrap());
+    let done = client(&["-c", &connect, "Ann"]);
+    assert_eq!(done.code, Some(3), "{}", done.stderr);
+    assert!(
+        done.stderr.starts_with(&format!(
+            "tcp-hello: nothing listens on {} (a server left it behind)",
+            path.display()
+        )),
+        "{}",
+        done.stderr
+    );
+    for (args, says) in [
+        (vec!["--tls"], "--tls and its options are for TCP"),
+        (vec!["--udp"], "drop --udp"),
+    ] {
+        let mut all = vec!["-c", connect.as_str(), "Ann"];
+        all.extend(args);
+        let done = client(&all);
+        assert_eq!(done.code, Some(2), "{all:?}: {}", done.stderr);
+        assert!(done.stderr.contains(says), "{all:?}: {}", done.stderr);
+        assert_eq!(done.stderr.lines().count(), 1, "{}", done.stderr);
+    }
+}

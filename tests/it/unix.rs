@@ -549,3 +549,71 @@ fn the_client_says_why_a_unix_socket_did_not_answer() {
         assert_eq!(done.stderr.lines().count(), 1, "{}", done.stderr);
     }
 }
+
+/// `tcp-hello bench --connect unix:PATH ARGS --json`, run to its end: its report, after
+/// checking that it passed.
+fn bench_json(path: &Path, args: &[&str]) -> serde_json::Value {
+    let connect = unix_arg(path);
+    let mut all = vec!["--connect", connect.as_str(), "--json"];
+    all.extend_from_slice(args);
+    let done = run_tool(&mut hello_cmd("bench", &all), None, Duration::from_secs(60));
+    assert_eq!(done.code, Some(0), "{all:?}: {}", done.stderr);
+    let report: serde_json::Value = serde_json::from_str(done.stdout.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {}", done.stdout));
+    assert_eq!(report["addr"], connect.as_str());
+    assert_eq!(report["errors_total"], 0, "{report}");
+    assert_eq!(report["mismatches"], 0, "{report}");
+    report
+}
+
+#[test]
+fn bench_over_a_unix_socket_reports_replies_in_pingpong_and_churn() {
+    let (_dir, path) = socket_path("unix-bench");
+    let server = serve_unix(&path, &["-q", "--reply", "Hello, {}! {peer} {local}"]);
+    let expect = ["--expect", "Hello, {}! {peer} {local}"];
+    let pingpong = bench_json(
+        &path,
+        &[&["-n", "4", "-p", "4", "-m", "2000"][..], &expect].concat(),
+    );
+    assert_eq!(pingpong["mode"], "pingpong");
+    assert_eq!(pingpong["messages"], 2000, "{pingpong}");
+    assert_eq!(pingpong["established"], 4, "{pingpong}");
+    let churn = bench_json(
+        &path,
+        &[&["--mode", "churn", "-n", "2", "-m", "50"][..], &expect].concat(),
+    );
+    assert_eq!(churn["completed"], 50, "{churn}");
+    assert_eq!(churn["messages"], 50, "{churn}");
+    server.signal("TERM");
+    let (code, logs) = server.wait(IO_TIMEOUT);
+    assert_eq!(code, Some(0), "{logs}");
+}
+
+#[test]
+fn bench_says_why_a_unix_socket_cannot_be_loaded() {
+    let (_dir, path) = socket_path("unix-bench-errors");
+    let connect = unix_arg(&path);
+    let bench = |args: &[&str]| {
+        let mut all = vec!["--connect", connect.as_str(), "-n", "1", "-m", "1"];
+        all.extend_from_slice(args);
+        run_tool(&mut hello_cmd("bench", &all), None, IO_TIMEOUT)
+    };
+    let done = bench(&[]);
+    assert_eq!(done.code, Some(2), "{}", done.stderr);
+    assert!(
+        done.stderr.contains(&format!(
+            "connection refused: is tcp-hello serve running on {connect}?"
+        )),
+        "{}",
+        done.stderr
+    );
+    for (args, says) in [
+        (&["--tls"][..], "--tls and its options are for TCP"),
+        (&["--source", "127.0.0.2"], "--source is for TCP"),
+        (&["--udp"], "drop --udp"),
+    ] {
+        let done = bench(args);
+        assert_eq!(done.code, Some(2), "{args:?}: {}", done.stderr);
+        assert!(done.stderr.contains(says), "{args:?}: {}", done.stderr);
+    }
+}

@@ -20,7 +20,8 @@ use crate::sync::lock;
 
 #[derive(Default)]
 pub(super) struct Registry {
-    /// Every live connection, in a slab: 32 bytes a slot with no spare buckets.
+    /// Every live connection, in a slab: a slot each, and no spare buckets as a hash map
+    /// sized for the limit would have.
     pub(super) live: Slab<Live>,
     /// Connections per client address (its [`source_key`](crate::rules::source_key)),
     /// kept only with `--max-per-source`.

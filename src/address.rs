@@ -1,10 +1,11 @@
 //! Addresses on the command line: `serve --bind`, `client --connect` and
-//! `bench --connect` all read `HOST:PORT` the same way; `bench --source` reads
-//! ranges of IP addresses.
+//! `bench --connect` all read `HOST:PORT` the same way, or `unix:PATH` for a Unix
+//! socket; `bench --source` reads ranges of IP addresses.
 
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 
 /// The default address for `serve --bind` and `client --connect`.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9999";
@@ -111,11 +112,53 @@ impl fmt::Display for HostPort {
     }
 }
 
+/// What `client --connect` and `bench --connect` reach: a host and port, or a Unix
+/// socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `HOST:PORT` (see [`parse_connect`]).
+    Tcp(HostPort),
+    /// `unix:PATH` (see [`parse_unix_path`]).
+    Unix(PathBuf),
+}
+
+impl Target {
+    /// Reads `--connect`: `unix:PATH`, or `HOST:PORT` as [`parse_connect`] reads it,
+    /// naming the flag in errors.
+    pub fn parse(s: &str) -> Result<Target, String> {
+        let s = s.trim();
+        match s.strip_prefix(UNIX_PREFIX) {
+            Some(path) => parse_unix_path(path)
+                .map(Target::Unix)
+                .map_err(|e| format!("--connect {s}: {e}")),
+            None => parse_connect(s).map(Target::Tcp),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Tcp(target) => write!(f, "{target}"),
+            Target::Unix(path) => write!(f, "{}", unix_display(path)),
+        }
+    }
+}
+
 /// Reads a `--connect` address (see [`HostPort::parse`]), naming the flag in errors;
 /// port 0 is refused, as no server listens there.
 pub fn parse_connect(s: &str) -> Result<HostPort, String> {
     let s = s.trim();
     check_connect(s).map_err(|e| format!("--connect {s}: {e}"))
+}
+
+/// Reads a `--connect` target as [`Target::parse`] does, with an error that does not
+/// name the flag (for a clap value parser, whose error names it, or the variable).
+pub fn check_target(s: &str) -> Result<Target, String> {
+    match s.trim().strip_prefix(UNIX_PREFIX) {
+        Some(path) => parse_unix_path(path).map(Target::Unix),
+        None => check_connect(s).map(Target::Tcp),
+    }
 }
 
 /// Reads a `--connect` address as [`parse_connect`] does, with an error that does not
@@ -128,10 +171,77 @@ pub fn check_connect(s: &str) -> Result<HostPort, String> {
     Ok(target)
 }
 
+/// How a Unix socket's path is written where an address may be: `unix:PATH`.
+pub const UNIX_PREFIX: &str = "unix:";
+
+/// The longest path a Unix socket can have, in bytes: `sun_path` less its NUL.
+pub const UNIX_PATH_MAX: usize = if cfg!(any(target_os = "linux", target_os = "android")) {
+    107
+} else {
+    103
+};
+
+/// A `serve --bind` listener: an IP address and port, or a Unix socket's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// `HOST:PORT`, resolved (see [`parse_bind`]).
+    Tcp(SocketAddr),
+    /// `unix:PATH` (see [`parse_unix_path`]).
+    Unix(PathBuf),
+}
+
+/// Reads a `serve --bind` listener (a clap value parser): `unix:PATH`, or an address
+/// as [`parse_bind`] reads it.
+pub fn parse_listen(s: &str) -> Result<Listen, String> {
+    match s.trim().strip_prefix(UNIX_PREFIX) {
+        Some(path) => parse_unix_path(path).map(Listen::Unix),
+        None => parse_bind(s).map(Listen::Tcp),
+    }
+}
+
+/// The path of `unix:PATH` (the part after `unix:`; URL-style `unix:///run/x.sock` is
+/// `/run/x.sock`): refused when empty, or longer than a socket address holds
+/// ([`UNIX_PATH_MAX`]), saying what to write.
+pub fn parse_unix_path(path: &str) -> Result<PathBuf, String> {
+    let path = match path.strip_prefix("//") {
+        Some(rest) if rest.starts_with('/') => rest,
+        _ => path,
+    };
+    if path.is_empty() {
+        return Err("no path after unix:; write unix:PATH, e.g. unix:/tmp/hello.sock".into());
+    }
+    if path.contains('\0') {
+        return Err(format!(
+            "{path:?} holds a NUL byte, which no path can: remove it"
+        ));
+    }
+    let len = path.len();
+    if len > UNIX_PATH_MAX || std::os::unix::net::SocketAddr::from_pathname(path).is_err() {
+        return Err(format!(
+            "{path} is {len} bytes long, and a Unix socket's path holds at most \
+             {UNIX_PATH_MAX}: choose a shorter one, e.g. unix:/tmp/hello.sock"
+        ));
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// How a Unix socket's path is shown where an address would be: `unix:PATH`.
+pub fn unix_display(path: &Path) -> String {
+    format!("{UNIX_PREFIX}{}", path.display())
+}
+
 /// Reads a `--bind` address (a clap value parser). A host name binds one address:
 /// the first IPv4 address it resolves to, else the first, as Go's `net.Listen` does,
-/// so `localhost` works on machines without IPv6.
+/// so `localhost` works on machines without IPv6. `unix:PATH` is refused: only
+/// `serve --bind` takes one ([`parse_listen`]).
 pub fn parse_bind(s: &str) -> Result<SocketAddr, String> {
+    if s.trim().starts_with(UNIX_PREFIX) {
+        return Err(
+            "a Unix socket (unix:PATH) is for --bind only: TLS, UDP and metrics \
+                    listen on IP addresses, e.g. 127.0.0.1:9443"
+                .into(),
+        );
+    }
     let target = HostPort::parse(s)?;
     let addrs = target.resolve().map_err(|e| {
         format!(
@@ -328,6 +438,66 @@ mod tests {
 
     fn parsed(s: &str) -> Result<(String, u16), String> {
         HostPort::parse(s).map(|t| (t.host, t.port))
+    }
+
+    #[test]
+    fn a_target_is_a_host_and_port_or_a_unix_path() {
+        assert_eq!(
+            Target::parse("unix:/run/h.sock"),
+            Ok(Target::Unix("/run/h.sock".into()))
+        );
+        assert_eq!(
+            Target::parse("localhost:7"),
+            Ok(Target::Tcp(HostPort {
+                host: "localhost".into(),
+                port: 7
+            }))
+        );
+        assert_eq!(
+            Target::parse("unix:").unwrap_err(),
+            "--connect unix:: no path after unix:; write unix:PATH, e.g. unix:/tmp/hello.sock"
+        );
+        assert!(check_target("unix:").unwrap_err().starts_with("no path"));
+        assert_eq!(
+            Target::Unix("/run/h.sock".into()).to_string(),
+            "unix:/run/h.sock"
+        );
+    }
+
+    #[test]
+    fn a_bind_is_an_address_or_unix_and_a_path() {
+        assert_eq!(
+            parse_listen("127.0.0.1:7"),
+            Ok(Listen::Tcp("127.0.0.1:7".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_listen("unix:/run/h.sock"),
+            Ok(Listen::Unix("/run/h.sock".into()))
+        );
+        assert_eq!(
+            parse_listen(" unix:rel/h.sock "),
+            Ok(Listen::Unix("rel/h.sock".into()))
+        );
+        // As Docker writes it.
+        assert_eq!(
+            parse_listen("unix:///run/h.sock"),
+            Ok(Listen::Unix("/run/h.sock".into()))
+        );
+        let e = parse_listen("unix:").unwrap_err();
+        assert!(e.contains("no path after unix:"), "{e}");
+        let longest = format!("/{}", "x".repeat(UNIX_PATH_MAX - 1));
+        assert_eq!(parse_unix_path(&longest), Ok(PathBuf::from(&longest)));
+        let e = parse_unix_path(&format!("{longest}x")).unwrap_err();
+        assert!(
+            e.contains(&format!("{} bytes long", UNIX_PATH_MAX + 1))
+                && e.contains("choose a shorter one"),
+            "{e}"
+        );
+        assert!(parse_unix_path("a\0b").unwrap_err().contains("NUL"));
+        // The other listeners take no Unix socket.
+        let e = parse_bind("unix:/run/h.sock").unwrap_err();
+        assert!(e.contains("is for --bind only"), "{e}");
+        assert_eq!(unix_display(Path::new("/run/h.sock")), "unix:/run/h.sock");
     }
 
     #[test]

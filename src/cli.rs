@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
+use tcp_hello::address::Listen;
 use tcp_hello::config::{
     self, BenchConfig, ClientConfig, DEFAULT_ADDR, ServeConfig, TlsClientConfig,
 };
@@ -50,17 +51,29 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on in plain text; repeat for several (IPv6: `[::1]:9999`; port 0
-    /// picks a free port; a host name binds its first IPv4 address; no port means 9999).
-    /// Default 127.0.0.1:9999, unless only --tls-bind or --udp-bind is given.
+    /// picks a free port; a host name binds its first IPv4 address; no port means 9999),
+    /// or `unix:PATH` for a Unix stream socket (a stale socket file is replaced if nothing
+    /// listens on it; the file is removed at exit). Default 127.0.0.1:9999, unless only
+    /// --tls-bind or --udp-bind is given.
     #[arg(
         short,
         long = "bind",
         value_name = "ADDR",
-        value_parser = tcp_hello::address::parse_bind,
+        value_parser = tcp_hello::address::parse_listen,
         env = "TCP_HELLO_BIND",
         value_delimiter = ','
     )]
-    pub bind: Vec<SocketAddr>,
+    pub bind: Vec<tcp_hello::address::Listen>,
+    /// The mode of each `--bind unix:PATH` socket file, in octal: 660 lets the owner and
+    /// the group connect (connecting needs write permission), 666 everyone. Default: as
+    /// the umask leaves it (with the usual 022, the owner only).
+    #[arg(
+        long,
+        value_name = "MODE",
+        env = "TCP_HELLO_UNIX_MODE",
+        value_parser = config::unix_mode
+    )]
+    pub unix_mode: Option<u32>,
     /// Address to listen on with TLS (needs --tls-cert and --tls-key); repeat for several.
     /// Given alone, no plain listener opens.
     #[arg(
@@ -428,7 +441,8 @@ pub struct ServeArgs {
 /// Options of `tcp-hello client`.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
-    /// Server address; a host name is resolved and every address tried in turn.
+    /// Server address; a host name is resolved and every address tried in turn; or
+    /// `unix:PATH`, a Unix socket (`serve --bind unix:PATH`).
     #[arg(short, long, value_name = "HOST:PORT", env = "TCP_HELLO_CONNECT", default_value = DEFAULT_ADDR,
           value_parser = connect_address)]
     pub connect: String,
@@ -691,8 +705,17 @@ impl ServeArgs {
             .iter()
             .map(|spec| tcp_hello::fault::parse(spec))
             .collect::<Result<_, _>>()?;
+        let (mut bind, mut unix_bind) = (Vec::new(), Vec::new());
+        for listen in self.bind {
+            match listen {
+                Listen::Tcp(addr) => bind.push(addr),
+                Listen::Unix(path) => unix_bind.push(path),
+            }
+        }
         Ok(ServeConfig {
-            bind: self.bind,
+            bind,
+            unix_bind,
+            unix_mode: self.unix_mode,
             tls_bind: self.tls_bind,
             udp_bind: self.udp_bind,
             udp_rate: self.udp_rate,
@@ -821,9 +844,10 @@ impl CertArgs {
     }
 }
 
-/// Checks a `--connect` address's form (resolving it is the subcommand's job).
+/// Checks a `--connect` address's form, `HOST:PORT` or `unix:PATH` (resolving it is the
+/// subcommand's job).
 fn connect_address(s: &str) -> Result<String, String> {
-    tcp_hello::address::check_connect(s.trim()).map(|_| s.trim().to_string())
+    tcp_hello::address::check_target(s.trim()).map(|_| s.trim().to_string())
 }
 
 /// `bench --connect`: as [`connect_address`], and a bare number gets a hint, since wrk's

@@ -123,8 +123,8 @@ pub const fn whole_secs(d: Option<Duration>) -> u64 {
     }
 }
 
-/// What `tcp-hello serve` runs with. `bind`, `tls_bind` and `udp_bind` all empty
-/// means [`DEFAULT_ADDR`] in plain text.
+/// What `tcp-hello serve` runs with. `bind`, `tls_bind`, `udp_bind` and `unix_bind`
+/// all empty means [`DEFAULT_ADDR`] in plain text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServeConfig {
     /// Addresses to listen on in plain text.
@@ -133,6 +133,10 @@ pub struct ServeConfig {
     pub tls_bind: Vec<SocketAddr>,
     /// Addresses to answer UDP datagrams on.
     pub udp_bind: Vec<SocketAddr>,
+    /// Unix stream sockets to listen on, in plain text (`--bind unix:PATH`).
+    pub unix_bind: Vec<PathBuf>,
+    /// The mode of each Unix socket's file; `None`: as the umask leaves it.
+    pub unix_mode: Option<u32>,
     /// Most UDP datagrams per second answered from one address; 0 = no limit.
     pub udp_rate: u32,
     /// Also answer UDP source ports below 1024.
@@ -219,6 +223,8 @@ impl Default for ServeConfig {
             bind: Vec::new(),
             tls_bind: Vec::new(),
             udp_bind: Vec::new(),
+            unix_bind: Vec::new(),
+            unix_mode: None,
             udp_rate: UDP_RATE,
             udp_low_ports: false,
             metrics: None,
@@ -390,6 +396,24 @@ impl Default for BenchConfig {
     }
 }
 
+/// `serve --unix-mode`: a Unix socket file's permission bits, from octal text (`660`,
+/// `0660`); at most `777`, the bits a socket's mode has.
+pub fn unix_mode(text: &str) -> Result<u32, String> {
+    let t = text.trim();
+    let digits = t.strip_prefix("0o").unwrap_or(t);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o777 && !digits.is_empty() => Ok(mode),
+        Ok(_) => Err(format!(
+            "{t} has bits beyond 777 (setuid, setgid, sticky), which a socket does not use; \
+             give three octal digits, e.g. 660"
+        )),
+        Err(_) => Err(format!(
+            "{t} is not an octal mode; give three octal digits, e.g. 660 (owner and group \
+             may connect) or 600 (the owner only)"
+        )),
+    }
+}
+
 /// A client timeout (`--connect-timeout`, `--reply-timeout`) read from its text: 0 is
 /// none, else up to [`MAX_TIMEOUT_SECS`] (one year); anything else is refused saying
 /// what to give.
@@ -512,6 +536,23 @@ mod tests {
                     .to_string()
             )
         );
+    }
+
+    #[test]
+    fn unix_modes_are_octal_permission_bits() {
+        assert_eq!(unix_mode("660"), Ok(0o660));
+        assert_eq!(unix_mode("0600"), Ok(0o600));
+        assert_eq!(unix_mode("0o777"), Ok(0o777));
+        for (bad, says) in [
+            ("999", "not an octal mode"),
+            ("rw-rw----", "not an octal mode"),
+            ("", "not an octal mode"),
+            ("-1", "not an octal mode"),
+            ("4755", "beyond 777"),
+        ] {
+            let e = unix_mode(bad).unwrap_err();
+            assert!(e.contains(says) && e.contains("660"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread;
 
@@ -42,6 +43,7 @@ pub fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let serving = launch(config, Process::Shared)?;
     let running = Running {
         listeners: serving.listeners.clone(),
+        unix: serving.unix.clone(),
         udp: serving.udp_addrs.clone(),
         metrics: serving.metrics,
         handle: serving.server.shutdown_handle(),
@@ -56,6 +58,7 @@ pub fn start(config: ServeConfig) -> anyhow::Result<Running> {
 /// A server [`start`]ed: its addresses, and stopping it.
 pub struct Running {
     listeners: Vec<Listening>,
+    unix: Vec<PathBuf>,
     udp: Vec<SocketAddr>,
     metrics: Option<SocketAddr>,
     handle: ShutdownHandle,
@@ -66,6 +69,11 @@ impl Running {
     /// The TCP listeners' addresses (port 0 resolved): the plain ones, then the TLS ones.
     pub fn listeners(&self) -> &[Listening] {
         &self.listeners
+    }
+
+    /// The `unix:` listeners' paths.
+    pub fn unix_paths(&self) -> &[PathBuf] {
+        &self.unix
     }
 
     /// The UDP sockets' addresses (port 0 resolved).
@@ -113,6 +121,7 @@ struct Serving {
     server: Server,
     udp: Option<UdpServer>,
     listeners: Vec<Listening>,
+    unix: Vec<PathBuf>,
     udp_addrs: Vec<SocketAddr>,
     metrics: Option<SocketAddr>,
 }
@@ -149,6 +158,7 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
         && config.bind.is_empty()
         && config.tls_bind.is_empty()
         && config.udp_bind.is_empty()
+        && config.unix_bind.is_empty()
     {
         config.bind.push(DEFAULT_ADDR.parse()?);
     }
@@ -182,6 +192,8 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
         &config.deny_file,
     )?);
     let loaded = rules.current();
+    let tcp_listeners = inherited.is_some() || !all.is_empty();
+    unix_conflicts(&config, &loaded, tcp_listeners)?;
     if loaded.refuses_everyone() {
         warn!("address rules: {}", *loaded);
     } else if !loaded.is_empty() {
@@ -218,13 +230,15 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
     let server_config = ServerConfig {
         max_connections: connection_limit(
             config.max_connections,
-            inherited.as_ref().map_or(all.len(), Vec::len),
+            inherited.as_ref().map_or(all.len(), Vec::len) + config.unix_bind.len(),
         ),
         max_per_source: config.max_per_source,
         rules: Arc::clone(&rules),
         proxy,
         bind: config.bind,
         tls_bind: config.tls_bind,
+        unix_bind: config.unix_bind,
+        unix_mode: config.unix_mode,
         tls: tls.clone(),
         backlog: config.backlog,
         reuse_port: config.reuse_port,
@@ -298,6 +312,17 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
             server_config.max_connections
         );
     }
+    let unix = server.unix_paths();
+    for path in &unix {
+        info!(
+            "listening on {} (max {} connections{})",
+            crate::address::unix_display(path),
+            server_config.max_connections,
+            server_config
+                .unix_mode
+                .map_or(String::new(), |m| format!(", mode {m:03o}"))
+        );
+    }
     let udp_addrs = udp_sockets
         .iter()
         .map(std::net::UdpSocket::local_addr)
@@ -344,7 +369,7 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
     if process == Process::Own {
         // The announcement is for whoever started us; if they stopped reading, or stdout
         // is full, clients can still be served.
-        if let Err(e) = announce(&addrs, &udp_addrs, metrics) {
+        if let Err(e) = announce(&addrs, &unix, &udp_addrs, metrics) {
             warn!("cannot write the listening addresses to stdout ({e}); serving anyway");
         }
         // A no-op unless systemd runs us as Type=notify (NOTIFY_SOCKET).
@@ -356,9 +381,55 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
         server,
         udp,
         listeners: addrs,
+        unix,
         udp_addrs,
         metrics,
     })
+}
+
+/// What does not apply to `unix:` listeners, said at start-up in one line: the
+/// `--unix-mode` of none; `--proxy-protocol`, refused (a proxy's header would be taken
+/// for a name); address rules and `--max-per-source`, a warning that they are for the TCP
+/// listeners, or refused when there is none (`tcp_listeners`) for them to apply to.
+fn unix_conflicts(config: &ServeConfig, rules: &Rules, tcp_listeners: bool) -> anyhow::Result<()> {
+    let Some(first) = config.unix_bind.first() else {
+        if config.unix_mode.is_some() {
+            anyhow::bail!(
+                "--unix-mode is for Unix sockets: add --bind unix:PATH, or drop --unix-mode"
+            );
+        }
+        return Ok(());
+    };
+    let shown = crate::address::unix_display(first);
+    let paths = &config.unix_bind;
+    let twice = (paths.iter().enumerate()).find(|&(i, p)| paths[..i].contains(p));
+    if let Some((_, twice)) = twice {
+        anyhow::bail!(
+            "--bind {} is given twice: give each listener a path of its own",
+            crate::address::unix_display(twice)
+        );
+    }
+    if config.proxy_protocol {
+        anyhow::bail!(
+            "--proxy-protocol cannot be used with --bind {shown}: no PROXY header is read on \
+             a Unix socket (a proxy's would be taken for a name); serve the Unix socket from \
+             a server of its own"
+        );
+    }
+    if !rules.is_empty() || config.max_per_source > 0 {
+        if !tcp_listeners {
+            anyhow::bail!(
+                "--allow, --deny and --max-per-source are about IP addresses, and --bind \
+                 {shown} has none: who may connect to it is its file's mode (--unix-mode); \
+                 drop them, or add a TCP listener for them to apply to"
+            );
+        }
+        warn!(
+            "--allow, --deny and --max-per-source apply to the TCP listeners only: --bind \
+             {shown} lets in every local user its file's mode allows (--unix-mode)"
+        );
+    }
+    Ok(())
 }
 
 /// `--proxy-protocol`, with its trusted proxies (`--proxy-from`) as an allow list.
@@ -411,7 +482,10 @@ fn inherited_sockets(config: &ServeConfig) -> anyhow::Result<Option<Vec<Inherite
             Ok(None)
         }
         Plan::Sockets(sockets) => {
-            if !config.bind.is_empty() || !config.tls_bind.is_empty() {
+            if !config.bind.is_empty()
+                || !config.tls_bind.is_empty()
+                || !config.unix_bind.is_empty()
+            {
                 anyhow::bail!(
                     "--bind and --tls-bind (or TCP_HELLO_BIND, TCP_HELLO_TLS_BIND) cannot be \
                      used with sockets inherited from systemd (LISTEN_FDS): the .socket \
@@ -515,17 +589,26 @@ fn tls_config(config: &ServeConfig, tls_listeners: bool) -> anyhow::Result<Optio
 }
 
 /// Writes one `listening on <address>` line per listener to stdout (`listening on tls
-/// <address>` for a TLS one, `listening on udp <address>` for a UDP socket), then
+/// <address>` for a TLS one, `listening on unix:<path>` for a Unix socket, `listening
+/// on udp <address>` for a UDP socket), then
 /// `metrics on <address>` with `--metrics`, flushed, so that a script can read the port
 /// chosen for port 0.
 fn announce(
     addrs: &[Listening],
+    unix: &[PathBuf],
     udp: &[SocketAddr],
     metrics: Option<SocketAddr>,
 ) -> std::io::Result<()> {
     let mut stdout = std::io::stdout().lock();
     for addr in addrs {
         writeln!(stdout, "listening on {addr}")?;
+    }
+    for path in unix {
+        writeln!(
+            stdout,
+            "listening on {}",
+            crate::address::unix_display(path)
+        )?;
     }
     for addr in udp {
         writeln!(stdout, "listening on udp {addr}")?;

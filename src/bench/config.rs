@@ -9,19 +9,20 @@ use std::time::Duration;
 
 use super::names::Template;
 use super::source::check_sources;
+use super::stream::Endpoint;
 use super::tls::{self, TlsSetup};
 use super::{
     CLOSE_GRACE, MAX_ALL_CONNECTIONS, MAX_BATCH_BYTES, MAX_CONNECTIONS, MAX_REPLY_BYTES, READ_BUF,
     SETUPS_IN_FLIGHT,
 };
-use crate::address::SourceAddrs;
-use crate::address::parse_connect;
-use crate::config::{BENCH_EVERY, BenchConfig, BenchMode};
+use crate::address::{SourceAddrs, Target, parse_connect};
+use crate::config::{BENCH_EVERY, BenchConfig, BenchMode, TlsClientConfig};
 
 /// [`BenchConfig`], checked and resolved.
 #[derive(Debug)]
 pub(super) struct Plan {
-    pub(super) addr: SocketAddr,
+    /// The server.
+    pub(super) server: Endpoint,
     /// `--source`: the local addresses to connect from; `None`: the kernel picks.
     pub(super) sources: Option<SourceAddrs>,
     pub(super) connections: usize,
@@ -151,13 +152,35 @@ impl Plan {
                 MAX_REPLY_BYTES >> 20
             )));
         }
-        let target = parse_connect(&a.connect).map_err(invalid)?;
-        // Before resolving: a bad file is the user's to fix whatever the network says.
-        let tls = tls::setup(a, &target)?;
-        let addr = resolve(&a.connect)?;
-        if let Some(sources) = &a.source {
-            check_sources(sources, addr)?;
-        }
+        let (server, tls) = match Target::parse(&a.connect).map_err(invalid)? {
+            Target::Tcp(target) => {
+                // Before resolving: a bad file is the user's to fix whatever the network
+                // says.
+                let tls = tls::setup(a, &target)?;
+                let addr = resolve(&a.connect)?;
+                if let Some(sources) = &a.source {
+                    check_sources(sources, addr)?;
+                }
+                (Endpoint::Tcp(addr), tls)
+            }
+            Target::Unix(path) => {
+                if a.tls != TlsClientConfig::default() || a.tls_resume {
+                    return Err(invalid(format!(
+                        "--tls and its options are for TCP: {} speaks plain text (serve \
+                         has no TLS on a Unix socket); drop them",
+                        a.connect.trim()
+                    )));
+                }
+                if a.source.is_some() {
+                    return Err(invalid(
+                        "--source is for TCP: a Unix socket has no local address to choose; \
+                         drop --source"
+                            .into(),
+                    ));
+                }
+                (Endpoint::Unix(path), None)
+            }
+        };
         let threads = a
             .threads
             .unwrap_or_else(|| thread::available_parallelism().map_or(1, NonZeroUsize::get))
@@ -173,7 +196,7 @@ impl Plan {
             _ => setup_share(SETUPS_IN_FLIGHT, threads),
         };
         Ok(Plan {
-            addr,
+            server,
             sources: a.source.clone(),
             connections: a.connections,
             mode: a.mode,
@@ -444,12 +467,41 @@ mod tests {
             "{e}"
         );
         assert_eq!(
-            cfg(&|c| c.connect = "127.0.0.1".into())
-                .unwrap()
-                .addr
-                .port(),
-            9999
+            cfg(&|c| c.connect = "127.0.0.1".into()).unwrap().server,
+            Endpoint::Tcp("127.0.0.1:9999".parse().unwrap())
         );
+        assert_eq!(
+            cfg(&|c| c.connect = "unix:/run/h.sock".into())
+                .unwrap()
+                .server,
+            Endpoint::Unix("/run/h.sock".into())
+        );
+        for (unix, says) in [
+            (
+                BenchConfig {
+                    tls: TlsClientConfig {
+                        enabled: true,
+                        ..TlsClientConfig::default()
+                    },
+                    ..BenchConfig::default()
+                },
+                "--tls and its options are for TCP",
+            ),
+            (
+                BenchConfig {
+                    source: Some(crate::address::parse_sources("127.0.0.2").unwrap()),
+                    ..BenchConfig::default()
+                },
+                "--source is for TCP",
+            ),
+        ] {
+            let unix = BenchConfig {
+                connect: "unix:/run/h.sock".into(),
+                ..unix
+            };
+            let e = Plan::from_args(&unix).unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        }
         let e = cfg(&|c| c.connections = 18_446_744_073_709_551_615).unwrap_err();
         assert_eq!(
             e.to_string(),

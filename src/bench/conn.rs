@@ -4,8 +4,9 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use mio::net::TcpStream;
 use rustls::ClientConnection;
+
+use super::stream::Stream;
 
 use crate::protocol::ConnectionValues;
 
@@ -35,7 +36,7 @@ pub(super) struct Conn {
     pub(super) since: Instant,
     /// When the connect began: the connect and the first reply are timed from here.
     pub(super) opened: Instant,
-    pub(super) stream: Option<TcpStream>,
+    pub(super) stream: Option<Stream>,
     /// With `--tls`: the connection's TLS state, beside its socket.
     pub(super) tls: Option<Box<ClientConnection>>,
     /// The server's first bytes were looked at and can begin TLS.

@@ -1,7 +1,6 @@
 //! Why a connection or a reply failed, and what to tell the user when nothing connected.
 
 use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::state::WorkerResults;
@@ -226,7 +225,7 @@ pub(super) fn classify(e: &io::Error, stage: Stage) -> Fail {
 /// The error `run` returns when not one connection got as far as its welcome:
 /// the most frequent failure, with what to do about it.
 pub(super) fn no_connection_error(
-    addr: SocketAddr,
+    addr: &impl std::fmt::Display,
     timeout: Duration,
     tally: &WorkerResults,
 ) -> io::Error {
@@ -443,12 +442,12 @@ mod tests {
 
     #[test]
     fn no_connection_error_names_cause_and_fix() {
-        let addr: SocketAddr = "127.0.0.1:9999".parse().unwrap();
+        let addr: std::net::SocketAddr = "127.0.0.1:9999".parse().unwrap();
         let mut t = WorkerResults::new().unwrap();
         t.note(Fail::ConnectRefused, || "refused".into());
         t.note(Fail::ConnectRefused, || "refused".into());
         t.note(Fail::Other, || "x".into());
-        let e = no_connection_error(addr, Duration::from_secs(5), &t);
+        let e = no_connection_error(&addr, Duration::from_secs(5), &t);
         assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
         assert_eq!(
             e.to_string(),
@@ -457,7 +456,7 @@ mod tests {
 
         let mut t = WorkerResults::new().unwrap();
         t.note(Fail::PerSourceLimit, || "\"ERROR too many\"".into());
-        let e = no_connection_error(addr, Duration::from_secs(5), &t).to_string();
+        let e = no_connection_error(&addr, Duration::from_secs(5), &t).to_string();
         assert!(
             e.contains("(\"ERROR too many\"): raise its --max-per-source"),
             "{e}"
@@ -465,7 +464,7 @@ mod tests {
 
         let mut t = WorkerResults::new().unwrap();
         t.note(Fail::WelcomeTimeout, String::new);
-        let e = no_connection_error(addr, Duration::from_secs(5), &t).to_string();
+        let e = no_connection_error(&addr, Duration::from_secs(5), &t).to_string();
         assert!(e.contains("no welcome line came within 5 s"), "{e}");
     }
 }

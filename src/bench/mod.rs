@@ -14,7 +14,8 @@
 //! Here: the run, start to report. `config` checks the arguments, `names` makes
 //! names and expected replies, `worker` drives connections, `schedule` is the open
 //! loop, `churn` the churn mode, `tls` is `--tls` (set-up, a connection's TLS I/O, its
-//! failures), `source` is `--source`, `state` holds the shared counters, `fail` names
+//! failures), `stream` a connection's socket (TCP or Unix, `--connect unix:PATH`),
+//! `source` is `--source`, `state` holds the shared counters, `fail` names
 //! failures, `progress` and `report` print, `hgrm` writes `--hgrm`. `udp` is `--udp`,
 //! a run of its own over datagrams.
 
@@ -42,6 +43,7 @@ mod report;
 mod schedule;
 mod source;
 mod state;
+mod stream;
 mod tls;
 mod udp;
 mod worker;
@@ -195,7 +197,7 @@ pub fn run(args: &BenchConfig) -> io::Result<Outcome> {
     let total = join_workers(handles, WorkerResults::new()?, WorkerResults::merge)?;
     let finished = Instant::now();
     if total.established == 0 {
-        return Err(no_connection_error(cfg.addr, cfg.timeout, &total));
+        return Err(no_connection_error(&cfg.server, cfg.timeout, &total));
     }
 
     let start = started.unwrap_or(t0);
@@ -207,7 +209,7 @@ pub fn run(args: &BenchConfig) -> io::Result<Outcome> {
         total.last_reply
     };
     let report = Report {
-        addr: cfg.addr,
+        addr: cfg.server.to_string(),
         mode: cfg.mode,
         connections: cfg.connections,
         established: total.established,

@@ -156,7 +156,7 @@ mod tests {
     fn worker(state: State, awaiting: u64, expect: &str) -> Worker {
         let template = Template::parse(expect).unwrap();
         let cfg = Plan {
-            addr: "127.0.0.1:9".parse().unwrap(),
+            server: crate::bench::stream::Endpoint::Tcp("127.0.0.1:9".parse().unwrap()),
             sources: None,
             connections: 1,
             mode: crate::config::BenchMode::Pingpong,

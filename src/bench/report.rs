@@ -2,7 +2,6 @@
 
 use std::fmt::Write as _;
 use std::io::{self, IsTerminal, Write as _};
-use std::net::SocketAddr;
 
 use hdrhistogram::Histogram;
 use serde_json::{Map, Value, json};
@@ -169,7 +168,8 @@ pub(super) struct HandshakeReport {
 
 #[derive(Debug, Clone)]
 pub(super) struct Report {
-    pub(super) addr: SocketAddr,
+    /// The server, as `--connect` named it once resolved.
+    pub(super) addr: String,
     pub(super) mode: BenchMode,
     pub(super) connections: usize,
     pub(super) established: u64,
@@ -283,7 +283,7 @@ impl Report {
             .map(|(k, s)| (k.name().to_string(), json!(s)))
             .collect();
         let mut j = json!({
-            "addr": self.addr.to_string(),
+            "addr": self.addr,
             "mode": self.mode.name(),
             "connections": self.connections,
             "established": self.established,
@@ -518,7 +518,7 @@ mod tests {
 
     fn report() -> Report {
         Report {
-            addr: "127.0.0.1:9999".parse().unwrap(),
+            addr: "127.0.0.1:9999".to_string(),
             mode: BenchMode::Pingpong,
             connections: 64,
             established: 64,

@@ -10,6 +10,7 @@
 //! registered for both readable and writable events from the start (edge-triggered),
 //! so records left queued go out on the next writable edge without re-registering.
 
+use super::stream::Stream;
 use std::fmt;
 use std::io::{self, Read};
 
@@ -23,8 +24,6 @@ use rustls::{ClientConfig, ClientConnection};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::sync::Arc;
-
-use mio::net::TcpStream;
 
 use super::fail::Fail;
 use crate::address::HostPort;
@@ -221,7 +220,7 @@ pub(super) fn not_tls(peeked: &[u8]) -> Option<String> {
 /// The socket as rustls reads it, noting a short read: then the socket is empty, and
 /// new data will raise a new event.
 struct Source<'a> {
-    sock: &'a mut TcpStream,
+    sock: &'a mut Stream,
     short: bool,
 }
 
@@ -249,7 +248,7 @@ pub(super) fn cause(e: &io::Error) -> Option<&rustls::Error> {
 /// nothing left in rustls, so that only a new event brings more. `WouldBlock` when
 /// there is nothing yet.
 pub(super) fn read(
-    sock: &mut TcpStream,
+    sock: &mut Stream,
     tls: &mut ClientConnection,
     buf: &mut [u8],
 ) -> io::Result<(usize, bool)> {
@@ -279,7 +278,7 @@ pub(super) fn read(
 }
 
 /// Processes the records read, sending what rustls answers (an alert, a key update).
-fn process(sock: &mut TcpStream, tls: &mut ClientConnection) -> io::Result<()> {
+fn process(sock: &mut Stream, tls: &mut ClientConnection) -> io::Result<()> {
     match tls.process_new_packets() {
         Ok(_) => send(sock, tls).map(drop),
         Err(e) => {
@@ -292,7 +291,7 @@ fn process(sock: &mut TcpStream, tls: &mut ClientConnection) -> io::Result<()> {
 
 /// Writes the records rustls has queued: true when all are out, false when the socket
 /// would block (the next writable event goes on).
-pub(super) fn send(sock: &mut TcpStream, tls: &mut ClientConnection) -> io::Result<bool> {
+pub(super) fn send(sock: &mut Stream, tls: &mut ClientConnection) -> io::Result<bool> {
     while tls.wants_write() {
         match tls.write_tls(sock) {
             Ok(0) => return Err(io::Error::other("the socket accepted no bytes")),
@@ -309,7 +308,7 @@ pub(super) fn send(sock: &mut TcpStream, tls: &mut ClientConnection) -> io::Resu
 /// it took (0 when its queue is full and the socket would block), whether every record
 /// went out, and an error only when the socket failed.
 pub(super) fn write(
-    sock: &mut TcpStream,
+    sock: &mut Stream,
     tls: &mut ClientConnection,
     plain: &[u8],
 ) -> io::Result<(usize, bool)> {
@@ -325,7 +324,7 @@ pub(super) fn write(
 /// next event. A server whose first bytes cannot begin TLS is an `InvalidData` error
 /// holding [`NotTls`].
 pub(super) fn handshake(
-    sock: &mut TcpStream,
+    sock: &mut Stream,
     tls: &mut ClientConnection,
     peeked: &mut bool,
 ) -> io::Result<bool> {

@@ -55,11 +55,11 @@ pub(super) fn run(args: &BenchConfig) -> io::Result<Outcome> {
     let mut shares: Vec<Vec<Sock>> = (0..plan.base.threads).map(|_| Vec::new()).collect();
     for id in 0..plan.base.connections {
         let source = (plan.base.sources.as_ref()).map(|s| s.for_connection(id as u64));
-        let socket = open(plan.base.addr, source)?;
+        let socket = open(plan.addr, source)?;
         let values = if plan.base.template.shows_addresses() {
             // The server's `{peer}` is this socket; its `{local}`, the address sent to.
             let here = socket.local_addr()?;
-            Some(Box::new(ConnectionValues::new(here, plan.base.addr, 0)))
+            Some(Box::new(ConnectionValues::new(here, plan.addr, 0)))
         } else {
             None
         };
@@ -119,7 +119,7 @@ pub(super) fn run(args: &BenchConfig) -> io::Result<Outcome> {
     }
 
     let report = UdpReport {
-        addr: plan.base.addr,
+        addr: plan.addr,
         sockets: plan.base.connections,
         threads: plan.base.threads,
         pipeline: plan.base.pipeline,
@@ -209,7 +209,7 @@ fn open(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<mio::net::UdpSoc
 /// The error when not one datagram came back: what the sockets were told, or else the
 /// likely causes and their fixes.
 fn nothing_came_back(plan: &UdpPlan, total: &Tally) -> io::Error {
-    let addr = plan.base.addr;
+    let addr = plan.addr;
     if total.count(UdpFail::PortUnreachable) > 0 {
         return io::Error::new(
             io::ErrorKind::ConnectionRefused,

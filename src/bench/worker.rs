@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use mio::event::Event;
-use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::config::{Plan, claim, connect_offset};
@@ -19,6 +18,7 @@ use super::names::write_name;
 use super::schedule::{Alarm, Pace, Timers};
 use super::source::connect_from;
 use super::state::{RunState, WorkerCounts, WorkerResults};
+use super::stream::{Endpoint, Stream};
 use super::tls;
 use super::{ALARM, TICK, WAKE};
 use crate::config::BenchMode;
@@ -241,13 +241,26 @@ impl Worker {
             }
         }
         let source = self.cfg.sources.as_ref().map(|s| s.for_connection(c.id));
-        let mut stream = match connect_from(self.cfg.addr, source) {
-            Ok(s) => s,
-            Err(e) => return self.fail(i, classify(&e, Stage::Connect), || e.to_string()),
+        let connected = match &self.cfg.server {
+            Endpoint::Tcp(addr) => connect_from(*addr, source).map(|stream| {
+                if let Err(e) = stream.set_nodelay(true) {
+                    log::debug!("bench: TCP_NODELAY: {e}");
+                }
+                Stream::Tcp(stream)
+            }),
+            Endpoint::Unix(path) => mio::net::UnixStream::connect(path).map(Stream::Unix),
         };
-        if let Err(e) = stream.set_nodelay(true) {
-            log::debug!("bench: TCP_NODELAY: {e}");
-        }
+        let mut stream = match connected {
+            Ok(s) => s,
+            Err(e) => {
+                let kind = match (&self.cfg.server, e.kind()) {
+                    // No socket file: nothing listens there, as a refused TCP connect says.
+                    (Endpoint::Unix(_), io::ErrorKind::NotFound) => Fail::ConnectRefused,
+                    _ => classify(&e, Stage::Connect),
+                };
+                return self.fail(i, kind, || e.to_string());
+            }
+        };
         if let Err(e) = self.poll.registry().register(
             &mut stream,
             Token(i),
@@ -259,10 +272,21 @@ impl Worker {
         }
         let values = if self.cfg.template.shows_addresses() {
             // The server's `{peer}` is this end; its `{local}`, the address connected to.
-            // The port is bound by the connect, though it is still in progress.
-            match stream.local_addr() {
-                Ok(here) => Some(Box::new(ConnectionValues::new(here, self.cfg.addr, 0))),
-                Err(e) => return self.fail(i, classify(&e, Stage::Connect), || e.to_string()),
+            match (&stream, &self.cfg.server) {
+                // The port is bound by the connect, though it is still in progress.
+                (Stream::Tcp(tcp), Endpoint::Tcp(addr)) => match tcp.local_addr() {
+                    Ok(here) => Some(Box::new(ConnectionValues::new(here, *addr, 0))),
+                    Err(e) => {
+                        return self.fail(i, classify(&e, Stage::Connect), || e.to_string());
+                    }
+                },
+                // Over a Unix socket, this process's credentials and the socket's path.
+                (_, Endpoint::Unix(path)) => {
+                    let me = format!("uid={},pid={}", nix::unistd::getuid(), std::process::id());
+                    let path = crate::protocol::LocalName::new(path);
+                    Some(Box::new(ConnectionValues::unix(me, path, 0)))
+                }
+                (Stream::Unix(_), Endpoint::Tcp(_)) => None,
             }
         } else {
             None
@@ -396,7 +420,7 @@ impl Worker {
             let Some(stream) = c.stream.as_ref() else {
                 return;
             };
-            match connect_status(stream) {
+            match stream.connected() {
                 Ok(false) => return,
                 Ok(true) => {
                     c.state = if c.tls.is_some() {
@@ -743,16 +767,4 @@ impl Worker {
 /// A duration in nanoseconds, as the histograms count them.
 pub(super) fn nanos(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// Whether a non-blocking connect has completed (the check mio documents).
-pub(super) fn connect_status(stream: &TcpStream) -> io::Result<bool> {
-    if let Some(e) = stream.take_error()? {
-        return Err(e);
-    }
-    match stream.peer_addr() {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
-        Err(e) => Err(e),
-    }
 }

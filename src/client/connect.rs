@@ -1,7 +1,10 @@
-//! Connecting: resolving the target, trying each address in turn, and why none accepted.
+//! Connecting: resolving the target, trying each address in turn, and why none accepted;
+//! or connecting to a Unix socket, and why it did not accept.
 
-use std::io::ErrorKind;
+use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::time::Duration;
 
 use log::debug;
@@ -96,6 +99,40 @@ fn connect_addrs(
     Err(attempts)
 }
 
+/// Connects to the Unix socket at `path`. No timeout is needed: a local connect is
+/// taken or refused at once.
+pub(super) fn connect_unix(path: &Path) -> Result<UnixStream, Failure> {
+    debug!("connecting to unix:{}", path.display());
+    UnixStream::connect(path).map_err(|error| Failure::UnixConnect {
+        path: path.to_path_buf(),
+        error,
+    })
+}
+
+/// The message for a Unix socket that did not accept a connection: the cause, and the
+/// fix.
+pub(super) fn unix_connect_message(path: &Path, error: &io::Error) -> String {
+    let shown = crate::address::unix_display(path);
+    match error.kind() {
+        ErrorKind::NotFound => format!(
+            "no socket at {}: is tcp-hello serve running with --bind {shown}? Start it, or \
+             give the socket's path with --connect",
+            path.display()
+        ),
+        ErrorKind::ConnectionRefused => format!(
+            "nothing listens on {} (a server left it behind): start tcp-hello serve --bind \
+             {shown}, or give the socket's path with --connect",
+            path.display()
+        ),
+        ErrorKind::PermissionDenied => format!(
+            "permission denied connecting to {}: the socket's mode does not let this user \
+             in (serve --unix-mode 660 lets its group in)",
+            path.display()
+        ),
+        _ => format!("cannot connect to {shown}: {error}; check the path given with --connect"),
+    }
+}
+
 /// The message for a target none of whose addresses accepted a connection: the most
 /// telling cause first (refused, then timed out, then unreachable), then every attempt
 /// when there were several.
@@ -135,7 +172,6 @@ pub(super) fn connect_message(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io;
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener};
 
     fn v4(last: u8, port: u16) -> SocketAddr {
@@ -175,6 +211,32 @@ mod tests {
         let attempts = connect_addrs(&[refused], Some(Duration::from_secs(5))).unwrap_err();
         assert_eq!(attempts.len(), 1);
         assert_eq!(attempts[0].kind, ErrorKind::ConnectionRefused);
+    }
+
+    #[test]
+    fn unix_connect_messages_name_cause_and_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sock");
+        let Err(Failure::UnixConnect { error, .. }) = connect_unix(&path) else {
+            panic!("connected to nothing");
+        };
+        let m = unix_connect_message(&path, &error);
+        assert!(
+            m.starts_with(&format!(
+                "no socket at {}: is tcp-hello serve",
+                path.display()
+            )),
+            "{m}"
+        );
+        // A socket file nothing listens on.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let Err(Failure::UnixConnect { error, .. }) = connect_unix(&path) else {
+            panic!("connected to a closed socket");
+        };
+        let m = unix_connect_message(&path, &error);
+        assert!(m.starts_with("nothing listens on"), "{m}");
+        let m = unix_connect_message(&path, &io::Error::from(ErrorKind::PermissionDenied));
+        assert!(m.contains("--unix-mode 660"), "{m}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::io::{self, ErrorKind};
 use std::time::Duration;
 
-use super::connect::{Attempt, connect_message};
+use super::connect::{Attempt, connect_message, unix_connect_message};
 use super::tally::PER_SOURCE_BUSY;
 use super::tls_failure::TlsFailure;
 use super::{EXIT_BUSY, EXIT_CONNECT, EXIT_LOCAL_IO, EXIT_PROTOCOL, EXIT_TIMEOUT, EXIT_USAGE};
@@ -21,6 +21,11 @@ pub(super) enum Failure {
         target: String,
         attempts: Vec<Attempt>,
         timeout: Option<Duration>,
+    },
+    /// A Unix socket did not accept the connection.
+    UnixConnect {
+        path: std::path::PathBuf,
+        error: io::Error,
     },
     /// Nothing arrived for the reply timeout while something was due.
     Timeout {
@@ -104,7 +109,9 @@ impl Failure {
     pub(super) fn code(&self) -> u8 {
         match self {
             Failure::Usage(_) | Failure::NameTooLong(_) => EXIT_USAGE,
-            Failure::Resolve { .. } | Failure::Connect { .. } => EXIT_CONNECT,
+            Failure::Resolve { .. } | Failure::Connect { .. } | Failure::UnixConnect { .. } => {
+                EXIT_CONNECT
+            }
             Failure::Timeout { .. } => EXIT_TIMEOUT,
             Failure::Closed(c)
                 if matches!(c.what, ClosedWhen::Idle | ClosedWhen::IdleEndsLines(_)) =>
@@ -134,6 +141,7 @@ impl Failure {
                 attempts,
                 timeout,
             } => connect_message(target, attempts, *timeout),
+            Failure::UnixConnect { path, error } => unix_connect_message(path, error),
             Failure::Timeout {
                 secs,
                 waiting,

@@ -1,9 +1,12 @@
-//! The connection the sessions talk over, plain TCP or TLS, split into a reading half for
-//! the main thread and a writing half for the writer thread.
+//! The connection the sessions talk over, plain TCP, TLS or a Unix socket, split into a
+//! reading half for the main thread and a writing half for the writer thread.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
+
+use socket2::SockRef;
 
 use super::failure::Failure;
 use super::tls::{Handshaken, TlsReader, TlsWriter, tls_halves};
@@ -30,6 +33,21 @@ impl Link {
             },
             writer: Writer {
                 io: WriteHalf::Plain(writer),
+                trace,
+            },
+        })
+    }
+
+    /// A Unix socket's connection; `trace` as [`Link::plain`]'s.
+    pub(super) fn unix(stream: UnixStream, trace: Option<Arc<ConnTrace>>) -> io::Result<Link> {
+        let writer = stream.try_clone()?;
+        Ok(Link {
+            reader: Reader {
+                io: ReadHalf::Unix(stream),
+                trace: trace.clone(),
+            },
+            writer: Writer {
+                io: WriteHalf::Unix(writer),
                 trace,
             },
         })
@@ -109,6 +127,7 @@ enum ReadHalf {
     Plain(TcpStream),
     /// Boxed: it carries its buffer of ciphertext.
     Tls(Box<TlsReader>),
+    Unix(UnixStream),
 }
 
 impl Reader {
@@ -118,6 +137,7 @@ impl Reader {
         match &self.io {
             ReadHalf::Plain(stream) => arm(stream, wait),
             ReadHalf::Tls(tls) => arm(tls.socket(), wait),
+            ReadHalf::Unix(stream) => arm(stream, wait),
         }
     }
 
@@ -126,6 +146,7 @@ impl Reader {
         let received = match &mut self.io {
             ReadHalf::Plain(stream) => got(stream.read(buf)),
             ReadHalf::Tls(tls) => tls.read(buf),
+            ReadHalf::Unix(stream) => got(stream.read(buf)),
         };
         if let (Some(trace), Ok(Received::Bytes(n))) = (&self.trace, &received) {
             trace.record(Direction::Received, &buf[..*n]);
@@ -143,6 +164,7 @@ pub(super) struct Writer {
 enum WriteHalf {
     Plain(TcpStream),
     Tls(TlsWriter),
+    Unix(UnixStream),
 }
 
 impl WriteHalf {
@@ -150,6 +172,7 @@ impl WriteHalf {
         match self {
             WriteHalf::Plain(stream) => (&*stream).write(buf),
             WriteHalf::Tls(tls) => tls.write(buf),
+            WriteHalf::Unix(stream) => (&*stream).write(buf),
         }
     }
 }
@@ -167,6 +190,7 @@ impl Writer {
         match &self.io {
             WriteHalf::Plain(stream) => (&*stream).write_all(last)?,
             WriteHalf::Tls(tls) => tls.finish(last)?,
+            WriteHalf::Unix(stream) => (&*stream).write_all(last)?,
         }
         if half_close {
             self.socket().shutdown(Shutdown::Write)?;
@@ -180,10 +204,11 @@ impl Writer {
         let _ = self.socket().shutdown(Shutdown::Both);
     }
 
-    fn socket(&self) -> &TcpStream {
+    fn socket(&self) -> SockRef<'_> {
         match &self.io {
-            WriteHalf::Plain(stream) => stream,
-            WriteHalf::Tls(tls) => tls.socket(),
+            WriteHalf::Plain(stream) => SockRef::from(stream),
+            WriteHalf::Tls(tls) => SockRef::from(tls.socket()),
+            WriteHalf::Unix(stream) => SockRef::from(stream),
         }
     }
 }

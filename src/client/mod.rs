@@ -138,12 +138,12 @@ use std::time::{Duration, Instant};
 
 use log::debug;
 
-use crate::address::{HostPort, parse_connect};
+use crate::address::{HostPort, Target, unix_display};
 use crate::config::ClientConfig;
 use crate::protocol::Framing;
 use crate::trace::Trace;
 
-use connect::connect;
+use connect::{connect, connect_unix};
 use failure::Failure;
 use link::Link;
 use names::{Names, names_input};
@@ -201,6 +201,19 @@ pub fn run(config: &ClientConfig) -> ExitCode {
         );
         return ExitCode::from(EXIT_USAGE);
     }
+    if config.udp
+        && config
+            .connect
+            .trim()
+            .starts_with(crate::address::UNIX_PREFIX)
+    {
+        let _ = writeln!(
+            io::stderr(),
+            "tcp-hello: --udp sends datagrams to HOST:PORT, and a unix: socket is a stream: \
+             drop --udp"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
     if config.udp {
         return match udp::session(config) {
             Ok(()) => ExitCode::from(EXIT_OK),
@@ -224,17 +237,53 @@ pub fn run(config: &ClientConfig) -> ExitCode {
 }
 
 fn session(config: &ClientConfig) -> Result<(), Failure> {
-    let target = parse_connect(&config.connect).map_err(Failure::Usage)?;
-    let connect_timeout = config.connect_timeout;
-    let reply_timeout = config.reply_timeout;
-    // Before connecting: a bad file is a usage error, whatever the server.
-    let tls = tls_setup(&config.tls, &target)?;
+    let target = Target::parse(&config.connect).map_err(Failure::Usage)?;
     let interactive = !config.raw && config.names.is_empty() && io::stdin().is_terminal();
     let trace = match &config.trace {
         Some(trace) => Some(Trace::open(trace).map_err(|e| Failure::Usage(e.to_string()))?),
         None => None,
     };
-    let (stream, addr) = connect(&target, connect_timeout)?;
+    let (link, connected) = match &target {
+        Target::Tcp(target) => open_tcp(config, target, trace)?,
+        Target::Unix(path) => open_unix(config, path, trace)?,
+    };
+    let cfg = SessionConfig {
+        reply_timeout: config.reply_timeout,
+        interactive,
+        framing: config.framing,
+    };
+    if interactive {
+        note(&format!(
+            "Connected to {connected}. Type a name and press Enter; `exit` or Ctrl-D ends the session.\n"
+        ));
+    }
+    let mut out = BufWriter::with_capacity(READ_BUF, io::stdout().lock());
+    let result = if config.raw {
+        raw_session(link, &cfg, &mut out)
+    } else {
+        let input = Names::new(names_input(&config.names));
+        match config.framing {
+            Framing::Line => line_session(link, &cfg, input, &mut out),
+            Framing::Chunk => chunk_session(link, &cfg, input, &mut out),
+        }
+    };
+    // A failure's message follows everything the server said.
+    let flushed = out.flush().map_err(Failure::Stdout);
+    result.and(flushed)
+}
+
+/// Connects to `target` over TCP, with the TLS handshake if asked: the link, and what
+/// the interactive banner says it is connected to.
+fn open_tcp(
+    config: &ClientConfig,
+    target: &HostPort,
+    trace: Option<Arc<Trace>>,
+) -> Result<(Link, String), Failure> {
+    let connect_timeout = config.connect_timeout;
+    let reply_timeout = config.reply_timeout;
+    // Before connecting: a bad file is a usage error, whatever the server.
+    let tls = tls_setup(&config.tls, target)?;
+    let (stream, addr) = connect(target, connect_timeout)?;
     debug!("connected to {addr}");
     // The only connection: number 1, its time counted from the connect.
     let trace = trace.map(|t| Arc::new(t.connection(1, Instant::now(), tls.is_some())));
@@ -253,42 +302,37 @@ fn session(config: &ClientConfig) -> Result<(), Failure> {
         None => (Link::plain(stream, trace), String::new()),
     };
     let link = link.map_err(Failure::Socket)?;
-    let cfg = SessionConfig {
-        target,
-        reply_timeout,
-        interactive,
-        framing: config.framing,
-    };
-    if interactive {
-        let shown = cfg.target.to_string();
-        let resolved = addr.to_string();
-        let via = if shown == resolved {
-            String::new()
-        } else {
-            format!(" ({resolved})")
-        };
-        note(&format!(
-            "Connected to {shown}{via}{over}. Type a name and press Enter; `exit` or Ctrl-D ends the session.\n"
-        ));
-    }
-    let mut out = BufWriter::with_capacity(READ_BUF, io::stdout().lock());
-    let result = if config.raw {
-        raw_session(link, &cfg, &mut out)
+    let shown = target.to_string();
+    let resolved = addr.to_string();
+    let via = if shown == resolved {
+        String::new()
     } else {
-        let input = Names::new(names_input(&config.names));
-        match config.framing {
-            Framing::Line => line_session(link, &cfg, input, &mut out),
-            Framing::Chunk => chunk_session(link, &cfg, input, &mut out),
-        }
+        format!(" ({resolved})")
     };
-    // A failure's message follows everything the server said.
-    let flushed = out.flush().map_err(Failure::Stdout);
-    result.and(flushed)
+    Ok((link, format!("{shown}{via}{over}")))
+}
+
+/// Connects to the Unix socket at `path`, which speaks plain text only.
+fn open_unix(
+    config: &ClientConfig,
+    path: &std::path::Path,
+    trace: Option<Arc<Trace>>,
+) -> Result<(Link, String), Failure> {
+    if config.tls != crate::config::TlsClientConfig::default() {
+        return Err(Failure::Usage(format!(
+            "--tls and its options are for TCP: {} speaks plain text (serve has no TLS on \
+             a Unix socket); drop them",
+            unix_display(path)
+        )));
+    }
+    let stream = connect_unix(path)?;
+    let trace = trace.map(|t| Arc::new(t.connection(1, Instant::now(), false)));
+    let link = Link::unix(stream, trace).map_err(Failure::Socket)?;
+    Ok((link, unix_display(path)))
 }
 
 /// What every session needs to know.
 struct SessionConfig {
-    target: HostPort,
     reply_timeout: Option<Duration>,
     interactive: bool,
     /// How the server frames its messages (in `--raw` mode, only to find its notices).

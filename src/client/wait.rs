@@ -1,7 +1,7 @@
 //! How long a socket read may block, and which I/O errors are timeouts or resets.
 
 use std::io::{self, ErrorKind};
-use std::net::TcpStream;
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use super::failure::Failure;
@@ -44,13 +44,14 @@ pub(super) fn read_wait(
 }
 
 /// Sets the socket's read timeout for a [`Wait`]; false when it has expired.
-pub(super) fn arm(stream: &TcpStream, wait: Wait) -> Result<bool, Failure> {
+pub(super) fn arm(stream: &impl AsFd, wait: Wait) -> Result<bool, Failure> {
     let timeout = match wait {
         Wait::Expired => return Ok(false),
         Wait::Forever => None,
         Wait::For(d) => Some(d),
     };
-    stream.set_read_timeout(timeout).map_err(Failure::Socket)?;
+    let socket = socket2::SockRef::from(stream);
+    socket.set_read_timeout(timeout).map_err(Failure::Socket)?;
     Ok(true)
 }
 

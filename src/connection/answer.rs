@@ -49,11 +49,7 @@ impl<S: Transport> Connection<'_, '_, S> {
                 }
                 if log::log_enabled!(log::Level::Trace) {
                     let (input, _) = self.buf.split();
-                    log::trace!(
-                        "conn {}: name {}",
-                        self.peer.id,
-                        LogText(&input[start..end])
-                    );
+                    log::trace!("conn {}: name {}", self.id, LogText(&input[start..end]));
                 }
                 if !ctx.delay.is_zero() {
                     self.flush()?;
@@ -71,8 +67,8 @@ impl<S: Transport> Connection<'_, '_, S> {
 
     pub(super) fn too_long(&mut self) -> Step<()> {
         debug!(
-            "conn {} ({}): line longer than {} bytes, skipped",
-            self.peer.id, self.peer.addr, self.ctx.settings.max_line
+            "conn {}: line longer than {} bytes, skipped",
+            self.id, self.ctx.settings.max_line
         );
         self.notice(Notice::LineTooLong)
     }

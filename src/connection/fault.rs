@@ -22,11 +22,11 @@ impl<S: Transport> Connection<'_, '_, S> {
     /// Draws the faults that strike this connection; trickling is announced now, as it
     /// strikes every write.
     pub(super) fn strike(&mut self, faults: &Faults) {
-        self.fault = faults.strike(self.peer.id).map(Box::new);
+        self.fault = faults.strike(self.id).map(Box::new);
         if let Some((bytes, pause)) = self.fault.as_ref().and_then(|f| f.trickle) {
             log::info!(
                 "conn {} fault: trickle, {bytes} {} every {} ms",
-                self.peer.id,
+                self.id,
                 crate::plural::noun(bytes as u64, "byte", "bytes"),
                 pause.as_millis()
             );
@@ -60,7 +60,7 @@ impl<S: Transport> Connection<'_, '_, S> {
         if let Some(wait) = struck.delay() {
             log::info!(
                 "conn {} fault: delay {} ms before reply {}",
-                self.peer.id,
+                self.id,
                 wait.as_millis(),
                 self.replies + 1
             );
@@ -104,7 +104,7 @@ impl<S: Transport> Connection<'_, '_, S> {
 
     /// The log line and the count of a one-time fault.
     fn announce(&self, once: Once, point: Point) {
-        log::info!("conn {} fault: {once} {point}", self.peer.id);
+        log::info!("conn {} fault: {once} {point}", self.id);
         self.count(once.kind());
     }
 

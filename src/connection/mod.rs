@@ -24,6 +24,8 @@ mod transport;
 pub use buffers::{SMALL_INPUT, SMALL_OUTPUT};
 pub use context::{Context, OUTPUT_MAX, POOL_IDLE_BYTES, Peer};
 pub use outcome::{CloseReason, Summary};
-pub use serve::{SHUTDOWN_READ_BUDGET, serve, serve_welcomed, serve_who, welcome};
+pub use serve::{
+    SHUTDOWN_READ_BUDGET, serve, serve_welcomed, serve_who, serve_with_values, welcome,
+};
 pub use traced::Traced;
 pub use transport::Transport;

@@ -20,7 +20,7 @@ pub const SHUTDOWN_READ_BUDGET: usize = 8 * 1024 * 1024;
 /// Runs the protocol on `stream` until it ends. Never panics on any input; every
 /// error ends up in the summary's reason.
 pub fn serve<S: Transport>(stream: S, ctx: &Context, peer: Peer) -> Summary {
-    serve_from(stream, ctx, peer, None, None)
+    serve_from(stream, ctx, peer.id, values_for(ctx, peer, None), None)
 }
 
 /// [`serve`] for a connection whose facts the templates show
@@ -33,7 +33,25 @@ pub fn serve_who<S: Transport>(
     who: Who,
     welcomed: Option<usize>,
 ) -> Summary {
-    serve_from(stream, ctx, peer, Some(who), welcomed)
+    serve_from(
+        stream,
+        ctx,
+        peer.id,
+        values_for(ctx, peer, Some(who)),
+        welcomed,
+    )
+}
+
+/// [`serve`] for connection number `id`, whose peer and local end are not IP addresses
+/// (a Unix socket's): `values` are what its templates show of it, made by the caller,
+/// `None` when they show nothing of it.
+pub fn serve_with_values<S: Transport>(
+    stream: S,
+    ctx: &Context,
+    id: u64,
+    values: Option<Box<ConnectionValues>>,
+) -> Summary {
+    serve_from(stream, ctx, id, values, None)
 }
 
 /// The welcome [`serve`] begins with, rendered for `peer` (empty in echo mode), for a
@@ -60,14 +78,20 @@ pub fn serve_welcomed<S: Transport>(
     peer: Peer,
     welcome_len: usize,
 ) -> Summary {
-    serve_from(stream, ctx, peer, None, Some(welcome_len))
+    serve_from(
+        stream,
+        ctx,
+        peer.id,
+        values_for(ctx, peer, None),
+        Some(welcome_len),
+    )
 }
 
 fn serve_from<S: Transport>(
     stream: S,
     ctx: &Context,
-    peer: Peer,
-    who: Option<Who>,
+    id: u64,
+    values: Option<Box<ConnectionValues>>,
     welcomed: Option<usize>,
 ) -> Summary {
     let mut small_input = [0u8; SMALL_INPUT];
@@ -75,8 +99,8 @@ fn serve_from<S: Transport>(
     let mut conn = Connection {
         stream,
         ctx,
-        peer,
-        values: values_for(ctx, peer, who),
+        id,
+        values,
         buf: Buffers {
             small_input: &mut small_input,
             small_output: &mut small_output,
@@ -158,7 +182,8 @@ pub(super) enum Got {
 pub(super) struct Connection<'c, 's, S> {
     pub(super) stream: S,
     pub(super) ctx: &'c Context,
-    pub(super) peer: Peer,
+    /// The connection's number, for the log.
+    pub(super) id: u64,
     /// The templates' per-connection values, formatted once; `None` when no template
     /// shows one (see [`ConnectionValues::of`]).
     pub(super) values: Option<Box<ConnectionValues>>,

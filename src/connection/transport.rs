@@ -26,6 +26,9 @@ impl Transport for &std::net::TcpStream {
     }
 }
 
+/// A Unix stream socket: its farewell is a plain write (there are no segments to save).
+impl Transport for &std::os::unix::net::UnixStream {}
+
 impl<T: Transport + ?Sized> Transport for &mut T {
     fn write_last(&mut self, bytes: &[u8]) -> io::Result<usize> {
         (**self).write_last(bytes)

@@ -26,6 +26,6 @@ pub use settings::{Framing, MAX_LINE_LIMIT, Mode, ReplyFormat, Settings};
 pub use sniff::looks_like_tls;
 pub use telnet::{IAC, TelnetFilter, telnet_escape, telnet_len};
 pub use template::{
-    ADDR_TEXT_MAX, CONN_TEXT_MAX, ConnectionValues, Fact, Facts, Machine, Piece, ReplyTemplate,
-    TemplateError, TemplateField, Who,
+    ADDR_TEXT_MAX, CONN_TEXT_MAX, ConnectionValues, Fact, Facts, LocalName, Machine, Piece,
+    ReplyTemplate, TemplateError, TemplateField, Who,
 };

@@ -603,13 +603,54 @@ impl<const N: usize> std::fmt::Debug for Fixed<N> {
     }
 }
 
+/// A `{local}` that is no socket address: a Unix socket's path, made once for all of
+/// its connections. Escaped as inside a JSON string (only `"`, `\\` and control
+/// characters change; invalid UTF-8 becomes U+FFFD), so that it is safe in a JSON reply
+/// and holds no 0xFF byte for telnet to obey.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalName(std::sync::Arc<str>);
+
+impl LocalName {
+    /// The name of `path`.
+    pub fn new(path: &std::path::Path) -> Self {
+        let quoted = json_string(&path.to_string_lossy());
+        let inside = quoted.get(1..quoted.len() - 1).unwrap_or_default();
+        LocalName(String::from_utf8_lossy(inside).into())
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What `{local}` shows: an address formatted in place, or a shared name.
+#[derive(Debug, Clone)]
+enum Local {
+    Addr(Fixed<ADDR_TEXT_MAX>),
+    Name(LocalName),
+}
+
+impl Local {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Local::Addr(addr) => addr.as_bytes(),
+            Local::Name(name) => name.0.as_bytes(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+}
+
 /// A connection's own placeholder values (`{peer}`, `{local}`, `{conn}`), formatted
 /// once when it opens, and its facts ([`Who`]) when a template shows them. They never
-/// hold a 0xFF byte: addresses are ASCII, facts are escaped UTF-8.
+/// hold a 0xFF byte: addresses and credentials are ASCII, names and facts escaped UTF-8.
 #[derive(Debug, Clone)]
 pub struct ConnectionValues {
     peer: Fixed<ADDR_TEXT_MAX>,
-    local: Fixed<ADDR_TEXT_MAX>,
+    local: Local,
     conn: Fixed<CONN_TEXT_MAX>,
     /// `None` unless a template shows a fact: every fact is empty then.
     who: Option<Box<Who>>,
@@ -619,7 +660,7 @@ impl ConnectionValues {
     /// The values of a connection whose templates show none of them: all empty.
     pub const NONE: ConnectionValues = ConnectionValues {
         peer: Fixed::EMPTY,
-        local: Fixed::EMPTY,
+        local: Local::Addr(Fixed::EMPTY),
         conn: Fixed::EMPTY,
         who: None,
     };
@@ -628,7 +669,19 @@ impl ConnectionValues {
     pub fn new(peer: std::net::SocketAddr, local: std::net::SocketAddr, conn: u64) -> Self {
         ConnectionValues {
             peer: Fixed::of(peer),
-            local: Fixed::of(local),
+            local: Local::Addr(Fixed::of(local)),
+            conn: Fixed::of(conn),
+            who: None,
+        }
+    }
+
+    /// The values of connection number `conn` on a Unix socket: `peer`, the client's
+    /// credentials as text of at most [`ADDR_TEXT_MAX`] ASCII bytes, and the socket's
+    /// `local` name.
+    pub fn unix(peer: impl std::fmt::Display, local: LocalName, conn: u64) -> Self {
+        ConnectionValues {
+            peer: Fixed::of(peer),
+            local: Local::Name(local),
             conn: Fixed::of(conn),
             who: None,
         }
@@ -711,6 +764,28 @@ pub(super) mod tests {
         let n = t.render(line, values, &mut out);
         assert_eq!(n, out.len(), "len_for is exact");
         out
+    }
+
+    #[test]
+    fn unix_values_show_credentials_and_a_path_safe_in_text_and_json() {
+        let name = LocalName::new(std::path::Path::new("/run/a \"b\"\\c.sock"));
+        assert_eq!(name.as_str(), "/run/a \\\"b\\\"\\\\c.sock");
+        let v = ConnectionValues::unix("uid=7,pid=9", name, 3);
+        let t = reply("{} {peer} {local} #{conn}");
+        assert_eq!(
+            render(&t, b"Ann", &v),
+            b"Ann uid=7,pid=9 /run/a \\\"b\\\"\\\\c.sock #3"
+        );
+        let json = ReplyTemplate::json(&machine());
+        let mut line = vec![0; json.len_for(json.line_len(b"Ann"), &v)];
+        let n = json.render(b"Ann", &v, &mut line);
+        let parsed: serde_json::Value = serde_json::from_slice(&line[..n]).unwrap();
+        assert_eq!(parsed["local"], "/run/a \"b\"\\c.sock");
+        assert_eq!(parsed["peer"], "uid=7,pid=9");
+        // Not UTF-8: shown as U+FFFD, never a 0xFF byte telnet would obey.
+        use std::os::unix::ffi::OsStrExt;
+        let odd = LocalName::new(std::path::Path::new(std::ffi::OsStr::from_bytes(b"/x\xff")));
+        assert_eq!(odd.as_str(), "/x\u{fffd}");
     }
 
     #[test]

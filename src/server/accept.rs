@@ -10,21 +10,48 @@ use std::time::{Duration, Instant};
 use log::{debug, error, warn};
 
 use super::log_limit::LogLimit;
-use super::{ServerState, admission, lifecycle};
+use super::{ServerState, admission, lifecycle, unix};
 
 /// Accepts connections on `listener` until the server stops; `tls`: whether they begin
 /// with a TLS handshake.
 pub(super) fn accept_loop(state: &Arc<ServerState>, listener: &TcpListener, tls: bool) {
+    accept_each(
+        state,
+        || listener.accept(),
+        |(stream, peer)| {
+            lifecycle::start(state, stream, peer, tls);
+        },
+    );
+}
+
+/// [`accept_loop`] for a `unix:` listener.
+pub(super) fn accept_unix_loop(state: &Arc<ServerState>, listener: &unix::Listener) {
+    accept_each(
+        state,
+        || listener.accept(),
+        |stream| {
+            unix::start(state, stream, listener);
+        },
+    );
+}
+
+/// Takes each connection `accept` gives to `start` until the server stops, backing off
+/// when the system runs out of resources.
+fn accept_each<C>(
+    state: &ServerState,
+    mut accept: impl FnMut() -> io::Result<C>,
+    mut start: impl FnMut(C),
+) {
     let mut backoff = AcceptBackoff::default();
     loop {
-        match listener.accept() {
+        match accept() {
             // Off Linux, shutdown wakes `accept` with a connection of its own
             // (`shutdown::wake_accept`); Linux fails the `accept` instead.
             Ok(_) if !cfg!(target_os = "linux") && state.stopping() => return,
-            Ok((stream, peer)) => {
+            Ok(connection) => {
                 backoff.succeeded();
                 admission::report_suppressed_refusals(state, false);
-                lifecycle::start(state, stream, peer, tls);
+                start(connection);
             }
             Err(_) if state.stopping() => return,
             Err(e) => {

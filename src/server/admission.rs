@@ -6,6 +6,8 @@
 use std::fmt;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use super::log_limit::{LogLimit, unreported};
-use super::registry::{Live, Registered, Registry};
+use super::registry::{Live, Registered, Registry, Socket};
 use super::{ServerState, log_target};
 use crate::metrics::Refusal;
 use crate::protocol::{Mode, Notice};
@@ -96,7 +98,7 @@ pub(super) fn admit(
             return None;
         }
         registry.live.insert(Live {
-            stream: Arc::clone(&stream),
+            stream: Socket::Tcp(Arc::clone(&stream)),
             thread: 0,
             handed_off: false,
             woken: false,
@@ -140,6 +142,77 @@ pub(super) fn no_thread(
     let why = format!("cannot start a thread: {error}");
     let notice = Notice::Busy { connections };
     refuse(state, &admitted.stream, peer, notice, &why, tls);
+}
+
+/// A connection let in on a `unix:` listener.
+pub(super) struct AdmittedUnix {
+    pub(super) id: u64,
+    pub(super) slot: usize,
+    pub(super) stream: Arc<UnixStream>,
+}
+
+/// Admits a connection just accepted on a `unix:` listener, from `peer`, giving it a
+/// place in the registry, or refuses it. Only `--max-connections` applies: the address
+/// rules, `--max-per-source` and PROXY headers are about IP addresses.
+pub(super) fn admit_unix(
+    state: &ServerState,
+    stream: UnixStream,
+    peer: impl fmt::Display,
+) -> Option<AdmittedUnix> {
+    let stream = Arc::new(stream);
+    let slot = {
+        let mut registry = state.lock();
+        if registry.live.len() >= state.config.max_connections {
+            // As in `admit`: places held by clients that have gone are given up first.
+            drop(registry);
+            state.runtime.sweep_lingering();
+            registry = state.lock();
+        }
+        if registry.stopping {
+            return None;
+        }
+        if registry.live.len() >= state.config.max_connections {
+            drop(registry);
+            state.counters.refused(Refusal::Busy);
+            let connections = state.config.max_connections;
+            let notice = Notice::Busy { connections };
+            refuse(
+                state,
+                &*stream,
+                peer,
+                notice,
+                "connection limit reached",
+                false,
+            );
+            return None;
+        }
+        registry.live.insert(Live {
+            stream: Socket::Unix(Arc::clone(&stream)),
+            thread: 0,
+            handed_off: false,
+            woken: false,
+        })
+    };
+    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+    state.counters.admitted();
+    // Here rather than on the connection's thread, as in `admit`.
+    debug!(target: log_target::ACCEPT, "conn {id} open: {peer}");
+    Some(AdmittedUnix { id, slot, stream })
+}
+
+/// An admitted Unix connection whose thread could not start: as [`no_thread`].
+pub(super) fn no_unix_thread(
+    state: &ServerState,
+    admitted: AdmittedUnix,
+    peer: impl fmt::Display,
+    error: &std::io::Error,
+) {
+    super::registry::leave(state, admitted.slot, None);
+    state.counters.refused(Refusal::Busy);
+    let connections = state.lock().live.len();
+    let why = format!("cannot start a thread: {error}");
+    let notice = Notice::Busy { connections };
+    refuse(state, &*admitted.stream, peer, notice, &why, false);
 }
 
 /// With `--proxy-protocol`: reads the connection's PROXY header, first thing on its own
@@ -288,8 +361,8 @@ pub(super) fn report_suppressed_refusals(state: &ServerState, force: bool) {
 /// Tells a client the server is busy and closes, without a thread of its own.
 fn refuse(
     state: &ServerState,
-    stream: &TcpStream,
-    peer: SocketAddr,
+    stream: &impl AsFd,
+    peer: impl fmt::Display,
     notice: Notice,
     why: &str,
     tls: bool,
@@ -309,13 +382,14 @@ fn refuse(
         return;
     }
     let notice = state.ctx.settings.notice(notice);
-    let _ = stream.set_nonblocking(true);
+    let socket = socket2::SockRef::from(stream);
+    let _ = socket.set_nonblocking(true);
     // Read what the client already sent, so that closing does not reset the connection
     // and destroy the notice before the client reads it.
     let mut scratch = [0u8; 1024];
-    let _ = (&*stream).read(&mut scratch);
-    let _ = (&*stream).write(&notice);
-    let _ = stream.shutdown(Shutdown::Write);
+    let _ = (&*socket).read(&mut scratch);
+    let _ = (&*socket).write(&notice);
+    let _ = socket.shutdown(Shutdown::Write);
 }
 
 /// Logs an address refusal at info, at most once a second with a count of the others.

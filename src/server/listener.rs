@@ -136,6 +136,8 @@ mod tests {
         ServerConfig {
             bind: Vec::new(),
             tls_bind: Vec::new(),
+            unix_bind: Vec::new(),
+            unix_mode: None,
             tls: None,
             backlog: 8,
             reuse_port: false,

@@ -13,7 +13,9 @@
 //! - `shutdown`: stopping: ending every connection's reading, and waiting for them;
 //! - `log_limit`: at most one log line a second for refusals and accept errors;
 //! - `runtime`: the optimizations, behind one seam, each with a switch to turn it off:
-//!   the thread cache, the TLS hand-off and its handshake seats, the closer.
+//!   the thread cache, the TLS hand-off and its handshake seats, the closer;
+//! - `unix`: `--bind unix:PATH` listeners, their socket files, and a Unix connection's
+//!   life, in the same registry and runtime.
 
 mod accept;
 mod admission;
@@ -23,9 +25,11 @@ mod log_limit;
 mod registry;
 mod runtime;
 mod shutdown;
+mod unix;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
@@ -66,6 +70,10 @@ pub struct ServerConfig {
     pub bind: Vec<SocketAddr>,
     /// Addresses to listen on with TLS.
     pub tls_bind: Vec<SocketAddr>,
+    /// Unix stream sockets to listen on, in plain text.
+    pub unix_bind: Vec<PathBuf>,
+    /// The mode of each Unix socket's file; `None`: as the umask leaves it.
+    pub unix_mode: Option<u32>,
     /// The TLS configuration, with `tls_bind`.
     pub tls: Option<Arc<Tls>>,
     /// Listen backlog.
@@ -117,6 +125,8 @@ impl Default for ServerConfig {
         ServerConfig {
             bind: Vec::new(),
             tls_bind: Vec::new(),
+            unix_bind: Vec::new(),
+            unix_mode: None,
             tls: None,
             backlog: config::BACKLOG,
             reuse_port: false,
@@ -161,6 +171,8 @@ impl std::fmt::Display for Listening {
 pub struct Server {
     /// Every listener, and whether it speaks TLS.
     listeners: Vec<(Arc<TcpListener>, bool)>,
+    /// Every `unix:` listener.
+    unix: Vec<Arc<unix::Listener>>,
     state: Arc<ServerState>,
     shutdown_timeout: Duration,
 }
@@ -195,6 +207,8 @@ struct ServerState {
     config: ServerConfig,
     /// For shutdown; emptied off Linux once the accept loops end (see [`Server::run`]).
     listeners: Mutex<Vec<Arc<TcpListener>>>,
+    /// For shutdown, which removes their files.
+    unix_listeners: Mutex<Vec<Arc<unix::Listener>>>,
     registry: Mutex<Registry>,
     /// Signalled whenever the last connection leaves the registry.
     left: Condvar,
@@ -234,13 +248,31 @@ impl Server {
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             listeners.push((listener, tls));
         }
-        Server::with_listeners(listeners, config, ctx)
+        let mut unix = Vec::with_capacity(config.unix_bind.len());
+        for path in &config.unix_bind {
+            let listener = unix::listen(path, config.unix_mode, config.backlog).map_err(|e| {
+                let shown = crate::address::unix_display(path);
+                io::Error::new(e.kind(), format!("--bind {shown}: {e}"))
+            })?;
+            unix.push(listener);
+        }
+        Server::new(listeners, unix, config, ctx)
     }
 
     /// A server on listeners already open (e.g. inherited, after [`adopt`]), each with
     /// whether it speaks TLS; `config`'s addresses are not bound.
     pub fn with_listeners(
         listeners: Vec<(TcpListener, bool)>,
+        config: ServerConfig,
+        ctx: Context,
+    ) -> io::Result<Server> {
+        Server::new(listeners, Vec::new(), config, ctx)
+    }
+
+    /// A server on TCP `listeners` and `unix` ones, all open.
+    fn new(
+        listeners: Vec<(TcpListener, bool)>,
+        unix: Vec<unix::Listener>,
         config: ServerConfig,
         mut ctx: Context,
     ) -> io::Result<Server> {
@@ -252,6 +284,7 @@ impl Server {
             .into_iter()
             .map(|(l, tls)| (Arc::new(l), tls))
             .collect();
+        let unix: Vec<_> = unix.into_iter().map(Arc::new).collect();
         let shutdown_timeout = config.shutdown_timeout;
         let registry = Registry {
             // Sized once: growing by doubling would leave the smaller tables behind as
@@ -265,6 +298,7 @@ impl Server {
             ctx,
             config,
             listeners: Mutex::new(listeners.iter().map(|(l, _)| Arc::clone(l)).collect()),
+            unix_listeners: Mutex::new(unix.clone()),
             registry: Mutex::new(registry),
             left: Condvar::new(),
             next_id: AtomicU64::new(1),
@@ -273,6 +307,7 @@ impl Server {
         });
         Ok(Server {
             listeners,
+            unix,
             state,
             shutdown_timeout,
         })
@@ -289,6 +324,11 @@ impl Server {
                 })
             })
             .collect()
+    }
+
+    /// The paths of the `unix:` listeners, in the order given.
+    pub fn unix_paths(&self) -> Vec<PathBuf> {
+        self.unix.iter().map(|l| l.path().to_path_buf()).collect()
     }
 
     /// A handle that stops the server from any thread.
@@ -309,6 +349,14 @@ impl Server {
     /// connections to finish. Returns how many were still open when it gave up.
     pub fn run(self) -> io::Result<usize> {
         let mut acceptors = Vec::new();
+        for listener in &self.unix {
+            let (listener, state) = (Arc::clone(listener), Arc::clone(&self.state));
+            acceptors.push(
+                thread::Builder::new()
+                    .name("accept".into())
+                    .spawn(move || accept::accept_unix_loop(&state, &listener))?,
+            );
+        }
         for (listener, tls) in self.listeners.iter().skip(1) {
             let (listener, state, tls) = (Arc::clone(listener), Arc::clone(&self.state), *tls);
             acceptors.push(
@@ -328,6 +376,8 @@ impl Server {
             // closed now, it refuses them while the connections finish, as Linux does.
             crate::sync::lock(&self.state.listeners).clear();
             drop(self.listeners);
+            crate::sync::lock(&self.state.unix_listeners).clear();
+            drop(self.unix);
         }
         admission::report_suppressed_refusals(&self.state, true);
         Ok(shutdown::wait_for_connections(

@@ -2,9 +2,12 @@
 //! client address, for `--max-per-source`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io;
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 use std::time::Instant;
 
 use log::{error, warn};
@@ -17,9 +20,8 @@ use crate::sync::lock;
 
 #[derive(Default)]
 pub(super) struct Registry {
-    /// Every live connection, in a slab: 24 bytes a slot with no spare buckets, where
-    /// a hash map sized for the limit took 27 bytes a connection before the thread
-    /// was kept too.
+    /// Every live connection, in a slab: a slot each, and no spare buckets as a hash map
+    /// sized for the limit would have.
     pub(super) live: Slab<Live>,
     /// Connections per client address (its [`source_key`](crate::rules::source_key)),
     /// kept only with `--max-per-source`.
@@ -43,10 +45,10 @@ pub(super) struct Pending {
 impl Registry {
     /// The live entry in `slot` if it is still `stream`'s connection: a slot is reused
     /// once its connection has left.
-    fn entry(&mut self, slot: usize, stream: &Arc<TcpStream>) -> Option<&mut Live> {
+    fn entry<S>(&mut self, slot: usize, stream: &Arc<S>) -> Option<&mut Live> {
         self.live
             .get_mut(slot)
-            .filter(|live| Arc::ptr_eq(&live.stream, stream))
+            .filter(|live| live.stream.is(stream))
     }
 
     /// Removes handshake `id` from those under way; `None` if it is not there.
@@ -63,10 +65,38 @@ impl Registry {
     }
 }
 
+/// A live connection's socket, shared with its thread so that shutdown can reach it.
+#[derive(Clone)]
+pub(super) enum Socket {
+    Tcp(Arc<TcpStream>),
+    /// A `unix:` listener's connection (see [`super::unix`]).
+    Unix(Arc<UnixStream>),
+}
+
+impl Socket {
+    /// Whether this is `stream`, the very one (not another on the same descriptor
+    /// number, which a closed connection's successor may have).
+    fn is<S>(&self, stream: &Arc<S>) -> bool {
+        let other = Arc::as_ptr(stream);
+        match self {
+            Socket::Tcp(own) => std::ptr::addr_eq(Arc::as_ptr(own), other),
+            Socket::Unix(own) => std::ptr::addr_eq(Arc::as_ptr(own), other),
+        }
+    }
+
+    /// Sets the read timeout, as shutdown does to end reading.
+    pub(super) fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Socket::Tcp(stream) => stream.set_read_timeout(timeout),
+            Socket::Unix(stream) => stream.set_read_timeout(timeout),
+        }
+    }
+}
+
 /// A live connection: its stream, shared so that shutdown can reach it, and its thread,
 /// so that shutdown can interrupt the thread's blocked read.
 pub(super) struct Live {
-    pub(super) stream: Arc<TcpStream>,
+    pub(super) stream: Socket,
     /// 0 until the accept loop has recorded it (glibc never uses 0 for a thread).
     pub(super) thread: Pthread,
     /// A TLS connection's handshake thread has handed it to a serving thread, recorded
@@ -108,12 +138,7 @@ pub(super) fn leave(state: &ServerState, slot: usize, counted: Option<IpAddr>) {
 /// shutdown can interrupt its reads. Only while the slot is still this connection's (the
 /// thread may have finished already, and the slot gone to another connection), and not
 /// over the serving thread a TLS connection's handshake thread has handed it to.
-pub(super) fn record_thread(
-    state: &ServerState,
-    slot: usize,
-    stream: &Arc<TcpStream>,
-    thread: Pthread,
-) {
+pub(super) fn record_thread<S>(state: &ServerState, slot: usize, stream: &Arc<S>, thread: Pthread) {
     if let Some(live) = state.lock().entry(slot, stream) {
         if !live.handed_off {
             live.thread = thread;
@@ -285,6 +310,8 @@ mod tests {
         let config = ServerConfig {
             bind: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
             tls_bind: Vec::new(),
+            unix_bind: Vec::new(),
+            unix_mode: None,
             tls: None,
             backlog: 8,
             reuse_port: false,
@@ -313,7 +340,7 @@ mod tests {
             let mut registry = shared.lock();
             *registry.per_source.entry(peer.ip()).or_insert(0) += 1;
             registry.live.insert(Live {
-                stream: Arc::new(stream),
+                stream: Socket::Tcp(Arc::new(stream)),
                 thread: 0,
                 handed_off: false,
                 woken: false,

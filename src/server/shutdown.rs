@@ -14,6 +14,7 @@ use nix::sys::signal::Signal;
 use socket2::SockRef;
 
 use super::ServerState;
+use super::registry::Socket;
 
 /// The read timeout every connection gets at shutdown: a read that finds nothing for
 /// this long has read everything the client had sent.
@@ -32,7 +33,7 @@ pub(super) fn install_wake_handler() -> io::Result<()> {
 
 /// Stops accepting and ends every connection's reading; idempotent.
 pub(super) fn stop(state: &ServerState) {
-    let live: Vec<Arc<TcpStream>> = {
+    let live: Vec<Socket> = {
         let mut registry = state.lock();
         if registry.stopping {
             return;
@@ -42,7 +43,7 @@ pub(super) fn stop(state: &ServerState) {
         registry
             .live
             .iter()
-            .map(|(_, live)| Arc::clone(&live.stream))
+            .map(|(_, live)| live.stream.clone())
             .collect()
     };
     info!(
@@ -71,6 +72,9 @@ pub(super) fn stop(state: &ServerState) {
                 warn!("cannot wake the accept loop of a listener to stop it: {e}");
             }
         }
+    }
+    for listener in crate::sync::lock(&state.unix_listeners).iter() {
+        listener.stop();
     }
     interrupt_reads(state, false);
 }

@@ -15,7 +15,7 @@ const TOOL_DEADLINE: Duration = Duration::from_secs(30);
 
 /// OpenBSD netcat, if installed (see [`require`]): the traditional one has no `-N` and
 /// behaves differently at EOF.
-fn openbsd_nc() -> bool {
+pub fn openbsd_nc() -> bool {
     let install = "apt-get install netcat-openbsd";
     if !on_path("nc") {
         return cannot_run(&format!("nc (OpenBSD netcat) is not installed: {install}"));

@@ -33,4 +33,5 @@ mod server;
 mod tls;
 mod trace;
 mod udp;
+mod unix;
 mod who;

@@ -2,11 +2,13 @@
 //! add to them.
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::window::{history_len, name_horizon};
 use crate::bench::TICK;
 use crate::bench::config::Plan;
+use crate::bench::stream::Endpoint;
 use crate::config::BenchConfig;
 use crate::udp::reply::MAX_PAYLOAD;
 
@@ -16,6 +18,8 @@ pub(in crate::bench) struct UdpPlan {
     /// What the TCP bench would make of the same flags; `connections` is the number of
     /// sockets, `messages` of datagrams sent, `rate` (`--rate`) datagrams per second.
     pub(in crate::bench) base: Plan,
+    /// The server's address (`base.server`'s).
+    pub(in crate::bench) addr: SocketAddr,
     /// Datagrams each socket remembers ([`super::window::Window`]).
     pub(in crate::bench) history: usize,
     /// Receive buffer: one byte more than the longest expected reply.
@@ -28,6 +32,12 @@ impl UdpPlan {
     pub(in crate::bench) fn from_args(a: &BenchConfig) -> io::Result<UdpPlan> {
         let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
         let base = Plan::from_args(a)?;
+        let Endpoint::Tcp(addr) = base.server else {
+            return Err(invalid(
+                "--udp sends datagrams to HOST:PORT, and a unix: socket is a stream: drop --udp"
+                    .into(),
+            ));
+        };
         if base.size > MAX_PAYLOAD {
             return Err(invalid(format!(
                 "--size {} with --udp is more than a datagram holds ({MAX_PAYLOAD} bytes): \
@@ -68,6 +78,7 @@ impl UdpPlan {
             )));
         };
         Ok(UdpPlan {
+            addr,
             history,
             recv_len: reply_len + 1,
             // Often enough that a slot is not held much past its timeout.

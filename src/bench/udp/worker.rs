@@ -384,7 +384,7 @@ impl Worker {
     /// there. Later, it is counted and the socket goes on, as over a network that loses
     /// some datagrams.
     fn io_error(&mut self, i: usize, e: &io::Error, what: &str) {
-        let addr = self.plan.base.addr;
+        let addr = self.plan.addr;
         let (kind, detail) = if e.kind() == ErrorKind::ConnectionRefused {
             (
                 UdpFail::PortUnreachable,

@@ -119,6 +119,8 @@ pub struct Server {
     pub child: Child,
     /// Every address it announced, in order.
     pub addrs: Vec<SocketAddr>,
+    /// The paths of the Unix sockets it announced (`listening on unix:PATH`), in order.
+    pub unix: Vec<PathBuf>,
     /// The announcement lines themselves (`listening on udp ADDR`, ...), in order.
     pub announced: Vec<String>,
     /// Everything it logged so far; drained by a thread so that logging never blocks it.
@@ -160,8 +162,9 @@ impl Server {
             }
         });
         let mut addrs = Vec::new();
+        let mut unix = Vec::new();
         let mut announced = Vec::new();
-        while addrs.len() < listeners {
+        while announced.len() < listeners {
             let line = rx
                 .recv_timeout(IO_TIMEOUT)
                 .expect("server did not announce `listening on ADDR`");
@@ -172,7 +175,10 @@ impl Server {
             // `listening on udp ADDR`.
             let addr = addr.strip_prefix("tls ").unwrap_or(addr);
             let addr = addr.strip_prefix("udp ").unwrap_or(addr);
-            addrs.push(addr.parse().expect("announced address parses"));
+            match addr.strip_prefix("unix:") {
+                Some(path) => unix.push(PathBuf::from(path)),
+                None => addrs.push(addr.parse().expect("announced address parses")),
+            }
             announced.push(line);
         }
         let mut stderr = child.stderr.take().expect("stderr");
@@ -190,6 +196,7 @@ impl Server {
         Server {
             child,
             addrs,
+            unix,
             announced,
             logs,
             drain: Some(drain),

@@ -77,7 +77,6 @@ fn run(
             }
         }
     }
-    let peer = registered.peer;
     let local = configured.and_then(|()| local_address(state, &stream));
     // With `--trace`, the connection's own view of the trace.
     let trace = (state.config.trace.as_ref()).map(|t| Arc::new(t.connection(id, started, tls)));
@@ -89,9 +88,11 @@ fn run(
             return;
         }
         (Ok(local), _) => {
+            // The client's address read from `registered`, not copied out of it before:
+            // a copy would stay in this frame, which the thread holds while it serves.
             let peer = Peer {
                 id,
-                addr: peer,
+                addr: registered.peer,
                 local,
             };
             let summary = match (&trace, state.ctx.settings.shows_who()) {
@@ -100,7 +101,7 @@ fn run(
             };
             Ending {
                 summary,
-                detail: Detail::None,
+                detail: None,
             }
         }
     };
@@ -208,7 +209,7 @@ fn handshake_then_serve(
             });
             let ending = Ending {
                 summary: nothing(CloseReason::Handshake),
-                detail,
+                detail: Some(Box::new(detail)),
             };
             close(state, registered, stream, started, ending);
         }
@@ -307,7 +308,7 @@ fn serve_tls(state: &ServerState, established: Established) {
                 who,
                 trace.as_deref(),
             ),
-            detail: client.map_or(Detail::None, Detail::Client),
+            detail: client.map(|c| Box::new(Detail::Client(c))),
         },
     };
     close(state, registered, stream, started, ending);
@@ -316,14 +317,13 @@ fn serve_tls(state: &ServerState, established: Established) {
 /// What a connection's thread reports in its close line.
 struct Ending {
     summary: Summary,
-    /// What the close line adds.
-    detail: Detail,
+    /// What the close line adds, if anything: boxed, as it is rare and this is in the
+    /// frame every plain connection's thread holds while it serves.
+    detail: Option<Box<Detail>>,
 }
 
 /// What a close line adds to the reason, in its text and as a field of its own.
 enum Detail {
-    /// Nothing: the reason says it all.
-    None,
     /// Who the client certificate says the client is (escaped: see [`tls::subject`]).
     Client(String),
     /// Why there was no TLS session.
@@ -333,7 +333,6 @@ enum Detail {
 impl std::fmt::Display for Detail {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Detail::None => Ok(()),
             Detail::Client(client) => write!(f, ", client {client}"),
             Detail::NoSession(why) => write!(f, ": {why}"),
         }
@@ -369,10 +368,10 @@ fn close(
         log::Level::Info
     };
     let elapsed = started.elapsed();
-    let (client, error) = match &detail {
-        Detail::None => (None, None),
-        Detail::Client(client) => (Some(client), None),
-        Detail::NoSession(why) => (None, Some(why)),
+    let (client, error, added): (_, _, &dyn std::fmt::Display) = match detail.as_deref() {
+        None => (None, None, &""),
+        Some(d @ Detail::Client(client)) => (Some(client), None, d),
+        Some(d @ Detail::NoSession(why)) => (None, Some(why), d),
     };
     log::log!(
         target: log_target::SETUP,
@@ -388,7 +387,7 @@ fn close(
         reason:% = summary.reason,
         client = Optional(client),
         error = Optional(error);
-        "conn {} closed: {}{}, {:.3} s, {} {}, {} bytes in, {} bytes out, {}{detail}",
+        "conn {} closed: {}{}, {:.3} s, {} {}, {} bytes in, {} bytes out, {}{added}",
         registered.id,
         registered.peer,
         Via(registered.via),
@@ -502,6 +501,6 @@ fn nothing(reason: CloseReason) -> Summary {
 fn failed(e: io::Error) -> Ending {
     Ending {
         summary: nothing(CloseReason::ReadError(e.kind())),
-        detail: Detail::None,
+        detail: None,
     }
 }

@@ -430,7 +430,7 @@ pub struct ServeArgs {
 /// a person on the same stderr as their few log lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
-    /// env_logger's lines: `[TIME LEVEL target] message`.
+    /// Lines as env_logger writes them: `[TIME LEVEL target] message`.
     Text,
     /// One JSON object a line, the record's fields as fields of their own.
     Json,

@@ -433,9 +433,32 @@ pub struct ServeArgs {
         allow_negative_numbers = true
     )]
     pub linger: u64,
+    /// `json`: each log line is one JSON object, for log shippers: time, level, target,
+    /// message, and the connection's fields (id, peer, local, duration, bytes_in,
+    /// bytes_out, replies, reason). `RUST_LOG`, -v and -q choose the lines either way.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        env = "TCP_HELLO_LOG_FORMAT",
+        default_value_t = LogFormat::Text,
+        help_heading = "Logging"
+    )]
+    pub log_format: LogFormat,
     /// `--trace` and `--trace-bytes`.
     #[command(flatten)]
     pub trace_args: TraceArgs,
+}
+
+/// How the server's log lines are written. The server's only: it is what runs unattended
+/// and has its logs shipped, while the client and bench write their reports and errors to
+/// a person on the same stderr as their few log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Lines as env_logger writes them: `[TIME LEVEL target] message`.
+    Text,
+    /// One JSON object a line, the record's fields as fields of their own.
+    Json,
 }
 
 /// Options of `tcp-hello client`.
@@ -697,7 +720,8 @@ pub struct CertArgs {
 
 impl ServeArgs {
     /// The typed configuration: seconds as durations, 0 as none where 0 means off; a bad
-    /// `--fault` is refused in one line.
+    /// `--fault` is refused in one line. `--log-format` is not in it: logging is the
+    /// process's, set up before the server runs.
     pub fn into_config(self) -> Result<ServeConfig, String> {
         let seconds = |s: u64| (s > 0).then(|| Duration::from_secs(s));
         let faults = self

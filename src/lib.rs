@@ -11,6 +11,7 @@
 //! - [`sync`]: locking a mutex that a panicking thread may have poisoned;
 //! - [`limits`]: the system's limits on one process, read at start-up;
 //! - [`metrics`]: the server's counters, served to Prometheus by `--metrics`;
+//! - [`json_log`]: a log record as one line of JSON (`--log-format json`);
 //! - [`client`], [`bench`](mod@bench): the bundled client and load generator;
 //! - [`proxy`]: the PROXY protocol header (`--proxy-protocol`): framing and parsing,
 //!   pure, and reading it byte-exactly from a socket;
@@ -33,6 +34,7 @@ pub mod client;
 pub mod config;
 pub mod connection;
 pub mod fault;
+pub mod json_log;
 pub mod limits;
 mod machine;
 pub mod metrics;

@@ -7,16 +7,21 @@ mod cli;
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::SystemTime;
 
 use anyhow::Context as _;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, LogFormat};
 use tcp_hello::bench::Outcome;
 use tcp_hello::limits::raise_fd_limit;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args(std::env::args_os().collect());
-    init_logging(cli.verbose, cli.quiet);
+    let format = match &cli.command {
+        Command::Serve(args) => args.log_format,
+        _ => LogFormat::Text,
+    };
+    init_logging(cli.verbose, cli.quiet, format);
     let result = match cli.command {
         Command::Serve(args) => args
             .into_config()
@@ -30,16 +35,40 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("tcp-hello: {e:#}");
+            match format {
+                LogFormat::Text => eprintln!("tcp-hello: {e:#}"),
+                LogFormat::Json => json_error(&e),
+            }
             ExitCode::from(2)
         }
     }
 }
 
+/// The error that ends the program, as a JSON line, so that a log shipper reads why the
+/// server did not start. Written past `RUST_LOG`'s filter, as the text one is.
+fn json_error(e: &anyhow::Error) {
+    let mut line = Vec::new();
+    let written = tcp_hello::json_log::write_line(
+        &mut line,
+        SystemTime::now(),
+        &log::Record::builder()
+            .level(log::Level::Error)
+            .target("tcp_hello")
+            .args(format_args!("{e:#}"))
+            .build(),
+    );
+    match written {
+        Ok(()) => drop(std::io::stderr().write_all(&line)),
+        // Only a value that fails to format fails here: the text still goes out.
+        Err(_) => eprintln!("tcp-hello: {e:#}"),
+    }
+}
+
 /// `RUST_LOG` wins when set to something; otherwise info, moved by -v and -q. A set
 /// but empty `RUST_LOG=` (common in unit files and `docker -e`) counts as unset: to
-/// env_logger it would mean errors only, whatever -v or -q say.
-fn init_logging(verbose: u8, quiet: u8) {
+/// env_logger it would mean errors only, whatever -v or -q say. `format` changes how a
+/// line is written, never which lines are.
+fn init_logging(verbose: u8, quiet: u8, format: LogFormat) {
     let level = match i16::from(verbose) - i16::from(quiet) {
         ..=-2 => "error",
         -1 => "warn",
@@ -51,10 +80,14 @@ fn init_logging(verbose: u8, quiet: u8) {
         .ok()
         .filter(|f| !f.trim().is_empty())
         .unwrap_or_else(|| level.to_string());
-    env_logger::Builder::from_env(env_logger::Env::new().write_style("RUST_LOG_STYLE"))
-        .parse_filters(&filter)
-        .format_timestamp_millis()
-        .init();
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::new().write_style("RUST_LOG_STYLE"));
+    builder.parse_filters(&filter).format_timestamp_millis();
+    if format == LogFormat::Json {
+        builder
+            .format(|out, record| tcp_hello::json_log::write_line(out, SystemTime::now(), record));
+    }
+    builder.init();
 }
 
 /// `tcp-hello bench`: its outcome as the exit status.

@@ -140,6 +140,7 @@ impl Serving {
             }
         }
         info!(
+            cut_off = left;
             "stopped ({left} {} cut off)",
             crate::plural::noun(left as u64, "connection", "connections")
         );
@@ -308,6 +309,7 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
     let addrs = server.local_addrs()?;
     for addr in &addrs {
         info!(
+            local:% = addr.addr, tls = addr.tls, max_connections = server_config.max_connections;
             "listening on {addr} (max {} connections)",
             server_config.max_connections
         );
@@ -335,6 +337,7 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
             };
             for addr in &udp_addrs {
                 info!(
+                    local:% = addr, udp = true;
                     "listening on udp {addr} (replies at most {} bytes longer than the \
                      request; {rate})",
                     replies.fixed()

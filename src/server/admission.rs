@@ -117,7 +117,7 @@ pub(super) fn admit(
     // after its handshake, with what it told, and a proxied one's after its header, with
     // the client it names.
     if !tls && !proxied {
-        debug!(target: log_target::ACCEPT, "conn {id} open: {peer}");
+        debug!(target: log_target::ACCEPT, id, peer:%; "conn {id} open: {peer}");
     }
     Some(Admitted {
         id,
@@ -238,7 +238,11 @@ pub(super) fn admit_proxied(
         Err(HeaderError::Shutdown) => return false,
         Err(e) => {
             state.counters.refused(Refusal::ProxyHeader);
-            debug!(target: log_target::PROXIED, "conn {id} refused: {peer}: {e}");
+            debug!(
+                target: log_target::PROXIED,
+                id, peer:%, reason:% = e;
+                "conn {id} refused: {peer}: {e}"
+            );
             return false;
         }
         Ok(Source::Local) => {}
@@ -262,6 +266,7 @@ pub(super) fn admit_proxied(
     if let Err(e) = super::shutdown::restore_read_timeout(state, stream) {
         debug!(
             target: log_target::PROXIED,
+            id, peer:%, reason = "cannot set its read timeout", error:% = e;
             "conn {id} closed: {peer}: cannot set its read timeout: {e}"
         );
         return false;
@@ -272,11 +277,13 @@ pub(super) fn admit_proxied(
         match registered.via {
             Some(via) => debug!(
                 target: log_target::PROXIED,
+                id, peer:% = registered.peer, via:%;
                 "conn {id} open: {} (via {via})",
                 registered.peer
             ),
             None => debug!(
                 target: log_target::PROXIED,
+                id, peer:%;
                 "conn {id} open: {peer} (no client address in its header)"
             ),
         }
@@ -348,11 +355,16 @@ fn refuse_per_source(state: &ServerState, stream: &TcpStream, client: SocketAddr
 /// false), or at once (at shutdown).
 pub(super) fn report_suppressed_refusals(state: &ServerState, force: bool) {
     if let Some(n) = unreported(&state.busy_log, force) {
-        warn!(target: log_target::ACCEPT, "refused {n} more connections since the last report");
+        warn!(
+            target: log_target::ACCEPT,
+            suppressed = n;
+            "refused {n} more connections since the last report"
+        );
     }
     if let Some(n) = unreported(&ADDRESS_LOG, force) {
         info!(
             target: log_target::ACCEPT,
+            suppressed = n;
             "refused {n} more connections by address rules since the last report"
         );
     }
@@ -369,9 +381,10 @@ fn refuse(
 ) {
     let suppressed = lock(&state.busy_log).allow(Instant::now());
     match suppressed {
-        Some(0) => warn!(target: log_target::ACCEPT, "refused {peer}: {why}"),
+        Some(0) => warn!(target: log_target::ACCEPT, peer:%, reason = why; "refused {peer}: {why}"),
         Some(n) => warn!(
             target: log_target::ACCEPT,
+            peer:%, reason = why, suppressed = n;
             "refused {peer}: {why} ({n} more refused since the last report)"
         ),
         None => {}
@@ -396,9 +409,12 @@ fn refuse(
 fn refuse_address(peer: SocketAddr, why: fmt::Arguments<'_>) {
     let suppressed = lock(&ADDRESS_LOG).allow(Instant::now());
     match suppressed {
-        Some(0) => info!(target: log_target::ACCEPT, "refused {peer}: {why}"),
+        Some(0) => {
+            info!(target: log_target::ACCEPT, peer:%, reason:% = why; "refused {peer}: {why}")
+        }
         Some(n) => info!(
             target: log_target::ACCEPT,
+            peer:%, reason:% = why, suppressed = n;
             "refused {peer}: {why} ({n} more refused since the last report)"
         ),
         None => {}

@@ -22,6 +22,7 @@ use super::shutdown::{SHUTDOWN_READ_TIMEOUT, restore_read_timeout};
 use super::{ServerState, admission, log_target};
 use crate::connection::{self, CloseReason, Peer, Summary, Traced};
 use crate::fault::Kind;
+use crate::json_log::{self, Optional};
 use crate::protocol::{Facts, Who};
 use crate::tls;
 use crate::trace::{ConnTrace, Direction};
@@ -76,7 +77,6 @@ fn run(
             }
         }
     }
-    let peer = registered.peer;
     let local = configured.and_then(|()| local_address(state, &stream));
     // With `--trace`, the connection's own view of the trace.
     let trace = (state.config.trace.as_ref()).map(|t| Arc::new(t.connection(id, started, tls)));
@@ -88,9 +88,11 @@ fn run(
             return;
         }
         (Ok(local), _) => {
+            // The client's address read from `registered`, not copied out of it before:
+            // a copy would stay in this frame, which the thread holds while it serves.
             let peer = Peer {
                 id,
-                addr: peer,
+                addr: registered.peer,
                 local,
             };
             let summary = match (&trace, state.ctx.settings.shows_who()) {
@@ -99,7 +101,7 @@ fn run(
             };
             Ending {
                 summary,
-                detail: String::new(),
+                detail: None,
             }
         }
     };
@@ -177,19 +179,7 @@ fn handshake_then_serve(
     let kept = place.give_up();
     match handshake {
         Ok((conn, session)) if kept => {
-            log::debug!(
-                target: log_target::SETUP,
-                "conn {} open: {}{}, {}{}{}",
-                registered.id,
-                registered.peer,
-                Via(registered.via),
-                session.version,
-                if session.resumed { " resumed" } else { "" },
-                session
-                    .client
-                    .as_ref()
-                    .map_or(String::new(), |c| format!(", client {c}"))
-            );
+            log_tls_open(&registered, &session);
             if let (Some(trace), true) = (&trace, session.welcomed) {
                 // Sent within the handshake, not through the transport the trace wraps.
                 trace.record(Direction::Sent, &welcome);
@@ -211,19 +201,44 @@ fn handshake_then_serve(
         }
         failed => {
             state.counters.handshake_failed();
-            let detail = match failed {
-                Err(e) if kept => format!(": {e}"),
-                _ => ": TLS handshake ended for a newer one (--tls-max-handshakes, \
+            let detail = Detail::NoSession(match failed {
+                Err(e) if kept => e.to_string(),
+                _ => "TLS handshake ended for a newer one (--tls-max-handshakes, \
                       --tls-max-handshakes-per-source)"
                     .to_string(),
-            };
+            });
             let ending = Ending {
                 summary: nothing(CloseReason::Handshake),
-                detail,
+                detail: Some(Box::new(detail)),
             };
             close(state, registered, stream, started, ending);
         }
     }
+}
+
+/// A TLS connection's open line, at debug, after its handshake. Never inlined: its
+/// fields would stay in the frame under a connection served on its handshake's thread.
+#[inline(never)]
+fn log_tls_open(registered: &Registered, session: &tls::Session) {
+    log::debug!(
+        target: log_target::SETUP,
+        id = registered.id,
+        peer:% = registered.peer,
+        via = Optional(registered.via),
+        tls_version:% = session.version,
+        resumed = session.resumed,
+        client = Optional(session.client.as_ref());
+        "conn {} open: {}{}, {}{}{}",
+        registered.id,
+        registered.peer,
+        Via(registered.via),
+        session.version,
+        if session.resumed { " resumed" } else { "" },
+        session
+            .client
+            .as_ref()
+            .map_or(String::new(), |c| format!(", client {c}"))
+    );
 }
 
 /// Hands an established TLS connection to a thread with the small stack of a plain one
@@ -293,7 +308,7 @@ fn serve_tls(state: &ServerState, established: Established) {
                 who,
                 trace.as_deref(),
             ),
-            detail: client.map_or(String::new(), |c| format!(", client {c}")),
+            detail: client.map(|c| Box::new(Detail::Client(c))),
         },
     };
     close(state, registered, stream, started, ending);
@@ -302,15 +317,35 @@ fn serve_tls(state: &ServerState, established: Established) {
 /// What a connection's thread reports in its close line.
 struct Ending {
     summary: Summary,
-    /// What the close line adds: who the client certificate says the client is, or why
-    /// there was no TLS session.
-    detail: String,
+    /// What the close line adds, if anything: boxed, as it is rare and this is in the
+    /// frame every plain connection's thread holds while it serves.
+    detail: Option<Box<Detail>>,
+}
+
+/// What a close line adds to the reason, in its text and as a field of its own.
+enum Detail {
+    /// Who the client certificate says the client is (escaped: see [`tls::subject`]).
+    Client(String),
+    /// Why there was no TLS session.
+    NoSession(String),
+}
+
+impl std::fmt::Display for Detail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Detail::Client(client) => write!(f, ", client {client}"),
+            Detail::NoSession(why) => write!(f, ": {why}"),
+        }
+    }
 }
 
 /// Logs the close line and closes gracefully: after `exit`, an idle timeout, shutdown or
 /// a failed handshake, sends FIN, then lets the connection linger until the client has
 /// closed too (at most `--linger`), so that bytes the client still sends cannot turn the
-/// close into a reset that destroys what it has not read yet.
+/// close into a reset that destroys what it has not read yet. Never inlined: its log
+/// record's fields would stay in the frame of every connection's thread (see
+/// [`serve_plain_extras`]).
+#[inline(never)]
 fn close(
     state: &ServerState,
     registered: Registered,
@@ -332,14 +367,31 @@ fn close(
     } else {
         log::Level::Info
     };
+    let elapsed = started.elapsed();
+    let (client, error, added): (_, _, &dyn std::fmt::Display) = match detail.as_deref() {
+        None => (None, None, &""),
+        Some(d @ Detail::Client(client)) => (Some(client), None, d),
+        Some(d @ Detail::NoSession(why)) => (None, Some(why), d),
+    };
     log::log!(
         target: log_target::SETUP,
         level,
-        "conn {} closed: {}{}, {:.3} s, {} {}, {} bytes in, {} bytes out, {}{detail}",
+        id = registered.id,
+        peer:% = registered.peer,
+        via = Optional(registered.via),
+        local:% = LocalOf(&stream),
+        duration = json_log::seconds(elapsed),
+        bytes_in = summary.bytes_in,
+        bytes_out = summary.bytes_out,
+        replies = summary.replies,
+        reason:% = summary.reason,
+        client = Optional(client),
+        error = Optional(error);
+        "conn {} closed: {}{}, {:.3} s, {} {}, {} bytes in, {} bytes out, {}{added}",
         registered.id,
         registered.peer,
         Via(registered.via),
-        started.elapsed().as_secs_f64(),
+        elapsed.as_secs_f64(),
         summary.replies,
         crate::plural::noun(summary.replies, "reply", "replies"),
         summary.bytes_in,
@@ -421,6 +473,20 @@ impl std::fmt::Display for Via {
     }
 }
 
+/// The address the client reached, for the close line's `local` field: looked up only
+/// when a format writes the field (the text format does not); empty if the socket
+/// cannot say.
+struct LocalOf<'a>(&'a TcpStream);
+
+impl std::fmt::Display for LocalOf<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.local_addr() {
+            Ok(local) => local.fmt(f),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
 /// A connection that ended before anything was exchanged.
 fn nothing(reason: CloseReason) -> Summary {
     Summary {
@@ -435,6 +501,6 @@ fn nothing(reason: CloseReason) -> Summary {
 fn failed(e: io::Error) -> Ending {
     Ending {
         summary: nothing(CloseReason::ReadError(e.kind())),
-        detail: String::new(),
+        detail: None,
     }
 }

@@ -222,11 +222,13 @@ pub(super) fn begin_handshake<'a>(
         match suppressed {
             Some(0) => warn!(
                 target: log_target::REGISTRY,
+                peer:% = ended.peer, reason:% = why;
                 "ended the TLS handshake of {} for a newer one: {why}",
                 ended.peer
             ),
             Some(n) => warn!(
                 target: log_target::REGISTRY,
+                peer:% = ended.peer, reason:% = why, suppressed = n;
                 "ended the TLS handshake of {} for a newer one: {why} ({n} more ended or \
                  refused since the last report)",
                 ended.peer
@@ -289,6 +291,7 @@ impl Drop for Registered {
             // connection), so this line is what ties the panic message to a connection.
             error!(
                 target: log_target::REGISTRY,
+                id = self.id, peer:% = self.peer, reason = "panic";
                 "conn {} closed: {}, its thread panicked (a bug: please report it)",
                 self.id, self.peer
             );

@@ -47,6 +47,7 @@ pub(super) fn stop(state: &ServerState) {
             .collect()
     };
     info!(
+        connections = live.len();
         "shutting down: {} {} to finish (up to {} s)",
         live.len(),
         crate::plural::noun(live.len() as u64, "connection", "connections"),
@@ -146,6 +147,7 @@ pub(super) fn wait_for_connections(state: &ServerState, timeout: Duration) -> us
     let left = registry.live.len();
     if left > 0 {
         warn!(
+            connections = left;
             "{left} connections still open after {} s; exiting anyway",
             timeout.as_secs()
         );

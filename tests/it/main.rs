@@ -19,6 +19,7 @@ mod faults;
 mod haproxy;
 mod in_process;
 mod interop;
+mod json_log;
 mod limits;
 mod metrics;
 mod missing_programs;

@@ -617,3 +617,36 @@ fn bench_says_why_a_unix_socket_cannot_be_loaded() {
         assert!(done.stderr.contains(says), "{args:?}: {}", done.stderr);
     }
 }
+
+/// `--log-format json`: a Unix connection's close line carries its fields as a TCP
+/// one's does (the peer is its credentials).
+#[test]
+fn a_unix_connection_s_close_line_has_its_fields_in_json() {
+    let (_dir, path) = socket_path("unix-json");
+    let server = serve_unix(&path, &["--log-format", "json"]);
+    let mut c = UnixConn::open(&path);
+    assert_eq!(c.text_line(), "Welcome!");
+    c.send("Ann\nexit\n");
+    assert_eq!(c.text_line(), "Hello, Ann!");
+    assert_eq!(c.rest(), "Bye!\r\n");
+    let logs = server.stop_and_logs();
+    let close: serde_json::Value = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .find(|v: &serde_json::Value| v["message"].as_str().is_some_and(|m| m.contains("closed")))
+        .unwrap_or_else(|| panic!("no close line: {logs}"));
+    let uid = nix::unistd::getuid();
+    assert!(
+        close["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with(&format!("uid={uid},"))),
+        "{close}"
+    );
+    assert_eq!(close["replies"], 1, "{close}");
+    assert_eq!(close["bytes_in"], 9, "{close}");
+    assert_eq!(close["reason"], "client said exit", "{close}");
+    assert!(
+        close["duration"].is_number() && close["id"].is_number(),
+        "{close}"
+    );
+}

@@ -130,13 +130,21 @@ fn close(
     } else {
         log::Level::Info
     };
+    let elapsed = started.elapsed();
     log::log!(
         target: log_target::SETUP,
         level,
+        id = place.id,
+        peer:% = place.peer,
+        duration = crate::json_log::seconds(elapsed),
+        bytes_in = summary.bytes_in,
+        bytes_out = summary.bytes_out,
+        replies = summary.replies,
+        reason:% = summary.reason;
         "conn {} closed: {}, {:.3} s, {} {}, {} bytes in, {} bytes out, {}",
         place.id,
         place.peer,
-        started.elapsed().as_secs_f64(),
+        elapsed.as_secs_f64(),
         summary.replies,
         crate::plural::noun(summary.replies, "reply", "replies"),
         summary.bytes_in,

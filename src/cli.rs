@@ -21,7 +21,8 @@ use tcp_hello::trace::{TraceConfig, TraceTarget};
 
 /// tcp-hello: a thread-per-connection TCP greeting and echo server, its client and its load generator.
 #[derive(Debug, Parser)]
-#[command(name = "tcp-hello", version, about, propagate_version = true)]
+// The version line names the commit built from, when there is one (src/build.rs).
+#[command(name = "tcp-hello", version = env!("TCP_HELLO_VERSION"), about, propagate_version = true)]
 pub struct Cli {
     /// More log output (-v debug, -vv trace). `RUST_LOG` overrides both flags.
     #[arg(short, long, action = clap::ArgAction::Count, global = true, help_heading = "Logging")]

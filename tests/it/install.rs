@@ -1,6 +1,8 @@
 //! What an install puts beside the binary works where it goes: the man page renders with
-//! man, and each shell's completion script loads in that shell and completes.
+//! man, each shell's completion script loads in that shell and completes, and
+//! `--version` names the commit built from (src/build.rs, also run here on its own).
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -177,4 +179,172 @@ fn completions_for_an_unknown_shell_are_refused_naming_the_ones_there_are() {
             && run.stderr.contains("[possible values: bash, zsh, fish]"),
         "{run:?}"
     );
+}
+
+/// `git ARGS` in `dir`: its trimmed stdout, or none if it failed.
+fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    let run = run_tool(
+        Command::new("git").arg("-C").arg(dir).args(args),
+        None,
+        LIMIT,
+    );
+    (run.code == Some(0)).then(|| run.stdout.trim().to_string())
+}
+
+#[test]
+fn version_names_the_commit_the_binary_was_built_from() {
+    if !require("git", "git") {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let top = git(root, &["rev-parse", "--show-toplevel"]);
+    if top.is_none_or(|top| Path::new(&top).canonicalize().ok() != root.canonicalize().ok()) {
+        cannot_run("the source is not a git checkout of its own");
+        return;
+    }
+    let commit = git(root, &["rev-parse", "--short", "HEAD"]).expect("HEAD");
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        hello_output(&["--version"]),
+        format!("tcp-hello {version} (commit {commit})\n")
+    );
+    // Each subcommand's --version says the same.
+    assert_eq!(
+        hello_output(&["serve", "--version"]),
+        format!("tcp-hello-serve {version} (commit {commit})\n")
+    );
+}
+
+/// src/build.rs, compiled on its own, once per test that runs it.
+struct BuildScript {
+    dir: tempfile::TempDir,
+}
+
+/// What one run of the build script printed for cargo.
+struct Printed {
+    version: String,
+    watched: Vec<String>,
+}
+
+impl BuildScript {
+    fn compile() -> BuildScript {
+        let dir = temp_dir("build-script");
+        let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+        let run = run_tool(
+            Command::new(rustc)
+                .args(["--edition", "2024", "-o"])
+                .arg(dir.path().join("build"))
+                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/src/build.rs")),
+            None,
+            Duration::from_secs(300),
+        );
+        assert_eq!(run.code, Some(0), "compile src/build.rs: {run:?}");
+        BuildScript { dir }
+    }
+
+    /// Runs it as cargo would for a crate at `manifest_dir`, version 9.8.7, with `path`
+    /// as PATH; git looks for a repository no further up than below `ceiling`.
+    fn run(&self, manifest_dir: &Path, path: &std::ffi::OsStr, ceiling: &Path) -> Printed {
+        let run = run_tool(
+            Command::new(self.dir.path().join("build"))
+                .env_clear()
+                .env("PATH", path)
+                .env("CARGO_PKG_VERSION", "9.8.7")
+                .env("CARGO_MANIFEST_DIR", manifest_dir)
+                .env("GIT_CEILING_DIRECTORIES", ceiling),
+            None,
+            LIMIT,
+        );
+        assert_eq!(run.code, Some(0), "{run:?}");
+        let mut printed = Printed {
+            version: String::new(),
+            watched: Vec::new(),
+        };
+        for line in run.stdout.lines() {
+            if let Some(v) = line.strip_prefix("cargo:rustc-env=TCP_HELLO_VERSION=") {
+                printed.version = v.to_string();
+            } else if let Some(file) = line.strip_prefix("cargo:rerun-if-changed=") {
+                printed.watched.push(file.to_string());
+            } else {
+                panic!("unexpected line {line:?}: {run:?}");
+            }
+        }
+        printed
+    }
+}
+
+/// A new git repository at `dir` with one commit: its short hash.
+fn repository_with_a_commit(dir: &Path) -> String {
+    git(dir, &["init", "-q"]).expect("git init");
+    git(
+        dir,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "one",
+        ],
+    )
+    .expect("git commit");
+    git(dir, &["rev-parse", "--short", "HEAD"]).expect("HEAD")
+}
+
+#[test]
+fn the_build_script_names_a_checkouts_commit_and_watches_only_files_that_exist() {
+    if !require("git", "git") {
+        return;
+    }
+    let script = BuildScript::compile();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dir = temp_dir("checkout");
+    let root = dir.path().join("crate");
+    std::fs::create_dir(&root).unwrap();
+    let commit = repository_with_a_commit(&root);
+
+    let printed = script.run(&root, &path, dir.path());
+    assert_eq!(printed.version, format!("9.8.7 (commit {commit})"));
+    // Cargo reruns a build script on every build while a file it watches is missing.
+    for file in printed.watched.iter().filter(|f| *f != "src/build.rs") {
+        assert!(Path::new(file).is_file(), "{file} is watched but missing");
+    }
+    let head = root.join(".git/HEAD");
+    assert!(
+        printed.watched.iter().any(|f| Path::new(f) == head),
+        "HEAD is not watched: {:?}",
+        printed.watched
+    );
+}
+
+#[test]
+fn the_build_script_gives_the_plain_version_without_git_or_a_checkout_of_its_own() {
+    if !require("git", "git") {
+        return;
+    }
+    let script = BuildScript::compile();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dir = temp_dir("no-checkout");
+    let plain = dir.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    let repository = dir.path().join("repository");
+    let inside = repository.join("vendor/tcp-hello");
+    std::fs::create_dir_all(&inside).unwrap();
+    repository_with_a_commit(&repository);
+    let no_programs = dir.path().join("empty-bin");
+    std::fs::create_dir(&no_programs).unwrap();
+
+    for (what, manifest_dir, path) in [
+        ("not in a repository", &plain, path.as_os_str()),
+        // A crate vendored in another project must not take that project's commit.
+        ("inside another repository", &inside, path.as_os_str()),
+        ("git not installed", &repository, no_programs.as_os_str()),
+    ] {
+        let printed = script.run(manifest_dir, path, dir.path());
+        assert_eq!(printed.version, "9.8.7", "{what}");
+        assert_eq!(printed.watched, ["src/build.rs"], "{what}");
+    }
 }

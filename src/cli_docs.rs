@@ -40,7 +40,7 @@ fn bash_states_spelled_one_way(script: &[u8]) -> Vec<u8> {
 }
 
 /// The man page, tcp-hello(1), in roff: the global options, then a section for each
-/// subcommand with its synopsis and every option (the text of `SUB --help`), so that
+/// subcommand with its usage line and every option (the text of `SUB --help`), so that
 /// one page covers the whole command line.
 pub fn man_page() -> std::io::Result<Vec<u8>> {
     let mut root = Cli::command().disable_help_subcommand(true);
@@ -57,8 +57,8 @@ pub fn man_page() -> std::io::Result<Vec<u8>> {
         let mut heading = Roff::default();
         let title = format!("TCP-HELLO {}", sub.get_name().to_uppercase());
         heading.control("SH", [title.as_str()]);
-        // clap's usage line (`tcp-hello client [OPTIONS] [NAMES]...`), not the synopsis
-        // clap_mangen would make, which lists each of serve's forty-odd flags again.
+        // clap's usage line (`tcp-hello client [OPTIONS] [NAME]...`), not the synopsis
+        // clap_mangen would make, which would list every one of serve's flags twice.
         let usage = sub.clone().render_usage().to_string();
         let usage = usage.strip_prefix("Usage: ").unwrap_or(&usage);
         heading.text([bold(usage)]);
@@ -91,7 +91,7 @@ fn own_options_only(sub: Command) -> Command {
 }
 
 /// Roff `sections` with each section heading (`.SH`) made a subsection heading (`.SS`),
-/// to nest a subcommand's synopsis and options under its own section. Only control
+/// to nest a subcommand's options under its own section. Only control
 /// lines begin with `.SH`: roff escapes a text line's leading dot.
 fn as_subsections(sections: &[u8]) -> Vec<u8> {
     let text = String::from_utf8_lossy(sections);

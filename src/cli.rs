@@ -21,7 +21,8 @@ use tcp_hello::trace::{TraceConfig, TraceTarget};
 
 /// tcp-hello: a thread-per-connection TCP greeting and echo server, its client and its load generator.
 #[derive(Debug, Parser)]
-#[command(name = "tcp-hello", version, about, propagate_version = true)]
+// The version line names the commit built from, when there is one (src/build.rs).
+#[command(name = "tcp-hello", version = env!("TCP_HELLO_VERSION"), about, propagate_version = true)]
 pub struct Cli {
     /// More log output (-v debug, -vv trace). `RUST_LOG` overrides both flags.
     #[arg(short, long, action = clap::ArgAction::Count, global = true, help_heading = "Logging")]
@@ -45,6 +46,11 @@ pub enum Command {
     Bench(BenchArgs),
     /// Make a private CA, a server certificate and client certificates for TLS, without openssl.
     Cert(CertArgs),
+    /// Print a shell's completion script to stdout, e.g. `tcp-hello completions bash >
+    /// ~/.local/share/bash-completion/completions/tcp-hello`.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) to stdout: `tcp-hello man | man -l -`.
+    Man,
 }
 
 /// Options of `tcp-hello serve`.
@@ -716,6 +722,23 @@ pub struct CertArgs {
     /// its common name; repeat for several.
     #[arg(long = "client", value_name = "NAME")]
     pub clients: Vec<String>,
+}
+
+/// Options of `tcp-hello completions`.
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// The shells `tcp-hello completions` writes for: those whose scripts the tests load
+/// and the package installs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 impl ServeArgs {

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod cli_docs;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -31,6 +32,10 @@ fn main() -> ExitCode {
         Command::Client(args) => Ok(tcp_hello::client::run(&args.into_config())),
         Command::Bench(args) => bench(args),
         Command::Cert(args) => cert(args.into_request()),
+        Command::Completions(args) => print(&cli_docs::completions(args.shell)),
+        Command::Man => cli_docs::man_page()
+            .context("cannot render the man page")
+            .and_then(|page| print(&page)),
     };
     match result {
         Ok(code) => code,
@@ -99,6 +104,16 @@ fn bench(args: cli::BenchArgs) -> anyhow::Result<ExitCode> {
         // As a shell reports a command ended by SIGINT: the run did not finish.
         Outcome::Interrupted => Ok(ExitCode::from(130)),
     }
+}
+
+/// Writes a generated file (a completion script, the man page) to stdout.
+fn print(bytes: &[u8]) -> anyhow::Result<ExitCode> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(bytes)
+        .and_then(|()| stdout.flush())
+        .context("cannot write to stdout")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `tcp-hello cert`: writes the files, names each on stdout, then the commands to try next.

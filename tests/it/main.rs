@@ -18,6 +18,7 @@ mod dead_peers;
 mod faults;
 mod haproxy;
 mod in_process;
+mod install;
 mod interop;
 mod json_log;
 mod limits;

@@ -1,5 +1,6 @@
-//! The README stays true to the binary: every link inside it leads to a heading, and every
-//! `--flag` it names is one a subcommand takes (or one of another program it shows).
+//! The README stays true to the binary: every link inside it leads to a heading, every
+//! `--flag` it names is one a subcommand takes (or one of another program it shows), and
+//! the systemd units it shows are the ones the package installs.
 
 use std::collections::HashSet;
 use std::process::Command;
@@ -68,12 +69,15 @@ const FOREIGN: &[&str] = &[
     "--fdname",
     "--pids-limit",
     "--now",
+    "--system",
+    "--no-create-home",
+    "--shell",
 ];
 
 #[test]
 fn every_flag_the_readme_names_is_taken_by_a_subcommand() {
     let mut known: HashSet<String> = FOREIGN.iter().map(|s| s.to_string()).collect();
-    for sub in ["serve", "client", "bench", "cert"] {
+    for sub in ["serve", "client", "bench", "cert", "completions", "man"] {
         let out = Command::new(bin()).args([sub, "--help"]).output().unwrap();
         assert!(out.status.success(), "{sub} --help failed");
         let help = String::from_utf8(out.stdout).unwrap();
@@ -122,4 +126,51 @@ fn flags_are_found_where_the_text_names_them() {
     let mut found: Vec<_> = found.into_iter().collect();
     found.sort();
     assert_eq!(found, ["--json", "--max-line", "--tls-ca"]);
+}
+
+/// The unit the README shows under the line `# /usr/lib/systemd/system/NAME`: the
+/// indented lines after it, up to the next such line or the end of the block.
+fn unit_shown(readme: &str, name: &str) -> Option<String> {
+    let header = format!("    # /usr/lib/systemd/system/{name}");
+    let mut lines = readme.lines().skip_while(|l| *l != header).skip(1);
+    let mut unit: Vec<&str> = lines
+        .by_ref()
+        .take_while(|l| {
+            (l.is_empty() || l.starts_with("    ")) && !l.starts_with("    # /usr/lib/systemd/")
+        })
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect();
+    while unit.last().is_some_and(|l| l.is_empty()) {
+        unit.pop();
+    }
+    (!unit.is_empty()).then(|| unit.join("\n") + "\n")
+}
+
+#[test]
+fn the_systemd_units_the_readme_shows_are_the_ones_the_package_installs() {
+    let text = readme();
+    for name in ["tcp-hello.socket", "tcp-hello.service"] {
+        let packaged = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("src/deb")
+                .join(name),
+        )
+        .unwrap();
+        let shown = unit_shown(&text, name).unwrap_or_else(|| {
+            panic!("the README shows no unit under # /usr/lib/systemd/system/{name}")
+        });
+        assert_eq!(
+            shown, packaged,
+            "the README's {name} differs from src/deb/{name}: change both"
+        );
+    }
+}
+
+#[test]
+fn a_unit_shown_ends_at_the_next_unit_or_the_end_of_its_block() {
+    let text = "x\n\n    # /usr/lib/systemd/system/a.socket\n    [Socket]\n\n    B=1\n\n    \
+                # /usr/lib/systemd/system/a.service\n    [Service]\n\nthen\n";
+    assert_eq!(unit_shown(text, "a.socket").unwrap(), "[Socket]\n\nB=1\n");
+    assert_eq!(unit_shown(text, "a.service").unwrap(), "[Service]\n");
+    assert_eq!(unit_shown(text, "b.socket"), None);
 }

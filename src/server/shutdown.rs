@@ -14,6 +14,7 @@ use nix::sys::signal::Signal;
 use socket2::SockRef;
 
 use super::ServerState;
+use super::readiness::Phase;
 
 /// The read timeout every connection gets at shutdown: a read that finds nothing for
 /// this long has read everything the client had sent.
@@ -38,6 +39,7 @@ pub(super) fn stop(state: &ServerState) {
             return;
         }
         registry.stopping = true;
+        state.phase.advance(Phase::Stopping);
         state.ctx.shutting_down.store(true, Ordering::Release);
         registry
             .live

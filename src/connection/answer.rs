@@ -88,6 +88,15 @@ impl<S: Transport> Connection<'_, '_, S> {
         Ok(CloseReason::ClientClosed)
     }
 
+    /// The connection has lived its `--max-lifetime`: told to reconnect, at a line
+    /// boundary, and closed.
+    #[inline(never)]
+    pub(super) fn expired(&mut self) -> Step {
+        self.notice(Notice::Reconnect)?;
+        self.flush()?;
+        Ok(CloseReason::Lifetime)
+    }
+
     pub(super) fn idle(&mut self) -> Step {
         let secs = self.ctx.idle_timeout.map_or(0, |t| t.as_secs());
         self.notice(Notice::Idle { secs })?;

@@ -3,6 +3,7 @@
 
 use std::io::{self, ErrorKind};
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use super::buffers::{Buffers, SMALL_INPUT, SMALL_OUTPUT};
 use super::context::{Context, Peer};
@@ -16,6 +17,10 @@ use crate::protocol::{
 /// The most a connection reads once shutdown has begun: more than the kernel can have
 /// queued for it at that moment (Linux's largest receive buffer is 6 MiB by default).
 pub const SHUTDOWN_READ_BUDGET: usize = 8 * 1024 * 1024;
+
+/// The read timeout every connection gets at shutdown: a read that finds nothing for
+/// this long has read everything the client had sent.
+pub const SHUTDOWN_READ_TIMEOUT: Duration = Duration::from_millis(1);
 
 /// Runs the protocol on `stream` until it ends. Never panics on any input; every
 /// error ends up in the summary's reason.
@@ -95,9 +100,13 @@ fn serve_from<S: Transport>(
         bytes_in: 0,
         bytes_out: welcomed.map_or(0, |n| n as u64),
         fault: None,
+        lifetime: None,
     };
     if let Some(faults) = &ctx.faults {
         conn.strike(faults);
+    }
+    if let Some(max) = ctx.max_lifetime {
+        conn.lifetime = super::lifetime::begin(max, peer.id);
     }
     let reason = match (ctx.settings.mode, ctx.settings.framing) {
         (Mode::Echo, _) => conn.echo(),
@@ -150,6 +159,8 @@ pub(super) enum Got {
     /// The server is shutting down and has read what the client had sent.
     Stopped,
     Idle,
+    /// The connection has lived its `--max-lifetime`.
+    Expired,
     /// The client's first bytes begin a TLS handshake (with telnet processing only: a
     /// client that expected TLS here gets nothing it could misread).
     TlsHello,
@@ -181,6 +192,9 @@ pub(super) struct Connection<'c, 's, S> {
     /// The faults that struck this connection (`--fault`); `None` almost always, and
     /// boxed, so that a connection's stack frame does not grow for them.
     pub(super) fault: Option<Box<crate::fault::Struck>>,
+    /// Its end of life (`--max-lifetime`); `None` without the option, and boxed for the
+    /// same reason.
+    pub(super) lifetime: Option<Box<super::lifetime::Lifetime>>,
 }
 
 impl<S: Transport> Connection<'_, '_, S> {
@@ -216,6 +230,7 @@ impl<S: Transport> Connection<'_, '_, S> {
                     return self.closed();
                 }
                 Got::Idle => return self.idle(),
+                Got::Expired => return self.expired(),
             };
             // Only the fresh bytes can hold a line end; a long partial line is searched once.
             let mut scan = self.buf.end - fresh;
@@ -262,6 +277,7 @@ impl<S: Transport> Connection<'_, '_, S> {
                 Got::Bytes(_) => {}
                 Got::Eof | Got::Stopped => return self.closed(),
                 Got::Idle => return self.idle(),
+                Got::Expired => return self.expired(),
             }
             let end = self.buf.end;
             let whole = chunk_message(&self.buf.split().0[..end]).len();
@@ -296,6 +312,7 @@ impl<S: Transport> Connection<'_, '_, S> {
                 }
                 Got::Eof => return Ok(CloseReason::ClientClosed),
                 Got::Idle => return Ok(CloseReason::Idle),
+                Got::Expired => return Ok(CloseReason::Lifetime),
                 // Never from a read without telnet processing: echo echoes whatever comes.
                 Got::TlsHello => return Ok(CloseReason::TlsOnPlainPort),
             };
@@ -321,6 +338,11 @@ impl<S: Transport> Connection<'_, '_, S> {
                 Ok(0) => Got::Eof,
                 _ => Got::Stopped,
             });
+        }
+        if self.lifetime.is_some() {
+            if let Some(expired) = self.before_read()? {
+                return Ok(expired);
+            }
         }
         self.buf.compact();
         if self.buf.end == self.buf.input().len() {
@@ -350,6 +372,9 @@ impl<S: Transport> Connection<'_, '_, S> {
                     // read that finds nothing has read everything the client sent.
                     if ctx.shutting_down.load(Ordering::Acquire) {
                         return Ok(Got::Stopped);
+                    }
+                    if self.lifetime.is_some() && self.lifetime_over() {
+                        return Ok(Got::Expired);
                     }
                     return Ok(Got::Idle);
                 }

@@ -13,9 +13,20 @@ pub trait Transport: Read + Write {
     fn write_last(&mut self, bytes: &[u8]) -> io::Result<usize> {
         self.write(bytes)
     }
+
+    /// Sets the socket's read timeout (`--max-lifetime` shortens it near a connection's
+    /// end of life). A transport over no socket (a test double) has none to set.
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        let _ = timeout;
+        Ok(())
+    }
 }
 
 impl Transport for &std::net::TcpStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        std::net::TcpStream::set_read_timeout(self, timeout)
+    }
+
     fn write_last(&mut self, bytes: &[u8]) -> io::Result<usize> {
         #[cfg(target_os = "linux")]
         {
@@ -29,6 +40,10 @@ impl Transport for &std::net::TcpStream {
 impl<T: Transport + ?Sized> Transport for &mut T {
     fn write_last(&mut self, bytes: &[u8]) -> io::Result<usize> {
         (**self).write_last(bytes)
+    }
+
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        (**self).set_read_timeout(timeout)
     }
 }
 

@@ -3,9 +3,10 @@
 //! an `Option` before each read; the rest is out of line, so that the serving loop's
 //! frame, on every connection's stack, does not grow for it.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::serve::{Connection, Got, IoFailure, Step};
+use super::serve::{Connection, Got, IoFailure, SHUTDOWN_READ_TIMEOUT, Step};
 use super::transport::Transport;
 
 /// The share of `--max-lifetime` a connection's lifetime may fall short of it by: each is
@@ -21,6 +22,9 @@ pub(super) struct Lifetime {
     /// The read timeout set now is the time left rather than the idle timeout: a read
     /// that times out has reached the deadline.
     timing: bool,
+    /// The deadline has passed and one last read, under the shutdown's short timeout, is
+    /// taking what the client had sent by then, to be answered before the notice.
+    ending: bool,
 }
 
 /// The lifetime of connection `id` under `--max-lifetime max`: between `max` less
@@ -46,43 +50,45 @@ pub(super) fn begin(max: Duration, id: u64) -> Option<Box<Lifetime>> {
     Some(Box::new(Lifetime {
         deadline,
         timing: false,
+        ending: false,
     }))
 }
 
 impl<S: Transport> Connection<'_, '_, S> {
-    /// Before a read: [`Got::Expired`] once the connection has lived its lifetime; else,
-    /// when less than the idle timeout is left, the time left as the read timeout, so
-    /// that an idle connection is closed at its end of life rather than after its next
-    /// line.
+    /// Before a read: once the connection has lived its lifetime, one last read under
+    /// the shutdown's short timeout, which takes what the client had sent by then (as
+    /// shutdown does), then [`Got::Expired`]. Before that, when less than the idle
+    /// timeout is left, the time left as the read timeout, so that an idle connection is
+    /// closed at its end of life rather than after its next line.
     #[inline(never)]
     pub(super) fn before_read(&mut self) -> Step<Option<Got>> {
         let idle = self.ctx.idle_timeout;
         let Some(lifetime) = self.lifetime.as_mut() else {
             return Ok(None);
         };
-        let left = lifetime.deadline.saturating_duration_since(Instant::now());
-        // Below a millisecond the socket's timeout rounds to nothing worth a read.
-        if left < Duration::from_millis(1) {
+        if lifetime.ending {
             return Ok(Some(Got::Expired));
         }
-        let timing = idle.is_none_or(|idle| left < idle);
-        if !timing && !lifetime.timing {
-            return Ok(None);
-        }
-        lifetime.timing = timing;
-        let timeout = if timing { Some(left) } else { idle };
+        let left = lifetime.deadline.saturating_duration_since(Instant::now());
+        let timeout = if left < SHUTDOWN_READ_TIMEOUT {
+            lifetime.ending = true;
+            Some(SHUTDOWN_READ_TIMEOUT)
+        } else {
+            let timing = idle.is_none_or(|idle| left < idle);
+            if !timing && !lifetime.timing {
+                return Ok(None);
+            }
+            lifetime.timing = timing;
+            if timing { Some(left) } else { idle }
+        };
         self.stream
             .set_read_timeout(timeout)
             .map_err(IoFailure::Read)?;
         // Shutdown sets its short read timeout after its flag: seen here, the short one
         // may have been overwritten just now, and is set again.
-        if self
-            .ctx
-            .shutting_down
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
+        if self.ctx.shutting_down.load(Ordering::Acquire) {
             self.stream
-                .set_read_timeout(Some(super::serve::SHUTDOWN_READ_TIMEOUT))
+                .set_read_timeout(Some(SHUTDOWN_READ_TIMEOUT))
                 .map_err(IoFailure::Read)?;
         }
         Ok(None)
@@ -94,7 +100,7 @@ impl<S: Transport> Connection<'_, '_, S> {
     pub(super) fn lifetime_over(&self) -> bool {
         self.lifetime
             .as_ref()
-            .is_some_and(|l| l.timing || Instant::now() >= l.deadline)
+            .is_some_and(|l| l.timing || l.ending || Instant::now() >= l.deadline)
     }
 }
 

@@ -468,6 +468,45 @@ mod tests {
         }
     }
 
+    /// Past its lifetime, a connection answers the complete lines it had received, then
+    /// says why it closes (in echo mode, nothing: echo sends only what it receives).
+    #[test]
+    fn past_its_lifetime_a_connection_answers_what_came_then_is_told_to_reconnect() {
+        let peer = Peer {
+            id: 1,
+            addr: "127.0.0.1:5000".parse().unwrap(),
+            local: "127.0.0.1:9999".parse().unwrap(),
+        };
+        let mut ctx = Context::new(Settings::default(), None, Duration::ZERO);
+        ctx.max_lifetime = Some(Duration::ZERO);
+        let mut c = client(b"Ann\nBob\npart");
+        let summary = serve(&mut c, &ctx, peer);
+        assert_eq!(
+            String::from_utf8_lossy(&c.out),
+            "Welcome!\r\nHello, Ann!\r\nHello, Bob!\r\n\
+             server closing this connection, reconnect\r\n"
+        );
+        assert_eq!(
+            (summary.replies, summary.reason),
+            (2, CloseReason::Lifetime)
+        );
+        let mut echo = Context::new(
+            Settings {
+                mode: Mode::Echo,
+                ..Settings::default()
+            },
+            None,
+            Duration::ZERO,
+        );
+        echo.max_lifetime = Some(Duration::ZERO);
+        let mut c = client(b"abc");
+        let summary = serve(&mut c, &echo, peer);
+        assert_eq!(
+            (&c.out[..], summary.reason),
+            (&b"abc"[..], CloseReason::Lifetime)
+        );
+    }
+
     /// The welcome a caller sends ahead ([`welcome`]) is what `serve` would have sent,
     /// and `serve_welcomed` goes on after it, counting it.
     #[test]

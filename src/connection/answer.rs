@@ -44,7 +44,7 @@ impl<S: Transport> Connection<'_, '_, S> {
                 self.flush_last()?;
             }
             Request::Name => {
-                if self.fault.is_some() && self.fault_at_reply(start, end)? {
+                if self.fault().is_some() && self.fault_at_reply(start, end)? {
                     return Ok(request);
                 }
                 if log::log_enabled!(log::Level::Trace) {
@@ -106,14 +106,14 @@ impl<S: Transport> Connection<'_, '_, S> {
 
     /// Sends the welcome, unless the caller has.
     pub(super) fn welcome(&mut self) -> Step<()> {
-        if self.fault.is_some() {
+        if self.fault().is_some() {
             self.fault_at(Point::Accept)?;
         }
         if !self.welcomed {
             self.send(&self.ctx.settings.welcome, 0, 0)?;
             self.flush()?;
         }
-        if self.fault.is_some() {
+        if self.fault().is_some() {
             self.fault_at(Point::Welcome)?;
         }
         Ok(())

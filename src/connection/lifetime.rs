@@ -1,6 +1,6 @@
 //! `--max-lifetime`: a connection's end of life, drawn with jitter, and the read timeout
 //! that wakes it then if it is idle. A connection without one does no more than check
-//! an `Option` before each read; the rest is out of line, so that the serving loop's
+//! an `Option` before each read (the one `--fault` uses too); the rest is out of line, so that the serving loop's
 //! frame, on every connection's stack, does not grow for it.
 
 use std::sync::atomic::Ordering;
@@ -42,19 +42,26 @@ pub fn drawn(max: Duration, id: u64) -> Duration {
 }
 
 /// The end of life of connection `id` starting now, under `--max-lifetime max`; `None`
-/// past what the clock holds (never, then). Out of line: it runs once, and only with
-/// the option.
-#[inline(never)]
-pub(super) fn begin(max: Duration, id: u64) -> Option<Box<Lifetime>> {
+/// past what the clock holds (never, then).
+fn begin(max: Duration, id: u64) -> Option<Lifetime> {
     let deadline = Instant::now().checked_add(drawn(max, id))?;
-    Some(Box::new(Lifetime {
+    Some(Lifetime {
         deadline,
         timing: false,
         ending: false,
-    }))
+    })
 }
 
 impl<S: Transport> Connection<'_, '_, S> {
+    /// Gives the connection its end of life, counted from now. Out of line: it runs
+    /// once, and only with the option.
+    #[inline(never)]
+    pub(super) fn begin_lifetime(&mut self, max: Duration) {
+        if let Some(lifetime) = begin(max, self.peer.id) {
+            self.rare.get_or_insert_with(Box::default).lifetime = Some(lifetime);
+        }
+    }
+
     /// Before a read: once the connection has lived its lifetime, one last read under
     /// the shutdown's short timeout, which takes what the client had sent by then (as
     /// shutdown does), then [`Got::Expired`]. Before that, when less than the idle
@@ -63,7 +70,7 @@ impl<S: Transport> Connection<'_, '_, S> {
     #[inline(never)]
     pub(super) fn before_read(&mut self) -> Step<Option<Got>> {
         let idle = self.ctx.idle_timeout;
-        let Some(lifetime) = self.lifetime.as_mut() else {
+        let Some(lifetime) = self.rare.as_mut().and_then(|r| r.lifetime.as_mut()) else {
             return Ok(None);
         };
         if lifetime.ending {
@@ -98,9 +105,8 @@ impl<S: Transport> Connection<'_, '_, S> {
     /// timeout.
     #[inline(never)]
     pub(super) fn lifetime_over(&self) -> bool {
-        self.lifetime
-            .as_ref()
-            .is_some_and(|l| l.timing || l.ending || Instant::now() >= l.deadline)
+        let lifetime = self.rare.as_ref().and_then(|r| r.lifetime.as_ref());
+        lifetime.is_some_and(|l| l.timing || l.ending || Instant::now() >= l.deadline)
     }
 }
 

@@ -99,14 +99,13 @@ fn serve_from<S: Transport>(
         replies: 0,
         bytes_in: 0,
         bytes_out: welcomed.map_or(0, |n| n as u64),
-        fault: None,
-        lifetime: None,
+        rare: None,
     };
     if let Some(faults) = &ctx.faults {
         conn.strike(faults);
     }
     if let Some(max) = ctx.max_lifetime {
-        conn.lifetime = super::lifetime::begin(max, peer.id);
+        conn.begin_lifetime(max);
     }
     let reason = match (ctx.settings.mode, ctx.settings.framing) {
         (Mode::Echo, _) => conn.echo(),
@@ -189,18 +188,33 @@ pub(super) struct Connection<'c, 's, S> {
     pub(super) replies: u64,
     pub(super) bytes_in: u64,
     pub(super) bytes_out: u64,
-    /// The faults that struck this connection (`--fault`); `None` almost always, and
-    /// boxed, so that a connection's stack frame does not grow for them.
-    pub(super) fault: Option<Box<crate::fault::Struck>>,
-    /// Its end of life (`--max-lifetime`); `None` without the option, and boxed for the
-    /// same reason.
-    pub(super) lifetime: Option<Box<super::lifetime::Lifetime>>,
+    /// What only some connections carry; `None` almost always, and boxed, so that a
+    /// connection's stack frame does not grow for it.
+    pub(super) rare: Option<Box<Rare>>,
+}
+
+/// What a connection carries with `--fault` or `--max-lifetime`.
+#[derive(Debug, Default)]
+pub(super) struct Rare {
+    /// The faults that struck it.
+    pub(super) fault: Option<crate::fault::Struck>,
+    /// Its end of life.
+    pub(super) lifetime: Option<super::lifetime::Lifetime>,
 }
 
 impl<S: Transport> Connection<'_, '_, S> {
     /// What the templates show of this connection.
     pub(super) fn values(&self) -> &ConnectionValues {
         self.values.as_deref().unwrap_or(&ConnectionValues::NONE)
+    }
+
+    /// The faults that struck this connection (`--fault`), if any.
+    pub(super) fn fault(&self) -> Option<&crate::fault::Struck> {
+        self.rare.as_ref()?.fault.as_ref()
+    }
+
+    pub(super) fn fault_mut(&mut self) -> Option<&mut crate::fault::Struck> {
+        self.rare.as_mut()?.fault.as_mut()
     }
 
     /// Line framing: the welcome, then one reply per line.
@@ -339,7 +353,7 @@ impl<S: Transport> Connection<'_, '_, S> {
                 _ => Got::Stopped,
             });
         }
-        if self.lifetime.is_some() {
+        if self.rare.is_some() {
             if let Some(expired) = self.before_read()? {
                 return Ok(expired);
             }
@@ -373,7 +387,7 @@ impl<S: Transport> Connection<'_, '_, S> {
                     if ctx.shutting_down.load(Ordering::Acquire) {
                         return Ok(Got::Stopped);
                     }
-                    if self.lifetime.is_some() && self.lifetime_over() {
+                    if self.rare.is_some() && self.lifetime_over() {
                         return Ok(Got::Expired);
                     }
                     return Ok(Got::Idle);
@@ -459,7 +473,12 @@ mod tests {
         }
     }
 
-    impl Transport for Client {}
+    impl Transport for Client {
+        // No socket: its reads never wait.
+        fn set_read_timeout(&self, _: Option<Duration>) -> io::Result<()> {
+            Ok(())
+        }
+    }
 
     fn client(input: &[u8]) -> Client {
         Client {

@@ -15,11 +15,8 @@ pub trait Transport: Read + Write {
     }
 
     /// Sets the socket's read timeout (`--max-lifetime` shortens it near a connection's
-    /// end of life). A transport over no socket (a test double) has none to set.
-    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        let _ = timeout;
-        Ok(())
-    }
+    /// end of life).
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
 }
 
 impl Transport for &std::net::TcpStream {

@@ -104,7 +104,9 @@ pub struct ServeArgs {
     )]
     pub udp_low_ports: bool,
     /// Serve Prometheus metrics over HTTP at `/metrics` on this address (port 0 picks a
-    /// free port, announced on stdout as `metrics on ADDR`). Off by default.
+    /// free port, announced on stdout as `metrics on ADDR`), with the probes `/healthz`
+    /// (200 while the process runs) and `/readyz` (200 once listening, 503 while starting
+    /// or draining). Off by default.
     #[arg(
         long = "metrics",
         value_name = "ADDR",

@@ -78,7 +78,9 @@ impl Running {
         self.metrics
     }
 
-    /// A handle that stops the server from any thread, as SIGTERM does.
+    /// A handle that stops the server from any thread: at once with
+    /// [`ShutdownHandle::shutdown`], or as SIGTERM does, after the drain delay, with
+    /// [`ShutdownHandle::drain`].
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.handle.clone()
     }
@@ -271,6 +273,7 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
         udp_sockets.push(socket);
     }
     let udp_stats = Arc::new(UdpStats::default());
+    // The only place it is set: it cannot have been set before.
     let _ = pages.0.set(Sources {
         server: server.stats(),
         udp: (!udp_sockets.is_empty()).then(|| Arc::clone(&udp_stats)),

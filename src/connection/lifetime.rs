@@ -1,7 +1,7 @@
 //! `--max-lifetime`: a connection's end of life, drawn with jitter, and the read timeout
 //! that wakes it then if it is idle. A connection without one does no more than check
-//! an `Option` before each read (the one `--fault` uses too); the rest is out of line, so that the serving loop's
-//! frame, on every connection's stack, does not grow for it.
+//! an `Option` before each read (the one `--fault` uses too); the rest is out of line,
+//! so that the serving loop's frame, on every connection's stack, does not grow for it.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

@@ -25,7 +25,6 @@ mod transport;
 
 pub use buffers::{SMALL_INPUT, SMALL_OUTPUT};
 pub use context::{Context, OUTPUT_MAX, POOL_IDLE_BYTES, Peer};
-pub use lifetime::{JITTER, drawn as lifetime_drawn};
 pub use outcome::{CloseReason, Summary};
 pub use serve::{
     SHUTDOWN_READ_BUDGET, SHUTDOWN_READ_TIMEOUT, serve, serve_welcomed, serve_who, welcome,

@@ -196,7 +196,17 @@ impl StatsHandle {
         let full_at = (state.config.unready_at_max && phase == Phase::Serving)
             .then_some(state.config.max_connections);
         let open = match full_at {
-            Some(_) => state.lock().live.len(),
+            Some(limit) => {
+                let open = state.lock().live.len();
+                if open < limit {
+                    open
+                } else {
+                    // As admission does: places held by lingering closes whose clients
+                    // have gone are given up first, so that readiness and admission agree.
+                    state.runtime.sweep_lingering();
+                    state.lock().live.len()
+                }
+            }
             None => 0,
         };
         readiness(phase, open, full_at)

@@ -119,8 +119,6 @@ fn unready_at_max_turns_readyz_503_at_the_limit_and_back_below_it() {
         "--max-connections",
         "2",
         "--unready-at-max",
-        "--linger",
-        "0",
     ]);
     let metrics = metrics_addr(&server);
     assert_eq!(probe(metrics, "/readyz").0, 200);

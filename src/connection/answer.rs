@@ -88,19 +88,22 @@ impl<S: Transport> Connection<'_, '_, S> {
         Ok(CloseReason::ClientClosed)
     }
 
-    /// The connection has lived its `--max-lifetime`: told to reconnect, at a line
-    /// boundary, and closed.
-    #[inline(never)]
-    pub(super) fn expired(&mut self) -> Step {
-        self.notice(Notice::Reconnect)?;
-        self.flush()?;
-        Ok(CloseReason::Lifetime)
-    }
-
+    /// The read timeout: the idle timeout, or the end of the connection's life.
     pub(super) fn idle(&mut self) -> Step {
+        if self.rare.is_some() {
+            self.after_timeout()?;
+        }
         let secs = self.ctx.idle_timeout.map_or(0, |t| t.as_secs());
         self.notice(Notice::Idle { secs })?;
         self.flush()?;
+        Ok(CloseReason::Idle)
+    }
+
+    /// [`idle`](Self::idle) in echo mode, which sends no notice.
+    pub(super) fn idle_echo(&mut self) -> Step {
+        if self.rare.is_some() {
+            self.after_timeout()?;
+        }
         Ok(CloseReason::Idle)
     }
 

@@ -6,8 +6,10 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::serve::{Connection, Got, IoFailure, SHUTDOWN_READ_TIMEOUT, Step};
+use super::outcome::CloseReason;
+use super::serve::{Connection, IoFailure, SHUTDOWN_READ_TIMEOUT, Step};
 use super::transport::Transport;
+use crate::protocol::{Mode, Notice};
 
 /// The share of `--max-lifetime` a connection's lifetime may fall short of it by: each is
 /// drawn uniformly between 0.9 and 1 times the maximum, so that connections opened
@@ -55,6 +57,7 @@ fn begin(max: Duration, id: u64) -> Option<Lifetime> {
 impl<S: Transport> Connection<'_, '_, S> {
     /// Gives the connection its end of life, counted from now. Out of line: it runs
     /// once, and only with the option.
+    #[cold]
     #[inline(never)]
     pub(super) fn begin_lifetime(&mut self, max: Duration) {
         if let Some(lifetime) = begin(max, self.peer.id) {
@@ -62,19 +65,22 @@ impl<S: Transport> Connection<'_, '_, S> {
         }
     }
 
-    /// Before a read: once the connection has lived its lifetime, one last read under
-    /// the shutdown's short timeout, which takes what the client had sent by then (as
-    /// shutdown does), then [`Got::Expired`]. Before that, when less than the idle
-    /// timeout is left, the time left as the read timeout, so that an idle connection is
-    /// closed at its end of life rather than after its next line.
+    /// Before each read (called by the serving loops, not by `read`, whose frame and
+    /// registers every connection's reads pay for): once the connection has lived its
+    /// lifetime, one last read under the shutdown's short timeout, which takes what the
+    /// client had sent by then (as shutdown does), then the end ([`expire`](Self::expire)).
+    /// Before that, when less than the idle timeout is left, the time left as the read
+    /// timeout, so that an idle connection is closed at its end of life rather than after
+    /// its next line.
+    #[cold]
     #[inline(never)]
-    pub(super) fn before_read(&mut self) -> Step<Option<Got>> {
+    pub(super) fn before_read(&mut self) -> Step<()> {
         let idle = self.ctx.idle_timeout;
         let Some(lifetime) = self.rare.as_mut().and_then(|r| r.lifetime.as_mut()) else {
-            return Ok(None);
+            return Ok(());
         };
         if lifetime.ending {
-            return Ok(Some(Got::Expired));
+            return self.expire();
         }
         let left = lifetime.deadline.saturating_duration_since(Instant::now());
         let timeout = if left < SHUTDOWN_READ_TIMEOUT {
@@ -83,7 +89,7 @@ impl<S: Transport> Connection<'_, '_, S> {
         } else {
             let timing = idle.is_none_or(|idle| left < idle);
             if !timing && !lifetime.timing {
-                return Ok(None);
+                return Ok(());
             }
             lifetime.timing = timing;
             if timing { Some(left) } else { idle }
@@ -98,15 +104,30 @@ impl<S: Transport> Connection<'_, '_, S> {
                 .set_read_timeout(Some(SHUTDOWN_READ_TIMEOUT))
                 .map_err(IoFailure::Read)?;
         }
-        Ok(None)
+        Ok(())
     }
 
-    /// After a read timed out: whether it was the lifetime's timeout rather than the idle
-    /// timeout.
+    /// After a read timed out (not at shutdown): the end, if it was the lifetime's
+    /// timeout rather than the idle timeout; else the idle timeout's close goes on.
+    #[cold]
     #[inline(never)]
-    pub(super) fn lifetime_over(&self) -> bool {
+    pub(super) fn after_timeout(&mut self) -> Step<()> {
         let lifetime = self.rare.as_ref().and_then(|r| r.lifetime.as_ref());
-        lifetime.is_some_and(|l| l.timing || l.ending || Instant::now() >= l.deadline)
+        if lifetime.is_some_and(|l| l.timing || l.ending || Instant::now() >= l.deadline) {
+            return self.expire();
+        }
+        Ok(())
+    }
+
+    /// The connection has lived its lifetime: told to reconnect (except in echo mode,
+    /// which sends only what it receives), at a line boundary since every complete line
+    /// read so far is answered, and ended.
+    fn expire(&mut self) -> Step<()> {
+        if !matches!(self.ctx.settings.mode, Mode::Echo) {
+            self.notice(Notice::Reconnect)?;
+            self.flush()?;
+        }
+        Err(IoFailure::Ended(CloseReason::Lifetime))
     }
 }
 

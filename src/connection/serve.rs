@@ -144,7 +144,8 @@ fn values_for(ctx: &Context, peer: Peer, who: Option<Who>) -> Option<Box<Connect
 pub(super) enum IoFailure {
     Read(io::Error),
     Write(io::Error),
-    /// A fault (`--fault`) ended the connection, for this reason.
+    /// A fault (`--fault`) or the connection's end of life (`--max-lifetime`) ended the
+    /// connection, for this reason.
     Ended(CloseReason),
 }
 
@@ -158,8 +159,6 @@ pub(super) enum Got {
     /// The server is shutting down and has read what the client had sent.
     Stopped,
     Idle,
-    /// The connection has lived its `--max-lifetime`.
-    Expired,
     /// The client's first bytes begin a TLS handshake (with telnet processing only: a
     /// client that expected TLS here gets nothing it could misread).
     TlsHello,
@@ -226,6 +225,9 @@ impl<S: Transport> Connection<'_, '_, S> {
         // Set after an over-long line's notice: its bytes are dropped up to the next line end.
         let mut skipping = false;
         loop {
+            if self.rare.is_some() {
+                self.before_read()?;
+            }
             let fresh = match self.read(true)? {
                 Got::TlsHello => return Ok(CloseReason::TlsOnPlainPort),
                 Got::Bytes(n) => n,
@@ -244,7 +246,6 @@ impl<S: Transport> Connection<'_, '_, S> {
                     return self.closed();
                 }
                 Got::Idle => return self.idle(),
-                Got::Expired => return self.expired(),
             };
             // Only the fresh bytes can hold a line end; a long partial line is searched once.
             let mut scan = self.buf.end - fresh;
@@ -285,13 +286,15 @@ impl<S: Transport> Connection<'_, '_, S> {
         let piece = ctx.settings.max_message();
         self.welcome()?;
         loop {
+            if self.rare.is_some() {
+                self.before_read()?;
+            }
             (self.buf.start, self.buf.end) = (0, 0);
             match self.read(true)? {
                 Got::TlsHello => return Ok(CloseReason::TlsOnPlainPort),
                 Got::Bytes(_) => {}
                 Got::Eof | Got::Stopped => return self.closed(),
                 Got::Idle => return self.idle(),
-                Got::Expired => return self.expired(),
             }
             let end = self.buf.end;
             let whole = chunk_message(&self.buf.split().0[..end]).len();
@@ -316,6 +319,9 @@ impl<S: Transport> Connection<'_, '_, S> {
     /// Echo mode (RFC 862): every byte back, nothing else.
     fn echo(&mut self) -> Step {
         loop {
+            if self.rare.is_some() {
+                self.before_read()?;
+            }
             (self.buf.start, self.buf.end) = (0, 0);
             let n = match self.read(false)? {
                 Got::Bytes(n) => n,
@@ -325,8 +331,7 @@ impl<S: Transport> Connection<'_, '_, S> {
                     return Ok(CloseReason::Shutdown);
                 }
                 Got::Eof => return Ok(CloseReason::ClientClosed),
-                Got::Idle => return Ok(CloseReason::Idle),
-                Got::Expired => return Ok(CloseReason::Lifetime),
+                Got::Idle => return self.idle_echo(),
                 // Never from a read without telnet processing: echo echoes whatever comes.
                 Got::TlsHello => return Ok(CloseReason::TlsOnPlainPort),
             };
@@ -352,11 +357,6 @@ impl<S: Transport> Connection<'_, '_, S> {
                 Ok(0) => Got::Eof,
                 _ => Got::Stopped,
             });
-        }
-        if self.rare.is_some() {
-            if let Some(expired) = self.before_read()? {
-                return Ok(expired);
-            }
         }
         self.buf.compact();
         if self.buf.end == self.buf.input().len() {
@@ -386,9 +386,6 @@ impl<S: Transport> Connection<'_, '_, S> {
                     // read that finds nothing has read everything the client sent.
                     if ctx.shutting_down.load(Ordering::Acquire) {
                         return Ok(Got::Stopped);
-                    }
-                    if self.rare.is_some() && self.lifetime_over() {
-                        return Ok(Got::Expired);
                     }
                     return Ok(Got::Idle);
                 }

@@ -123,7 +123,9 @@ pub struct ServeArgs {
     )]
     pub udp_low_ports: bool,
     /// Serve Prometheus metrics over HTTP at `/metrics` on this address (port 0 picks a
-    /// free port, announced on stdout as `metrics on ADDR`). Off by default.
+    /// free port, announced on stdout as `metrics on ADDR`), with the probes `/healthz`
+    /// (200 while the process runs) and `/readyz` (200 once listening, 503 while starting
+    /// or draining). Off by default.
     #[arg(
         long = "metrics",
         value_name = "ADDR",
@@ -451,6 +453,43 @@ pub struct ServeArgs {
         help_heading = "Logging"
     )]
     pub log_format: LogFormat,
+    /// On the first SIGTERM or SIGINT, go on accepting and serving for this long with
+    /// /readyz answering 503, so that load balancers (Kubernetes' endpoints, kube-proxy)
+    /// stop sending clients before the listeners close; then shut down as usual. A second
+    /// signal during the delay skips the rest of it. 0 = shut down at once.
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "TCP_HELLO_DRAIN_DELAY",
+        default_value_t = config::DRAIN_DELAY.as_secs(),
+        value_parser = drain_delay,
+        allow_negative_numbers = true
+    )]
+    pub drain_delay: u64,
+    /// With --metrics, /readyz answers 503 while the server holds --max-connections
+    /// connections, so that a load balancer sends new clients to other replicas.
+    #[arg(
+        long,
+        env = "TCP_HELLO_UNREADY_AT_MAX",
+        action = clap::ArgAction::SetTrue,
+        // The variable takes 1/0, yes/no, on/off and true/false.
+        value_parser = clap::builder::BoolishValueParser::new(),
+        requires = "metrics"
+    )]
+    pub unready_at_max: bool,
+    /// Close a connection this old, at a line boundary, after the notice `server closing
+    /// this connection, reconnect`, so that long-lived clients spread over new replicas.
+    /// Each connection's lifetime is drawn between 0.9 and 1 times SECS, so that
+    /// connections opened together do not all reconnect together. 0 = never.
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "TCP_HELLO_MAX_LIFETIME",
+        default_value_t = 0,
+        value_parser = whole_number::<u64>,
+        allow_negative_numbers = true
+    )]
+    pub max_lifetime: u64,
     /// `--trace` and `--trace-bytes`.
     #[command(flatten)]
     pub trace_args: TraceArgs,
@@ -803,6 +842,9 @@ impl ServeArgs {
             reuse_port: self.reuse_port,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
             linger: Duration::from_secs(self.linger),
+            drain_delay: Duration::from_secs(self.drain_delay),
+            unready_at_max: self.unready_at_max,
+            max_lifetime: seconds(self.max_lifetime),
             trace: self.trace_args.into_config(),
         })
     }
@@ -948,6 +990,18 @@ fn at_most<const MAX: u64>(s: &str) -> Result<u64, String> {
     if n > MAX {
         return Err(format!(
             "{n} is more than {MAX}, the most the kernel takes; give 0 to {MAX}"
+        ));
+    }
+    Ok(n)
+}
+
+/// Reads `--drain-delay`: whole seconds, at most [`config::MAX_DRAIN_DELAY_SECS`].
+fn drain_delay(s: &str) -> Result<u64, String> {
+    let n = whole_number::<u64>(s)?;
+    let most = config::MAX_DRAIN_DELAY_SECS;
+    if n > most {
+        return Err(format!(
+            "{n} s is longer than any load balancer takes to notice; give 0 to {most}"
         ));
     }
     Ok(n)

@@ -59,6 +59,10 @@ pub const BACKLOG: i32 = 1024;
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// `serve --linger`.
 pub const LINGER: Duration = Duration::from_secs(2);
+/// `serve --drain-delay`: none, so a stop signal stops at once.
+pub const DRAIN_DELAY: Duration = Duration::ZERO;
+/// The longest `serve --drain-delay`, in seconds: longer is a typo, not a drain.
+pub const MAX_DRAIN_DELAY_SECS: u64 = 3600;
 
 /// `client --connect-timeout`.
 pub const CONNECT_TIMEOUT: Option<Duration> = Some(Duration::from_secs(5));
@@ -213,6 +217,14 @@ pub struct ServeConfig {
     pub shutdown_timeout: Duration,
     /// How long a closing connection waits for its client's close.
     pub linger: Duration,
+    /// After a stop signal, how long the server goes on serving, not ready, before it
+    /// shuts down (`--drain-delay`).
+    pub drain_delay: Duration,
+    /// `/readyz` answers 503 while the server holds `max_connections`.
+    pub unready_at_max: bool,
+    /// Connections are closed, with a notice, once this old (less a jitter of up to a
+    /// tenth); `None` = never.
+    pub max_lifetime: Option<Duration>,
     /// `--trace`: every connection's bytes, dumped; `None` = off.
     pub trace: Option<crate::trace::TraceConfig>,
 }
@@ -263,6 +275,9 @@ impl Default for ServeConfig {
             reuse_port: false,
             shutdown_timeout: SHUTDOWN_TIMEOUT,
             linger: LINGER,
+            drain_delay: DRAIN_DELAY,
+            unready_at_max: false,
+            max_lifetime: None,
             trace: None,
         }
     }

@@ -10,7 +10,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread;
 
 use anyhow::Context as _;
@@ -23,7 +23,7 @@ use crate::limits::{connection_limit, warn_of_address_space_limit};
 use crate::protocol::{Machine, ReplyFormat, ReplyTemplate, Settings, TemplateField};
 use crate::proxy::ProxyProtocol;
 use crate::rules::{Action, LiveRules, Rule, Rules};
-use crate::server::{Listening, Server, ServerConfig, ShutdownHandle};
+use crate::server::{Listening, NotReady, Server, ServerConfig, ShutdownHandle, StatsHandle};
 use crate::signals::serve_signals;
 use crate::tls::{Tls, TlsFiles};
 use crate::trace::Trace;
@@ -86,7 +86,9 @@ impl Running {
         self.metrics
     }
 
-    /// A handle that stops the server from any thread, as SIGTERM does.
+    /// A handle that stops the server from any thread: at once with
+    /// [`ShutdownHandle::shutdown`], or as SIGTERM does, after the drain delay, with
+    /// [`ShutdownHandle::drain`].
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.handle.clone()
     }
@@ -124,6 +126,8 @@ struct Serving {
     unix: Vec<PathBuf>,
     udp_addrs: Vec<SocketAddr>,
     metrics: Option<SocketAddr>,
+    /// The metrics thread, answering until the server has stopped.
+    _responding: Option<crate::metrics::Responding>,
 }
 
 impl Serving {
@@ -154,6 +158,20 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
     let inherited = match process {
         Process::Own => inherited_sockets(&config)?,
         Process::Shared => None,
+    };
+    // First, so that /readyz says the server is starting while it reads its files and
+    // binds its listeners, rather than nothing answering.
+    let pages = Arc::new(Pages::default());
+    let metrics = match config.metrics {
+        Some(addr) => {
+            let listener = crate::metrics::listen(addr)?;
+            let local = listener.local_addr()?;
+            let responding = crate::metrics::spawn(listener, Arc::clone(&pages))
+                .context("cannot start the metrics thread")?;
+            info!("metrics on http://{local}/metrics, probes on /healthz and /readyz");
+            Some((local, responding))
+        }
+        None => None,
     };
     if inherited.is_none()
         && config.bind.is_empty()
@@ -225,6 +243,7 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
     let mut ctx = Context::new(settings, idle_timeout, config.delay);
     let faults = faults(&config);
     ctx.faults = faults.clone();
+    ctx.max_lifetime = config.max_lifetime;
     // Before listening: a trace file that cannot be written fails the start.
     let trace = config.trace.as_ref().map(Trace::open).transpose()?;
     warn_of_address_space_limit();
@@ -247,6 +266,8 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
         write_timeout: config.write_timeout,
         shutdown_timeout: config.shutdown_timeout,
         linger: config.linger,
+        drain_delay: config.drain_delay,
+        unready_at_max: config.unready_at_max,
         keepalive: config.keepalive,
         user_timeout: config.user_timeout,
         thread_cache: config.thread_cache,
@@ -269,42 +290,19 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
         udp_sockets.push(socket);
     }
     let udp_stats = Arc::new(UdpStats::default());
-    let metrics = match config.metrics {
-        Some(addr) => {
-            let listener = crate::metrics::listen(addr)?;
-            let local = listener.local_addr()?;
-            let stats = server.stats();
-            let udp_stats = (!udp_sockets.is_empty()).then(|| Arc::clone(&udp_stats));
-            let faults = faults.clone();
-            // The thread ends with the process: it holds nothing that needs closing.
-            crate::metrics::spawn(listener, move || {
-                let mut text = stats.snapshot().render();
-                if let Some(udp) = &udp_stats {
-                    text.push_str(&udp.render());
-                }
-                if let Some(faults) = &faults {
-                    text.push_str(&faults.render());
-                }
-                text
-            })
-            .context("cannot start the metrics thread")?;
-            Some(local)
-        }
-        None => None,
-    };
+    // The only place it is set: it cannot have been set before.
+    let _ = pages.0.set(Sources {
+        server: server.stats(),
+        udp: (!udp_sockets.is_empty()).then(|| Arc::clone(&udp_stats)),
+        faults: faults.clone(),
+    });
     // Before the announcement, so that a script may signal as soon as it has read it.
     // Every thread started before this blocks the signals (`spawn_blocking_stops`).
     if process == Process::Own {
-        let (stop, count) = (server.shutdown_handle(), server.shutdown_handle());
         // Rules from flags alone never change: SIGHUP has none to reload.
         let reloadable = rules.has_files().then(|| Arc::clone(&rules));
-        serve_signals(
-            move || stop.shutdown(),
-            move || count.connections(),
-            tls,
-            reloadable,
-        )
-        .context("cannot install signal handlers")?;
+        serve_signals(server.shutdown_handle(), tls, reloadable)
+            .context("cannot install signal handlers")?;
     }
     let addrs = server.local_addrs()?;
     for addr in &addrs {
@@ -366,9 +364,8 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
         }
         None => None,
     };
-    if let Some(local) = metrics {
-        info!("metrics on http://{local}/metrics");
-    }
+    let (metrics, responding) = metrics.unzip();
+    server.mark_listening();
     if process == Process::Own {
         // The announcement is for whoever started us; if they stopped reading, or stdout
         // is full, clients can still be served.
@@ -387,6 +384,7 @@ fn launch(mut config: ServeConfig, process: Process) -> anyhow::Result<Serving> 
         unix,
         udp_addrs,
         metrics,
+        _responding: responding,
     })
 }
 
@@ -638,4 +636,39 @@ fn faults(config: &ServeConfig) -> Option<Arc<crate::fault::Faults>> {
         crate::plural::noun(config.faults.len() as u64, "fault", "faults")
     );
     Some(Arc::new(faults))
+}
+
+/// What `--metrics` serves: nothing but "starting" until the server is set up, then its
+/// counters and readiness.
+#[derive(Default)]
+struct Pages(OnceLock<Sources>);
+
+/// Where the metrics pages come from, once the server is set up.
+struct Sources {
+    server: StatsHandle,
+    udp: Option<Arc<UdpStats>>,
+    faults: Option<Arc<crate::fault::Faults>>,
+}
+
+impl crate::metrics::Pages for Arc<Pages> {
+    fn metrics(&self) -> Result<String, String> {
+        let Some(sources) = self.0.get() else {
+            return Err(NotReady::Starting.to_string());
+        };
+        let mut text = sources.server.snapshot().render();
+        if let Some(udp) = &sources.udp {
+            text.push_str(&udp.render());
+        }
+        if let Some(faults) = &sources.faults {
+            text.push_str(&faults.render());
+        }
+        Ok(text)
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        match self.0.get() {
+            None => Err(NotReady::Starting.to_string()),
+            Some(sources) => sources.server.readiness().map_err(|why| why.to_string()),
+        }
+    }
 }

@@ -18,6 +18,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::rules::LiveRules;
+use crate::server::ShutdownHandle;
 use crate::tls::Tls;
 
 /// Runs `install` with `signals` blocked on the calling thread, then unblocks them, so
@@ -85,33 +86,36 @@ where
 /// What the server does on a signal, by how many stop signals came before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    /// The first SIGINT or SIGTERM: graceful shutdown.
+    /// The first SIGINT or SIGTERM: drain (with `--drain-delay`), then graceful shutdown.
     Shutdown,
+    /// A later SIGINT or SIGTERM during the drain delay: the rest of it is skipped.
+    SkipDelay,
     /// A later SIGINT or SIGTERM: exit at once, with this status.
     Exit(i32),
     /// SIGHUP: reload the TLS files and the rule files, if there are any; never a stop.
     Reload,
 }
 
-/// The server's answer to `signal` when `stops_before` SIGINT or SIGTERM came before it.
-pub fn action(signal: i32, stops_before: u32) -> Action {
+/// The server's answer to `signal` when `stops_before` SIGINT or SIGTERM came before it;
+/// `delaying`: the drain delay is under way.
+pub fn action(signal: i32, stops_before: u32, delaying: bool) -> Action {
     match signal {
         SIGHUP => Action::Reload,
         _ if stops_before == 0 => Action::Shutdown,
+        _ if delaying => Action::SkipDelay,
         _ => Action::Exit(128 + signal),
     }
 }
 
-/// Installs the server's signal handling: the first SIGINT or SIGTERM stops the server
-/// gracefully, a second exits at once; SIGHUP reloads the TLS certificate, key and
-/// client CA (`tls`) and the address rule files (`rules`), and is logged and ignored
-/// without either; it never stops the server.
-/// Under systemd (Type=notify), stopping is announced with `STOPPING=1`. The signals are
-/// read on a thread of their own. `shutdown` stops the server gracefully; `connections`
-/// says how many it has open.
+/// Installs the server's signal handling: the first SIGINT or SIGTERM drains `server`
+/// for its drain delay and then stops it gracefully ([`ShutdownHandle::drain`]); a second
+/// during the delay skips the rest of it, and one after that exits at once; SIGHUP
+/// reloads the TLS certificate, key and client CA (`tls`) and the address rule files
+/// (`rules`), and is logged and ignored without either; it never stops the server. Under
+/// systemd (Type=notify), stopping is announced with `STOPPING=1` as the drain begins.
+/// The signals are read on a thread of their own.
 pub fn serve_signals(
-    shutdown: impl Fn() + Send + 'static,
-    connections: impl Fn() -> usize + Send + 'static,
+    server: ShutdownHandle,
     tls: Option<Arc<Tls>>,
     rules: Option<Arc<LiveRules>>,
 ) -> io::Result<()> {
@@ -123,7 +127,7 @@ pub fn serve_signals(
         .spawn(move || {
             let mut stops = 0;
             for signal in signals.forever() {
-                match action(signal, stops) {
+                match action(signal, stops, server.in_drain_delay()) {
                     Action::Reload => match &reloads {
                         None => info!(
                             "signal {signal} (SIGHUP): ignored, there is nothing to reload \
@@ -133,16 +137,30 @@ pub fn serve_signals(
                     },
                     Action::Shutdown => {
                         stops += 1;
-                        info!("signal {signal}: stopping; a second signal exits at once");
-                        // So that systemd shows the unit deactivating while connections
-                        // drain; a no-op unless it runs us as Type=notify.
+                        match server.drain_delay().as_secs() {
+                            0 => info!("signal {signal}: stopping; a second signal exits at once"),
+                            secs => info!(
+                                "signal {signal}: stopping after a drain delay of {secs} s; a \
+                                 second signal skips the rest of it"
+                            ),
+                        }
+                        // So that systemd shows the unit deactivating while it drains; a
+                        // no-op unless it runs us as Type=notify.
                         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-                        shutdown();
+                        server.drain();
+                    }
+                    Action::SkipDelay => {
+                        stops += 1;
+                        info!(
+                            "signal {signal} again: the rest of the drain delay skipped; \
+                             stopping; another signal exits at once"
+                        );
+                        server.skip_drain_delay();
                     }
                     Action::Exit(status) => {
                         warn!(
                             "signal {signal} again: exiting with {} connections open",
-                            connections()
+                            server.connections()
                         );
                         std::process::exit(status);
                     }
@@ -273,12 +291,21 @@ mod tests {
 
     #[test]
     fn first_stop_signal_shuts_down_second_exits_and_sighup_never_stops() {
-        assert_eq!(action(SIGTERM, 0), Action::Shutdown);
-        assert_eq!(action(SIGINT, 0), Action::Shutdown);
-        assert_eq!(action(SIGINT, 1), Action::Exit(130));
-        assert_eq!(action(SIGTERM, 1), Action::Exit(143));
-        assert_eq!(action(SIGHUP, 0), Action::Reload);
-        assert_eq!(action(SIGHUP, 1), Action::Reload);
+        assert_eq!(action(SIGTERM, 0, false), Action::Shutdown);
+        assert_eq!(action(SIGINT, 0, false), Action::Shutdown);
+        assert_eq!(action(SIGINT, 1, false), Action::Exit(130));
+        assert_eq!(action(SIGTERM, 1, false), Action::Exit(143));
+        assert_eq!(action(SIGHUP, 0, false), Action::Reload);
+        assert_eq!(action(SIGHUP, 1, true), Action::Reload);
+    }
+
+    #[test]
+    fn a_second_stop_signal_during_the_drain_delay_skips_it_and_a_third_exits() {
+        assert_eq!(action(SIGTERM, 1, true), Action::SkipDelay);
+        assert_eq!(action(SIGINT, 1, true), Action::SkipDelay);
+        assert_eq!(action(SIGTERM, 2, false), Action::Exit(143));
+        // A drain delay does not turn the first signal into anything but the drain.
+        assert_eq!(action(SIGTERM, 0, true), Action::Shutdown);
     }
 
     #[test]

@@ -710,6 +710,10 @@ impl connection::Transport for Encrypted<'_> {
     fn write_last(&mut self, bytes: &[u8]) -> io::Result<usize> {
         self.write_as(bytes, true)
     }
+
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.sock.set_read_timeout(timeout)
+    }
 }
 
 /// A socket read that returns `WouldBlock` instead of waiting (`MSG_DONTWAIT`).
@@ -797,7 +801,11 @@ pub fn serve(
     };
     if matches!(
         summary.reason,
-        CloseReason::Exit | CloseReason::Idle | CloseReason::Shutdown | CloseReason::ClientClosed
+        CloseReason::Exit
+            | CloseReason::Idle
+            | CloseReason::Shutdown
+            | CloseReason::Lifetime
+            | CloseReason::ClientClosed
     ) {
         // After `exit`, already sent with the farewell.
         conn.send_close_notify();

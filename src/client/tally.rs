@@ -15,7 +15,8 @@ enum LineKind {
     Busy,
     /// `ERROR idle ...`: the server is closing an idle connection.
     Idle,
-    /// `server shutting down`.
+    /// `server shutting down`, or `server closing this connection, reconnect`
+    /// (`--max-lifetime`): the server closes on its own account.
     ShuttingDown,
     /// Any other `ERROR ...` line, e.g. `ERROR line too long`.
     Error,
@@ -32,7 +33,9 @@ fn classify_line(line: &[u8]) -> LineKind {
         LineKind::Busy
     } else if line.starts_with(b"ERROR idle") {
         LineKind::Idle
-    } else if line == b"server shutting down" {
+    } else if line == b"server shutting down"
+        || line == b"server closing this connection, reconnect"
+    {
         LineKind::ShuttingDown
     } else if line.starts_with(b"ERROR ") {
         LineKind::Error
@@ -340,6 +343,10 @@ mod tests {
         );
         assert_eq!(
             classify_line(b"server shutting down"),
+            LineKind::ShuttingDown
+        );
+        assert_eq!(
+            classify_line(b"server closing this connection, reconnect"),
             LineKind::ShuttingDown
         );
         assert_eq!(

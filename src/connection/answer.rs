@@ -44,7 +44,7 @@ impl<S: Transport> Connection<'_, '_, S> {
                 self.flush_last()?;
             }
             Request::Name => {
-                if self.fault.is_some() && self.fault_at_reply(start, end)? {
+                if self.fault().is_some() && self.fault_at_reply(start, end)? {
                     return Ok(request);
                 }
                 if log::log_enabled!(log::Level::Trace) {
@@ -84,23 +84,35 @@ impl<S: Transport> Connection<'_, '_, S> {
         Ok(CloseReason::ClientClosed)
     }
 
+    /// The read timeout: the idle timeout, or the end of the connection's life.
     pub(super) fn idle(&mut self) -> Step {
+        if self.rare.is_some() {
+            self.after_timeout()?;
+        }
         let secs = self.ctx.idle_timeout.map_or(0, |t| t.as_secs());
         self.notice(Notice::Idle { secs })?;
         self.flush()?;
         Ok(CloseReason::Idle)
     }
 
+    /// [`idle`](Self::idle) in echo mode, which sends no notice.
+    pub(super) fn idle_echo(&mut self) -> Step {
+        if self.rare.is_some() {
+            self.after_timeout()?;
+        }
+        Ok(CloseReason::Idle)
+    }
+
     /// Sends the welcome, unless the caller has.
     pub(super) fn welcome(&mut self) -> Step<()> {
-        if self.fault.is_some() {
+        if self.fault().is_some() {
             self.fault_at(Point::Accept)?;
         }
         if !self.welcomed {
             self.send(&self.ctx.settings.welcome, 0, 0)?;
             self.flush()?;
         }
-        if self.fault.is_some() {
+        if self.fault().is_some() {
             self.fault_at(Point::Welcome)?;
         }
         Ok(())

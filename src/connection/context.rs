@@ -38,6 +38,9 @@ pub struct Context {
     pub write_timeout: Option<Duration>,
     /// `--fault`: misbehaving on purpose; `None` without it.
     pub faults: Option<Arc<Faults>>,
+    /// `--max-lifetime`: connections end this old, less a jitter (see
+    /// [`lifetime`](super::lifetime)); `None`: never.
+    pub max_lifetime: Option<Duration>,
 }
 
 impl Context {
@@ -55,6 +58,7 @@ impl Context {
             delay,
             write_timeout: None,
             faults: None,
+            max_lifetime: None,
         }
     }
 }

@@ -22,8 +22,10 @@ impl<S: Transport> Connection<'_, '_, S> {
     /// Draws the faults that strike this connection; trickling is announced now, as it
     /// strikes every write.
     pub(super) fn strike(&mut self, faults: &Faults) {
-        self.fault = faults.strike(self.id).map(Box::new);
-        if let Some((bytes, pause)) = self.fault.as_ref().and_then(|f| f.trickle) {
+        if let Some(struck) = faults.strike(self.id) {
+            self.rare.get_or_insert_with(Box::default).fault = Some(struck);
+        }
+        if let Some((bytes, pause)) = self.fault().and_then(|f| f.trickle) {
             log::info!(
                 "conn {} fault: trickle, {bytes} {} every {} ms",
                 self.id,
@@ -36,7 +38,7 @@ impl<S: Transport> Connection<'_, '_, S> {
 
     /// The one-time fault due at `point` (accept, or right after the welcome), if any.
     pub(super) fn fault_at(&mut self, point: Point) -> Step<()> {
-        let Some(once) = self.fault.as_mut().and_then(|f| f.at(point)) else {
+        let Some(once) = self.fault_mut().and_then(|f| f.at(point)) else {
             return Ok(());
         };
         self.announce(once, point);
@@ -54,7 +56,7 @@ impl<S: Transport> Connection<'_, '_, S> {
     /// after this many replies. True when the fault took the reply's place.
     pub(super) fn fault_at_reply(&mut self, start: usize, end: usize) -> Step<bool> {
         let point = Point::Replies(self.replies);
-        let Some(struck) = self.fault.as_mut() else {
+        let Some(struck) = self.fault_mut() else {
             return Ok(false);
         };
         if let Some(wait) = struck.delay() {
@@ -68,7 +70,7 @@ impl<S: Transport> Connection<'_, '_, S> {
             self.flush()?;
             std::thread::sleep(wait);
         }
-        let Some(struck) = self.fault.as_mut() else {
+        let Some(struck) = self.fault_mut() else {
             return Ok(false);
         };
         let Some(once) = struck.at(point) else {

@@ -9,12 +9,14 @@
 //! one ended), `transport` (what it speaks over), `buffers` (stack and pooled
 //! buffers), `serve` (the entry points and the three serving loops), `answer` (what is
 //! said to each message), `output` (queueing and writing it), `fault` (where
-//! `--fault` acts), `traced` (a transport shown in `--trace`).
+//! `--fault` acts), `lifetime` (`--max-lifetime`'s end of life), `traced` (a transport
+//! shown in `--trace`).
 
 mod answer;
 mod buffers;
 mod context;
 mod fault;
+mod lifetime;
 mod outcome;
 mod output;
 mod serve;
@@ -25,7 +27,8 @@ pub use buffers::{SMALL_INPUT, SMALL_OUTPUT};
 pub use context::{Context, OUTPUT_MAX, POOL_IDLE_BYTES, Peer};
 pub use outcome::{CloseReason, Summary};
 pub use serve::{
-    SHUTDOWN_READ_BUDGET, serve, serve_welcomed, serve_who, serve_with_values, welcome,
+    SHUTDOWN_READ_BUDGET, SHUTDOWN_READ_TIMEOUT, serve, serve_welcomed, serve_who,
+    serve_with_values, welcome,
 };
 pub use traced::Traced;
 pub use transport::Transport;

@@ -13,6 +13,8 @@ pub enum CloseReason {
     Idle,
     /// The server is shutting down.
     Shutdown,
+    /// The connection lived its `--max-lifetime`.
+    Lifetime,
     /// Reading failed (reset, ...).
     ReadError(ErrorKind),
     /// Writing failed: the client is gone or does not read (write timeout).
@@ -35,6 +37,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::ClientClosed => f.write_str("client closed"),
             CloseReason::Idle => f.write_str("idle timeout"),
             CloseReason::Shutdown => f.write_str("server shutdown"),
+            CloseReason::Lifetime => f.write_str("max lifetime reached"),
             CloseReason::ReadError(kind) => write!(f, "read error: {kind}"),
             CloseReason::WriteError(ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 f.write_str("write error: timed out, the client does not read its replies")

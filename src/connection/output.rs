@@ -132,7 +132,7 @@ impl<S: Transport> Connection<'_, '_, S> {
         if n == 0 {
             return Ok(());
         }
-        if let Some((bytes, pause)) = self.fault.as_ref().and_then(|f| f.trickle) {
+        if let Some((bytes, pause)) = self.fault().and_then(|f| f.trickle) {
             return self.trickle(n, bytes, pause, last);
         }
         let write_timeout = self.ctx.write_timeout;

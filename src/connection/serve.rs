@@ -3,6 +3,7 @@
 
 use std::io::{self, ErrorKind};
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use super::buffers::{Buffers, SMALL_INPUT, SMALL_OUTPUT};
 use super::context::{Context, Peer};
@@ -16,6 +17,10 @@ use crate::protocol::{
 /// The most a connection reads once shutdown has begun: more than the kernel can have
 /// queued for it at that moment (Linux's largest receive buffer is 6 MiB by default).
 pub const SHUTDOWN_READ_BUDGET: usize = 8 * 1024 * 1024;
+
+/// The read timeout every connection gets at shutdown: a read that finds nothing for
+/// this long has read everything the client had sent.
+pub const SHUTDOWN_READ_TIMEOUT: Duration = Duration::from_millis(1);
 
 /// Runs the protocol on `stream` until it ends. Never panics on any input; every
 /// error ends up in the summary's reason.
@@ -118,10 +123,13 @@ fn serve_from<S: Transport>(
         replies: 0,
         bytes_in: 0,
         bytes_out: welcomed.map_or(0, |n| n as u64),
-        fault: None,
+        rare: None,
     };
     if let Some(faults) = &ctx.faults {
         conn.strike(faults);
+    }
+    if let Some(max) = ctx.max_lifetime {
+        conn.begin_lifetime(max);
     }
     let reason = match (ctx.settings.mode, ctx.settings.framing) {
         (Mode::Echo, _) => conn.echo(),
@@ -160,7 +168,8 @@ fn values_for(ctx: &Context, peer: Peer, who: Option<Who>) -> Option<Box<Connect
 pub(super) enum IoFailure {
     Read(io::Error),
     Write(io::Error),
-    /// A fault (`--fault`) ended the connection, for this reason.
+    /// A fault (`--fault`) or the connection's end of life (`--max-lifetime`) ended the
+    /// connection, for this reason.
     Ended(CloseReason),
 }
 
@@ -203,15 +212,33 @@ pub(super) struct Connection<'c, 's, S> {
     pub(super) replies: u64,
     pub(super) bytes_in: u64,
     pub(super) bytes_out: u64,
-    /// The faults that struck this connection (`--fault`); `None` almost always, and
-    /// boxed, so that a connection's stack frame does not grow for them.
-    pub(super) fault: Option<Box<crate::fault::Struck>>,
+    /// What only some connections carry; `None` almost always, and boxed, so that a
+    /// connection's stack frame does not grow for it.
+    pub(super) rare: Option<Box<Rare>>,
+}
+
+/// What a connection carries with `--fault` or `--max-lifetime`.
+#[derive(Debug, Default)]
+pub(super) struct Rare {
+    /// The faults that struck it.
+    pub(super) fault: Option<crate::fault::Struck>,
+    /// Its end of life.
+    pub(super) lifetime: Option<super::lifetime::Lifetime>,
 }
 
 impl<S: Transport> Connection<'_, '_, S> {
     /// What the templates show of this connection.
     pub(super) fn values(&self) -> &ConnectionValues {
         self.values.as_deref().unwrap_or(&ConnectionValues::NONE)
+    }
+
+    /// The faults that struck this connection (`--fault`), if any.
+    pub(super) fn fault(&self) -> Option<&crate::fault::Struck> {
+        self.rare.as_ref()?.fault.as_ref()
+    }
+
+    pub(super) fn fault_mut(&mut self) -> Option<&mut crate::fault::Struck> {
+        self.rare.as_mut()?.fault.as_mut()
     }
 
     /// Line framing: the welcome, then one reply per line.
@@ -223,6 +250,9 @@ impl<S: Transport> Connection<'_, '_, S> {
         // Set after an over-long line's notice: its bytes are dropped up to the next line end.
         let mut skipping = false;
         loop {
+            if self.rare.is_some() {
+                self.before_read()?;
+            }
             let fresh = match self.read(true)? {
                 Got::TlsHello => return Ok(CloseReason::TlsOnPlainPort),
                 Got::Bytes(n) => n,
@@ -281,6 +311,9 @@ impl<S: Transport> Connection<'_, '_, S> {
         let piece = ctx.settings.max_message();
         self.welcome()?;
         loop {
+            if self.rare.is_some() {
+                self.before_read()?;
+            }
             (self.buf.start, self.buf.end) = (0, 0);
             match self.read(true)? {
                 Got::TlsHello => return Ok(CloseReason::TlsOnPlainPort),
@@ -311,6 +344,9 @@ impl<S: Transport> Connection<'_, '_, S> {
     /// Echo mode (RFC 862): every byte back, nothing else.
     fn echo(&mut self) -> Step {
         loop {
+            if self.rare.is_some() {
+                self.before_read()?;
+            }
             (self.buf.start, self.buf.end) = (0, 0);
             let n = match self.read(false)? {
                 Got::Bytes(n) => n,
@@ -320,7 +356,7 @@ impl<S: Transport> Connection<'_, '_, S> {
                     return Ok(CloseReason::Shutdown);
                 }
                 Got::Eof => return Ok(CloseReason::ClientClosed),
-                Got::Idle => return Ok(CloseReason::Idle),
+                Got::Idle => return self.idle_echo(),
                 // Never from a read without telnet processing: echo echoes whatever comes.
                 Got::TlsHello => return Ok(CloseReason::TlsOnPlainPort),
             };
@@ -459,13 +495,57 @@ mod tests {
         }
     }
 
-    impl Transport for Client {}
+    impl Transport for Client {
+        // No socket: its reads never wait.
+        fn set_read_timeout(&self, _: Option<Duration>) -> io::Result<()> {
+            Ok(())
+        }
+    }
 
     fn client(input: &[u8]) -> Client {
         Client {
             input: std::io::Cursor::new(input.to_vec()),
             out: Vec::new(),
         }
+    }
+
+    /// Past its lifetime, a connection answers the complete lines it had received, then
+    /// says why it closes (in echo mode, nothing: echo sends only what it receives).
+    #[test]
+    fn past_its_lifetime_a_connection_answers_what_came_then_is_told_to_reconnect() {
+        let peer = Peer {
+            id: 1,
+            addr: "127.0.0.1:5000".parse().unwrap(),
+            local: "127.0.0.1:9999".parse().unwrap(),
+        };
+        let mut ctx = Context::new(Settings::default(), None, Duration::ZERO);
+        ctx.max_lifetime = Some(Duration::ZERO);
+        let mut c = client(b"Ann\nBob\npart");
+        let summary = serve(&mut c, &ctx, peer);
+        assert_eq!(
+            String::from_utf8_lossy(&c.out),
+            "Welcome!\r\nHello, Ann!\r\nHello, Bob!\r\n\
+             server closing this connection, reconnect\r\n"
+        );
+        assert_eq!(
+            (summary.replies, summary.reason),
+            (2, CloseReason::Lifetime)
+        );
+        let mut echo = Context::new(
+            Settings {
+                mode: Mode::Echo,
+                ..Settings::default()
+            },
+            None,
+            Duration::ZERO,
+        );
+        echo.max_lifetime = Some(Duration::ZERO);
+        let mut c = client(b"abc");
+        let summary = serve(&mut c, &echo, peer);
+        assert_eq!(
+            (&c.out[..], summary.reason),
+            (&b"abc"[..], CloseReason::Lifetime)
+        );
     }
 
     /// The welcome a caller sends ahead ([`welcome`]) is what `serve` would have sent,

@@ -44,4 +44,8 @@ impl<S: Transport> Transport for Traced<'_, S> {
         self.trace.record(Direction::Sent, &bytes[..n]);
         Ok(n)
     }
+
+    fn set_read_timeout(&self, timeout: Option<std::time::Duration>) -> io::Result<()> {
+        self.inner.set_read_timeout(timeout)
+    }
 }

@@ -13,9 +13,17 @@ pub trait Transport: Read + Write {
     fn write_last(&mut self, bytes: &[u8]) -> io::Result<usize> {
         self.write(bytes)
     }
+
+    /// Sets the socket's read timeout (`--max-lifetime` shortens it near a connection's
+    /// end of life).
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
 }
 
 impl Transport for &std::net::TcpStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        std::net::TcpStream::set_read_timeout(self, timeout)
+    }
+
     fn write_last(&mut self, bytes: &[u8]) -> io::Result<usize> {
         #[cfg(target_os = "linux")]
         {
@@ -27,11 +35,19 @@ impl Transport for &std::net::TcpStream {
 }
 
 /// A Unix stream socket: its farewell is a plain write (there are no segments to save).
-impl Transport for &std::os::unix::net::UnixStream {}
+impl Transport for &std::os::unix::net::UnixStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        std::os::unix::net::UnixStream::set_read_timeout(self, timeout)
+    }
+}
 
 impl<T: Transport + ?Sized> Transport for &mut T {
     fn write_last(&mut self, bytes: &[u8]) -> io::Result<usize> {
         (**self).write_last(bytes)
+    }
+
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        (**self).set_read_timeout(timeout)
     }
 }
 

@@ -40,7 +40,7 @@ impl Refusal {
 }
 
 /// The `reason` labels of closes, in the order of [`close_index`].
-const CLOSE_LABELS: [&str; 9] = [
+const CLOSE_LABELS: [&str; 10] = [
     "exit",
     "client_closed",
     "idle",
@@ -50,6 +50,7 @@ const CLOSE_LABELS: [&str; 9] = [
     "tls_handshake",
     "tls_on_plain_port",
     "fault",
+    "max_lifetime",
 ];
 
 /// A close reason's place in [`CLOSE_LABELS`] (its `reason` label).
@@ -64,6 +65,7 @@ fn close_index(reason: CloseReason) -> usize {
         CloseReason::Handshake => 6,
         CloseReason::TlsOnPlainPort => 7,
         CloseReason::Fault(_) => 8,
+        CloseReason::Lifetime => 9,
     }
 }
 
@@ -73,7 +75,7 @@ fn close_index(reason: CloseReason) -> usize {
 pub struct Counters {
     connections: AtomicU64,
     refusals: [AtomicU64; 4],
-    closes: [AtomicU64; 9],
+    closes: [AtomicU64; 10],
     replies: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
@@ -139,7 +141,7 @@ pub struct Snapshot {
     /// Refusals, by [`Refusal`] (in its order).
     pub refusals: [u64; 4],
     /// Closes, by reason (in the order of the `reason` labels).
-    pub closes: [u64; 9],
+    pub closes: [u64; 10],
     /// Replies sent by closed connections.
     pub replies: u64,
     /// Bytes received by closed connections.
@@ -239,7 +241,7 @@ mod tests {
             open: 2,
             connections: 5,
             refusals: [1, 2, 3, 4],
-            closes: [1, 0, 0, 0, 0, 0, 0, 4, 0],
+            closes: [1, 0, 0, 0, 0, 0, 0, 4, 0, 3],
             replies: 7,
             bytes_in: 10,
             bytes_out: 20,
@@ -260,6 +262,7 @@ mod tests {
             "tcp_hello_refusals_total{reason=\"proxy_header\"} 4",
             "tcp_hello_closes_total{reason=\"exit\"} 1",
             "tcp_hello_closes_total{reason=\"tls_on_plain_port\"} 4",
+            "tcp_hello_closes_total{reason=\"max_lifetime\"} 3",
             "tcp_hello_replies_total 7",
             "tcp_hello_received_bytes_total 10",
             "tcp_hello_sent_bytes_total 20",

@@ -1,4 +1,5 @@
-//! `--metrics`: the server's counters, and the Prometheus text format over HTTP.
+//! `--metrics`: the server's counters, and the Prometheus text format over HTTP, with
+//! the probes `/healthz` and `/readyz` beside it.
 //!
 //! The counters are relaxed atomics bumped where each event happens; per-connection
 //! counts (replies, bytes) are folded in once, when the connection closes. A scrape
@@ -6,8 +7,8 @@
 //! metrics thread of its own: it never holds up accepting or serving.
 //!
 //! One job per file: `counters` (the counters and a scrape's snapshot of them),
-//! `text_format` (the Prometheus text writer), `responder` (the HTTP side), and
-//! `proc_status` (the thread count from `/proc`).
+//! `text_format` (the Prometheus text writer), `responder` (the HTTP side, the probes
+//! included), and `proc_status` (the thread count from `/proc`).
 
 mod counters;
 mod proc_status;
@@ -16,5 +17,5 @@ mod text_format;
 
 pub use counters::{Counters, Refusal, Snapshot};
 pub use proc_status::{threads, threads_in_status};
-pub use responder::{MAX_SCRAPERS, SCRAPE_TIMEOUT, listen, spawn};
+pub use responder::{MAX_SCRAPERS, Pages, Responding, SCRAPE_TIMEOUT, listen, spawn};
 pub use text_format::{MetricType, TextFormat};

@@ -1,4 +1,5 @@
-//! The lines the server sends on its own account (too long, idle, shutting down, busy).
+//! The lines the server sends on its own account (too long, idle, shutting down,
+//! reconnect, busy).
 
 use super::settings::Settings;
 
@@ -14,6 +15,9 @@ pub enum Notice {
     },
     /// The server is stopping.
     ShuttingDown,
+    /// The connection lived its `--max-lifetime`: the client should connect again (to
+    /// another replica, maybe).
+    Reconnect,
     /// The connection limit is reached, or no thread could be started.
     Busy {
         /// Connections the server holds: the limit, or fewer when it could not start
@@ -36,6 +40,7 @@ impl Notice {
             ),
             Notice::Idle { secs } => format!("ERROR idle for {secs} s, closing"),
             Notice::ShuttingDown => "server shutting down".to_string(),
+            Notice::Reconnect => "server closing this connection, reconnect".to_string(),
             Notice::Busy { connections } => {
                 format!("ERROR server busy ({connections} connections), try again later")
             }

@@ -251,6 +251,14 @@ mod tests {
             ..Settings::default()
         };
         assert_eq!(chunk.notice(Notice::ShuttingDown), b"server shutting down");
+        assert_eq!(
+            s.notice(Notice::Reconnect),
+            b"server closing this connection, reconnect\r\n"
+        );
+        assert_eq!(
+            chunk.notice(Notice::Reconnect),
+            b"server closing this connection, reconnect"
+        );
         assert_eq!(chunk.max_message(), CHUNK_MAX);
     }
 }

@@ -410,6 +410,7 @@ fn close(
         CloseReason::Exit
             | CloseReason::Idle
             | CloseReason::Shutdown
+            | CloseReason::Lifetime
             | CloseReason::Handshake
             | CloseReason::Fault(Kind::Close)
     );

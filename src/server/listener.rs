@@ -149,6 +149,8 @@ mod tests {
             write_timeout: None,
             shutdown_timeout: Duration::from_secs(1),
             linger: Duration::from_secs(2),
+            drain_delay: Duration::ZERO,
+            unready_at_max: false,
             thread_cache: 0,
             max_handshakes: 4,
             max_handshakes_per_source: 4,

@@ -10,6 +10,8 @@
 //! - `admission`: address rules and limits: admit, or refuse;
 //! - `registry`: the live connections (for shutdown and the limits), and TLS handshakes
 //!   under way;
+//! - `readiness`: the server's phase, and whether it is ready for new connections;
+//! - `drain`: on a stop signal, not ready but still serving for `--drain-delay`;
 //! - `shutdown`: stopping: ending every connection's reading, and waiting for them;
 //! - `log_limit`: at most one log line a second for refusals and accept errors;
 //! - `runtime`: the optimizations, behind one seam, each with a switch to turn it off:
@@ -19,9 +21,11 @@
 
 mod accept;
 mod admission;
+mod drain;
 mod lifecycle;
 mod listener;
 mod log_limit;
+mod readiness;
 mod registry;
 mod runtime;
 mod shutdown;
@@ -46,6 +50,7 @@ pub use listener::{
     KEEPALIVE_PROBES, MAX_KEEPALIVE_SECS, MAX_USER_TIMEOUT_SECS, adopt, keepalive, listen,
 };
 pub use log_limit::LogLimit;
+pub use readiness::{NotReady, Phase, readiness};
 use registry::Registry;
 use runtime::Runtime;
 pub use runtime::{CONNECTION_STACK, PARKED_FOR, TLS_CONNECTION_STACK};
@@ -100,6 +105,10 @@ pub struct ServerConfig {
     /// How long a closing connection waits for the client to close too (`--linger`);
     /// zero: it closes at once.
     pub linger: Duration,
+    /// How long [`ShutdownHandle::drain`] goes on serving, not ready, before shutdown.
+    pub drain_delay: Duration,
+    /// Not ready while `max_connections` are open (`--unready-at-max`).
+    pub unready_at_max: bool,
     /// TCP keepalive: silence after which the first probe goes out (see [`keepalive`]);
     /// `None` = off.
     pub keepalive: Option<Duration>,
@@ -138,6 +147,8 @@ impl Default for ServerConfig {
             write_timeout: config::WRITE_TIMEOUT,
             shutdown_timeout: config::SHUTDOWN_TIMEOUT,
             linger: config::LINGER,
+            drain_delay: config::DRAIN_DELAY,
+            unready_at_max: false,
             keepalive: config::KEEPALIVE,
             user_timeout: config::USER_TIMEOUT,
             thread_cache: config::THREAD_CACHE,
@@ -190,6 +201,30 @@ pub struct StatsHandle {
 }
 
 impl StatsHandle {
+    /// Whether the server takes new connections (`/readyz`), or why not; the registry's
+    /// lock is taken only with `--unready-at-max`.
+    pub fn readiness(&self) -> Result<(), NotReady> {
+        let state = &self.state;
+        let phase = state.phase.get();
+        let full_at = (state.config.unready_at_max && phase == Phase::Serving)
+            .then_some(state.config.max_connections);
+        let open = match full_at {
+            Some(limit) => {
+                let open = state.lock().live.len();
+                if open < limit {
+                    open
+                } else {
+                    // As admission does: places held by lingering closes whose clients
+                    // have gone are given up first, so that readiness and admission agree.
+                    state.runtime.sweep_lingering();
+                    state.lock().live.len()
+                }
+            }
+            None => 0,
+        };
+        readiness(phase, open, full_at)
+    }
+
     /// The counters now, the connections open (the registry's lock, held for a moment)
     /// and the process's threads.
     pub fn snapshot(&self) -> Snapshot {
@@ -218,12 +253,40 @@ struct ServerState {
     counters: Counters,
     /// The threads connections run on, and the closer.
     runtime: Runtime,
+    /// Where the server is in its life, for `/readyz`.
+    phase: readiness::PhaseCell,
+    /// The drain delay, once a stop signal has come.
+    drain: drain::Drain,
 }
 
 impl ShutdownHandle {
-    /// Stops accepting and ends every connection's reading; idempotent.
+    /// Stops accepting and ends every connection's reading, a drain delay under way
+    /// included; idempotent.
     pub fn shutdown(&self) {
+        drain::cut_short(&self.state.drain);
         shutdown::stop(&self.state);
+    }
+
+    /// What a stop signal does: not ready from now on, still serving for the drain delay
+    /// (see [`ServerConfig::drain_delay`]), then [`ShutdownHandle::shutdown`]'s stop.
+    /// Only the first call does anything.
+    pub fn drain(&self) {
+        drain::begin(&self.state);
+    }
+
+    /// Ends a drain delay under way now, so that the shutdown begins; whether one was.
+    pub fn skip_drain_delay(&self) -> bool {
+        drain::cut_short(&self.state.drain)
+    }
+
+    /// Whether a drain delay is under way.
+    pub fn in_drain_delay(&self) -> bool {
+        drain::delaying(&self.state.drain)
+    }
+
+    /// The drain delay a stop signal begins.
+    pub fn drain_delay(&self) -> Duration {
+        self.state.config.drain_delay
     }
 
     /// How many connections are open now.
@@ -304,6 +367,8 @@ impl Server {
             next_id: AtomicU64::new(1),
             busy_log: Mutex::new(LogLimit::new(Duration::from_secs(1))),
             counters: Counters::default(),
+            phase: readiness::PhaseCell::new(),
+            drain: drain::Drain::default(),
         });
         Ok(Server {
             listeners,
@@ -329,6 +394,12 @@ impl Server {
     /// The paths of the `unix:` listeners, in the order given.
     pub fn unix_paths(&self) -> Vec<PathBuf> {
         self.unix.iter().map(|l| l.path().to_path_buf()).collect()
+    }
+
+    /// Its listeners are open: from now on `/readyz` may say it is ready. Before the
+    /// announcement, so that whoever reads it finds the server ready.
+    pub fn mark_listening(&self) {
+        self.state.phase.advance(Phase::Serving);
     }
 
     /// A handle that stops the server from any thread.

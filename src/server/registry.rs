@@ -326,6 +326,8 @@ mod tests {
             write_timeout: None,
             shutdown_timeout: Duration::from_secs(1),
             linger: Duration::from_secs(2),
+            drain_delay: Duration::ZERO,
+            unready_at_max: false,
             keepalive: None,
             user_timeout: None,
             thread_cache: 0,

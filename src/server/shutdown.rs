@@ -14,11 +14,12 @@ use nix::sys::signal::Signal;
 use socket2::SockRef;
 
 use super::ServerState;
+use super::readiness::Phase;
 use super::registry::Socket;
 
-/// The read timeout every connection gets at shutdown: a read that finds nothing for
-/// this long has read everything the client had sent.
-pub(super) const SHUTDOWN_READ_TIMEOUT: Duration = Duration::from_millis(1);
+/// The read timeout every connection gets at shutdown (see
+/// [`crate::connection::SHUTDOWN_READ_TIMEOUT`]).
+pub(super) const SHUTDOWN_READ_TIMEOUT: Duration = crate::connection::SHUTDOWN_READ_TIMEOUT;
 
 /// The signal that interrupts a connection thread's blocked read at shutdown, so that
 /// the read starts again under [`SHUTDOWN_READ_TIMEOUT`]. SIGURG is ignored by default
@@ -39,6 +40,7 @@ pub(super) fn stop(state: &ServerState) {
             return;
         }
         registry.stopping = true;
+        state.phase.advance(Phase::Stopping);
         state.ctx.shutting_down.store(true, Ordering::Release);
         registry
             .live

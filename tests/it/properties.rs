@@ -32,7 +32,12 @@ impl Read for Script {
     }
 }
 
-impl connection::Transport for Script {}
+impl connection::Transport for Script {
+    // No socket: its reads never wait.
+    fn set_read_timeout(&self, _: Option<std::time::Duration>) -> io::Result<()> {
+        Ok(())
+    }
+}
 
 impl Write for Script {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {

@@ -318,6 +318,30 @@ fn every_behaviour_works_over_tls_greet_chunk_echo_and_limits() {
     assert_eq!(rest, "ERROR idle for 1 s, closing\r\n");
 }
 
+/// `--max-lifetime` over TLS: the notice inside the session, then its clean close
+/// (close_notify), for an idle connection at its end of life.
+#[test]
+fn max_lifetime_closes_a_tls_connection_with_its_notice_and_a_clean_close() {
+    let certs = make_certs();
+    let server = tls_server(&certs, &["--max-lifetime", "1"]);
+    let opened = std::time::Instant::now();
+    let mut tls = BufReader::new(connect_tls(server.addr(), &certs, None).unwrap());
+    assert_eq!(read_line(&mut tls), "Welcome!\r\n");
+    tls.get_mut().write_all(b"Ann\n").unwrap();
+    assert_eq!(read_line(&mut tls), "Hello, Ann!\r\n");
+    let mut rest = String::new();
+    tls.read_to_string(&mut rest).expect("a clean TLS close");
+    assert_eq!(rest, "server closing this connection, reconnect\r\n");
+    assert!(
+        opened.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        opened.elapsed()
+    );
+    drop(tls);
+    let logs = server.stop_and_logs();
+    assert!(logs.contains("max lifetime reached"), "{logs}");
+}
+
 #[test]
 fn placeholders_over_tls_name_the_connection_and_both_addresses() {
     let certs = make_certs();

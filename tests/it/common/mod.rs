@@ -79,6 +79,26 @@ pub fn metrics_body(addr: SocketAddr) -> String {
     body.to_string()
 }
 
+/// `GET path` from a metrics listener at `addr` (`/healthz`, `/readyz`): the status
+/// code and the body.
+pub fn probe(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect to metrics");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("read the answer");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (status, body.to_string())
+}
+
 /// The samples of `GET /metrics` at `addr`, by name with labels.
 pub fn metrics_samples(addr: SocketAddr) -> std::collections::HashMap<String, u64> {
     metrics_body(addr)

@@ -97,7 +97,7 @@ fn the_bash_completion_script_loads_in_bash_and_completes_subcommands_and_flags(
         return;
     }
     assert_eq!(bash_completes(&["tcp-hello", "se"]), ["serve"]);
-    let flags = bash_completes(&["tcp-hello", "serve", "--max-l"]);
+    let flags = bash_completes(&["tcp-hello", "serve", "--max-lin"]);
     assert_eq!(flags, ["--max-line"]);
     let shells = bash_completes(&["tcp-hello", "completions", ""]);
     assert!(
@@ -121,7 +121,7 @@ fn the_fish_completion_script_loads_in_fish_and_completes_subcommands_and_flags(
             .args([
                 "--no-config",
                 "-c",
-                "source; complete -C 'tcp-hello se'; complete -C 'tcp-hello serve --max-l'",
+                "source; complete -C 'tcp-hello se'; complete -C 'tcp-hello serve --max-lin'",
             ])
             .env("HOME", home.path())
             .env("XDG_CONFIG_HOME", home.path().join("config"))

@@ -64,6 +64,20 @@ pub struct Summary {
     pub reason: CloseReason,
 }
 
+impl Summary {
+    /// Whether its close line belongs at debug, not info: nothing was received (a port
+    /// scanner, a health check), or the client reset it, or spoke TLS to a plain port.
+    pub fn is_quiet(&self) -> bool {
+        self.bytes_in == 0
+            || matches!(
+                self.reason,
+                CloseReason::ReadError(ErrorKind::ConnectionReset)
+                    | CloseReason::WriteError(ErrorKind::ConnectionReset | ErrorKind::BrokenPipe)
+                    | CloseReason::TlsOnPlainPort
+            )
+    }
+}
+
 /// Why a failed read ended the connection: a fatal alert from a TLS client (which the
 /// TLS stream reports as invalid data carrying the rustls error) by its name, anything
 /// else by its kind.
@@ -80,6 +94,22 @@ pub(super) fn read_failure(e: &io::Error) -> CloseReason {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scanners_resets_and_tls_on_a_plain_port_close_quietly() {
+        let summary = |bytes_in, reason| Summary {
+            replies: 0,
+            bytes_in,
+            bytes_out: 10,
+            reason,
+        };
+        assert!(summary(0, CloseReason::Exit).is_quiet());
+        assert!(summary(5, CloseReason::ReadError(ErrorKind::ConnectionReset)).is_quiet());
+        assert!(summary(5, CloseReason::WriteError(ErrorKind::BrokenPipe)).is_quiet());
+        assert!(summary(5, CloseReason::TlsOnPlainPort).is_quiet());
+        assert!(!summary(5, CloseReason::Exit).is_quiet());
+        assert!(!summary(5, CloseReason::Idle).is_quiet());
+    }
 
     #[test]
     fn a_fatal_tls_alert_from_the_client_is_named_as_the_close_reason() {

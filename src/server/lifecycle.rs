@@ -11,7 +11,7 @@
 //! Which thread runs each step, and who waits for the client's close, is the runtime's
 //! business ([`super::runtime`]); the checks are admission's ([`super::admission`]).
 
-use std::io::{self, ErrorKind};
+use std::io;
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -355,14 +355,7 @@ fn close(
 ) {
     let Ending { summary, detail } = ending;
     state.counters.closed(&summary);
-    let quiet = summary.bytes_in == 0
-        || matches!(
-            summary.reason,
-            CloseReason::ReadError(ErrorKind::ConnectionReset)
-                | CloseReason::WriteError(ErrorKind::ConnectionReset | ErrorKind::BrokenPipe)
-                | CloseReason::TlsOnPlainPort
-        );
-    let level = if quiet {
+    let level = if summary.is_quiet() {
         log::Level::Debug
     } else {
         log::Level::Info

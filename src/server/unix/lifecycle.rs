@@ -118,14 +118,7 @@ fn close(
     summary: Summary,
 ) {
     state.counters.closed(&summary);
-    let quiet = summary.bytes_in == 0
-        || matches!(
-            summary.reason,
-            CloseReason::ReadError(ErrorKind::ConnectionReset)
-                | CloseReason::WriteError(ErrorKind::ConnectionReset | ErrorKind::BrokenPipe)
-                | CloseReason::TlsOnPlainPort
-        );
-    let level = if quiet {
+    let level = if summary.is_quiet() {
         log::Level::Debug
     } else {
         log::Level::Info

@@ -66,32 +66,14 @@ pub(super) fn admit(
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
     let stream = Arc::new(stream);
     let slot = {
-        let mut registry = state.lock();
-        if registry.live.len() >= state.config.max_connections {
-            // Connections waiting for their clients' close hold places too: those whose
-            // clients have closed since the closer last looked give theirs up.
-            drop(registry);
-            state.runtime.sweep_lingering();
-            registry = state.lock();
-        }
-        if registry.stopping {
-            return None;
-        }
-        if registry.live.len() >= state.config.max_connections {
-            drop(registry);
-            state.counters.refused(Refusal::Busy);
-            let connections = state.config.max_connections;
-            let notice = Notice::Busy { connections };
-            refuse(
-                state,
-                &stream,
-                peer,
-                notice,
-                "connection limit reached",
-                tls,
-            );
-            return None;
-        }
+        let mut registry = match room(state) {
+            Ok(registry) => registry,
+            Err(NoRoom::Stopping) => return None,
+            Err(NoRoom::Full) => {
+                refuse_busy(state, &*stream, peer, tls);
+                return None;
+            }
+        };
         if !proxied && !take_source_place(state, &mut registry, peer.ip()) {
             drop(registry);
             refuse_per_source(state, &stream, peer, tls);
@@ -125,6 +107,41 @@ pub(super) fn admit(
         stream,
         counted,
     })
+}
+
+/// Why a connection gets no place in the registry.
+enum NoRoom {
+    /// Shutdown has begun: closed without a word, like the rest.
+    Stopping,
+    /// `--max-connections` are open.
+    Full,
+}
+
+/// The registry, locked, with room for one more connection. Connections waiting for
+/// their clients' close hold places too: those whose clients have closed since the
+/// closer last looked give theirs up first.
+fn room(state: &ServerState) -> Result<std::sync::MutexGuard<'_, Registry>, NoRoom> {
+    let mut registry = state.lock();
+    if registry.live.len() >= state.config.max_connections {
+        drop(registry);
+        state.runtime.sweep_lingering();
+        registry = state.lock();
+    }
+    if registry.stopping {
+        return Err(NoRoom::Stopping);
+    }
+    if registry.live.len() >= state.config.max_connections {
+        return Err(NoRoom::Full);
+    }
+    Ok(registry)
+}
+
+/// Counts and refuses a connection at `--max-connections`, with the busy line.
+fn refuse_busy(state: &ServerState, stream: &impl AsFd, peer: impl fmt::Display, tls: bool) {
+    state.counters.refused(Refusal::Busy);
+    let connections = state.config.max_connections;
+    let notice = Notice::Busy { connections };
+    refuse(state, stream, peer, notice, "connection limit reached", tls);
 }
 
 /// An admitted connection whose thread could not start: gives its place back and tells
@@ -161,31 +178,14 @@ pub(super) fn admit_unix(
 ) -> Option<AdmittedUnix> {
     let stream = Arc::new(stream);
     let slot = {
-        let mut registry = state.lock();
-        if registry.live.len() >= state.config.max_connections {
-            // As in `admit`: places held by clients that have gone are given up first.
-            drop(registry);
-            state.runtime.sweep_lingering();
-            registry = state.lock();
-        }
-        if registry.stopping {
-            return None;
-        }
-        if registry.live.len() >= state.config.max_connections {
-            drop(registry);
-            state.counters.refused(Refusal::Busy);
-            let connections = state.config.max_connections;
-            let notice = Notice::Busy { connections };
-            refuse(
-                state,
-                &*stream,
-                peer,
-                notice,
-                "connection limit reached",
-                false,
-            );
-            return None;
-        }
+        let mut registry = match room(state) {
+            Ok(registry) => registry,
+            Err(NoRoom::Stopping) => return None,
+            Err(NoRoom::Full) => {
+                refuse_busy(state, &*stream, peer, false);
+                return None;
+            }
+        };
         registry.live.insert(Live {
             stream: Socket::Unix(Arc::clone(&stream)),
             thread: 0,
